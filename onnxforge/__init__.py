@@ -1,0 +1,31 @@
+"""onnxforge: trained PyTorch and scikit-learn models to release-ready ONNX.
+
+The public API is resolved lazily so `import onnxforge` (and `onnxforge --help`)
+never imports torch, sklearn or onnxsim.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_API = {
+    "inspect": "onnxforge.validators.checker:inspect_model",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    target = _API.get(name)
+    if target is None:
+        raise AttributeError(f"module 'onnxforge' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

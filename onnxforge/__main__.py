@@ -1,0 +1,3 @@
+from onnxforge.cli.app import main
+
+main()

@@ -1,0 +1,67 @@
+"""The Typer app. Commands live one per module; this file wires them and owns main()."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from onnxforge.cli.common import STATE, exit_code_for, is_quiet_exit, report_error, setup_logging
+
+app = typer.Typer(
+    name="onnxforge",
+    help="Take trained PyTorch and scikit-learn models to release-ready ONNX.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from onnxforge import __version__
+
+        typer.echo(f"onnxforge {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More log output on stderr (repeatable).")] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr.")] = False,
+) -> None:
+    STATE.debug = debug or bool(os.environ.get("ONNXFORGE_DEBUG"))
+    STATE.verbosity = -1 if quiet else verbose
+    setup_logging(STATE.verbosity)
+
+
+def _register() -> None:
+    from onnxforge.cli.inspect import inspect_cmd
+
+    app.command("inspect")(inspect_cmd)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app, map every exception to one exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=args, prog_name="onnxforge", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except BaseException as exc:  # noqa: BLE001 - this is the one place that maps them all
+        code = exit_code_for(exc)
+        if not is_quiet_exit(exc):
+            report_error(exc, STATE.debug or "--debug" in args)
+    sys.stdout.flush()
+    if argv is None:
+        sys.exit(code)
+    return code

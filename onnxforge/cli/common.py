@@ -1,0 +1,162 @@
+"""What every command shares: option aliases, output (JSON or table), the exit-code
+mapping, and logging to stderr. Commands parse, call the library, then `emit`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from onnxforge.errors import ExitCode, OnnxforgeError
+
+log = logging.getLogger("onnxforge")
+
+
+@dataclass
+class State:
+    debug: bool = False
+    verbosity: int = 0  # -1 quiet, 0 normal, 1+ verbose
+
+
+STATE = State()
+
+# ----------------------------------------------------------------------------- options
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print only the JSON envelope on stdout.")]
+FormatOpt = Annotated[
+    str, typer.Option("--format", help="Output format: table or json.", metavar="table|json")
+]
+ReportOpt = Annotated[
+    Optional[Path], typer.Option("--report", help="Also write the JSON envelope to this file (pass or fail).", metavar="PATH")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
+OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="Where to write the model.", metavar="PATH")]
+InputSpecOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--input", help="Input spec NAME:DTYPE:SHAPE, e.g. x:float32:1x3x224x224 (repeatable).", metavar="SPEC"),
+]
+InputsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--inputs", help="Input data: .npz, .npy, a folder of NAME.npy, or numbered sample folders.", metavar="PATH"),
+]
+DimOpt = Annotated[
+    Optional[list[str]], typer.Option("--dim", help="Pin a symbolic dim: NAME=VALUE (repeatable).", metavar="NAME=VALUE")
+]
+ValRangeOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--val-range", help="Random input range NAME:[LO,HI] (or [LO,HI] for all).", metavar="NAME:[LO,HI]"),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for generated inputs.")]
+SamplesOpt = Annotated[int, typer.Option("--samples", help="Number of random input samples.", min=1)]
+ProviderOpt = Annotated[str, typer.Option("--provider", help="Execution provider: cpu, cuda, tensorrt, openvino, dml.")]
+AtolOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--atol", help="Absolute tolerance, with per-output overrides: --atol 1e-4 --atol logits:1e-3.", metavar="[NAME:]VALUE"),
+]
+RtolOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--rtol", help="Relative tolerance, with per-output overrides.", metavar="[NAME:]VALUE"),
+]
+
+
+def wants_json(json_flag: bool, fmt: str | None) -> bool:
+    if fmt not in (None, "table", "json"):
+        raise typer.BadParameter(f"unknown format {fmt!r}; use table or json", param_hint="--format")
+    return json_flag or fmt == "json"
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    plain = not stream.isatty()
+    # Logs and CI capture: no colour, no wrapping at 80 columns.
+    return Console(file=stream, no_color=plain or "NO_COLOR" in os.environ, width=160 if plain else None,
+                   highlight=False, soft_wrap=False)
+
+
+def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True, kind: str | None = None) -> None:
+    """Print the result (JSON only, or a table), write --report, and exit 1 on a failed check."""
+    from onnxforge import report as rep
+
+    if report is not None:
+        rep.write_report(str(report), result, kind)
+    if as_json:
+        sys.stdout.write(rep.dumps(result, kind) + "\n")
+        sys.stdout.flush()
+    else:
+        rep.render(result, console())
+    if not passed:
+        raise typer.Exit(int(ExitCode.CHECK_FAILED))
+
+
+def setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    if verbosity < 0:
+        level = logging.ERROR
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if verbosity > 1 else "%(message)s"))
+    root = logging.getLogger("onnxforge")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+# ----------------------------------------------------------------------------- exit codes
+
+
+def _click_kind(exc: BaseException) -> str | None:
+    # Typer may vendor its own copy of click (typer._click), so match click's
+    # exception classes by name rather than by identity.
+    names = {c.__name__ for c in type(exc).__mro__ if "click" in c.__module__ or c.__module__.startswith("typer")}
+    for kind in ("UsageError", "Abort", "Exit"):
+        if kind in names:
+            return kind
+    return None
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The one mapping from exceptions to the exit codes of ARCHITECTURE.md."""
+    if isinstance(exc, OnnxforgeError):
+        return int(exc.exit_code)
+    kind = _click_kind(exc)
+    if isinstance(exc, KeyboardInterrupt) or kind == "Abort":
+        return int(ExitCode.INTERRUPTED)
+    if kind == "UsageError":
+        return int(ExitCode.USAGE)
+    if kind == "Exit":
+        return int(exc.exit_code)
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    return int(ExitCode.INTERNAL)
+
+
+def is_quiet_exit(exc: BaseException) -> bool:
+    return isinstance(exc, SystemExit) or _click_kind(exc) == "Exit"
+
+
+def report_error(exc: BaseException, debug: bool) -> None:
+    err = sys.stderr
+    kind = _click_kind(exc)
+    if isinstance(exc, OnnxforgeError):
+        err.write(f"error: {exc.message}\n")
+        if exc.hint:
+            err.write(f"hint: {exc.hint}\n")
+    elif kind == "UsageError":
+        exc.show(file=err)
+    elif isinstance(exc, KeyboardInterrupt) or kind == "Abort":
+        err.write("interrupted\n")
+    else:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        err.write(f"internal error: {type(exc).__name__}: {first}\n")
+        if not debug:
+            err.write("hint: rerun with --debug for the traceback, and report it\n")
+    if debug and kind != "UsageError":
+        import traceback
+
+        traceback.print_exception(exc, file=err)

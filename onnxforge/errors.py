@@ -1,0 +1,69 @@
+"""The error tree. Every error a user can cause carries an exit code and a hint.
+
+A failed *check* is not an error: checks return reports with ``passed`` and the CLI
+turns ``passed == False`` into exit code 1. Exceptions mean the work could not be done.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    CHECK_FAILED = 1
+    USAGE = 2
+    BAD_INPUT = 3
+    CONVERSION_FAILED = 4
+    MISSING_DEPENDENCY = 5
+    INTERNAL = 70
+    INTERRUPTED = 130
+
+
+class OnnxforgeError(Exception):
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(OnnxforgeError):
+    """A bad flag value or a combination of flags that makes no sense."""
+
+    exit_code = ExitCode.USAGE
+
+
+class BadInputError(OnnxforgeError):
+    """A missing or unreadable file, not an ONNX model, wrong shapes or dtypes, bad data."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class ConversionError(OnnxforgeError):
+    """The exporter, simplifier or quantizer failed; the message wraps its error."""
+
+    exit_code = ExitCode.CONVERSION_FAILED
+
+
+class MissingDependencyError(OnnxforgeError):
+    """An optional package or an execution provider is not available."""
+
+    exit_code = ExitCode.MISSING_DEPENDENCY
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or raise MissingDependencyError naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{module} is not installed ({exc})",
+            hint=f"pip install 'onnxforge[{extra}]'",
+        ) from exc

@@ -1,0 +1,190 @@
+"""Reading and writing files: the one place for atomic writes, overwrite rules,
+hashes, and loading ONNX models with errors a user can act on."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from onnxforge.errors import BadInputError
+
+PROTOBUF_LIMIT = 2 * 1024**3 - 1  # protobuf refuses to serialize messages >= 2 GiB
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_readable_file(path: str | os.PathLike, what: str = "file") -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(f"{what} not found: {p}", hint="check the path")
+    if p.is_dir():
+        raise BadInputError(f"{what} is a directory, not a file: {p}", hint="give the path of a file")
+    if not os.access(p, os.R_OK):
+        raise BadInputError(f"{what} is not readable: {p}", hint="check its permissions")
+    if p.stat().st_size == 0:
+        raise BadInputError(f"{what} is empty: {p}", hint="the file was probably not written completely")
+    return p
+
+
+def check_output_path(out: str | os.PathLike, *, force: bool, inputs: tuple = ()) -> Path:
+    """Refuse to overwrite without --force, and refuse to write over an input.
+
+    A missing parent folder is created: pipelines write into fresh folders and a
+    mature tool does not make them mkdir first.
+    """
+    o = Path(out)
+    for i in inputs:
+        if i is not None and Path(i).exists() and o.exists() and o.resolve() == Path(i).resolve():
+            if not force:
+                raise BadInputError(
+                    f"output {o} is the input file; inputs are never modified",
+                    hint="write to another path (or pass --force to replace the input)",
+                )
+    if o.exists() and o.is_dir():
+        raise BadInputError(f"output {o} is a directory", hint="give a file path such as model.onnx")
+    if o.exists() and not force:
+        raise BadInputError(f"output {o} exists", hint="pass --force to overwrite it")
+    o.parent.mkdir(parents=True, exist_ok=True)
+    return o
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it into place on success.
+
+    On any exception (Ctrl-C included) the temporary file is removed and the
+    target is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True):
+    """Load an ONNX model, turning every way it can be wrong into a one-line BadInputError."""
+    import onnx
+
+    p = check_readable_file(path, "model")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeError or others
+        raise BadInputError(
+            f"{p} is not a valid ONNX model ({type(exc).__name__}: {_first_line(exc)})",
+            hint="the file may be truncated or not an ONNX protobuf; re-export it",
+        ) from None
+    if not model.graph.node and not model.graph.output:
+        raise BadInputError(
+            f"{p} is not a valid ONNX model (no graph: the bytes parsed as an empty ModelProto)",
+            hint="the file is probably not ONNX (text, or another format renamed .onnx)",
+        )
+    missing = missing_external_data(model, p.parent)
+    if missing:
+        raise BadInputError(
+            f"{p}: external data file(s) missing: {', '.join(sorted(missing))} "
+            f"(looked in {p.parent})",
+            hint="keep the data file(s) beside the model, with the names the model records",
+        )
+    if load_external_data and external_data_files(model):
+        from onnx.external_data_helper import load_external_data_for_model
+
+        try:
+            load_external_data_for_model(model, str(p.parent))
+        except Exception as exc:
+            raise BadInputError(f"{p}: cannot read external data ({_first_line(exc)})") from None
+    return model
+
+
+def external_data_files(model) -> dict[str, int]:
+    """External data file name -> bytes the model references in it."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    files: dict[str, int] = {}
+    for t in _get_all_tensors(model):
+        if uses_external_data(t):
+            info = {e.key: e.value for e in t.external_data}
+            loc = info.get("location", "")
+            files[loc] = files.get(loc, 0) + int(info.get("length", 0) or 0)
+    return files
+
+
+def missing_external_data(model, base: Path) -> list[str]:
+    return [f for f in external_data_files(model) if not (base / f).is_file()]
+
+
+def model_bytes(model) -> int:
+    """Serialized size, counting external tensors too (ByteSize alone misses them)."""
+    return model.ByteSize() + sum(external_data_files(model).values())
+
+
+def save_onnx(model, target: str | os.PathLike, *, external_data: bool | None = None) -> Path:
+    """Write a model atomically. External data is used when asked or when the model
+    would pass the protobuf limit; its file is named after the model and lies beside it.
+    """
+    import onnx
+
+    target = Path(target)
+    if external_data is None:
+        external_data = model.ByteSize() >= PROTOBUF_LIMIT or bool(external_data_files(model))
+    data_name = target.name + ".data"
+    with atomic_path(target, suffix=".onnx") as tmp:
+        if external_data:
+            # The location recorded in the model is relative, so the pair can move together.
+            data_tmp = target.parent / f".{data_name}.tmp"
+            onnx.save_model(
+                model,
+                str(tmp),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_tmp.name,
+                size_threshold=1024,
+            )
+            # rewrite the location to the final name, then move both into place
+            m2 = onnx.load(str(tmp), load_external_data=False)
+            for t in _all_tensors(m2):
+                for e in t.external_data:
+                    if e.key == "location":
+                        e.value = data_name
+            onnx.save_model(m2, str(tmp))
+            os.replace(data_tmp, target.parent / data_name)
+        else:
+            onnx.save_model(model, str(tmp))
+    return target
+
+
+def _all_tensors(model):
+    from onnx.external_data_helper import _get_all_tensors
+
+    return _get_all_tensors(model)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,214 @@
+"""Results -> the versioned JSON envelope, and results -> rich tables for people.
+
+One renderer per result type, registered in ``_RENDERERS``. JSON is strict: non-finite
+floats become the strings "NaN", "Infinity", "-Infinity" so any JSON parser reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Callable
+
+SCHEMA_VERSION = 1
+
+KINDS = {
+    "ModelInfo": "inspect",
+    "ParityReport": "parity",
+    "BenchmarkResult": "benchmark",
+}
+
+
+def to_jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict) or hasattr(obj, "items") and callable(obj.items):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return "NaN"
+        if math.isinf(obj):
+            return "Infinity" if obj > 0 else "-Infinity"
+        return obj
+    # numpy scalars and arrays without importing numpy here
+    if hasattr(obj, "tolist"):
+        return to_jsonable(obj.tolist())
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    return str(obj)
+
+
+def kind_of(result: Any) -> str:
+    return KINDS.get(type(result).__name__, type(result).__name__.lower())
+
+
+def envelope(result: Any, kind: str | None = None) -> dict:
+    from onnxforge import __version__
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind or kind_of(result),
+        "onnxforge_version": __version__,
+        "result": to_jsonable(result),
+    }
+
+
+def dumps(result: Any, kind: str | None = None) -> str:
+    return json.dumps(envelope(result, kind), indent=2, allow_nan=False)
+
+
+def write_report(path: str, result: Any, kind: str | None = None) -> None:
+    from onnxforge.fileio import atomic_write_text
+
+    atomic_write_text(path, dumps(result, kind) + "\n")
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n}"
+
+
+def _fmt_num(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        return str(x)
+    if x == 0:
+        return "0"
+    if abs(x) >= 1e4 or abs(x) < 1e-3:
+        return f"{x:.2e}"
+    return f"{x:.4g}"
+
+
+def _esc(x: Any) -> str:
+    from rich.markup import escape
+
+    return escape(str(x))
+
+
+def _render_model_info(info, console) -> None:
+    from rich.table import Table
+
+    head = Table(show_header=False, box=None, pad_edge=False)
+    head.add_column(style="bold")
+    head.add_column()
+    rt = info.runtime
+    head.add_row("model", _esc(info.path))
+    head.add_row("size", _fmt_bytes(info.file_bytes))
+    head.add_row("ir_version", str(info.ir_version))
+    head.add_row("opsets", ", ".join(f"{d or 'ai.onnx'}={v}" for d, v in info.opsets.items()))
+    head.add_row("producer", _esc(f"{info.producer} {info.producer_version}".strip() or "-"))
+    head.add_row("graph", _esc(info.graph_name or "-"))
+    head.add_row("nodes", str(info.node_count))
+    head.add_row(
+        "parameters",
+        f"{info.parameter_count:,} in {info.initializer_count} initializers "
+        f"({_fmt_bytes(info.parameter_bytes)})",
+    )
+    if info.external_data:
+        total = sum(info.external_data.values())
+        head.add_row("external data", f"{len(info.external_data)} file(s), {_fmt_bytes(total)}")
+    ok = rt.get("supported")
+    verdict = "[green]yes[/]" if ok else f"[red]no[/]: {_esc(rt.get('reason', ''))}"
+    head.add_row(
+        "onnxruntime",
+        f"{rt.get('version')} (IR <= {rt.get('max_ir_version')}, "
+        f"ai.onnx opset <= {rt.get('max_opset')}); runs this model: {verdict}",
+    )
+    console.print(head)
+
+    io = Table(title="inputs and outputs", title_justify="left")
+    for col in ("", "name", "dtype", "shape"):
+        io.add_column(col)
+    for kind, specs in (("in", info.inputs), ("out", info.outputs)):
+        for s in specs:
+            shape = "[" + ", ".join("?" if d is None else str(d) for d in s.shape) + "]"
+            io.add_row(kind, _esc(s.name), s.dtype, _esc(shape))
+    console.print(io)
+
+    ops = Table(title="op types", title_justify="left")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, n in info.op_histogram.items():
+        ops.add_row(_esc(op), str(n))
+    console.print(ops)
+    if info.metadata:
+        meta = Table(title="metadata_props", title_justify="left")
+        meta.add_column("key")
+        meta.add_column("value")
+        for k, v in info.metadata.items():
+            meta.add_row(_esc(k), _esc(v))
+        console.print(meta)
+
+
+def _render_parity(report, console) -> None:
+    from rich.table import Table
+
+    title = _esc(f"parity: {report.candidate} vs {report.reference} ({report.samples} sample(s), check={report.check_stat})")
+    t = Table(title=title, title_justify="left")
+    for col in ("output", "shape", "max abs", "max rel", "mean abs", "p99 abs", "mismatch", "cosine", "atol/rtol", ""):
+        t.add_column(col, justify="right" if col not in ("output", "") else "left")
+    for d in report.outputs:
+        mark = "[green]pass[/]" if d.passed else "[red]FAIL[/]"
+        extra = []
+        if d.label_agreement is not None:
+            extra.append(f"labels {d.label_agreement:.2%}")
+        if d.nonfinite:
+            extra.append(_esc(d.nonfinite))
+        if d.message and not d.passed:
+            extra.append(_esc(d.message))
+        t.add_row(
+            _esc(d.name),
+            "x".join(map(str, d.shape)) or "scalar",
+            _fmt_num(d.max_abs),
+            _fmt_num(d.max_rel),
+            _fmt_num(d.mean_abs),
+            _fmt_num(d.p99_abs),
+            f"{d.mismatch_fraction:.2%}",
+            _fmt_num(d.cosine),
+            f"{d.atol:g}/{d.rtol:g}",
+            mark + (" " + "; ".join(extra) if extra else ""),
+        )
+    console.print(t)
+    for p in report.problems:
+        console.print(f"[red]problem:[/] {_esc(p)}")
+    if report.localized:
+        loc = report.localized
+        console.print(
+            f"first diverging node: [bold]{_esc(loc.get('node'))}[/] ({_esc(loc.get('op_type'))}), "
+            f"output {_esc(loc.get('output'))}: max abs {_fmt_num(loc.get('max_abs'))}"
+        )
+    console.print("[green]PASSED[/]" if report.passed else "[red]FAILED[/]")
+
+
+def _render_generic(result, console) -> None:
+    console.print_json(json.dumps(to_jsonable(result), allow_nan=False))
+
+
+_RENDERERS: dict[str, Callable] = {
+    "ModelInfo": _render_model_info,
+    "ParityReport": _render_parity,
+}
+
+
+def register_renderer(type_name: str, fn: Callable) -> None:
+    if type_name in _RENDERERS:
+        raise ValueError(f"renderer for {type_name} registered twice")
+    _RENDERERS[type_name] = fn
+
+
+def render(result: Any, console) -> None:
+    _RENDERERS.get(type(result).__name__, _render_generic)(result, console)

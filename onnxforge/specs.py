@@ -1,0 +1,396 @@
+"""Tensor specs: the NAME:DTYPE:SHAPE grammar, pinning symbolic dims, seeded input
+generation, and loading input samples from .npz, .npy folders and ONNX test-data folders.
+
+Grammar
+-------
+``x:float32:1x3x224x224``  fixed shape; ``ids:int64:batchx128`` a symbolic dim;
+``flag:bool:`` or ``t:float32:scalar`` a scalar. The name may contain ':' (ONNX names
+such as ``gpu_0/data_0`` or ``input:0`` are common): the last two fields are dtype
+and shape. Dtypes are numpy names (float32, float16, float64, int8, uint8, int32,
+int64, bool, str).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from onnxforge.errors import BadInputError, UsageError
+from onnxforge.types import Dim, TensorSpec
+
+DTYPES = (
+    "float16", "float32", "float64", "bfloat16",
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "bool", "str",
+)
+_ALIASES = {"float": "float32", "double": "float64", "half": "float16", "int": "int64",
+            "long": "int64", "string": "str", "fp32": "float32", "fp16": "float16"}
+_DIM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
+def normalize_dtype(dtype: str) -> str:
+    d = _ALIASES.get(dtype.strip().lower(), dtype.strip().lower())
+    if d not in DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r}", hint=f"use one of: {', '.join(DTYPES)}")
+    return d
+
+
+def parse_shape(text: str) -> tuple[Dim, ...]:
+    """The comma form: ``[1,seq,4]`` or ``1,seq,4``."""
+    text = text.strip()
+    if text in ("", "scalar", "[]"):
+        return ()
+    dims: list[Dim] = []
+    for part in text.strip("[]()").split(","):
+        part = part.strip()
+        if part.isdigit():
+            dims.append(int(part))
+        elif part in ("?", "-1"):
+            dims.append(None)
+        elif _DIM_RE.match(part):
+            dims.append(part)
+        else:
+            raise UsageError(f"bad dimension {part!r} in shape {text!r}", hint="write dims as 1x3x224x224 or batchx128")
+    return tuple(dims)
+
+
+def parse_spec(text: str) -> TensorSpec:
+    parts = text.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise UsageError(
+            f"bad tensor spec {text!r}", hint="write NAME:DTYPE:SHAPE, e.g. x:float32:1x3x224x224"
+        )
+    name, dtype, shape = parts
+    return TensorSpec(name, normalize_dtype(dtype), _parse_shape_tokens(shape))
+
+
+def _parse_shape_tokens(text: str) -> tuple[Dim, ...]:
+    """Dims are separated by 'x' (``1x3x224x224``, ``batchx128``). A symbolic name
+    may hold an 'x' next to an underscore (``max_len``, ``x_len``); any other name
+    with an 'x' needs the comma form: ``[maxlen,8]``."""
+    text = text.strip()
+    if text in ("", "scalar", "[]"):
+        return ()
+    if "," in text or text.startswith("["):
+        return parse_shape(text)
+    pieces: list[str] = []
+    for tok in text.split("x"):
+        if pieces and (tok.startswith("_") or pieces[-1].endswith("_") or pieces[-1] == ""):
+            pieces[-1] = pieces[-1] + "x" + tok
+        else:
+            pieces.append(tok)
+    return parse_shape(",".join(pieces))
+
+
+def parse_key_values(items: Iterable[str], what: str, sep: str = "=") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, s, value = item.rpartition(sep)
+        if not s or not key or not value:
+            raise UsageError(f"bad {what} {item!r}", hint=f"write NAME{sep}VALUE")
+        out[key] = value
+    return out
+
+
+def parse_dims(items: Iterable[str]) -> dict[str, int]:
+    """``--dim batch=8`` -> {"batch": 8}."""
+    out = {}
+    for k, v in parse_key_values(items, "--dim").items():
+        if not v.isdigit() or int(v) < 1:
+            raise UsageError(f"bad --dim {k}={v}", hint="the value must be a positive integer, e.g. --dim batch=8")
+        out[k] = int(v)
+    return out
+
+
+def parse_val_ranges(items: Iterable[str]) -> dict[str, tuple[float, float]]:
+    """``--val-range x:[0,1]`` or ``x:0,1``; a bare ``[0,1]`` applies to every input (key "")."""
+    out = {}
+    for item in items:
+        name, _, rng = item.rpartition(":")
+        m = re.match(r"^\[?\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\]?$", rng.strip())
+        if not m:
+            raise UsageError(f"bad --val-range {item!r}", hint="write NAME:[LO,HI], e.g. ids:[0,30522]")
+        lo, hi = float(m.group(1)), float(m.group(2))
+        if hi < lo:
+            raise UsageError(f"bad --val-range {item!r}: high < low")
+        out[name] = (lo, hi)
+    return out
+
+
+def resolve_shape(spec: TensorSpec, dims: Mapping[str, int] | None = None, default: int = 1) -> tuple[int, ...]:
+    """Concrete shape: symbolic dims from ``dims``, unknown ones from ``default``.
+
+    A symbolic dim with no value is an error unless a default is given, because
+    silently picking 1 hides the shape the user meant to test.
+    """
+    dims = dims or {}
+    out = []
+    for d in spec.shape:
+        if isinstance(d, int):
+            out.append(d)
+        elif d is not None and d in dims:
+            out.append(dims[d])
+        elif default is not None:
+            out.append(default)
+        else:
+            raise UsageError(f"input {spec.name} has symbolic dim {d!r} and no value for it", hint=f"pass --dim {d}=VALUE")
+    return tuple(out)
+
+
+def numpy_dtype(dtype: str):
+    import numpy as np
+
+    if dtype == "str":
+        return np.dtype(object)
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(dtype)
+
+
+def generate_inputs(
+    specs: Sequence[TensorSpec],
+    *,
+    seed: int = 0,
+    dims: Mapping[str, int] | None = None,
+    val_ranges: Mapping[str, tuple[float, float]] | None = None,
+    default_dim: int = 1,
+) -> dict:
+    """Seeded random inputs. Floats ~ U(lo, hi) (default [0, 1)), ints in [lo, hi]
+    (default [0, 10]: safe as indices into small embeddings), bools fair coins."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    val_ranges = val_ranges or {}
+    out = {}
+    for s in specs:
+        shape = resolve_shape(s, dims, default_dim)
+        lo_hi = val_ranges.get(s.name, val_ranges.get(""))
+        dt = numpy_dtype(s.dtype)
+        if s.dtype == "bool":
+            arr = rng.random(shape) < 0.5
+        elif s.dtype == "str":
+            arr = np.array([f"s{v}" for v in rng.integers(0, 10, size=int(np.prod(shape)))], dtype=object).reshape(shape)
+        elif dt.kind in "iu":
+            lo, hi = lo_hi or (0, 10)
+            arr = rng.integers(int(lo), int(hi), size=shape, endpoint=True).astype(dt)
+        else:
+            lo, hi = lo_hi or (0.0, 1.0)
+            arr = (lo + (hi - lo) * rng.random(shape, dtype=np.float64)).astype(dt)
+        out[s.name] = arr
+    return out
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _read_pb_tensor(path: Path):
+    import onnx
+    from onnx import numpy_helper
+
+    t = onnx.TensorProto()
+    try:
+        t.ParseFromString(path.read_bytes())
+        return t.name, numpy_helper.to_array(t)
+    except Exception as exc:
+        raise BadInputError(f"{path} is not a serialized TensorProto ({exc})") from None
+
+
+def _load_npy(path: Path):
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise BadInputError(f"cannot read {path} as .npy ({exc})", hint="save arrays with numpy.save") from None
+
+
+def _load_folder_sample(folder: Path, names: Sequence[str] | None, prefix: str = "input") -> dict:
+    """One sample from a folder: NAME.npy files, or input_N.pb files (ONNX test data)."""
+    pbs = sorted(folder.glob(f"{prefix}_*.pb"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    if pbs:
+        out = {}
+        for i, p in enumerate(pbs):
+            name, arr = _read_pb_tensor(p)
+            key = names[i] if names and i < len(names) else (name or f"{prefix}_{i}")
+            out[key] = arr
+        return out
+    npys = sorted(folder.glob("*.npy"))
+    return {_unquote(p.stem): _load_npy(p) for p in npys}
+
+
+def _unquote(stem: str) -> str:
+    # Tensor names with '/' cannot be file names; '%2F' and '__' are the usual escapes.
+    from urllib.parse import unquote
+
+    return unquote(stem)
+
+
+def load_samples(
+    path: str | os.PathLike,
+    *,
+    names: Sequence[str] | None = None,
+    stacked: bool = False,
+    prefix: str = "input",
+) -> list[dict]:
+    """Load input samples. Returns a list of {name: array}.
+
+    - ``.npz``: keys are tensor names. With ``stacked`` the arrays carry a leading
+      sample axis and are split into samples (calibration data); otherwise the file
+      is one sample fed as is.
+    - ``.npy``: one array, for a model with a single input (``names`` gives its name).
+    - a folder of ``NAME.npy`` files: one sample.
+    - a folder of numbered sample folders (``0/``, ``1/``, or ONNX's
+      ``test_data_set_0/``): one sample each, holding ``NAME.npy`` or ``input_N.pb``.
+    - a folder of ``input_N.pb`` files: one sample (names by position from ``names``).
+    """
+    import numpy as np
+
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(f"inputs not found: {p}", hint="check the path")
+    if p.is_file():
+        check_ok = p.stat().st_size > 0
+        if not check_ok:
+            raise BadInputError(f"inputs file is empty: {p}")
+        if p.suffix == ".npz":
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
+            except Exception as exc:
+                raise BadInputError(f"cannot read {p} as .npz ({exc})", hint="save arrays with numpy.savez") from None
+            if not arrays:
+                raise BadInputError(f"{p} holds no arrays")
+            if not stacked:
+                return [arrays]
+            counts = {k: len(v) if v.ndim else 0 for k, v in arrays.items()}
+            n = min(counts.values())
+            if n == 0 or len(set(counts.values())) != 1:
+                raise BadInputError(
+                    f"{p}: arrays must share a leading sample axis, got {counts}",
+                    hint="stack samples along axis 0: numpy.savez(path, x=np.stack(samples))",
+                )
+            return [{k: v[i] for k, v in arrays.items()} for i in range(n)]
+        if p.suffix == ".npy":
+            arr = _load_npy(p)
+            if not names or len(names) != 1:
+                raise BadInputError(f"{p}: a single .npy needs a model with exactly one input", hint="use a .npz with one key per input")
+            return [{names[0]: a} for a in arr] if stacked else [{names[0]: arr}]
+        if p.suffix == ".pb":
+            name, arr = _read_pb_tensor(p)
+            key = names[0] if names and len(names) == 1 else name
+            return [{key: arr}]
+        raise BadInputError(f"unsupported inputs file {p}", hint="use .npz, .npy, or a folder of .npy files")
+    subdirs = sorted([d for d in p.iterdir() if d.is_dir() and re.search(r"\d+$", d.name)],
+                     key=lambda d: int(re.search(r"(\d+)$", d.name).group(1)))
+    if subdirs:
+        samples = [_load_folder_sample(d, names, prefix) for d in subdirs]
+        samples = [s for s in samples if s]
+    else:
+        one = _load_folder_sample(p, names, prefix)
+        samples = [one] if one else []
+    if not samples:
+        raise BadInputError(
+            f"no samples in {p}",
+            hint="put NAME.npy files there, or numbered folders 0/, 1/ ... each holding them",
+        )
+    return samples
+
+
+def save_samples(path: str | os.PathLike, samples: Sequence[Mapping[str, object]]) -> None:
+    """Write samples as one .npz (one sample as is; several stacked on a leading axis)."""
+    import io
+
+    import numpy as np
+
+    from onnxforge.fileio import atomic_write_bytes
+
+    if len(samples) == 1:
+        arrays = dict(samples[0])
+    else:
+        arrays = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- models
+
+_ONNX_TO_NUMPY = {
+    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+    8: "str", 9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64",
+    16: "bfloat16",
+}
+
+
+def onnx_dtype_name(elem_type: int) -> str:
+    import onnx
+
+    if elem_type in _ONNX_TO_NUMPY:
+        return _ONNX_TO_NUMPY[elem_type]
+    return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+
+def value_info_spec(vi) -> TensorSpec:
+    t = vi.type
+    if t.HasField("tensor_type"):
+        tt = t.tensor_type
+        if tt.HasField("shape"):
+            shape = tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
+            )
+        else:
+            shape = ()
+        return TensorSpec(vi.name, onnx_dtype_name(tt.elem_type), shape)
+    # sequences and maps (e.g. sklearn's ZipMap output): describe, no shape
+    kind = t.WhichOneof("value")
+    return TensorSpec(vi.name, kind or "unknown", ())
+
+
+def model_io_specs(model) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Real graph inputs (initializers listed as inputs in old models excluded) and outputs."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = tuple(value_info_spec(v) for v in model.graph.input if v.name not in inits)
+    outputs = tuple(value_info_spec(v) for v in model.graph.output)
+    return inputs, outputs
+
+
+def check_sample_fits(sample: Mapping[str, object], specs: Sequence[TensorSpec], source: str = "inputs") -> None:
+    """Name, dtype and rank/fixed-dim checks before running, so the error names the
+    tensor and the expected spec instead of ORT's message."""
+    import numpy as np
+
+    want = {s.name: s for s in specs}
+    missing = [n for n in want if n not in sample]
+    extra = [n for n in sample if n not in want]
+    if missing:
+        raise BadInputError(
+            f"{source}: missing input(s) {', '.join(missing)}; got {', '.join(sample) or 'nothing'}",
+            hint="expected " + ", ".join(str(s) for s in specs),
+        )
+    if extra:
+        raise BadInputError(
+            f"{source}: unknown input(s) {', '.join(extra)}; the model takes {', '.join(want)}",
+            hint="rename the arrays to the model's input names",
+        )
+    for name, s in want.items():
+        arr = np.asarray(sample[name])
+        if len(arr.shape) != len(s.shape):
+            raise BadInputError(
+                f"{source}: input {name} has shape {list(arr.shape)}, the model expects rank {len(s.shape)} ({s})",
+                hint="reshape the data or check the input order",
+            )
+        for i, (got, exp) in enumerate(zip(arr.shape, s.shape)):
+            if isinstance(exp, int) and exp != got:
+                raise BadInputError(
+                    f"{source}: input {name} dim {i} is {got}, the model fixes it to {exp} ({s})",
+                    hint="resize the data to the model's shape",
+                )
+        if s.dtype not in ("str", "unknown") and arr.dtype != numpy_dtype(s.dtype):
+            raise BadInputError(
+                f"{source}: input {name} is {arr.dtype}, the model expects {s.dtype}",
+                hint=f"cast it: arr.astype('{s.dtype}')",
+            )

@@ -1,0 +1,126 @@
+"""Frozen dataclasses that flow between steps. Plain data: no behaviour beyond
+small derived properties, so every result serializes the same way (report.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Union
+
+Dim = Union[int, str, None]  # int: fixed; str: symbolic name; None: unknown
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy-style name: float32, int64, bool, str ...
+    shape: tuple[Dim, ...]
+
+    def __str__(self) -> str:
+        dims = "x".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name}:{self.dtype}:{dims or 'scalar'}"
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    path: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    opset: int
+    producer: str
+    lineage: tuple[str, ...]
+    sha256: str
+
+
+# A runner maps input arrays to output arrays: an ORT session, a torch module, a
+# sklearn estimator. Parity compares two runners.
+Runner = Callable[[Mapping[str, "object"]], dict]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    per_output: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def for_output(self, name: str) -> tuple[float, float]:
+        return self.per_output.get(name, (self.atol, self.rtol))
+
+
+@dataclass(frozen=True)
+class OutputDiff:
+    name: str
+    max_abs: float
+    max_rel: float
+    mean_abs: float
+    p99_abs: float
+    mismatch_fraction: float
+    cosine: float
+    passed: bool
+    shape: tuple[int, ...] = ()
+    atol: float = 0.0
+    rtol: float = 0.0
+    label_agreement: float | None = None
+    topk_agreement: float | None = None
+    nonfinite: str = ""  # "" or a note such as "candidate has 3 NaN"
+    message: str = ""  # why it failed, in words
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    reference: str
+    candidate: str
+    samples: int
+    outputs: tuple[OutputDiff, ...]
+    passed: bool
+    check_stat: str = "elementwise"
+    problems: tuple[str, ...] = ()  # structural failures: missing outputs, shape mismatches
+    localized: Mapping[str, object] | None = None  # first diverging node (--localize)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    n: int
+    mean: float
+    std: float
+    min: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+    ci95: tuple[float, float]  # 95% bootstrap interval of the median, ms
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    model: str
+    requested_provider: str
+    active_providers: tuple[str, ...]
+    threads: int
+    batch: int
+    latency: LatencyStats
+    throughput: float  # items per second
+    environment: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What `onnxforge inspect` reports about one ONNX file."""
+
+    path: str
+    file_bytes: int
+    ir_version: int
+    opsets: Mapping[str, int]
+    producer: str
+    producer_version: str
+    graph_name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    node_count: int
+    op_histogram: Mapping[str, int]
+    initializer_count: int
+    parameter_count: int
+    parameter_bytes: int
+    external_data: Mapping[str, int]  # file -> bytes
+    metadata: Mapping[str, str]
+    runtime: Mapping[str, object]  # onnxruntime version, supported IR/opset, verdict

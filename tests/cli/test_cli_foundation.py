@@ -1,0 +1,124 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import run_subprocess
+
+
+def test_help_imports_nothing_heavy():
+    code = (
+        "import sys\n"
+        "from onnxforge.cli.app import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch','sklearn','skl2onnx','onnxsim','onnxruntime.quantization','onnxscript','transformers') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY []" in r.stdout, r.stdout + r.stderr
+
+
+def test_inspect_does_not_import_heavy(fx):
+    code = (
+        "import sys\nfrom onnxforge.cli.app import main\n"
+        f"main(['inspect', r'{fx / 'tiny.onnx'}', '--json'])\n"
+        "print('HEAVY', [m for m in ('torch','sklearn','skl2onnx','onnxsim') if m in sys.modules], file=sys.stderr)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY []" in r.stderr, r.stderr
+
+
+def test_version_and_help(cli):
+    r = cli("--version")
+    assert r.code == 0 and r.out.startswith("onnxforge ")
+    r = cli("--help")
+    assert r.code == 0 and "inspect" in r.out
+
+
+def test_inspect_json_only_json_on_stdout(cli, fx, tmp_path):
+    rep = tmp_path / "r" / "inspect.json"
+    r = cli("inspect", fx / "tiny.onnx", "--json", "--report", rep)
+    assert r.code == 0
+    env = json.loads(r.out)
+    assert env["kind"] == "inspect" and env["schema_version"] == 1
+    assert env["result"]["inputs"][0] == {"name": "x", "dtype": "float32", "shape": ["batch", 4]}
+    assert json.loads(rep.read_text()) == env
+    r2 = cli("inspect", fx / "tiny.onnx", "--format", "json")
+    assert json.loads(r2.out)["result"] == env["result"]
+
+
+def test_inspect_table(cli, light):
+    r = cli("inspect", light / "light_resnet50.onnx")
+    assert r.code == 0
+    assert "gpu_0/data_0" in r.out and "415" in r.out and "Conv" in r.out
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda d: d / "nope.onnx", "not found"),
+        (lambda d: d, "is a directory"),
+        (lambda d: _write(d / "empty.onnx", b""), "is empty"),
+        (lambda d: _write(d / "text.onnx", b"hello, I am text\n"), "not a valid ONNX model"),
+        (lambda d: _write(d / "rand.onnx", os.urandom(4096)), "not a valid ONNX model"),
+    ],
+)
+def test_bad_input_exit_3_one_line(cli, tmp_path, make, needle):
+    path = make(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = cli("inspect", path, "--json")
+    assert r.code == 3
+    assert r.out == ""
+    lines = r.err.strip().splitlines()
+    assert lines[0].startswith("error: ") and needle in lines[0]
+    assert "Traceback" not in r.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_truncated_model_exit_3(cli, fx, tmp_path):
+    data = (fx / "tiny.onnx").read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    r = cli("inspect", tmp_path / "cut.onnx")
+    assert r.code == 3 and "not a valid ONNX model" in r.err
+
+
+def test_missing_external_data_exit_3(cli, fx, tmp_path):
+    shutil.copy(fx / "ext" / "ext.onnx", tmp_path / "ext.onnx")
+    r = cli("inspect", tmp_path / "ext.onnx")
+    assert r.code == 3 and "ext.onnx.data" in r.err and "Traceback" not in r.err
+
+
+def test_usage_errors_exit_2(cli, fx):
+    assert cli("inspect").code == 2
+    assert cli("inspect", fx / "tiny.onnx", "--no-such-flag").code == 2
+    assert cli("inspect", fx / "tiny.onnx", "--format", "xml").code == 2
+    assert cli("no-such-command").code == 2
+
+
+def test_debug_shows_traceback_console_script(fx, tmp_path):
+    r = run_subprocess("--debug", "inspect", str(tmp_path / "missing.onnx"))
+    assert r.returncode == 3 and "Traceback" in r.stderr
+    r = run_subprocess("inspect", str(tmp_path / "missing.onnx"))
+    assert r.returncode == 3 and "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_unsupported_ir_version_fails_check(cli, fx, tmp_path):
+    import onnx
+
+    from onnxforge.runtime import runtime_support
+
+    m = onnx.load(str(fx / "tiny.onnx"))
+    m.ir_version = runtime_support()["max_ir_version"] + 1
+    onnx.save(m, str(tmp_path / "future.onnx"))
+    r = cli("inspect", tmp_path / "future.onnx", "--json")
+    assert r.code == 1
+    res = json.loads(r.out)["result"]["runtime"]
+    assert res["supported"] is False and "IR version" in res["reason"]

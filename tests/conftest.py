@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from fixtures import make_fixtures  # noqa: E402
+
+LIGHT = None
+
+
+def light_dir() -> Path:
+    import onnx
+
+    return Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+@pytest.fixture(scope="session")
+def fx(tmp_path_factory) -> Path:
+    """A folder of pure-ONNX fixtures (no torch needed)."""
+    d = tmp_path_factory.mktemp("fx")
+    make_fixtures.onnx_tiny(d / "tiny.onnx")
+    make_fixtures.onnx_tiny(d / "tiny_fixed.onnx", batch=2)
+    make_fixtures.onnx_with_external_data(d / "ext")
+    return d
+
+
+@pytest.fixture(scope="session")
+def light() -> Path:
+    return light_dir()
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process and capture what it prints."""
+    from onnxforge.cli.app import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        cap = capsys.readouterr()
+        return CliResult(code, cap.out, cap.err)
+
+    return run
+
+
+def run_subprocess(*args: str, env: dict | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "onnxforge", *args], capture_output=True, text=True, env=e, cwd=cwd)
