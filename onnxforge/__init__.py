@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 
 _API = {
     "inspect": "onnxforge.validators.checker:inspect_model",
+    "validate": "onnxforge.validators.parity:validate",
+    "compare": "onnxforge.validators.parity:compare",
 }
 
 __all__ = ["__version__", *_API]

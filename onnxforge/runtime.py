@@ -195,7 +195,7 @@ def _session_error(model, exc: Exception):
     if "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text:
         return BadInputError(
             f"{where}: onnxruntime has no kernel for an op in this model ({line[:300]})",
-            hint="the op/dtype pair is not implemented on this provider; exclude it from quantization or use another provider",
+            hint="this provider has no kernel for that op at this opset and dtype; re-export at a newer opset, leave the op unquantized, or use another provider",
         )
     return BadInputError(f"{where}: onnxruntime cannot load the model ({line[:300]})", hint="run `onnxforge inspect` on it")
 

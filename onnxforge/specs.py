@@ -264,6 +264,9 @@ def load_samples(
                 raise BadInputError(f"cannot read {p} as .npz ({exc})", hint="save arrays with numpy.savez") from None
             if not arrays:
                 raise BadInputError(f"{p} holds no arrays")
+            grouped = _group_sample_keys(arrays)
+            if grouped is not None:
+                return grouped
             if not stacked:
                 return [arrays]
             counts = {k: len(v) if v.ndim else 0 for k, v in arrays.items()}
@@ -300,8 +303,24 @@ def load_samples(
     return samples
 
 
+_SAMPLE_KEY = re.compile(r"^(\d+)/(.+)$")
+
+
+def _group_sample_keys(arrays: Mapping[str, object]) -> list[dict] | None:
+    """Keys ``0/x``, ``1/x`` ... hold one sample each (what save_samples writes for
+    several samples, whose shapes may differ); None when the keys are plain names."""
+    matches = {k: _SAMPLE_KEY.match(k) for k in arrays}
+    if not all(matches.values()):
+        return None
+    groups: dict[int, dict] = {}
+    for k, m in matches.items():
+        groups.setdefault(int(m.group(1)), {})[m.group(2)] = arrays[k]
+    return [groups[i] for i in sorted(groups)]
+
+
 def save_samples(path: str | os.PathLike, samples: Sequence[Mapping[str, object]]) -> None:
-    """Write samples as one .npz (one sample as is; several stacked on a leading axis)."""
+    """Write samples as one .npz: one sample with plain keys (NAME), several with
+    keys ``I/NAME`` so samples of different shapes fit. load_samples reads both."""
     import io
 
     import numpy as np
@@ -311,7 +330,7 @@ def save_samples(path: str | os.PathLike, samples: Sequence[Mapping[str, object]
     if len(samples) == 1:
         arrays = dict(samples[0])
     else:
-        arrays = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+        arrays = {f"{i}/{k}": v for i, s in enumerate(samples) for k, v in s.items()}
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())

@@ -30,6 +30,8 @@ def fx(tmp_path_factory) -> Path:
     make_fixtures.onnx_tiny(d / "tiny.onnx")
     make_fixtures.onnx_tiny(d / "tiny_fixed.onnx", batch=2)
     make_fixtures.onnx_with_external_data(d / "ext")
+    make_fixtures.onnx_chain(d / "chain.onnx")
+    make_fixtures.onnx_chain(d / "chain_bad5.onnx", perturb=5)
     return d
 
 

@@ -44,7 +44,10 @@ def _root(
 def _register() -> None:
     from onnxforge.cli.inspect import inspect_cmd
 
+    from onnxforge.cli.validate import validate_cmd
+
     app.command("inspect")(inspect_cmd)
+    app.command("validate")(validate_cmd)
 
 
 _register()

@@ -130,9 +130,12 @@ def test_load_folders(tmp_path):
 
 def test_save_samples_round_trip(tmp_path):
     samples = [{"x": np.full((2,), i, np.float32)} for i in range(3)]
+    samples[1] = {"x": np.zeros((5,), np.float32)}  # shapes may differ per sample
     save_samples(tmp_path / "s.npz", samples)
-    back = load_samples(tmp_path / "s.npz", stacked=True)
-    assert len(back) == 3 and float(back[2]["x"][0]) == 2.0
+    back = load_samples(tmp_path / "s.npz")
+    assert len(back) == 3 and float(back[2]["x"][0]) == 2.0 and back[1]["x"].shape == (5,)
+    save_samples(tmp_path / "one.npz", samples[:1])
+    assert list(np.load(tmp_path / "one.npz").files) == ["x"]
 
 
 def test_check_sample_fits():

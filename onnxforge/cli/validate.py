@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from onnxforge.cli.common import (
+    AtolOpt, DimOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, RtolOpt, SamplesOpt, SeedOpt, ValRangeOpt, emit,
+    wants_json,
+)
+
+
+def validate_cmd(
+    reference: Annotated[str, typer.Argument(help="Reference: model.onnx, outputs.npz, an ONNX test-data folder, or a torch/sklearn source.", metavar="REFERENCE")],
+    candidate: Annotated[str, typer.Argument(help="Candidate, in the same forms.", metavar="CANDIDATE")],
+    provider: Annotated[str, typer.Option("--provider", help="Execution provider of the candidate.")] = "cpu",
+    ref_provider: Annotated[str, typer.Option("--ref-provider", help="Execution provider of the reference.")] = "cpu",
+    inputs: InputsOpt = None,
+    samples: SamplesOpt = 1,
+    seed: SeedOpt = 0,
+    dim: DimOpt = None,
+    val_range: ValRangeOpt = None,
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
+    check_stat: Annotated[str, typer.Option("--check-stat", help="Statistic that must be within tolerance: elementwise, max, mean, p99.")] = "elementwise",
+    min_cosine: Annotated[Optional[float], typer.Option("--min-cosine", help="Fail an output whose cosine similarity is below this.")] = None,
+    min_agreement: Annotated[Optional[float], typer.Option("--min-agreement", help="Fraction of labels (or top-1 classes with --task classification) that must agree.")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="classification: also report top-1 / top-k agreement of score outputs.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="k for top-k agreement.", min=1)] = 5,
+    map_: Annotated[Optional[list[str]], typer.Option("--map", help="Pair input names: REF=CAND (repeatable).", metavar="REF=CAND")] = None,
+    localize: Annotated[bool, typer.Option("--localize", help="On failure, find the first node where two ONNX models diverge.")] = False,
+    save_inputs: Annotated[Optional[Path], typer.Option("--save-inputs", help="Write the inputs used to this .npz.", metavar="PATH")] = None,
+    save_outputs: Annotated[Optional[Path], typer.Option("--save-outputs", help="Write the reference's outputs to this .npz (golden outputs).", metavar="PATH")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="ORT intra-op threads (default: the CPU quota).", min=1)] = None,
+    json_: JsonOpt = False,
+    fmt: FormatOpt = "table",
+    report: ReportOpt = None,
+) -> None:
+    """Compare two models' outputs on the same inputs; exit 1 when they differ past tolerance."""
+    from onnxforge.specs import parse_dims, parse_key_values, parse_val_ranges
+    from onnxforge.validators.parity import parse_tolerances, validate
+
+    as_json = wants_json(json_, fmt)
+    if task not in (None, "classification", "regression"):
+        raise typer.BadParameter("use classification or regression", param_hint="--task")
+    result = validate(
+        reference, candidate,
+        inputs=str(inputs) if inputs else None, samples=samples, seed=seed,
+        dims=parse_dims(dim or []), val_ranges=parse_val_ranges(val_range or []),
+        provider=provider, ref_provider=ref_provider, tolerance=parse_tolerances(atol, rtol),
+        check_stat=check_stat, min_cosine=min_cosine, min_agreement=min_agreement, task=task, top_k=top_k,
+        input_map=parse_key_values(map_ or [], "--map"), localize=localize,
+        save_inputs=str(save_inputs) if save_inputs else None,
+        save_outputs=str(save_outputs) if save_outputs else None, threads=threads,
+    )
+    emit(result, as_json=as_json, report=report, passed=result.passed)
