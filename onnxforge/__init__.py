@@ -14,6 +14,8 @@ _API = {
     "inspect": "onnxforge.validators.checker:inspect_model",
     "validate": "onnxforge.validators.parity:validate",
     "compare": "onnxforge.validators.parity:compare",
+    "convert_torch": "onnxforge.converters.torch:convert_torch",
+    "convert_sklearn": "onnxforge.converters.sklearn:convert_sklearn",
 }
 
 __all__ = ["__version__", *_API]

@@ -188,3 +188,63 @@ def _all_tensors(model):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
+
+
+def publish_model(src: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Move a model (and its external data files) from a scratch folder to ``target``.
+
+    Data files are moved first and the model last, so a reader never sees a model
+    whose data is not there yet. When the target name differs, the data file is
+    renamed after it and the (small) model proto rewritten to point at it.
+    """
+    import onnx
+
+    src, target = Path(src), Path(target)
+    model = onnx.load(str(src), load_external_data=False)
+    files = external_data_files(model)
+    if not files:
+        os.replace(src, target)
+        return target
+    renames = {}
+    for i, f in enumerate(sorted(files)):
+        new = target.name + ".data" if len(files) == 1 else f"{target.name}.data{i}"
+        os.replace(src.parent / f, target.parent / new)
+        renames[f] = new
+    for t in _all_tensors(model):
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = renames.get(e.value, e.value)
+    with atomic_path(target, suffix=".onnx") as tmp:
+        onnx.save_model(model, str(tmp))
+    return target
+
+
+def failed_name(target: str | os.PathLike) -> Path:
+    """Where --keep-failed puts a model whose checks failed: ``NAME.failed.onnx``."""
+    t = Path(target)
+    return t.with_name(f"{t.stem}.failed{t.suffix or '.onnx'}")
+
+
+@contextlib.contextmanager
+def scratch_dir(near: str | os.PathLike) -> Iterator[Path]:
+    """A temp folder on the target's filesystem (so publishing is a rename), removed after."""
+    import shutil
+
+    parent = Path(near).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix=".onnxforge-", dir=parent))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def make_artifact(path: str | os.PathLike, lineage: tuple[str, ...]):
+    from onnxforge.specs import model_io_specs
+    from onnxforge.types import ModelArtifact
+
+    m = load_onnx(path, load_external_data=False)
+    ins, outs = model_io_specs(m)
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return ModelArtifact(str(path), ins, outs, opset, f"{m.producer_name} {m.producer_version}".strip(),
+                         tuple(lineage), sha256_file(path))

@@ -17,6 +17,7 @@ KINDS = {
     "ModelInfo": "inspect",
     "ParityReport": "parity",
     "BenchmarkResult": "benchmark",
+    "StepResult": "step",
 }
 
 
@@ -194,6 +195,38 @@ def _render_parity(report, console) -> None:
     console.print("[green]PASSED[/]" if report.passed else "[red]FAILED[/]")
 
 
+def _render_step(res, console) -> None:
+    from rich.table import Table
+
+    for c in res.checks:
+        _render_parity(c, console)
+    d = res.details
+    if d.get("before") and d.get("after"):
+        t = Table(title="before / after", title_justify="left")
+        for col in ("", "before", "after"):
+            t.add_column(col, justify="right" if col else "left")
+        b, a = d["before"], d["after"]
+        for key in ("nodes", "initializer_bytes", "file_bytes"):
+            if key in b:
+                fmt = _fmt_bytes if key.endswith("bytes") else str
+                t.add_row(key, fmt(b[key]), fmt(a.get(key, 0)))
+        ops = sorted(set(b.get("ops", {})) | set(a.get("ops", {})))
+        for op in ops:
+            nb, na = b.get("ops", {}).get(op, 0), a.get("ops", {}).get(op, 0)
+            if nb != na:
+                t.add_row(f"  {_esc(op)}", str(nb), str(na))
+        console.print(t)
+    for key, value in d.items():
+        if key in ("before", "after") or isinstance(value, (dict, list, tuple)):
+            continue
+        console.print(f"{_esc(key)}: {_esc(value)}")
+    for n in res.notes:
+        console.print(f"note: {_esc(n)}")
+    where = res.output if res.written else f"nothing written (would be {res.output})"
+    verdict = "[green]PASSED[/]" if res.passed else "[red]FAILED[/]"
+    console.print(f"{_esc(res.step)}: {verdict} -> {_esc(where)}")
+
+
 def _render_generic(result, console) -> None:
     console.print_json(json.dumps(to_jsonable(result), allow_nan=False))
 
@@ -201,6 +234,7 @@ def _render_generic(result, console) -> None:
 _RENDERERS: dict[str, Callable] = {
     "ModelInfo": _render_model_info,
     "ParityReport": _render_parity,
+    "StepResult": _render_step,
 }
 
 

@@ -124,3 +124,20 @@ class ModelInfo:
     external_data: Mapping[str, int]  # file -> bytes
     metadata: Mapping[str, str]
     runtime: Mapping[str, object]  # onnxruntime version, supported IR/opset, verdict
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a model-producing step (convert, simplify, quantize) reports.
+
+    ``passed`` is False when any check failed; the model is then written only with
+    ``--keep-failed`` (``written`` says whether, ``output`` where)."""
+
+    step: str  # "convert:torch", "simplify", "quantize:dynamic" ...
+    output: str
+    written: bool
+    passed: bool
+    artifact: ModelArtifact | None
+    checks: tuple[ParityReport, ...] = ()
+    notes: tuple[str, ...] = ()
+    details: Mapping[str, object] = field(default_factory=dict)

@@ -48,6 +48,9 @@ def _register() -> None:
 
     app.command("inspect")(inspect_cmd)
     app.command("validate")(validate_cmd)
+    from onnxforge.cli.convert import app as convert_app
+
+    app.add_typer(convert_app, name="convert")
 
 
 _register()

@@ -160,3 +160,11 @@ def report_error(exc: BaseException, debug: bool) -> None:
         import traceback
 
         traceback.print_exception(exc, file=err)
+
+KeepFailedOpt = Annotated[
+    bool, typer.Option("--keep-failed", help="Write the model even when its check fails, as NAME.failed.onnx.")
+]
+NoCheckOpt = Annotated[bool, typer.Option("--no-check", help="Skip the parity check (not recommended).")]
+TrustPickleOpt = Annotated[
+    bool, typer.Option("--trust-pickle", help="Allow loading pickles (runs arbitrary code from the file).")
+]

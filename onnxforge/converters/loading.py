@@ -1,0 +1,280 @@
+"""Loading source models: torch (.pt2, TorchScript, factories, pickles) and sklearn
+(.skops, joblib/pickle, factories). `convert` and `validate` share this code.
+
+Unpickling runs arbitrary code, so whole pickled models load only with
+``trust_pickle``; the safe forms are torch.export's .pt2, TorchScript, a factory
+plus a state_dict loaded with ``weights_only=True``, and .skops files.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from onnxforge.errors import BadInputError, ConversionError, require
+
+log = logging.getLogger("onnxforge")
+
+TORCH_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".jit", ".bin")
+SKLEARN_SUFFIXES = (".skops", ".joblib", ".pkl", ".pickle")
+
+
+@dataclass(frozen=True)
+class LoadedTorch:
+    module: Any  # nn.Module (an ExportedProgram's .module() for .pt2)
+    kind: str  # "export" | "torchscript" | "factory" | "pickle" | "module"
+    example_args: tuple | None = None  # from a .pt2's saved example inputs
+    program: Any = None  # the ExportedProgram for .pt2
+
+
+def is_factory(spec: str) -> bool:
+    """'pkg.mod:fn' or 'path/file.py:fn' (a ':' after the last path separator)."""
+    head, sep, fn = spec.rpartition(":")
+    return bool(sep and head and fn.isidentifier() and not Path(spec).exists())
+
+
+def call_factory(spec: str, what: str):
+    head, _, fn_name = spec.rpartition(":")
+    try:
+        if head.endswith(".py") or "/" in head or "\\" in head:
+            path = Path(head)
+            if not path.is_file():
+                raise BadInputError(f"factory file not found: {path}", hint="write it as path/to/file.py:function")
+            name = f"_onnxforge_factory_{abs(hash(str(path.resolve())))}"
+            spec_ = importlib.util.spec_from_file_location(name, path)
+            mod = importlib.util.module_from_spec(spec_)
+            sys.modules[name] = mod
+            sys.path.insert(0, str(path.parent.resolve()))
+            try:
+                spec_.loader.exec_module(mod)
+            finally:
+                sys.path.remove(str(path.parent.resolve()))
+        else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))
+            mod = importlib.import_module(head)
+    except BadInputError:
+        raise
+    except Exception as exc:
+        raise BadInputError(f"cannot import {head!r} for factory {spec} ({type(exc).__name__}: {_line(exc)})",
+                            hint="check the module path; it is imported from the current directory") from None
+    fn = getattr(mod, fn_name, None)
+    if fn is None or not callable(fn):
+        raise BadInputError(f"{head} has no callable {fn_name!r}", hint=f"define def {fn_name}(): returning {what}")
+    try:
+        return fn()
+    except Exception as exc:
+        raise BadInputError(f"factory {spec} raised {type(exc).__name__}: {_line(exc)}",
+                            hint="run the factory by hand to debug it (or pass --debug)") from exc
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _zip_names(path: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return []
+
+
+def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = False) -> LoadedTorch:
+    torch = require("torch", "torch")
+    if isinstance(source, torch.nn.Module):
+        return LoadedTorch(source, "module")
+    if hasattr(source, "module") and type(source).__name__ == "ExportedProgram":
+        return LoadedTorch(source.module(), "export", _example_args(source), source)
+    spec = str(source)
+    if is_factory(spec):
+        model = call_factory(spec, "a torch.nn.Module")
+        if not isinstance(model, torch.nn.Module):
+            raise BadInputError(f"factory {spec} returned {type(model).__name__}, not a torch.nn.Module",
+                                hint="return the model instance (the weights can come from --weights)")
+        if weights:
+            _load_weights(model, weights)
+        return LoadedTorch(model, "factory")
+    from onnxforge.fileio import check_readable_file
+
+    path = check_readable_file(spec, "torch source")
+    names = _zip_names(path)
+    if path.suffix == ".pt2" or any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+        try:
+            ep = torch.export.load(str(path))
+        except Exception as exc:
+            raise BadInputError(f"{path}: cannot load as a torch.export program ({_line(exc)})",
+                                hint="save it with torch.export.save(torch.export.export(model, args), path)") from None
+        return LoadedTorch(ep.module(), "export", _example_args(ep), ep)
+    if any("/code/" in n or n.endswith("constants.pkl") for n in names):
+        try:
+            return LoadedTorch(torch.jit.load(str(path), map_location="cpu"), "torchscript")
+        except Exception as exc:
+            raise BadInputError(f"{path}: cannot load as TorchScript ({_line(exc)})") from None
+    if not names:
+        raise BadInputError(f"{path} is not a torch file (.pt2, TorchScript or torch.save archive)",
+                            hint="give a .pt2 (torch.export.save), a TorchScript file, or a factory module:function")
+    # a torch.save archive: a state_dict (safe) or a pickled module (runs code)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:
+        obj = None
+    if isinstance(obj, dict):
+        raise BadInputError(f"{path} holds a state_dict, not a model",
+                            hint="give the factory that builds the model and pass this file as --weights")
+    if not trust_pickle:
+        raise BadInputError(
+            f"{path} is a pickled model; unpickling runs arbitrary code, so it is refused",
+            hint="pass --trust-pickle if you trust the file, or use a safe format: .pt2 (torch.export.save), "
+            "TorchScript, or a factory module:function with --weights state_dict.pt",
+        )
+    try:
+        model = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise BadInputError(f"{path}: cannot unpickle ({type(exc).__name__}: {_line(exc)})",
+                            hint="the classes it needs must be importable from the current directory") from None
+    if not isinstance(model, torch.nn.Module):
+        raise BadInputError(f"{path} holds {type(model).__name__}, not a torch.nn.Module")
+    return LoadedTorch(model, "pickle")
+
+
+def _example_args(ep) -> tuple | None:
+    ex = getattr(ep, "example_inputs", None)
+    if not ex:
+        return None
+    args, kwargs = ex if isinstance(ex, tuple) and len(ex) == 2 and isinstance(ex[1], dict) else (ex, {})
+    return tuple(args) if not kwargs else None
+
+
+def _load_weights(model, weights: str) -> None:
+    import torch
+
+    from onnxforge.fileio import check_readable_file
+
+    p = check_readable_file(weights, "weights")
+    try:
+        state = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BadInputError(f"{p}: cannot load weights with weights_only=True ({_line(exc)})",
+                            hint="save them with torch.save(model.state_dict(), path)") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise BadInputError(f"{p} is not a state_dict (got {type(state).__name__})")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        text = str(exc)
+        missing = text.split("Missing key(s) in state_dict:")[-1].split(".\n")[0].strip() if "Missing key" in text else ""
+        unexpected = text.split("Unexpected key(s) in state_dict:")[-1].split(".\n")[0].strip() if "Unexpected key" in text else ""
+        sizes = "size mismatch" in text
+        parts = [f"missing {missing[:150]}" if missing else "", f"unexpected {unexpected[:150]}" if unexpected else "",
+                 "shape mismatches" if sizes else ""]
+        raise BadInputError(f"weights {p} do not match the model: " + "; ".join(x for x in parts if x),
+                            hint="the factory must build the architecture the weights were saved from") from None
+
+
+# ----------------------------------------------------------------------------- sklearn
+
+
+def load_sklearn(source: Any, *, trust: Sequence[str] = (), trust_pickle: bool = False):
+    """A fitted estimator from a live object, a factory, a .skops file, or (trusted) a pickle."""
+    if not isinstance(source, (str, Path)):
+        return source
+    spec = str(source)
+    if is_factory(spec):
+        est = call_factory(spec, "a fitted scikit-learn estimator")
+        _check_estimator(est, spec)
+        return est
+    from onnxforge.fileio import check_readable_file
+
+    path = check_readable_file(spec, "sklearn source")
+    if path.suffix == ".skops":
+        sio = require("skops.io", "sklearn")
+        try:
+            untrusted = sio.get_untrusted_types(file=str(path))
+        except Exception as exc:
+            raise BadInputError(f"{path}: not a readable .skops file ({_line(exc)})") from None
+        refused = [t for t in untrusted if t not in trust and not trust_pickle]
+        if refused:
+            raise BadInputError(
+                f"{path} needs types that are not trusted by default: {', '.join(refused)}",
+                hint="review them, then pass --trust TYPE for each (or --trust-pickle to trust all)",
+            )
+        est = sio.load(str(path), trusted=list(untrusted))
+    elif path.suffix in (".joblib", ".pkl", ".pickle"):
+        if not trust_pickle:
+            raise BadInputError(
+                f"{path} is a pickle; unpickling runs arbitrary code, so it is refused",
+                hint="pass --trust-pickle if you trust the file, or save with skops.io.dump to a .skops file",
+            )
+        import joblib
+
+        try:
+            est = joblib.load(str(path))
+        except Exception as exc:
+            raise BadInputError(f"{path}: cannot unpickle ({type(exc).__name__}: {_line(exc)})") from None
+    else:
+        raise BadInputError(f"unsupported sklearn source {path}",
+                            hint="give a .skops file, a factory module:function, or a .joblib/.pkl with --trust-pickle")
+    _check_estimator(est, str(path))
+    return est
+
+
+def _check_estimator(est, where: str) -> None:
+    from sklearn.base import BaseEstimator
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    if not isinstance(est, BaseEstimator):
+        raise BadInputError(f"{where} gave {type(est).__name__}, not a scikit-learn estimator")
+    try:
+        check_is_fitted(est)
+    except NotFittedError:
+        raise BadInputError(f"{where} gave an unfitted {type(est).__name__}", hint="fit it before converting") from None
+    except TypeError:
+        pass
+
+
+def detect_framework(spec: str) -> str:
+    """torch or sklearn, from the file type or the factory's return value."""
+    p = Path(spec)
+    if p.suffix in SKLEARN_SUFFIXES:
+        return "sklearn"
+    if p.suffix in TORCH_SUFFIXES:
+        return "torch"
+    raise ConversionError(f"cannot tell whether {spec} is a torch or a sklearn source")
+
+
+def source_side(spec: str, *, framework: str | None = None, weights: str | None = None,
+                trust_pickle: bool = False, trust: Sequence[str] = (), label: str | None = None):
+    """A validate side that runs a torch or sklearn source (inputs by position)."""
+    from onnxforge.validators.parity import Side
+
+    if framework is None:
+        if is_factory(spec):
+            obj = call_factory(spec, "a model")
+            framework = "sklearn" if type(obj).__module__.startswith("sklearn") else "torch"
+            spec = obj  # reuse the built object; do not call the factory twice
+        else:
+            framework = detect_framework(spec)
+    if framework == "torch":
+        from onnxforge.converters.torch import torch_runner
+
+        loaded = load_torch(spec, weights=weights, trust_pickle=trust_pickle)
+        return Side(label=label or f"torch:{_name(spec)}", kind="torch", run=torch_runner(loaded.module))
+    from onnxforge.converters.sklearn import sklearn_runner
+
+    est = load_sklearn(spec, trust=trust, trust_pickle=trust_pickle)
+    return Side(label=label or f"sklearn:{type(est).__name__}", kind="sklearn", run=sklearn_runner(est))
+
+
+def _name(spec: Any) -> str:
+    return spec if isinstance(spec, str) else type(spec).__name__

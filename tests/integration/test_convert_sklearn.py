@@ -1,0 +1,150 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("skl2onnx")
+
+from conftest import ROOT  # noqa: E402
+
+M = f"{ROOT / 'tests' / 'models.py'}"
+
+
+def result(r):
+    assert r.out.strip().startswith("{"), r.err
+    return json.loads(r.out)["result"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+
+    d = tmp_path_factory.mktemp("skdata")
+    np.save(d / "iris.npy", load_iris().data)
+    np.save(d / "bc.npy", load_breast_cancer().data)
+    np.save(d / "dia.npy", load_diabetes().data)
+    return d
+
+
+@pytest.mark.parametrize("factory,sample,outputs", [
+    ("logreg", "iris", ["label", "probabilities"]),
+    ("random_forest", "bc", ["label", "probabilities"]),
+    ("hist_gb", "bc", ["label", "probabilities"]),
+    ("regressor", "dia", ["variable"]),
+    ("svc_pipeline", "iris", ["label", "probabilities"]),
+    ("kmeans", "iris", ["label", "scores"]),
+])
+def test_estimators_convert_and_pass(cli, tmp_path, data, factory, sample, outputs):
+    out = tmp_path / f"{factory}.onnx"
+    r = cli("convert", "sklearn", f"{M}:{factory}", "-o", out, "--sample", data / f"{sample}.npy", "--json")
+    assert r.code == 0, r.err + r.out
+    res = result(r)
+    assert res["passed"] and res["details"]["outputs"] == outputs
+    [check] = res["checks"]
+    assert [o["name"] for o in check["outputs"]] == outputs
+    if outputs[0] == "label":
+        assert check["outputs"][0]["label_agreement"] == 1.0
+    m = onnx.load(str(out))
+    assert not any(o.type.HasField("sequence_type") for o in m.graph.output)  # no ZipMap by default
+
+
+def test_column_transformer_from_csv(cli, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tm", M)
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    df, _ = tm.tabular_frame()
+    df.to_csv(tmp_path / "data.csv", index=False)
+    r = cli("convert", "sklearn", f"{M}:column_pipeline", "-o", tmp_path / "ct.onnx", "--sample", tmp_path / "data.csv", "--json")
+    assert r.code == 0, r.err + r.out
+    res = result(r)
+    assert res["details"]["inputs"] == ["age:float32:?x1", "income:float32:?x1", "city:str:?x1", "plan:str:?x1"]
+    assert res["checks"][0]["outputs"][0]["label_agreement"] == 1.0
+    # a CSV that lacks a column the model was fitted on
+    df.drop(columns=["plan"]).to_csv(tmp_path / "short.csv", index=False)
+    r = cli("convert", "sklearn", f"{M}:column_pipeline", "-o", tmp_path / "ct2.onnx", "--sample", tmp_path / "short.csv")
+    assert r.code == 3 and "missing column(s) plan" in r.err and not (tmp_path / "ct2.onnx").exists()
+
+
+def test_no_sample_uses_generated_rows(cli, tmp_path):
+    r = cli("convert", "sklearn", f"{M}:logreg", "-o", tmp_path / "m.onnx", "--json")
+    assert r.code == 0, r.err
+    res = result(r)
+    assert res["details"]["inputs"] == ["X:float32:?x4"] and res["details"]["rows_checked"] == 200
+
+
+def test_zipmap_on_request(cli, tmp_path, data):
+    r = cli("convert", "sklearn", f"{M}:logreg", "-o", tmp_path / "z.onnx", "--sample", data / "iris.npy", "--zipmap", "--json")
+    assert r.code == 0, r.err
+    m = onnx.load(str(tmp_path / "z.onnx"))
+    assert any(o.type.HasField("sequence_type") for o in m.graph.output)
+
+
+def test_float32_threshold_flips_fail_with_hint(cli, tmp_path, data):
+    r = cli("convert", "sklearn", f"{M}:hist_gb_float64", "-o", tmp_path / "h.onnx", "--sample", data / "bc.npy", "--json")
+    assert r.code == 1
+    res = result(r)
+    assert not res["written"] and not (tmp_path / "h.onnx").exists()
+    assert any("float32 thresholds" in p for p in res["checks"][0]["problems"])
+
+
+def test_double_for_linear_models(cli, tmp_path, data):
+    src = tmp_path / "lin.py"
+    src.write_text("from sklearn.datasets import load_diabetes\nfrom sklearn.linear_model import Ridge\n"
+                   "def build():\n    X, y = load_diabetes(return_X_y=True)\n    return Ridge().fit(X, y)\n")
+    r = cli("convert", "sklearn", f"{src}:build", "-o", tmp_path / "l.onnx", "--sample", data / "dia.npy", "--double", "--json")
+    assert r.code == 0, r.err
+    res = result(r)
+    assert res["details"]["inputs"] == ["X:float64:?x10"]
+    assert res["checks"][0]["outputs"][0]["max_abs"] < 1e-9
+
+
+def test_unsupported_estimator_exit_4(cli, tmp_path):
+    r = cli("convert", "sklearn", f"{M}:isotonic", "-o", tmp_path / "i.onnx", "--input", "X:float32:?x1")
+    assert r.code == 4 and "IsotonicRegression" in r.err and "RandomForestClassifier" in r.err
+    assert not list(tmp_path.iterdir())
+
+
+def test_skops_trust_and_pickles(cli, tmp_path, data):
+    import importlib.util
+
+    import joblib
+    import skops.io as sio
+
+    spec = importlib.util.spec_from_file_location("tm", M)
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    est = tm.regressor()
+    sio.dump(est, tmp_path / "m.skops")
+    r = cli("convert", "sklearn", tmp_path / "m.skops", "-o", tmp_path / "a.onnx", "--sample", data / "dia.npy")
+    assert r.code == 3 and "sklearn.tree._tree.Tree" in r.err and "--trust" in r.err
+    r = cli("convert", "sklearn", tmp_path / "m.skops", "-o", tmp_path / "a.onnx", "--sample", data / "dia.npy",
+            "--trust", "sklearn.tree._tree.Tree")
+    assert r.code == 0, r.err
+    joblib.dump(est, tmp_path / "m.joblib")
+    r = cli("convert", "sklearn", tmp_path / "m.joblib", "-o", tmp_path / "b.onnx", "--sample", data / "dia.npy")
+    assert r.code == 3 and "arbitrary code" in r.err
+    r = cli("convert", "sklearn", tmp_path / "m.joblib", "-o", tmp_path / "b.onnx", "--sample", data / "dia.npy", "--trust-pickle")
+    assert r.code == 0
+
+
+def test_bad_sources(cli, tmp_path, data):
+    r = cli("convert", "sklearn", f"{M}:unfitted", "-o", tmp_path / "u.onnx")
+    assert r.code == 3 and "unfitted" in r.err
+    r = cli("convert", "sklearn", f"{M}:logreg", "-o", tmp_path / "w.onnx", "--sample", data / "bc.npy")
+    assert r.code == 3 and "30 features" in r.err and "fitted on 4" in r.err
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_validate_accepts_sklearn_source(cli, tmp_path, data):
+    out = tmp_path / "lr.onnx"
+    assert cli("convert", "sklearn", f"{M}:logreg", "-o", out, "--sample", data / "iris.npy").code == 0
+    x = np.load(data / "iris.npy").astype(np.float32)
+    np.savez(tmp_path / "x.npz", X=x)
+    r = cli("validate", f"{M}:logreg", out, "--inputs", tmp_path / "x.npz", "--json")
+    assert r.code == 0, r.err
+    res = result(r)
+    assert res["reference"] == "sklearn:LogisticRegression"
+    assert [o["name"] for o in res["outputs"]] == ["label", "probabilities"]

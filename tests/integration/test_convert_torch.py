@@ -1,0 +1,218 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import ROOT  # noqa: E402
+
+M = f"{ROOT / 'tests' / 'models.py'}"
+
+
+def load_json(r):
+    assert r.out.strip().startswith("{"), r.err
+    return json.loads(r.out)["result"]
+
+
+def test_mlp_factory_dynamic_batch(cli, tmp_path):
+    out = tmp_path / "mlp.onnx"
+    r = cli("convert", "torch", f"{M}:mlp", "-o", out, "--input", "x:float32:batchx8", "--json")
+    assert r.code == 0, r.err
+    res = load_json(r)
+    assert res["passed"] and res["written"] and res["artifact"]["lineage"] == ["convert:torch"]
+    assert [c["candidate"] for c in res["checks"]] == ["onnx (example inputs)", "onnx (batch=3)"]
+    assert all(c["passed"] for c in res["checks"])
+    assert res["details"]["exporter"] == "dynamo"
+    m = onnx.load(str(out))
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert res["artifact"]["sha256"] and not list(tmp_path.glob(".onnxforge-*"))
+
+
+def test_cnn_batchnorm_exported_in_eval_mode(tmp_path):
+    import importlib.util
+
+    import onnxforge
+
+    spec = importlib.util.spec_from_file_location("tm", M)
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    model = tm.cnn()
+    assert model.training
+    res = onnxforge.convert_torch(model, tmp_path / "cnn.onnx", inputs=["x:float32:batchx3x16x16"])
+    assert res.passed, res.checks
+    assert any("training mode" in n for n in res.notes)
+    assert not model.training
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "cnn.onnx")).graph.node]
+    assert "Conv" in ops
+    assert "BatchNormalization" not in ops  # eval mode: folded into the convolutions
+
+
+@pytest.mark.parametrize("factory", ["lstm", "gru"])
+def test_recurrent(cli, tmp_path, factory):
+    r = cli("convert", "torch", f"{M}:{factory}", "-o", tmp_path / "rnn.onnx",
+            "--input", "x:float32:batchxseqx6", "--json")
+    assert r.code == 0, r.err + r.out
+    res = load_json(r)
+    assert [c["candidate"] for c in res["checks"]] == ["onnx (example inputs)", "onnx (batch=3)", "onnx (seq=3)"]
+
+
+def test_transformer_encoder(cli, tmp_path):
+    r = cli("convert", "torch", f"{M}:encoder", "-o", tmp_path / "enc.onnx",
+            "--input", "x:float32:2x5x16", "--dynamic", "x:0=batch", "--dynamic", "x:1=seq", "--json")
+    assert r.code == 0, r.err + r.out
+    res = load_json(r)
+    assert len(res["checks"]) == 3 and res["passed"]
+
+
+def test_two_inputs_dict_output(cli, tmp_path):
+    r = cli("convert", "torch", f"{M}:two_inputs", "-o", tmp_path / "two.onnx",
+            "--input", "x:float32:batchx4", "--input", "y:float32:batchx5", "--json")
+    assert r.code == 0, r.err
+    res = load_json(r)
+    assert res["details"]["outputs"] == ["sum", "diff"]
+    m = onnx.load(str(tmp_path / "two.onnx"))
+    assert [o.name for o in m.graph.output] == ["sum", "diff"]
+    assert [i.name for i in m.graph.input] == ["x", "y"]
+
+
+def test_baked_dynamic_axis_is_a_failed_check(cli, tmp_path):
+    out = tmp_path / "baked.onnx"
+    r = cli("convert", "torch", f"{M}:baked", "-o", out, "--input", "x:float32:batchx4",
+            "--exporter", "torchscript", "--json")
+    assert r.code == 1
+    res = load_json(r)
+    assert res["checks"][0]["passed"] is True
+    bad = res["checks"][1]
+    assert bad["passed"] is False and "batch" in bad["candidate"]
+    assert not out.exists() and not res["written"]
+    # --keep-failed writes it under a name that says so
+    r = cli("convert", "torch", f"{M}:baked", "-o", out, "--input", "x:float32:batchx4",
+            "--exporter", "torchscript", "--keep-failed")
+    assert r.code == 1 and (tmp_path / "baked.failed.onnx").exists() and not out.exists()
+
+
+def test_no_check_skips(cli, tmp_path):
+    r = cli("convert", "torch", f"{M}:mlp", "-o", tmp_path / "m.onnx", "--input", "x:float32:2x8", "--no-check", "--json")
+    assert r.code == 0
+    res = load_json(r)
+    assert res["checks"] == [] and any("skipped" in n for n in res["notes"])
+
+
+def test_pt2_and_torchscript_sources(cli, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tm", M)
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    model = tm.mlp().eval()
+    x = torch.randn(2, 8)
+    ep = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(ep, str(tmp_path / "mlp.pt2"))
+    r = cli("convert", "torch", tmp_path / "mlp.pt2", "-o", tmp_path / "a.onnx", "--json")
+    assert r.code == 0, r.err
+    assert load_json(r)["details"]["source_kind"] == "export"
+
+    torch.jit.save(torch.jit.trace(model, x), str(tmp_path / "mlp.ts"))
+    r = cli("convert", "torch", tmp_path / "mlp.ts", "-o", tmp_path / "b.onnx", "--input", "x:float32:batchx8", "--json")
+    assert r.code == 0, r.err
+    assert load_json(r)["details"]["source_kind"] == "torchscript"
+
+
+def test_pickles_need_trust_and_state_dicts_need_a_factory(cli, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tm", M)
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    model = tm.mlp()
+    torch.save(model, str(tmp_path / "whole.pt"))
+    r = cli("convert", "torch", tmp_path / "whole.pt", "-o", tmp_path / "w.onnx", "--input", "x:float32:2x8")
+    assert r.code == 3 and "arbitrary code" in r.err and ".pt2" in r.err
+    r = cli("convert", "torch", tmp_path / "whole.pt", "-o", tmp_path / "w.onnx", "--input", "x:float32:2x8", "--trust-pickle")
+    assert r.code == 0, r.err
+
+    torch.save(model.state_dict(), str(tmp_path / "sd.pt"))
+    r = cli("convert", "torch", tmp_path / "sd.pt", "-o", tmp_path / "s.onnx", "--input", "x:float32:2x8")
+    assert r.code == 3 and "state_dict" in r.err and "--weights" in r.err
+    r = cli("convert", "torch", f"{M}:mlp", "--weights", tmp_path / "sd.pt", "-o", tmp_path / "s.onnx", "--input", "x:float32:2x8")
+    assert r.code == 0, r.err
+    torch.save(tm.two_inputs().state_dict(), str(tmp_path / "other.pt"))
+    r = cli("convert", "torch", f"{M}:mlp", "--weights", tmp_path / "other.pt", "-o", tmp_path / "t.onnx", "--input", "x:float32:2x8")
+    assert r.code == 3 and "do not match" in r.err and not (tmp_path / "t.onnx").exists()
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("raises", "raised RuntimeError: no such checkpoint"),
+    ("not_a_module", "not a torch.nn.Module"),
+    ("missing_fn", "no callable 'missing_fn'"),
+])
+def test_bad_factories(cli, tmp_path, spec, needle):
+    r = cli("convert", "torch", f"{M}:{spec}", "-o", tmp_path / "m.onnx", "--input", "x:float32:2x8")
+    assert r.code == 3 and needle in r.err and "Traceback" not in r.err
+    assert not list(tmp_path.iterdir())
+
+
+def test_unimportable_module(cli, tmp_path):
+    r = cli("convert", "torch", "no_such_pkg.models:build", "-o", tmp_path / "m.onnx", "--input", "x:float32:2x8")
+    assert r.code == 3 and "cannot import" in r.err
+
+
+def test_wrong_input_rank(cli, tmp_path):
+    r = cli("convert", "torch", f"{M}:mlp", "-o", tmp_path / "m.onnx", "--input", "x:float32:2x3x8x9")
+    assert r.code == 3 and "fails on the example inputs" in r.err
+    assert not list(tmp_path.iterdir())
+
+
+def test_unsupported_op_at_opset(cli, tmp_path):
+    src = tmp_path / "gs.py"
+    src.write_text(
+        "import torch\n"
+        "class G(torch.nn.Module):\n"
+        "    def forward(self, x, g):\n"
+        "        return torch.nn.functional.grid_sample(x, g, align_corners=False)\n"
+        "def build():\n    return G()\n")
+    r = cli("convert", "torch", f"{src}:build", "-o", tmp_path / "g.onnx", "--input", "x:float32:1x1x4x4",
+            "--input", "g:float32:1x2x2x2", "--opset", "15", "--exporter", "torchscript")
+    assert r.code == 4 and "aten::grid_sampler" in r.err and "--opset 16" in r.err
+    assert r.out == "" and not (tmp_path / "g.onnx").exists()
+
+
+def test_existing_output_needs_force(cli, tmp_path):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"keep me")
+    r = cli("convert", "torch", f"{M}:mlp", "-o", out, "--input", "x:float32:2x8")
+    assert r.code == 3 and "--force" in r.err and out.read_bytes() == b"keep me"
+    r = cli("convert", "torch", f"{M}:mlp", "-o", out, "--input", "x:float32:2x8", "--force")
+    assert r.code == 0 and out.read_bytes() != b"keep me"
+
+
+def test_bad_flags(cli, tmp_path):
+    assert cli("convert", "torch", f"{M}:mlp", "-o", tmp_path / "m.onnx", "--input", "x:float32:2x8", "--dynamic", "x0batch").code == 2
+    assert cli("convert", "torch", f"{M}:mlp", "-o", tmp_path / "m.onnx", "--input", "x:float32:2x8", "--dynamic", "y:0=batch").code == 2
+    assert cli("convert", "torch", f"{M}:mlp", "-o", tmp_path / "m.onnx").code == 2  # no example inputs
+
+
+def test_validate_accepts_torch_source(cli, tmp_path):
+    out = tmp_path / "mlp.onnx"
+    assert cli("convert", "torch", f"{M}:mlp", "-o", out, "--input", "x:float32:batchx8").code == 0
+    r = cli("validate", f"{M}:mlp", out, "--samples", "2", "--dim", "batch=5", "--json")
+    assert r.code == 0, r.err
+    res = load_json(r)
+    assert res["reference"].startswith("torch:") and res["outputs"][0]["shape"] == [5, 4]
+    r = cli("validate", f"{M}:two_inputs", out)  # another model: fails on these inputs
+    assert r.code == 3 and "the torch model fails on these inputs" in r.err
+
+
+@pytest.mark.slow
+def test_hugging_face_bert(cli, tmp_path):
+    pytest.importorskip("transformers")
+    r = cli("convert", "torch", f"{M}:tiny_bert", "-o", tmp_path / "bert.onnx",
+            "--input", "input_ids:int64:batchxseq", "--input", "attention_mask:int64:batchxseq",
+            "--val-range", "input_ids:[0,99]", "--val-range", "attention_mask:[1,1]", "--json")
+    assert r.code == 0, r.err + r.out
+    res = load_json(r)
+    assert res["details"]["outputs"] == ["last_hidden_state", "pooler_output"]
+    assert len(res["checks"]) == 3 and res["passed"]

@@ -1,0 +1,221 @@
+"""Factories for converter tests: tiny real models, seeded, built in a second."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+# ----------------------------------------------------------------------------- torch
+
+def mlp():
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+
+
+def cnn():
+    from fixtures.make_fixtures import torch_cnn
+
+    m = torch_cnn()
+    return m.train()  # left in training mode on purpose: convert must switch to eval
+
+
+def _torch_classes():
+    import torch
+    from torch import nn
+
+    class TwoIn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 3)
+            self.b = nn.Linear(5, 3)
+
+        def forward(self, x, y):
+            return {"sum": self.a(x) + self.b(y), "diff": self.a(x) - self.b(y)}
+
+    class Recurrent(nn.Module):
+        def __init__(self, cell):
+            super().__init__()
+            self.rnn = cell(6, 8, batch_first=True)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            out, _ = self.rnn(x)
+            return self.head(out[:, -1])
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.0, batch_first=True)
+            self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+        def forward(self, x):
+            return self.enc(x)
+
+    class Baked(nn.Module):
+        """Reads the batch size as a Python int: tracing bakes it into the graph."""
+
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            n = int(x.shape[0])
+            return self.lin(x).reshape(n, -1)[: max(n - 1, 1)] * 1.0
+
+    return TwoIn, Recurrent, Encoder, Baked
+
+
+def two_inputs():
+    import torch
+
+    torch.manual_seed(0)
+    return _torch_classes()[0]()
+
+
+def lstm():
+    import torch
+
+    torch.manual_seed(0)
+    return _torch_classes()[1](torch.nn.LSTM)
+
+
+def gru():
+    import torch
+
+    torch.manual_seed(0)
+    return _torch_classes()[1](torch.nn.GRU)
+
+
+def encoder():
+    import torch
+
+    torch.manual_seed(0)
+    return _torch_classes()[2]().eval()
+
+
+def baked():
+    import torch
+
+    torch.manual_seed(0)
+    return _torch_classes()[3]()
+
+
+def tiny_bert():
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    return BertModel(cfg).eval()
+
+
+def raises():
+    raise RuntimeError("no such checkpoint")
+
+
+def not_a_module():
+    return {"weights": 1}
+
+
+# ----------------------------------------------------------------------------- sklearn
+
+def logreg():
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    return LogisticRegression(max_iter=500).fit(X.astype(np.float32), y)
+
+
+def random_forest():
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    return RandomForestClassifier(20, max_depth=6, random_state=0).fit(X.astype(np.float32), y)
+
+
+def hist_gb(dtype=np.float32):
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    return HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X.astype(dtype), y)
+
+
+def hist_gb_float64():
+    return hist_gb(np.float64)
+
+
+def regressor():
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import RandomForestRegressor
+
+    X, y = load_diabetes(return_X_y=True)
+    return RandomForestRegressor(10, max_depth=5, random_state=0).fit(X.astype(np.float32), y)
+
+
+def svc_pipeline():
+    from sklearn.datasets import load_iris
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    X, y = load_iris(return_X_y=True)
+    return make_pipeline(StandardScaler(), PCA(3), SVC(probability=True, random_state=0)).fit(X, y)
+
+
+def kmeans():
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import load_iris
+
+    X, _ = load_iris(return_X_y=True)
+    return KMeans(3, n_init=3, random_state=0).fit(X)
+
+
+def tabular_frame():
+    """A small mixed-type table (numeric + string columns) and its labels."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 120
+    df = pd.DataFrame({
+        "age": rng.integers(18, 80, n).astype(float),
+        "income": rng.normal(50, 15, n).round(2),
+        "city": rng.choice(["paris", "tokyo", "lima"], n),
+        "plan": rng.choice(["free", "pro"], n),
+    })
+    y = ((df["income"] > 50) ^ (df["city"] == "lima")).astype(int).to_numpy()
+    return df, y
+
+
+def column_pipeline():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    df, y = tabular_frame()
+    pre = ColumnTransformer([
+        ("num", StandardScaler(), ["age", "income"]),
+        ("cat", OneHotEncoder(handle_unknown="ignore"), ["city", "plan"]),
+    ])
+    return Pipeline([("pre", pre), ("clf", LogisticRegression(max_iter=500))]).fit(df, y)
+
+
+def isotonic():
+    from sklearn.datasets import load_diabetes
+    from sklearn.isotonic import IsotonicRegression
+
+    X, y = load_diabetes(return_X_y=True)
+    return IsotonicRegression().fit(X[:, 2], y)
+
+
+def unfitted():
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression()
