@@ -72,6 +72,10 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # mkstemp makes 0600 files; give the usual umask-based mode
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -239,12 +243,96 @@ def scratch_dir(near: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def make_artifact(path: str | os.PathLike, lineage: tuple[str, ...]):
+def make_artifact(path: str | os.PathLike, lineage: tuple[str, ...], specs_from: str | os.PathLike | None = None):
+    """The artifact for a written model. ``specs_from``: a copy of the same model with
+    external data, read instead of ``path`` so a large inline model is not parsed again."""
     from onnxforge.specs import model_io_specs
     from onnxforge.types import ModelArtifact
 
-    m = load_onnx(path, load_external_data=False)
+    m = load_onnx(specs_from or path, load_external_data=False)
     ins, outs = model_io_specs(m)
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ModelArtifact(str(path), ins, outs, opset, f"{m.producer_name} {m.producer_version}".strip(),
                          tuple(lineage), sha256_file(path))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def inline_external_data(src: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Write ``src`` (a model with external data) as one self-contained file,
+    copying each tensor's bytes from its data file in chunks.
+
+    Loading the model with its data and serializing it would hold the weights twice
+    (the protobuf and its bytes). Protobuf fields may come in any order, so the graph
+    is written as its small part followed by each initializer, and each initializer
+    as its small part followed by its ``raw_data`` field, streamed from disk.
+    """
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    src, target = Path(src), Path(target)
+    model = onnx.load(str(src), load_external_data=False)
+    n_top = sum(uses_external_data(t) for t in model.graph.initializer)
+    if sum(uses_external_data(t) for t in _all_tensors(model)) != n_top:
+        # external tensors outside the top-level initializers (subgraphs, attributes): plain path
+        save_onnx(load_onnx(src), target, external_data=False)
+        return target
+
+    parts = []  # (head bytes, data file, offset, length) per initializer
+    for t in model.graph.initializer:
+        small = onnx.TensorProto()
+        small.ParseFromString(t.SerializeToString())  # its own arena: nothing shared with `model`
+        if not uses_external_data(small):
+            parts.append((small.SerializeToString(), None, 0, 0))
+            continue
+        info = {e.key: e.value for e in small.external_data}
+        data_file = src.parent / info["location"]
+        offset = int(info.get("offset", 0) or 0)
+        length = int(info["length"]) if info.get("length") else data_file.stat().st_size - offset
+        del small.external_data[:]
+        small.ClearField("data_location")
+        parts.append((small.SerializeToString(), data_file, offset, length))
+
+    graph_small = onnx.GraphProto()
+    graph_small.ParseFromString(model.graph.SerializeToString())
+    del graph_small.initializer[:]
+    g0 = graph_small.SerializeToString()
+    sizes = [len(h) + (1 + len(_varint(n)) + n if f is not None else 0) for h, f, _, n in parts]
+    graph_len = len(g0) + sum(1 + len(_varint(s)) + s for s in sizes)
+    if graph_len >= PROTOBUF_LIMIT:
+        raise BadInputError(f"{src}: the weights exceed 2 GB; the model must keep external data",
+                            hint="pass --external-data")
+    head = onnx.ModelProto()
+    head.ParseFromString(model.SerializeToString())
+    head.ClearField("graph")
+    with atomic_path(target, suffix=".onnx") as tmp:
+        with open(tmp, "wb") as out:
+            out.write(head.SerializeToString())
+            out.write(b"\x3a" + _varint(graph_len))  # ModelProto.graph (7), length-delimited
+            out.write(g0)
+            for (h, data_file, offset, length), size in zip(parts, sizes):
+                out.write(b"\x2a" + _varint(size))  # GraphProto.initializer (5)
+                out.write(h)
+                if data_file is None:
+                    continue
+                out.write(b"\x4a" + _varint(length))  # TensorProto.raw_data (9)
+                with open(data_file, "rb") as f:
+                    f.seek(offset)
+                    left = length
+                    while left:
+                        chunk = f.read(min(left, 1 << 24))
+                        if not chunk:
+                            raise BadInputError(f"{data_file} is shorter than the model says")
+                        out.write(chunk)
+                        left -= len(chunk)
+    return target

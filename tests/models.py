@@ -219,3 +219,21 @@ def unfitted():
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression()
+
+
+def lgbm_pipeline():
+    import lightgbm as lgb
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True)
+    return make_pipeline(StandardScaler(), lgb.LGBMClassifier(n_estimators=20, verbose=-1)).fit(X.astype(np.float32), y)
+
+
+def lgbm_regressor():
+    import lightgbm as lgb
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    return lgb.LGBMRegressor(n_estimators=20, verbose=-1).fit(X.astype(np.float32), y)

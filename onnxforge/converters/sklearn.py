@@ -144,18 +144,19 @@ def _has_proba(est) -> bool:
         return False
 
 
-def _register_boosting(est) -> None:
-    """LightGBM and XGBoost estimators convert through onnxmltools' converters."""
+def _register_boosting(est) -> bool:
+    """LightGBM and XGBoost estimators convert through onnxmltools' converters.
+    Returns whether the model holds any."""
     mods = {type(e).__module__.split(".")[0] for e in _all_estimators(est)}
     wanted = [m for m in _BOOSTING if m in mods]
     if not wanted:
-        return
+        return False
     try:
         import onnxmltools  # noqa: F401
     except ImportError:
         raise MissingDependencyError(
             f"converting {', '.join(wanted)} models needs onnxmltools",
-            hint="pip install onnxmltools (it provides the LightGBM/XGBoost converters)",
+            hint="pip install 'onnxforge[boosting]' (onnxmltools provides the LightGBM/XGBoost converters)",
         ) from None
     from skl2onnx import update_registered_converter
     from skl2onnx.common.shape_calculator import (
@@ -182,6 +183,7 @@ def _register_boosting(est) -> None:
                                     options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
         update_registered_converter(xgboost.XGBRegressor, "XGBoostXGBRegressor",
                                     calculate_linear_regressor_output_shapes, convert_xgboost)
+    return True
 
 
 def _initial_types(specs: Sequence[TensorSpec], double: bool):
@@ -289,13 +291,18 @@ def convert_sklearn(
     if options:
         final = _final_estimator(est)
         opts.setdefault(type(final), {}).update({k: _parse_option_value(v) for k, v in options.items()})
-    _register_boosting(est)
+    opset_arg: Any = target_opset
+    if _register_boosting(est):
+        # onnxmltools' tree converters emit ai.onnx.ml 3 nodes; skl2onnx must be told
+        from skl2onnx import get_latest_tested_opset_version
+
+        opset_arg = {"": target_opset or get_latest_tested_opset_version(), "ai.onnx.ml": 3}
     from skl2onnx import convert_sklearn as _skl_convert
 
     try:
         with _numpy_scalar_attributes():
             onx = _skl_convert(est, initial_types=_initial_types(specs, double), options=opts or None,
-                               target_opset=target_opset)
+                               target_opset=opset_arg)
     except Exception as exc:
         raise _conversion_error(est, exc) from None
     if not zipmap and any(o.type.HasField("sequence_type") for o in onx.graph.output):

@@ -206,11 +206,17 @@ def convert_torch(
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters()) if hasattr(module, "parameters") else 0
     if external_data is None:
         external_data = weight_bytes >= 2 * 1024**3 - 1
+    source_kind = loaded.kind
+    exportable = module if loaded.program is None else loaded.program
+    del loaded
 
     with scratch_dir(target) as tmp:
         tmp_model = tmp / target.name
-        used = _export(torch, module if loaded.program is None else loaded.program, args, tmp_model, names,
-                       out_names, dyn, opset, exporter, external_data, notes)
+        # The scratch model always keeps its weights in a data file: the exporter then
+        # streams them to disk, and the checker, ORT and our own loads never hold a
+        # second in-memory protobuf copy of the weights. Inlined (if wanted) at the end.
+        used = _export(torch, exportable, args, tmp_model, names, out_names, dyn, opset, exporter, True, notes)
+        del exportable
         from onnxforge.validators.checker import check_model
 
         check_model(tmp_model)
@@ -228,14 +234,22 @@ def convert_torch(
             if written_to.exists() and not force:
                 raise BadInputError(f"{written_to} exists", hint="pass --force to overwrite it")
         if written:
-            publish_model(tmp_model, written_to)
+            if external_data:
+                publish_model(tmp_model, written_to)
+            else:
+                from onnxforge.fileio import inline_external_data
+
+                inline_external_data(tmp_model, written_to)
+            # the written model's I/O is the scratch model's; read the small one
+            artifact = make_artifact(written_to, ("convert:torch",), specs_from=None if external_data else tmp_model)
+        else:
+            artifact = None
     if not check:
         notes.append("parity check skipped (--no-check)")
-    artifact = make_artifact(written_to, ("convert:torch",)) if written else None
     return StepResult(
         step="convert:torch", output=str(written_to), written=written, passed=passed, artifact=artifact,
         checks=tuple(checks), notes=tuple(notes),
-        details={"exporter": used, "source_kind": loaded.kind, "inputs": names, "outputs": out_names,
+        details={"exporter": used, "source_kind": source_kind, "inputs": names, "outputs": out_names,
                  "dynamic": {k: {str(a): v for a, v in ax.items()} for k, ax in dyn.items()},
                  "weight_bytes": weight_bytes},
     )

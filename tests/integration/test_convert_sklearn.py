@@ -148,3 +148,30 @@ def test_validate_accepts_sklearn_source(cli, tmp_path, data):
     res = result(r)
     assert res["reference"] == "sklearn:LogisticRegression"
     assert [o["name"] for o in res["outputs"]] == ["label", "probabilities"]
+
+
+@pytest.mark.parametrize("factory,sample", [("lgbm_pipeline", "bc"), ("lgbm_regressor", "dia")])
+def test_lightgbm_through_onnxmltools(cli, tmp_path, data, factory, sample):
+    pytest.importorskip("lightgbm")
+    pytest.importorskip("onnxmltools")
+    r = cli("convert", "sklearn", f"{M}:{factory}", "-o", tmp_path / "l.onnx", "--sample", data / f"{sample}.npy", "--json")
+    assert r.code == 0, r.err
+    assert result(r)["passed"]
+
+
+def test_lightgbm_without_onnxmltools_is_exit_5(tmp_path, data):
+    import subprocess
+    import sys
+
+    pytest.importorskip("lightgbm")
+    # onnxmltools made unimportable in a child process: the missing-extra path
+    code = (
+        "import sys; sys.modules['onnxmltools'] = None\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from onnxforge.cli.app import main\n"
+        f"sys.exit(main(['convert', 'sklearn', {M + ':lgbm_regressor'!r}, '-o', {str(tmp_path / 'x.onnx')!r},"
+        f" '--sample', {str(data / 'dia.npy')!r}]))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 5, r.stderr
+    assert "onnxmltools" in r.stderr and "onnxforge[boosting]" in r.stderr

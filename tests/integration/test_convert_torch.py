@@ -216,3 +216,15 @@ def test_hugging_face_bert(cli, tmp_path):
     res = load_json(r)
     assert res["details"]["outputs"] == ["last_hidden_state", "pooler_output"]
     assert len(res["checks"]) == 3 and res["passed"]
+
+
+def test_external_data_forced(cli, tmp_path, monkeypatch):
+    out = tmp_path / "sub" / "ext.onnx"
+    r = cli("convert", "torch", f"{M}:mlp", "-o", out, "--input", "x:float32:batchx8", "--external-data", "--json")
+    assert r.code == 0, r.err
+    assert (tmp_path / "sub" / "ext.onnx.data").is_file()
+    monkeypatch.chdir(tmp_path)  # the model loads from elsewhere: its data location is relative
+    info = cli("inspect", out, "--json")
+    ext = json.loads(info.out)["result"]["external_data"]
+    assert list(ext) == ["ext.onnx.data"] and ext["ext.onnx.data"] >= 8 * 16 * 4  # the big weights at least
+    assert cli("validate", f"{M}:mlp", out).code == 0
