@@ -16,6 +16,7 @@ _API = {
     "compare": "onnxforge.validators.parity:compare",
     "convert_torch": "onnxforge.converters.torch:convert_torch",
     "convert_sklearn": "onnxforge.converters.sklearn:convert_sklearn",
+    "benchmark": "onnxforge.validators.benchmark:benchmark",
 }
 
 __all__ = ["__version__", *_API]

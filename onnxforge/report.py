@@ -18,6 +18,7 @@ KINDS = {
     "ParityReport": "parity",
     "BenchmarkResult": "benchmark",
     "StepResult": "step",
+    "BenchmarkReport": "benchmark",
 }
 
 
@@ -227,6 +228,44 @@ def _render_step(res, console) -> None:
     console.print(f"{_esc(res.step)}: {verdict} -> {_esc(where)}")
 
 
+def _render_benchmark(rep, console) -> None:
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from onnxforge.validators.benchmark import sparkline
+
+    speed = {c.model: c for c in rep.comparisons}
+    t = Table(title="latency (ms)", title_justify="left")
+    for col in ("model", "provider", "batch", "thr", "n", "p50", "p90", "p99", "mean±std", "p50 95% CI", "items/s",
+                "CV", "speed-up", "distribution (min..p99)"):
+        t.add_column(col, justify="left" if col in ("model", "provider", "distribution (min..p99)") else "right")
+    for i, r in enumerate(rep.results):
+        L = r.latency
+        c = speed.get(r.model) if i else None
+        sp = f"{c.speedup:.2f}x [{c.ci95[0]:.2f}-{c.ci95[1]:.2f}]" if c else ("1.00x" if rep.comparisons else "-")
+        cv = f"{r.cv:.1%}" if r.cv <= 0.10 else f"[yellow]{r.cv:.1%}[/]"
+        t.add_row(_esc(Path(r.model).name), _esc(r.requested_provider), str(r.batch), str(r.threads), str(L.n),
+                  f"{L.p50:.4g}", f"{L.p90:.4g}", f"{L.p99:.4g}", f"{L.mean:.4g}±{L.std:.2g}",
+                  f"{L.ci95[0]:.4g}-{L.ci95[1]:.4g}", f"{r.throughput:.4g}", cv, sp, sparkline(r.histogram))
+    console.print(t)
+    for r in rep.results:
+        if r.placement:
+            where = ", ".join(f"{k}: {v}" for k, v in r.placement.items())
+            console.print(f"placement {_esc(Path(r.model).name)} ({_esc(r.requested_provider)}): {_esc(where)} nodes")
+    for g in rep.gates:
+        console.print(("[green]pass[/] " if g.passed else "[red]FAIL[/] ") + f"{g.name}: {_esc(g.message)}")
+    env = rep.environment
+    cpu = env.get("cpu", {})
+    isa = ", ".join(k for k, v in cpu.get("isa", {}).items() if v)
+    console.print(_esc(f"cpu: {cpu.get('model')} ({isa}); quota {env.get('cpu_quota')} cores; "
+                       f"onnxruntime {env.get('onnxruntime')} ({env.get('device')})"))
+    for n in rep.notes:
+        console.print(f"note: {_esc(n)}")
+    if rep.gates:
+        console.print("[green]PASSED[/]" if rep.passed else "[red]FAILED[/]")
+
+
 def _render_generic(result, console) -> None:
     console.print_json(json.dumps(to_jsonable(result), allow_nan=False))
 
@@ -235,6 +274,7 @@ _RENDERERS: dict[str, Callable] = {
     "ModelInfo": _render_model_info,
     "ParityReport": _render_parity,
     "StepResult": _render_step,
+    "BenchmarkReport": _render_benchmark,
 }
 
 

@@ -267,3 +267,54 @@ def run_session(sess, feeds: Mapping[str, object], output_names: Sequence[str] |
                             hint="check input shapes and dtypes against `onnxforge inspect`") from None
     names = list(output_names) if output_names else [o.name for o in sess.get_outputs()]
     return dict(zip(names, values))
+
+
+ISA_FLAGS = {
+    "avx2": "avx2", "avx512f": "avx512f", "avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni",
+    "avx512_bf16": "avx512_bf16", "amx_int8": "amx_int8", "asimd": "neon", "asimddp": "neon_dotprod",
+    "i8mm": "neon_i8mm",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> dict:
+    """CPU model and the ISA extensions that decide int8 and fp16 speed."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "Model", "CPU part") and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key in ("flags", "Features"):
+                flags.update(value.split())
+    except OSError:
+        pass
+    return {"model": model, "machine": platform.machine(),
+            "isa": {name: (flag in flags) for flag, name in ISA_FLAGS.items()}}
+
+
+def environment() -> dict:
+    """What a benchmark or release report records about where it ran."""
+    import platform
+    import sys
+
+    import onnxruntime as ort
+
+    env = {
+        "cpu": cpu_info(),
+        "cpu_quota": cpu_quota(),
+        "onnxruntime": ort.__version__,
+        "onnxruntime_build": (ort.get_build_info() if hasattr(ort, "get_build_info") else ""),
+        "onnxruntime_packages": installed_runtime_packages(),
+        "device": ort.get_device(),
+        "providers": available_providers(),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+    }
+    note = runtime_conflict_note()
+    if note:
+        env["warning"] = note
+    return env

@@ -63,10 +63,10 @@ def parse_spec(text: str) -> TensorSpec:
             f"bad tensor spec {text!r}", hint="write NAME:DTYPE:SHAPE, e.g. x:float32:1x3x224x224"
         )
     name, dtype, shape = parts
-    return TensorSpec(name, normalize_dtype(dtype), _parse_shape_tokens(shape))
+    return TensorSpec(name, normalize_dtype(dtype), parse_shape_text(shape))
 
 
-def _parse_shape_tokens(text: str) -> tuple[Dim, ...]:
+def parse_shape_text(text: str) -> tuple[Dim, ...]:
     """Dims are separated by 'x' (``1x3x224x224``, ``batchx128``). A symbolic name
     may hold an 'x' next to an underscore (``max_len``, ``x_len``); any other name
     with an 'x' needs the comma form: ``[maxlen,8]``."""

@@ -101,6 +101,44 @@ class BenchmarkResult:
     latency: LatencyStats
     throughput: float  # items per second
     environment: Mapping[str, object]
+    cv: float = 0.0  # coefficient of variation of the latencies
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    io_binding: bool = False
+    copies_included: bool = False  # host<->device copies inside the timed call
+    placement: Mapping[str, int] | None = None  # provider -> node count (--placement)
+    memory: Mapping[str, int] = field(default_factory=dict)  # bytes
+    histogram: tuple[int, ...] = ()  # latency counts in equal-width bins from min to p99
+    latencies_ms: tuple[float, ...] = ()  # raw, only with --save-latencies
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Speed-up of one row against the first (ratio of medians, >1 = faster)."""
+
+    model: str
+    against: str
+    speedup: float
+    ci95: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str  # "max_p50_ms", "min_speedup", "baseline" ...
+    passed: bool
+    value: float
+    limit: float
+    message: str
+
+
+@dataclass(frozen=True)
+class BenchmarkReport:
+    results: tuple[BenchmarkResult, ...]
+    comparisons: tuple[Comparison, ...]
+    gates: tuple[GateResult, ...]
+    passed: bool
+    environment: Mapping[str, object]
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,10 @@ def _register() -> None:
 
     app.command("inspect")(inspect_cmd)
     app.command("validate")(validate_cmd)
+    from onnxforge.cli.benchmark import benchmark_cmd
     from onnxforge.cli.convert import app as convert_app
 
+    app.command("benchmark")(benchmark_cmd)
     app.add_typer(convert_app, name="convert")
 
 

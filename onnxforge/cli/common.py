@@ -76,7 +76,7 @@ def console(stderr: bool = False):
     stream = sys.stderr if stderr else sys.stdout
     plain = not stream.isatty()
     # Logs and CI capture: no colour, no wrapping at 80 columns.
-    return Console(file=stream, no_color=plain or "NO_COLOR" in os.environ, width=160 if plain else None,
+    return Console(file=stream, no_color=plain or "NO_COLOR" in os.environ, width=200 if plain else None,
                    highlight=False, soft_wrap=False)
 
 

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from onnxforge.cli.common import (
+    DimOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ValRangeOpt, emit, wants_json,
+)
+
+
+def _parse_regression(text: str) -> float:
+    t = text.strip()
+    try:
+        v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise typer.BadParameter("write a fraction (0.1) or a percentage (10%)", param_hint="--max-regression") from None
+    if v < 0:
+        raise typer.BadParameter("must be >= 0", param_hint="--max-regression")
+    return v
+
+
+def benchmark_cmd(
+    models: Annotated[list[str], typer.Argument(help="ONNX models; the first is the reference for speed-ups.", metavar="MODEL...")],
+    provider: Annotated[Optional[list[str]], typer.Option("--provider", help="cpu, cuda, tensorrt, openvino, dml (repeatable: one row each).")] = None,
+    provider_option: Annotated[Optional[list[str]], typer.Option("--provider-option", help="EP option PROVIDER:KEY=VALUE, e.g. cuda:device_id=1.", metavar="P:K=V")] = None,
+    dim: DimOpt = None,
+    shape: Annotated[Optional[list[str]], typer.Option("--shape", help="Input shape NAME:DIMS, e.g. x:8x3x224x224.", metavar="NAME:DIMS")] = None,
+    batch: Annotated[Optional[str], typer.Option("--batch", help="Sweep the leading dim: 1,8,32.", metavar="N[,N...]")] = None,
+    inputs: InputsOpt = None,
+    seed: SeedOpt = 0,
+    val_range: ValRangeOpt = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads (default: the container's CPU quota).", min=1)] = None,
+    inter_threads: Annotated[Optional[int], typer.Option("--inter-threads", help="Inter-op threads.", min=1)] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per row first.", min=0)] = 10,
+    iterations: Annotated[Optional[int], typer.Option("--iterations", help="Timed runs per row.", min=1)] = None,
+    duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds of timed runs (default 2; at least 10 rounds).")] = None,
+    io_binding: Annotated[bool, typer.Option("--io-binding", help="Keep inputs/outputs on the device: copies are not timed.")] = False,
+    placement: Annotated[bool, typer.Option("--placement", help="Report how many nodes each provider ran (from ORT's profiler).")] = False,
+    spinning: Annotated[Optional[bool], typer.Option("--spinning/--no-spinning", help="Intra-op thread spinning (default: off with several rows).")] = None,
+    max_p50_ms: Annotated[Optional[float], typer.Option("--max-p50-ms", help="Gate: fail when a row's p50 is above this.")] = None,
+    max_p99_ms: Annotated[Optional[float], typer.Option("--max-p99-ms", help="Gate: fail when a row's p99 is above this.")] = None,
+    min_speedup: Annotated[Optional[float], typer.Option("--min-speedup", help="Gate: each model at least this much faster than the first.")] = None,
+    baseline: Annotated[Optional[str], typer.Option("--baseline", help="A saved benchmark report (--report) to compare against.", metavar="PATH")] = None,
+    max_regression: Annotated[str, typer.Option("--max-regression", help="Allowed slow-down against --baseline: 10% or 0.1.")] = "10%",
+    save_latencies: Annotated[bool, typer.Option("--save-latencies", help="Include every iteration's latency in the JSON.")] = False,
+    json_: JsonOpt = False,
+    fmt: FormatOpt = "table",
+    report: ReportOpt = None,
+) -> None:
+    """Measure latency on ONNX Runtime providers (interleaved rows, confidence intervals, CI gates)."""
+    from onnxforge.cli.common import STATE
+    from onnxforge.specs import parse_dims, parse_key_values, parse_shape_text, parse_val_ranges
+    from onnxforge.validators.benchmark import benchmark
+
+    as_json = wants_json(json_, fmt)
+    batches = None
+    if batch:
+        try:
+            batches = [int(b) for b in batch.split(",") if b.strip()]
+        except ValueError:
+            raise typer.BadParameter("write sizes as 1,8,32", param_hint="--batch") from None
+        if not batches or any(b < 1 for b in batches):
+            raise typer.BadParameter("sizes must be positive", param_hint="--batch")
+    shapes = {}
+    for item in shape or []:
+        name, sep, dims = item.rpartition(":")
+        if not sep or not name:
+            raise typer.BadParameter(f"{item!r}: write NAME:DIMS", param_hint="--shape")
+        shapes[name] = parse_shape_text(dims)
+    popts: dict[str, dict[str, str]] = {}
+    for item in provider_option or []:
+        prov, sep, kv = item.partition(":")
+        if not sep:
+            raise typer.BadParameter(f"{item!r}: write PROVIDER:KEY=VALUE", param_hint="--provider-option")
+        popts.setdefault(prov, {}).update(parse_key_values([kv], "--provider-option"))
+    res = benchmark(
+        models, providers=provider or ["cpu"], provider_options=popts, dims=parse_dims(dim or []), shapes=shapes,
+        batches=batches, inputs=str(inputs) if inputs else None, seed=seed,
+        val_ranges=parse_val_ranges(val_range or []), threads=threads, inter_threads=inter_threads, warmup=warmup,
+        iterations=iterations, duration=duration, io_binding=io_binding, placement=placement, spinning=spinning,
+        save_latencies=save_latencies, max_p50_ms=max_p50_ms, max_p99_ms=max_p99_ms, min_speedup=min_speedup,
+        baseline=baseline, max_regression=_parse_regression(max_regression),
+        progress=not as_json and STATE.verbosity >= 0,
+    )
+    emit(res, as_json=as_json, report=report, passed=res.passed)
