@@ -17,6 +17,8 @@ _API = {
     "convert_torch": "onnxforge.converters.torch:convert_torch",
     "convert_sklearn": "onnxforge.converters.sklearn:convert_sklearn",
     "benchmark": "onnxforge.validators.benchmark:benchmark",
+    "simplify": "onnxforge.optimizers.simplify:simplify",
+    "quantize_fp16": "onnxforge.optimizers.fp16:quantize_fp16",
 }
 
 __all__ = ["__version__", *_API]

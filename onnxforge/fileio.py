@@ -151,6 +151,8 @@ def model_bytes(model) -> int:
 def save_onnx(model, target: str | os.PathLike, *, external_data: bool | None = None) -> Path:
     """Write a model atomically. External data is used when asked or when the model
     would pass the protobuf limit; its file is named after the model and lies beside it.
+    With external data, ``model``'s tensors are moved out of it (onnx does that): pass
+    a model you no longer need in memory.
     """
     import onnx
 
@@ -177,7 +179,8 @@ def save_onnx(model, target: str | os.PathLike, *, external_data: bool | None = 
                     if e.key == "location":
                         e.value = data_name
             onnx.save_model(m2, str(tmp))
-            os.replace(data_tmp, target.parent / data_name)
+            if data_tmp.exists():  # no file when every tensor was under the size threshold
+                os.replace(data_tmp, target.parent / data_name)
         else:
             onnx.save_model(model, str(tmp))
     return target

@@ -217,6 +217,14 @@ def _render_step(res, console) -> None:
             if nb != na:
                 t.add_row(f"  {_esc(op)}", str(nb), str(na))
         console.print(t)
+    for st in d.get("steps", []) or []:
+        extra = st.get("reason") or (f"{st['after']['nodes']} nodes" if st.get("after") else "")
+        engine = f" via {st['engine']}" if st.get("engine") else ""
+        colour = "green" if st["status"] == "ok" else "yellow" if st["status"] == "skipped" else "red"
+        console.print(f"step {_esc(st['step'])}{_esc(engine)}: [{colour}]{st['status']}[/] "
+                      f"({st.get('seconds', 0)} s{'; ' + _esc(extra) if extra else ''})")
+    for op, ba in (d.get("fusions") or {}).items():
+        console.print(f"fusion {_esc(op)}: {ba['before']} -> {ba['after']}")
     for key, value in d.items():
         if key in ("before", "after") or isinstance(value, (dict, list, tuple)):
             continue

@@ -51,6 +51,11 @@ def _register() -> None:
     from onnxforge.cli.benchmark import benchmark_cmd
     from onnxforge.cli.convert import app as convert_app
 
+    from onnxforge.cli.quantize import app as quantize_app
+    from onnxforge.cli.simplify import simplify_cmd
+
+    app.command("simplify")(simplify_cmd)
+    app.add_typer(quantize_app, name="quantize")
     app.command("benchmark")(benchmark_cmd)
     app.add_typer(convert_app, name="convert")
 

@@ -1,0 +1,74 @@
+"""fp32 -> fp16 for GPU targets, through onnxruntime.transformers.float16.
+
+Ops on ORT's default block list (and ``block_ops``) stay fp32, with casts around
+them. The check uses fp16-sized tolerances: fp16 keeps ~3 significant digits, so
+atol 1e-2 / rtol 1e-2 by default. On a CPU-only machine the model is checked on
+the CPU provider (ORT runs fp16 there by casting, slowly); on a GPU use
+``provider="cuda"`` through `onnxforge validate` / `benchmark`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from onnxforge.errors import ConversionError
+from onnxforge.types import StepResult, Tolerance
+
+FP16_TOLERANCE = Tolerance(atol=1e-2, rtol=1e-2)
+
+
+def quantize_fp16(
+    model: str | Path,
+    output: str | Path,
+    *,
+    keep_io_types: bool = True,
+    block_ops: Sequence[str] = (),
+    block_nodes: Sequence[str] = (),
+    inputs: str | None = None,
+    samples: int = 1,
+    seed: int = 0,
+    dims=None,
+    tolerance: Tolerance | None = None,
+    keep_failed: bool = False,
+    force: bool = False,
+    external_data: bool | None = None,
+) -> StepResult:
+    import time
+
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    from onnxforge.fileio import check_output_path, load_onnx, scratch_dir
+    from onnxforge.steps import check_against, finish, lineage_of, save_scratch, summary
+
+    src = Path(model)
+    m = load_onnx(src)
+    target = check_output_path(output, force=force, inputs=(src,))
+    if any(t.data_type == 10 for t in m.graph.initializer) and not any(t.data_type == 1 for t in m.graph.initializer):
+        from onnxforge.errors import BadInputError
+
+        raise BadInputError(f"{src} is already fp16", hint="convert the fp32 model")
+    before = summary(src)
+    blocked = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(block_ops))
+    t0 = time.perf_counter()
+    try:
+        converted = convert_float_to_float16(m, keep_io_types=keep_io_types, op_block_list=blocked,
+                                             node_block_list=list(block_nodes) or None)
+    except Exception as exc:
+        raise ConversionError(f"fp16 conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+                              hint="block the op that fails with --block-op OP") from None
+    seconds = time.perf_counter() - t0
+    with scratch_dir(target) as tmp:
+        dst = tmp / "fp16.onnx"
+        save_scratch(converted, dst)
+        checks = check_against(src, dst, tolerance=tolerance or FP16_TOLERANCE, inputs=inputs, samples=samples,
+                               seed=seed, dims=dims, label="fp16")
+        after = summary(dst)
+        notes = ["checked on the CPU provider; run `onnxforge validate --provider cuda` on a GPU machine"]
+        if not keep_io_types:
+            notes.append("inputs and outputs are fp16: feed float16 arrays")
+        return finish(dst, target, step="quantize:fp16", passed=all(c.passed for c in checks),
+                      keep_failed=keep_failed, force=force, external_data=external_data,
+                      lineage=(*lineage_of(src), "quantize:fp16"), checks=checks, notes=notes,
+                      details={"before": before, "after": after, "keep_io_types": keep_io_types,
+                               "blocked_ops": blocked, "seconds": round(seconds, 3)})

@@ -1,0 +1,290 @@
+"""ONNX -> simpler ONNX: onnxsim, ONNX Runtime's offline optimizer, transformer fusions.
+
+Engines run in order: transformer fusions (when asked), onnxsim, ort. Fusions go
+first because their patterns match the exporter's graph: on a dynamo-exported BERT,
+onnxscript fused 2 of 2 attention blocks in the raw export and 0 after onnxsim had
+rewritten it; onnxsim runs fine on the fused model. Each engine's output is checked
+against the model before it; a step that raises or fails its check falls back to
+the model before it and is reported as failed (exit 1), or as skipped with
+``allow_skip`` (exit 0). The final model is checked against the input model.
+
+- ``onnxsim``: constant folding, shape inference, dead-node and common
+  subexpression elimination, fusions. Dynamic dims stay dynamic unless ``shapes``
+  pins them; constants larger than ``max_constant_size`` are not folded. Models
+  over 2 GB are skipped (onnxsim cannot hold them).
+- ``ort`` (``ort_level``): ONNX Runtime's offline graph optimization. ``basic``
+  keeps a portable ONNX model; ``extended``/``all`` produce ORT-only ops
+  (com.microsoft domain) and the model is marked ``onnxforge.ort_only=true``.
+- ``transformer`` (model type: bert, gpt2, vit ...): onnxruntime.transformers'
+  fusions (Attention, SkipLayerNormalization, BiasGelu ...). On dynamo exports that
+  optimizer does not fuse attention (it is exported as SDPA); when it leaves no
+  Attention node, onnxscript's ``optimize_for_ort`` fusions are tried as well, and
+  the result with more attention fused that still passes its check is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from onnxforge.errors import BadInputError, ConversionError, UsageError
+from onnxforge.types import StepResult, Tolerance
+
+log = logging.getLogger("onnxforge")
+
+ORT_LEVELS = ("basic", "extended", "all")
+FUSED_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention", "SkipLayerNormalization",
+             "SkipSimplifiedLayerNormalization", "LayerNormalization", "EmbedLayerNormalization", "BiasGelu",
+             "FastGelu", "Gelu", "BiasSplitGelu", "RotaryEmbedding", "SimplifiedLayerNormalization")
+
+
+def transformer_types() -> list[str]:
+    from onnxruntime.transformers.optimizer import MODEL_TYPES
+
+    return sorted(MODEL_TYPES)
+
+
+def _size_text(n: int | None) -> str:
+    return "1.5GB" if n is None else f"{n}B"
+
+
+def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mapping[str, list] | None = None,
+                max_constant_size: int | None = None) -> dict:
+    from onnxforge.errors import require
+    from onnxforge.fileio import load_onnx
+    from onnxforge.steps import save_scratch
+
+    onnxsim = require("onnxsim", "all")
+    model = load_onnx(src)
+    if model.ByteSize() >= 2 * 1024**3 - 1:
+        raise ConversionError("onnxsim cannot process models over 2 GB (protobuf limit)")
+    simplified, _ = onnxsim.simplify(
+        model, check_n=0, skipped_optimizers=list(skip) or None, overwrite_input_shapes=dict(shapes) if shapes else None,
+        tensor_size_threshold=_size_text(max_constant_size),
+    )
+    save_scratch(simplified, dst)
+    return {}
+
+
+def run_ort(src: Path, dst: Path, *, level: str) -> dict:
+    import onnxruntime as ort
+
+    from onnxforge.runtime import session_options
+
+    so = session_options(optimization=level)
+    so.optimized_model_filepath = str(dst)
+    so.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
+    so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"])
+    return {"ort_only": level != "basic"}
+
+
+def run_transformer(src: Path, dst: Path, *, model_type: str, num_heads: int = 0, hidden_size: int = 0) -> dict:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from onnxforge.steps import save_scratch
+
+    opt = optimize_model(str(src), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size,
+                         opt_level=0, use_gpu=False)
+    _declare_domains(opt.model)
+    save_scratch(opt.model, dst)
+    return {"engine": "onnxruntime.transformers"}
+
+
+def op_count(ops: Mapping[str, int], name: str) -> int:
+    """Count of an op type in a summary, whatever its domain (com.microsoft.Attention)."""
+    return sum(v for k, v in ops.items() if k == name or k.endswith("." + name))
+
+
+ATTENTION_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
+
+
+def _declare_domains(model) -> None:
+    """The fusers add com.microsoft nodes without always importing the domain, which
+    other tools (onnxsim, onnx.checker) then refuse."""
+    have = {o.domain for o in model.opset_import}
+    for domain in sorted({n.domain for n in model.graph.node if n.domain} - have - {"ai.onnx"}):
+        model.opset_import.add(domain=domain, version=1)
+
+
+def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
+    import onnx_ir as ir
+    from onnxscript.rewriter import ort_fusions
+
+    from onnxforge.fileio import load_onnx
+    from onnxforge.steps import save_scratch
+
+    model = ir.serde.deserialize_model(load_onnx(src))
+    fused, counts = ort_fusions.optimize_for_ort(model)
+    proto = ir.serde.serialize_model(fused)
+    _declare_domains(proto)
+    save_scratch(proto, dst)
+    return {"engine": "onnxscript.ort_fusions", "fusions": {k: v for k, v in counts.items() if v}}
+
+
+def simplify(
+    model: str | Path,
+    output: str | Path,
+    *,
+    onnxsim: bool = True,
+    skip: Sequence[str] = (),
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
+    max_constant_size: int | None = None,
+    ort_level: str | None = None,
+    transformer: str | None = None,
+    num_heads: int = 0,
+    hidden_size: int = 0,
+    inputs: str | None = None,
+    samples: int = 1,
+    seed: int = 0,
+    tolerance: Tolerance | None = None,
+    allow_skip: bool = False,
+    keep_failed: bool = False,
+    force: bool = False,
+    external_data: bool | None = None,
+) -> StepResult:
+
+    from onnxforge.fileio import check_output_path, load_onnx, scratch_dir
+    from onnxforge.steps import check_against, finish, lineage_of, summary
+    from onnxforge.validators.parity import DEFAULT_TOLERANCE
+
+    if ort_level is not None and ort_level not in ORT_LEVELS:
+        raise UsageError(f"unknown --ort level {ort_level!r}", hint="use basic, extended or all")
+    if transformer is not None and transformer not in transformer_types():
+        raise UsageError(f"unknown --transformer type {transformer!r}",
+                         hint="valid: " + ", ".join(transformer_types()))
+    if not (onnxsim or ort_level or transformer):
+        raise UsageError("no engine to run", hint="keep onnxsim, or add --ort LEVEL or --transformer TYPE")
+    src = Path(model)
+    load_onnx(src, load_external_data=False)  # clear errors for bad input before anything else
+    target = check_output_path(output, force=force, inputs=(src,))
+    tol = tolerance or DEFAULT_TOLERANCE
+    pin, check_dims = _pins(src, shapes, dims)
+    before_summary = summary(src)
+    notes: list[str] = []
+    steps: list[dict] = []
+    checks = []
+    all_passed = True
+    ort_only = False
+    t_all = time.perf_counter()
+    with scratch_dir(target) as tmp:
+        current = src
+        plan = []
+        if transformer:  # first: its patterns match the exporter's graph, which onnxsim rewrites
+            plan.append((f"transformer:{transformer}",
+                         lambda s, d: run_transformer(s, d, model_type=transformer, num_heads=num_heads, hidden_size=hidden_size)))
+        if onnxsim:
+            plan.append(("onnxsim", lambda s, d: run_onnxsim(s, d, skip=skip, shapes=pin, max_constant_size=max_constant_size)))
+        if ort_level:
+            plan.append((f"ort:{ort_level}", lambda s, d: run_ort(s, d, level=ort_level)))
+        for i, (name, fn) in enumerate(plan):
+            dst = tmp / f"step{i}.onnx"
+            t0 = time.perf_counter()
+            rec = {"step": name, "status": "ok"}
+            try:
+                info = fn(current, dst)
+                rec.update(info)
+                step_checks = check_against(current, dst, tolerance=tol, inputs=inputs, samples=samples, seed=seed,
+                                            dims=check_dims, second_shape=not pin, label=f"after {name}")
+            except Exception as exc:  # an engine's own failure: fall back, report
+                if isinstance(exc, (KeyboardInterrupt, UsageError)):
+                    raise
+                msg = getattr(exc, "message", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                rec.update(status="failed", reason=f"{type(exc).__name__}: {msg}")
+                step_checks = []
+            if name.startswith("transformer") and rec["status"] == "ok":
+                dst, rec, step_checks = _maybe_onnxscript(current, dst, tmp, rec, step_checks, tol, inputs, samples,
+                                                          seed, check_dims, not pin)
+            if rec["status"] == "ok" and not all(c.passed for c in step_checks):
+                rec.update(status="failed", reason="parity check failed")
+            rec["seconds"] = round(time.perf_counter() - t0, 3)
+            checks.extend(step_checks)
+            if rec["status"] == "ok":
+                rec["after"] = summary(dst)
+                current = dst
+                ort_only = ort_only or bool(rec.get("ort_only"))
+            else:
+                rec["status"] = "skipped" if allow_skip else "failed"
+                notes.append(f"{name} {rec['status']} ({rec['reason']}); kept the model from before it")
+                all_passed = all_passed and allow_skip
+            steps.append(rec)
+        if current == src:  # nothing applied: the output is a copy of the input
+            from onnxforge.steps import save_scratch
+
+            current = tmp / "copy.onnx"
+            save_scratch(load_onnx(src), current)
+        final = check_against(src, current, tolerance=tol, inputs=inputs, samples=samples, seed=seed,
+                              dims=check_dims, second_shape=not pin, label="output")
+        checks.extend(final)
+        passed = all_passed and all(c.passed for c in final)
+        after_summary = summary(current)
+        fused = {op: (op_count(before_summary["ops"], op), op_count(after_summary["ops"], op))
+                 for op in FUSED_OPS if op_count(before_summary["ops"], op) != op_count(after_summary["ops"], op)}
+        if ort_only:
+            notes.append("ORT-only ops (com.microsoft): this model runs on onnxruntime only; marked onnxforge.ort_only=true")
+        meta = {"onnxforge.ort_only": "true"} if ort_only else {}
+        lineage = (*lineage_of(src), "simplify:" + "+".join(s["step"] for s in steps if s["status"] == "ok") if any(
+            s["status"] == "ok" for s in steps) else "simplify:none")
+        result = finish(current, target, step="simplify", passed=passed, keep_failed=keep_failed, force=force,
+                        external_data=external_data, lineage=lineage, checks=checks, notes=notes, metadata=meta,
+                        details={"before": before_summary, "after": after_summary, "steps": steps,
+                                 "fusions": {k: {"before": b, "after": a} for k, (b, a) in fused.items()},
+                                 "seconds": round(time.perf_counter() - t_all, 3)})
+    return result
+
+
+def _pins(src, shapes, dims) -> tuple[dict, dict]:
+    """Input shapes to fix (from --shape, and from --dim for inputs whose symbolic dims
+    it all covers), and the symbolic-dim values the checks must use with them."""
+    from onnxforge.fileio import load_onnx
+    from onnxforge.specs import model_io_specs
+
+    ins, _ = model_io_specs(load_onnx(src, load_external_data=False))
+    dims = dict(dims or {})
+    pin: dict[str, list] = {}
+    for s in ins:
+        if shapes and s.name in shapes:
+            shape = list(shapes[s.name])
+            if len(shape) != len(s.shape):
+                raise BadInputError(f"--shape {s.name}: rank {len(shape)}, the model's input has rank {len(s.shape)} ({s})")
+            for d, v in zip(s.shape, shape):
+                if isinstance(d, int) and d != v:
+                    raise BadInputError(f"--shape {s.name}: the model fixes a dim to {d}, got {v} ({s})")
+                if isinstance(d, str):
+                    dims.setdefault(d, v)
+            pin[s.name] = shape
+        elif dims and any(isinstance(d, str) for d in s.shape) and all(
+                not isinstance(d, str) or d in dims for d in s.shape):
+            pin[s.name] = [dims[d] if isinstance(d, str) else (d if d is not None else 1) for d in s.shape]
+    unknown = set(shapes or {}) - {s.name for s in ins}
+    if unknown:
+        raise BadInputError(f"--shape names unknown input(s): {', '.join(sorted(unknown))}",
+                            hint="inputs are: " + ", ".join(s.name for s in ins))
+    return pin, dims
+
+
+def _maybe_onnxscript(current, dst, tmp, rec, step_checks, tol, inputs, samples, seed, dims, second_shape):
+    """ORT's transformer optimizer leaves dynamo-exported attention unfused; try
+    onnxscript's fusions too and keep whichever fused more attention and passed."""
+    from onnxforge.steps import check_against, summary
+
+    after = summary(dst)["ops"]
+    if any(op_count(after, op) for op in ATTENTION_OPS):
+        return dst, rec, step_checks
+    alt = tmp / (dst.stem + "_onnxscript.onnx")
+    try:
+        info = run_onnxscript_fusions(current, alt)
+        alt_checks = check_against(current, alt, tolerance=tol, inputs=inputs, samples=samples, seed=seed,
+                                   dims=dims, second_shape=second_shape, label="after onnxscript fusions")
+    except Exception as exc:
+        rec["onnxscript"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        return dst, rec, step_checks
+    alt_ops = summary(alt)["ops"]
+    attn = sum(op_count(alt_ops, op) for op in ATTENTION_OPS)
+    if attn and all(c.passed for c in alt_checks):
+        return alt, {**rec, **info}, alt_checks
+    rec["onnxscript"] = "no attention fused" if not attn else "fusions failed their check"
+    return dst, rec, step_checks
