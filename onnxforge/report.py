@@ -220,7 +220,7 @@ def _render_step(res, console) -> None:
     for st in d.get("steps", []) or []:
         extra = st.get("reason") or (f"{st['after']['nodes']} nodes" if st.get("after") else "")
         engine = f" via {st['engine']}" if st.get("engine") else ""
-        colour = "green" if st["status"] == "ok" else "yellow" if st["status"] == "skipped" else "red"
+        colour = "green" if st["status"] == "ok" else "yellow" if st["status"] in ("skipped", "reverted") else "red"
         console.print(f"step {_esc(st['step'])}{_esc(engine)}: [{colour}]{st['status']}[/] "
                       f"({st.get('seconds', 0)} s{'; ' + _esc(extra) if extra else ''})")
     for op, ba in (d.get("fusions") or {}).items():

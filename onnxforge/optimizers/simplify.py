@@ -200,12 +200,21 @@ def simplify(
                                                           seed, check_dims, not pin)
             if rec["status"] == "ok" and not all(c.passed for c in step_checks):
                 rec.update(status="failed", reason="parity check failed")
+            if rec["status"] == "ok" and name == "onnxsim":
+                n_before, n_after = summary(current)["nodes"], summary(dst)["nodes"]
+                if n_after > n_before:
+                    # onnxsim's MatMul+Add -> Gemm rewrite adds Reshapes on 3-D inputs (measured:
+                    # a TransformerEncoder export went 103 -> 115 nodes); a simplifier must not
+                    rec.update(status="reverted", nodes_if_kept=n_after)
+                    notes.append(f"onnxsim increased the node count ({n_before} -> {n_after}); kept the model before it")
             rec["seconds"] = round(time.perf_counter() - t0, 3)
             checks.extend(step_checks)
             if rec["status"] == "ok":
                 rec["after"] = summary(dst)
                 current = dst
                 ort_only = ort_only or bool(rec.get("ort_only"))
+            elif rec["status"] == "reverted":
+                pass
             else:
                 rec["status"] = "skipped" if allow_skip else "failed"
                 notes.append(f"{name} {rec['status']} ({rec['reason']}); kept the model from before it")

@@ -304,6 +304,36 @@ def open_side(spec: str, provider: str = "cpu", *, threads: int | None = None, *
     return source_side(spec, **source_options)
 
 
+def _reference_precision(cand_specs, ref_specs, c2r) -> tuple[TensorSpec, ...]:
+    ref_dtype = {s.name: s.dtype for s in ref_specs}
+    out = []
+    for s in cand_specs:
+        rd = ref_dtype.get(c2r.get(s.name, s.name))
+        if rd and rd.startswith("float") and s.dtype.startswith("float") and rd != s.dtype:
+            s = TensorSpec(s.name, rd, s.shape)
+        out.append(s)
+    return tuple(out)
+
+
+def _cast_floats(sample: Mapping[str, object], specs: Sequence[TensorSpec]) -> dict:
+    """Float inputs take the side's float precision (an fp32 reference against an
+    fp16-I/O candidate sees the same values, rounded); other dtypes are left to
+    check_sample_fits to refuse."""
+    import numpy as np
+
+    from onnxforge.specs import numpy_dtype
+
+    want = {s.name: s.dtype for s in specs}
+    out = {}
+    for k, v in sample.items():
+        a = np.asarray(v)
+        d = want.get(k)
+        if d in ("float16", "float32", "float64", "bfloat16") and a.dtype.kind == "f" and a.dtype != numpy_dtype(d):
+            a = a.astype(numpy_dtype(d))
+        out[k] = a
+    return out
+
+
 def _positional_names(outputs: dict, names: Sequence[str]) -> dict:
     """Name positional outputs (keys '0', '1' ... or 'output_N') by the other side's names."""
     keys = list(outputs)
@@ -371,8 +401,9 @@ def validate(
     if ref.kind == "saved" and cand.kind == "saved":
         raise UsageError("both sides are saved outputs; at least one side must be a model")
     c2r = _input_mapping(ref, cand, input_map or {})
-    # the namespace inputs are keyed by: the candidate's when it has named inputs
-    specs = cand.inputs or ref.inputs
+    # the namespace inputs are keyed by: the candidate's when it has named inputs;
+    # values are generated at the reference's precision (fp32 for an fp16 candidate)
+    specs = _reference_precision(cand.inputs, ref.inputs, c2r) if cand.inputs else ref.inputs
     names = [s.name for s in specs]
 
     if input_samples is not None:
@@ -398,6 +429,7 @@ def validate(
         # samples are keyed by the candidate's names when it has named inputs
         out = {c2r.get(k, k): v for k, v in sample.items()} if side is ref and cand.inputs and c2r else dict(sample)
         if side.inputs:
+            out = _cast_floats(out, side.inputs)
             check_sample_fits(out, side.inputs, source=f"inputs for {side.label}")
         return out
 

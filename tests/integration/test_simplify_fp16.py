@@ -1,0 +1,157 @@
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from conftest import ROOT
+
+M = f"{ROOT / 'tests' / 'models.py'}"
+
+
+def result(r):
+    assert r.out.strip().startswith("{"), r.err
+    return json.loads(r.out)["result"]
+
+
+@pytest.fixture(scope="module")
+def torch_models(tmp_path_factory):
+    pytest.importorskip("torch")
+    import onnxforge
+
+    d = tmp_path_factory.mktemp("tm")
+    onnxforge.convert_torch(f"{M}:cnn", d / "cnn.onnx", inputs=["x:float32:batchx3x16x16"])
+    onnxforge.convert_torch(f"{M}:tiny_bert", d / "bert.onnx",
+                            inputs=["input_ids:int64:batchxseq", "attention_mask:int64:batchxseq"],
+                            val_ranges={"input_ids": (0, 99), "attention_mask": (1, 1)})
+    return d
+
+
+def test_simplify_cnn_keeps_dynamic_batch(cli, torch_models, tmp_path):
+    out = tmp_path / "s.onnx"
+    r = cli("simplify", torch_models / "cnn.onnx", "-o", out, "--json")
+    assert r.code == 0, r.err
+    res = result(r)
+    assert res["passed"] and res["details"]["after"]["nodes"] <= res["details"]["before"]["nodes"]
+    # a check at the second batch size proves the dim stayed dynamic
+    assert any("batch=3" in c["candidate"] for c in res["checks"])
+    m = onnx.load(str(out))
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert res["artifact"]["lineage"] == ["simplify:onnxsim"]
+    assert {p.key: p.value for p in m.metadata_props}["onnxforge.lineage"] == "simplify:onnxsim"
+
+
+def test_pinned_shape(cli, torch_models, tmp_path):
+    r = cli("simplify", torch_models / "cnn.onnx", "-o", tmp_path / "p.onnx", "--dim", "batch=4", "--json")
+    assert r.code == 0, r.err
+    m = onnx.load(str(tmp_path / "p.onnx"))
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
+    r = cli("simplify", torch_models / "cnn.onnx", "-o", tmp_path / "q.onnx", "--shape", "x:4x3x9")
+    assert r.code == 3 and "rank 3" in r.err
+
+
+def test_transformer_fusion_puts_attention_in(cli, torch_models, tmp_path):
+    r = cli("simplify", torch_models / "bert.onnx", "-o", tmp_path / "b.onnx", "--transformer", "bert", "--json")
+    assert r.code == 0, r.err
+    res = result(r)
+    ops = res["details"]["after"]["ops"]
+    assert ops.get("com.microsoft.Attention", 0) == 2
+    assert res["details"]["fusions"]["Attention"] == {"before": 0, "after": 2}
+    assert res["details"]["after"]["nodes"] < res["details"]["before"]["nodes"] / 2
+
+
+@pytest.mark.parametrize("level,ort_only", [("basic", False), ("all", True)])
+def test_ort_offline(cli, torch_models, tmp_path, level, ort_only):
+    r = cli("simplify", torch_models / "cnn.onnx", "-o", tmp_path / "o.onnx", "--ort", level, "--json")
+    assert r.code == 0, r.err
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "o.onnx")).metadata_props}
+    assert (meta.get("onnxforge.ort_only") == "true") is ort_only
+    assert any("ORT-only" in n for n in result(r)["notes"]) is ort_only
+
+
+@pytest.mark.parametrize("name", ["light_resnet50.onnx", "light_squeezenet.onnx", "light_inception_v1.onnx"])
+def test_old_models(cli, light, tmp_path, name):
+    r = cli("simplify", light / name, "-o", tmp_path / name, "--json")
+    assert r.code == 0, r.err + r.out
+    res = result(r)
+    assert res["details"]["after"]["nodes"] <= res["details"]["before"]["nodes"]
+
+
+def _onnxsim_breaker(src, dst):
+    """A com.microsoft node without its domain declared: ORT runs it, onnxsim refuses."""
+    m = onnx.load(str(src))
+    m.graph.node.append(helper.make_node("Gelu", ["probs"], ["probs_gelu"], domain="com.microsoft", name="gelu"))
+    m.graph.output.append(helper.make_tensor_value_info("probs_gelu", onnx.TensorProto.FLOAT, ["batch", 3]))
+    onnx.save(m, str(dst))
+    return dst
+
+
+def test_failed_engine_falls_back(cli, fx, tmp_path):
+    bad = _onnxsim_breaker(fx / "tiny.onnx", tmp_path / "bad.onnx")
+    r = cli("simplify", bad, "-o", tmp_path / "s.onnx", "--json")
+    assert r.code == 1
+    res = result(r)
+    assert res["details"]["steps"][0]["status"] == "failed" and not (tmp_path / "s.onnx").exists()
+    r = cli("simplify", bad, "-o", tmp_path / "s.onnx", "--allow-skip", "--json")
+    assert r.code == 0
+    res = result(r)
+    assert res["details"]["steps"][0]["status"] == "skipped" and (tmp_path / "s.onnx").exists()
+    r = cli("simplify", bad, "-o", tmp_path / "k.onnx", "--keep-failed")
+    assert r.code == 1 and (tmp_path / "k.failed.onnx").exists()
+
+
+def test_bad_arguments(cli, fx, tmp_path):
+    r = cli("simplify", fx / "tiny.onnx", "-o", tmp_path / "x.onnx", "--transformer", "nope")
+    assert r.code == 2 and "bert" in r.err and "gpt2" in r.err
+    r = cli("simplify", fx / "tiny.onnx", "-o", tmp_path / "x.onnx", "--ort", "max")
+    assert r.code == 2
+    copy = tmp_path / "same.onnx"
+    shutil.copy(fx / "tiny.onnx", copy)
+    before = copy.read_bytes()
+    r = cli("simplify", copy, "-o", copy)
+    assert r.code == 3 and "inputs are never modified" in r.err and copy.read_bytes() == before
+    r = cli("simplify", fx / "tiny.onnx", "-o", tmp_path / "new" / "dir" / "x.onnx")
+    assert r.code == 0 and (tmp_path / "new" / "dir" / "x.onnx").exists()
+
+
+def test_input_never_modified(cli, fx, tmp_path):
+    src = tmp_path / "in.onnx"
+    shutil.copy(fx / "chain.onnx", src)
+    before = src.read_bytes()
+    assert cli("simplify", src, "-o", tmp_path / "out.onnx", "--ort", "all").code == 0
+    assert src.read_bytes() == before
+
+
+def test_fp16(cli, torch_models, tmp_path):
+    out = tmp_path / "h.onnx"
+    r = cli("quantize", "fp16", torch_models / "cnn.onnx", "-o", out, "--json")
+    assert r.code == 0, r.err
+    res = result(r)
+    assert res["checks"][0]["outputs"][0]["atol"] == 1e-2
+    m = onnx.load(str(out))
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # keep-io-types
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer)
+    assert res["details"]["after"]["initializer_bytes"] < res["details"]["before"]["initializer_bytes"]
+    r = cli("quantize", "fp16", torch_models / "cnn.onnx", "-o", tmp_path / "io.onnx", "--fp16-io", "--json")
+    assert r.code == 0, r.err
+    assert onnx.load(str(tmp_path / "io.onnx")).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    r = cli("quantize", "fp16", tmp_path / "io.onnx", "-o", tmp_path / "again.onnx")
+    assert r.code == 3 and "already fp16" in r.err
+
+
+def test_fp16_tight_tolerance_fails(cli, torch_models, tmp_path):
+    r = cli("quantize", "fp16", torch_models / "cnn.onnx", "-o", tmp_path / "t.onnx", "--atol", "1e-9", "--rtol", "0")
+    assert r.code == 1 and not (tmp_path / "t.onnx").exists()
+
+
+def test_simplify_never_adds_nodes(cli, tmp_path):
+    pytest.importorskip("torch")
+    import onnxforge
+
+    onnxforge.convert_torch(f"{M}:encoder", tmp_path / "enc.onnx", inputs=["x:float32:batchxseqx16"])
+    r = cli("simplify", tmp_path / "enc.onnx", "-o", tmp_path / "s.onnx", "--json")
+    assert r.code == 0, r.err
+    res = result(r)
+    assert res["details"]["after"]["nodes"] <= res["details"]["before"]["nodes"]
