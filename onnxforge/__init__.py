@@ -19,6 +19,7 @@ _API = {
     "benchmark": "onnxforge.validators.benchmark:benchmark",
     "simplify": "onnxforge.optimizers.simplify:simplify",
     "quantize_fp16": "onnxforge.optimizers.fp16:quantize_fp16",
+    "quantize": "onnxforge.optimizers.quantize:quantize",
 }
 
 __all__ = ["__version__", *_API]

@@ -223,6 +223,20 @@ def _render_step(res, console) -> None:
         colour = "green" if st["status"] == "ok" else "yellow" if st["status"] in ("skipped", "reverted") else "red"
         console.print(f"step {_esc(st['step'])}{_esc(engine)}: [{colour}]{st['status']}[/] "
                       f"({st.get('seconds', 0)} s{'; ' + _esc(extra) if extra else ''})")
+    sp = d.get("speed")
+    if sp:
+        console.print(f"speed: fp32 p50 {sp['fp32_p50_ms']:.4g} ms, int8 p50 {sp['int8_p50_ms']:.4g} ms: "
+                      f"[bold]{sp['speedup']:.2f}x[/] (95% CI {sp['ci95'][0]:.2f}-{sp['ci95'][1]:.2f}, "
+                      f"{sp['iterations']} interleaved runs each)")
+    sz = d.get("size")
+    if sz:
+        console.print(f"size: {_fmt_bytes(sz['fp32_bytes'])} -> {_fmt_bytes(sz['int8_bytes'])} ({sz['ratio']:.0%})")
+    trials = d.get("trials") or []
+    if len(trials) > 1:
+        for t in trials:
+            console.print(_esc(f"trial {t['trial']}: excluded {len(t['excluded_nodes'])} node(s) "
+                               f"{t['excluded_nodes'][:6]}, parity {'pass' if t['parity_passed'] else 'FAIL'}, "
+                               f"min cosine {t['min_cosine']}, speed-up {t['speedup']:.2f}x"))
     for op, ba in (d.get("fusions") or {}).items():
         console.print(f"fusion {_esc(op)}: {ba['before']} -> {ba['after']}")
     for key, value in d.items():

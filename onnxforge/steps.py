@@ -76,6 +76,7 @@ def check_against(
     check_stat: str = "elementwise",
     task: str | None = None,
     min_agreement: float | None = None,
+    min_cosine: float | None = None,
 ) -> list[ParityReport]:
     """Parity of ``after`` against ``before`` on the given inputs (or seeded random
     ones), and, for models with symbolic dims, again at another size of each, which
@@ -86,7 +87,8 @@ def check_against(
 
     ref = onnx_side(before, "cpu", label=f"{Path(before).name}")
     cand = onnx_side(after, "cpu", label=label or f"{Path(after).name}")
-    common = dict(tolerance=tolerance, check_stat=check_stat, task=task, min_agreement=min_agreement)
+    common = dict(tolerance=tolerance, check_stat=check_stat, task=task, min_agreement=min_agreement,
+                  min_cosine=min_cosine)
     dims = dict(dims or {})
     sym = [d for d in symbolic_dims(before) if d not in dims]
     base = {**{d: 2 for d in sym}, **dims}

@@ -237,3 +237,39 @@ def lgbm_regressor():
 
     X, y = load_diabetes(return_X_y=True)
     return lgb.LGBMRegressor(n_estimators=20, verbose=-1).fit(X.astype(np.float32), y)
+
+
+# ----------------------------------------------------------------------------- digits (trained)
+
+def digits_split():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    return train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+
+
+def train_digits(kind: str, epochs: int = 40):
+    """A digits classifier trained in a few seconds: 'mlp' on the 64 pixels, 'cnn' on 1x8x8."""
+    import torch
+    from torch import nn
+
+    Xtr, Xte, ytr, yte = digits_split()
+    torch.manual_seed(0)
+    if kind == "mlp":
+        model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+        shape = (-1, 64)
+    else:
+        model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                              nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 16, 10))
+        shape = (-1, 1, 8, 8)
+    x = torch.from_numpy(Xtr.reshape(shape))
+    y = torch.from_numpy(ytr).long()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        for i in range(0, len(x), 64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+            opt.step()
+    return model.eval(), Xtr.reshape(shape), Xte.reshape(shape), ytr, yte

@@ -1,0 +1,169 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import ROOT
+
+M = f"{ROOT / 'tests' / 'models.py'}"
+
+
+def result(r):
+    assert r.out.strip().startswith("{"), r.err
+    return json.loads(r.out)["result"]
+
+
+def accuracy(path, X, y) -> float:
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits = s.run(None, {s.get_inputs()[0].name: X})[0]
+    return float((logits.argmax(1) == y).mean())
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    pytest.importorskip("torch")
+    import importlib.util
+
+    import onnxforge
+
+    spec = importlib.util.spec_from_file_location("tm", M)
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    d = tmp_path_factory.mktemp("digits")
+    out = {}
+    for kind, spec_text in (("mlp", "x:float32:batchx64"), ("cnn", "x:float32:batchx1x8x8")):
+        model, Xtr, Xte, ytr, yte = tm.train_digits(kind)
+        res = onnxforge.convert_torch(model, d / f"{kind}.onnx", inputs=[spec_text])
+        assert res.passed
+        np.savez(d / f"{kind}_calib.npz", x=Xtr[:200])
+        np.savez(d / f"{kind}_test.npz", x=Xte)
+        out[kind] = (d / f"{kind}.onnx", d / f"{kind}_calib.npz", d / f"{kind}_test.npz", Xte, yte)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_static_qdq_keeps_digits_accuracy(cli, digits, tmp_path, kind):
+    model, calib, test_npz, Xte, yte = digits[kind]
+    out = tmp_path / "q.onnx"
+    r = cli("quantize", "static", model, "-o", out, "--calibration", calib, "--inputs", test_npz,
+            "--max-mismatch", "0.05", "--bench-seconds", "0.5", "--json")
+    assert r.code == 0, r.err + r.out
+    res = result(r)
+    fp32, int8 = accuracy(model, Xte, yte), accuracy(out, Xte, yte)
+    assert fp32 > 0.9
+    assert int8 >= fp32 - 0.01, (fp32, int8)
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    d = res["details"]
+    assert d["format"] == "qdq" and d["method"] == "minmax"
+    assert d["speed"]["speedup"] > 0 and d["size"]["int8_bytes"] < d["size"]["fp32_bytes"]
+    assert res["checks"][0]["outputs"][0]["label_agreement"] >= 0.95
+    assert res["artifact"]["lineage"][-1] == "quantize:static"
+
+
+def test_dynamic_transformer_encoder(cli, tmp_path):
+    pytest.importorskip("torch")
+    import onnxforge
+
+    onnxforge.convert_torch(f"{M}:encoder", tmp_path / "enc.onnx", inputs=["x:float32:batchxseqx16"])
+    r = cli("quantize", "dynamic", tmp_path / "enc.onnx", "-o", tmp_path / "q.onnx", "--dim", "batch=2",
+            "--dim", "seq=8", "--bench-seconds", "0.5", "--json")
+    assert r.code == 0, r.err + r.out
+    res = result(r)
+    assert "MatMulInteger" in res["details"]["after"]["ops"] or "DynamicQuantizeMatMul" in res["details"]["after"]["ops"]
+    assert res["checks"][0]["outputs"][0]["cosine"] >= 0.99
+    assert res["details"]["cpu_family"].startswith(("x86", "arm"))
+
+
+def test_old_cnn_static_random_smoke(cli, light, tmp_path):
+    r = cli("quantize", "static", light / "light_squeezenet.onnx", "-o", tmp_path / "q.onnx",
+            "--calibration", "random", "--samples", "4", "--bench-seconds", "0.3", "--min-cosine", "0", "--json")
+    assert r.code == 0, r.err + r.out
+    res = result(r)
+    assert any("smoke test" in n for n in res["notes"])
+    assert (tmp_path / "q.onnx").exists()
+
+
+def test_external_data_model(cli, fx, tmp_path):
+    r = cli("quantize", "dynamic", fx / "ext" / "ext.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.3",
+            "--json", "--external-data")
+    assert r.code == 0, r.err + r.out
+    assert (tmp_path / "q.onnx.data").exists() or (tmp_path / "q.onnx").stat().st_size > 16000
+
+
+def test_budgets_and_keep_failed(cli, fx, tmp_path):
+    r = cli("quantize", "dynamic", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--min-speedup", "100",
+            "--bench-seconds", "0.3", "--json")
+    assert r.code == 1 and not (tmp_path / "q.onnx").exists()
+    res = result(r)
+    assert res["details"]["min_speedup"] == 100 and not res["passed"]
+    r = cli("quantize", "dynamic", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--min-speedup", "100",
+            "--bench-seconds", "0.3", "--keep-failed")
+    assert r.code == 1 and (tmp_path / "q.failed.onnx").exists()
+
+
+def test_fallback_excludes_sensitive_nodes(cli, fx, tmp_path):
+    common = ["--calibration", "random", "--samples", "8", "--bench-seconds", "0.2", "--atol", "1e-3", "--json"]
+    r = cli("quantize", "static", fx / "chain.onnx", "-o", tmp_path / "a.onnx", *common)
+    assert r.code == 1  # int8 everywhere misses a 1e-3 budget
+    r = cli("quantize", "static", fx / "chain.onnx", "-o", tmp_path / "b.onnx", *common, "--fallback", "--max-trials", "5")
+    res = result(r)
+    trials = res["details"]["trials"]
+    assert len(trials) >= 2 and trials[-1]["excluded_nodes"]
+    assert len(trials[-1]["excluded_nodes"]) > len(trials[0]["excluded_nodes"])
+    assert res["details"]["sensitivity"]
+    if r.code == 0:
+        assert (tmp_path / "b.onnx").exists()
+    else:  # the report still lists every trial, and nothing is written
+        assert not (tmp_path / "b.onnx").exists()
+
+
+def test_calibration_bad_input(cli, fx, tmp_path):
+    base = ["quantize", "static", fx / "tiny.onnx", "-o", tmp_path / "q.onnx"]
+    np.savez(tmp_path / "wrong_name.npz", y=np.zeros((4, 1, 4), np.float32))
+    r = cli(*base, "--calibration", tmp_path / "wrong_name.npz")
+    assert r.code == 3 and "missing input(s) x" in r.err and "x:float32:batchx4" in r.err
+    np.savez(tmp_path / "no_axis.npz", x=np.zeros((2, 4), np.float32))  # the fixed-batch model needs [N, 2, 4]
+    r = cli("quantize", "static", fx / "tiny_fixed.onnx", "-o", tmp_path / "q.onnx", "--calibration", tmp_path / "no_axis.npz")
+    assert r.code == 3 and "leading sample axis" in r.err
+    np.savez(tmp_path / "wrong_dtype.npz", x=np.zeros((4, 1, 4), np.float64))
+    r = cli(*base, "--calibration", tmp_path / "wrong_dtype.npz")
+    assert r.code == 3 and "expects float32" in r.err
+    bad = np.zeros((4, 1, 4), np.float32)
+    bad[2, 0, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", x=bad)
+    r = cli(*base, "--calibration", tmp_path / "nan.npz")
+    assert r.code == 3 and "sample 2" in r.err and "NaN" in r.err
+    np.savez(tmp_path / "few.npz", x=np.zeros((3, 1, 4), np.float32))
+    r = cli(*base, "--calibration", tmp_path / "few.npz", "--samples", "10")
+    assert r.code == 3 and "holds 3 sample(s)" in r.err
+    (tmp_path / "empty").mkdir()
+    r = cli(*base, "--calibration", tmp_path / "empty")
+    assert r.code == 3
+    assert cli("quantize", "static", fx / "tiny.onnx", "-o", tmp_path / "q.onnx").code == 2  # no --calibration
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_histogram_memory_refused(cli, fx, tmp_path):
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).random((16, 8, 16), dtype=np.float32))
+    r = cli("quantize", "static", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--calibration", tmp_path / "c.npz",
+            "--method", "entropy", "--max-memory", "1KiB")
+    assert r.code == 3 and "entropy calibration" in r.err and "--method minmax" in r.err
+
+
+def test_already_quantized(cli, fx, tmp_path):
+    assert cli("quantize", "dynamic", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2").code == 0
+    r = cli("quantize", "dynamic", tmp_path / "q.onnx", "-o", tmp_path / "qq.onnx")
+    assert r.code == 3 and "already quantized" in r.err
+
+
+def test_folder_of_samples(cli, fx, tmp_path):
+    for i in range(5):
+        (tmp_path / "cal" / str(i)).mkdir(parents=True)
+        np.save(tmp_path / "cal" / str(i) / "x.npy", np.random.default_rng(i).random((2, 16), dtype=np.float32))
+    r = cli("quantize", "static", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--calibration", tmp_path / "cal",
+            "--bench-seconds", "0.2", "--json")
+    assert r.code == 0, r.err
