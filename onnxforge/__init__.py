@@ -20,6 +20,7 @@ _API = {
     "simplify": "onnxforge.optimizers.simplify:simplify",
     "quantize_fp16": "onnxforge.optimizers.fp16:quantize_fp16",
     "quantize": "onnxforge.optimizers.quantize:quantize",
+    "release": "onnxforge.pipeline:release",
 }
 
 __all__ = ["__version__", *_API]

@@ -19,6 +19,7 @@ KINDS = {
     "BenchmarkResult": "benchmark",
     "StepResult": "step",
     "BenchmarkReport": "benchmark",
+    "ReleaseReport": "release",
 }
 
 
@@ -250,7 +251,7 @@ def _render_step(res, console) -> None:
     console.print(f"{_esc(res.step)}: {verdict} -> {_esc(where)}")
 
 
-def _render_benchmark(rep, console) -> None:
+def _render_benchmark(rep, console, gates: bool = True) -> None:
     from pathlib import Path
 
     from rich.table import Table
@@ -275,7 +276,7 @@ def _render_benchmark(rep, console) -> None:
         if r.placement:
             where = ", ".join(f"{k}: {v}" for k, v in r.placement.items())
             console.print(f"placement {_esc(Path(r.model).name)} ({_esc(r.requested_provider)}): {_esc(where)} nodes")
-    for g in rep.gates:
+    for g in rep.gates if gates else ():
         console.print(("[green]pass[/] " if g.passed else "[red]FAIL[/] ") + f"{g.name}: {_esc(g.message)}")
     env = rep.environment
     cpu = env.get("cpu", {})
@@ -284,8 +285,42 @@ def _render_benchmark(rep, console) -> None:
                        f"onnxruntime {env.get('onnxruntime')} ({env.get('device')})"))
     for n in rep.notes:
         console.print(f"note: {_esc(n)}")
-    if rep.gates:
+    if rep.gates and gates:
         console.print("[green]PASSED[/]" if rep.passed else "[red]FAILED[/]")
+
+
+def _render_release(r, console) -> None:
+    from pathlib import Path
+
+    from rich.table import Table
+
+    t = Table(title="steps and parity ledger (each step against the source)", title_justify="left")
+    for col in ("#", "step", "own check", "vs", "max abs", "min cosine", "accuracy", "ledger"):
+        t.add_column(col, justify="right" if col in ("#", "max abs", "min cosine", "accuracy") else "left")
+    for i, s in enumerate(r.steps):
+        row = r.ledger[i] if i < len(r.ledger) else None
+        outs = row.parity.outputs if row and row.parity else ()
+        t.add_row(str(i), _esc(s.step), "[green]pass[/]" if s.passed else "[red]FAIL[/]",
+                  _esc(row.against) if row else "-",
+                  _fmt_num(max((o.max_abs for o in outs), default=0.0)) if outs else "-",
+                  f"{min(o.cosine for o in outs):.6f}" if outs else "-",
+                  f"{row.accuracy:.4f}" if row and row.accuracy is not None else "-",
+                  ("[green]pass[/]" if row.passed else "[red]FAIL[/]") if row else "-")
+    console.print(t)
+    if r.benchmark:
+        _render_benchmark(r.benchmark, console, gates=False)  # its gates are in the verdict
+    g = Table(title="verdict", title_justify="left")
+    g.add_column("gate")
+    g.add_column("result")
+    g.add_column("detail")
+    for gate in r.gates:
+        g.add_row(_esc(gate.name), "[green]pass[/]" if gate.passed else "[red]FAIL[/]", _esc(gate.message))
+    console.print(g)
+    if r.failure:
+        console.print(f"[red]failure:[/] {_esc(r.failure)}")
+    for k, v in r.outputs.items():
+        console.print(f"{_esc(k)}  sha256 {v}")
+    console.print(("[green]RELEASE PASSED[/]" if r.passed else "[red]RELEASE FAILED[/]") + f" ({r.seconds} s)")
 
 
 def _render_generic(result, console) -> None:
@@ -297,6 +332,7 @@ _RENDERERS: dict[str, Callable] = {
     "ParityReport": _render_parity,
     "StepResult": _render_step,
     "BenchmarkReport": _render_benchmark,
+    "ReleaseReport": _render_release,
 }
 
 

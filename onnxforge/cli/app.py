@@ -57,6 +57,9 @@ def _register() -> None:
     app.command("simplify")(simplify_cmd)
     app.add_typer(quantize_app, name="quantize")
     app.command("benchmark")(benchmark_cmd)
+    from onnxforge.cli.release import release_cmd
+
+    app.command("release")(release_cmd)
     app.add_typer(convert_app, name="convert")
 
 

@@ -269,6 +269,8 @@ def source_side(spec: str, *, framework: str | None = None, weights: str | None 
         from onnxforge.converters.torch import torch_runner
 
         loaded = load_torch(spec, weights=weights, trust_pickle=trust_pickle)
+        if hasattr(loaded.module, "eval") and loaded.kind != "export":
+            loaded.module.eval()  # as convert does: a reference in training mode is not the model that ships
         return Side(label=label or f"torch:{_name(spec)}", kind="torch", run=torch_runner(loaded.module))
     from onnxforge.converters.sklearn import sklearn_runner
 

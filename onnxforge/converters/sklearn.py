@@ -308,6 +308,9 @@ def convert_sklearn(
     if not zipmap and any(o.type.HasField("sequence_type") for o in onx.graph.output):
         notes.append("an output is still a ZipMap sequence (the estimator's converter ignores zipmap=False)")
     onx.doc_string = ""
+    from onnxforge.steps import LINEAGE_KEY
+
+    onx.metadata_props.add(key=LINEAGE_KEY, value="convert:sklearn")
     data_bytes = onx.SerializeToString()
 
     checks: list[ParityReport] = []

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from onnxforge.errors import BadInputError, ConversionError, UsageError
+from onnxforge.steps import quiet_third_party
 from onnxforge.types import ParityReport, StepResult, TensorSpec, Tolerance
 
 log = logging.getLogger("onnxforge")
@@ -234,6 +235,9 @@ def convert_torch(
             if written_to.exists() and not force:
                 raise BadInputError(f"{written_to} exists", hint="pass --force to overwrite it")
         if written:
+            from onnxforge.steps import LINEAGE_KEY, set_metadata
+
+            set_metadata(tmp_model, {LINEAGE_KEY: "convert:torch"})
             if external_data:
                 publish_model(tmp_model, written_to)
             else:
@@ -260,41 +264,6 @@ def _line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
-@contextlib.contextmanager
-def _quiet_exporter():
-    """The exporters print progress and graph dumps on stdout and warn on stderr; keep
-    stdout for our result (``--json``) and show their chatter only with ``-v``."""
-    import io
-    import sys
-    import warnings
-
-    verbose = log.isEnabledFor(logging.INFO)
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    sink = sys.stderr if verbose else io.StringIO()
-    # C++ code (TorchScript graph dumps) writes to file descriptor 1 directly
-    sys.stdout.flush()
-    saved_fd = os.dup(1)
-    target_fd = os.open(os.devnull, os.O_WRONLY) if not verbose else os.dup(2)
-    os.dup2(target_fd, 1)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
-            if not verbose:
-                warnings.simplefilter("ignore")
-                for lg in loggers:
-                    lg.setLevel(logging.ERROR)
-            try:
-                yield
-            finally:
-                for lg, lvl in zip(loggers, levels):
-                    lg.setLevel(lvl)
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved_fd, 1)
-        os.close(saved_fd)
-        os.close(target_fd)
-
-
 def _export(torch, model, args, path: Path, names, out_names, dyn, opset, exporter, external_data, notes) -> str:
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     errors = []
@@ -308,7 +277,7 @@ def _export(torch, model, args, path: Path, names, out_names, dyn, opset, export
                         {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in dyn.get(n, {}).items()} or None
                         for n in names
                     )
-                with _quiet_exporter():
+                with quiet_third_party():
                     torch.onnx.export(model, args, str(path), input_names=names, output_names=out_names,
                                       opset_version=opset, dynamo=True, external_data=bool(external_data),
                                       dynamic_shapes=shapes, verbose=False)
@@ -316,7 +285,7 @@ def _export(torch, model, args, path: Path, names, out_names, dyn, opset, export
                 if not isinstance(model, torch.nn.Module):
                     raise ConversionError("the TorchScript exporter needs an nn.Module")
                 axes = {n: dict(a) for n, a in dyn.items()}
-                with _quiet_exporter():
+                with quiet_third_party():
                     torch.onnx.export(model, args, str(path), input_names=names, output_names=out_names,
                                       opset_version=opset or 17, dynamo=False, dynamic_axes=axes or None)
             if errors:

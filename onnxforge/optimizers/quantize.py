@@ -331,11 +331,14 @@ def _run_ort_quantizer(mode, base, out, *, calibration, specs, method, percentil
     types = list(op_types) if op_types else None
     if types and excluded_ops:
         types = [t for t in types if t not in excluded_ops]
+    from onnxforge.steps import quiet_third_party
+
     try:
         if mode == "dynamic":
-            quantize_dynamic(str(base), str(out), op_types_to_quantize=types, per_channel=per_channel,
-                             reduce_range=reduce_range, weight_type=_qtype(w_type),
-                             nodes_to_exclude=nodes_excluded or None, use_external_data_format=external)
+            with quiet_third_party():
+                    quantize_dynamic(str(base), str(out), op_types_to_quantize=types, per_channel=per_channel,
+                                 reduce_range=reduce_range, weight_type=_qtype(w_type),
+                                 nodes_to_exclude=nodes_excluded or None, use_external_data_format=external)
         else:
             from onnxforge.optimizers.calibration import StreamingReader, iter_samples
 

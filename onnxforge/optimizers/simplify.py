@@ -86,8 +86,11 @@ def run_transformer(src: Path, dst: Path, *, model_type: str, num_heads: int = 0
 
     from onnxforge.steps import save_scratch
 
-    opt = optimize_model(str(src), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size,
-                         opt_level=0, use_gpu=False)
+    from onnxforge.steps import quiet_third_party
+
+    with quiet_third_party():
+        opt = optimize_model(str(src), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size,
+                             opt_level=0, use_gpu=False)
     _declare_domains(opt.model)
     save_scratch(opt.model, dst)
     return {"engine": "onnxruntime.transformers"}
@@ -116,8 +119,11 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
     from onnxforge.fileio import load_onnx
     from onnxforge.steps import save_scratch
 
+    from onnxforge.steps import quiet_third_party
+
     model = ir.serde.deserialize_model(load_onnx(src))
-    fused, counts = ort_fusions.optimize_for_ort(model)
+    with quiet_third_party():
+        fused, counts = ort_fusions.optimize_for_ort(model)
     proto = ir.serde.serialize_model(fused)
     _declare_domains(proto)
     save_scratch(proto, dst)

@@ -40,7 +40,7 @@ def test_simplify_cnn_keeps_dynamic_batch(cli, torch_models, tmp_path):
     m = onnx.load(str(out))
     assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert res["artifact"]["lineage"] == ["simplify:onnxsim"]
-    assert {p.key: p.value for p in m.metadata_props}["onnxforge.lineage"] == "simplify:onnxsim"
+    assert {p.key: p.value for p in m.metadata_props}["onnxforge.lineage"] == "convert:torch,simplify:onnxsim"
 
 
 def test_pinned_shape(cli, torch_models, tmp_path):
