@@ -6,7 +6,7 @@ import typer
 
 from onnxforge.cli.common import (
     AtolOpt, ForceOpt, FormatOpt, InputSpecOpt, InputsOpt, JsonOpt, KeepFailedOpt, NoCheckOpt, OutputOpt,
-    ReportOpt, RtolOpt, SeedOpt, TrustPickleOpt, ValRangeOpt, emit, wants_json,
+    PrintStepOpt, ReportOpt, RtolOpt, SeedOpt, TrustPickleOpt, ValRangeOpt, emit, print_step, wants_json,
 )
 
 app = typer.Typer(help="Convert a torch or scikit-learn model to ONNX, checked against the source.",
@@ -34,6 +34,7 @@ def torch_cmd(
     val_range: ValRangeOpt = None,
     force: ForceOpt = False,
     keep_failed: KeepFailedOpt = False,
+    print_step_: PrintStepOpt = False,
     json_: JsonOpt = False,
     fmt: FormatOpt = "table",
     report: ReportOpt = None,
@@ -45,6 +46,12 @@ def torch_cmd(
     from onnxforge.validators.parity import parse_tolerances
 
     as_json = wants_json(json_, fmt)
+    if print_step_:
+        print_step("convert", {"opset": opset, "exporter": exporter if exporter != "auto" else None,
+                               "input_names": input_name, "output_names": output_name, "external_data": external_data},
+                   model={"source": source, "framework": "torch", "inputs": input_ or None, "dynamic": dynamic,
+                          "weights": weights, "trust_pickle": trust_pickle or None})
+        return
     res = convert_torch(
         source, output, inputs=input_ or (), example_inputs=str(inputs) if inputs else None,
         dynamic=dynamic or (), opset=opset, exporter=exporter, input_names=input_name or None,
@@ -73,6 +80,7 @@ def sklearn_cmd(
     seed: SeedOpt = 0,
     force: ForceOpt = False,
     keep_failed: KeepFailedOpt = False,
+    print_step_: PrintStepOpt = False,
     json_: JsonOpt = False,
     fmt: FormatOpt = "table",
     report: ReportOpt = None,
@@ -84,6 +92,12 @@ def sklearn_cmd(
     from onnxforge.validators.parity import parse_tolerances
 
     as_json = wants_json(json_, fmt)
+    if print_step_:
+        print_step("convert", {"zipmap": zipmap or None, "options": parse_key_values(option or [], "--option") or None,
+                               "target_opset": target_opset, "double": double or None},
+                   model={"source": source, "framework": "sklearn", "sample": sample, "inputs": input_ or None,
+                          "trust": trust, "trust_pickle": trust_pickle or None})
+        return
     res = convert_sklearn(
         source, output, sample=sample, inputs=input_ or (), zipmap=zipmap,
         options=parse_key_values(option or [], "--option"), target_opset=target_opset, double=double,

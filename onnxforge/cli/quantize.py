@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 import typer
 
 from onnxforge.cli.common import (
-    AtolOpt, DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, KeepFailedOpt, OutputOpt, ReportOpt, RtolOpt,
-    SamplesOpt, SeedOpt, emit, wants_json,
+    AtolOpt, DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, KeepFailedOpt, OutputOpt, PrintStepOpt, ReportOpt,
+    RtolOpt, SamplesOpt, SeedOpt, emit, print_step, wants_json,
 )
 from onnxforge.cli.simplify import ExternalDataOpt
 
@@ -30,6 +30,7 @@ def fp16_cmd(
     keep_failed: KeepFailedOpt = False,
     external_data: ExternalDataOpt = None,
     force: ForceOpt = False,
+    print_step_: PrintStepOpt = False,
     json_: JsonOpt = False,
     fmt: FormatOpt = "table",
     report: ReportOpt = None,
@@ -40,6 +41,10 @@ def fp16_cmd(
     from onnxforge.validators.parity import parse_tolerances
 
     as_json = wants_json(json_, fmt)
+    if print_step_:
+        print_step("quantize.fp16", {"keep_io_types": None if keep_io_types else False, "block_ops": block_op,
+                                     "block_nodes": block_node})
+        return
     res = quantize_fp16(
         model, output, keep_io_types=keep_io_types, block_ops=block_op or (), block_nodes=block_node or (),
         inputs=str(inputs) if inputs else None, samples=samples, seed=seed, dims=parse_dims(dim or []),
@@ -112,12 +117,22 @@ def dynamic_cmd(
     keep_failed: KeepFailedOpt = False,
     external_data: ExternalDataOpt = None,
     force: ForceOpt = False,
+    print_step_: PrintStepOpt = False,
     json_: JsonOpt = False,
     fmt: FormatOpt = "table",
     report: ReportOpt = None,
 ) -> None:
     """int8 weights, activations quantized per call (ORT quantize_dynamic); parity, speed
     and size against the fp32 model."""
+    if print_step_:
+        print_step("quantize.dynamic", {"weight_type": weight_type, "per_channel": per_channel or None,
+                                        "reduce_range": reduce_range, "op_types": op_types.split(",") if op_types else None,
+                                        "exclude_nodes": exclude_node, "exclude_ops": exclude_op,
+                                        "preprocess": False if no_preprocess else None,
+                                        "min_cosine": min_cosine if min_cosine != 0.99 else None,
+                                        "max_mismatch": max_mismatch, "min_speedup": min_speedup,
+                                        "fallback": fallback or None})
+        return
     _run("dynamic", model, output, weight_type=weight_type, per_channel=per_channel, reduce_range=reduce_range,
          op_types=op_types, exclude_node=exclude_node, exclude_op=exclude_op, preprocess=not no_preprocess,
          inputs=inputs, check_samples=check_samples, seed=seed, dim=dim, atol=atol, rtol=rtol,
@@ -159,11 +174,24 @@ def static_cmd(
     keep_failed: KeepFailedOpt = False,
     external_data: ExternalDataOpt = None,
     force: ForceOpt = False,
+    print_step_: PrintStepOpt = False,
     json_: JsonOpt = False,
     fmt: FormatOpt = "table",
     report: ReportOpt = None,
 ) -> None:
     """int8 weights and activations with ranges from calibration data (ORT quantize_static)."""
+    if print_step_:
+        print_step("quantize.static", {"method": method if method != "minmax" else None,
+                                       "percentile": percentile if method == "percentile" else None,
+                                       "format": format_ if format_ != "qdq" else None, "samples": samples,
+                                       "activation_type": activation_type, "weight_type": weight_type,
+                                       "per_channel": per_channel or None, "reduce_range": reduce_range,
+                                       "op_types": op_types.split(",") if op_types else None,
+                                       "exclude_nodes": exclude_node, "exclude_ops": exclude_op,
+                                       "min_cosine": min_cosine if min_cosine != 0.99 else None,
+                                       "max_mismatch": max_mismatch, "min_speedup": min_speedup,
+                                       "fallback": fallback or None})
+        return
     _run("static", model, output, calibration=calibration, method=method, percentile=percentile,
          fmt_q=format_, samples=samples, activation_type=activation_type, weight_type=weight_type,
          per_channel=per_channel, reduce_range=reduce_range, op_types=op_types, exclude_node=exclude_node,

@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 import typer
 
 from onnxforge.cli.common import (
-    AtolOpt, DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, KeepFailedOpt, OutputOpt, ReportOpt, RtolOpt,
-    SamplesOpt, SeedOpt, emit, wants_json,
+    AtolOpt, DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, KeepFailedOpt, OutputOpt, PrintStepOpt, ReportOpt,
+    RtolOpt, SamplesOpt, SeedOpt, emit, print_step, wants_json,
 )
 
 ExternalDataOpt = Annotated[Optional[bool], typer.Option("--external-data/--no-external-data", help="Weights in a separate file (default: only past 2 GB).")]
@@ -34,6 +34,7 @@ def simplify_cmd(
     keep_failed: KeepFailedOpt = False,
     external_data: ExternalDataOpt = None,
     force: ForceOpt = False,
+    print_step_: PrintStepOpt = False,
     json_: JsonOpt = False,
     fmt: FormatOpt = "table",
     report: ReportOpt = None,
@@ -44,6 +45,11 @@ def simplify_cmd(
     from onnxforge.validators.parity import parse_tolerances
 
     as_json = wants_json(json_, fmt)
+    if print_step_:
+        print_step("simplify", {"onnxsim": None if onnxsim else False, "skip": skip, "max_constant_size": max_constant_size,
+                                "ort_level": ort, "transformer": transformer, "num_heads": num_heads or None,
+                                "hidden_size": hidden_size or None, "allow_skip": allow_skip or None})
+        return
     shapes = {}
     for item in shape or []:
         name, sep, dims = item.rpartition(":")

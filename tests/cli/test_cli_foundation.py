@@ -122,3 +122,24 @@ def test_unsupported_ir_version_fails_check(cli, fx, tmp_path):
     assert r.code == 1
     res = json.loads(r.out)["result"]["runtime"]
     assert res["supported"] is False and "IR version" in res["reason"]
+
+
+def test_print_step_round_trips_into_a_release_config(cli, tmp_path):
+    import tomllib
+
+    r = cli("quantize", "static", "in.onnx", "-o", "out.onnx", "--calibration", "c.npz", "--method", "entropy",
+            "--max-mismatch", "0.02", "--print-step")
+    assert r.code == 0
+    step = tomllib.loads(r.out)["steps"][0]
+    assert step == {"run": "quantize.static", "method": "entropy", "max_mismatch": 0.02}
+    r = cli("convert", "torch", "m.py:build", "-o", "x.onnx", "--input", "x:float32:batchx8", "--opset", "18", "--print-step")
+    doc = tomllib.loads(r.out)
+    assert doc["model"] == {"source": "m.py:build", "framework": "torch", "inputs": ["x:float32:batchx8"]}
+    assert doc["steps"] == [{"run": "convert", "opset": 18}]
+    from onnxforge.pipeline import STEP_OPTIONS
+
+    for cmd, run in ((["simplify", "a.onnx", "-o", "b.onnx", "--transformer", "bert", "--ort", "basic"], "simplify"),
+                     (["quantize", "dynamic", "a.onnx", "-o", "b.onnx", "--per-channel"], "quantize.dynamic"),
+                     (["quantize", "fp16", "a.onnx", "-o", "b.onnx", "--block-op", "Softmax"], "quantize.fp16")):
+        st = tomllib.loads(cli(*cmd, "--print-step").out)["steps"][0]
+        assert st["run"] == run and set(st) - {"run"} <= STEP_OPTIONS[run]

@@ -39,7 +39,7 @@ def test_simplify_cnn_keeps_dynamic_batch(cli, torch_models, tmp_path):
     assert any("batch=3" in c["candidate"] for c in res["checks"])
     m = onnx.load(str(out))
     assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
-    assert res["artifact"]["lineage"] == ["simplify:onnxsim"]
+    assert res["artifact"]["lineage"] == ["convert:torch", "simplify:onnxsim"]
     assert {p.key: p.value for p in m.metadata_props}["onnxforge.lineage"] == "convert:torch,simplify:onnxsim"
 
 

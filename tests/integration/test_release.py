@@ -1,0 +1,155 @@
+import json
+import shutil
+import tomllib
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+EXAMPLE = ROOT / "fixtures" / "example"
+SK_EXAMPLE = ROOT / "fixtures" / "example-sklearn"
+
+
+def result(r):
+    assert r.out.strip().startswith("{"), r.err
+    return json.loads(r.out)["result"]
+
+
+@pytest.fixture(scope="module")
+def example_run(tmp_path_factory):
+    """The README's main job, once for the module."""
+    pytest.importorskip("torch")
+    from onnxforge.cli.app import main
+
+    out = tmp_path_factory.mktemp("rel")
+    summary = out / "summary.md"
+    import os
+
+    os.environ["GITHUB_STEP_SUMMARY"] = str(summary)
+    try:
+        code = main(["release", str(EXAMPLE / "release.toml"), "-o", str(out / "a"), "--json"])
+    finally:
+        del os.environ["GITHUB_STEP_SUMMARY"]
+    return code, out
+
+
+def test_example_release_passes_and_writes_everything(example_run):
+    code, out = example_run
+    a = out / "a"
+    assert code == 0, (a / "report.md").read_text()
+    for name in ("model.onnx", "manifest.json", "report.json", "report.md", "junit.xml"):
+        assert (a / name).is_file(), name
+    assert sorted(p.name for p in (a / "steps").iterdir()) == ["00-convert.onnx", "01-simplify.onnx", "02-quantize-static.onnx"]
+    env = json.loads((a / "report.json").read_text())
+    assert env["kind"] == "release" and env["schema_version"] == 1
+    rep = env["result"]
+    assert rep["passed"] and rep["failure"] is None
+    assert [row["step"] for row in rep["ledger"]] == ["convert", "simplify", "quantize.static"]
+    assert all(row["against"] == "source" for row in rep["ledger"])
+    assert {g["name"] for g in rep["gates"]} >= {"parity:convert", "accuracy", "max_p50_ms", "min_speedup"}
+    assert rep["config"]["model"]["framework"] == "torch"
+    assert "onnxruntime" in rep["versions"] and "cpu" in rep["environment"]
+    assert set(rep["inputs"]) >= {"config:release.toml", "weights:weights.pt", "calibration:calib.npz"}
+    man = json.loads((a / "manifest.json").read_text())
+    from onnxforge.fileio import sha256_file
+
+    assert man["sha256"] == sha256_file(a / "model.onnx") == rep["outputs"]["model.onnx"]
+    assert man["lineage"] == ["convert:torch", "simplify:onnxsim", "quantize:static"]
+    assert man["inputs"][0]["name"] == "x" and man["opset"] >= 17
+    suite = ET.parse(a / "junit.xml").getroot()
+    assert suite.get("failures") == "0" and int(suite.get("tests")) == len(suite.findall("testcase")) >= 8
+    assert "# onnxforge release: PASSED" in (out / "summary.md").read_text()
+
+
+def test_release_is_deterministic_and_refuses_to_overwrite(example_run, cli, tmp_path):
+    _, out = example_run
+    first = (out / "a" / "model.onnx").read_bytes()
+    r = cli("release", EXAMPLE / "release.toml", "-o", out / "a")
+    assert r.code == 3 and "--force" in r.err
+    r = cli("release", EXAMPLE / "release.toml", "-o", tmp_path / "b", "--no-keep", "--json")
+    assert r.code == 0, r.err
+    assert (tmp_path / "b" / "model.onnx").read_bytes() == first
+    assert not (tmp_path / "b" / "steps").exists()
+
+
+def test_sklearn_example(cli, tmp_path):
+    r = cli("release", SK_EXAMPLE / "release.toml", "-o", tmp_path / "s", "--json")
+    assert r.code == 0, r.err + r.out
+    rep = result(r)
+    assert rep["ledger"][0]["parity"]["outputs"][0]["name"] == "label"
+    assert rep["ledger"][0]["accuracy"] > 0.9
+
+
+def test_dry_run_plans_without_work(cli, tmp_path):
+    r = cli("release", EXAMPLE / "release.toml", "-o", tmp_path / "d", "--dry-run", "--json")
+    assert r.code == 0, r.err
+    plan = json.loads(r.out)
+    assert plan["kind"] == "release-plan"
+    assert [s["run"] for s in plan["result"]["steps"]] == ["convert", "simplify", "quantize.static"]
+    assert not (tmp_path / "d").exists()
+
+
+def _config(tmp_path, mutate) -> str:
+    cfg = tomllib.loads((EXAMPLE / "release.toml").read_text())
+    for name in ("model.py", "weights.pt", "calib.npz", "val.npz"):
+        shutil.copy(EXAMPLE / name, tmp_path / name)
+    mutate(cfg)
+    from onnxforge.cli.common import toml_value
+
+    lines = []
+    for sec in ("model", "data"):
+        if sec in cfg:
+            lines.append(f"[{sec}]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in cfg[sec].items()]
+    for st in cfg.get("steps", []):
+        lines.append("[[steps]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in st.items()]
+    if "gates" in cfg:
+        lines.append("[gates]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in cfg["gates"].items()]
+    path = tmp_path / "release.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("mutate,code,needle", [
+    (lambda c: c["data"].update(calibraton="calib.npz"), 2, "did you mean 'calibration'"),
+    (lambda c: c["model"].update(weights="missing.pt"), 3, "missing.pt"),
+    (lambda c: c["steps"].append({"run": "quantise.static"}), 2, "did you mean 'quantize.static'"),
+    (lambda c: c["data"].update(validation="calib.npz"), 2, "needs labels"),
+    (lambda c: c["gates"].update(latency={"provider": "tpu"}), 2, "unknown execution provider"),
+    (lambda c: c["gates"]["accuracy"].update(max_drop="a lot"), 2, "must be a number"),
+    (lambda c: c.update(steps=[{"run": "simplify"}]), 2, "steps[0] must be convert"),
+])
+def test_bad_configs_refused_before_work(cli, tmp_path, mutate, code, needle):
+    cfg = _config(tmp_path, mutate)
+    r = cli("release", cfg, "-o", tmp_path / "out")
+    assert r.code == code and needle in r.err, r.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_failing_gate_exit_1_no_model(cli, tmp_path):
+    cfg = _config(tmp_path, lambda c: c["gates"].update(latency={"provider": "cpu", "max_p50_ms": 1e-6, "seconds": 0.5}))
+    r = cli("release", cfg, "-o", tmp_path / "out", "--json")
+    assert r.code == 1
+    rep = result(r)
+    assert not rep["passed"] and "max_p50_ms" in rep["failure"]
+    assert not (tmp_path / "out" / "model.onnx").exists() and (tmp_path / "out" / "report.json").exists()
+    suite = ET.parse(tmp_path / "out" / "junit.xml").getroot()
+    assert int(suite.get("failures")) >= 1
+
+
+def test_step_failing_midway(cli, tmp_path):
+    def bad_calibration(c):
+        np.savez(tmp_path / "bad_calib.npz", wrong=np.zeros((4, 1, 1, 8, 8), np.float32))
+        c["data"]["calibration"] = "bad_calib.npz"
+
+    cfg = _config(tmp_path, bad_calibration)
+    r = cli("release", cfg, "-o", tmp_path / "out", "--json")
+    assert r.code == 3
+    rep = result(r)
+    assert "missing input(s) x" in rep["failure"]
+    assert [s["step"] for s in rep["steps"]] == ["convert:torch", "simplify"]  # what was done is reported
+    assert not (tmp_path / "out" / "model.onnx").exists() and (tmp_path / "out" / "report.json").exists()
