@@ -67,3 +67,13 @@ def require(module: str, extra: str):
             f"{module} is not installed ({exc})",
             hint=f"pip install 'onnxforge[{extra}]'",
         ) from exc
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (ORT's '[ONNXRuntimeError] : N : X :'
+    prefix dropped), or its type name: what a one-line error shows of a wrapped error."""
+    import re
+
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", line)[:limit]

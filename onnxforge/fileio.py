@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from onnxforge.errors import BadInputError
+from onnxforge.errors import BadInputError, first_line
 
 PROTOBUF_LIMIT = 2 * 1024**3 - 1  # protobuf refuses to serialize messages >= 2 GiB
 
@@ -101,7 +101,7 @@ def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True):
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeError or others
         raise BadInputError(
-            f"{p} is not a valid ONNX model ({type(exc).__name__}: {_first_line(exc)})",
+            f"{p} is not a valid ONNX model ({type(exc).__name__}: {first_line(exc)})",
             hint="the file may be truncated or not an ONNX protobuf; re-export it",
         ) from None
     if not model.graph.node and not model.graph.output:
@@ -122,7 +122,7 @@ def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True):
         try:
             load_external_data_for_model(model, str(p.parent))
         except Exception as exc:
-            raise BadInputError(f"{p}: cannot read external data ({_first_line(exc)})") from None
+            raise BadInputError(f"{p}: cannot read external data ({first_line(exc)})") from None
     return model
 
 
@@ -190,11 +190,6 @@ def _all_tensors(model):
     from onnx.external_data_helper import _get_all_tensors
 
     return _get_all_tensors(model)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
 
 
 def publish_model(src: str | os.PathLike, target: str | os.PathLike) -> Path:

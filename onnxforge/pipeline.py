@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -264,7 +264,6 @@ def _accuracy(outputs: Mapping[str, Any], labels, output: str | None) -> float:
 
 def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out", *, keep_steps: bool = True,
             force: bool = False) -> ReleaseReport:
-    from onnxforge import __version__
     from onnxforge.runtime import environment
 
     t_start = time.perf_counter()

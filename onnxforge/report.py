@@ -290,7 +290,6 @@ def _render_benchmark(rep, console, gates: bool = True) -> None:
 
 
 def _render_release(r, console) -> None:
-    from pathlib import Path
 
     from rich.table import Table
 

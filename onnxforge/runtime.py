@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from onnxforge.errors import BadInputError, MissingDependencyError, UsageError
+from onnxforge.errors import BadInputError, MissingDependencyError, UsageError, first_line
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -183,8 +183,7 @@ def _provider_hint(full: str) -> str:
 def _session_error(model, exc: Exception):
     text = str(exc)
     where = "<bytes>" if isinstance(model, bytes) else str(model)
-    line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    line = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", line)
+    line = first_line(exc, 10_000)
     if "Unsupported model IR version" in text or "opset" in text.lower() and "support" in text.lower():
         sup = runtime_support()
         return BadInputError(
@@ -261,8 +260,7 @@ def run_session(sess, feeds: Mapping[str, object], output_names: Sequence[str] |
     try:
         values = sess.run(list(output_names) if output_names else None, dict(feeds))
     except Exception as exc:
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        line = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", line)
+        line = first_line(exc, 10_000)
         raise BadInputError(f"the model failed on these inputs: {line[:400]}",
                             hint="check input shapes and dtypes against `onnxforge inspect`") from None
     names = list(output_names) if output_names else [o.name for o in sess.get_outputs()]

@@ -22,7 +22,6 @@ def cnn():
 
 
 def _torch_classes():
-    import torch
     from torch import nn
 
     class TwoIn(nn.Module):

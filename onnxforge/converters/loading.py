@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from onnxforge.errors import BadInputError, ConversionError, require
+from onnxforge.errors import BadInputError, ConversionError, first_line, require
 
 log = logging.getLogger("onnxforge")
 
@@ -62,7 +62,7 @@ def call_factory(spec: str, what: str):
     except BadInputError:
         raise
     except Exception as exc:
-        raise BadInputError(f"cannot import {head!r} for factory {spec} ({type(exc).__name__}: {_line(exc)})",
+        raise BadInputError(f"cannot import {head!r} for factory {spec} ({type(exc).__name__}: {first_line(exc)})",
                             hint="check the module path; it is imported from the current directory") from None
     fn = getattr(mod, fn_name, None)
     if fn is None or not callable(fn):
@@ -70,13 +70,8 @@ def call_factory(spec: str, what: str):
     try:
         return fn()
     except Exception as exc:
-        raise BadInputError(f"factory {spec} raised {type(exc).__name__}: {_line(exc)}",
+        raise BadInputError(f"factory {spec} raised {type(exc).__name__}: {first_line(exc)}",
                             hint="run the factory by hand to debug it (or pass --debug)") from exc
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -110,14 +105,14 @@ def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = 
         try:
             ep = torch.export.load(str(path))
         except Exception as exc:
-            raise BadInputError(f"{path}: cannot load as a torch.export program ({_line(exc)})",
+            raise BadInputError(f"{path}: cannot load as a torch.export program ({first_line(exc)})",
                                 hint="save it with torch.export.save(torch.export.export(model, args), path)") from None
         return LoadedTorch(ep.module(), "export", _example_args(ep), ep)
     if any("/code/" in n or n.endswith("constants.pkl") for n in names):
         try:
             return LoadedTorch(torch.jit.load(str(path), map_location="cpu"), "torchscript")
         except Exception as exc:
-            raise BadInputError(f"{path}: cannot load as TorchScript ({_line(exc)})") from None
+            raise BadInputError(f"{path}: cannot load as TorchScript ({first_line(exc)})") from None
     if not names:
         raise BadInputError(f"{path} is not a torch file (.pt2, TorchScript or torch.save archive)",
                             hint="give a .pt2 (torch.export.save), a TorchScript file, or a factory module:function")
@@ -138,7 +133,7 @@ def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = 
     try:
         model = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise BadInputError(f"{path}: cannot unpickle ({type(exc).__name__}: {_line(exc)})",
+        raise BadInputError(f"{path}: cannot unpickle ({type(exc).__name__}: {first_line(exc)})",
                             hint="the classes it needs must be importable from the current directory") from None
     if not isinstance(model, torch.nn.Module):
         raise BadInputError(f"{path} holds {type(model).__name__}, not a torch.nn.Module")
@@ -162,7 +157,7 @@ def _load_weights(model, weights: str) -> None:
     try:
         state = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise BadInputError(f"{p}: cannot load weights with weights_only=True ({_line(exc)})",
+        raise BadInputError(f"{p}: cannot load weights with weights_only=True ({first_line(exc)})",
                             hint="save them with torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -201,7 +196,7 @@ def load_sklearn(source: Any, *, trust: Sequence[str] = (), trust_pickle: bool =
         try:
             untrusted = sio.get_untrusted_types(file=str(path))
         except Exception as exc:
-            raise BadInputError(f"{path}: not a readable .skops file ({_line(exc)})") from None
+            raise BadInputError(f"{path}: not a readable .skops file ({first_line(exc)})") from None
         refused = [t for t in untrusted if t not in trust and not trust_pickle]
         if refused:
             raise BadInputError(
@@ -220,7 +215,7 @@ def load_sklearn(source: Any, *, trust: Sequence[str] = (), trust_pickle: bool =
         try:
             est = joblib.load(str(path))
         except Exception as exc:
-            raise BadInputError(f"{path}: cannot unpickle ({type(exc).__name__}: {_line(exc)})") from None
+            raise BadInputError(f"{path}: cannot unpickle ({type(exc).__name__}: {first_line(exc)})") from None
     else:
         raise BadInputError(f"unsupported sklearn source {path}",
                             hint="give a .skops file, a factory module:function, or a .joblib/.pkl with --trust-pickle")

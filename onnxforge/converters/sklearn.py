@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from onnxforge.errors import BadInputError, ConversionError, MissingDependencyError, UsageError, require
+from onnxforge.errors import BadInputError, ConversionError, MissingDependencyError, UsageError, first_line, require
 from onnxforge.types import ParityReport, StepResult, TensorSpec, Tolerance
 
 log = logging.getLogger("onnxforge")
@@ -114,8 +114,7 @@ def sklearn_runner(est, input_names: Sequence[str] | None = None):
         try:
             return predict(to_X(feeds))
         except Exception as exc:
-            text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise BadInputError(f"the estimator fails on these inputs ({type(exc).__name__}: {text})",
+            raise BadInputError(f"the estimator fails on these inputs ({type(exc).__name__}: {first_line(exc)})",
                                 hint="check the columns and dtypes against what it was fitted on") from None
 
     def predict(X) -> dict:
@@ -372,8 +371,7 @@ def _conversion_error(est, exc: Exception) -> ConversionError:
             hint=f"skl2onnx.supported_converters() lists {len(names)}: {', '.join(names)}; "
             "replace the step or register a custom converter",
         )
-    first = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
-    return ConversionError(f"skl2onnx failed on {type(est).__name__}: {first}",
+    return ConversionError(f"skl2onnx failed on {type(est).__name__}: {first_line(exc)}",
                            hint="try --target-opset, --double, or --option KEY=VALUE for the estimator")
 
 

@@ -12,14 +12,12 @@ tensor is ``output``; ``{"logits": t}`` gives ``logits``; ``(a, (b, c))`` gives
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from onnxforge.errors import BadInputError, ConversionError, UsageError
+from onnxforge.errors import BadInputError, ConversionError, UsageError, first_line
 from onnxforge.steps import quiet_third_party
 from onnxforge.types import ParityReport, StepResult, TensorSpec, Tolerance
 
@@ -85,7 +83,7 @@ def torch_runner(module, output_names: Sequence[str] | None = None):
             with torch.no_grad():
                 out = module(*args)
         except Exception as exc:
-            raise BadInputError(f"the torch model fails on these inputs ({type(exc).__name__}: {_line(exc)})",
+            raise BadInputError(f"the torch model fails on these inputs ({type(exc).__name__}: {first_line(exc)})",
                                 hint="check the inputs against the model's forward()") from None
         pairs = flatten_outputs(out)
         if output_names and len(output_names) == len(pairs):
@@ -195,7 +193,7 @@ def convert_torch(
         with torch.no_grad():
             ref_out = module(*args)
     except Exception as exc:
-        raise BadInputError(f"the model fails on the example inputs ({type(exc).__name__}: {_line(exc)})",
+        raise BadInputError(f"the model fails on the example inputs ({type(exc).__name__}: {first_line(exc)})",
                             hint="check --input shapes and dtypes against the model's forward()") from None
     flat = flatten_outputs(ref_out)
     if not flat:
@@ -259,11 +257,6 @@ def convert_torch(
     )
 
 
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
 def _export(torch, model, args, path: Path, names, out_names, dyn, opset, exporter, external_data, notes) -> str:
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     errors = []
@@ -306,7 +299,7 @@ def _export_error(exc: BaseException, opset) -> str:
 
     m = re.search(r"(aten::[\w.]+|torch\.ops\.aten\.[\w.]+)", text)
     unsupported = "not supported" in text.lower() or "unsupported" in text.lower() or "no decomposition" in text.lower()
-    core = _line(exc)
+    core = first_line(exc)
     if "Exception summary" in text:
         after = text.split("Exception summary", 1)[1].strip().splitlines()
         core = next((l for l in after if l.strip()), core)[:300]
@@ -353,7 +346,7 @@ def _parity_checks(module, model_path: Path, names, args, dyn, out_names, tol, s
             return ParityReport("torch", "onnx", 1, (), False, problems=(f"{label}: the ONNX model takes {onnx_names}, missing {exc}",))
         except Exception as exc:
             return ParityReport("torch", f"onnx ({label})", 1, (), False,
-                                problems=(f"{label}: the ONNX model fails ({_line(exc)})",))
+                                problems=(f"{label}: the ONNX model fails ({first_line(exc)})",))
         rep = compare(ref, dict(zip(out_names, values)), tol, reference="torch", candidate=f"onnx ({label})")
         return rep
 

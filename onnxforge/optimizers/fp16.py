@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from onnxforge.errors import ConversionError
+from onnxforge.errors import ConversionError, first_line
 from onnxforge.types import StepResult, Tolerance
 
 FP16_TOLERANCE = Tolerance(atol=1e-2, rtol=1e-2)
@@ -55,7 +55,7 @@ def quantize_fp16(
         converted = convert_float_to_float16(m, keep_io_types=keep_io_types, op_block_list=blocked,
                                              node_block_list=list(block_nodes) or None)
     except Exception as exc:
-        raise ConversionError(f"fp16 conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+        raise ConversionError(f"fp16 conversion failed: {type(exc).__name__}: {first_line(exc)}",
                               hint="block the op that fails with --block-op OP") from None
     seconds = time.perf_counter() - t0
     with scratch_dir(target) as tmp:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from onnxforge.errors import BadInputError, ConversionError, UsageError
+from onnxforge.errors import BadInputError, ConversionError, UsageError, first_line
 from onnxforge.types import ParityReport, StepResult, Tolerance
 
 log = logging.getLogger("onnxforge")
@@ -82,8 +82,8 @@ def _preprocess(src: Path, dst: Path, notes: list) -> Path:
                           external_data_location=dst.name + ".data")
         return dst
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        notes.append(f"pre-processing (quant_pre_process) failed, quantized without it: {type(exc).__name__}: {text}")
+        notes.append(f"pre-processing (quant_pre_process) failed, quantized without it: {type(exc).__name__}: "
+                     f"{first_line(exc, 200)}")
         return src
 
 
@@ -120,7 +120,7 @@ def _load_check(path: Path) -> str | None:
         m = re.search(r"implementation for (\w+)\(", text)
         if m:
             return _INTEGER_TO_FLOAT.get(m.group(1), m.group(1))
-        raise ConversionError(f"the quantized model does not load in onnxruntime ({text.splitlines()[0][:300]})",
+        raise ConversionError(f"the quantized model does not load in onnxruntime ({first_line(exc)})",
                               hint="exclude the failing op with --exclude-op") from None
 
 
@@ -363,8 +363,7 @@ def _run_ort_quantizer(mode, base, out, *, calibration, specs, method, percentil
     except (BadInputError, UsageError):
         raise
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ConversionError(f"onnxruntime's quantize_{mode} failed: {type(exc).__name__}: {text}",
+        raise ConversionError(f"onnxruntime's quantize_{mode} failed: {type(exc).__name__}: {first_line(exc)}",
                               hint="exclude the failing node or op type (--exclude-node / --exclude-op)") from None
 
 

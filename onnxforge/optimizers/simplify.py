@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from onnxforge.errors import BadInputError, ConversionError, UsageError
+from onnxforge.errors import BadInputError, ConversionError, UsageError, first_line
 from onnxforge.types import StepResult, Tolerance
 
 log = logging.getLogger("onnxforge")
@@ -198,7 +198,7 @@ def simplify(
             except Exception as exc:  # an engine's own failure: fall back, report
                 if isinstance(exc, (KeyboardInterrupt, UsageError)):
                     raise
-                msg = getattr(exc, "message", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                msg = getattr(exc, "message", None) or first_line(exc)
                 rec.update(status="failed", reason=f"{type(exc).__name__}: {msg}")
                 step_checks = []
             if name.startswith("transformer") and rec["status"] == "ok":
@@ -295,7 +295,7 @@ def _maybe_onnxscript(current, dst, tmp, rec, step_checks, tol, inputs, samples,
         alt_checks = check_against(current, alt, tolerance=tol, inputs=inputs, samples=samples, seed=seed,
                                    dims=dims, second_shape=second_shape, label="after onnxscript fusions")
     except Exception as exc:
-        rec["onnxscript"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        rec["onnxscript"] = f"failed: {type(exc).__name__}: {first_line(exc, 200)}"
         return dst, rec, step_checks
     alt_ops = summary(alt)["ops"]
     attn = sum(op_count(alt_ops, op) for op in ATTENTION_OPS)

@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -262,7 +262,6 @@ def benchmark(
     progress: bool = False,
 ) -> BenchmarkReport:
     """Benchmark each model on each provider (and batch size), interleaved; see the module docstring."""
-    import numpy as np
 
     from onnxforge.fileio import check_readable_file, load_onnx, sha256_file
     from onnxforge.runtime import create_session, cpu_quota, environment, resolve_provider, short_provider

@@ -73,10 +73,9 @@ def check_model(path: str | os.PathLike, *, full: bool = True) -> None:
     """onnx.checker on a path (works for models over 2 GB); raises BadInputError."""
     import onnx
 
-    from onnxforge.errors import BadInputError
+    from onnxforge.errors import BadInputError, first_line
 
     try:
         onnx.checker.check_model(str(path), full_check=full)
     except Exception as exc:
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInputError(f"{path}: onnx.checker rejects the model ({line[:300]})") from None
+        raise BadInputError(f"{path}: onnx.checker rejects the model ({first_line(exc)})") from None
