@@ -56,7 +56,7 @@ def test_example_release_passes_and_writes_everything(example_run):
     from onnxforge.fileio import sha256_file
 
     assert man["sha256"] == sha256_file(a / "model.onnx") == rep["outputs"]["model.onnx"]
-    assert man["lineage"] == ["convert:torch", "simplify:onnxsim", "quantize:static"]
+    assert man["lineage"] == ["convert:torch", "simplify:onnxsim+cleanup", "quantize:static"]
     assert man["inputs"][0]["name"] == "x" and man["opset"] >= 17
     suite = ET.parse(a / "junit.xml").getroot()
     assert suite.get("failures") == "0" and int(suite.get("tests")) == len(suite.findall("testcase")) >= 8

@@ -38,8 +38,8 @@ def test_simplify_cnn_keeps_dynamic_batch(cli, torch_models, tmp_path):
     assert any("batch=3" in c["candidate"] for c in res["checks"])
     m = onnx.load(str(out))
     assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
-    assert res["artifact"]["lineage"] == ["convert:torch", "simplify:onnxsim"]
-    assert {p.key: p.value for p in m.metadata_props}["onnxforge.lineage"] == "convert:torch,simplify:onnxsim"
+    assert res["artifact"]["lineage"] == ["convert:torch", "simplify:onnxsim+cleanup"]
+    assert {p.key: p.value for p in m.metadata_props}["onnxforge.lineage"] == "convert:torch,simplify:onnxsim+cleanup"
 
 
 def test_pinned_shape(cli, torch_models, tmp_path):
@@ -153,4 +153,15 @@ def test_simplify_never_adds_nodes(cli, tmp_path):
     r = cli("simplify", tmp_path / "enc.onnx", "-o", tmp_path / "s.onnx", "--json")
     assert r.code == 0, r.err
     res = result(r)
-    assert res["details"]["after"]["nodes"] <= res["details"]["before"]["nodes"]
+    steps = {s["step"]: s for s in res["details"]["steps"]}
+    assert steps["onnxsim"]["status"] == "reverted"  # it made 103 nodes into 115
+    assert steps["cleanup"]["folded"] > 0  # Shape -> Slice pairs became Shape(start, end)
+    assert res["details"]["after"]["nodes"] < res["details"]["before"]["nodes"]
+
+
+def test_cleanup_removes_inference_dropout_and_folds_shape_slices(cli, light, tmp_path):
+    r = cli("simplify", light / "light_squeezenet.onnx", "-o", tmp_path / "sq.onnx", "--json")
+    assert r.code == 0, r.err
+    steps = {s["step"]: s for s in result(r)["details"]["steps"]}
+    assert steps["cleanup"]["removed"] == 1
+    assert "Dropout" not in {n.op_type for n in onnx.load(str(tmp_path / "sq.onnx")).graph.node}
