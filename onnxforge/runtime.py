@@ -60,8 +60,8 @@ def installed_runtime_packages() -> list[str]:
     return sorted(names)
 
 
-def runtime_conflict_note() -> str | None:
-    pkgs = installed_runtime_packages()
+def runtime_conflict_note(pkgs: list[str] | None = None) -> str | None:
+    pkgs = installed_runtime_packages() if pkgs is None else pkgs
     if len(pkgs) > 1:
         return (
             f"several onnxruntime packages are installed ({', '.join(pkgs)}); they share one module and "

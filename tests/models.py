@@ -272,3 +272,16 @@ def train_digits(kind: str, epochs: int = 40):
             nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
             opt.step()
     return model.eval(), Xtr.reshape(shape), Xte.reshape(shape), ytr, yte
+
+
+def data_dependent():
+    """Python control flow on tensor values: torch.export refuses it, tracing takes one branch."""
+    import torch
+
+    class Branchy(torch.nn.Module):
+        def forward(self, x):
+            if float(x.sum()) > -1e9:
+                return x * 2.0
+            return x * 3.0
+
+    return Branchy()

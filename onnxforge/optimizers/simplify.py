@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from onnxforge.errors import BadInputError, ConversionError, UsageError, first_line
+from onnxforge.errors import BadInputError, UsageError, first_line
 from onnxforge.types import StepResult, Tolerance
 
 log = logging.getLogger("onnxforge")
@@ -50,16 +50,23 @@ def _size_text(n: int | None) -> str:
     return "1.5GB" if n is None else f"{n}B"
 
 
+class StepNotApplicable(Exception):
+    """An engine that cannot run on this model by design (not a failure): skipped."""
+
+
 def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mapping[str, list] | None = None,
                 max_constant_size: int | None = None) -> dict:
     from onnxforge.errors import require
     from onnxforge.fileio import load_onnx
     from onnxforge.steps import save_scratch
 
+    from onnxforge.fileio import PROTOBUF_LIMIT, external_data_files
+
     onnxsim = require("onnxsim", "all")
+    small = load_onnx(src, load_external_data=False)
+    if small.ByteSize() + sum(external_data_files(small).values()) >= PROTOBUF_LIMIT:
+        raise StepNotApplicable("onnxsim cannot hold models over 2 GB (protobuf limit); skipped it")
     model = load_onnx(src)
-    if model.ByteSize() >= 2 * 1024**3 - 1:
-        raise ConversionError("onnxsim cannot process models over 2 GB (protobuf limit)")
     simplified, _ = onnxsim.simplify(
         model, check_n=0, skipped_optimizers=list(skip) or None, overwrite_input_shapes=dict(shapes) if shapes else None,
         tensor_size_threshold=_size_text(max_constant_size),
@@ -307,6 +314,9 @@ def simplify(
                 rec.update(info)
                 step_checks = check_against(current, dst, tolerance=tol, inputs=inputs, samples=samples, seed=seed,
                                             dims=check_dims, second_shape=not pin, label=f"after {name}")
+            except StepNotApplicable as exc:
+                rec.update(status="not applicable", reason=str(exc))
+                step_checks = []
             except Exception as exc:  # an engine's own failure: fall back, report
                 if isinstance(exc, (KeyboardInterrupt, UsageError)):
                     raise
@@ -331,8 +341,9 @@ def simplify(
                 rec["after"] = summary(dst)
                 current = dst
                 ort_only = ort_only or bool(rec.get("ort_only"))
-            elif rec["status"] == "reverted":
-                pass
+            elif rec["status"] in ("reverted", "not applicable"):
+                if rec["status"] == "not applicable":
+                    notes.append(rec["reason"])
             else:
                 rec["status"] = "skipped" if allow_skip else "failed"
                 notes.append(f"{name} {rec['status']} ({rec['reason']}); kept the model from before it")

@@ -175,3 +175,11 @@ def test_lightgbm_without_onnxmltools_is_exit_5(tmp_path, data):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 5, r.stderr
     assert "onnxmltools" in r.stderr and "onnxforge[boosting]" in r.stderr
+
+
+def test_options_and_target_opset(cli, tmp_path, data):
+    r = cli("convert", "sklearn", f"{M}:logreg", "-o", tmp_path / "o.onnx", "--sample", data / "iris.npy",
+            "--option", "nocl=True", "--target-opset", "17", "--json")
+    assert r.code == 0, r.err
+    m = onnx.load(str(tmp_path / "o.onnx"))
+    assert {o.domain or "": o.version for o in m.opset_import}[""] == 17

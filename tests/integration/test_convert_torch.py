@@ -226,3 +226,25 @@ def test_external_data_forced(cli, tmp_path, monkeypatch):
     ext = json.loads(info.out)["result"]["external_data"]
     assert list(ext) == ["ext.onnx.data"] and ext["ext.onnx.data"] >= 8 * 16 * 4  # the big weights at least
     assert cli("validate", f"{M}:mlp", out).code == 0
+
+
+def test_dynamo_baking_a_dynamic_axis_is_named(cli, tmp_path):
+    # int(x.shape[0]) makes torch.export specialize the batch: the export "succeeds" with a
+    # fixed dim, and the check says which axis became fixed
+    r = cli("convert", "torch", f"{M}:baked", "-o", tmp_path / "b.onnx", "--input", "x:float32:batchx4", "--json")
+    res = load_json(r)
+    assert r.code == 1 and res["details"]["exporter"] == "dynamo"
+    assert "dynamic axis batch (x:0) was exported as a fixed size 2" in res["checks"][1]["problems"][0]
+
+
+def test_auto_exporter_falls_back_to_torchscript(cli, tmp_path):
+    r = cli("convert", "torch", f"{M}:data_dependent", "-o", tmp_path / "d.onnx", "--input", "x:float32:2x4", "--json")
+    res = load_json(r)
+    assert r.code == 0, r.err
+    assert res["details"]["exporter"] == "torchscript"
+    assert any("dynamo exporter failed" in n for n in res["notes"])
+
+
+def test_wrong_input_dtype(cli, tmp_path):
+    r = cli("convert", "torch", f"{M}:mlp", "-o", tmp_path / "m.onnx", "--input", "x:int64:2x8")
+    assert r.code == 3 and "fails on the example inputs" in r.err

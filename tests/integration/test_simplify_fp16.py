@@ -165,3 +165,14 @@ def test_cleanup_removes_inference_dropout_and_folds_shape_slices(cli, light, tm
     steps = {s["step"]: s for s in result(r)["details"]["steps"]}
     assert steps["cleanup"]["removed"] == 1
     assert "Dropout" not in {n.op_type for n in onnx.load(str(tmp_path / "sq.onnx")).graph.node}
+
+
+def test_onnxsim_options(cli, light, tmp_path):
+    # folding limit: with a tiny limit the ConstantOfShape weights of the light model stay unfolded
+    r = cli("simplify", light / "light_squeezenet.onnx", "-o", tmp_path / "a.onnx", "--max-constant-size", "16", "--json")
+    assert r.code == 0, r.err
+    small = result(r)["details"]["after"]["nodes"]
+    r = cli("simplify", light / "light_squeezenet.onnx", "-o", tmp_path / "b.onnx", "--json")
+    assert small > result(r)["details"]["after"]["nodes"]
+    r = cli("simplify", light / "light_squeezenet.onnx", "-o", tmp_path / "c.onnx", "--skip", "eliminate_deadend", "--json")
+    assert r.code == 0, r.err

@@ -70,3 +70,13 @@ def test_runtime_support_probe():
 
 def test_cpu_quota_positive():
     assert 1 <= cpu_quota() <= (__import__("os").cpu_count() or 1)
+
+
+def test_runtime_package_conflict_note():
+    from onnxforge.runtime import installed_runtime_packages, runtime_conflict_note
+
+    assert "onnxruntime" in installed_runtime_packages() or any(
+        p.startswith("onnxruntime-") for p in installed_runtime_packages())
+    assert runtime_conflict_note(["onnxruntime"]) is None
+    note = runtime_conflict_note(["onnxruntime", "onnxruntime-gpu"])
+    assert "onnxruntime, onnxruntime-gpu" in note and "Uninstall all" in note
