@@ -77,9 +77,12 @@ def _preprocess(src: Path, dst: Path, notes: list) -> Path:
     on failure continue with the original model and say so."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from onnxforge.steps import quiet_third_party
+
     try:
-        quant_pre_process(str(src), str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
-                          external_data_location=dst.name + ".data")
+        with quiet_third_party():
+            quant_pre_process(str(src), str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                              external_data_location=dst.name + ".data")
         return dst
     except Exception as exc:
         notes.append(f"pre-processing (quant_pre_process) failed, quantized without it: {type(exc).__name__}: "
@@ -346,17 +349,18 @@ def _run_ort_quantizer(mode, base, out, *, calibration, specs, method, percentil
             bar = _calibration_bar(n) if progress else None
             reader = StreamingReader(it, n, on_sample=bar.update if bar else None)
             try:
-                quantize_static(
-                    str(base), str(out), reader,
-                    quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-                    op_types_to_quantize=types, per_channel=per_channel, reduce_range=reduce_range,
-                    activation_type=_qtype(a_type), weight_type=_qtype(w_type),
-                    nodes_to_exclude=nodes_excluded or None, use_external_data_format=external,
-                    calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                                      "percentile": CalibrationMethod.Percentile,
-                                      "distribution": CalibrationMethod.Distribution}[method],
-                    extra_options={"CalibPercentile": percentile} if method == "percentile" else None,
-                )
+                with quiet_third_party():
+                    quantize_static(
+                        str(base), str(out), reader,
+                        quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
+                        op_types_to_quantize=types, per_channel=per_channel, reduce_range=reduce_range,
+                        activation_type=_qtype(a_type), weight_type=_qtype(w_type),
+                        nodes_to_exclude=nodes_excluded or None, use_external_data_format=external,
+                        calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                                          "percentile": CalibrationMethod.Percentile,
+                                          "distribution": CalibrationMethod.Distribution}[method],
+                        extra_options={"CalibPercentile": percentile} if method == "percentile" else None,
+                    )
             finally:
                 if bar:
                     bar.close()
