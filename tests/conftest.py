@@ -61,6 +61,14 @@ def cli(capsys):
     return run
 
 
+def json_result(r: CliResult) -> dict:
+    """The ``result`` of a command's JSON envelope (fails with its stderr when there is none)."""
+    import json
+
+    assert r.out.strip().startswith("{"), r.err
+    return json.loads(r.out)["result"]
+
+
 def run_subprocess(*args: str, env: dict | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
     e = dict(os.environ)
     e.update(env or {})

@@ -79,18 +79,24 @@ def torch_runner(module, output_names: Sequence[str] | None = None):
         import numpy as np
 
         args = [torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()]
-        try:
-            with torch.no_grad():
-                out = module(*args)
-        except Exception as exc:
-            raise BadInputError(f"the torch model fails on these inputs ({type(exc).__name__}: {first_line(exc)})",
-                                hint="check the inputs against the model's forward()") from None
-        pairs = flatten_outputs(out)
+        pairs = flatten_outputs(call_module(module, args, "the torch model fails on these inputs",
+                                            "check the inputs against the model's forward()"))
         if output_names and len(output_names) == len(pairs):
             return {n: to_numpy(v) for n, (_, v) in zip(output_names, pairs)}
         return {n: to_numpy(v) for n, v in pairs}
 
     return run
+
+
+def call_module(module, args, what: str, hint: str):
+    """module(*args) without gradients; its failure is the user's input, one line."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            return module(*args)
+    except Exception as exc:
+        raise BadInputError(f"{what} ({type(exc).__name__}: {first_line(exc)})", hint=hint) from None
 
 
 def _forward_names(module, n: int) -> list[str]:
@@ -189,13 +195,8 @@ def convert_torch(
                 raise UsageError(f"--dynamic {n}:{axis}: input {n} has rank {rank}")
 
     # run the module once: proves the inputs fit, and names the outputs
-    try:
-        with torch.no_grad():
-            ref_out = module(*args)
-    except Exception as exc:
-        raise BadInputError(f"the model fails on the example inputs ({type(exc).__name__}: {first_line(exc)})",
-                            hint="check --input shapes and dtypes against the model's forward()") from None
-    flat = flatten_outputs(ref_out)
+    flat = flatten_outputs(call_module(module, args, "the model fails on the example inputs",
+                                       "check --input shapes and dtypes against the model's forward()"))
     if not flat:
         raise ConversionError("the model returns no tensors")
     out_names = list(output_names) if output_names else [n for n, _ in flat]

@@ -1,4 +1,3 @@
-import json
 
 import numpy as np
 import onnx
@@ -6,14 +5,12 @@ import pytest
 
 pytest.importorskip("skl2onnx")
 
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT
+from conftest import json_result as result  # noqa: E402
 
 M = f"{ROOT / 'tests' / 'models.py'}"
 
 
-def result(r):
-    assert r.out.strip().startswith("{"), r.err
-    return json.loads(r.out)["result"]
 
 
 @pytest.fixture(scope="module")

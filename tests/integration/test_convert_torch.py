@@ -5,14 +5,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT
+from conftest import json_result as load_json  # noqa: E402
 
 M = f"{ROOT / 'tests' / 'models.py'}"
 
 
-def load_json(r):
-    assert r.out.strip().startswith("{"), r.err
-    return json.loads(r.out)["result"]
 
 
 def test_mlp_factory_dynamic_batch(cli, tmp_path):

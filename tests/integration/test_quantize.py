@@ -1,17 +1,14 @@
-import json
 
 import numpy as np
 import onnx
 import pytest
 
 from conftest import ROOT
+from conftest import json_result as result
 
 M = f"{ROOT / 'tests' / 'models.py'}"
 
 
-def result(r):
-    assert r.out.strip().startswith("{"), r.err
-    return json.loads(r.out)["result"]
 
 
 def accuracy(path, X, y) -> float:

@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from conftest import json_result as result
 
 EXAMPLE = ROOT / "fixtures" / "example"
 SK_EXAMPLE = ROOT / "fixtures" / "example-sklearn"
 
 
-def result(r):
-    assert r.out.strip().startswith("{"), r.err
-    return json.loads(r.out)["result"]
 
 
 @pytest.fixture(scope="module")

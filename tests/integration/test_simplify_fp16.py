@@ -1,4 +1,3 @@
-import json
 import shutil
 
 import onnx
@@ -6,13 +5,11 @@ import pytest
 from onnx import helper
 
 from conftest import ROOT
+from conftest import json_result as result
 
 M = f"{ROOT / 'tests' / 'models.py'}"
 
 
-def result(r):
-    assert r.out.strip().startswith("{"), r.err
-    return json.loads(r.out)["result"]
 
 
 @pytest.fixture(scope="module")
