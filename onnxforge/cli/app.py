@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = command.main(args=args, prog_name="onnxforge", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
+        if code == 130:  # Typer turned Ctrl-C into Exit(130), which click returns here
+            sys.stderr.write("interrupted\n")
     except BaseException as exc:  # noqa: BLE001 - this is the one place that maps them all
         code = exit_code_for(exc)
         if not is_quiet_exit(exc):

@@ -151,6 +151,7 @@ def report_error(exc: BaseException, debug: bool) -> None:
         exc.show(file=err)
     elif isinstance(exc, KeyboardInterrupt) or kind == "Abort":
         err.write("interrupted\n")
+        return
     else:
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         err.write(f"internal error: {type(exc).__name__}: {first}\n")

@@ -131,3 +131,22 @@ def test_cuda_io_binding(cli, fx):
     assert row["io_binding"] and not row["copies_included"]
     r = cli("benchmark", fx / "tiny.onnx", "--provider", "cuda", "--iterations", "20", "--json")
     assert res(r)["results"][0]["copies_included"] is True
+
+
+def test_interrupt_exits_130_and_leaves_no_report(fx, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rep = tmp_path / "r.json"
+    p = subprocess.Popen([sys.executable, "-m", "onnxforge", "benchmark", str(fx / "tiny.onnx"), "--duration", "60",
+                          "--report", str(rep)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not rep.exists() and out == ""
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
