@@ -313,8 +313,6 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
             row = _ledger_row(cfg, st, current, source_side, prev_side, val_inputs, labels, base_tol, gate_parity)
             ledger.append(row)
             prev_side = _onnx_side(current)
-            if acc_src is None and labels is not None and source_side is None:
-                acc_src = row.accuracy  # an onnx source: accuracy of the input model is the reference
         if failure is None:
             final = current
             for row in ledger:
@@ -323,8 +321,6 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
                                         f"{row.step} vs {row.against}: " + ("pass" if row.passed else _why(row.parity))))
             if "accuracy" in cfg["gates"] and labels is not None:
                 acc_final = ledger[-1].accuracy if ledger else acc_src
-                if acc_src is None:
-                    acc_src = _accuracy(_onnx_side(first_onnx).run(dict(val_inputs)), labels, None)
                 drop = acc_src - acc_final
                 limit = float(cfg["gates"]["accuracy"].get("max_drop", 0.0))
                 gates.append(GateResult("accuracy", drop <= limit + 1e-12, drop, limit,
@@ -406,12 +402,12 @@ def _input_hashes(cfg) -> dict:
 
 
 def _source(cfg):
-    """(a Side running the source model, or None for an onnx source; the ONNX path if any)."""
+    """(a Side running the source model; the source's path when it is already ONNX)."""
     from onnxforge.converters.loading import source_side
 
     m = cfg["model"]
     if m["framework"] == "onnx":
-        return None, Path(m["source"])
+        return _onnx_side(m["source"]), Path(m["source"])
     side = source_side(m["source"], framework=m["framework"], weights=m.get("weights"),
                        trust_pickle=bool(m.get("trust_pickle")), trust=m.get("trust", ()), label="source")
     return side, None

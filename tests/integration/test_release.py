@@ -151,3 +151,24 @@ def test_step_failing_midway(cli, tmp_path):
     assert "missing input(s) x" in rep["failure"]
     assert [s["step"] for s in rep["steps"]] == ["convert:torch", "simplify"]  # what was done is reported
     assert not (tmp_path / "out" / "model.onnx").exists() and (tmp_path / "out" / "report.json").exists()
+
+
+def test_onnx_source_release(cli, tmp_path):
+    """framework = "onnx": no convert step; the ledger compares against the input model."""
+    import onnxforge
+
+    src = tmp_path / "digits.onnx"
+    res = onnxforge.convert_torch(f"{EXAMPLE / 'model.py'}:build", src, inputs=["x:float32:batchx1x8x8"],
+                                  weights=str(EXAMPLE / "weights.pt"))
+    assert res.passed
+    shutil.copy(EXAMPLE / "val.npz", tmp_path / "val.npz")
+    (tmp_path / "release.toml").write_text(
+        '[model]\nsource = "digits.onnx"\nframework = "onnx"\n\n[data]\nvalidation = "val.npz"\n\n'
+        '[[steps]]\nrun = "simplify"\n\n[[steps]]\nrun = "quantize.dynamic"\nparity = { max_mismatch = 0.02 }\n\n'
+        '[gates]\nparity = { atol = 1e-4, rtol = 1e-3 }\naccuracy = { max_drop = 0.02 }\n')
+    r = cli("release", tmp_path / "release.toml", "-o", tmp_path / "out", "--json")
+    assert r.code == 0, r.err + r.out
+    rep = result(r)
+    assert [row["parity"]["reference"] for row in rep["ledger"]] == ["digits.onnx", "digits.onnx"]
+    assert rep["ledger"][0]["parity"]["outputs"][0]["max_abs"] < 1e-4
+    assert (tmp_path / "out" / "model.onnx").exists()
