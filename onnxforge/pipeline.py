@@ -389,7 +389,7 @@ def _input_hashes(cfg) -> dict:
 
     files = {"config": cfg["_path"]}
     src = cfg["model"]["source"]
-    head = src.rpartition(":")[0] if ":" in Path(src).name or not Path(src).exists() else src
+    head = src if Path(src).is_file() else src.rpartition(":")[0]  # a file, or a factory's file
     if Path(head).is_file():
         files["source"] = head
     for k in ("weights", "sample"):
