@@ -49,7 +49,7 @@ SECTIONS = {
 }
 PARITY_KEYS = {"atol", "rtol", "against", "check_stat", "min_cosine", "max_mismatch"}
 ACCURACY_KEYS = {"max_drop", "output"}
-LATENCY_KEYS = {"provider", "max_p50_ms", "max_p99_ms", "min_speedup", "seconds", "threads"}
+LATENCY_KEYS = {"provider", "max_p50_ms", "max_p99_ms", "min_speedup", "seconds", "threads", "dims"}
 FRAMEWORKS = ("torch", "sklearn", "onnx")
 
 
@@ -204,6 +204,9 @@ def load_config(path: str | os.PathLike) -> dict:
         for k in ("max_p50_ms", "max_p99_ms", "min_speedup", "seconds"):
             if k in gates["latency"]:
                 _number(f"gates.latency.{k}", gates["latency"][k], 0)
+        for k, v in gates["latency"].get("dims", {}).items():
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise UsageError(f"gates.latency.dims.{k} must be a positive integer, got {v!r}")
         from onnxforge.runtime import resolve_provider
 
         resolve_provider(gates["latency"].get("provider", "cpu"))
@@ -331,6 +334,7 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
 
                 models = [str(first_onnx)] if final == first_onnx else [str(first_onnx), str(final)]
                 bench = benchmark(models, providers=[lat.get("provider", "cpu")], duration=float(lat.get("seconds", 3.0)),
+                                  dims=dict(lat.get("dims", {})),
                                   threads=lat.get("threads"), max_p50_ms=lat.get("max_p50_ms"),
                                   max_p99_ms=lat.get("max_p99_ms"),
                                   min_speedup=lat.get("min_speedup") if len(models) > 1 else None, warmup=5)
