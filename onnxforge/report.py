@@ -335,11 +335,5 @@ _RENDERERS: dict[str, Callable] = {
 }
 
 
-def register_renderer(type_name: str, fn: Callable) -> None:
-    if type_name in _RENDERERS:
-        raise ValueError(f"renderer for {type_name} registered twice")
-    _RENDERERS[type_name] = fn
-
-
 def render(result: Any, console) -> None:
     _RENDERERS.get(type(result).__name__, _render_generic)(result, console)

@@ -86,10 +86,6 @@ def read_csv(path: str | Path) -> dict[str, Any]:
     return cols
 
 
-def _sanitize(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", name)
-
-
 def sklearn_runner(est, input_names: Sequence[str] | None = None):
     """A Runner over a fitted estimator, with outputs in skl2onnx's order:
     classifier (label, probabilities), cluster model (label, scores), regressor and

@@ -111,10 +111,6 @@ def _forward_names(module, n: int) -> list[str]:
     return names[:n] if len(names) >= n else [f"input_{i}" for i in range(n)]
 
 
-def _example_specs(args) -> list[TensorSpec]:
-    return [TensorSpec(f"input_{i}", str(a.dtype).replace("torch.", ""), tuple(a.shape)) for i, a in enumerate(args)]
-
-
 def convert_torch(
     source: Any,
     output: str | Path,
