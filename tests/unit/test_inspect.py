@@ -56,3 +56,15 @@ def test_api_is_lazy_and_public(fx):
     import onnxforge
 
     assert onnxforge.inspect(fx / "tiny.onnx").node_count == 4
+
+
+def test_every_public_name_resolves_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, onnxforge\n"
+            "[getattr(onnxforge, n) for n in onnxforge.__all__]\n"
+            "print(sorted(m for m in ('torch', 'sklearn', 'skl2onnx', 'onnxsim') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
