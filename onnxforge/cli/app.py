@@ -68,7 +68,12 @@ _register()
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, map every exception to one exit code."""
-    args = sys.argv[1:] if argv is None else argv
+    args = sys.argv[1:] if argv is None else list(argv)
+    # --debug works anywhere on the line (people add it after the command when a run fails)
+    debug = "--debug" in args
+    if debug:
+        args = [a for a in args if a != "--debug"]
+        args.insert(0, "--debug")
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=args, prog_name="onnxforge", standalone_mode=False)
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - this is the one place that maps them all
         code = exit_code_for(exc)
         if not is_quiet_exit(exc):
-            report_error(exc, STATE.debug or "--debug" in args)
+            report_error(exc, STATE.debug or debug)
     sys.stdout.flush()
     if argv is None:
         sys.exit(code)

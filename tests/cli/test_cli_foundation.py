@@ -143,3 +143,8 @@ def test_print_step_round_trips_into_a_release_config(cli, tmp_path):
                      (["quantize", "fp16", "a.onnx", "-o", "b.onnx", "--block-op", "Softmax"], "quantize.fp16")):
         st = tomllib.loads(cli(*cmd, "--print-step").out)["steps"][0]
         assert st["run"] == run and set(st) - {"run"} <= STEP_OPTIONS[run]
+
+
+def test_debug_anywhere_on_the_line(cli, tmp_path):
+    r = cli("inspect", tmp_path / "missing.onnx", "--debug")
+    assert r.code == 3 and "Traceback" in r.err and r.err.startswith("error: ")
