@@ -128,10 +128,10 @@ def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True):
 
 def external_data_files(model) -> dict[str, int]:
     """External data file name -> bytes the model references in it."""
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    from onnx.external_data_helper import uses_external_data
 
     files: dict[str, int] = {}
-    for t in _get_all_tensors(model):
+    for t in _all_tensors(model):
         if uses_external_data(t):
             info = {e.key: e.value for e in t.external_data}
             loc = info.get("location", "")
@@ -141,11 +141,6 @@ def external_data_files(model) -> dict[str, int]:
 
 def missing_external_data(model, base: Path) -> list[str]:
     return [f for f in external_data_files(model) if not (base / f).is_file()]
-
-
-def model_bytes(model) -> int:
-    """Serialized size, counting external tensors too (ByteSize alone misses them)."""
-    return model.ByteSize() + sum(external_data_files(model).values())
 
 
 def save_onnx(model, target: str | os.PathLike, *, external_data: bool | None = None) -> Path:
@@ -164,23 +159,20 @@ def save_onnx(model, target: str | os.PathLike, *, external_data: bool | None = 
         if external_data:
             # The location recorded in the model is relative, so the pair can move together.
             data_tmp = target.parent / f".{data_name}.tmp"
-            onnx.save_model(
-                model,
-                str(tmp),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=data_tmp.name,
-                size_threshold=1024,
-            )
-            # rewrite the location to the final name, then move both into place
-            m2 = onnx.load(str(tmp), load_external_data=False)
-            for t in _all_tensors(m2):
-                for e in t.external_data:
-                    if e.key == "location":
-                        e.value = data_name
-            onnx.save_model(m2, str(tmp))
-            if data_tmp.exists():  # no file when every tensor was under the size threshold
-                os.replace(data_tmp, target.parent / data_name)
+            try:
+                onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                                location=data_tmp.name, size_threshold=1024)
+                # rewrite the location to the final name, then move both into place
+                m2 = onnx.load(str(tmp), load_external_data=False)
+                for t in _all_tensors(m2):
+                    for e in t.external_data:
+                        if e.key == "location":
+                            e.value = data_name
+                onnx.save_model(m2, str(tmp))
+                if data_tmp.exists():  # no file when every tensor was under the size threshold
+                    os.replace(data_tmp, target.parent / data_name)
+            finally:
+                data_tmp.unlink(missing_ok=True)  # nothing half-written left beside the target
         else:
             onnx.save_model(model, str(tmp))
     return target

@@ -53,8 +53,6 @@ def quiet_third_party():
         os.close(target_fd)
 
 
-
-
 def summary(path: str | os.PathLike) -> dict:
     """Node count per op type, total nodes, initializer bytes, file size (data included)."""
     from onnxforge.validators.checker import inspect_model

@@ -219,7 +219,7 @@ def convert_sklearn(
     import numpy as np
 
     from onnxforge.converters.loading import load_sklearn
-    from onnxforge.fileio import atomic_write_bytes, check_output_path, failed_name, make_artifact
+    from onnxforge.fileio import check_output_path, scratch_dir
     from onnxforge.specs import generate_inputs, parse_spec
     from onnxforge.validators.parity import DEFAULT_TOLERANCE
 
@@ -303,9 +303,6 @@ def convert_sklearn(
     if not zipmap and any(o.type.HasField("sequence_type") for o in onx.graph.output):
         notes.append("an output is still a ZipMap sequence (the estimator's converter ignores zipmap=False)")
     onx.doc_string = ""
-    from onnxforge.steps import LINEAGE_KEY
-
-    onx.metadata_props.add(key=LINEAGE_KEY, value="convert:sklearn")
     data_bytes = onx.SerializeToString()
 
     checks: list[ParityReport] = []
@@ -314,20 +311,16 @@ def convert_sklearn(
     passed = all(c.passed for c in checks)
     if not check:
         notes.append("parity check skipped (--no-check)")
-    written_to = target if passed else failed_name(target)
-    written = passed or keep_failed
-    if written:
-        if written_to.exists() and written_to != target and not force:
-            raise BadInputError(f"{written_to} exists", hint="pass --force to overwrite it")
-        atomic_write_bytes(written_to, data_bytes)
-    return StepResult(
-        step="convert:sklearn", output=str(written_to), written=written, passed=passed,
-        artifact=make_artifact(written_to, ("convert:sklearn",)) if written else None,
-        checks=tuple(checks), notes=tuple(notes),
-        details={"estimator": type(est).__name__, "inputs": [str(s) for s in specs],
-                 "outputs": [o.name for o in onx.graph.output], "zipmap": zipmap, "double": double,
-                 "rows_checked": int(len(next(iter(data.values()))))},
-    )
+    from onnxforge.steps import finish, save_scratch
+
+    outputs = [o.name for o in onx.graph.output]
+    with scratch_dir(target) as tmp:
+        save_scratch(onx, tmp / target.name)
+        return finish(tmp / target.name, target, step="convert:sklearn", passed=passed, keep_failed=keep_failed,
+                      force=force, external_data=None, lineage=("convert:sklearn",), checks=checks, notes=notes,
+                      details={"estimator": type(est).__name__, "inputs": [str(s) for s in specs],
+                               "outputs": outputs, "zipmap": zipmap, "double": double,
+                               "rows_checked": int(len(next(iter(data.values()))))})
 
 
 @contextlib.contextmanager

@@ -141,7 +141,8 @@ def convert_torch(
 
     from onnxforge.converters.loading import load_torch
     from onnxforge.errors import require
-    from onnxforge.fileio import check_output_path, failed_name, make_artifact, publish_model, scratch_dir
+    from onnxforge.fileio import check_output_path, scratch_dir
+    from onnxforge.steps import finish
     from onnxforge.specs import generate_inputs, load_samples, parse_spec
     from onnxforge.validators.parity import DEFAULT_TOLERANCE
 
@@ -211,7 +212,7 @@ def convert_torch(
         # The scratch model always keeps its weights in a data file: the exporter then
         # streams them to disk, and the checker, ORT and our own loads never hold a
         # second in-memory protobuf copy of the weights. Inlined (if wanted) at the end.
-        used = _export(torch, exportable, args, tmp_model, names, out_names, dyn, opset, exporter, True, notes)
+        used = _export(torch, exportable, args, tmp_model, names, out_names, dyn, opset, exporter, notes)
         del exportable
         from onnxforge.validators.checker import check_model
 
@@ -220,41 +221,17 @@ def convert_torch(
         if check:
             tol = tolerance or DEFAULT_TOLERANCE
             checks = _parity_checks(module, tmp_model, names, args, dyn, out_names, tol, seed)
-        passed = all(c.passed for c in checks)
-        written_to = target
-        written = True
-        if not passed and not keep_failed:
-            written = False
-        elif not passed:
-            written_to = failed_name(target)
-            if written_to.exists() and not force:
-                raise BadInputError(f"{written_to} exists", hint="pass --force to overwrite it")
-        if written:
-            from onnxforge.steps import LINEAGE_KEY, set_metadata
-
-            set_metadata(tmp_model, {LINEAGE_KEY: "convert:torch"})
-            if external_data:
-                publish_model(tmp_model, written_to)
-            else:
-                from onnxforge.fileio import inline_external_data
-
-                inline_external_data(tmp_model, written_to)
-            # the written model's I/O is the scratch model's; read the small one
-            artifact = make_artifact(written_to, ("convert:torch",), specs_from=None if external_data else tmp_model)
-        else:
-            artifact = None
-    if not check:
-        notes.append("parity check skipped (--no-check)")
-    return StepResult(
-        step="convert:torch", output=str(written_to), written=written, passed=passed, artifact=artifact,
-        checks=tuple(checks), notes=tuple(notes),
-        details={"exporter": used, "source_kind": source_kind, "inputs": names, "outputs": out_names,
-                 "dynamic": {k: {str(a): v for a, v in ax.items()} for k, ax in dyn.items()},
-                 "weight_bytes": weight_bytes},
-    )
+        if not check:
+            notes.append("parity check skipped (--no-check)")
+        return finish(tmp_model, target, step="convert:torch", passed=all(c.passed for c in checks),
+                      keep_failed=keep_failed, force=force, external_data=external_data, lineage=("convert:torch",),
+                      checks=checks, notes=notes,
+                      details={"exporter": used, "source_kind": source_kind, "inputs": names, "outputs": out_names,
+                               "dynamic": {k: {str(a): v for a, v in ax.items()} for k, ax in dyn.items()},
+                               "weight_bytes": weight_bytes})
 
 
-def _export(torch, model, args, path: Path, names, out_names, dyn, opset, exporter, external_data, notes) -> str:
+def _export(torch, model, args, path: Path, names, out_names, dyn, opset, exporter, notes) -> str:
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     errors = []
     for which in order:
@@ -269,7 +246,7 @@ def _export(torch, model, args, path: Path, names, out_names, dyn, opset, export
                     )
                 with quiet_third_party():
                     torch.onnx.export(model, args, str(path), input_names=names, output_names=out_names,
-                                      opset_version=opset, dynamo=True, external_data=bool(external_data),
+                                      opset_version=opset, dynamo=True, external_data=True,
                                       dynamic_shapes=shapes, verbose=False)
             else:
                 if not isinstance(model, torch.nn.Module):
