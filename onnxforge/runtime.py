@@ -316,3 +316,14 @@ def environment() -> dict:
     if note:
         env["warning"] = note
     return env
+
+
+def proc_kib(path: str, key: str) -> int | None:
+    """A 'Key:  N kB' line of a /proc file, in bytes (None where /proc has no such line)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

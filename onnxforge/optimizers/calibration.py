@@ -179,15 +179,11 @@ def activation_bytes(model_path, dims: Mapping[str, int], sample_shapes: Mapping
 
 
 def available_memory() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
     import os
 
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    from onnxforge.runtime import proc_kib
+
+    return proc_kib("/proc/meminfo", "MemAvailable") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def histogram_memory_estimate(per_sample: int, samples: int) -> int:

@@ -98,13 +98,9 @@ def sparkline(counts: Sequence[int]) -> str:
 
 
 def _rss() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    from onnxforge.runtime import proc_kib
+
+    return proc_kib("/proc/self/status", "VmRSS") or 0
 
 
 def _peak_rss() -> int:
