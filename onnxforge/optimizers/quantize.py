@@ -399,28 +399,13 @@ def rank_sensitive_nodes(fp32_path, q_path, specs, dims, seed) -> list[str]:
     relative error of each shared intermediate tensor minus the largest error among
     that node's inputs (what ORT's qdq_loss_debug measures for QDQ models, here for
     both QDQ and dynamic models, matched by tensor name)."""
-    import tempfile
-
     import numpy as np
 
-    from onnxforge.fileio import load_onnx
-    from onnxforge.runtime import run_session
     from onnxforge.specs import generate_inputs
-    from onnxforge.validators.parity import _session_for, _with_all_outputs
+    from onnxforge.validators.parity import shared_intermediates
 
-    fm = load_onnx(fp32_path)
-    qm = load_onnx(q_path)
-    q_tensors = {o for n in qm.graph.node for o in n.output if o}
-    shared = {o for n in fm.graph.node for o in n.output if o in q_tensors}
-    feeds = generate_inputs(specs, seed=seed, dims=dims)
-    with tempfile.TemporaryDirectory() as tmp:
-        fs = _session_for(_with_all_outputs(fm, shared), "cpu", tmp)
-        qs = _session_for(_with_all_outputs(qm, shared), "cpu", tmp)
-        names = [o.name for o in fs.get_outputs() if o.name in shared]
-        qnames = [o.name for o in qs.get_outputs() if o.name in shared]
-        both = [n for n in names if n in set(qnames)]
-        a = run_session(fs, feeds, both)
-        b = run_session(qs, feeds, both)
+    fm, shared, a, b = shared_intermediates(fp32_path, q_path, generate_inputs(specs, seed=seed, dims=dims))
+    both = [o for _, _, o in shared if o in a and o in b]
     err = {}
     for n in both:
         x, y = np.asarray(a[n], dtype=np.float64), np.asarray(b[n], dtype=np.float64)

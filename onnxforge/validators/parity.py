@@ -496,18 +496,13 @@ def _session_for(model, provider: str, tmpdir):
     return create_session(path, provider, optimization="basic")
 
 
-def localize_divergence(ref_path, cand_path, feeds: Mapping[str, object], tol: Tolerance, *,
-                        ref_provider: str = "cpu", provider: str = "cpu",
-                        cand_feeds: Mapping[str, object] | None = None) -> dict:
-    """The first node (in the reference's topological order) whose output tensor,
-    shared by name with the candidate, differs past tolerance.
-
-    Both models are copied with every shared intermediate tensor marked as an output
-    and run once on the first sample. Models are never modified on disk.
-    """
+def shared_intermediates(ref_path, cand_path, feeds: Mapping[str, object], *, ref_provider: str = "cpu",
+                         provider: str = "cpu", cand_feeds: Mapping[str, object] | None = None):
+    """Run copies of both models with every intermediate tensor they share (by name)
+    marked as an output. Returns (the reference ModelProto, its (index, node, tensor)
+    triples that the candidate also produces, reference values, candidate values).
+    The models on disk are never modified."""
     import tempfile
-
-    import numpy as np
 
     from onnxforge.fileio import load_onnx
     from onnxforge.runtime import run_session
@@ -517,15 +512,28 @@ def localize_divergence(ref_path, cand_path, feeds: Mapping[str, object], tol: T
     cand_producers = {o for n in cand_m.graph.node for o in n.output if o}
     shared = [(i, n, o) for i, n in enumerate(ref_m.graph.node) for o in n.output if o and o in cand_producers]
     if not shared:
-        return {"node": None, "message": "the models share no intermediate tensor names"}
+        return ref_m, [], {}, {}
     keep = {o for _, _, o in shared}
     with tempfile.TemporaryDirectory() as tmp:
         rs = _session_for(_with_all_outputs(ref_m, keep), ref_provider, tmp)
         cs = _session_for(_with_all_outputs(cand_m, keep), provider, tmp)
-        r_names = [o.name for o in rs.get_outputs() if o.name in keep]
-        c_names = [o.name for o in cs.get_outputs() if o.name in keep]
-        r_out = run_session(rs, feeds, r_names)
-        c_out = run_session(cs, cand_feeds or feeds, c_names)
+        r_out = run_session(rs, feeds, [o.name for o in rs.get_outputs() if o.name in keep])
+        c_out = run_session(cs, cand_feeds or feeds, [o.name for o in cs.get_outputs() if o.name in keep])
+    return ref_m, shared, r_out, c_out
+
+
+def localize_divergence(ref_path, cand_path, feeds: Mapping[str, object], tol: Tolerance, *,
+                        ref_provider: str = "cpu", provider: str = "cpu",
+                        cand_feeds: Mapping[str, object] | None = None) -> dict:
+    """The first node (in the reference's topological order) whose output tensor,
+    shared by name with the candidate, differs past tolerance (run once on the first
+    sample; see shared_intermediates)."""
+    import numpy as np
+
+    _, shared, r_out, c_out = shared_intermediates(ref_path, cand_path, feeds, ref_provider=ref_provider,
+                                                   provider=provider, cand_feeds=cand_feeds)
+    if not shared:
+        return {"node": None, "message": "the models share no intermediate tensor names"}
     compared = 0
     for index, node, out in shared:
         if out not in r_out or out not in c_out:
