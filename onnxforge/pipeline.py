@@ -292,6 +292,12 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
     try:
         source_side, model_path = _source(cfg)
         val_inputs, labels = _validation(cfg)
+        check_inputs = None
+        if val_inputs is not None:  # the validation inputs without labels, for each step's own check
+            from onnxforge.specs import save_samples
+
+            check_inputs = str(out / "steps" / ".validation-inputs.npz")
+            save_samples(check_inputs, [val_inputs])
         gate_parity = cfg["gates"].get("parity", {})
         from onnxforge.validators.parity import DEFAULT_TOLERANCE
 
@@ -304,7 +310,7 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
             first_onnx = current
         prev_side = source_side
         for i, st in enumerate(cfg["steps"]):
-            res = _run_step(cfg, st, i, current, out / "steps")
+            res = _run_step(cfg, st, i, current, out / "steps", check_inputs)
             steps.append(res)
             if not res.passed or not res.written:
                 failure = f"step {i} ({st['run']}) failed its own check"
@@ -423,7 +429,7 @@ def _onnx_side(path):
     return onnx_side(path, "cpu", label=Path(path).name)
 
 
-def _run_step(cfg, st, i, current, steps_dir: Path) -> StepResult:
+def _run_step(cfg, st, i, current, steps_dir: Path, inputs_for_check: str | None) -> StepResult:
     import onnxforge
     from onnxforge.validators.parity import parse_tolerances
 
@@ -434,8 +440,6 @@ def _run_step(cfg, st, i, current, steps_dir: Path) -> StepResult:
                            [str(opts.pop("rtol"))] if "rtol" in opts else None)
     m = cfg["model"]
     data = cfg["data"]
-    val = data.get("validation")
-    inputs_for_check = _inputs_only(val, data, steps_dir) if val else None
     if run == "convert":
         if m["framework"] == "torch":
             return onnxforge.convert_torch(
@@ -463,20 +467,6 @@ def _run_step(cfg, st, i, current, steps_dir: Path) -> StepResult:
     qtol = tol if ("atol" in st or "rtol" in st) else LOOSE
     return onnxforge.quantize(current, target, mode=mode, calibration=data.get("calibration"), tolerance=qtol,
                               force=True, inputs=inputs_for_check, bench_seconds=1.0, **qopts)
-
-
-def _inputs_only(val_path, data, scratch: Path) -> str:
-    """The validation file without its labels, for the steps' own checks."""
-    import numpy as np
-
-    key = data.get("labels", "labels")
-    dst = scratch / ".validation-inputs.npz"
-    with np.load(val_path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files if k != key}
-    from onnxforge.specs import save_samples
-
-    save_samples(dst, [arrays])
-    return str(dst)
 
 
 def _ledger_row(cfg, st, model_path, source_side, prev_side, val_inputs, labels, tol, gate_parity) -> LedgerRow:
