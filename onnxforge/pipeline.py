@@ -130,24 +130,31 @@ def load_config(path: str | os.PathLike) -> dict:
     if fw not in FRAMEWORKS:
         raise UsageError(f"model.framework must be one of {', '.join(FRAMEWORKS)}, got {fw!r}")
 
-    def resolve(v: str) -> str:
+    def resolve(v: str, where: str) -> str:
+        if not isinstance(v, str):
+            raise UsageError(f"{where} must be a path (a string), got {v!r}")
         q = Path(v)
         return str(q if q.is_absolute() else base / q)
 
-    src = str(model["source"])
+    src = model["source"]
+    if not isinstance(src, str):
+        raise UsageError(f"model.source must be a path or module:function (a string), got {src!r}")
     if is_factory(src):
         head, _, fn = src.rpartition(":")
         if head.endswith(".py") or "/" in head:
-            head = resolve(head)
+            head = resolve(head, "model.source")
             check_readable_file(head, "model.source factory file")
         model["source"] = f"{head}:{fn}"
     else:
-        model["source"] = resolve(src)
+        model["source"] = resolve(src, "model.source")
         check_readable_file(model["source"], "model.source")
     for key in ("weights", "sample"):
         if key in model:
-            model[key] = resolve(model[key])
+            model[key] = resolve(model[key], f"model.{key}")
             check_readable_file(model[key], f"model.{key}")
+    for key in ("inputs", "dynamic"):
+        if not isinstance(model.get(key, []), list):
+            raise UsageError(f"model.{key} must be a list of strings", hint=f'{key} = ["x:float32:batchx8"]')
     for i, s in enumerate(model.get("inputs", [])):
         try:
             parse_spec(s)
@@ -157,7 +164,7 @@ def load_config(path: str | os.PathLike) -> dict:
     _check_keys("data", data, SECTIONS["data"])
     for key in ("calibration", "validation"):
         if key in data:
-            data[key] = resolve(data[key])
+            data[key] = resolve(data[key], f"data.{key}")
             if not Path(data[key]).exists():
                 raise BadInputError(f"data.{key}: not found: {data[key]}")
     cfg["data"] = data

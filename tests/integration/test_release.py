@@ -120,6 +120,8 @@ def _config(tmp_path, mutate) -> str:
     (lambda c: c["gates"].update(latency={"provider": "tpu"}), 2, "unknown execution provider"),
     (lambda c: c["gates"]["accuracy"].update(max_drop="a lot"), 2, "must be a number"),
     (lambda c: c.update(steps=[{"run": "simplify"}]), 2, "steps[0] must be convert"),
+    (lambda c: c["data"].update(calibration=3), 2, "data.calibration must be a path"),
+    (lambda c: c["model"].update(inputs="x:float32:1x1x8x8"), 2, "model.inputs must be a list"),
 ])
 def test_bad_configs_refused_before_work(cli, tmp_path, mutate, code, needle):
     cfg = _config(tmp_path, mutate)
