@@ -73,7 +73,7 @@ def main() -> None:
             if onnxslim:
                 onnx.save(onnxslim.slim(str(path)), str(d / "onnxslim.onnx"))
                 variants["onnxslim"] = d / "onnxslim.onnx"
-            r = onnxforge.simplify(path, d / "ours.onnx", force=True, dims=None)
+            r = onnxforge.simplify(path, d / "ours.onnx", force=True)
             variants["onnxforge"] = d / "ours.onnx"
             ok = {"onnxforge": r.passed}
             r2 = onnxforge.simplify(path, d / "ours_ort.onnx", force=True, ort_level="basic")

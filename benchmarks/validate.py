@@ -26,7 +26,8 @@ def main() -> None:
 
     from fixtures.make_fixtures import onnx_chain
     from onnxforge.types import Tolerance
-    from onnxforge.validators.parity import compare, validate
+    from onnxforge.validators.compare import compare
+    from onnxforge.validators.parity import validate
 
     rng = np.random.default_rng(0)
     rows = []
@@ -60,7 +61,7 @@ def main() -> None:
         print_table(
             ["model", "validate ms", "validate --localize ms", "localize overhead ms", "found"],
             [["chain, 100 nodes", f"{p:.1f}", f"{l_:.1f}", f"{l_ - p:.1f}",
-              f"{result.localized['node']} ({result.localized['op_type']})"]],
+              f"{result.localized.node} ({result.localized.op_type})"]],
             title="--localize on a 100-node model (medians of 5, interleaved)",
         )
 

@@ -11,16 +11,19 @@ import importlib
 __version__ = "0.1.0"
 
 _API = {
-    "inspect": "onnxforge.validators.checker:inspect_model",
+    "inspect": "onnxforge.inspection:inspect_model",
     "validate": "onnxforge.validators.parity:validate",
-    "compare": "onnxforge.validators.parity:compare",
+    "compare": "onnxforge.validators.compare:compare",
+    "open_runner": "onnxforge.runners:open_runner",
     "convert_torch": "onnxforge.converters.torch:convert_torch",
     "convert_sklearn": "onnxforge.converters.sklearn:convert_sklearn",
     "benchmark": "onnxforge.validators.benchmark:benchmark",
     "simplify": "onnxforge.optimizers.simplify:simplify",
     "quantize_fp16": "onnxforge.optimizers.fp16:quantize_fp16",
     "quantize": "onnxforge.optimizers.quantize:quantize",
-    "release": "onnxforge.pipeline:release",
+    "quantize_dynamic": "onnxforge.optimizers.quantize:quantize_dynamic",
+    "quantize_static": "onnxforge.optimizers.quantize:quantize_static",
+    "release": "onnxforge.release.run:release",
 }
 
 __all__ = ["__version__", *_API]

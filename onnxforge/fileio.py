@@ -233,19 +233,6 @@ def scratch_dir(near: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def make_artifact(path: str | os.PathLike, lineage: tuple[str, ...], specs_from: str | os.PathLike | None = None):
-    """The artifact for a written model. ``specs_from``: a copy of the same model with
-    external data, read instead of ``path`` so a large inline model is not parsed again."""
-    from onnxforge.specs import model_io_specs
-    from onnxforge.types import ModelArtifact
-
-    m = load_onnx(specs_from or path, load_external_data=False)
-    ins, outs = model_io_specs(m)
-    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return ModelArtifact(str(path), ins, outs, opset, f"{m.producer_name} {m.producer_version}".strip(),
-                         tuple(lineage), sha256_file(path))
-
-
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:

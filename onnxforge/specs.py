@@ -106,17 +106,122 @@ def parse_dims(items: Iterable[str]) -> dict[str, int]:
 
 def parse_val_ranges(items: Iterable[str]) -> dict[str, tuple[float, float]]:
     """``--val-range x:[0,1]`` or ``x:0,1``; a bare ``[0,1]`` applies to every input (key "")."""
+    import math
+
     out = {}
     for item in items:
         name, _, rng = item.rpartition(":")
-        m = re.match(r"^\[?\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\]?$", rng.strip())
-        if not m:
-            raise UsageError(f"bad --val-range {item!r}", hint="write NAME:[LO,HI], e.g. ids:[0,30522]")
-        lo, hi = float(m.group(1)), float(m.group(2))
-        if hi < lo:
-            raise UsageError(f"bad --val-range {item!r}: high < low")
+        m = re.match(r"^\[?\s*([^,\[\]]+?)\s*,\s*([^,\[\]]+?)\s*\]?$", rng.strip())
+        try:
+            lo, hi = float(m.group(1)), float(m.group(2))
+        except (AttributeError, ValueError):
+            lo = hi = math.nan
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise UsageError(f"bad --val-range {item!r}", hint="write NAME:[LO,HI] with finite numbers, e.g. ids:[0,30522]")
         out[name] = (lo, hi)
+    check_val_ranges(out)
     return out
+
+
+def check_val_ranges(ranges: Mapping[str, Sequence[float]]) -> None:
+    for name, (lo, hi) in ranges.items():
+        if hi < lo:
+            raise UsageError(f"range of {name or 'every input'} is [{lo}, {hi}]: high < low")
+
+
+def parse_per_output(items: Iterable[str], what: str = "--atol"):
+    """``--atol 1e-4 --atol logits:1e-3`` -> 1e-4, or {"*": 1e-4, "logits": 1e-3}
+    when a value names an output ("*" is every other output)."""
+    glob, per = None, {}
+    for item in items:
+        name, sep, val = item.rpartition(":")
+        try:
+            v = float(val)
+        except ValueError:
+            raise UsageError(f"bad {what} {item!r}", hint=f"write {what} 1e-4 or {what} NAME:1e-3") from None
+        if sep:
+            per[name] = v
+        else:
+            glob = v
+    if not per:
+        return glob
+    return {**({"*": glob} if glob is not None else {}), **per}
+
+
+def parse_shapes(items: Iterable[str]) -> dict[str, list[int]]:
+    """``--shape x:1x3x224x224`` (repeatable) -> {"x": [1, 3, 224, 224]}."""
+    out = {}
+    for item in items:
+        name, sep, dims = item.rpartition(":")
+        if not sep or not name:
+            raise UsageError(f"bad --shape {item!r}", hint="write NAME:DIMS, e.g. x:1x3x224x224")
+        parsed = parse_shape_text(dims)
+        if not all(isinstance(d, int) for d in parsed):
+            raise UsageError(f"bad --shape {item!r}: the dims must be numbers", hint="pin symbolic dims with --dim")
+        out[name] = list(parsed)
+    return out
+
+
+def parse_literals(items: Iterable[str]) -> dict:
+    """``--option KEY=VALUE`` (repeatable): VALUE read as a Python literal when it is one."""
+    import ast
+
+    out = {}
+    for k, v in parse_key_values(items, "--option").items():
+        try:
+            out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k] = v
+    return out
+
+
+def parse_comma_list(items: Iterable[str]) -> list[str]:
+    """``--op-types MatMul,Gemm`` (and repeated flags) -> ["MatMul", "Gemm"]."""
+    return [t.strip() for item in items for t in item.split(",") if t.strip()]
+
+
+def parse_opsets(items: Iterable[str]):
+    """``--target-opset 17 --target-opset ai.onnx.ml=3`` -> 17, or {"ai.onnx": 17, "ai.onnx.ml": 3}."""
+    per, glob = {}, None
+    for item in items:
+        dom, sep, v = item.rpartition("=")
+        if not v.strip().isdigit():
+            raise UsageError(f"bad opset {item!r}", hint="write 17 or DOMAIN=VERSION, e.g. ai.onnx.ml=3")
+        if sep:
+            per[dom.strip()] = int(v)
+        else:
+            glob = int(v)
+    if not per:
+        return glob
+    return {**({"ai.onnx": glob} if glob is not None else {}), **per}
+
+
+def parse_bytes(text) -> int:
+    """``4GiB``, ``512MB``, ``1e9`` or an int -> bytes."""
+    if isinstance(text, int):
+        return text
+    m = re.match(r"^\s*([\d.]+(?:e\d+)?)\s*([KMGT]?i?B?)?\s*$", str(text), re.I)
+    if not m:
+        raise UsageError(f"bad size {text!r}", hint="write a size such as 4GiB or 512MB")
+    unit = (m.group(2) or "").upper().replace("I", "").replace("B", "")
+    return int(float(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[unit])
+
+
+def parse_dynamic(items: Sequence[str]) -> dict[str, dict[int, str]]:
+    """``x:0=batch`` -> {"x": {0: "batch"}}."""
+    out: dict[str, dict[int, str]] = {}
+    for item in items:
+        head, eq, label = item.rpartition("=")
+        name, colon, axis = head.rpartition(":")
+        if not eq or not colon or not name or not axis.lstrip("-").isdigit() or not label.isidentifier():
+            raise UsageError(f"bad --dynamic {item!r}", hint="write NAME:AXIS=LABEL, e.g. x:0=batch or ids:1=seq")
+        out.setdefault(name, {})[int(axis)] = label
+    return out
+
+
+def check_specs(items: Sequence[str]) -> None:
+    for s in items:
+        parse_spec(s)
 
 
 def resolve_shape(spec: TensorSpec, dims: Mapping[str, int] | None = None, default: int = 1) -> tuple[int, ...]:

@@ -4,7 +4,7 @@ small derived properties, so every result serializes the same way (report.py).""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Union
+from typing import Any, Mapping, Union
 
 Dim = Union[int, str, None]  # int: fixed; str: symbolic name; None: unknown
 
@@ -29,11 +29,6 @@ class ModelArtifact:
     producer: str
     lineage: tuple[str, ...]
     sha256: str
-
-
-# A runner maps input arrays to output arrays: an ORT session, a torch module, a
-# sklearn estimator. Parity compares two runners.
-Runner = Callable[[Mapping[str, "object"]], dict]
 
 
 @dataclass(frozen=True)
@@ -74,7 +69,22 @@ class ParityReport:
     passed: bool
     check_stat: str = "elementwise"
     problems: tuple[str, ...] = ()  # structural failures: missing outputs, shape mismatches
-    localized: Mapping[str, object] | None = None  # first diverging node (--localize)
+    localized: Localization | None = None  # first diverging node (--localize)
+    notes: tuple[str, ...] = ()  # e.g. outputs paired by position
+
+
+@dataclass(frozen=True)
+class Localization:
+    """The first node (in the reference's order) whose output differs past tolerance."""
+
+    node: str | None
+    message: str
+    op_type: str = ""
+    output: str = ""
+    index: int = -1
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    compared: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,11 +134,16 @@ class Comparison:
 
 @dataclass(frozen=True)
 class GateResult:
-    name: str  # "max_p50_ms", "min_speedup", "baseline" ...
+    """One gate's verdict. ``value`` and ``limit`` are those of the criterion that
+    decided (the failing one, or the binding one when all passed)."""
+
+    name: str  # "max_p50_ms", "min_speedup", "baseline", "parity:convert", "accuracy" ...
     passed: bool
     value: float
     limit: float
     message: str
+    kind: str = ""  # latency | speedup | baseline | parity | accuracy
+    model: str = ""  # the model the gate judged
 
 
 @dataclass(frozen=True)
@@ -165,11 +180,56 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class GraphSummary:
+    nodes: int
+    ops: Mapping[str, int]  # op type (domain-qualified outside ai.onnx) -> count
+    initializer_bytes: int
+    file_bytes: int  # the model file and its external data
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """One engine of `simplify` (onnxsim, cleanup, ort:LEVEL, transformer:TYPE)."""
+
+    step: str
+    status: str  # ok | failed | skipped | reverted | not applicable
+    seconds: float = 0.0
+    reason: str = ""
+    engine: str = ""  # which implementation ran (onnxruntime.transformers, onnxscript.ort_fusions)
+    after: GraphSummary | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)  # fusion counts, nodes removed ...
+
+
+@dataclass(frozen=True)
+class SpeedCheck:
+    """fp32 against the new model, timed interleaved (quantize)."""
+
+    reference_p50_ms: float
+    p50_ms: float
+    speedup: float
+    ci95: tuple[float, float]
+    iterations: int
+
+
+@dataclass(frozen=True)
+class QuantTrial:
+    trial: int
+    excluded_nodes: tuple[str, ...]
+    excluded_ops: tuple[str, ...]
+    parity_passed: bool
+    min_cosine: float | None
+    speedup: float
+    speedup_ci95: tuple[float, float]
+    seconds: float
+
+
+@dataclass(frozen=True)
 class StepResult:
     """What a model-producing step (convert, simplify, quantize) reports.
 
     ``passed`` is False when any check failed; the model is then written only with
-    ``--keep-failed`` (``written`` says whether, ``output`` where)."""
+    ``--keep-failed`` (``written`` says whether, ``output`` where). ``details`` holds
+    step-specific facts shown as ``key: value`` (exporter, CPU family ...)."""
 
     step: str  # "convert:torch", "simplify", "quantize:dynamic" ...
     output: str
@@ -178,4 +238,40 @@ class StepResult:
     artifact: ModelArtifact | None
     checks: tuple[ParityReport, ...] = ()
     notes: tuple[str, ...] = ()
-    details: Mapping[str, object] = field(default_factory=dict)
+    before: GraphSummary | None = None
+    after: GraphSummary | None = None
+    engines: tuple[EngineRun, ...] = ()
+    fusions: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # op -> (before, after)
+    speed: SpeedCheck | None = None
+    trials: tuple[QuantTrial, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """A release step's output checked against the source (or the step before)."""
+
+    step: str
+    model: str
+    against: str
+    parity: ParityReport | None
+    accuracy: float | None
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ReleaseReport:
+    config: Mapping[str, Any]
+    steps: tuple[StepResult, ...]
+    ledger: tuple[LedgerRow, ...]
+    benchmark: BenchmarkReport | None
+    gates: tuple[GateResult, ...]
+    passed: bool
+    failure: str | None
+    exit_code: int
+    outputs: Mapping[str, str]  # file -> sha256
+    inputs: Mapping[str, str]  # file -> sha256
+    environment: Mapping[str, Any]
+    versions: Mapping[str, str]
+    seconds: float = 0.0

@@ -39,28 +39,27 @@ def _root(
     STATE.debug = debug or bool(os.environ.get("ONNXFORGE_DEBUG"))
     STATE.verbosity = -1 if quiet else verbose
     setup_logging(STATE.verbosity)
+    from onnxforge.cli.progress import install
+
+    install(STATE.verbosity)
 
 
 def _register() -> None:
+    from onnxforge.cli.benchmark import benchmark_cmd
+    from onnxforge.cli.convert import app as convert_app
     from onnxforge.cli.inspect import inspect_cmd
-
+    from onnxforge.cli.quantize import app as quantize_app
+    from onnxforge.cli.release import release_cmd
+    from onnxforge.cli.stepcmd import step_command
     from onnxforge.cli.validate import validate_cmd
 
     app.command("inspect")(inspect_cmd)
     app.command("validate")(validate_cmd)
-    from onnxforge.cli.benchmark import benchmark_cmd
-    from onnxforge.cli.convert import app as convert_app
-
-    from onnxforge.cli.quantize import app as quantize_app
-    from onnxforge.cli.simplify import simplify_cmd
-
-    app.command("simplify")(simplify_cmd)
+    app.add_typer(convert_app, name="convert")
+    app.command("simplify")(step_command("simplify"))
     app.add_typer(quantize_app, name="quantize")
     app.command("benchmark")(benchmark_cmd)
-    from onnxforge.cli.release import release_cmd
-
     app.command("release")(release_cmd)
-    app.add_typer(convert_app, name="convert")
 
 
 _register()

@@ -49,7 +49,6 @@ def benchmark_cmd(
     report: ReportOpt = None,
 ) -> None:
     """Measure latency on ONNX Runtime providers (interleaved rows, confidence intervals, CI gates)."""
-    from onnxforge.cli.common import STATE
     from onnxforge.specs import parse_dims, parse_key_values, parse_shape_text, parse_val_ranges
     from onnxforge.validators.benchmark import benchmark
 
@@ -81,6 +80,5 @@ def benchmark_cmd(
         iterations=iterations, duration=duration, io_binding=io_binding, placement=placement, spinning=spinning,
         save_latencies=save_latencies, max_p50_ms=max_p50_ms, max_p99_ms=max_p99_ms, min_speedup=min_speedup,
         baseline=baseline, max_regression=_parse_regression(max_regression),
-        progress=not as_json and STATE.verbosity >= 0,
     )
     emit(res, as_json=as_json, report=report, passed=res.passed)

@@ -162,10 +162,6 @@ def report_error(exc: BaseException, debug: bool) -> None:
 
         traceback.print_exception(exc, file=err)
 
-KeepFailedOpt = Annotated[
-    bool, typer.Option("--keep-failed", help="Write the model even when its check fails, as NAME.failed.onnx.")
-]
-NoCheckOpt = Annotated[bool, typer.Option("--no-check", help="Skip the parity check (not recommended).")]
 TrustPickleOpt = Annotated[
     bool, typer.Option("--trust-pickle", help="Allow loading pickles (runs arbitrary code from the file).")
 ]
@@ -173,31 +169,3 @@ TrustPickleOpt = Annotated[
 PrintStepOpt = Annotated[
     bool, typer.Option("--print-step", help="Print the release.toml [[steps]] entry for this command and exit.")
 ]
-
-
-def toml_value(v) -> str:
-    import json
-
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-    return json.dumps(str(v))
-
-
-def print_step(run: str, options: dict, model: dict | None = None) -> None:
-    """The [[steps]] entry (and [model] table for convert) a command corresponds to,
-    so a command tried by hand becomes a pipeline step. Options left at their
-    defaults are omitted."""
-    lines = []
-    if model:
-        lines.append("[model]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in model.items() if v not in (None, [], (), {})]
-        lines.append("")
-    lines += ["[[steps]]", f'run = "{run}"']
-    lines += [f"{k} = {toml_value(v)}" for k, v in options.items() if v not in (None, [], (), {})]
-    sys.stdout.write("\n".join(lines) + "\n")

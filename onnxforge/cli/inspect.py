@@ -16,7 +16,7 @@ def inspect_cmd(
 ) -> None:
     """Show a model's inputs, outputs, opsets, ops, parameters, external data, and whether
     the installed onnxruntime can run it."""
-    from onnxforge.validators.checker import inspect_model
+    from onnxforge.inspection import inspect_model
 
     as_json = wants_json(json_, fmt)
     info = inspect_model(model)

@@ -20,7 +20,8 @@ def release_cmd(
 ) -> None:
     """Run the pipeline in CONFIG (convert, simplify, quantize ...), check every step against
     the source, benchmark, evaluate the gates, and write the release and its reports."""
-    from onnxforge.pipeline import load_config, plan, release
+    from onnxforge.release.config import load_config, plan
+    from onnxforge.release.run import release
 
     as_json = wants_json(json_, fmt)
     if dry_run:

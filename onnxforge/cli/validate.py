@@ -38,8 +38,9 @@ def validate_cmd(
     report: ReportOpt = None,
 ) -> None:
     """Compare two models' outputs on the same inputs; exit 1 when they differ past tolerance."""
-    from onnxforge.specs import parse_dims, parse_key_values, parse_val_ranges
-    from onnxforge.validators.parity import parse_tolerances, validate
+    from onnxforge.specs import parse_dims, parse_key_values, parse_per_output, parse_val_ranges
+    from onnxforge.validators.compare import make_tolerance
+    from onnxforge.validators.parity import validate
 
     as_json = wants_json(json_, fmt)
     if task not in (None, "classification", "regression"):
@@ -48,7 +49,8 @@ def validate_cmd(
         reference, candidate,
         inputs=str(inputs) if inputs else None, samples=samples, seed=seed,
         dims=parse_dims(dim or []), val_ranges=parse_val_ranges(val_range or []),
-        provider=provider, ref_provider=ref_provider, tolerance=parse_tolerances(atol, rtol),
+        provider=provider, ref_provider=ref_provider,
+        tolerance=make_tolerance(parse_per_output(atol or [], "--atol"), parse_per_output(rtol or [], "--rtol")),
         check_stat=check_stat, min_cosine=min_cosine, min_agreement=min_agreement, task=task, top_k=top_k,
         input_map=parse_key_values(map_ or [], "--map"), localize=localize,
         save_inputs=str(save_inputs) if save_inputs else None,

@@ -14,16 +14,18 @@ Choices:
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import csv
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from onnxforge.errors import BadInputError, ConversionError, MissingDependencyError, UsageError, first_line, require
-from onnxforge.types import ParityReport, StepResult, TensorSpec, Tolerance
+from onnxforge.registry import ConvertSklearnOptions
+from onnxforge.runners.sklearn import final_estimator
+from onnxforge.types import ParityReport, StepResult, TensorSpec
 
 log = logging.getLogger("onnxforge")
 
@@ -52,18 +54,6 @@ def _all_estimators(est) -> list:
     return found
 
 
-def _final_estimator(est):
-    steps = getattr(est, "steps", None)
-    return _final_estimator(steps[-1][1]) if steps else est
-
-
-def _parse_option_value(v: str):
-    try:
-        return ast.literal_eval(v)
-    except (ValueError, SyntaxError):
-        return v
-
-
 def read_csv(path: str | Path) -> dict[str, Any]:
     """A headed CSV -> {column: array}; numeric columns float64, others str."""
     import numpy as np
@@ -84,59 +74,6 @@ def read_csv(path: str | Path) -> dict[str, Any]:
         except ValueError:
             cols[name] = np.array(values, dtype=object)
     return cols
-
-
-def sklearn_runner(est, input_names: Sequence[str] | None = None):
-    """A Runner over a fitted estimator, with outputs in skl2onnx's order:
-    classifier (label, probabilities), cluster model (label, scores), regressor and
-    transformer (variable)."""
-    import numpy as np
-    from sklearn.base import is_classifier
-
-    final = _final_estimator(est)
-
-    def to_X(feeds: Mapping[str, Any]):
-        # float32 values widen to float64 exactly: sklearn sees the values ONNX sees,
-        # and estimators fitted on float64 (KMeans) accept them
-        arrays = [np.asarray(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f" else a for a in feeds.values()]
-        if len(arrays) == 1:
-            return arrays[0]
-        import pandas as pd
-
-        names = list(input_names or feeds.keys())
-        return pd.DataFrame({n: np.asarray(a).reshape(-1) for n, a in zip(names, arrays)})
-
-    def run(feeds: Mapping[str, Any]) -> dict:
-        try:
-            return predict(to_X(feeds))
-        except Exception as exc:
-            raise BadInputError(f"the estimator fails on these inputs ({type(exc).__name__}: {first_line(exc)})",
-                                hint="check the columns and dtypes against what it was fitted on") from None
-
-    def predict(X) -> dict:
-        if is_classifier(est):
-            out = {"label": np.asarray(est.predict(X))}
-            if hasattr(est, "predict_proba") and _has_proba(est):
-                out["probabilities"] = np.asarray(est.predict_proba(X))
-            elif hasattr(est, "decision_function"):
-                d = np.asarray(est.decision_function(X))
-                out["probabilities"] = np.stack([-d, d], axis=1) if d.ndim == 1 else d
-            return out
-        if hasattr(final, "cluster_centers_") and hasattr(est, "transform") and hasattr(est, "predict"):
-            return {"label": np.asarray(est.predict(X)), "scores": np.asarray(est.transform(X))}
-        if hasattr(est, "predict"):
-            return {"variable": np.asarray(est.predict(X))}
-        return {"variable": np.asarray(est.transform(X))}
-
-    return run
-
-
-def _has_proba(est) -> bool:
-    try:
-        getattr(est, "predict_proba")
-        return True
-    except AttributeError:  # SVC(probability=False) raises on access
-        return False
 
 
 def _register_boosting(est) -> bool:
@@ -197,130 +134,127 @@ def _initial_types(specs: Sequence[TensorSpec], double: bool):
     return out
 
 
-def convert_sklearn(
-    source: Any,
-    output: str | Path,
-    *,
-    sample: str | Path | Any | None = None,
-    inputs: Sequence[str | TensorSpec] = (),
-    zipmap: bool = False,
-    options: Mapping[str, str] | None = None,
-    target_opset: int | None = None,
-    double: bool = False,
-    trust: Sequence[str] = (),
-    trust_pickle: bool = False,
-    check: bool = True,
-    tolerance: Tolerance | None = None,
-    seed: int = 0,
-    rows: int = 200,
-    force: bool = False,
-    keep_failed: bool = False,
-) -> StepResult:
+def _specs_and_data(est, o: ConvertSklearnOptions, notes: list) -> tuple[list[TensorSpec], dict | None]:
+    """Input specs and the rows the check runs on: from the sample, --input specs, or
+    n_features_in_. The rows keep the sample's own values (float64 stays float64): the
+    estimator sees the data as given, the ONNX model the data cast to its input type."""
     import numpy as np
 
-    from onnxforge.converters.loading import load_sklearn
-    from onnxforge.fileio import check_output_path, scratch_dir
-    from onnxforge.specs import generate_inputs, parse_spec
-    from onnxforge.validators.parity import DEFAULT_TOLERANCE
+    from onnxforge.specs import load_samples, parse_spec
 
-    require("skl2onnx", "sklearn")
+    ftype = "float64" if o.double else "float32"
+    if o.sample is not None and not isinstance(o.sample, (str, Path)):
+        arr = np.asarray(o.sample)
+        return [TensorSpec("X", ftype, (None, arr.shape[1]))], {"X": arr}
+    if o.sample is not None and str(o.sample).endswith(".csv"):
+        return _csv_specs(est, o.sample, ftype)
+    if o.sample is not None:
+        arr = np.asarray(next(iter(load_samples(o.sample, names=["X"])[0].values())))
+        if arr.ndim != 2:
+            raise BadInputError(f"{o.sample}: the sample must be a 2-D matrix [rows, features], got shape {list(arr.shape)}")
+        return [TensorSpec("X", ftype, (None, arr.shape[1]))], {"X": arr}
+    if o.inputs:
+        return [parse_spec(s) for s in o.inputs], None
+    n = getattr(est, "n_features_in_", None)
+    if n is None:
+        raise UsageError("cannot tell the input width", hint="pass --sample X.npy or --input X:float32:?xN")
+    notes.append(f"no sample given: input X has {n} features (n_features_in_), checked on generated rows")
+    return [TensorSpec("X", ftype, (None, int(n)))], None
+
+
+def _csv_specs(est, sample, ftype: str) -> tuple[list[TensorSpec], dict]:
+    cols = read_csv(sample)
+    expected = list(getattr(est, "feature_names_in_", []))
+    missing = [c for c in expected if c not in cols]
+    if missing:
+        raise BadInputError(f"{sample}: missing column(s) {', '.join(missing)} the model was fitted on",
+                            hint=f"the model expects: {', '.join(expected)}")
+    specs, data = [], {}
+    for c in expected or list(cols):
+        v = cols[c]
+        specs.append(TensorSpec(c, "str" if v.dtype == object else ftype, (None, 1)))
+        data[c] = v.reshape(-1, 1)
+    return specs, data
+
+
+def _skl2onnx_options(est, o: ConvertSklearnOptions) -> tuple[dict, Any]:
+    """(per-type options: no ZipMap for every classifier, then the user's for the final
+    step; target_opset as skl2onnx takes it)."""
     from sklearn.base import is_classifier
 
-    target = check_output_path(output, force=force, inputs=(source if isinstance(source, (str, Path)) else None,))
-    est = load_sklearn(source, trust=trust, trust_pickle=trust_pickle)
+    opts: dict = {}
+    for e in _all_estimators(est):
+        if is_classifier(e) and not type(e).__name__.endswith(("Pipeline", "Search", "CV")):
+            opts.setdefault(type(e), {})["zipmap"] = o.zipmap
+    if o.options:
+        opts.setdefault(type(final_estimator(est)), {}).update(o.options)
+    opset: Any = o.target_opset
+    if isinstance(opset, dict):
+        opset = {("" if k in ("ai.onnx", "") else k): v for k, v in opset.items()}
+    if _register_boosting(est):
+        # onnxmltools' tree converters emit ai.onnx.ml 3 nodes; skl2onnx must be told
+        from skl2onnx import get_latest_tested_opset_version
+
+        main = opset.get("") if isinstance(opset, dict) else opset
+        opset = {"": main or get_latest_tested_opset_version(), "ai.onnx.ml": 3}
+    return opts, opset
+
+
+def convert_sklearn(source: Any, output: str | Path, options: ConvertSklearnOptions | None = None, /,
+                    **kwargs) -> StepResult:
+    """Convert a fitted estimator or pipeline and check it against predict /
+    predict_proba / transform. Options: ConvertSklearnOptions (object or keywords)."""
+    from onnxforge.fileio import check_output_path, scratch_dir
+    from onnxforge.options import resolve
+    from onnxforge.runners.sources import load_sklearn
+    from onnxforge.specs import generate_inputs
+
+    require("skl2onnx", "sklearn")
+    o = resolve(ConvertSklearnOptions, options, {k: v for k, v in kwargs.items() if k != "sample"})
+    sample = kwargs.get("sample", o.sample)  # a live array is allowed from Python
+    o = replace(o, sample=sample) if sample is not o.sample else o
+    target = check_output_path(output, force=o.force,
+                               inputs=(source if isinstance(source, (str, Path)) else None,
+                                       sample if isinstance(sample, (str, Path)) else None))
+    est = load_sklearn(source, trust=o.trust, trust_pickle=o.trust_pickle)
     notes: list[str] = []
-    float_t = np.float64 if double else np.float32
-
-    # input specs and parity data
-    data: dict[str, Any] | None = None
-    if sample is not None and not isinstance(sample, (str, Path)):
-        arr = np.asarray(sample)
-        specs = [TensorSpec("X", "float64" if double else "float32", (None, arr.shape[1]))]
-        data = {"X": arr.astype(float_t)}
-    elif sample is not None and str(sample).endswith(".csv"):
-        cols = read_csv(sample)
-        expected = list(getattr(est, "feature_names_in_", []))
-        missing = [c for c in expected if c not in cols]
-        if missing:
-            raise BadInputError(f"{sample}: missing column(s) {', '.join(missing)} the model was fitted on",
-                                hint=f"the model expects: {', '.join(expected)}")
-        use = expected or list(cols)
-        specs, data = [], {}
-        for c in use:
-            v = cols[c]
-            if v.dtype == object:
-                specs.append(TensorSpec(c, "str", (None, 1)))
-                data[c] = v.reshape(-1, 1)
-            else:
-                specs.append(TensorSpec(c, "float64" if double else "float32", (None, 1)))
-                data[c] = v.astype(float_t).reshape(-1, 1)
-    elif sample is not None:
-        from onnxforge.specs import load_samples
-
-        s = load_samples(sample, names=["X"])[0]
-        arr = np.asarray(next(iter(s.values())))
-        if arr.ndim != 2:
-            raise BadInputError(f"{sample}: the sample must be a 2-D matrix [rows, features], got shape {list(arr.shape)}")
-        specs = [TensorSpec("X", "float64" if double else "float32", (None, arr.shape[1]))]
-        data = {"X": arr.astype(float_t)}
-    elif inputs:
-        specs = [parse_spec(s) if isinstance(s, str) else s for s in inputs]
-    else:
-        n = getattr(est, "n_features_in_", None)
-        if n is None:
-            raise UsageError("cannot tell the input width", hint="pass --sample X.npy or --input X:float32:?xN")
-        specs = [TensorSpec("X", "float64" if double else "float32", (None, int(n)))]
-        notes.append(f"no sample given: input X has {n} features (n_features_in_), checked on generated rows")
+    specs, data = _specs_and_data(est, o, notes)
     width = getattr(est, "n_features_in_", None)
     if len(specs) == 1 and width is not None and isinstance(specs[0].shape[-1], int) and specs[0].shape[-1] != width:
         raise BadInputError(f"input {specs[0].name} has {specs[0].shape[-1]} features, the model was fitted on {width}",
                             hint="give a sample with the training columns")
     if data is None:
-        data = generate_inputs(specs, seed=seed, dims={}, default_dim=rows, val_ranges={"": (-3.0, 3.0)})
-
-    # skl2onnx options: no ZipMap for every classifier, then the user's for the final step
-    opts: dict = {}
-    for e in _all_estimators(est):
-        if is_classifier(e) and not type(e).__name__.endswith(("Pipeline", "Search", "CV")):
-            opts.setdefault(type(e), {})["zipmap"] = zipmap
-    if options:
-        final = _final_estimator(est)
-        opts.setdefault(type(final), {}).update({k: _parse_option_value(v) for k, v in options.items()})
-    opset_arg: Any = target_opset
-    if _register_boosting(est):
-        # onnxmltools' tree converters emit ai.onnx.ml 3 nodes; skl2onnx must be told
-        from skl2onnx import get_latest_tested_opset_version
-
-        opset_arg = {"": target_opset or get_latest_tested_opset_version(), "ai.onnx.ml": 3}
-    from skl2onnx import convert_sklearn as _skl_convert
-
-    try:
-        with _numpy_scalar_attributes():
-            onx = _skl_convert(est, initial_types=_initial_types(specs, double), options=opts or None,
-                               target_opset=opset_arg)
-    except Exception as exc:
-        raise _conversion_error(est, exc) from None
-    if not zipmap and any(o.type.HasField("sequence_type") for o in onx.graph.output):
+        data = generate_inputs(specs, seed=o.seed, dims={}, default_dim=200, val_ranges={"": (-3.0, 3.0)})
+    onx = _convert(est, specs, o)
+    if not o.zipmap and any(out.type.HasField("sequence_type") for out in onx.graph.output):
         notes.append("an output is still a ZipMap sequence (the estimator's converter ignores zipmap=False)")
-    onx.doc_string = ""
-    data_bytes = onx.SerializeToString()
+    from onnxforge.artifacts import finish, save_scratch
 
-    checks: list[ParityReport] = []
-    if check:
-        checks = [_parity(est, data_bytes, data, [s.name for s in specs], tolerance or DEFAULT_TOLERANCE, double)]
-    passed = all(c.passed for c in checks)
-    if not check:
-        notes.append("parity check skipped (--no-check)")
-    from onnxforge.steps import finish, save_scratch
-
-    outputs = [o.name for o in onx.graph.output]
     with scratch_dir(target) as tmp:
         save_scratch(onx, tmp / target.name)
-        return finish(tmp / target.name, target, step="convert:sklearn", passed=passed, keep_failed=keep_failed,
-                      force=force, external_data=None, lineage=("convert:sklearn",), checks=checks, notes=notes,
+        checks = [_parity(est, tmp / target.name, data, specs, o)] if o.check else []
+        if not o.check:
+            notes.append("parity check skipped (--no-check)")
+        return finish(tmp / target.name, target, step="convert:sklearn", passed=all(c.passed for c in checks),
+                      options=o, lineage=("convert:sklearn",), checks=checks, notes=notes,
                       details={"estimator": type(est).__name__, "inputs": [str(s) for s in specs],
-                               "outputs": outputs, "zipmap": zipmap, "double": double,
-                               "rows_checked": int(len(next(iter(data.values()))))})
+                               "outputs": [out.name for out in onx.graph.output], "zipmap": o.zipmap,
+                               "double": o.double, "rows_checked": int(len(next(iter(data.values()))))})
+
+
+def _convert(est, specs, o: ConvertSklearnOptions):
+    from skl2onnx import convert_sklearn as _skl_convert
+
+    opts, opset = _skl2onnx_options(est, o)
+    try:
+        with _numpy_scalar_attributes():
+            onx = _skl_convert(est, initial_types=_initial_types(specs, o.double), options=opts or None,
+                               target_opset=opset)
+    except Exception as exc:
+        raise _conversion_error(est, exc) from None
+    onx.doc_string = ""
+    onx.graph.name = type(est).__name__  # skl2onnx names the graph with a random uuid: reruns must match
+    return onx
 
 
 @contextlib.contextmanager
@@ -369,35 +303,28 @@ def _has_trees(est) -> bool:
                or type(e).__module__.split(".")[0] in _BOOSTING for e in _all_estimators(est))
 
 
-def _parity(est, model_bytes: bytes, data: Mapping[str, Any], names: Sequence[str], tol: Tolerance,
-            double: bool = False) -> ParityReport:
-    from dataclasses import replace
-
-    import numpy as np
-
+def _parity(est, model_path: Path, data: Mapping[str, Any], specs, o: ConvertSklearnOptions) -> ParityReport:
+    """Every output of the ONNX model against the estimator on the same rows."""
     from onnxforge.errors import OnnxforgeError
-    from onnxforge.runtime import create_session, run_session
-    from onnxforge.validators.parity import compare
+    from onnxforge.runners.onnx import onnx_runner
+    from onnxforge.runners.sklearn import sklearn_runner
+    from onnxforge.validators.compare import make_tolerance
+    from onnxforge.validators.parity import validate
 
     try:
-        sess = create_session(model_bytes, "cpu")
+        cand = onnx_runner(model_path, "cpu", label="onnx")
     except OnnxforgeError as exc:
         hint = ("onnxruntime has no double-precision kernel for this estimator's outputs; drop --double"
-                if double else "the converter produced a model this onnxruntime cannot run; try --target-opset")
+                if o.double else "the converter produced a model this onnxruntime cannot run; try --target-opset")
         raise ConversionError(f"the converted model does not load in onnxruntime ({exc.message.split('(', 1)[-1].rstrip(')')})",
                               hint=hint) from None
-    onnx_out = run_session(sess, dict(data))
-    ref = sklearn_runner(est, names)(data)
-    onnx_names = list(onnx_out)
-    if set(ref) != set(onnx_names):
-        ref = dict(zip(onnx_names, ref.values()))  # positional: skl2onnx's output order
-    for k in list(ref):
-        if k in onnx_out and np.asarray(ref[k]).size == np.asarray(onnx_out[k]).size:
-            ref[k] = np.asarray(ref[k]).reshape(np.asarray(onnx_out[k]).shape)
-    rep = compare(ref, onnx_out, tol, reference=f"sklearn:{type(est).__name__}", candidate="onnx",
-                  outputs=[n for n in onnx_names if n in ref and not isinstance(onnx_out[n], list)])
-    if not rep.passed and _has_trees(est) and not double:
-        hint = ("float32 thresholds can flip tree decisions: fit the model on float32 data "
-                "(X.astype('float32')) or convert with --double (regressors)")
+    ref = sklearn_runner(est, [s.name for s in specs], cand.outputs)
+    rep = validate(ref, cand, input_samples=[dict(data)], tolerance=make_tolerance(o.atol, o.rtol))
+    if not rep.passed and _has_trees(est) and not o.double:
+        bad = ", ".join(x.name for x in rep.outputs if not x.passed)
+        f64 = any(getattr(v, "dtype", None) is not None and v.dtype == "float64" for v in data.values())
+        hint = (f"{bad} differ: the ONNX model reads float32, and float32 rounding flips tree thresholds"
+                + (" (the sample holds float64 values; check with the float32 data the model will get)" if f64 else "")
+                + "; fit the model on float32 data (X.astype('float32')) or convert with --double (regressors)")
         rep = replace(rep, problems=rep.problems + (hint,))
     return rep

@@ -1,102 +1,42 @@
 """torch -> ONNX, checked against the torch module.
 
 Export: the dynamo exporter (torch.export based) by default; ``exporter="auto"``
-falls back to the TorchScript exporter when dynamo fails, and says so.
-
-Output naming (when ``output_names`` is not given): the module's outputs are
-flattened in torch's pytree order (tuples/lists by index, dicts and Hugging Face
-``ModelOutput``s by key, in insertion order) and named by their path: a single
-tensor is ``output``; ``{"logits": t}`` gives ``logits``; ``(a, (b, c))`` gives
-``output_0``, ``output_1_0``, ``output_1_1``; nested dicts join keys with ``_``.
+falls back to the TorchScript exporter when dynamo fails, and says so. Outputs are
+named as runners/torch.py flattens them (``output``, dict keys, ``output_0`` ...).
+A .pt2 saved from keyword arguments keeps them: its inputs are the keyword names,
+and ``--inputs`` / ``--input`` feed them by name.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from onnxforge.errors import BadInputError, ConversionError, UsageError, first_line
-from onnxforge.steps import quiet_third_party
-from onnxforge.types import ParityReport, StepResult, TensorSpec, Tolerance
+from onnxforge.logs import quiet_third_party
+from onnxforge.registry import ConvertTorchOptions
+from onnxforge.types import ParityReport, StepResult
 
 log = logging.getLogger("onnxforge")
 
-EXPORTERS = ("auto", "dynamo", "torchscript")
 EXAMPLE_DIM = 2  # torch.export specializes dims of size 0 and 1, so examples use 2
 SECOND_DIM = 3
 
 
-def parse_dynamic(items: Sequence[str]) -> dict[str, dict[int, str]]:
-    """``x:0=batch`` -> {"x": {0: "batch"}}."""
-    out: dict[str, dict[int, str]] = {}
-    for item in items:
-        head, eq, label = item.rpartition("=")
-        name, colon, axis = head.rpartition(":")
-        if not eq or not colon or not name or not axis.lstrip("-").isdigit() or not label.isidentifier():
-            raise UsageError(f"bad --dynamic {item!r}", hint="write NAME:AXIS=LABEL, e.g. x:0=batch or ids:1=seq")
-        out.setdefault(name, {})[int(axis)] = label
-    return out
+@dataclass(frozen=True)
+class Example:
+    """Example inputs in the order the ONNX model takes them."""
 
+    names: tuple[str, ...]
+    args: tuple  # positional tensors
+    kwargs: Mapping[str, Any]  # keyword tensors (a program saved with keyword inputs)
 
-def _path_name(path) -> str:
-    parts = []
-    for k in path:
-        for attr in ("key", "idx", "name"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-    return "_".join(parts)
-
-
-def flatten_outputs(out: Any) -> list[tuple[str, Any]]:
-    """(name, tensor) pairs in pytree order; see the module docstring."""
-    import torch
-    from torch.utils import _pytree as pytree
-
-    leaves, _ = pytree.tree_flatten_with_path(out)
-    pairs = [(_path_name(p), v) for p, v in leaves if isinstance(v, torch.Tensor)]
-    if len(pairs) == 1 and pairs[0][0] == "":
-        return [("output", pairs[0][1])]
-    return [(n if n and not n[0].isdigit() else f"output_{n}", v) for n, v in pairs]
-
-
-def to_numpy(t):
-    import torch
-
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:
-        t = t.float()
-    return t.numpy()
-
-
-def torch_runner(module, output_names: Sequence[str] | None = None):
-    """A Runner over a torch module: inputs by position (dict order), outputs flattened."""
-    import torch
-
-    def run(feeds: Mapping[str, Any]) -> dict:
-        import numpy as np
-
-        args = [torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()]
-        pairs = flatten_outputs(call_module(module, args, "the torch model fails on these inputs",
-                                            "check the inputs against the model's forward()"))
-        if output_names and len(output_names) == len(pairs):
-            return {n: to_numpy(v) for n, (_, v) in zip(output_names, pairs)}
-        return {n: to_numpy(v) for n, v in pairs}
-
-    return run
-
-
-def call_module(module, args, what: str, hint: str):
-    """module(*args) without gradients; its failure is the user's input, one line."""
-    import torch
-
-    try:
-        with torch.no_grad():
-            return module(*args)
-    except Exception as exc:
-        raise BadInputError(f"{what} ({type(exc).__name__}: {first_line(exc)})", hint=hint) from None
+    @property
+    def tensors(self) -> list:
+        return [*self.args, *self.kwargs.values()]
 
 
 def _forward_names(module, n: int) -> list[str]:
@@ -111,149 +51,149 @@ def _forward_names(module, n: int) -> list[str]:
     return names[:n] if len(names) >= n else [f"input_{i}" for i in range(n)]
 
 
-def convert_torch(
-    source: Any,
-    output: str | Path,
-    *,
-    inputs: Sequence[str | TensorSpec] = (),
-    example_inputs: str | Mapping[str, Any] | None = None,
-    dynamic: Sequence[str] | Mapping[str, Mapping[int, str]] = (),
-    opset: int | None = None,
-    exporter: str = "auto",
-    input_names: Sequence[str] | None = None,
-    output_names: Sequence[str] | None = None,
-    external_data: bool | None = None,
-    weights: str | None = None,
-    trust_pickle: bool = False,
-    check: bool = True,
-    tolerance: Tolerance | None = None,
-    seed: int = 0,
-    val_ranges: Mapping[str, tuple[float, float]] | None = None,
-    force: bool = False,
-    keep_failed: bool = False,
-) -> StepResult:
-    """Export a torch model to ONNX and check it against the module.
-
-    ``source``: an nn.Module, an ExportedProgram, a .pt2 / TorchScript path, a factory
-    ``module:function`` (with ``weights``), or a pickled module (``trust_pickle``).
-    """
+def _tensors_by_name(arrays: Mapping[str, Any], keyword: tuple[str, ...], input_names) -> Example:
+    """Named arrays as an Example: by keyword for a program that takes keywords, else by position."""
     import numpy as np
+    import torch
 
-    from onnxforge.converters.loading import load_torch
-    from onnxforge.errors import require
-    from onnxforge.fileio import check_output_path, scratch_dir
-    from onnxforge.steps import finish
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    if keyword:
+        missing = [k for k in keyword if k not in tensors]
+        extra = [k for k in tensors if k not in keyword]
+        if missing or extra:
+            raise BadInputError(f"the program takes keyword inputs {', '.join(keyword)}; got {', '.join(tensors)}",
+                                hint="name the arrays (or --input specs) after the keyword inputs")
+        return Example(tuple(keyword), (), {k: tensors[k] for k in keyword})
+    names = tuple(input_names or tensors)
+    return Example(names, tuple(tensors.values()), {})
+
+
+def _example(loaded, o: ConvertTorchOptions, dyn: dict) -> Example:
     from onnxforge.specs import generate_inputs, load_samples, parse_spec
-    from onnxforge.validators.parity import DEFAULT_TOLERANCE
 
-    torch = require("torch", "torch")
-    if exporter not in EXPORTERS:
-        raise UsageError(f"unknown exporter {exporter!r}", hint="use auto, dynamo or torchscript")
-    target = check_output_path(output, force=force, inputs=(source if isinstance(source, (str, Path)) else None,))
-    loaded = load_torch(source, weights=weights, trust_pickle=trust_pickle)
-    module = loaded.module
-    notes: list[str] = []
-    if getattr(module, "training", False):
-        notes.append("the model was in training mode; exported in eval mode (dropout off, BatchNorm running stats)")
-    if hasattr(module, "eval") and loaded.kind != "export":
-        module.eval()
-    specs = [parse_spec(s) if isinstance(s, str) else s for s in inputs]
-    dyn = parse_dynamic(dynamic) if not isinstance(dynamic, Mapping) else {k: dict(v) for k, v in dynamic.items()}
-
-    # example inputs, in forward order
-    if example_inputs is not None:
-        sample = load_samples(example_inputs)[0] if isinstance(example_inputs, (str, Path)) else dict(example_inputs)
-        names = list(input_names or sample.keys())
-        args = tuple(torch.from_numpy(np.ascontiguousarray(sample[k])) for k in sample)
-    elif specs:
-        names = list(input_names or [s.name for s in specs])
+    if o.example_inputs is not None:
+        return _tensors_by_name(load_samples(o.example_inputs)[0], loaded.keyword, o.input_names)
+    if o.inputs:
+        specs = [parse_spec(s) for s in o.inputs]
         for s in specs:  # symbolic dims in --input are dynamic axes
             for axis, d in enumerate(s.shape):
                 if isinstance(d, str):
                     dyn.setdefault(s.name, {}).setdefault(axis, d)
         dims = {label: EXAMPLE_DIM for axes in dyn.values() for label in axes.values()}
-        arrays = generate_inputs(specs, seed=seed, dims=dims, default_dim=EXAMPLE_DIM, val_ranges=val_ranges)
-        args = tuple(torch.from_numpy(arrays[s.name]) for s in specs)
-    elif loaded.example_args is not None:
+        arrays = generate_inputs(specs, seed=o.seed, dims=dims, default_dim=EXAMPLE_DIM, val_ranges=o.val_ranges)
+        return _tensors_by_name(arrays, loaded.keyword, o.input_names)
+    if loaded.example_args is not None:
         args = tuple(loaded.example_args)
-        names = list(input_names or _forward_names(module, len(args)))
-    else:
-        raise UsageError("no example inputs", hint="pass --input NAME:DTYPE:SHAPE (repeatable) or --inputs sample.npz")
-    if len(names) != len(args):
-        raise UsageError(f"{len(names)} input name(s) for {len(args)} input(s)")
-    unknown = set(dyn) - set(names)
+        names = tuple(o.input_names or _forward_names(loaded.module, len(args))) + tuple(loaded.keyword)
+        return Example(names, args, dict(loaded.example_kwargs))
+    raise UsageError("no example inputs", hint="pass --input NAME:DTYPE:SHAPE (repeatable) or --inputs sample.npz")
+
+
+def _check_dynamic(dyn: dict, ex: Example) -> None:
+    unknown = set(dyn) - set(ex.names)
     if unknown:
         raise UsageError(f"--dynamic names unknown input(s): {', '.join(sorted(unknown))}",
-                         hint=f"inputs are: {', '.join(names)}")
+                         hint=f"inputs are: {', '.join(ex.names)}")
     for n, axes in dyn.items():
-        rank = args[names.index(n)].dim()
+        rank = ex.tensors[ex.names.index(n)].dim()
         for axis in axes:
             if not -rank <= axis < rank:
                 raise UsageError(f"--dynamic {n}:{axis}: input {n} has rank {rank}")
 
+
+def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions | None = None, /,
+                  **kwargs) -> StepResult:
+    """Export a torch model to ONNX and check it against the module.
+
+    ``source``: an nn.Module, an ExportedProgram, a .pt2 / TorchScript path, a factory
+    ``module:function`` (with ``weights``), or a pickled module (``trust_pickle``).
+    Options: ConvertTorchOptions, as an object or keyword arguments.
+    """
+    from onnxforge.errors import require
+    from onnxforge.fileio import check_output_path
+    from onnxforge.options import resolve
+    from onnxforge.runners.sources import load_torch
+    from onnxforge.specs import parse_dynamic
+
+    torch = require("torch", "torch")
+    o = resolve(ConvertTorchOptions, options, kwargs)
+    target = check_output_path(output, force=o.force, inputs=(source if isinstance(source, (str, Path)) else None,
+                                                              o.weights))
+    loaded = load_torch(source, weights=o.weights, trust_pickle=o.trust_pickle)
+    notes: list[str] = []
+    if getattr(loaded.module, "training", False):
+        notes.append("the model was in training mode; exported in eval mode (dropout off, BatchNorm running stats)")
+    if hasattr(loaded.module, "eval") and loaded.kind != "export":
+        loaded.module.eval()
+    dyn = parse_dynamic(o.dynamic)
+    ex = _example(loaded, o, dyn)
+    _check_dynamic(dyn, ex)
+    from onnxforge.runners.torch import call_module, flatten_outputs
+
     # run the module once: proves the inputs fit, and names the outputs
-    flat = flatten_outputs(call_module(module, args, "the model fails on the example inputs",
-                                       "check --input shapes and dtypes against the model's forward()"))
+    flat = flatten_outputs(call_module(loaded.module, ex.args, "the model fails on the example inputs",
+                                       "check --input shapes and dtypes against the model's forward()", ex.kwargs))
     if not flat:
         raise ConversionError("the model returns no tensors")
-    out_names = list(output_names) if output_names else [n for n, _ in flat]
+    out_names = list(o.output_names) if o.output_names else [n for n, _ in flat]
     if len(out_names) != len(flat):
         raise UsageError(f"{len(out_names)} output name(s) given for {len(flat)} output tensor(s)")
+    return _export_and_check(torch, loaded, ex, dyn, out_names, target, o, notes)
 
+
+def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, o, notes) -> StepResult:
+    from dataclasses import replace
+
+    from onnxforge.artifacts import finish
+    from onnxforge.fileio import scratch_dir
+    from onnxforge.inspection import check_model
+    from onnxforge.validators.compare import make_tolerance
+
+    module = loaded.module
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters()) if hasattr(module, "parameters") else 0
-    if external_data is None:
-        external_data = weight_bytes >= 2 * 1024**3 - 1
-    source_kind = loaded.kind
+    if o.external_data is None:
+        o = replace(o, external_data=weight_bytes >= 2 * 1024**3 - 1)
     exportable = module if loaded.program is None else loaded.program
-    del loaded
-
     with scratch_dir(target) as tmp:
         tmp_model = tmp / target.name
         # The scratch model always keeps its weights in a data file: the exporter then
         # streams them to disk, and the checker, ORT and our own loads never hold a
         # second in-memory protobuf copy of the weights. Inlined (if wanted) at the end.
-        used = _export(torch, exportable, args, tmp_model, names, out_names, dyn, opset, exporter, notes)
+        used = _export(torch, exportable, ex, tmp_model, out_names, dyn, o.opset, o.exporter, notes)
         del exportable
-        from onnxforge.validators.checker import check_model
-
         check_model(tmp_model)
         checks: list[ParityReport] = []
-        if check:
-            tol = tolerance or DEFAULT_TOLERANCE
-            checks = _parity_checks(module, tmp_model, names, args, dyn, out_names, tol, seed)
-        if not check:
+        if o.check:
+            checks = _parity_checks(module, tmp_model, ex, dyn, out_names, make_tolerance(o.atol, o.rtol), o.seed,
+                                    loaded.keyword)
+        else:
             notes.append("parity check skipped (--no-check)")
-        return finish(tmp_model, target, step="convert:torch", passed=all(c.passed for c in checks),
-                      keep_failed=keep_failed, force=force, external_data=external_data, lineage=("convert:torch",),
-                      checks=checks, notes=notes,
-                      details={"exporter": used, "source_kind": source_kind, "inputs": names, "outputs": out_names,
+        return finish(tmp_model, target, step="convert:torch", passed=all(c.passed for c in checks), options=o,
+                      lineage=("convert:torch",), checks=checks, notes=notes,
+                      details={"exporter": used, "source_kind": loaded.kind, "inputs": list(ex.names),
+                               "outputs": out_names,
                                "dynamic": {k: {str(a): v for a, v in ax.items()} for k, ax in dyn.items()},
                                "weight_bytes": weight_bytes})
 
 
-def _export(torch, model, args, path: Path, names, out_names, dyn, opset, exporter, notes) -> str:
+def _export(torch, model, ex: Example, path: Path, out_names, dyn, opset, exporter, notes) -> str:
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     errors = []
     for which in order:
         try:
             if which == "dynamo":
-                shapes = None
-                if dyn and isinstance(model, torch.nn.Module):  # a program carries its own
-                    dims = {}
-                    shapes = tuple(
-                        {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in dyn.get(n, {}).items()} or None
-                        for n in names
-                    )
+                shapes = _dynamic_shapes(torch, ex, dyn) if isinstance(model, torch.nn.Module) else None
                 with quiet_third_party():
-                    torch.onnx.export(model, args, str(path), input_names=names, output_names=out_names,
-                                      opset_version=opset, dynamo=True, external_data=True,
-                                      dynamic_shapes=shapes, verbose=False)
+                    torch.onnx.export(model, ex.args, str(path), kwargs=dict(ex.kwargs) or None,
+                                      input_names=list(ex.names), output_names=out_names, opset_version=opset,
+                                      dynamo=True, external_data=True, dynamic_shapes=shapes, verbose=False)
             else:
                 if not isinstance(model, torch.nn.Module):
                     raise ConversionError("the TorchScript exporter needs an nn.Module")
                 axes = {n: dict(a) for n, a in dyn.items()}
+                args = (*ex.args, dict(ex.kwargs)) if ex.kwargs else ex.args  # a trailing dict: keyword inputs
                 with quiet_third_party():
-                    torch.onnx.export(model, args, str(path), input_names=names, output_names=out_names,
+                    torch.onnx.export(model, args, str(path), input_names=list(ex.names), output_names=out_names,
                                       opset_version=opset or 17, dynamo=False, dynamic_axes=axes or None)
             if errors:
                 notes.append(f"the dynamo exporter failed ({errors[0]}); exported with the TorchScript exporter")
@@ -297,43 +237,59 @@ def _export_hint(text: str, opset) -> str:
     return "rerun with --debug -v for the exporter's full error"
 
 
-def _parity_checks(module, model_path: Path, names, args, dyn, out_names, tol, seed) -> list[ParityReport]:
+def _dynamic_shapes(torch, ex: Example, dyn):
+    """torch.export's dynamic_shapes: one Dim per label, shared where a label repeats
+    (a program carries its own, so this is for modules only)."""
+    if not dyn:
+        return None
+    dims: dict = {}
+
+    def axes(n):
+        return {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in dyn.get(n, {}).items()} or None
+
+    positional = tuple(axes(n) for n in ex.names[:len(ex.args)])
+    if not ex.kwargs:
+        return positional
+    return {**dict(zip(ex.names, positional)), **{n: axes(n) for n in ex.kwargs}}
+
+
+def _check(ref, cand, feeds: dict, tol, label: str) -> ParityReport:
+    """One parity check of the ONNX model against torch outputs on ``feeds``: the
+    module runs first (its failure is the user's), then the ONNX model (its failure is
+    a failed check, reported)."""
+    from onnxforge.runners import Runner
+    from onnxforge.validators.parity import validate
+
+    torch_out = ref(feeds)
+    saved = Runner(label="torch", kind="saved", outputs=tuple(torch_out), saved_outputs=(torch_out,))
+    try:
+        rep = validate(saved, cand, input_samples=[feeds], tolerance=tol)
+    except BadInputError as exc:
+        return ParityReport("torch", f"onnx ({label})", 1, (), False, problems=(f"{label}: {exc.message}",))
+    from dataclasses import replace
+
+    return replace(rep, candidate=f"onnx ({label})")
+
+
+def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, seed, keyword) -> list[ParityReport]:
     """Parity on the example inputs, then once per dynamic label at a second size."""
     import numpy as np
 
-    from onnxforge.runtime import create_session
-    from onnxforge.specs import model_io_specs
-    from onnxforge.fileio import load_onnx
-    from onnxforge.validators.parity import compare
+    from onnxforge.runners.onnx import onnx_runner
+    from onnxforge.runners.torch import to_numpy, torch_runner
 
-    sess = create_session(model_path, "cpu")
-    onnx_inputs, _ = model_io_specs(load_onnx(model_path, load_external_data=False))
-    onnx_names = [s.name for s in onnx_inputs]
-    run_ref = torch_runner(module, out_names)
-
-    def run_pair(feeds: dict, label: str) -> ParityReport:
-        ref = run_ref(feeds)
-        try:
-            onnx_feeds = {n: feeds[n] for n in onnx_names}
-            values = sess.run(out_names, onnx_feeds)
-        except KeyError as exc:
-            return ParityReport("torch", "onnx", 1, (), False, problems=(f"{label}: the ONNX model takes {onnx_names}, missing {exc}",))
-        except Exception as exc:
-            return ParityReport("torch", f"onnx ({label})", 1, (), False,
-                                problems=(f"{label}: the ONNX model fails ({first_line(exc)})",))
-        rep = compare(ref, dict(zip(out_names, values)), tol, reference="torch", candidate=f"onnx ({label})")
-        return rep
-
-    base = {n: np.ascontiguousarray(to_numpy(a)) for n, a in zip(names, args)}
-    reports = [run_pair(base, "example inputs")]
+    ref = torch_runner(module, out_names, keyword=keyword)
+    cand = onnx_runner(model_path, "cpu", label="onnx")
+    base = {n: np.ascontiguousarray(to_numpy(t)) for n, t in zip(ex.names, ex.tensors)}
+    reports = [_check(ref, cand, base, tol, "example inputs")]
     rng = np.random.default_rng(seed + 1)
     for label in sorted({l for axes in dyn.values() for l in axes.values()}):
         where = [(n, a) for n, axes in dyn.items() for a, l in axes.items() if l == label]
-        fixed = [f"{n}:{a}" for n, a in where if isinstance(_dim(onnx_inputs, n, a), int)]
+        fixed = [f"{n}:{a}" for n, a in where if isinstance(_dim(cand.inputs, n, a), int)]
         if fixed:
             reports.append(ParityReport("torch", f"onnx ({label})", 0, (), False, problems=(
                 f"dynamic axis {label} ({', '.join(fixed)}) was exported as a fixed size "
-                f"{_dim(onnx_inputs, *where[0])}: the model works at the export shape only",)))
+                f"{_dim(cand.inputs, *where[0])}: the model works at the export shape only",)))
             continue
         feeds = {}
         for n, arr in base.items():
@@ -342,7 +298,7 @@ def _parity_checks(module, model_path: Path, names, args, dyn, out_names, tol, s
                 if wn == n:
                     shape[a] = SECOND_DIM if shape[a] != SECOND_DIM else SECOND_DIM + 1
             feeds[n] = _resample(arr, tuple(shape), rng)
-        rep = run_pair(feeds, f"{label}={feeds[where[0][0]].shape[where[0][1]]}")
+        rep = _check(ref, cand, feeds, tol, f"{label}={feeds[where[0][0]].shape[where[0][1]]}")
         if not rep.passed and not rep.outputs:
             rep = ParityReport(rep.reference, rep.candidate, 1, (), False, problems=tuple(
                 p + f" — the exporter may have baked dynamic axis {label} in as a constant" for p in rep.problems))

@@ -10,50 +10,39 @@ the CPU provider (ORT runs fp16 there by casting, slowly); on a GPU use
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
-from onnxforge.errors import ConversionError, first_line
+from onnxforge.errors import BadInputError, ConversionError, first_line
+from onnxforge.registry import Fp16Options
 from onnxforge.types import StepResult, Tolerance
 
 FP16_TOLERANCE = Tolerance(atol=1e-2, rtol=1e-2)
 
 
-def quantize_fp16(
-    model: str | Path,
-    output: str | Path,
-    *,
-    keep_io_types: bool = True,
-    block_ops: Sequence[str] = (),
-    block_nodes: Sequence[str] = (),
-    inputs: str | None = None,
-    samples: int = 1,
-    seed: int = 0,
-    dims=None,
-    tolerance: Tolerance | None = None,
-    keep_failed: bool = False,
-    force: bool = False,
-    external_data: bool | None = None,
-) -> StepResult:
+def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None, /, **kwargs) -> StepResult:
+    """fp32 -> fp16, checked with fp16 tolerances. Options: Fp16Options."""
     import time
 
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
+    from onnxforge.artifacts import finish, lineage_of, model_path, save_scratch
     from onnxforge.fileio import check_output_path, load_onnx, scratch_dir
-    from onnxforge.steps import check_against, finish, lineage_of, save_scratch, summary
+    from onnxforge.inspection import summary
+    from onnxforge.options import resolve
+    from onnxforge.validators.compare import make_tolerance
+    from onnxforge.validators.parity import check_against
 
-    src = Path(model)
+    o = resolve(Fp16Options, options, kwargs)
+    src = model_path(model)
     m = load_onnx(src)
-    target = check_output_path(output, force=force, inputs=(src,))
+    target = check_output_path(output, force=o.force, inputs=(src, o.inputs))
     if any(t.data_type == 10 for t in m.graph.initializer) and not any(t.data_type == 1 for t in m.graph.initializer):
-        from onnxforge.errors import BadInputError
-
         raise BadInputError(f"{src} is already fp16", hint="convert the fp32 model")
     before = summary(src)
-    blocked = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(block_ops))
+    blocked = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(o.block_ops))
     t0 = time.perf_counter()
     try:
-        converted = convert_float_to_float16(m, keep_io_types=keep_io_types, op_block_list=blocked,
-                                             node_block_list=list(block_nodes) or None)
+        converted = convert_float_to_float16(m, keep_io_types=o.keep_io_types, op_block_list=blocked,
+                                             node_block_list=list(o.block_nodes) or None)
     except Exception as exc:
         raise ConversionError(f"fp16 conversion failed: {type(exc).__name__}: {first_line(exc)}",
                               hint="block the op that fails with --block-op OP") from None
@@ -61,14 +50,12 @@ def quantize_fp16(
     with scratch_dir(target) as tmp:
         dst = tmp / "fp16.onnx"
         save_scratch(converted, dst)
-        checks = check_against(src, dst, tolerance=tolerance or FP16_TOLERANCE, inputs=inputs, samples=samples,
-                               seed=seed, dims=dims, label="fp16")
-        after = summary(dst)
+        checks = check_against(src, dst, tolerance=make_tolerance(o.atol, o.rtol, FP16_TOLERANCE), inputs=o.inputs,
+                               samples=o.samples, seed=o.seed, dims=o.dims, label="fp16")
         notes = ["checked on the CPU provider; run `onnxforge validate --provider cuda` on a GPU machine"]
-        if not keep_io_types:
+        if not o.keep_io_types:
             notes.append("inputs and outputs are fp16: feed float16 arrays")
-        return finish(dst, target, step="quantize:fp16", passed=all(c.passed for c in checks),
-                      keep_failed=keep_failed, force=force, external_data=external_data,
-                      lineage=(*lineage_of(src), "quantize:fp16"), checks=checks, notes=notes,
-                      details={"before": before, "after": after, "keep_io_types": keep_io_types,
-                               "blocked_ops": blocked, "seconds": round(seconds, 3)})
+        return finish(dst, target, step="quantize:fp16", passed=all(c.passed for c in checks), options=o,
+                      lineage=(*lineage_of(model), "quantize:fp16"), checks=checks, notes=notes, before=before,
+                      after=summary(dst), details={"keep_io_types": o.keep_io_types, "blocked_ops": blocked},
+                      seconds=round(seconds, 3))

@@ -22,23 +22,21 @@ A model the runtime cannot load is never emitted: an op type without an int8 ker
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Sequence
 
 from onnxforge.errors import BadInputError, ConversionError, UsageError, first_line
-from onnxforge.types import ParityReport, StepResult, Tolerance
+from onnxforge.registry import DynamicOptions, StaticOptions
+from onnxforge.types import ParityReport, QuantTrial, SpeedCheck, StepResult, Tolerance
 
 log = logging.getLogger("onnxforge")
 
-METHODS = ("minmax", "entropy", "percentile", "distribution")
 HISTOGRAM_METHODS = ("entropy", "percentile", "distribution")
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
                  "QLinearConv", "QLinearMatMul", "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulNBits"}
-DEFAULT_MIN_COSINE = 0.99
-LOOSE = Tolerance(atol=math.inf, rtol=math.inf)
 # ORT op type produced -> the fp32 op type to leave unquantized when it has no kernel
 _INTEGER_TO_FLOAT = {"ConvInteger": "Conv", "MatMulInteger": "MatMul", "QLinearConv": "Conv",
                      "QLinearMatMul": "MatMul", "QGemm": "Gemm", "QAttention": "Attention",
@@ -77,7 +75,7 @@ def _preprocess(src: Path, dst: Path, notes: list) -> Path:
     on failure continue with the original model and say so."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from onnxforge.steps import quiet_third_party
+    from onnxforge.logs import quiet_third_party
 
     try:
         with quiet_third_party():
@@ -94,7 +92,7 @@ def _initializers_not_inputs(src: Path, dst: Path, notes: list) -> Path:
     """Old exporters (IR < 4) list initializers as graph inputs too; ORT's calibration
     then asks for them as feeds. Drop them from the inputs in a copy."""
     from onnxforge.fileio import load_onnx
-    from onnxforge.steps import save_scratch
+    from onnxforge.artifacts import save_scratch
 
     m = load_onnx(src)
     inits = {t.name for t in m.graph.initializer}
@@ -127,154 +125,165 @@ def _load_check(path: Path) -> str | None:
                               hint="exclude the failing op with --exclude-op") from None
 
 
-def quantize(
-    model: str | Path,
-    output: str | Path,
-    *,
-    mode: str = "dynamic",
-    calibration: str | None = None,
-    method: str = "minmax",
-    percentile: float = 99.999,
-    fmt: str = "qdq",
-    per_channel: bool = False,
-    reduce_range: bool | None = None,
-    weight_type: str | None = None,
-    activation_type: str | None = None,
-    op_types: Sequence[str] | None = None,
-    exclude_nodes: Sequence[str] = (),
-    exclude_ops: Sequence[str] = (),
-    samples: int | None = None,
-    max_memory: int | None = None,
-    preprocess: bool = True,
-    inputs: str | None = None,
-    check_samples: int = 4,
-    seed: int = 0,
-    dims: Mapping[str, int] | None = None,
-    tolerance: Tolerance | None = None,
-    min_cosine: float | None = DEFAULT_MIN_COSINE,
-    max_mismatch: float | None = None,
-    min_speedup: float | None = None,
-    fallback: bool = False,
-    max_trials: int = 4,
-    bench_seconds: float = 2.0,
-    keep_failed: bool = False,
-    force: bool = False,
-    external_data: bool | None = None,
-    progress: bool = False,
-) -> StepResult:
-    """Quantize to int8 (dynamic or static), then check parity, speed and size against
-    the fp32 model; see the module docstring."""
-    from onnxforge.fileio import check_output_path, external_data_files, load_onnx, scratch_dir
-    from onnxforge.specs import model_io_specs
-    from onnxforge.steps import finish, lineage_of, summary
+def quantize_dynamic(model, output: str | Path, options: DynamicOptions | None = None, /, **kwargs) -> StepResult:
+    """int8 weights, activations quantized per call. Options: DynamicOptions."""
+    from onnxforge.options import resolve
 
-    if mode not in ("dynamic", "static"):
-        raise UsageError(f"unknown mode {mode!r}")
-    if method not in METHODS:
-        raise UsageError(f"unknown --method {method!r}", hint="use " + ", ".join(METHODS))
-    if fmt not in ("qdq", "qoperator"):
-        raise UsageError(f"unknown --format {fmt!r}", hint="use qdq or qoperator")
-    if mode == "static" and not calibration:
+    return _quantize(model, output, resolve(DynamicOptions, options, kwargs), "dynamic")
+
+
+def quantize_static(model, output: str | Path, options: StaticOptions | None = None, /, **kwargs) -> StepResult:
+    """int8 weights and activations, ranges from calibration data. Options: StaticOptions."""
+    from onnxforge.options import resolve
+
+    o = resolve(StaticOptions, options, kwargs)
+    if not o.calibration:
         raise UsageError("static quantization needs calibration data",
                          hint="pass --calibration data.npz (or --calibration random for a smoke test)")
-    src = Path(model)
+    return _quantize(model, output, o, "static")
+
+
+def quantize(model, output: str | Path, *, mode: str = "dynamic", **kwargs) -> StepResult:
+    """quantize_dynamic or quantize_static by ``mode``, with their options as keywords."""
+    if mode not in ("dynamic", "static"):
+        raise UsageError(f"unknown mode {mode!r}", hint="use dynamic or static (fp16: quantize_fp16)")
+    if mode == "dynamic" and kwargs.get("calibration") is None:
+        kwargs.pop("calibration", None)  # one call site for both modes
+    return (quantize_dynamic if mode == "dynamic" else quantize_static)(model, output, **kwargs)
+
+
+def _types(o, mode: str) -> dict:
+    chosen = isa_defaults()
+    return {"family": chosen["family"], "weight_type": o.weight_type or chosen["weight_type"],
+            "activation_type": (getattr(o, "activation_type", None) or chosen["activation_type"])
+            if mode == "static" else "uint8",
+            "reduce_range": chosen["reduce_range"] if o.reduce_range is None else o.reduce_range}
+
+
+def _quantize(model, output, o, mode: str) -> StepResult:
+    from onnxforge.artifacts import model_path
+    from onnxforge.fileio import check_output_path, external_data_files, load_onnx, scratch_dir
+    from onnxforge.inspection import summary
+    from onnxforge.specs import model_io_specs
+
+    src = model_path(model)
     m = load_onnx(src, load_external_data=False)
     if is_quantized(m):
         ops = sorted({n.op_type for n in m.graph.node} & QUANTIZED_OPS)
-        raise BadInputError(f"{src} is already quantized (it has {', '.join(ops)})",
-                            hint="quantize the fp32 model")
+        raise BadInputError(f"{src} is already quantized (it has {', '.join(ops)})", hint="quantize the fp32 model")
     specs, _ = model_io_specs(m)
     has_ext = bool(external_data_files(m))
     del m
-    target = check_output_path(output, force=force, inputs=(src,))
-    chosen = isa_defaults()
-    w_type = weight_type or chosen["weight_type"]
-    a_type = activation_type or chosen["activation_type"]
-    rr = chosen["reduce_range"] if reduce_range is None else reduce_range
+    target = check_output_path(output, force=o.force, inputs=(src, o.inputs, getattr(o, "calibration", None)))
+    types = _types(o, mode)
     notes: list[str] = []
-    details: dict = {"mode": mode, "cpu_family": chosen["family"], "weight_type": w_type,
-                     "activation_type": a_type if mode == "static" else "uint8 (dynamic)", "reduce_range": rr,
-                     "per_channel": per_channel}
+    details: dict = {"mode": mode, "cpu_family": types["family"], "weight_type": types["weight_type"],
+                     "activation_type": types["activation_type"] if mode == "static" else "uint8 (dynamic)",
+                     "reduce_range": types["reduce_range"], "per_channel": o.per_channel}
     if mode == "static":
-        details.update(format=fmt, method=method)
-        if str(calibration) == "random":
+        details.update(format=o.quant_format, method=o.method)
+        if str(o.calibration) == "random":
             notes.append("calibration on random data: a smoke test, not a meaningful calibration")
-    log.info("quantize %s: weights %s, activations %s, reduce_range %s (%s)", mode, w_type,
-             details["activation_type"], rr, chosen["family"])
-    tol = tolerance or LOOSE
-    task = "classification" if max_mismatch is not None else None
-    min_agreement = 1 - max_mismatch if max_mismatch is not None else None
+    log.info("quantize %s: weights %s, activations %s, reduce_range %s (%s)", mode, types["weight_type"],
+             details["activation_type"], types["reduce_range"], types["family"])
     before = summary(src)
-
     with scratch_dir(target) as tmp:
         base = _initializers_not_inputs(src, tmp / "norm.onnx", notes)
-        base = _preprocess(base, tmp / "pre.onnx", notes) if preprocess else base
+        base = _preprocess(base, tmp / "pre.onnx", notes) if o.preprocess else base
         if mode == "static":
-            _check_calibration_memory(base, calibration, specs, method, samples, seed, dims, max_memory, notes)
-        excluded = list(exclude_nodes)
-        excluded_ops = list(exclude_ops)
-        trials = []
-        ranking: list[str] | None = None
-        best = None
-        for trial in range(max_trials if fallback else 1):
-            qpath = tmp / f"q{trial}.onnx"
-            t0 = time.perf_counter()
-            while True:
-                _run_ort_quantizer(mode, base, qpath, calibration=calibration, specs=specs, method=method,
-                                   percentile=percentile, fmt=fmt, per_channel=per_channel, reduce_range=rr,
-                                   w_type=w_type, a_type=a_type, op_types=op_types, excluded=excluded,
-                                   excluded_ops=excluded_ops, samples=samples, seed=seed, dims=dims,
-                                   external=has_ext, progress=progress)
-                missing = _load_check(qpath)
-                if missing is None:
-                    break
-                if missing in excluded_ops:
-                    raise ConversionError(f"the quantized model still has no kernel for {missing}")
-                excluded_ops.append(missing)
-                notes.append(f"onnxruntime has no int8 kernel for quantized {missing} here "
-                             f"(weights {w_type}); left {missing} in fp32")
-            seconds = time.perf_counter() - t0
-            checks = _checks(src, qpath, tol, inputs, check_samples, seed, dims, task, min_agreement, min_cosine)
-            speed = _speed(src, qpath, dims, inputs, bench_seconds)
-            parity_ok = all(c.passed for c in checks)
-            speed_ok = min_speedup is None or speed["speedup"] >= min_speedup
-            rec = {"trial": trial, "excluded_nodes": list(excluded), "excluded_ops": list(excluded_ops),
-                   "parity_passed": parity_ok, "min_cosine": _min_cos(checks), "speedup": speed["speedup"],
-                   "speedup_ci95": speed["ci95"], "seconds": round(seconds, 3)}
-            trials.append(rec)
-            if best is None or _better(rec, best[0]):
-                best = (rec, qpath, checks, speed)
-            if parity_ok and speed_ok:
-                best = (rec, qpath, checks, speed)
-                break
-            if not fallback or parity_ok:  # excluding nodes cannot make a model faster
-                break
-            if ranking is None:
-                ranking = rank_sensitive_nodes(src, qpath, specs, dims, seed)
-                details["sensitivity"] = ranking[:20]
-            batch = [n for n in ranking if n not in excluded][: max(1, 2 ** trial)]
-            if not batch:
-                break
-            excluded.extend(batch)
-        rec, qpath, checks, speed = best
-        passed = rec["parity_passed"] and (min_speedup is None or rec["speedup"] >= min_speedup)
-        if speed["speedup"] < 1.0:
-            notes.append(f"the int8 model is slower than fp32 here ({speed['speedup']:.2f}x): "
-                         "on this CPU the quantized kernels do not pay for their overhead on this model")
-        after = summary(qpath)
-        details.update(before=before, after=after, trials=trials, speed=speed,
-                       size={"fp32_bytes": before["file_bytes"], "int8_bytes": after["file_bytes"],
-                             "ratio": round(after["file_bytes"] / max(1, before["file_bytes"]), 4)},
-                       excluded_nodes=rec["excluded_nodes"], excluded_ops=rec["excluded_ops"])
-        if min_speedup is not None:
-            details["min_speedup"] = min_speedup
-        return finish(qpath, target, step=f"quantize:{mode}", passed=passed, keep_failed=keep_failed, force=force,
-                      external_data=external_data, lineage=(*lineage_of(src), f"quantize:{mode}"), checks=checks,
-                      notes=notes, details=details)
+            _check_calibration_memory(base, specs, o, notes)
+        job = _Job(mode, src, base, tmp, specs, has_ext, types, o)
+        rec, qpath, checks, speed, trials, ranking = _trials(job, notes)
+        return _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ranking, before, notes,
+                                 details)
 
 
-def _better(a: dict, b: dict) -> bool:
-    return (a["parity_passed"], a["min_cosine"] or 0, a["speedup"]) > (b["parity_passed"], b["min_cosine"] or 0, b["speedup"])
+@dataclass(frozen=True)
+class _Job:
+    """What every quantization trial shares."""
+
+    mode: str
+    src: Path
+    base: Path  # the (pre-processed) fp32 model ORT's quantizer reads
+    tmp: Path
+    specs: tuple
+    external: bool
+    types: dict
+    o: Any
+
+
+def _trials(job: _Job, notes: list):
+    """Quantize, check, time; with --fallback, again with the most sensitive nodes left
+    in fp32 until parity passes or the trials run out. Returns the best trial."""
+    o = job.o
+    excluded, excluded_ops = list(o.exclude_nodes), list(o.exclude_ops)
+    trials: list[QuantTrial] = []
+    ranking: list[str] | None = None
+    best = None
+    for trial in range(o.max_trials if o.fallback else 1):
+        qpath = job.tmp / f"q{trial}.onnx"
+        t0 = time.perf_counter()
+        _quantize_loadable(job, qpath, excluded, excluded_ops, notes)
+        seconds = time.perf_counter() - t0
+        checks = _checks(job, qpath)
+        speed = _speed(job.src, qpath, o.dims, o.inputs, o.bench_seconds)
+        parity_ok = all(c.passed for c in checks)
+        rec = QuantTrial(trial, tuple(excluded), tuple(excluded_ops), parity_ok, _min_cos(checks), speed.speedup,
+                         speed.ci95, round(seconds, 3))
+        trials.append(rec)
+        if best is None or _better(rec, best[0]):
+            best = (rec, qpath, checks, speed)
+        if parity_ok and (o.min_speedup is None or speed.speedup >= o.min_speedup):
+            best = (rec, qpath, checks, speed)
+            break
+        if not o.fallback or parity_ok:  # excluding nodes cannot make a model faster
+            break
+        if ranking is None:
+            ranking = rank_sensitive_nodes(job.src, qpath, job.specs, o.dims, o.seed)
+        batch = [n for n in ranking if n not in excluded][: max(1, 2 ** trial)]
+        if not batch:
+            break
+        excluded.extend(batch)
+    return (*best, trials, ranking)
+
+
+def _quantize_loadable(job: _Job, qpath: Path, excluded: list, excluded_ops: list, notes: list) -> None:
+    """Run ORT's quantizer until the result loads: an op type without an int8 kernel
+    here is left in fp32 (and the report says so)."""
+    while True:
+        _run_ort_quantizer(job, qpath, excluded, excluded_ops)
+        missing = _load_check(qpath)
+        if missing is None:
+            return
+        if missing in excluded_ops:
+            raise ConversionError(f"the quantized model still has no kernel for {missing}")
+        excluded_ops.append(missing)
+        notes.append(f"onnxruntime has no int8 kernel for quantized {missing} here "
+                     f"(weights {job.types['weight_type']}); left {missing} in fp32")
+
+
+def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ranking, before, notes, details):
+    from onnxforge.artifacts import finish, lineage_of
+    from onnxforge.inspection import summary
+
+    o = job.o
+    passed = rec.parity_passed and (o.min_speedup is None or rec.speedup >= o.min_speedup)
+    if speed.speedup < 1.0:
+        notes.append(f"the int8 model is slower than fp32 here ({speed.speedup:.2f}x): "
+                     "on this CPU the quantized kernels do not pay for their overhead on this model")
+    after = summary(qpath)
+    details.update(excluded_nodes=list(rec.excluded_nodes), excluded_ops=list(rec.excluded_ops))
+    if ranking:
+        details["sensitivity"] = ranking[:20]
+    if o.min_speedup is not None:
+        details["min_speedup"] = o.min_speedup
+    return finish(qpath, target, step=f"quantize:{job.mode}", passed=passed, options=o,
+                  lineage=(*lineage_of(model), f"quantize:{job.mode}"), checks=checks, notes=notes, before=before,
+                  after=after, speed=speed, trials=tuple(trials), details=details)
+
+
+def _better(a: QuantTrial, b: QuantTrial) -> bool:
+    return (a.parity_passed, a.min_cosine or 0, a.speedup) > (b.parity_passed, b.min_cosine or 0, b.speedup)
 
 
 def _min_cos(checks: Sequence[ParityReport]) -> float | None:
@@ -282,116 +291,97 @@ def _min_cos(checks: Sequence[ParityReport]) -> float | None:
     return min(vals) if vals else None
 
 
-def _checks(src, q, tol, inputs, samples, seed, dims, task, min_agreement, min_cosine):
-    from onnxforge.steps import check_against
+def _checks(job: _Job, q: Path) -> list[ParityReport]:
+    """Cosine (and labels / elementwise when asked) of the int8 model against fp32."""
+    from onnxforge.validators.compare import LOOSE, make_tolerance
+    from onnxforge.validators.parity import check_against
 
-    return check_against(src, q, tolerance=tol, inputs=inputs, samples=samples, seed=seed, dims=dims,
-                         label="int8", second_shape=False, task=task, min_agreement=min_agreement,
-                         min_cosine=min_cosine)
+    o = job.o
+    # no elementwise check unless asked; asking for one bound leaves the other at 0
+    tol = make_tolerance(o.atol, o.rtol, Tolerance(0.0, 0.0)) if (o.atol is not None or o.rtol is not None) else LOOSE
+    mm = o.max_mismatch
+    return check_against(job.src, q, tolerance=tol, inputs=o.inputs, samples=o.check_samples, seed=o.seed,
+                         dims=o.dims, label="int8", second_shape=False, task="classification" if mm is not None else None,
+                         min_agreement=1 - mm if mm is not None else None, min_cosine=o.min_cosine or None)
 
 
-def _speed(src, q, dims, inputs, seconds) -> dict:
+def _speed(src, q, dims, inputs, seconds) -> SpeedCheck:
     from onnxforge.validators.benchmark import benchmark
 
     rep = benchmark([str(src), str(q)], dims=dims, inputs=inputs, duration=seconds, warmup=5)
     c = rep.comparisons[0]
-    return {"fp32_p50_ms": rep.results[0].latency.p50, "int8_p50_ms": rep.results[1].latency.p50,
-            "speedup": round(c.speedup, 4), "ci95": [round(c.ci95[0], 4), round(c.ci95[1], 4)],
-            "iterations": rep.results[0].latency.n}
+    return SpeedCheck(rep.results[0].latency.p50, rep.results[1].latency.p50, round(c.speedup, 4),
+                      (round(c.ci95[0], 4), round(c.ci95[1], 4)), rep.results[0].latency.n)
 
 
-def _check_calibration_memory(model, calibration, specs, method, samples, seed, dims, max_memory, notes) -> None:
+def _check_calibration_memory(model, specs, o, notes) -> None:
     from onnxforge.optimizers.calibration import (activation_bytes, available_memory, histogram_memory_estimate,
                                                   iter_samples)
 
-    n, it = iter_samples(calibration, specs, samples=samples, seed=seed, dims=dims)
+    n, it = iter_samples(o.calibration, specs, samples=o.samples, seed=o.seed, dims=o.dims)
     first = next(iter(it))
-    per, unknown = activation_bytes(model, dims or {}, {k: v.shape for k, v in first.items()})
-    if method not in HISTOGRAM_METHODS:
+    per, unknown = activation_bytes(model, o.dims or {}, {k: v.shape for k, v in first.items()})
+    if o.method not in HISTOGRAM_METHODS:
         return
     need = histogram_memory_estimate(per, n)
-    limit = max_memory if max_memory is not None else available_memory() // 2
+    limit = o.max_memory if o.max_memory is not None else available_memory() // 2
     if unknown:
-        notes.append(f"memory estimate for {method} calibration leaves out {unknown} tensor(s) of unknown shape")
+        notes.append(f"memory estimate for {o.method} calibration leaves out {unknown} tensor(s) of unknown shape")
     if need > limit:
         raise BadInputError(
-            f"{method} calibration on {n} samples needs about {need / 2**30:.2f} GiB "
+            f"{o.method} calibration on {n} samples needs about {need / 2**30:.2f} GiB "
             f"({per / 2**20:.1f} MiB of activations per sample), over the limit of {limit / 2**30:.2f} GiB",
             hint=f"use fewer samples (--samples {max(1, int(limit // max(1, 2 * per)))}) or --method minmax, "
             "or raise --max-memory")
 
 
-def _run_ort_quantizer(mode, base, out, *, calibration, specs, method, percentile, fmt, per_channel, reduce_range,
-                       w_type, a_type, op_types, excluded, excluded_ops, samples, seed, dims, external, progress):
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
+def _run_ort_quantizer(job: _Job, out: Path, excluded: list, excluded_ops: list) -> None:
+    from onnxruntime.quantization import quantize_dynamic
 
     from onnxforge.fileio import load_onnx
+    from onnxforge.logs import quiet_third_party
 
+    o = job.o
     nodes_excluded = list(excluded)
     if excluded_ops:
-        m = load_onnx(base, load_external_data=False)
+        m = load_onnx(job.base, load_external_data=False)
         nodes_excluded += [n.name for n in m.graph.node if n.op_type in excluded_ops and n.name]
-    types = list(op_types) if op_types else None
-    if types and excluded_ops:
-        types = [t for t in types if t not in excluded_ops]
-    from onnxforge.steps import quiet_third_party
-
+    types = [t for t in o.op_types if t not in excluded_ops] if o.op_types else None
+    common = dict(op_types_to_quantize=types, per_channel=o.per_channel, reduce_range=job.types["reduce_range"],
+                  weight_type=_qtype(job.types["weight_type"]), nodes_to_exclude=nodes_excluded or None,
+                  use_external_data_format=job.external)
     try:
-        if mode == "dynamic":
+        if job.mode == "dynamic":
             with quiet_third_party():
-                    quantize_dynamic(str(base), str(out), op_types_to_quantize=types, per_channel=per_channel,
-                                 reduce_range=reduce_range, weight_type=_qtype(w_type),
-                                 nodes_to_exclude=nodes_excluded or None, use_external_data_format=external)
+                quantize_dynamic(str(job.base), str(out), **common)
         else:
-            from onnxforge.optimizers.calibration import StreamingReader, iter_samples
-
-            n, it = iter_samples(calibration, specs, samples=samples, seed=seed, dims=dims)
-            bar = _calibration_bar(n) if progress else None
-            reader = StreamingReader(it, n, on_sample=bar.update if bar else None)
-            try:
-                with quiet_third_party():
-                    quantize_static(
-                        str(base), str(out), reader,
-                        quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-                        op_types_to_quantize=types, per_channel=per_channel, reduce_range=reduce_range,
-                        activation_type=_qtype(a_type), weight_type=_qtype(w_type),
-                        nodes_to_exclude=nodes_excluded or None, use_external_data_format=external,
-                        calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                                          "percentile": CalibrationMethod.Percentile,
-                                          "distribution": CalibrationMethod.Distribution}[method],
-                        extra_options={"CalibPercentile": percentile} if method == "percentile" else None,
-                    )
-            finally:
-                if bar:
-                    bar.close()
+            _run_static(job, out, common)
     except (BadInputError, UsageError):
         raise
     except Exception as exc:
-        raise ConversionError(f"onnxruntime's quantize_{mode} failed: {type(exc).__name__}: {first_line(exc)}",
+        raise ConversionError(f"onnxruntime's quantize_{job.mode} failed: {type(exc).__name__}: {first_line(exc)}",
                               hint="exclude the failing node or op type (--exclude-node / --exclude-op)") from None
 
 
-class _calibration_bar:
-    def __init__(self, total):
-        import sys
+def _run_static(job: _Job, out: Path, common: dict) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
-        self.p = None
-        if sys.stderr.isatty():
-            from rich.progress import Progress
+    from onnxforge.logs import quiet_third_party
+    from onnxforge.optimizers.calibration import StreamingReader, iter_samples
+    from onnxforge.progress import task
 
-            from onnxforge.cli.common import console
-
-            self.p = Progress(console=console(stderr=True), transient=True)
-            self.p.start()
-            self.task = self.p.add_task("calibration", total=total)
-
-    def update(self, seen, total):
-        if self.p:
-            self.p.update(self.task, completed=seen)
-
-    def close(self):
-        if self.p:
-            self.p.stop()
+    o = job.o
+    n, it = iter_samples(o.calibration, job.specs, samples=o.samples, seed=o.seed, dims=o.dims)
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}
+    with task("calibration", total=n) as bar:
+        reader = StreamingReader(it, n, on_sample=lambda seen, total: bar.update(seen))
+        with quiet_third_party():
+            quantize_static(str(job.base), str(out), reader,
+                            quant_format=QuantFormat.QDQ if o.quant_format == "qdq" else QuantFormat.QOperator,
+                            activation_type=_qtype(job.types["activation_type"]), calibrate_method=methods[o.method],
+                            extra_options={"CalibPercentile": o.percentile} if o.method == "percentile" else None,
+                            **common)
 
 
 def rank_sensitive_nodes(fp32_path, q_path, specs, dims, seed) -> list[str]:
@@ -402,7 +392,7 @@ def rank_sensitive_nodes(fp32_path, q_path, specs, dims, seed) -> list[str]:
     import numpy as np
 
     from onnxforge.specs import generate_inputs
-    from onnxforge.validators.parity import shared_intermediates
+    from onnxforge.validators.localize import shared_intermediates
 
     fm, shared, a, b = shared_intermediates(fp32_path, q_path, generate_inputs(specs, seed=seed, dims=dims))
     both = [o for _, _, o in shared if o in a and o in b]

@@ -27,10 +27,11 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from onnxforge.errors import BadInputError, UsageError, first_line
-from onnxforge.types import StepResult, Tolerance
+from onnxforge.registry import SimplifyOptions
+from onnxforge.types import EngineRun, StepResult
 
 log = logging.getLogger("onnxforge")
 
@@ -58,7 +59,7 @@ def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mappi
                 max_constant_size: int | None = None) -> dict:
     from onnxforge.errors import require
     from onnxforge.fileio import load_onnx
-    from onnxforge.steps import save_scratch
+    from onnxforge.artifacts import save_scratch
 
     from onnxforge.fileio import PROTOBUF_LIMIT, external_data_files
 
@@ -91,7 +92,7 @@ def run_cleanup(src: Path, dst: Path) -> dict:
     from onnx import helper, numpy_helper
 
     from onnxforge.fileio import load_onnx
-    from onnxforge.steps import save_scratch
+    from onnxforge.artifacts import save_scratch
 
     m = load_onnx(src)
     g = m.graph
@@ -202,9 +203,9 @@ def run_ort(src: Path, dst: Path, *, level: str) -> dict:
 def run_transformer(src: Path, dst: Path, *, model_type: str, num_heads: int = 0, hidden_size: int = 0) -> dict:
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from onnxforge.steps import save_scratch
+    from onnxforge.artifacts import save_scratch
 
-    from onnxforge.steps import quiet_third_party
+    from onnxforge.logs import quiet_third_party
 
     with quiet_third_party():
         opt = optimize_model(str(src), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size,
@@ -235,9 +236,9 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
     from onnxscript.rewriter import ort_fusions
 
     from onnxforge.fileio import load_onnx
-    from onnxforge.steps import save_scratch
+    from onnxforge.artifacts import save_scratch
 
-    from onnxforge.steps import quiet_third_party
+    from onnxforge.logs import quiet_third_party
 
     model = ir.serde.deserialize_model(load_onnx(src))
     with quiet_third_party():
@@ -248,130 +249,118 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
     return {"engine": "onnxscript.ort_fusions", "fusions": {k: v for k, v in counts.items() if v}}
 
 
-def simplify(
-    model: str | Path,
-    output: str | Path,
-    *,
-    onnxsim: bool = True,
-    skip: Sequence[str] = (),
-    shapes: Mapping[str, Sequence[int]] | None = None,
-    dims: Mapping[str, int] | None = None,
-    max_constant_size: int | None = None,
-    ort_level: str | None = None,
-    transformer: str | None = None,
-    num_heads: int = 0,
-    hidden_size: int = 0,
-    inputs: str | None = None,
-    samples: int = 1,
-    seed: int = 0,
-    tolerance: Tolerance | None = None,
-    allow_skip: bool = False,
-    keep_failed: bool = False,
-    force: bool = False,
-    external_data: bool | None = None,
-) -> StepResult:
+def _plan(o: SimplifyOptions, pin: Mapping[str, list]) -> list[tuple[str, Callable]]:
+    plan = []
+    if o.transformer:  # first: its patterns match the exporter's graph, which onnxsim rewrites
+        plan.append((f"transformer:{o.transformer}", lambda s, d: run_transformer(
+            s, d, model_type=o.transformer, num_heads=o.num_heads, hidden_size=o.hidden_size)))
+    if o.onnxsim:
+        plan.append(("onnxsim", lambda s, d: run_onnxsim(s, d, skip=o.skip, shapes=pin,
+                                                         max_constant_size=o.max_constant_size)))
+        plan.append(("cleanup", run_cleanup))
+    if o.ort_level:
+        plan.append((f"ort:{o.ort_level}", lambda s, d: run_ort(s, d, level=o.ort_level)))
+    return plan
 
+
+def _run_engine(name: str, fn, current: Path, dst: Path, ctx: dict) -> tuple[Path, dict, list]:
+    """Run one engine and check its output against its input. Returns (the model
+    after it, its record, its checks); an engine that raises or fails its check falls
+    back to ``current``."""
+    from onnxforge.inspection import summary
+    from onnxforge.validators.parity import check_against
+
+    rec: dict = {"step": name, "status": "ok"}
+    try:
+        rec["info"] = fn(current, dst) or {}
+        checks = check_against(current, dst, label=f"after {name}", **ctx)
+    except StepNotApplicable as exc:
+        return current, {**rec, "status": "not applicable", "reason": str(exc)}, []
+    except (KeyboardInterrupt, UsageError):
+        raise
+    except Exception as exc:  # an engine's own failure: fall back, report
+        msg = getattr(exc, "message", None) or first_line(exc)
+        return current, {**rec, "status": "failed", "reason": f"{type(exc).__name__}: {msg}"}, []
+    if name.startswith("transformer"):
+        dst, rec, checks = _maybe_onnxscript(current, dst, dst.parent, rec, checks, ctx)
+    if not all(c.passed for c in checks):
+        return current, {**rec, "status": "failed", "reason": "parity check failed"}, checks
+    if name == "onnxsim":
+        n_before, n_after = summary(current).nodes, summary(dst).nodes
+        if n_after > n_before:
+            # onnxsim's MatMul+Add -> Gemm rewrite adds Reshapes on 3-D inputs (measured:
+            # a TransformerEncoder export went 103 -> 115 nodes); a simplifier must not
+            return current, {**rec, "status": "reverted", "reason": f"onnxsim increased the node count "
+                                                                     f"({n_before} -> {n_after})"}, checks
+    return dst, {**rec, "after": summary(dst)}, checks
+
+
+def simplify(model, output: str | Path, options: SimplifyOptions | None = None, /, **kwargs) -> StepResult:
+    """Run the engines in order, each checked; see the module docstring. ``model``: a
+    path or the ModelArtifact of the step before. Options: SimplifyOptions."""
+    from onnxforge.artifacts import lineage_of, model_path
     from onnxforge.fileio import check_output_path, load_onnx, scratch_dir
-    from onnxforge.steps import check_against, finish, lineage_of, summary
-    from onnxforge.validators.parity import DEFAULT_TOLERANCE
+    from onnxforge.inspection import summary
+    from onnxforge.options import resolve
+    from onnxforge.validators.compare import make_tolerance
 
-    if ort_level is not None and ort_level not in ORT_LEVELS:
-        raise UsageError(f"unknown --ort level {ort_level!r}", hint="use basic, extended or all")
-    if transformer is not None and transformer not in transformer_types():
-        raise UsageError(f"unknown --transformer type {transformer!r}",
-                         hint="valid: " + ", ".join(transformer_types()))
-    if not (onnxsim or ort_level or transformer):
+    o = resolve(SimplifyOptions, options, kwargs)
+    if not (o.onnxsim or o.ort_level or o.transformer):
         raise UsageError("no engine to run", hint="keep onnxsim, or add --ort LEVEL or --transformer TYPE")
-    src = Path(model)
+    src = model_path(model)
     load_onnx(src, load_external_data=False)  # clear errors for bad input before anything else
-    target = check_output_path(output, force=force, inputs=(src,))
-    tol = tolerance or DEFAULT_TOLERANCE
-    pin, check_dims = _pins(src, shapes, dims)
-    before_summary = summary(src)
-    notes: list[str] = []
-    steps: list[dict] = []
-    checks = []
-    all_passed = True
-    ort_only = False
+    target = check_output_path(output, force=o.force, inputs=(src, o.inputs))
+    pin, check_dims = _pins(src, o.shapes, o.dims)
+    ctx = dict(tolerance=make_tolerance(o.atol, o.rtol), inputs=o.inputs, samples=o.samples, seed=o.seed,
+               dims=check_dims, second_shape=not pin)
+    before = summary(src)
     t_all = time.perf_counter()
     with scratch_dir(target) as tmp:
-        current = src
-        plan = []
-        if transformer:  # first: its patterns match the exporter's graph, which onnxsim rewrites
-            plan.append((f"transformer:{transformer}",
-                         lambda s, d: run_transformer(s, d, model_type=transformer, num_heads=num_heads, hidden_size=hidden_size)))
-        if onnxsim:
-            plan.append(("onnxsim", lambda s, d: run_onnxsim(s, d, skip=skip, shapes=pin, max_constant_size=max_constant_size)))
-            plan.append(("cleanup", run_cleanup))
-        if ort_level:
-            plan.append((f"ort:{ort_level}", lambda s, d: run_ort(s, d, level=ort_level)))
-        for i, (name, fn) in enumerate(plan):
-            dst = tmp / f"step{i}.onnx"
+        current, engines, checks, notes = src, [], [], []
+        for i, (name, fn) in enumerate(_plan(o, pin)):
             t0 = time.perf_counter()
-            rec = {"step": name, "status": "ok"}
-            try:
-                info = fn(current, dst)
-                rec.update(info)
-                step_checks = check_against(current, dst, tolerance=tol, inputs=inputs, samples=samples, seed=seed,
-                                            dims=check_dims, second_shape=not pin, label=f"after {name}")
-            except StepNotApplicable as exc:
-                rec.update(status="not applicable", reason=str(exc))
-                step_checks = []
-            except Exception as exc:  # an engine's own failure: fall back, report
-                if isinstance(exc, (KeyboardInterrupt, UsageError)):
-                    raise
-                msg = getattr(exc, "message", None) or first_line(exc)
-                rec.update(status="failed", reason=f"{type(exc).__name__}: {msg}")
-                step_checks = []
-            if name.startswith("transformer") and rec["status"] == "ok":
-                dst, rec, step_checks = _maybe_onnxscript(current, dst, tmp, rec, step_checks, tol, inputs, samples,
-                                                          seed, check_dims, not pin)
-            if rec["status"] == "ok" and not all(c.passed for c in step_checks):
-                rec.update(status="failed", reason="parity check failed")
-            if rec["status"] == "ok" and name == "onnxsim":
-                n_before, n_after = summary(current)["nodes"], summary(dst)["nodes"]
-                if n_after > n_before:
-                    # onnxsim's MatMul+Add -> Gemm rewrite adds Reshapes on 3-D inputs (measured:
-                    # a TransformerEncoder export went 103 -> 115 nodes); a simplifier must not
-                    rec.update(status="reverted", nodes_if_kept=n_after)
-                    notes.append(f"onnxsim increased the node count ({n_before} -> {n_after}); kept the model before it")
+            current, rec, step_checks = _run_engine(name, fn, current, tmp / f"step{i}.onnx", ctx)
             rec["seconds"] = round(time.perf_counter() - t0, 3)
             checks.extend(step_checks)
-            if rec["status"] == "ok":
-                rec["after"] = summary(dst)
-                current = dst
-                ort_only = ort_only or bool(rec.get("ort_only"))
-            elif rec["status"] in ("reverted", "not applicable"):
-                if rec["status"] == "not applicable":
-                    notes.append(rec["reason"])
-            else:
-                rec["status"] = "skipped" if allow_skip else "failed"
+            if rec["status"] in ("failed",):
+                rec["status"] = "skipped" if o.allow_skip else "failed"
                 notes.append(f"{name} {rec['status']} ({rec['reason']}); kept the model from before it")
-                all_passed = all_passed and allow_skip
-            steps.append(rec)
-        if current == src:  # nothing applied: the output is a copy of the input
-            from onnxforge.steps import save_scratch
+            elif rec["status"] in ("reverted", "not applicable"):
+                notes.append(rec["reason"] + ("; kept the model before it" if rec["status"] == "reverted" else ""))
+            engines.append(_engine_run(rec))
+        return _finish(src, current, target, tmp, o, ctx, model, before, engines, checks, notes, t_all)
 
-            current = tmp / "copy.onnx"
-            save_scratch(load_onnx(src), current)
-        final = check_against(src, current, tolerance=tol, inputs=inputs, samples=samples, seed=seed,
-                              dims=check_dims, second_shape=not pin, label="output")
-        checks.extend(final)
-        passed = all_passed and all(c.passed for c in final)
-        after_summary = summary(current)
-        fused = {op: (op_count(before_summary["ops"], op), op_count(after_summary["ops"], op))
-                 for op in FUSED_OPS if op_count(before_summary["ops"], op) != op_count(after_summary["ops"], op)}
-        if ort_only:
-            notes.append("ORT-only ops (com.microsoft): this model runs on onnxruntime only; marked onnxforge.ort_only=true")
-        meta = {"onnxforge.ort_only": "true"} if ort_only else {}
-        lineage = (*lineage_of(src), "simplify:" + "+".join(s["step"] for s in steps if s["status"] == "ok") if any(
-            s["status"] == "ok" for s in steps) else "simplify:none")
-        result = finish(current, target, step="simplify", passed=passed, keep_failed=keep_failed, force=force,
-                        external_data=external_data, lineage=lineage, checks=checks, notes=notes, metadata=meta,
-                        details={"before": before_summary, "after": after_summary, "steps": steps,
-                                 "fusions": {k: {"before": b, "after": a} for k, (b, a) in fused.items()},
-                                 "seconds": round(time.perf_counter() - t_all, 3)})
-    return result
+
+def _engine_run(rec: dict) -> EngineRun:
+    info = dict(rec.get("info", {}))
+    return EngineRun(step=rec["step"], status=rec["status"], seconds=rec.get("seconds", 0.0),
+                     reason=rec.get("reason", ""), engine=str(info.pop("engine", "")), after=rec.get("after"),
+                     info=info)
+
+
+def _finish(src, current, target, tmp, o, ctx, model, before, engines, checks, notes, t_all) -> StepResult:
+    from onnxforge.artifacts import finish, lineage_of, save_scratch
+    from onnxforge.fileio import load_onnx
+    from onnxforge.inspection import summary
+    from onnxforge.validators.parity import check_against
+
+    if current == src:  # nothing applied: the output is a copy of the input
+        current = tmp / "copy.onnx"
+        save_scratch(load_onnx(src), current)
+    final = check_against(src, current, label="output", **ctx)
+    passed = all(e.status != "failed" for e in engines) and all(c.passed for c in final)
+    after = summary(current)
+    fused = {op: (op_count(before.ops, op), op_count(after.ops, op))
+             for op in FUSED_OPS if op_count(before.ops, op) != op_count(after.ops, op)}
+    ort_only = any(e.status == "ok" and e.info.get("ort_only") for e in engines)
+    if ort_only:
+        notes.append("ORT-only ops (com.microsoft): this model runs on onnxruntime only; marked onnxforge.ort_only=true")
+    applied = [e.step for e in engines if e.status == "ok"]
+    lineage = (*lineage_of(model), "simplify:" + ("+".join(applied) if applied else "none"))
+    return finish(current, target, step="simplify", passed=passed, options=o, lineage=lineage,
+                  checks=[*checks, *final], notes=notes, metadata={"onnxforge.ort_only": "true"} if ort_only else {},
+                  before=before, after=after, engines=tuple(engines), fusions=fused,
+                  seconds=round(time.perf_counter() - t_all, 3))
 
 
 def _pins(src, shapes, dims) -> tuple[dict, dict]:
@@ -404,25 +393,24 @@ def _pins(src, shapes, dims) -> tuple[dict, dict]:
     return pin, dims
 
 
-def _maybe_onnxscript(current, dst, tmp, rec, step_checks, tol, inputs, samples, seed, dims, second_shape):
+def _maybe_onnxscript(current, dst, tmp, rec, step_checks, ctx):
     """ORT's transformer optimizer leaves dynamo-exported attention unfused; try
     onnxscript's fusions too and keep whichever fused more attention and passed."""
-    from onnxforge.steps import check_against, summary
+    from onnxforge.inspection import summary
+    from onnxforge.validators.parity import check_against
 
-    after = summary(dst)["ops"]
+    after = summary(dst).ops
     if any(op_count(after, op) for op in ATTENTION_OPS):
         return dst, rec, step_checks
     alt = tmp / (dst.stem + "_onnxscript.onnx")
     try:
         info = run_onnxscript_fusions(current, alt)
-        alt_checks = check_against(current, alt, tolerance=tol, inputs=inputs, samples=samples, seed=seed,
-                                   dims=dims, second_shape=second_shape, label="after onnxscript fusions")
+        alt_checks = check_against(current, alt, label="after onnxscript fusions", **ctx)
     except Exception as exc:
-        rec["onnxscript"] = f"failed: {type(exc).__name__}: {first_line(exc, 200)}"
+        rec["info"] = {**rec.get("info", {}), "onnxscript": f"failed: {type(exc).__name__}: {first_line(exc, 200)}"}
         return dst, rec, step_checks
-    alt_ops = summary(alt)["ops"]
-    attn = sum(op_count(alt_ops, op) for op in ATTENTION_OPS)
+    attn = sum(op_count(summary(alt).ops, op) for op in ATTENTION_OPS)
     if attn and all(c.passed for c in alt_checks):
-        return alt, {**rec, **info}, alt_checks
-    rec["onnxscript"] = "no attention fused" if not attn else "fusions failed their check"
+        return alt, {**rec, "info": {**rec.get("info", {}), **info}}, alt_checks
+    rec["info"] = {**rec.get("info", {}), "onnxscript": "no attention fused" if not attn else "fusions failed their check"}
     return dst, rec, step_checks

@@ -19,82 +19,17 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from onnxforge.errors import BadInputError, UsageError
-from onnxforge.types import BenchmarkReport, BenchmarkResult, Comparison, GateResult, LatencyStats
+from onnxforge.types import BenchmarkReport, BenchmarkResult, Comparison
 
 log = logging.getLogger("onnxforge")
 
 HIGH_CV = 0.10
-BOOTSTRAP_MAX_N = 5000
-
-
-def latency_stats(ms: Sequence[float], seed: int = 0) -> tuple[LatencyStats, float]:
-    import numpy as np
-
-    a = np.asarray(ms, dtype=np.float64)
-    q = np.percentile(a, [50, 90, 95, 99])
-    mean = float(a.mean())
-    std = float(a.std(ddof=1)) if a.size > 1 else 0.0
-    stats = LatencyStats(n=int(a.size), mean=mean, std=std, min=float(a.min()), p50=float(q[0]), p90=float(q[1]),
-                         p95=float(q[2]), p99=float(q[3]), max=float(a.max()), ci95=median_ci(a, seed))
-    return stats, (std / mean if mean else 0.0)
-
-
-def median_ci(a, seed: int = 0) -> tuple[float, float]:
-    import numpy as np
-
-    a = np.sort(np.asarray(a, dtype=np.float64))
-    n = a.size
-    if n < 3:
-        return float(a[0]), float(a[-1])
-    if n <= BOOTSTRAP_MAX_N:
-        rng = np.random.default_rng(seed)
-        meds = np.median(a[rng.integers(0, n, size=(1000, n))], axis=1)
-        lo, hi = np.percentile(meds, [2.5, 97.5])
-        return float(lo), float(hi)
-    k = 1.96 * math.sqrt(n) / 2
-    return float(a[max(0, int(math.floor(n / 2 - k)))]), float(a[min(n - 1, int(math.ceil(n / 2 + k)))])
-
-
-def speedup_ci(base, other, seed: int = 0) -> tuple[float, float, float]:
-    """median(base) / median(other) and its bootstrap 95% interval."""
-    import numpy as np
-
-    b, o = np.asarray(base, dtype=np.float64), np.asarray(other, dtype=np.float64)
-    point = float(np.median(b) / np.median(o))
-    if b.size <= BOOTSTRAP_MAX_N and o.size <= BOOTSTRAP_MAX_N:
-        rng = np.random.default_rng(seed)
-        mb = np.median(b[rng.integers(0, b.size, size=(1000, b.size))], axis=1)
-        mo = np.median(o[rng.integers(0, o.size, size=(1000, o.size))], axis=1)
-        lo, hi = np.percentile(mb / mo, [2.5, 97.5])
-        return point, float(lo), float(hi)
-    bl, bh = median_ci(b)
-    ol, oh = median_ci(o)
-    return point, bl / oh, bh / ol
-
-
-def histogram(ms: Sequence[float], bins: int = 16) -> tuple[int, ...]:
-    import numpy as np
-
-    a = np.asarray(ms)
-    hi = float(np.percentile(a, 99))
-    lo = float(a.min())
-    if hi <= lo:
-        return (int(a.size),)
-    counts, _ = np.histogram(np.clip(a, lo, hi), bins=bins, range=(lo, hi))
-    return tuple(int(c) for c in counts)
-
-
-def sparkline(counts: Sequence[int]) -> str:
-    blocks = " ▁▂▃▄▅▆▇█"
-    top = max(counts) if counts else 0
-    return "".join(blocks[min(8, math.ceil(8 * c / top))] if top else " " for c in counts)
 
 
 def _rss() -> int:
@@ -112,7 +47,7 @@ def _peak_rss() -> int:
 
 
 @dataclass
-class _Config:
+class _Row:
     model: str
     provider: str
     batch: int
@@ -230,6 +165,79 @@ def _placement(model: str, provider: str, provider_options, threads) -> dict[str
     return counts
 
 
+def _open_rows(models, fulls, popts, batches, *, threads, inter_threads, spinning, io_binding, feed_args) -> list[_Row]:
+    from onnxforge.fileio import check_readable_file, load_onnx, sha256_file
+    from onnxforge.runtime import create_session
+    from onnxforge.specs import model_io_specs
+
+    rows: list[_Row] = []
+    for m in models:
+        check_readable_file(m, "model")
+        specs, _ = model_io_specs(load_onnx(m, load_external_data=False))
+        digest = sha256_file(m)
+        for prov in fulls:
+            for b in batches or [None]:
+                feeds = _feeds_for(specs, batch=b, **feed_args)
+                before = _rss()
+                sess = create_session(m, prov, provider_options=popts.get(prov), threads=threads,
+                                      inter_threads=inter_threads, spinning=spinning)
+                row = _Row(m, prov, b if b is not None else _leading(feeds), sess, feeds,
+                           {k: tuple(v.shape) for k, v in feeds.items()}, session_bytes=max(0, _rss() - before),
+                           sha256=digest)
+                if io_binding:
+                    row.once, row.io_binding = _binder(sess, feeds, prov, popts.get(prov, {})), True
+                else:
+                    row.once, row.copies_included = _plain(sess, feeds), prov != "CPUExecutionProvider"
+                rows.append(row)
+    return rows
+
+
+def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: float | None) -> list[list[int]]:
+    """Warm-up, then interleaved rounds (one call per row each) until the count or the
+    clock is reached (at least 10 rounds); nanoseconds per call."""
+    from onnxforge.progress import task
+
+    for _ in range(warmup):
+        for r in rows:
+            r.once()
+    lat: list[list[int]] = [[] for _ in rows]
+    seconds = duration or 2.0
+    deadline = None if iterations is not None else time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    rounds = 0
+    with task("benchmark", total=iterations if iterations is not None else seconds) as bar:
+        while True:
+            for i, r in enumerate(rows):
+                lat[i].append(r.once())
+            rounds += 1
+            bar.update(rounds if iterations is not None else time.perf_counter() - t0)
+            if iterations is not None:
+                if rounds >= iterations:
+                    break
+            elif rounds >= 10 and time.perf_counter() >= deadline:
+                break
+    return lat
+
+
+def _result(r: _Row, ns: Sequence[int], *, threads, seed, save_latencies, placement, popts, notes) -> BenchmarkResult:
+    from onnxforge.runtime import short_provider
+    from onnxforge.stats import histogram, latency_stats
+
+    ms = [v / 1e6 for v in ns]
+    stats, cv = latency_stats(ms, seed)
+    if cv > HIGH_CV:
+        notes.append(f"{Path(r.model).name} ({short_provider(r.provider)}, batch {r.batch}): coefficient of "
+                     f"variation {cv:.0%}: the machine is noisy, compare the intervals, not the digits")
+    return BenchmarkResult(
+        model=r.model, requested_provider=short_provider(r.provider), active_providers=tuple(r.sess.get_providers()),
+        threads=threads, batch=r.batch, latency=stats, throughput=r.batch * 1000.0 / stats.p50 if stats.p50 else 0.0,
+        environment={}, cv=cv, shapes=r.shapes, io_binding=r.io_binding, copies_included=r.copies_included,
+        placement=_placement(r.model, r.provider, popts.get(r.provider), threads) if placement else None,
+        memory={"session_bytes": r.session_bytes, "peak_rss_bytes": _peak_rss()},
+        histogram=histogram(ms), latencies_ms=tuple(ms) if save_latencies else (), sha256=r.sha256,
+    )
+
+
 def benchmark(
     models: Sequence[str],
     *,
@@ -255,105 +263,46 @@ def benchmark(
     min_speedup: float | None = None,
     baseline: str | None = None,
     max_regression: float = 0.10,
-    progress: bool = False,
 ) -> BenchmarkReport:
     """Benchmark each model on each provider (and batch size), interleaved; see the module docstring."""
-
-    from onnxforge.fileio import check_readable_file, load_onnx, sha256_file
-    from onnxforge.runtime import create_session, cpu_quota, environment, resolve_provider, short_provider
-    from onnxforge.specs import model_io_specs
+    from onnxforge.runtime import cpu_quota, environment, resolve_provider
+    from onnxforge.stats import speedup_ci
+    from onnxforge.validators.gates import baseline_gates, latency_gates, load_baseline, speedup_gates
 
     if not models:
         raise UsageError("no model to benchmark")
-    if iterations is not None and iterations < 1 or duration is not None and duration <= 0:
+    if iterations is not None and iterations < 1 or duration is not None and not duration > 0:
         raise UsageError("--iterations and --duration must be positive")
     if inputs and batches:
         raise UsageError("--batch sweeps generated inputs; it cannot resize --inputs")
     fulls = [resolve_provider(p) for p in providers]
     popts = {resolve_provider(k): dict(v) for k, v in (provider_options or {}).items()}
     n_threads = threads or cpu_quota()
-    n_configs = len(models) * len(fulls) * len(batches or [None])
-    if spinning is None and n_configs > 1:
+    if spinning is None and len(models) * len(fulls) * len(batches or [None]) > 1:
         spinning = False
-    base_line = _load_baseline(baseline) if baseline else None
+    base_line = load_baseline(baseline) if baseline else None
+    rows = _open_rows(models, fulls, popts, batches, threads=n_threads, inter_threads=inter_threads,
+                      spinning=spinning, io_binding=io_binding,
+                      feed_args=dict(dims=dims, shapes=shapes, inputs=inputs, seed=seed, val_ranges=val_ranges))
     notes = []
-    configs: list[_Config] = []
-    for m in models:
-        check_readable_file(m, "model")
-        specs, _ = model_io_specs(load_onnx(m, load_external_data=False))
-        digest = sha256_file(m)
-        for prov in fulls:
-            for b in batches or [None]:
-                feeds = _feeds_for(specs, batch=b, dims=dims, shapes=shapes, inputs=inputs, seed=seed,
-                                   val_ranges=val_ranges)
-                before = _rss()
-                sess = create_session(m, prov, provider_options=popts.get(prov), threads=n_threads,
-                                      inter_threads=inter_threads, spinning=spinning)
-                cfg = _Config(m, prov, b if b is not None else _leading(feeds), sess, feeds,
-                              {k: tuple(v.shape) for k, v in feeds.items()}, session_bytes=max(0, _rss() - before),
-                              sha256=digest)
-                on_device = prov != "CPUExecutionProvider"
-                if io_binding:
-                    cfg.once = _binder(sess, feeds, prov, popts.get(prov, {}))
-                    cfg.io_binding = True
-                else:
-                    cfg.once = _plain(sess, feeds)
-                    cfg.copies_included = on_device
-                configs.append(cfg)
-    if any(c.copies_included for c in configs):
+    if any(r.copies_included for r in rows):
         notes.append("host<->device copies are inside the timed call (pass --io-binding to keep data on the device)")
     if spinning is False:
         notes.append("intra-op spinning off: several sessions share this process")
+    lat = _time(rows, warmup, iterations, duration)
+    results = [_result(r, ns, threads=n_threads, seed=seed, save_latencies=save_latencies, placement=placement,
+                       popts=popts, notes=notes) for r, ns in zip(rows, lat)]
+    comparisons = [Comparison(results[i].model, results[0].model, *_point_ci(speedup_ci(lat[0], lat[i], seed)))
+                   for i in range(1, len(results))]
+    gates = latency_gates(results, max_p50_ms, max_p99_ms) + speedup_gates(comparisons, min_speedup)
+    if base_line is not None:
+        gates += baseline_gates(results, base_line, max_regression, notes)
+    return BenchmarkReport(tuple(results), tuple(comparisons), tuple(gates), all(g.passed for g in gates),
+                           environment(), tuple(dict.fromkeys(notes)))
 
-    for _ in range(warmup):
-        for c in configs:
-            c.once()
-    lat: list[list[int]] = [[] for _ in configs]
-    deadline = None if iterations is not None else time.perf_counter() + (duration or 2.0)
-    target = iterations
-    bar = _progress(progress, target, duration or 2.0 if target is None else None)
-    rounds = 0
-    try:
-        while True:
-            for i, c in enumerate(configs):
-                lat[i].append(c.once())
-            rounds += 1
-            if bar:
-                bar.advance(rounds)
-            if target is not None:
-                if rounds >= target:
-                    break
-            elif rounds >= 10 and time.perf_counter() >= deadline:
-                break
-    finally:
-        if bar:
-            bar.close()
 
-    env = environment()
-    results = []
-    for c, ns in zip(configs, lat):
-        ms = [v / 1e6 for v in ns]
-        stats, cv = latency_stats(ms, seed)
-        res = BenchmarkResult(
-            model=c.model, requested_provider=short_provider(c.provider),
-            active_providers=tuple(c.sess.get_providers()), threads=n_threads, batch=c.batch, latency=stats,
-            throughput=c.batch * 1000.0 / stats.p50 if stats.p50 else 0.0, environment={}, cv=cv,
-            shapes=c.shapes, io_binding=c.io_binding, copies_included=c.copies_included,
-            placement=_placement(c.model, c.provider, popts.get(c.provider), n_threads) if placement else None,
-            memory={"session_bytes": c.session_bytes, "peak_rss_bytes": _peak_rss()},
-            histogram=histogram(ms), latencies_ms=tuple(ms) if save_latencies else (), sha256=c.sha256,
-        )
-        if cv > HIGH_CV:
-            notes.append(f"{Path(c.model).name} ({short_provider(c.provider)}, batch {c.batch}): coefficient of "
-                         f"variation {cv:.0%}: the machine is noisy, compare the intervals, not the digits")
-        results.append(res)
-    comparisons = []
-    for i in range(1, len(results)):
-        point, lo, hi = speedup_ci(lat[0], lat[i], seed)
-        comparisons.append(Comparison(results[i].model, results[0].model, point, (lo, hi)))
-    gates = _gates(results, comparisons, max_p50_ms, max_p99_ms, min_speedup, base_line, max_regression, notes)
-    return BenchmarkReport(tuple(results), tuple(comparisons), tuple(gates), all(g.passed for g in gates), env,
-                           tuple(dict.fromkeys(notes)))
+def _point_ci(t: tuple[float, float, float]) -> tuple[float, tuple[float, float]]:
+    return t[0], (t[1], t[2])
 
 
 def _leading(feeds) -> int:
@@ -361,101 +310,3 @@ def _leading(feeds) -> int:
         if getattr(v, "ndim", 0):
             return int(v.shape[0])
     return 1
-
-
-class _Bar:
-    def __init__(self, total, seconds):
-        from rich.progress import Progress
-
-        from onnxforge.cli.common import console
-
-        self.p = Progress(console=console(stderr=True), transient=True)
-        self.p.start()
-        self.total = total
-        self.task = self.p.add_task("benchmark", total=total or 100)
-        self.t0 = time.perf_counter()
-        self.seconds = seconds
-        self.last = 0.0
-
-    def advance(self, rounds):
-        now = time.perf_counter()
-        if now - self.last < 0.1:  # outside the timed region, but keep it cheap
-            return
-        self.last = now
-        done = rounds if self.total else min(100.0, 100 * (now - self.t0) / self.seconds)
-        self.p.update(self.task, completed=done)
-
-    def close(self):
-        self.p.stop()
-
-
-def _progress(enabled, total, seconds):
-    import sys
-
-    if not enabled or not sys.stderr.isatty():
-        return None
-    return _Bar(total, seconds)
-
-
-def _load_baseline(path: str) -> dict:
-    from onnxforge.fileio import check_readable_file
-    from onnxforge.report import SCHEMA_VERSION
-
-    p = check_readable_file(path, "baseline")
-    try:
-        env = json.loads(p.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"baseline {p} is not JSON ({exc})") from None
-    if not isinstance(env, dict) or env.get("kind") != "benchmark":
-        raise BadInputError(f"baseline {p} is not a benchmark report (kind {env.get('kind') if isinstance(env, dict) else '?'})",
-                            hint="save one with: onnxforge benchmark MODEL --report baseline.json")
-    if env.get("schema_version") != SCHEMA_VERSION:
-        raise BadInputError(f"baseline {p} has schema version {env.get('schema_version')}, this onnxforge writes {SCHEMA_VERSION}",
-                            hint="re-run the baseline with this onnxforge version")
-    return env["result"]
-
-
-def _gates(results, comparisons, max_p50, max_p99, min_speedup, base, max_regression, notes) -> list[GateResult]:
-    gates = []
-    for r in results:
-        tag = f"{Path(r.model).name} ({r.requested_provider}, batch {r.batch})"
-        if max_p50 is not None:
-            ok = r.latency.p50 <= max_p50
-            gates.append(GateResult("max_p50_ms", ok, r.latency.p50, max_p50,
-                                    f"{tag}: p50 {r.latency.p50:.3f} ms {'<=' if ok else '>'} {max_p50} ms"))
-        if max_p99 is not None:
-            ok = r.latency.p99 <= max_p99
-            gates.append(GateResult("max_p99_ms", ok, r.latency.p99, max_p99,
-                                    f"{tag}: p99 {r.latency.p99:.3f} ms {'<=' if ok else '>'} {max_p99} ms"))
-    if min_speedup is not None:
-        if not comparisons:
-            raise UsageError("--min-speedup compares against the first model: give two or more")
-        for c in comparisons:
-            ok = c.speedup >= min_speedup
-            gates.append(GateResult("min_speedup", ok, c.speedup, min_speedup,
-                                    f"{Path(c.model).name}: {c.speedup:.2f}x (95% CI {c.ci95[0]:.2f}-{c.ci95[1]:.2f}) "
-                                    f"vs {Path(c.against).name}, need >= {min_speedup}x"))
-    if base is not None:
-        rows = base.get("results", [])
-        matched = False
-        for r in results:
-            for b in rows:
-                same = (b.get("sha256") and b.get("sha256") == r.sha256) or Path(b.get("model", "")).name == Path(r.model).name
-                if not same or b.get("requested_provider") != r.requested_provider or b.get("batch") != r.batch:
-                    continue
-                matched = True
-                if b.get("sha256") and b.get("sha256") != r.sha256:
-                    notes.append(f"{Path(r.model).name}: the model file changed since the baseline (sha256 differs)")
-                bp50 = float(b["latency"]["p50"])
-                limit = bp50 * (1 + max_regression)
-                # worse beyond the interval: even the low end of this run's median CI is past the limit
-                ok = r.latency.ci95[0] <= limit
-                change = r.latency.p50 / bp50 - 1
-                gates.append(GateResult("baseline", ok, r.latency.p50, limit,
-                                        f"{Path(r.model).name} ({r.requested_provider}, batch {r.batch}): p50 "
-                                        f"{r.latency.p50:.3f} ms vs baseline {bp50:.3f} ms ({change:+.1%}), "
-                                        f"limit +{max_regression:.0%}"))
-        if not matched:
-            raise BadInputError("the baseline holds no result for these models, providers and batch sizes",
-                                hint="it is a benchmark of another model; save a baseline of this one with --report")
-    return gates

@@ -136,13 +136,11 @@ def test_print_step_round_trips_into_a_release_config(cli, tmp_path):
     doc = tomllib.loads(r.out)
     assert doc["model"] == {"source": "m.py:build", "framework": "torch", "inputs": ["x:float32:batchx8"]}
     assert doc["steps"] == [{"run": "convert", "opset": 18}]
-    from onnxforge.pipeline import STEP_OPTIONS
-
-    for cmd, run in ((["simplify", "a.onnx", "-o", "b.onnx", "--transformer", "bert", "--ort", "basic"], "simplify"),
-                     (["quantize", "dynamic", "a.onnx", "-o", "b.onnx", "--per-channel"], "quantize.dynamic"),
-                     (["quantize", "fp16", "a.onnx", "-o", "b.onnx", "--block-op", "Softmax"], "quantize.fp16")):
+    for cmd, run, key in ((["simplify", "a.onnx", "-o", "b.onnx", "--transformer", "bert", "--ort", "basic"], "simplify", "ort_level"),
+                          (["quantize", "dynamic", "a.onnx", "-o", "b.onnx", "--per-channel"], "quantize.dynamic", "per_channel"),
+                          (["quantize", "fp16", "a.onnx", "-o", "b.onnx", "--block-op", "Softmax"], "quantize.fp16", "block_ops")):
         st = tomllib.loads(cli(*cmd, "--print-step").out)["steps"][0]
-        assert st["run"] == run and set(st) - {"run"} <= STEP_OPTIONS[run]
+        assert st["run"] == run and key in st
 
 
 def test_debug_anywhere_on_the_line(cli, tmp_path):

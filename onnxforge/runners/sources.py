@@ -1,5 +1,5 @@
 """Loading source models: torch (.pt2, TorchScript, factories, pickles) and sklearn
-(.skops, joblib/pickle, factories). `convert` and `validate` share this code.
+(.skops, joblib/pickle, factories). `convert`, `validate` and the release share this code.
 
 Unpickling runs arbitrary code, so whole pickled models load only with
 ``trust_pickle``; the safe forms are torch.export's .pt2, TorchScript, a factory
@@ -13,9 +13,9 @@ import importlib.util
 import logging
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from onnxforge.errors import BadInputError, ConversionError, first_line, require
 
@@ -31,6 +31,12 @@ class LoadedTorch:
     kind: str  # "export" | "torchscript" | "factory" | "pickle" | "module"
     example_args: tuple | None = None  # from a .pt2's saved example inputs
     program: Any = None  # the ExportedProgram for .pt2
+    example_kwargs: Mapping[str, Any] = field(default_factory=dict)  # a .pt2 saved from keyword arguments
+
+    @property
+    def keyword(self) -> tuple[str, ...]:
+        """Inputs the module takes by name (a program exported with keyword arguments)."""
+        return tuple(self.example_kwargs)
 
 
 def is_factory(spec: str) -> bool:
@@ -85,9 +91,12 @@ def _zip_names(path: Path) -> list[str]:
 def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = False) -> LoadedTorch:
     torch = require("torch", "torch")
     if isinstance(source, torch.nn.Module):
+        if weights:  # a factory's module, built by the caller
+            _load_weights(source, weights)
         return LoadedTorch(source, "module")
     if hasattr(source, "module") and type(source).__name__ == "ExportedProgram":
-        return LoadedTorch(source.module(), "export", _example_args(source), source)
+        args, kwargs = _example_inputs(source)
+        return LoadedTorch(source.module(), "export", args, source, kwargs)
     spec = str(source)
     if is_factory(spec):
         model = call_factory(spec, "a torch.nn.Module")
@@ -107,7 +116,8 @@ def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = 
         except Exception as exc:
             raise BadInputError(f"{path}: cannot load as a torch.export program ({first_line(exc)})",
                                 hint="save it with torch.export.save(torch.export.export(model, args), path)") from None
-        return LoadedTorch(ep.module(), "export", _example_args(ep), ep)
+        args, kwargs = _example_inputs(ep)
+        return LoadedTorch(ep.module(), "export", args, ep, kwargs)
     if any("/code/" in n or n.endswith("constants.pkl") for n in names):
         try:
             return LoadedTorch(torch.jit.load(str(path), map_location="cpu"), "torchscript")
@@ -140,12 +150,17 @@ def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = 
     return LoadedTorch(model, "pickle")
 
 
-def _example_args(ep) -> tuple | None:
+def _example_inputs(ep) -> tuple[tuple | None, dict]:
+    """A program's saved example inputs: (positional args or None, keyword args)."""
     ex = getattr(ep, "example_inputs", None)
     if not ex:
-        return None
+        return None, {}
     args, kwargs = ex if isinstance(ex, tuple) and len(ex) == 2 and isinstance(ex[1], dict) else (ex, {})
-    return tuple(args) if not kwargs else None
+    return (tuple(args) if args or kwargs else None), dict(kwargs)
+
+
+def source_name(spec: Any) -> str:
+    return spec if isinstance(spec, str) else type(spec).__name__
 
 
 def _load_weights(model, weights: str) -> None:
@@ -246,32 +261,3 @@ def detect_framework(spec: str) -> str:
     if p.suffix in TORCH_SUFFIXES:
         return "torch"
     raise ConversionError(f"cannot tell whether {spec} is a torch or a sklearn source")
-
-
-def source_side(spec: str, *, framework: str | None = None, weights: str | None = None,
-                trust_pickle: bool = False, trust: Sequence[str] = (), label: str | None = None):
-    """A validate side that runs a torch or sklearn source (inputs by position)."""
-    from onnxforge.validators.parity import Side
-
-    if framework is None:
-        if is_factory(spec):
-            obj = call_factory(spec, "a model")
-            framework = "sklearn" if type(obj).__module__.startswith("sklearn") else "torch"
-            spec = obj  # reuse the built object; do not call the factory twice
-        else:
-            framework = detect_framework(spec)
-    if framework == "torch":
-        from onnxforge.converters.torch import torch_runner
-
-        loaded = load_torch(spec, weights=weights, trust_pickle=trust_pickle)
-        if hasattr(loaded.module, "eval") and loaded.kind != "export":
-            loaded.module.eval()  # as convert does: a reference in training mode is not the model that ships
-        return Side(label=label or f"torch:{_name(spec)}", kind="torch", run=torch_runner(loaded.module))
-    from onnxforge.converters.sklearn import sklearn_runner
-
-    est = load_sklearn(spec, trust=trust, trust_pickle=trust_pickle)
-    return Side(label=label or f"sklearn:{type(est).__name__}", kind="sklearn", run=sklearn_runner(est))
-
-
-def _name(spec: Any) -> str:
-    return spec if isinstance(spec, str) else type(spec).__name__

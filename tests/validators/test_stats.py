@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from onnxforge.validators.benchmark import histogram, latency_stats, median_ci, sparkline, speedup_ci
+from onnxforge.stats import histogram, latency_stats, median_ci, sparkline, speedup_ci
 
 
 def test_latency_stats_known_values():

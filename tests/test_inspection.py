@@ -4,7 +4,7 @@ import onnx
 import pytest
 
 from onnxforge.errors import BadInputError
-from onnxforge.validators.checker import inspect_model
+from onnxforge.inspection import inspect_model
 
 
 def test_resnet50_light(light):

@@ -36,11 +36,11 @@ def test_localize_finds_first_diverging_node(cli, fx):
 
 def test_localize_reports_when_nothing_shared_diverges(fx):
     from onnxforge.types import Tolerance
-    from onnxforge.validators.parity import localize_divergence
+    from onnxforge.validators.localize import localize_divergence
 
     x = {"x": np.ones((1, 16), np.float32)}
     loc = localize_divergence(fx / "chain.onnx", fx / "chain.onnx", x, Tolerance())
-    assert loc["node"] is None and loc["compared"] == 16
+    assert loc.node is None and loc.compared == 16
 
 
 def test_tolerance_flags_and_per_output(cli, fx):

@@ -94,7 +94,7 @@ def _config(tmp_path, mutate) -> str:
     for name in ("model.py", "weights.pt", "calib.npz", "val.npz"):
         shutil.copy(EXAMPLE / name, tmp_path / name)
     mutate(cfg)
-    from onnxforge.cli.common import toml_value
+    from onnxforge.options import toml_value
 
     lines = []
     for sec in ("model", "data"):
@@ -121,7 +121,7 @@ def _config(tmp_path, mutate) -> str:
     (lambda c: c["gates"]["accuracy"].update(max_drop="a lot"), 2, "must be a number"),
     (lambda c: c.update(steps=[{"run": "simplify"}]), 2, "steps[0] must be convert"),
     (lambda c: c["data"].update(calibration=3), 2, "data.calibration must be a path"),
-    (lambda c: c["model"].update(inputs="x:float32:1x1x8x8"), 2, "model.inputs must be a list"),
+    (lambda c: c["model"].update(inputs="x:float32:1x1x8x8"), 2, "model.inputs: must be a list"),
 ])
 def test_bad_configs_refused_before_work(cli, tmp_path, mutate, code, needle):
     cfg = _config(tmp_path, mutate)

@@ -1,4 +1,4 @@
-"""Static facts about a built model: `onnxforge inspect`, and onnx.checker."""
+"""Static facts about a model: `onnxforge inspect`, before/after summaries, and onnx.checker."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from onnxforge.types import ModelInfo
+from onnxforge.types import GraphSummary, ModelInfo
 
 
 def _tensor_bytes(t) -> tuple[int, int]:
@@ -24,7 +24,7 @@ def _tensor_bytes(t) -> tuple[int, int]:
     return n, n * itemsize
 
 
-def inspect_model(path: str | os.PathLike) -> ModelInfo:
+def inspect_model(path: str | os.PathLike, *, runtime: bool = True) -> ModelInfo:
     """Everything `onnxforge inspect` shows, as data. Does not read external data,
     but checks that its files exist."""
     from onnxforge.fileio import external_data_files, load_onnx
@@ -65,7 +65,7 @@ def inspect_model(path: str | os.PathLike) -> ModelInfo:
         parameter_bytes=nbytes,
         external_data={k: v for k, v in sorted(ext.items())},
         metadata={p.key: p.value for p in model.metadata_props},
-        runtime=support_verdict(model.ir_version, opsets),
+        runtime=support_verdict(model.ir_version, opsets) if runtime else {},
     )
 
 
@@ -79,3 +79,10 @@ def check_model(path: str | os.PathLike, *, full: bool = True) -> None:
         onnx.checker.check_model(str(path), full_check=full)
     except Exception as exc:
         raise BadInputError(f"{path}: onnx.checker rejects the model ({first_line(exc)})") from None
+
+
+def summary(path: str | os.PathLike) -> GraphSummary:
+    """Node count per op type, total nodes, initializer bytes, file size (data included)."""
+    info = inspect_model(path, runtime=False)
+    return GraphSummary(info.node_count, dict(info.op_histogram), info.parameter_bytes,
+                        info.file_bytes + sum(info.external_data.values()))

@@ -1,79 +1,12 @@
-"""Results -> the versioned JSON envelope, and results -> rich tables for people.
-
-One renderer per result type, registered in ``_RENDERERS``. JSON is strict: non-finite
-floats become the strings "NaN", "Infinity", "-Infinity" so any JSON parser reads it.
-"""
+"""Results -> rich tables for people: one renderer per result type (``_RENDERERS``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from typing import Any, Callable
 
-SCHEMA_VERSION = 1
-
-KINDS = {
-    "ModelInfo": "inspect",
-    "ParityReport": "parity",
-    "BenchmarkResult": "benchmark",
-    "StepResult": "step",
-    "BenchmarkReport": "benchmark",
-    "ReleaseReport": "release",
-}
-
-
-def to_jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict) or hasattr(obj, "items") and callable(obj.items):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return obj
-    if isinstance(obj, int):
-        return obj
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return "NaN"
-        if math.isinf(obj):
-            return "Infinity" if obj > 0 else "-Infinity"
-        return obj
-    # numpy scalars and arrays without importing numpy here
-    if hasattr(obj, "tolist"):
-        return to_jsonable(obj.tolist())
-    if hasattr(obj, "__fspath__"):
-        return str(obj)
-    return str(obj)
-
-
-def kind_of(result: Any) -> str:
-    return KINDS.get(type(result).__name__, type(result).__name__.lower())
-
-
-def envelope(result: Any, kind: str | None = None) -> dict:
-    from onnxforge import __version__
-
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": kind or kind_of(result),
-        "onnxforge_version": __version__,
-        "result": to_jsonable(result),
-    }
-
-
-def dumps(result: Any, kind: str | None = None) -> str:
-    return json.dumps(envelope(result, kind), indent=2, allow_nan=False)
-
-
-def write_report(path: str, result: Any, kind: str | None = None) -> None:
-    from onnxforge.fileio import atomic_write_text
-
-    atomic_write_text(path, dumps(result, kind) + "\n")
-
-
-# ----------------------------------------------------------------------------- tables
+from onnxforge.report import to_jsonable
 
 
 def _fmt_bytes(n: float) -> str:
@@ -188,62 +121,46 @@ def _render_parity(report, console) -> None:
     console.print(t)
     for p in report.problems:
         console.print(f"[red]problem:[/] {_esc(p)}")
-    if report.localized:
-        loc = report.localized
-        console.print(
-            f"first diverging node: [bold]{_esc(loc.get('node'))}[/] ({_esc(loc.get('op_type'))}), "
-            f"output {_esc(loc.get('output'))}: max abs {_fmt_num(loc.get('max_abs'))}"
-        )
+    for n in report.notes:
+        console.print(f"note: {_esc(n)}")
+    loc = report.localized
+    if loc is not None and loc.node:
+        console.print(f"first diverging node: [bold]{_esc(loc.node)}[/] ({_esc(loc.op_type)}), "
+                      f"output {_esc(loc.output)}: max abs {_fmt_num(loc.max_abs)}")
+    elif loc is not None:
+        console.print(f"localize: {_esc(loc.message)}")
     console.print("[green]PASSED[/]" if report.passed else "[red]FAILED[/]")
 
 
 def _render_step(res, console) -> None:
-    from rich.table import Table
-
     for c in res.checks:
         _render_parity(c, console)
-    d = res.details
-    if d.get("before") and d.get("after"):
-        t = Table(title="before / after", title_justify="left")
-        for col in ("", "before", "after"):
-            t.add_column(col, justify="right" if col else "left")
-        b, a = d["before"], d["after"]
-        for key in ("nodes", "initializer_bytes", "file_bytes"):
-            if key in b:
-                fmt = _fmt_bytes if key.endswith("bytes") else str
-                t.add_row(key, fmt(b[key]), fmt(a.get(key, 0)))
-        ops = sorted(set(b.get("ops", {})) | set(a.get("ops", {})))
-        for op in ops:
-            nb, na = b.get("ops", {}).get(op, 0), a.get("ops", {}).get(op, 0)
-            if nb != na:
-                t.add_row(f"  {_esc(op)}", str(nb), str(na))
-        console.print(t)
-    for st in d.get("steps", []) or []:
-        extra = st.get("reason") or (f"{st['after']['nodes']} nodes" if st.get("after") else "")
-        engine = f" via {st['engine']}" if st.get("engine") else ""
-        colour = "green" if st["status"] == "ok" else "yellow" if st["status"] in ("skipped", "reverted") else "red"
-        console.print(f"step {_esc(st['step'])}{_esc(engine)}: [{colour}]{st['status']}[/] "
-                      f"({st.get('seconds', 0)} s{'; ' + _esc(extra) if extra else ''})")
-    sp = d.get("speed")
+    if res.before and res.after:
+        _render_before_after(res.before, res.after, console)
+    for e in res.engines:
+        extra = e.reason or (f"{e.after.nodes} nodes" if e.after else "")
+        engine = f" via {e.engine}" if e.engine else ""
+        colour = "green" if e.status == "ok" else "yellow" if e.status in ("skipped", "reverted") else "red"
+        console.print(f"step {_esc(e.step)}{_esc(engine)}: [{colour}]{e.status}[/] "
+                      f"({e.seconds} s{'; ' + _esc(extra) if extra else ''})")
+    sp = res.speed
     if sp:
-        console.print(f"speed: fp32 p50 {sp['fp32_p50_ms']:.4g} ms, int8 p50 {sp['int8_p50_ms']:.4g} ms: "
-                      f"[bold]{sp['speedup']:.2f}x[/] (95% CI {sp['ci95'][0]:.2f}-{sp['ci95'][1]:.2f}, "
-                      f"{sp['iterations']} interleaved runs each)")
-    sz = d.get("size")
-    if sz:
-        console.print(f"size: {_fmt_bytes(sz['fp32_bytes'])} -> {_fmt_bytes(sz['int8_bytes'])} ({sz['ratio']:.0%})")
-    trials = d.get("trials") or []
-    if len(trials) > 1:
-        for t in trials:
-            console.print(_esc(f"trial {t['trial']}: excluded {len(t['excluded_nodes'])} node(s) "
-                               f"{t['excluded_nodes'][:6]}, parity {'pass' if t['parity_passed'] else 'FAIL'}, "
-                               f"min cosine {t['min_cosine']}, speed-up {t['speedup']:.2f}x"))
-    for op, ba in (d.get("fusions") or {}).items():
-        console.print(f"fusion {_esc(op)}: {ba['before']} -> {ba['after']}")
-    for key, value in d.items():
-        if key in ("before", "after") or isinstance(value, (dict, list, tuple)):
-            continue
-        console.print(f"{_esc(key)}: {_esc(value)}")
+        console.print(f"speed: fp32 p50 {sp.reference_p50_ms:.4g} ms, new p50 {sp.p50_ms:.4g} ms: "
+                      f"[bold]{sp.speedup:.2f}x[/] (95% CI {sp.ci95[0]:.2f}-{sp.ci95[1]:.2f}, "
+                      f"{sp.iterations} interleaved runs each)")
+    if res.before and res.after and res.step.startswith("quantize"):
+        ratio = res.after.file_bytes / max(1, res.before.file_bytes)
+        console.print(f"size: {_fmt_bytes(res.before.file_bytes)} -> {_fmt_bytes(res.after.file_bytes)} ({ratio:.0%})")
+    if len(res.trials) > 1:
+        for t in res.trials:
+            console.print(_esc(f"trial {t.trial}: excluded {len(t.excluded_nodes)} node(s) "
+                               f"{list(t.excluded_nodes[:6])}, parity {'pass' if t.parity_passed else 'FAIL'}, "
+                               f"min cosine {t.min_cosine}, speed-up {t.speedup:.2f}x"))
+    for op, (b, a) in res.fusions.items():
+        console.print(f"fusion {_esc(op)}: {b} -> {a}")
+    for key, value in res.details.items():
+        if not isinstance(value, (dict, list, tuple)):
+            console.print(f"{_esc(key)}: {_esc(value)}")
     for n in res.notes:
         console.print(f"note: {_esc(n)}")
     where = res.output if res.written else f"nothing written (would be {res.output})"
@@ -251,12 +168,28 @@ def _render_step(res, console) -> None:
     console.print(f"{_esc(res.step)}: {verdict} -> {_esc(where)}")
 
 
+def _render_before_after(b, a, console) -> None:
+    from rich.table import Table
+
+    t = Table(title="before / after", title_justify="left")
+    for col in ("", "before", "after"):
+        t.add_column(col, justify="right" if col else "left")
+    t.add_row("nodes", str(b.nodes), str(a.nodes))
+    t.add_row("initializer_bytes", _fmt_bytes(b.initializer_bytes), _fmt_bytes(a.initializer_bytes))
+    t.add_row("file_bytes", _fmt_bytes(b.file_bytes), _fmt_bytes(a.file_bytes))
+    for op in sorted(set(b.ops) | set(a.ops)):
+        nb, na = b.ops.get(op, 0), a.ops.get(op, 0)
+        if nb != na:
+            t.add_row(f"  {_esc(op)}", str(nb), str(na))
+    console.print(t)
+
+
 def _render_benchmark(rep, console, gates: bool = True) -> None:
     from pathlib import Path
 
     from rich.table import Table
 
-    from onnxforge.validators.benchmark import sparkline
+    from onnxforge.stats import sparkline
 
     speed = {c.model: c for c in rep.comparisons}
     t = Table(title="latency (ms)", title_justify="left")

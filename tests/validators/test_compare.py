@@ -5,7 +5,12 @@ import pytest
 
 from onnxforge.errors import UsageError
 from onnxforge.types import Tolerance
-from onnxforge.validators.parity import compare, compare_output, parse_tolerances
+from onnxforge.specs import parse_per_output
+from onnxforge.validators.compare import compare, compare_output, make_tolerance
+
+
+def parse_tolerances(atol, rtol):
+    return make_tolerance(parse_per_output(atol or [], "--atol"), parse_per_output(rtol or [], "--rtol"))
 
 
 def test_identical_passes_with_zero_error():

@@ -1,0 +1,143 @@
+"""CLI commands generated from the step registry: each option field of a step becomes
+a flag (its type, help, default and metavar from the declaration), values pass
+through the same validation as a release TOML, and ``--print-step`` prints the
+release config entry the command corresponds to."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import sys
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from onnxforge.cli.common import FormatOpt, JsonOpt, OutputOpt, PrintStepOpt, ReportOpt, emit, wants_json
+from onnxforge.options import (Opt, base_type, choices_of, default_of, fields_of, flag_of, non_defaults, toml_key,
+                               toml_place, toml_value, validate_options)
+from onnxforge.registry import STEPS, StepDef
+
+
+def _ordered(cls) -> list[tuple[dataclasses.Field, Opt]]:
+    """The step's own fields first, then the shared groups (checks, output)."""
+    depth = {}
+    for level, klass in enumerate(cls.__mro__):  # a field redeclared below stays with its group
+        for name in klass.__dict__.get("__annotations__", {}):
+            depth[name] = level
+    return sorted(fields_of(cls), key=lambda fo: depth.get(fo[0].name, 99))
+
+
+def _cli_type(cls, f: dataclasses.Field, o: Opt):
+    t = base_type(cls, f.name)
+    if t is bool:
+        return Optional[bool]
+    if o.parse is None and t in (int, float, str):
+        return Optional[t]
+    if o.parse is None and typing.get_origin(t) is typing.Literal:
+        return Optional[str]
+    if o.parse is None and typing.get_origin(t) in (tuple, list):
+        return Optional[list[str]]
+    if o.parse is None:
+        return Optional[str]  # e.g. int | str (a size): validated after
+    return Optional[list[str]]  # values with a grammar of their own, parsed by o.parse
+
+
+def _metavar(cls, f: dataclasses.Field, o: Opt) -> str | None:
+    if o.metavar:
+        return o.metavar
+    choices = choices_of(cls, f.name)
+    if choices:
+        return "|".join(map(str, choices))
+    return {int: "N", float: "X", str: "TEXT"}.get(base_type(cls, f.name), "VALUE")
+
+
+def _help(cls, f: dataclasses.Field, o: Opt) -> str:
+    text = o.help
+    d = default_of(f)
+    if d not in (None, (), {}, [], False) and base_type(cls, f.name) is not bool and "default" not in text:
+        text += f" [default: {d}]"
+    return text
+
+
+def _param(cls, f, o) -> inspect.Parameter:
+    decl = flag_of(f, o)
+    if base_type(cls, f.name) is bool and "/" not in decl:
+        decl = f"{decl}/--no-{decl[2:]}"
+    metavar = None if base_type(cls, f.name) is bool else _metavar(cls, f, o)
+    info = typer.Option(decl, help=_help(cls, f, o), metavar=metavar, show_default=False)
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[_cli_type(cls, f, o), info])
+
+
+def options_from_cli(step: StepDef, given: dict[str, Any]):
+    """The step's options from parsed CLI values (None: not given), validated."""
+    values, names = {}, {}
+    for f, o in fields_of(step.options):
+        v = given.get(f.name)
+        if v is None:
+            continue
+        if o.parse is not None:
+            v = o.parse(v if isinstance(v, list) else [v])
+        elif isinstance(v, list):
+            v = list(v)
+        values[f.name], names[f.name] = v, flag_of(f, o).split("/")[0]
+    return validate_options(step.options, values, keys=names)
+
+
+def step_toml(step: StepDef, source: str | None, options) -> str:
+    """The release config entry (and [model] / [data] tables) for these options;
+    options left at their defaults are omitted."""
+    tables: dict[str, dict] = {"model": {}, "data": {}, "": {}}
+    if step.source == "source":
+        tables["model"].update(source=source, framework=step.name.split(".")[1])
+    changed = non_defaults(options)
+    for f, o in fields_of(step.options):
+        place = toml_place(f, o)
+        if place is None or f.name not in changed:
+            continue
+        tables.setdefault(place[0], {})[place[1]] = changed[f.name]
+    lines = []
+    for name in ("model", "data"):
+        if tables[name]:
+            lines += [f"[{name}]", *(f"{toml_key(k)} = {toml_value(v)}" for k, v in tables[name].items()), ""]
+    lines += ["[[steps]]", f'run = "{step.run}"', *(f"{toml_key(k)} = {toml_value(v)}" for k, v in tables[""].items())]
+    return "\n".join(lines) + "\n"
+
+
+def step_command(name: str):
+    """A Typer command function for a registered step."""
+    step = STEPS[name]
+    cls = step.options
+    what = "SOURCE" if step.source == "source" else "IN.onnx"
+    arg_help = ("The model source: a .pt2, TorchScript, .skops, a factory module:function (runs its code), or a "
+                "pickle with --trust-pickle." if step.source == "source" else "The ONNX model.")
+    params = [
+        inspect.Parameter("source", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                          annotation=Annotated[str, typer.Argument(help=arg_help, metavar=what, show_default=False)]),
+        inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, annotation=OutputOpt),
+        *(_param(cls, f, o) for f, o in _ordered(cls)),
+        inspect.Parameter("print_step", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=PrintStepOpt),
+        inspect.Parameter("json_", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOpt),
+        inspect.Parameter("fmt", inspect.Parameter.KEYWORD_ONLY, default="table", annotation=FormatOpt),
+        inspect.Parameter("report", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ReportOpt),
+    ]
+
+    def command(source: str, **kw) -> None:
+        from onnxforge.registry import function_of
+
+        as_json = wants_json(kw.pop("json_"), kw.pop("fmt"))
+        output, print_step, report = kw.pop("output"), kw.pop("print_step"), kw.pop("report")
+        options = options_from_cli(step, kw)
+        if print_step:
+            sys.stdout.write(step_toml(step, source, options))
+            return
+        res = function_of(step)(source, Path(output), options)
+        emit(res, as_json=as_json, report=report, passed=res.passed)
+
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = step.summary
+    command.__name__ = name.replace(".", "_")
+    return command

@@ -1,0 +1,47 @@
+"""Third-party chatter: exporters and graph rewriters print progress and graph dumps
+on stdout and warn on stderr. Keep stdout for our result (``--json``) and their
+chatter for ``-v``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+log = logging.getLogger("onnxforge")
+
+
+@contextlib.contextmanager
+def quiet_third_party():
+    """Exporters and graph rewriters print progress and graph dumps on stdout and warn
+    on stderr; keep stdout for our result (``--json``) and their chatter for ``-v``."""
+    import io
+    import sys
+    import warnings
+
+    verbose = log.isEnabledFor(logging.INFO)
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript",
+                                              "onnx_ir", "onnxruntime", "root")]
+    levels = [lg.level for lg in loggers]
+    sink = sys.stderr if verbose else io.StringIO()
+    # C++ code (TorchScript graph dumps) writes to file descriptor 1 directly
+    sys.stdout.flush()
+    saved_fd = os.dup(1)
+    target_fd = os.open(os.devnull, os.O_WRONLY) if not verbose else os.dup(2)
+    os.dup2(target_fd, 1)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+            if not verbose:
+                warnings.simplefilter("ignore")
+                for lg in loggers:
+                    lg.setLevel(logging.ERROR)
+            try:
+                yield
+            finally:
+                for lg, lvl in zip(loggers, levels):
+                    lg.setLevel(lvl)
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved_fd, 1)
+        os.close(saved_fd)
+        os.close(target_fd)

@@ -1,0 +1,290 @@
+"""The step registry: every model-producing step declared once — its function (by
+name, imported on first use) and its options as a frozen dataclass (options.py).
+
+The CLI commands, ``--print-step``, the release config schema, ``--dry-run`` and the
+README's option tables are derived from these declarations. To add an option to a
+step, add one field here (see docs/architecture.md); to add a step, add a dataclass
+and a ``StepDef``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Optional
+
+from onnxforge.errors import UsageError
+from onnxforge.options import Fraction, Names, NonNegInt, Percent, PosFloat, PosInt, Tolerance, option
+from onnxforge.specs import (
+    check_specs, check_val_ranges, parse_bytes, parse_comma_list, parse_dims, parse_dynamic, parse_literals,
+    parse_opsets, parse_per_output, parse_shapes, parse_val_ranges,
+)
+
+
+def _tol(what: str, default_text: str):
+    return option(None, f"{'Absolute' if what == 'atol' else 'Relative'} tolerance, with per-output overrides: "
+                        f"--{what} 1e-4 --{what} logits:1e-3 (default: {default_text}).",
+                  metavar="[NAME:]VALUE", parse=lambda v: parse_per_output(v, f"--{what}"),
+                  example=(f"--{what}", "0.002", f"--{what}", "logits:0.01"))
+
+
+def _check_dynamic(items) -> None:
+    parse_dynamic(items)
+
+
+# ----------------------------------------------------------------------------- shared groups
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """How a step writes its model (every model-producing step has these)."""
+
+    external_data: Optional[bool] = option(None, "Weights in a separate NAME.data file (default: only past 2 GB).",
+                                           flag="--external-data/--no-external-data", example=("--external-data",))
+    keep_failed: bool = option(False, "Write the model even when its check fails, as NAME.failed.onnx.", toml=None,
+                               example=("--keep-failed",))
+    force: bool = option(False, "Overwrite an existing output (never an input).", toml=None, example=("--force",))
+
+
+@dataclass(frozen=True)
+class CheckOptions(OutputOptions):
+    """How a step checks its model against the one before it."""
+
+    inputs: Optional[str] = option(None, "Input data for the checks: .npz, .npy, a folder of NAME.npy, or numbered "
+                                         "sample folders.", metavar="PATH", toml=None, path=True)
+    seed: NonNegInt = option(0, "Seed for generated inputs.", toml=None, example=("--seed", "3"))
+    dims: dict[str, PosInt] = option({}, "Pin a symbolic dim: NAME=VALUE (repeatable).", flag="--dim",
+                                     metavar="NAME=VALUE", parse=parse_dims, example=("--dim", "batch=4"))
+    atol: Optional[Tolerance] = _tol("atol", "1e-4")
+    rtol: Optional[Tolerance] = _tol("rtol", "1e-3")
+
+
+# ----------------------------------------------------------------------------- convert
+
+
+@dataclass(frozen=True)
+class ConvertTorchOptions(OutputOptions):
+    inputs: Names = option((), "Input spec NAME:DTYPE:SHAPE, e.g. x:float32:batchx3x224x224 (repeatable; symbolic "
+                               "dims become dynamic axes).", flag="--input", metavar="SPEC", toml="model.inputs",
+                           check=check_specs, example=("--input", "x:float32:batchx8"))
+    example_inputs: Optional[str] = option(None, "Example inputs from a file (.npz keyed by input name), instead of "
+                                                 "--input.", flag="--inputs", metavar="PATH", toml="model.sample",
+                                           path=True)
+    dynamic: Names = option((), "Dynamic axis NAME:AXIS=LABEL, e.g. x:0=batch (repeatable).", metavar="NAME:AXIS=LABEL",
+                            toml="model.dynamic", check=_check_dynamic, example=("--dynamic", "x:0=batch"))
+    weights: Optional[str] = option(None, "state_dict for a factory, loaded with weights_only=True.", metavar="PATH",
+                                    toml="model.weights", path=True)
+    trust_pickle: bool = option(False, "Allow unpickling a whole model (runs arbitrary code from the file).",
+                                toml="model.trust_pickle", example=("--trust-pickle",))
+    val_ranges: dict[str, tuple[float, float]] = option(
+        {}, "Random input range NAME:[LO,HI] (or [LO,HI] for all inputs).", flag="--val-range",
+        metavar="NAME:[LO,HI]", toml="model.val_ranges", parse=parse_val_ranges, check=check_val_ranges,
+        example=("--val-range", "x:[0,2]"))
+    opset: Optional[int] = option(None, "ai.onnx opset (default: the exporter's).", example=("--opset", "17"))
+    exporter: Literal["auto", "dynamo", "torchscript"] = option(
+        "auto", "auto (dynamo, then TorchScript on failure), dynamo, torchscript.", example=("--exporter", "dynamo"))
+    input_names: Names = option((), "ONNX input names, in forward() order (repeatable).", flag="--input-name",
+                                example=("--input-name", "x"))
+    output_names: Names = option((), "ONNX output names, in flattened order (repeatable).", flag="--output-name",
+                                 example=("--output-name", "y"))
+    check: bool = option(True, "Check the ONNX model against the module (--no-check turns it off; the report says "
+                               "so).", flag="--check/--no-check", example=("--no-check",))
+    atol: Optional[Tolerance] = _tol("atol", "1e-4")
+    rtol: Optional[Tolerance] = _tol("rtol", "1e-3")
+    seed: NonNegInt = option(0, "Seed for generated example inputs.", toml=None, example=("--seed", "3"))
+
+
+@dataclass(frozen=True)
+class ConvertSklearnOptions(OutputOptions):
+    sample: Optional[str] = option(None, "Sample data: X.npy / .npz (one input X) or a headed CSV (one input per "
+                                         "column).", metavar="PATH", toml="model.sample", path=True)
+    inputs: Names = option((), "Input spec NAME:DTYPE:SHAPE (repeatable), instead of --sample.", flag="--input",
+                           metavar="SPEC", toml="model.inputs", check=check_specs,
+                           example=("--input", "X:float32:?x4"))
+    trust: Names = option((), "A type a .skops file may load (repeatable).", metavar="TYPE", toml="model.trust",
+                          example=("--trust", "sklearn.linear_model.LogisticRegression"))
+    trust_pickle: bool = option(False, "Allow loading .joblib/.pkl pickles (runs arbitrary code from the file).",
+                                toml="model.trust_pickle", example=("--trust-pickle",))
+    zipmap: bool = option(False, "Classifier probabilities as ZipMap (list of dicts) or a plain tensor (default).",
+                          flag="--zipmap/--no-zipmap", example=("--zipmap",))
+    options: dict[str, Any] = option({}, "skl2onnx option for the final estimator: KEY=VALUE (repeatable).",
+                                     flag="--option", metavar="KEY=VALUE", parse=parse_literals,
+                                     example=("--option", "raw_scores=True"))
+    target_opset: Optional[int | dict[str, int]] = option(
+        None, "Opsets for skl2onnx: 17, and DOMAIN=VERSION for others (ai.onnx.ml=3).", metavar="[DOMAIN=]N",
+        parse=parse_opsets, example=("--target-opset", "17", "--target-opset", "ai.onnx.ml=3"))
+    double: bool = option(False, "Double-precision inputs (fixes float32 threshold flips in trees).",
+                          example=("--double",))
+    check: bool = option(True, "Check the ONNX model against the estimator.", flag="--check/--no-check",
+                         example=("--no-check",))
+    atol: Optional[Tolerance] = _tol("atol", "1e-4")
+    rtol: Optional[Tolerance] = _tol("rtol", "1e-3")
+    seed: NonNegInt = option(0, "Seed for generated rows.", toml=None, example=("--seed", "3"))
+
+
+# ----------------------------------------------------------------------------- graph steps
+
+
+def _check_transformer(name: str) -> None:
+    from onnxruntime.transformers.optimizer import MODEL_TYPES
+
+    if name not in MODEL_TYPES:
+        raise UsageError(f"unknown transformer type {name!r}", hint="valid: " + ", ".join(sorted(MODEL_TYPES)))
+
+
+@dataclass(frozen=True)
+class SimplifyOptions(CheckOptions):
+    onnxsim: bool = option(True, "Run onnxsim (constant folding, shape inference, dead nodes, fusions).",
+                           flag="--onnxsim/--no-onnxsim", example=("--no-onnxsim", "--ort", "basic"))
+    skip: Names = option((), "An onnxsim optimization pass to skip (repeatable).", metavar="PASS",
+                         example=("--skip", "fuse_bn_into_conv"))
+    shapes: dict[str, list[PosInt]] = option({}, "Pin an input shape NAME:DIMS (dims stay dynamic otherwise).",
+                                             flag="--shape", metavar="NAME:DIMS", parse=parse_shapes,
+                                             example=("--shape", "x:2x8"))
+    max_constant_size: Optional[NonNegInt] = option(None, "Do not fold constants larger than this many bytes.",
+                                                    example=("--max-constant-size", "1024"))
+    ort_level: Optional[Literal["basic", "extended", "all"]] = option(
+        None, "ONNX Runtime offline optimization: basic (portable), extended or all (ORT-only ops).", flag="--ort",
+        metavar="LEVEL", example=("--ort", "extended"))
+    transformer: Optional[str] = option(None, "Transformer fusions for this model type (bert, gpt2, vit, ...).",
+                                        metavar="TYPE", check=_check_transformer, example=("--transformer", "bert"))
+    num_heads: NonNegInt = option(0, "Attention heads (0: detect).", example=("--num-heads", "2"))
+    hidden_size: NonNegInt = option(0, "Hidden size (0: detect).", example=("--hidden-size", "32"))
+    allow_skip: bool = option(False, "A failed engine is skipped (exit 0, marked in the report) instead of failing.",
+                              example=("--allow-skip",))
+    samples: PosInt = option(1, "Random input samples for each check.", example=("--samples", "2"))
+
+
+@dataclass(frozen=True)
+class Fp16Options(CheckOptions):
+    keep_io_types: bool = option(True, "Keep fp32 inputs and outputs (default) or make them fp16.",
+                                 flag="--keep-io-types/--fp16-io", example=("--fp16-io",))
+    block_ops: Names = option((), "An op type to keep in fp32 (repeatable; added to ORT's default list).",
+                              flag="--block-op", metavar="OP", example=("--block-op", "Softmax"))
+    block_nodes: Names = option((), "A node name to keep in fp32 (repeatable).", flag="--block-node", metavar="NAME",
+                                example=("--block-node", "node_0"))
+    samples: PosInt = option(1, "Random input samples for the check.", example=("--samples", "2"))
+    atol: Optional[Tolerance] = _tol("atol", "1e-2: fp16 keeps about 3 digits")
+    rtol: Optional[Tolerance] = _tol("rtol", "1e-2")
+
+
+IntType = Optional[Literal["int8", "uint8"]]
+
+
+@dataclass(frozen=True)
+class DynamicOptions(CheckOptions):
+    weight_type: IntType = option(None, "int8 or uint8 (default: chosen for this CPU).", example=("--weight-type", "uint8"))
+    per_channel: bool = option(False, "Per-channel weight scales.", flag="--per-channel/--no-per-channel",
+                               example=("--per-channel",))
+    reduce_range: Optional[bool] = option(None, "7-bit weights (default: on for x86 without VNNI).",
+                                          flag="--reduce-range/--no-reduce-range", example=("--reduce-range",))
+    op_types: Names = option((), "Only quantize these op types: MatMul,Gemm,...", metavar="A,B",
+                             parse=parse_comma_list, example=("--op-types", "MatMul,Gemm"))
+    exclude_nodes: Names = option((), "A node to leave in fp32 (repeatable).", flag="--exclude-node", metavar="NAME",
+                                  example=("--exclude-node", "node_0"))
+    exclude_ops: Names = option((), "An op type to leave in fp32 (repeatable).", flag="--exclude-op", metavar="TYPE",
+                                example=("--exclude-op", "Conv"))
+    preprocess: bool = option(True, "Run ORT's quant_pre_process (shape inference and optimization) first.",
+                              flag="--preprocess/--no-preprocess", example=("--no-preprocess",))
+    check_samples: PosInt = option(4, "Random samples for the parity check (when no --inputs).",
+                                   example=("--check-samples", "8"))
+    min_cosine: Optional[Fraction] = option(0.99, "Budget: cosine similarity of every output to fp32 (0 turns it "
+                                                  "off).", example=("--min-cosine", "0.995"))
+    max_mismatch: Optional[Fraction] = option(None, "Budget: fraction of top-1 labels allowed to change (e.g. 0.01).",
+                                              example=("--max-mismatch", "0.02"))
+    min_speedup: Optional[PosFloat] = option(None, "Budget: int8 must be at least this much faster than fp32.",
+                                             example=("--min-speedup", "1.1"))
+    fallback: bool = option(False, "On a failed parity budget, leave the most sensitive nodes in fp32, a few more "
+                                   "each trial.", flag="--fallback/--no-fallback", example=("--fallback",))
+    max_trials: PosInt = option(4, "Trials for --fallback.", example=("--max-trials", "6"))
+    bench_seconds: PosFloat = option(2.0, "Seconds of interleaved fp32/int8 timing.",
+                                     example=("--bench-seconds", "0.5"))
+    atol: Optional[Tolerance] = _tol("atol", "off: int8 is judged on cosine; one bound given leaves the other at 0")
+    rtol: Optional[Tolerance] = _tol("rtol", "off")
+
+
+def _check_calibration(v: str) -> None:
+    if not v:
+        raise UsageError("empty calibration path", hint="give a .npz, a folder of samples, or 'random'")
+
+
+@dataclass(frozen=True)
+class StaticOptions(DynamicOptions):
+    calibration: Optional[str] = option(None, "Calibration data: .npz with a sample axis, a folder of samples, or "
+                                              "'random' (a smoke test).", metavar="DATA", toml="data.calibration",
+                                        path=True, check=_check_calibration, example=("--calibration", "random"))
+    method: Literal["minmax", "entropy", "percentile", "distribution"] = option(
+        "minmax", "Calibration method: minmax, entropy, percentile, distribution.", example=("--method", "entropy"))
+    percentile: Percent = option(99.999, "For --method percentile: the percentile kept (0-100].",
+                                 example=("--percentile", "99.9"))
+    quant_format: Literal["qdq", "qoperator"] = option(
+        "qdq", "qdq (default) or qoperator. (--format is the output format, as everywhere.)", toml="format",
+        example=("--quant-format", "qoperator"))
+    samples: Optional[PosInt] = option(None, "Calibration samples to use (default: all).",
+                                       example=("--samples", "16"))
+    activation_type: IntType = option(None, "int8 or uint8 (default: chosen for this CPU).",
+                                      example=("--activation-type", "int8"))
+    max_memory: Optional[int | str] = option(None, "Refuse histogram calibration estimated above this (e.g. 4GiB; "
+                                                   "default: half the available memory).", metavar="SIZE",
+                                             normalize=parse_bytes, example=("--max-memory", "1GiB"))
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class StepDef:
+    name: str  # "quantize.static"
+    function: str  # "module:function", imported on first use
+    options: type
+    summary: str
+    run: str  # the [[steps]] run = value
+    source: str = "model"  # what the positional argument is: "model" (an ONNX file) or "source"
+
+
+def _registry(*defs: StepDef) -> dict[str, StepDef]:
+    out: dict[str, StepDef] = {}
+    for d in defs:
+        if d.name in out:
+            raise ValueError(f"step {d.name!r} is declared twice")
+        out[d.name] = d
+    return out
+
+
+STEPS = _registry(
+    StepDef("convert.torch", "onnxforge.converters.torch:convert_torch", ConvertTorchOptions,
+            "Export a torch model to ONNX, then check it against the module on the example inputs and at a second "
+            "size of every dynamic axis.", run="convert", source="source"),
+    StepDef("convert.sklearn", "onnxforge.converters.sklearn:convert_sklearn", ConvertSklearnOptions,
+            "Convert a fitted scikit-learn estimator or pipeline to ONNX, then check it against predict / "
+            "predict_proba / transform.", run="convert", source="source"),
+    StepDef("simplify", "onnxforge.optimizers.simplify:simplify", SimplifyOptions,
+            "Simplify a model (onnxsim, ORT offline optimization, transformer fusions), each step checked.",
+            run="simplify"),
+    StepDef("quantize.dynamic", "onnxforge.optimizers.quantize:quantize_dynamic", DynamicOptions,
+            "int8 weights, activations quantized per call (ORT quantize_dynamic); parity, speed and size against "
+            "the fp32 model.", run="quantize.dynamic"),
+    StepDef("quantize.static", "onnxforge.optimizers.quantize:quantize_static", StaticOptions,
+            "int8 weights and activations with ranges from calibration data (ORT quantize_static).",
+            run="quantize.static"),
+    StepDef("quantize.fp16", "onnxforge.optimizers.fp16:quantize_fp16", Fp16Options,
+            "Convert fp32 weights and activations to fp16 (GPU targets), checked with fp16 tolerances.",
+            run="quantize.fp16"),
+)
+
+RUN_NAMES = sorted({d.run for d in STEPS.values()})
+
+
+def step_for(run: str, framework: str | None = None) -> StepDef:
+    """The step a ``[[steps]] run = ...`` names (convert depends on the framework)."""
+    if run == "convert":
+        return STEPS[f"convert.{framework}"]
+    for d in STEPS.values():
+        if d.run == run:
+            return d
+    raise KeyError(run)
+
+
+def function_of(step: StepDef) -> Callable:
+    module, _, attr = step.function.partition(":")
+    return getattr(importlib.import_module(module), attr)

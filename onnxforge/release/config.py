@@ -1,0 +1,269 @@
+"""The release config (release.toml), checked completely before any work starts.
+
+The schema is derived from the step registry: a ``[[steps]]`` table takes the step's
+options whose TOML key lies in its own table, ``[model]`` the convert options that
+live there (``model.inputs``, ``model.weights`` ...), ``[data]`` the data options
+(``data.calibration``). The gates are declared below the same way. Every value is
+validated strictly (options.validate_options): a wrong type, an unknown key, a NaN
+threshold or a value out of range is a UsageError (exit 2) naming the key; a missing
+file is a BadInputError (exit 3). Paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional
+
+from onnxforge.errors import BadInputError, UsageError
+from onnxforge.options import Fraction, NonNegFloat, PosFloat, PosInt, fields_of, option, suggest, toml_place
+from onnxforge.options import validate_options
+from onnxforge.registry import RUN_NAMES, STEPS, StepDef, step_for
+
+FRAMEWORKS = ("torch", "sklearn", "onnx")
+SECTIONS = ("model", "data", "steps", "gates")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    calibration: Optional[str] = option(None, "Calibration inputs (.npz with a leading sample axis, or a folder).",
+                                        path=True)
+    validation: Optional[str] = option(None, "Validation inputs (.npz keyed by input name) and their labels.",
+                                       path=True)
+    labels: str = option("labels", "The key of the labels in data.validation.")
+
+
+@dataclass(frozen=True)
+class StepParity:
+    """A step's own ledger criteria (replacing the parity gate's for its row)."""
+
+    atol: Optional[NonNegFloat] = option(None, "Absolute tolerance against the source.")
+    rtol: Optional[NonNegFloat] = option(None, "Relative tolerance against the source.")
+    check_stat: Literal["elementwise", "max", "mean", "p99"] = option("elementwise", "Statistic within tolerance.")
+    min_cosine: Optional[Fraction] = option(None, "Minimum cosine similarity of every output.")
+    max_mismatch: Optional[Fraction] = option(None, "Fraction of top-1 labels allowed to change.")
+
+
+@dataclass(frozen=True)
+class ParityGate(StepParity):
+    against: Literal["source", "previous"] = option("source", "Compare each step with the source or the step before.")
+
+
+@dataclass(frozen=True)
+class AccuracyGate:
+    max_drop: Fraction = option(0.0, "Largest allowed drop in accuracy against the source.")
+    output: Optional[str] = option(None, "The output holding labels or scores (default: the first label output).")
+
+
+@dataclass(frozen=True)
+class LatencyGate:
+    provider: str = option("cpu", "Execution provider of the benchmark.")
+    max_p50_ms: Optional[PosFloat] = option(None, "Largest allowed median latency of the final model.")
+    max_p99_ms: Optional[PosFloat] = option(None, "Largest allowed p99 latency of the final model.")
+    min_speedup: Optional[PosFloat] = option(None, "The final model against the first ONNX model.")
+    seconds: PosFloat = option(3.0, "Seconds of interleaved timing.")
+    threads: Optional[PosInt] = option(None, "Intra-op threads (default: the CPU quota).")
+    dims: dict[str, PosInt] = option({}, "Symbolic dims to measure at (default 1 each).")
+
+
+GATES = {"parity": ParityGate, "accuracy": AccuracyGate, "latency": LatencyGate}
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    run: str
+    step: StepDef
+    options: Any  # the step's options dataclass
+    parity: StepParity | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    path: str
+    framework: str
+    source: str
+    model: Mapping[str, Any]  # the [model] table as validated (paths resolved)
+    data: DataSection
+    steps: tuple[StepConfig, ...]
+    gates: Mapping[str, Any]  # name -> ParityGate | AccuracyGate | LatencyGate
+    raw: Mapping[str, Any] = field(default_factory=dict)  # the file's tables, paths resolved (for the report)
+
+    def gate(self, name: str):
+        return self.gates.get(name)
+
+
+def _table(where: str, value) -> dict:
+    if not isinstance(value, Mapping):
+        raise UsageError(f"{where} must be a table, got {value!r}", hint=f"write [{where}] with key = value lines")
+    return dict(value)
+
+
+def _resolve_paths(cls, values: dict, base: Path, where: str) -> dict:
+    """Path-valued keys become absolute (relative to the config file) and must exist."""
+    out = dict(values)
+    for f, o in fields_of(cls):
+        key = (toml_place(f, o) or ("", f.name))[1]
+        if not o.path or key not in out:
+            continue
+        v = out[key]
+        if not isinstance(v, str):
+            raise UsageError(f"{where}.{key} must be a path (a string), got {v!r}")
+        if v == "random":
+            continue
+        p = Path(v) if Path(v).is_absolute() else base / v
+        if not p.exists():
+            raise BadInputError(f"{where}.{key}: not found: {p}", hint="paths are relative to the config file")
+        out[key] = str(p)
+    return out
+
+
+def _source(model: dict, base: Path) -> str:
+    from onnxforge.fileio import check_readable_file
+    from onnxforge.runners.sources import is_factory
+
+    src = model.get("source")
+    if src is None:
+        raise UsageError("missing model.source", hint="a .pt2 / .skops / .onnx path or a factory module:function")
+    if not isinstance(src, str):
+        raise UsageError(f"model.source must be a path or module:function (a string), got {src!r}")
+    if is_factory(src):
+        head, _, fn = src.rpartition(":")
+        if head.endswith(".py") or "/" in head:
+            head = str(Path(head) if Path(head).is_absolute() else base / head)
+            check_readable_file(head, "model.source factory file")
+        return f"{head}:{fn}"
+    path = Path(src) if Path(src).is_absolute() else base / src
+    check_readable_file(path, "model.source")
+    return str(path)
+
+
+def _model_keys(framework: str) -> dict[str, str]:
+    """[model] key -> the convert option it sets, for this framework."""
+    if framework == "onnx":
+        return {"val_ranges": "val_ranges"}
+    cls = STEPS[f"convert.{framework}"].options
+    return {place[1]: f.name for f, o in fields_of(cls) if (place := toml_place(f, o)) and place[0] == "model"}
+
+
+def _step(i: int, table, framework: str, model: dict, data: dict, base: Path) -> StepConfig:
+    where = f"steps[{i}]"
+    table = _table(where, table)
+    run = table.pop("run", None)
+    if run is None:
+        raise UsageError(f"{where} has no 'run'", hint="run = one of " + ", ".join(RUN_NAMES))
+    if run not in RUN_NAMES:
+        raise UsageError(f"{where}.run: unknown step {run!r}", hint=suggest(str(run), RUN_NAMES))
+    if run == "convert" and framework == "onnx":
+        raise UsageError(f"{where}: a model with framework 'onnx' needs no convert step")
+    step = step_for(run, framework)
+    parity = table.pop("parity", None)
+    values, names = {}, {}
+    own = {}
+    for f, o in fields_of(step.options):
+        place = toml_place(f, o)
+        if place is None:
+            continue
+        table_name, key = place
+        if table_name == "":
+            own[key] = f.name
+            if key in table:
+                values[f.name], names[f.name] = table[key], f"{where}.{key}"
+        elif key in (model if table_name == "model" else data if table_name == "data" else {}):
+            values[f.name] = (model if table_name == "model" else data)[key]
+            names[f.name] = f"{table_name}.{key}"
+    unknown = [k for k in table if k not in own]
+    if unknown:
+        raise UsageError(f"unknown key {where}.{unknown[0]} (step {run})", hint=suggest(unknown[0], list(own)))
+    opts = validate_options(step.options, values, where, keys=names)
+    if run == "quantize.static" and not opts.calibration:
+        raise UsageError(f"{where}: quantize.static needs data.calibration", hint='add [data] calibration = "calib.npz"')
+    sp = validate_options(StepParity, _table(f"{where}.parity", parity), f"{where}.parity") if parity is not None else None
+    return StepConfig(run=run, step=step, options=opts, parity=sp)
+
+
+def load_config(path: str | os.PathLike) -> ReleaseConfig:
+    """Parse and validate a release.toml (see the module docstring)."""
+    import tomllib
+
+    from onnxforge.fileio import check_readable_file
+
+    p = check_readable_file(path, "release config")
+    try:
+        cfg = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{p}: not valid TOML ({exc})") from None
+    base = p.parent.resolve()
+    for k in cfg:
+        if k not in SECTIONS:
+            raise UsageError(f"unknown section [{k}]", hint=suggest(k, SECTIONS))
+    if "model" not in cfg:
+        raise UsageError(f"{p}: missing [model]", hint="[model] needs source and framework")
+    model = _table("model", cfg["model"])
+    fw = model.get("framework")
+    if fw not in FRAMEWORKS:
+        raise UsageError(f"model.framework must be one of {', '.join(FRAMEWORKS)}, got {fw!r}")
+    source = _source(model, base)
+    keys = _model_keys(fw)
+    for k in model:
+        if k not in keys and k not in ("source", "framework"):
+            raise UsageError(f"unknown key model.{k} (framework {fw})", hint=suggest(k, [*keys, "source", "framework"]))
+    convert_cls = STEPS[f"convert.{fw}"].options if fw != "onnx" else None
+    if convert_cls is not None:
+        model = _resolve_paths(convert_cls, model, base, "model")
+    data_raw = _resolve_paths(DataSection, _table("data", cfg.get("data", {})), base, "data")
+    data = validate_options(DataSection, data_raw, "data")
+    steps_raw = cfg.get("steps", [])
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise UsageError("no [[steps]]", hint='add [[steps]] run = "convert" (and simplify, quantize.static ...)')
+    data_for_steps = {k: v for k, v in dataclasses.asdict(data).items() if v is not None}
+    steps = tuple(_step(i, t, fw, model, data_for_steps, base) for i, t in enumerate(steps_raw))
+    if fw != "onnx" and steps[0].run != "convert":
+        raise UsageError("steps[0] must be convert for a torch or sklearn source")
+    gates = _gates(cfg.get("gates", {}), data)
+    raw = {"model": {**model, "source": source}, "data": data_raw, "steps": steps_raw, "gates": cfg.get("gates", {})}
+    return ReleaseConfig(path=str(p), framework=fw, source=source, model=model, data=data, steps=steps, gates=gates,
+                         raw=raw)
+
+
+def _gates(table, data: DataSection) -> dict:
+    table = _table("gates", table)
+    out = {}
+    for name, value in table.items():
+        if name not in GATES:
+            raise UsageError(f"unknown key gates.{name}", hint=suggest(name, GATES))
+        out[name] = validate_options(GATES[name], _table(f"gates.{name}", value), f"gates.{name}")
+    if "accuracy" in out:
+        if data.validation is None:
+            raise UsageError("gates.accuracy needs labelled data.validation",
+                             hint='add [data] validation = "val.npz" holding the inputs and a "labels" array')
+        _labels_present(data)
+    if "latency" in out:
+        from onnxforge.runtime import resolve_provider
+
+        resolve_provider(out["latency"].provider)
+    return out
+
+
+def _labels_present(data: DataSection) -> None:
+    import numpy as np
+
+    try:
+        with np.load(data.validation, allow_pickle=False) as z:
+            files = list(z.files)
+    except Exception as exc:
+        raise BadInputError(f"data.validation: cannot read {data.validation} as .npz ({exc})") from None
+    if data.labels not in files:
+        raise UsageError(f"gates.accuracy needs labels: {data.validation} has no {data.labels!r} array",
+                         hint=f"it holds {', '.join(files)}; save the labels as {data.labels!r} (or set data.labels)")
+
+
+def plan(cfg: ReleaseConfig) -> dict:
+    """What --dry-run prints: the resolved config, each step's full options."""
+    from onnxforge.options import non_defaults
+
+    return {"config": cfg.path, "model": dict(cfg.raw["model"]), "data": dataclasses.asdict(cfg.data),
+            "steps": [{"run": s.run, "step": s.step.name, "options": non_defaults(s.options),
+                       **({"parity": dataclasses.asdict(s.parity)} if s.parity else {})} for s in cfg.steps],
+            "gates": {k: dataclasses.asdict(v) for k, v in cfg.gates.items()}}

@@ -1,0 +1,33 @@
+"""An ONNX model on an execution provider, as a Runner."""
+
+from __future__ import annotations
+
+from onnxforge.runners import Runner
+
+
+def onnx_runner(path, provider: str = "cpu", *, label: str | None = None, threads: int | None = None,
+                optimization: str = "all") -> Runner:
+    from onnxforge.fileio import load_onnx
+    from onnxforge.runtime import create_session, run_session
+    from onnxforge.specs import model_io_specs
+
+    model = load_onnx(path, load_external_data=False)  # clear errors before ORT's
+    ins, _ = model_io_specs(model)
+    sess = create_session(path, provider, threads=threads, optimization=optimization)
+    names = [o.name for o in sess.get_outputs()]
+    return Runner(label=label or f"{path}@{provider}", kind="onnx", inputs=ins, outputs=tuple(names),
+                  fn=lambda feeds: _tensors(run_session(sess, feeds, names)), path=str(path), provider=provider)
+
+
+def _tensors(outputs: dict) -> dict:
+    """A ZipMap output (a list of {class: probability}) becomes a [N, classes] array,
+    columns in the maps' key order, so it compares with predict_proba."""
+    import numpy as np
+
+    out = {}
+    for k, v in outputs.items():
+        if isinstance(v, list) and v and isinstance(v[0], dict):
+            keys = list(v[0])
+            v = np.array([[row[c] for c in keys] for row in v], dtype=np.float64)
+        out[k] = v
+    return out

@@ -1,0 +1,75 @@
+"""Latency statistics: percentiles, the 95% interval of the median (bootstrap up to
+5000 samples, then the distribution-free order-statistic interval), speed-up ratios
+with their interval, and the histogram behind the sparkline."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from onnxforge.types import LatencyStats
+
+BOOTSTRAP_MAX_N = 5000
+
+
+def latency_stats(ms: Sequence[float], seed: int = 0) -> tuple[LatencyStats, float]:
+    import numpy as np
+
+    a = np.asarray(ms, dtype=np.float64)
+    q = np.percentile(a, [50, 90, 95, 99])
+    mean = float(a.mean())
+    std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+    stats = LatencyStats(n=int(a.size), mean=mean, std=std, min=float(a.min()), p50=float(q[0]), p90=float(q[1]),
+                         p95=float(q[2]), p99=float(q[3]), max=float(a.max()), ci95=median_ci(a, seed))
+    return stats, (std / mean if mean else 0.0)
+
+
+def median_ci(a, seed: int = 0) -> tuple[float, float]:
+    import numpy as np
+
+    a = np.sort(np.asarray(a, dtype=np.float64))
+    n = a.size
+    if n < 3:
+        return float(a[0]), float(a[-1])
+    if n <= BOOTSTRAP_MAX_N:
+        rng = np.random.default_rng(seed)
+        meds = np.median(a[rng.integers(0, n, size=(1000, n))], axis=1)
+        lo, hi = np.percentile(meds, [2.5, 97.5])
+        return float(lo), float(hi)
+    k = 1.96 * math.sqrt(n) / 2
+    return float(a[max(0, int(math.floor(n / 2 - k)))]), float(a[min(n - 1, int(math.ceil(n / 2 + k)))])
+
+
+def speedup_ci(base, other, seed: int = 0) -> tuple[float, float, float]:
+    """median(base) / median(other) and its bootstrap 95% interval."""
+    import numpy as np
+
+    b, o = np.asarray(base, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    point = float(np.median(b) / np.median(o))
+    if b.size <= BOOTSTRAP_MAX_N and o.size <= BOOTSTRAP_MAX_N:
+        rng = np.random.default_rng(seed)
+        mb = np.median(b[rng.integers(0, b.size, size=(1000, b.size))], axis=1)
+        mo = np.median(o[rng.integers(0, o.size, size=(1000, o.size))], axis=1)
+        lo, hi = np.percentile(mb / mo, [2.5, 97.5])
+        return point, float(lo), float(hi)
+    bl, bh = median_ci(b)
+    ol, oh = median_ci(o)
+    return point, bl / oh, bh / ol
+
+
+def histogram(ms: Sequence[float], bins: int = 16) -> tuple[int, ...]:
+    import numpy as np
+
+    a = np.asarray(ms)
+    hi = float(np.percentile(a, 99))
+    lo = float(a.min())
+    if hi <= lo:
+        return (int(a.size),)
+    counts, _ = np.histogram(np.clip(a, lo, hi), bins=bins, range=(lo, hi))
+    return tuple(int(c) for c in counts)
+
+
+def sparkline(counts: Sequence[int]) -> str:
+    blocks = " ▁▂▃▄▅▆▇█"
+    top = max(counts) if counts else 0
+    return "".join(blocks[min(8, math.ceil(8 * c / top))] if top else " " for c in counts)

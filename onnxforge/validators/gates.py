@@ -1,0 +1,86 @@
+"""Latency gates of a benchmark: p50/p99 limits, a minimum speed-up against the first
+model, and a saved baseline with an allowed regression. Each GateResult names its
+kind and the model it judged, so callers select gates by field, never by message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from onnxforge.errors import BadInputError, UsageError
+from onnxforge.types import BenchmarkResult, Comparison, GateResult
+
+
+def load_baseline(path: str) -> dict:
+    from onnxforge.fileio import check_readable_file
+    from onnxforge.report import SCHEMA_VERSION
+
+    p = check_readable_file(path, "baseline")
+    try:
+        env = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"baseline {p} is not JSON ({exc})") from None
+    if not isinstance(env, dict) or env.get("kind") != "benchmark":
+        raise BadInputError(f"baseline {p} is not a benchmark report (kind {env.get('kind') if isinstance(env, dict) else '?'})",
+                            hint="save one with: onnxforge benchmark MODEL --report baseline.json")
+    if env.get("schema_version") != SCHEMA_VERSION:
+        raise BadInputError(f"baseline {p} has schema version {env.get('schema_version')}, this onnxforge writes {SCHEMA_VERSION}",
+                            hint="re-run the baseline with this onnxforge version")
+    return env["result"]
+
+
+def _tag(r: BenchmarkResult) -> str:
+    return f"{Path(r.model).name} ({r.requested_provider}, batch {r.batch})"
+
+
+def latency_gates(results: Sequence[BenchmarkResult], max_p50: float | None, max_p99: float | None) -> list[GateResult]:
+    gates = []
+    for r in results:
+        for name, value, limit in (("max_p50_ms", r.latency.p50, max_p50), ("max_p99_ms", r.latency.p99, max_p99)):
+            if limit is None:
+                continue
+            ok = value <= limit
+            gates.append(GateResult(name, ok, value, limit, f"{_tag(r)}: {name[4:7]} {value:.3f} ms "
+                                    f"{'<=' if ok else '>'} {limit} ms", kind="latency", model=r.model))
+    return gates
+
+
+def speedup_gates(comparisons: Sequence[Comparison], min_speedup: float | None) -> list[GateResult]:
+    if min_speedup is None:
+        return []
+    if not comparisons:
+        raise UsageError("--min-speedup compares against the first model: give two or more")
+    gates = []
+    for c in comparisons:
+        ok = c.speedup >= min_speedup
+        gates.append(GateResult("min_speedup", ok, c.speedup, min_speedup,
+                                f"{Path(c.model).name}: {c.speedup:.2f}x (95% CI {c.ci95[0]:.2f}-{c.ci95[1]:.2f}) "
+                                f"vs {Path(c.against).name}, need >= {min_speedup}x", kind="speedup", model=c.model))
+    return gates
+
+
+def baseline_gates(results: Sequence[BenchmarkResult], base: dict, max_regression: float,
+                   notes: list[str]) -> list[GateResult]:
+    """Fails when even the low end of this run's median interval is past the baseline's
+    p50 plus the allowance: worse beyond the noise, not by it."""
+    gates, matched = [], False
+    for r in results:
+        for b in base.get("results", []):
+            same = (b.get("sha256") and b.get("sha256") == r.sha256) or Path(b.get("model", "")).name == Path(r.model).name
+            if not same or b.get("requested_provider") != r.requested_provider or b.get("batch") != r.batch:
+                continue
+            matched = True
+            if b.get("sha256") and b.get("sha256") != r.sha256:
+                notes.append(f"{Path(r.model).name}: the model file changed since the baseline (sha256 differs)")
+            bp50 = float(b["latency"]["p50"])
+            limit = bp50 * (1 + max_regression)
+            ok = r.latency.ci95[0] <= limit
+            change = r.latency.p50 / bp50 - 1
+            gates.append(GateResult("baseline", ok, r.latency.p50, limit,
+                                    f"{_tag(r)}: p50 {r.latency.p50:.3f} ms vs baseline {bp50:.3f} ms ({change:+.1%}), "
+                                    f"limit +{max_regression:.0%}", kind="baseline", model=r.model))
+    if not matched:
+        raise BadInputError("the baseline holds no result for these models, providers and batch sizes",
+                            hint="it is a benchmark of another model; save a baseline of this one with --report")
+    return gates
