@@ -233,7 +233,7 @@ def resolve(cls, options=None, kwargs: Mapping[str, Any] | None = None):
     if options is not None and not isinstance(options, cls):
         raise UsageError(f"options must be a {cls.__name__}, got {type(options).__name__}")
     base = non_defaults(options, toml_only=False) if options is not None else {}
-    return validate_options(cls, {**base, **dict(kwargs or {})}, cls.__name__)
+    return validate_options(cls, {**base, **dict(kwargs or {})})
 
 
 def toml_place(f: dataclasses.Field, o: Opt) -> tuple[str, str] | None:

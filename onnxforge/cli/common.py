@@ -83,6 +83,7 @@ def console(stderr: bool = False):
 def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True, kind: str | None = None) -> None:
     """Print the result (JSON only, or a table), write --report, and exit 1 on a failed check."""
     from onnxforge import report as rep
+    from onnxforge.report.tables import render
 
     if report is not None:
         rep.write_report(str(report), result, kind)
@@ -90,7 +91,7 @@ def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True
         sys.stdout.write(rep.dumps(result, kind) + "\n")
         sys.stdout.flush()
     else:
-        rep.render(result, console())
+        render(result, console())
     if not passed:
         raise typer.Exit(int(ExitCode.CHECK_FAILED))
 

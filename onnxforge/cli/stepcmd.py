@@ -79,8 +79,8 @@ def options_from_cli(step: StepDef, given: dict[str, Any]):
         if v is None:
             continue
         if o.parse is not None:
-            v = o.parse(v if isinstance(v, list) else [v])
-        elif isinstance(v, list):
+            v = o.parse(list(v) if isinstance(v, (list, tuple)) else [v])
+        elif isinstance(v, (list, tuple)):
             v = list(v)
         values[f.name], names[f.name] = v, flag_of(f, o).split("/")[0]
     return validate_options(step.options, values, keys=names)

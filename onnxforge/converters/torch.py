@@ -121,7 +121,7 @@ def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions 
                                                               o.weights))
     loaded = load_torch(source, weights=o.weights, trust_pickle=o.trust_pickle)
     notes: list[str] = []
-    if getattr(loaded.module, "training", False):
+    if getattr(loaded.module, "training", False) and loaded.kind != "export":
         notes.append("the model was in training mode; exported in eval mode (dropout off, BatchNorm running stats)")
     if hasattr(loaded.module, "eval") and loaded.kind != "export":
         loaded.module.eval()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from onnxforge.errors import BadInputError, UsageError, first_line
+from onnxforge.optimizers.cleanup import run_cleanup
 from onnxforge.registry import SimplifyOptions
 from onnxforge.types import EngineRun, StepResult
 
@@ -74,117 +75,6 @@ def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mappi
     )
     save_scratch(simplified, dst)
     return {}
-
-
-def run_cleanup(src: Path, dst: Path) -> dict:
-    """Portable clean-ups onnxsim leaves (each measured on a model in the benchmark):
-
-    - Identity, and Dropout with an unused mask outside training mode (SqueezeNet and
-      Inception from the onnx package keep an opset-9 Dropout);
-    - Add of an all-zero constant that does not change the other input's shape (a
-      freshly initialized attention in_proj_bias);
-    - Shape -> Slice on axis 0 with constant bounds, folded into Shape(start, end)
-      (opset 15+; the TransformerEncoder export slices its own shape vector).
-    Consumers are rewired; nodes whose output is a graph output are kept; models with
-    subgraphs are left as they are (their bodies may read the removed names).
-    """
-    import numpy as np
-    from onnx import helper, numpy_helper
-
-    from onnxforge.fileio import load_onnx
-    from onnxforge.artifacts import save_scratch
-
-    m = load_onnx(src)
-    g = m.graph
-    if any(a.g.node or len(a.graphs) for n in g.node for a in n.attribute):
-        save_scratch(m, dst)
-        return {"removed": 0, "note": "graph has subgraphs: left as is"}
-    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
-    consts = {t.name: t for t in g.initializer}
-    for n in g.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            consts[n.output[0]] = n.attribute[0].t
-    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                       for d in v.type.tensor_type.shape.dim]
-              for v in list(g.value_info) + list(g.input) + list(g.output) if v.type.tensor_type.HasField("shape")}
-    graph_outputs = {o.name for o in g.output}
-    used = {i for n in g.node for i in n.input} | graph_outputs
-
-    def const(name):
-        t = consts.get(name)
-        return None if t is None else numpy_helper.to_array(t)
-
-    def zero_add(n) -> str | None:
-        if n.op_type != "Add" or len(n.input) != 2:
-            return None
-        for z, other in ((n.input[1], n.input[0]), (n.input[0], n.input[1])):
-            c = const(z)
-            if c is not None and c.size and not c.any() and shapes.get(other) is not None \
-                    and shapes.get(other) == shapes.get(n.output[0]) and len(c.shape) <= len(shapes[other]):
-                return other
-        return None
-
-    def slice_bounds(n):
-        """(start, end) of a Slice on axis 0 with step 1 and constant bounds, else None."""
-        if n.op_type != "Slice" or len(n.input) < 3:
-            return None
-        starts, ends = const(n.input[1]), const(n.input[2])
-        axes = const(n.input[3]) if len(n.input) > 3 and n.input[3] else np.array([0])
-        steps = const(n.input[4]) if len(n.input) > 4 and n.input[4] else np.array([1])
-        if not all(x is not None and x.size == 1 for x in (starts, ends, axes, steps)):
-            return None
-        if int(axes[0]) != 0 or int(steps[0]) != 1:
-            return None
-        return int(starts[0]), int(ends[0])
-
-    # Shape nodes whose every consumer is such a Slice: each Slice becomes a Shape(start, end)
-    by_input: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            by_input.setdefault(i, []).append(n)
-    foldable = set()
-    if opset >= 15:
-        for n in g.node:
-            attrs = {a.name: a.i for a in n.attribute}
-            if n.op_type == "Shape" and attrs.get("start", 0) == 0 and "end" not in attrs \
-                    and n.output[0] not in graph_outputs and by_input.get(n.output[0]) \
-                    and all(slice_bounds(c) is not None and c.input[0] == n.output[0] for c in by_input[n.output[0]]):
-                foldable.add(n.output[0])
-    shape_src = {n.output[0]: n.input[0] for n in g.node if n.op_type == "Shape" and n.output[0] in foldable}
-
-    rename: dict[str, str] = {}
-    keep, removed, folded = [], 0, 0
-    for n in g.node:
-        n.input[:] = [rename.get(i, i) for i in n.input]
-        if n.op_type == "Shape" and n.output[0] in foldable:
-            removed += 1
-            continue
-        if n.op_type == "Slice" and n.input and n.input[0] in foldable:
-            start, end = slice_bounds(n)
-            attrs = {"start": start, **({"end": end} if end < 2**62 else {})}
-            keep.append(helper.make_node("Shape", [shape_src[n.input[0]]], [n.output[0]], name=n.name, **attrs))
-            folded += 1
-            continue
-        if n.domain not in ("", "ai.onnx") or not n.input or n.output[0] in graph_outputs:
-            keep.append(n)
-            continue
-        passthrough = None
-        if n.op_type == "Identity":
-            passthrough = n.input[0]
-        elif n.op_type == "Dropout" and (len(n.output) < 2 or not n.output[1] or n.output[1] not in used) \
-                and (len(n.input) < 3 or not n.input[2]):
-            passthrough = n.input[0]
-        else:
-            passthrough = zero_add(n)
-        if passthrough is not None:
-            rename[n.output[0]] = passthrough
-            removed += 1
-            continue
-        keep.append(n)
-    del g.node[:]
-    g.node.extend(keep)
-    save_scratch(m, dst)
-    return {"removed": removed, "folded": folded}
 
 
 def run_ort(src: Path, dst: Path, *, level: str) -> dict:
@@ -257,7 +147,7 @@ def _plan(o: SimplifyOptions, pin: Mapping[str, list]) -> list[tuple[str, Callab
     if o.onnxsim:
         plan.append(("onnxsim", lambda s, d: run_onnxsim(s, d, skip=o.skip, shapes=pin,
                                                          max_constant_size=o.max_constant_size)))
-        plan.append(("cleanup", run_cleanup))
+        plan.append(("cleanup", run_cleanup))  # optimizers/cleanup.py
     if o.ort_level:
         plan.append((f"ort:{o.ort_level}", lambda s, d: run_ort(s, d, level=o.ort_level)))
     return plan

@@ -73,10 +73,3 @@ def write_report(path: str, result: Any, kind: str | None = None) -> None:
     from onnxforge.fileio import atomic_write_text
 
     atomic_write_text(path, dumps(result, kind) + "\n")
-
-
-def render(result: Any, console) -> None:
-    """A result as rich tables on ``console`` (one renderer per result type)."""
-    from onnxforge.report.tables import render as _render
-
-    _render(result, console)

@@ -111,11 +111,9 @@ def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = 
     path = check_readable_file(spec, "torch source")
     names = _zip_names(path)
     if path.suffix == ".pt2" or any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
-        try:
-            ep = torch.export.load(str(path))
-        except Exception as exc:
-            raise BadInputError(f"{path}: cannot load as a torch.export program ({first_line(exc)})",
-                                hint="save it with torch.export.save(torch.export.export(model, args), path)") from None
+        from onnxforge.runners.pt2 import load_program
+
+        ep = load_program(path, trust_pickle=trust_pickle)
         args, kwargs = _example_inputs(ep)
         return LoadedTorch(ep.module(), "export", args, ep, kwargs)
     if any("/code/" in n or n.endswith("constants.pkl") for n in names):

@@ -104,9 +104,9 @@ def _config(tmp_path, mutate) -> str:
     for st in cfg.get("steps", []):
         lines.append("[[steps]]")
         lines += [f"{k} = {toml_value(v)}" for k, v in st.items()]
-    if "gates" in cfg:
-        lines.append("[gates]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in cfg["gates"].items()]
+    for sec in [k for k in cfg if k not in ("model", "data", "steps")]:
+        lines.append(f"[{sec}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in cfg[sec].items()]
     path = tmp_path / "release.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -122,6 +122,19 @@ def _config(tmp_path, mutate) -> str:
     (lambda c: c.update(steps=[{"run": "simplify"}]), 2, "steps[0] must be convert"),
     (lambda c: c["data"].update(calibration=3), 2, "data.calibration must be a path"),
     (lambda c: c["model"].update(inputs="x:float32:1x1x8x8"), 2, "model.inputs: must be a list"),
+    # values of the wrong type never change what ships: each is refused, naming the key
+    (lambda c: c["steps"][2].update(per_channel="false"), 2, "steps[2].per_channel: must be true or false"),
+    (lambda c: c["model"].update(trust_pickle="no"), 2, "model.trust_pickle: must be true or false"),
+    (lambda c: c["steps"][2].update(method="minmaxx"), 2, "steps[2].method: must be 'minmax', 'entropy'"),
+    (lambda c: c["gates"]["latency"].update(threads="four"), 2, "gates.latency.threads: must be an integer"),
+    (lambda c: c["gates"]["latency"].update(threads=0), 2, "gates.latency.threads: must be greater than or equal to 1"),
+    (lambda c: c["steps"][2]["parity"].update(min_cosine=float("nan")), 2, "steps[2].parity.min_cosine: must be a finite"),
+    (lambda c: c["gates"]["latency"].update(dims={"batch": True}), 2, "gates.latency.dims.batch: must be an integer"),
+    (lambda c: c["steps"][1].update(onnxsimm=False), 2, "unknown key steps[1].onnxsimm (step simplify)"),
+    (lambda c: c["steps"][1].update(force=True), 2, "unknown key steps[1].force"),
+    (lambda c: c["steps"][2].update(samples="ten"), 2, "steps[2].samples: must be an integer"),
+    (lambda c: c["steps"][2].update(percentile=150.0), 2, "steps[2].percentile: must be less than or equal to 100"),
+    (lambda c: c.update(extra={"a": 1}), 2, "unknown section [extra]"),
 ])
 def test_bad_configs_refused_before_work(cli, tmp_path, mutate, code, needle):
     cfg = _config(tmp_path, mutate)

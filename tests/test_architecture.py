@@ -1,0 +1,75 @@
+"""The structure the code promises (docs/architecture.md), checked: the layer contract,
+no import cycles, small functions, step functions with few parameters, and a registry
+whose declarations are complete."""
+
+import ast
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+PKG = ROOT / "onnxforge"
+
+
+def test_layer_contract_holds():
+    """import-linter's layers contract in pyproject.toml (cli > release > converters,
+    optimizers > validators > runners > core); the library never imports the CLI."""
+    r = subprocess.run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
+                        "sys.exit(lint_imports_command())"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "0 broken" in r.stdout
+
+
+def test_no_import_cycles():
+    """Not even through imports inside functions: every direct import A -> B must not
+    lead back from B to A."""
+    import grimp
+
+    g = grimp.build_graph("onnxforge")
+    cycles = []
+    for a in sorted(g.modules):
+        for b in sorted(g.find_modules_directly_imported_by(a)):
+            if b != a and g.chain_exists(importer=b, imported=a):
+                cycles.append(" -> ".join(g.find_shortest_chain(importer=b, imported=a)) + f" -> {b}")
+    assert not cycles, "\n".join(cycles)
+
+
+def _functions():
+    for path in sorted(PKG.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield path.relative_to(ROOT), node
+
+
+def test_no_function_over_80_lines():
+    long = [f"{p}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)" for p, n in _functions()
+            if n.end_lineno - n.lineno + 1 > 80]
+    assert not long, "\n".join(long)
+
+
+def test_step_functions_take_their_options_as_one_object():
+    from onnxforge.registry import STEPS, function_of
+
+    for step in STEPS.values():
+        params = inspect.signature(function_of(step)).parameters
+        assert len(params) <= 4, (step.name, list(params))
+
+
+def test_registry_declarations_are_complete():
+    """Every option has help, a unique CLI flag, and an example that sets a non-default value."""
+    from onnxforge.options import fields_of, flag_of
+    from onnxforge.registry import STEPS
+
+    for step in STEPS.values():
+        flags = {}
+        for f, o in fields_of(step.options):
+            assert o.help, (step.name, f.name)
+            for flag in flag_of(f, o).split("/"):
+                assert flag not in flags, (step.name, flag, f.name, flags.get(flag))
+                flags[flag] = f.name
+            assert o.example or f.name in ("inputs", "example_inputs", "weights", "sample"), (step.name, f.name)
