@@ -88,9 +88,9 @@ def finish(
         size = sum(external_data_files(load_onnx(scratch_model, load_external_data=False)).values())
         if options.external_data or size >= PROTOBUF_LIMIT:
             artifact_src = None
-            publish_model(scratch_model, written_to)
+            publish_model(scratch_model, written_to, overwrite=options.force)
         else:
-            inline_external_data(scratch_model, written_to)
+            inline_external_data(scratch_model, written_to, overwrite=options.force)
             artifact_src = scratch_model
         artifact = make_artifact(written_to, tuple(lineage), specs_from=artifact_src)
     return StepResult(step=step, output=str(written_to), written=written, passed=passed, artifact=artifact,

@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     MISSING_DEPENDENCY = 5
     INTERNAL = 70
     INTERRUPTED = 130
+    TERMINATED = 143  # SIGTERM, as shells report it (128 + 15)
 
 
 class OnnxforgeError(Exception):

@@ -36,50 +36,140 @@ def check_readable_file(path: str | os.PathLike, what: str = "file") -> Path:
     return p
 
 
-def check_output_path(out: str | os.PathLike, *, force: bool, inputs: tuple = ()) -> Path:
-    """Refuse to overwrite without --force, and refuse to write over an input.
+def same_file(a: Path, b: Path) -> bool:
+    """The same file on disk: same resolved path, or the same inode (hard links)."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
-    A missing parent folder is created: pipelines write into fresh folders and a
-    mature tool does not make them mkdir first.
-    """
+
+def input_files(*items) -> list[Path]:
+    """The files a command reads: paths as given, a factory's .py file, and the
+    external data files of ONNX models."""
+    out: list[Path] = []
+    for item in items:
+        if item is None or not isinstance(item, (str, os.PathLike)):
+            continue
+        text = str(item)
+        head, sep, fn = text.rpartition(":")
+        p = Path(head) if sep and head and fn.isidentifier() and not Path(text).exists() else Path(text)
+        if not p.exists():
+            continue
+        if p.is_dir():
+            out += [f for f in p.rglob("*") if f.is_file()]
+            continue
+        out.append(p)
+        if p.suffix == ".onnx":
+            try:
+                m = load_onnx(p, load_external_data=False)
+                out += [p.parent / f for f in external_data_files(m)]
+            except BadInputError:
+                pass
+    return out
+
+
+def check_output_path(out: str | os.PathLike, *, force: bool, inputs=(), companions: tuple[str, ...] = (".data",),
+                      what: str = "output") -> Path:
+    """Refuse an output that is one of the command's inputs (always: inputs are never
+    modified, --force or not), a folder, or an existing file (without --force). The
+    files written beside it (``NAME.onnx.data``) follow the same rules. A missing
+    parent folder is created (pipelines write into fresh folders)."""
     o = Path(out)
-    for i in inputs:
-        if i is not None and Path(i).exists() and o.exists() and o.resolve() == Path(i).resolve():
-            if not force:
-                raise BadInputError(
-                    f"output {o} is the input file; inputs are never modified",
-                    hint="write to another path (or pass --force to replace the input)",
-                )
-    if o.exists() and o.is_dir():
-        raise BadInputError(f"output {o} is a directory", hint="give a file path such as model.onnx")
-    if o.exists() and not force:
-        raise BadInputError(f"output {o} exists", hint="pass --force to overwrite it")
-    o.parent.mkdir(parents=True, exist_ok=True)
+    files = [o] + [o.with_name(o.name + c) for c in companions]
+    ins = input_files(*inputs)
+    for f in files:
+        for i in ins:
+            if same_file(f, i):
+                raise BadInputError(f"{what} {f} is an input of this command ({i}); inputs are never modified",
+                                    hint="write to another path")
+    if o.is_dir():
+        raise BadInputError(f"{what} {o} is a directory", hint="give a file path such as model.onnx")
+    for parent in [o.parent, *o.parent.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise BadInputError(f"{what} {o}: {parent} is a file, not a folder", hint="write to another path")
+    existing = [f for f in files if f.exists()]
+    if existing and not force:
+        raise BadInputError(f"{what} {existing[0]} exists", hint="pass --force to overwrite it")
+    make_dirs(o.parent)
     return o
 
 
+_CREATED: list[Path] = []  # folders this process created, removed again if they stay empty
+
+
+def make_dirs(folder: Path) -> None:
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(f"cannot create folder {folder} ({exc.strerror or exc})",
+                            hint="check the path and its permissions") from None
+    _CREATED.extend(reversed(missing))
+
+
+def remove_created_dirs() -> None:
+    """Remove the folders this run created and left empty (a failed run leaves no
+    empty output folder behind)."""
+    for d in reversed(_CREATED):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    _CREATED.clear()
+
+
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, suffix: str = "", *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it into place on success.
 
-    On any exception (Ctrl-C included) the temporary file is removed and the
-    target is left as it was.
+    On any exception (Ctrl-C included) the temporary file is removed and the target is
+    left as it was. With ``overwrite=False`` an existing target is never replaced,
+    even one that appeared while we worked (another run): the rename is a link that
+    fails when the name is taken.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    make_dirs(target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    except OSError as exc:
+        raise BadInputError(f"cannot write {target} ({exc.strerror or exc})",
+                            hint="check that the folder exists, is writable and has space") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        if tmp_path.exists():  # mkstemp makes 0600 files; give the usual umask-based mode
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, target)
+        try:
+            yield tmp_path
+            if tmp_path.exists():  # mkstemp makes 0600 files; give the usual umask-based mode
+                os.chmod(tmp_path, 0o666 & ~_umask())
+            place(tmp_path, target, overwrite=overwrite)
+        except OSError as exc:
+            raise BadInputError(f"cannot write {target} ({exc.strerror or exc})",
+                                hint="check that the folder is writable and has space") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def place(src: Path, target: Path, *, overwrite: bool) -> None:
+    """Rename ``src`` to ``target``; without ``overwrite``, fail if the name is taken."""
+    if overwrite:
+        os.replace(src, target)
+        return
+    try:
+        os.link(src, target)
+    except FileExistsError:
+        raise BadInputError(f"{target} exists (another run wrote it while this one worked)",
+                            hint="pass --force to overwrite it") from None
+    os.unlink(src)
 
 
 def atomic_write_text(target: str | os.PathLike, text: str) -> None:
@@ -143,7 +233,7 @@ def missing_external_data(model, base: Path) -> list[str]:
     return [f for f in external_data_files(model) if not (base / f).is_file()]
 
 
-def save_onnx(model, target: str | os.PathLike, *, external_data: bool | None = None) -> Path:
+def save_onnx(model, target: str | os.PathLike, *, external_data: bool | None = None, overwrite: bool = True) -> Path:
     """Write a model atomically. External data is used when asked or when the model
     would pass the protobuf limit; its file is named after the model and lies beside it.
     With external data, ``model``'s tensors are moved out of it (onnx does that): pass
@@ -155,7 +245,7 @@ def save_onnx(model, target: str | os.PathLike, *, external_data: bool | None = 
     if external_data is None:
         external_data = model.ByteSize() >= PROTOBUF_LIMIT or bool(external_data_files(model))
     data_name = target.name + ".data"
-    with atomic_path(target, suffix=".onnx") as tmp:
+    with atomic_path(target, suffix=".onnx", overwrite=overwrite) as tmp:
         if external_data:
             # The location recorded in the model is relative, so the pair can move together.
             data_tmp = target.parent / f".{data_name}.tmp"
@@ -170,7 +260,8 @@ def save_onnx(model, target: str | os.PathLike, *, external_data: bool | None = 
                             e.value = data_name
                 onnx.save_model(m2, str(tmp))
                 if data_tmp.exists():  # no file when every tensor was under the size threshold
-                    os.replace(data_tmp, target.parent / data_name)
+                    os.chmod(data_tmp, 0o666 & ~_umask())
+                    place(data_tmp, target.parent / data_name, overwrite=overwrite)
             finally:
                 data_tmp.unlink(missing_ok=True)  # nothing half-written left beside the target
         else:
@@ -184,7 +275,7 @@ def _all_tensors(model):
     return _get_all_tensors(model)
 
 
-def publish_model(src: str | os.PathLike, target: str | os.PathLike) -> Path:
+def publish_model(src: str | os.PathLike, target: str | os.PathLike, *, overwrite: bool = True) -> Path:
     """Move a model (and its external data files) from a scratch folder to ``target``.
 
     Data files are moved first and the model last, so a reader never sees a model
@@ -197,18 +288,20 @@ def publish_model(src: str | os.PathLike, target: str | os.PathLike) -> Path:
     model = onnx.load(str(src), load_external_data=False)
     files = external_data_files(model)
     if not files:
-        os.replace(src, target)
+        os.chmod(src, 0o666 & ~_umask())
+        place(src, target, overwrite=overwrite)
         return target
     renames = {}
     for i, f in enumerate(sorted(files)):
         new = target.name + ".data" if len(files) == 1 else f"{target.name}.data{i}"
-        os.replace(src.parent / f, target.parent / new)
+        os.chmod(src.parent / f, 0o666 & ~_umask())  # the same mode as the model, not a temp file's 0600
+        place(src.parent / f, target.parent / new, overwrite=overwrite)
         renames[f] = new
     for t in _all_tensors(model):
         for e in t.external_data:
             if e.key == "location":
                 e.value = renames.get(e.value, e.value)
-    with atomic_path(target, suffix=".onnx") as tmp:
+    with atomic_path(target, suffix=".onnx", overwrite=overwrite) as tmp:
         onnx.save_model(model, str(tmp))
     return target
 
@@ -225,8 +318,12 @@ def scratch_dir(near: str | os.PathLike) -> Iterator[Path]:
     import shutil
 
     parent = Path(near).parent
-    parent.mkdir(parents=True, exist_ok=True)
-    d = Path(tempfile.mkdtemp(prefix=".onnxforge-", dir=parent))
+    make_dirs(parent)
+    try:
+        d = Path(tempfile.mkdtemp(prefix=".onnxforge-", dir=parent))
+    except OSError as exc:
+        raise BadInputError(f"cannot write in {parent} ({exc.strerror or exc})",
+                            hint="check that the folder is writable and has space") from None
     try:
         yield d
     finally:
@@ -245,7 +342,7 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def inline_external_data(src: str | os.PathLike, target: str | os.PathLike) -> Path:
+def inline_external_data(src: str | os.PathLike, target: str | os.PathLike, *, overwrite: bool = True) -> Path:
     """Write ``src`` (a model with external data) as one self-contained file,
     copying each tensor's bytes from its data file in chunks.
 
@@ -262,7 +359,7 @@ def inline_external_data(src: str | os.PathLike, target: str | os.PathLike) -> P
     n_top = sum(uses_external_data(t) for t in model.graph.initializer)
     if sum(uses_external_data(t) for t in _all_tensors(model)) != n_top:
         # external tensors outside the top-level initializers (subgraphs, attributes): plain path
-        save_onnx(load_onnx(src), target, external_data=False)
+        save_onnx(load_onnx(src), target, external_data=False, overwrite=overwrite)
         return target
 
     parts = []  # (head bytes, data file, offset, length) per initializer
@@ -292,7 +389,7 @@ def inline_external_data(src: str | os.PathLike, target: str | os.PathLike) -> P
     head = onnx.ModelProto()
     head.ParseFromString(model.SerializeToString())
     head.ClearField("graph")
-    with atomic_path(target, suffix=".onnx") as tmp:
+    with atomic_path(target, suffix=".onnx", overwrite=overwrite) as tmp:
         with open(tmp, "wb") as out:
             out.write(head.SerializeToString())
             out.write(b"\x3a" + _varint(graph_len))  # ModelProto.graph (7), length-delimited

@@ -262,6 +262,11 @@ class LedgerRow:
 
 @dataclass(frozen=True)
 class ReleaseReport:
+    """A release's verdict, written on every exit. ``status``: passed, failed (a check
+    or gate), error (the work could not be done: ``error``/``hint`` say why) or
+    interrupted. ``planned_*`` list what the config asked for, so a step or gate that
+    never ran is reported as skipped."""
+
     config: Mapping[str, Any]
     steps: tuple[StepResult, ...]
     ledger: tuple[LedgerRow, ...]
@@ -275,3 +280,10 @@ class ReleaseReport:
     environment: Mapping[str, Any]
     versions: Mapping[str, str]
     seconds: float = 0.0
+    status: str = "passed"
+    error: str | None = None
+    hint: str | None = None
+    planned_steps: tuple[str, ...] = ()
+    planned_gates: tuple[str, ...] = ()
+    step_seconds: tuple[float, ...] = ()
+    raised_at: int | None = None  # the index of the step that raised, if one did

@@ -32,7 +32,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors (works anywhere on the line).")] = False,
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More log output on stderr (repeatable).")] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr.")] = False,
 ) -> None:
@@ -65,24 +65,59 @@ def _register() -> None:
 _register()
 
 
+_ANYWHERE = ("--debug", "-v", "-vv", "-vvv", "--verbose", "-q", "--quiet")
+
+
+def _hoist(args: list[str]) -> list[str]:
+    """--debug, -v and -q work anywhere on the line (people add them after the command
+    when a run fails): they move in front of the command."""
+    flags = [a for a in args if a in _ANYWHERE]
+    return flags + [a for a in args if a not in _ANYWHERE]
+
+
+def _report_path(args: list[str]) -> str | None:
+    for i, a in enumerate(args):
+        if a == "--report" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--report="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, map every exception to one exit code."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    # --debug works anywhere on the line (people add it after the command when a run fails)
+    import signal
+
+    from onnxforge.cli.common import Terminated, write_error_report
+    from onnxforge.fileio import remove_created_dirs
+
+    args = _hoist(sys.argv[1:] if argv is None else list(argv))
     debug = "--debug" in args
-    if debug:
-        args = [a for a in args if a != "--debug"]
-        args.insert(0, "--debug")
     command = typer.main.get_command(app)
+
+    def on_sigterm(signum, frame):  # what CI runners and `timeout` send: clean up like Ctrl-C
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if argv is None else None
+    STATE.report_written = False
     try:
         rv = command.main(args=args, prog_name="onnxforge", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
+        exc = None
         if code == 130:  # Typer turned Ctrl-C into Exit(130), which click returns here
             sys.stderr.write("interrupted\n")
-    except BaseException as exc:  # noqa: BLE001 - this is the one place that maps them all
-        code = exit_code_for(exc)
-        if not is_quiet_exit(exc):
-            report_error(exc, STATE.debug or debug)
+    except BaseException as e:  # noqa: BLE001 - this is the one place that maps them all
+        exc, code = e, exit_code_for(e)
+        if not is_quiet_exit(e):
+            report_error(e, STATE.debug or debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if code != 0:
+        report = _report_path(args)
+        if report and not STATE.report_written:
+            write_error_report(report, exc or RuntimeError(f"exit {code}"), code, "--force" in args)
+        remove_created_dirs()
     sys.stdout.flush()
     if argv is None:
         sys.exit(code)

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from onnxforge.cli.common import (
-    DimOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ValRangeOpt, emit, wants_json,
+    DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ValRangeOpt, check_outputs, emit, wants_json,
 )
 
 
@@ -44,6 +44,7 @@ def benchmark_cmd(
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="A saved benchmark report (--report) to compare against.", metavar="PATH")] = None,
     max_regression: Annotated[str, typer.Option("--max-regression", help="Allowed slow-down against --baseline: 10% or 0.1.")] = "10%",
     save_latencies: Annotated[bool, typer.Option("--save-latencies", help="Include every iteration's latency in the JSON.")] = False,
+    force: ForceOpt = False,
     json_: JsonOpt = False,
     fmt: FormatOpt = "table",
     report: ReportOpt = None,
@@ -53,6 +54,7 @@ def benchmark_cmd(
     from onnxforge.validators.benchmark import benchmark
 
     as_json = wants_json(json_, fmt)
+    check_outputs(force, (*models, inputs, baseline), report=report)
     batches = None
     if batch:
         try:

@@ -21,6 +21,11 @@ log = logging.getLogger("onnxforge")
 class State:
     debug: bool = False
     verbosity: int = 0  # -1 quiet, 0 normal, 1+ verbose
+    report_written: bool = False
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so the same cleanup as Ctrl-C runs."""
 
 
 STATE = State()
@@ -34,7 +39,7 @@ FormatOpt = Annotated[
 ReportOpt = Annotated[
     Optional[Path], typer.Option("--report", help="Also write the JSON envelope to this file (pass or fail).", metavar="PATH")
 ]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs (never an input).")]
 OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="Where to write the model.", metavar="PATH")]
 InputSpecOpt = Annotated[
     Optional[list[str]],
@@ -51,7 +56,7 @@ ValRangeOpt = Annotated[
     Optional[list[str]],
     typer.Option("--val-range", help="Random input range NAME:[LO,HI] (or [LO,HI] for all).", metavar="NAME:[LO,HI]"),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for generated inputs.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for generated inputs.", min=0)]
 SamplesOpt = Annotated[int, typer.Option("--samples", help="Number of random input samples.", min=1)]
 ProviderOpt = Annotated[str, typer.Option("--provider", help="Execution provider: cpu, cuda, tensorrt, openvino, dml.")]
 AtolOpt = Annotated[
@@ -62,6 +67,26 @@ RtolOpt = Annotated[
     Optional[list[str]],
     typer.Option("--rtol", help="Relative tolerance, with per-output overrides.", metavar="[NAME:]VALUE"),
 ]
+
+
+def check_outputs(force: bool, inputs, **outputs) -> None:
+    """Before any work: every file the command will write (``--report`` ...) is not
+    one of its inputs, not another of its outputs, and not an existing file unless
+    ``--force``."""
+    from onnxforge.errors import UsageError
+    from onnxforge.fileio import check_output_path
+
+    seen: dict = {}
+    for name, path in outputs.items():
+        if path is None:
+            continue
+        flag, path = "--" + name.replace("_", "-"), Path(path)
+        key = path.resolve()
+        if key in seen:
+            raise UsageError(f"{flag} and {seen[key]} name the same file {path}", hint="give each output its own path")
+        seen[key] = flag
+        check_output_path(path, force=force, inputs=inputs, companions=() if name != "output" else (".data",),
+                          what=flag)
 
 
 def wants_json(json_flag: bool, fmt: str | None) -> bool:
@@ -87,6 +112,7 @@ def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True
 
     if report is not None:
         rep.write_report(str(report), result, kind)
+        STATE.report_written = True
     if as_json:
         sys.stdout.write(rep.dumps(result, kind) + "\n")
         sys.stdout.flush()
@@ -125,6 +151,8 @@ def exit_code_for(exc: BaseException) -> int:
     """The one mapping from exceptions to the exit codes of ARCHITECTURE.md."""
     if isinstance(exc, OnnxforgeError):
         return int(exc.exit_code)
+    if isinstance(exc, Terminated):
+        return int(ExitCode.TERMINATED)
     kind = _click_kind(exc)
     if isinstance(exc, KeyboardInterrupt) or kind == "Abort":
         return int(ExitCode.INTERRUPTED)
@@ -141,6 +169,34 @@ def is_quiet_exit(exc: BaseException) -> bool:
     return isinstance(exc, SystemExit) or _click_kind(exc) == "Exit"
 
 
+def annotate(level: str, title: str, message: str) -> None:
+    """A GitHub Actions annotation (::error / ::warning) on stderr, when running there:
+    the failure then shows on the run page, not only in the log."""
+    if os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+
+    def esc(text: str, prop: bool = False) -> str:
+        text = str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+    sys.stderr.write(f"::{level} title={esc(title, True)}::{esc(message)}\n")
+
+
+def write_error_report(path: str, exc: BaseException, code: int, force: bool) -> None:
+    """--report on an exit without a result: the error envelope, unless writing it would
+    break the output rules (an existing file without --force)."""
+    from onnxforge import report as rep
+
+    p = Path(path)
+    if p.is_dir() or (p.exists() and not force):
+        return
+    message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}" if code not in (130,) else "interrupted"
+    try:
+        rep.write_report(str(p), {"exit_code": code, "error": message, "hint": getattr(exc, "hint", None)}, "error")
+    except Exception:  # noqa: BLE001 - the report is a courtesy here; the exit code is the verdict
+        pass
+
+
 def report_error(exc: BaseException, debug: bool) -> None:
     err = sys.stderr
     kind = _click_kind(exc)
@@ -148,10 +204,11 @@ def report_error(exc: BaseException, debug: bool) -> None:
         err.write(f"error: {exc.message}\n")
         if exc.hint:
             err.write(f"hint: {exc.hint}\n")
+        annotate("error", "onnxforge", exc.message)
     elif kind == "UsageError":
         exc.show(file=err)
     elif isinstance(exc, KeyboardInterrupt) or kind == "Abort":
-        err.write("interrupted\n")
+        err.write("terminated\n" if isinstance(exc, Terminated) else "interrupted\n")
         return
     else:
         first = (str(exc).strip().splitlines() or [""])[0][:300]

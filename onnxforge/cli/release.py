@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from onnxforge.cli.common import ForceOpt, FormatOpt, JsonOpt, ReportOpt, emit, wants_json
+from onnxforge.cli.common import ForceOpt, FormatOpt, JsonOpt, ReportOpt, annotate, check_outputs, emit, wants_json
 
 
 def release_cmd(
@@ -19,15 +19,35 @@ def release_cmd(
     report: ReportOpt = None,
 ) -> None:
     """Run the pipeline in CONFIG (convert, simplify, quantize ...), check every step against
-    the source, benchmark, evaluate the gates, and write the release and its reports."""
+    the source, benchmark, evaluate the gates, and write the release and its reports (on
+    every exit: report.json, report.md, junit.xml)."""
     from onnxforge.release.config import load_config, plan
     from onnxforge.release.run import release
 
     as_json = wants_json(json_, fmt)
+    check_outputs(force, (config,), report=report)
     if dry_run:
         emit(plan(load_config(config)), as_json=as_json, report=report, kind="release-plan")
         return
     res = release(config, out_dir, keep_steps=keep, force=force)
     emit(res, as_json=as_json, report=report, passed=True)
     if res.exit_code:
+        _say_why(res)
         raise typer.Exit(res.exit_code)
+
+
+def _say_why(res) -> None:
+    """A failed release says why on stderr like every other command (and on the CI run page)."""
+    import sys
+
+    sys.stderr.write(f"error: release {res.status}: {res.error or res.failure}\n")
+    hint = res.hint or ("see report.md and junit.xml in the release folder" if res.status == "failed" else None)
+    if hint:
+        sys.stderr.write(f"hint: {hint}\n")
+    for g in res.gates:
+        if not g.passed:
+            annotate("error", f"gate {g.name}", g.message)
+    for i, s in enumerate(res.steps):
+        if not s.passed:
+            annotate("error", f"step {i} {s.step}", "its own check failed")
+    annotate("error", "onnxforge release", f"{res.status}: {res.error or res.failure}")

@@ -14,7 +14,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from onnxforge.cli.common import FormatOpt, JsonOpt, OutputOpt, PrintStepOpt, ReportOpt, emit, wants_json
+from onnxforge.cli.common import (FormatOpt, JsonOpt, OutputOpt, PrintStepOpt, ReportOpt, check_outputs, emit,
+                                  wants_json)
+from onnxforge.errors import UsageError
 from onnxforge.options import (Opt, base_type, choices_of, default_of, fields_of, flag_of, non_defaults, toml_key,
                                toml_place, toml_value, validate_options)
 from onnxforge.registry import STEPS, StepDef
@@ -106,6 +108,11 @@ def step_toml(step: StepDef, source: str | None, options) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _inputs_of(source: str, options) -> list:
+    """Every file a step reads: its source or model and its path options."""
+    return [source, *(getattr(options, f.name) for f, o in fields_of(type(options)) if o.path)]
+
+
 def step_command(name: str):
     """A Typer command function for a registered step."""
     step = STEPS[name]
@@ -133,6 +140,9 @@ def step_command(name: str):
         if print_step:
             sys.stdout.write(step_toml(step, source, options))
             return
+        check_outputs(options.force, _inputs_of(source, options), report=report)
+        if report is not None and Path(report).resolve() == Path(output).resolve():
+            raise UsageError(f"--report and --output name the same file {output}", hint="give each its own path")
         res = function_of(step)(source, Path(output), options)
         emit(res, as_json=as_json, report=report, passed=res.passed)
 

@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 import typer
 
 from onnxforge.cli.common import (
-    AtolOpt, DimOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, RtolOpt, SamplesOpt, SeedOpt, ValRangeOpt, emit,
-    wants_json,
+    AtolOpt, DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, RtolOpt, SamplesOpt, SeedOpt, TrustPickleOpt,
+    ValRangeOpt, check_outputs, emit, wants_json,
 )
 
 
@@ -33,6 +33,10 @@ def validate_cmd(
     save_inputs: Annotated[Optional[Path], typer.Option("--save-inputs", help="Write the inputs used to this .npz.", metavar="PATH")] = None,
     save_outputs: Annotated[Optional[Path], typer.Option("--save-outputs", help="Write the reference's outputs to this .npz (golden outputs).", metavar="PATH")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="ORT intra-op threads (default: the CPU quota).", min=1)] = None,
+    trust_pickle: TrustPickleOpt = False,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="state_dict for a torch factory side (weights_only=True).", metavar="PATH")] = None,
+    trust: Annotated[Optional[list[str]], typer.Option("--trust", help="A type a .skops side may load (repeatable).", metavar="TYPE")] = None,
+    force: ForceOpt = False,
     json_: JsonOpt = False,
     fmt: FormatOpt = "table",
     report: ReportOpt = None,
@@ -43,6 +47,8 @@ def validate_cmd(
     from onnxforge.validators.parity import validate
 
     as_json = wants_json(json_, fmt)
+    check_outputs(force, (reference, candidate, inputs, weights), report=report, save_inputs=save_inputs,
+                  save_outputs=save_outputs)
     if task not in (None, "classification", "regression"):
         raise typer.BadParameter("use classification or regression", param_hint="--task")
     result = validate(
@@ -55,5 +61,6 @@ def validate_cmd(
         input_map=parse_key_values(map_ or [], "--map"), localize=localize,
         save_inputs=str(save_inputs) if save_inputs else None,
         save_outputs=str(save_outputs) if save_outputs else None, threads=threads,
+        source_options={"trust_pickle": trust_pickle, "weights": weights, "trust": tuple(trust or ())},
     )
     emit(result, as_json=as_json, report=report, passed=result.passed)

@@ -1,13 +1,23 @@
 """What a release writes: the model and its manifest (only when every gate passes),
 and the reports (always): report.json, report.md (also appended to
 $GITHUB_STEP_SUMMARY) and junit.xml. The hashes of every input file and the tool
-versions go into both."""
+versions go into both.
+
+OUT_DIR is always the old release, the new one, or marked incomplete: the release is
+built in a scratch folder beside it (same file system) and moved in at the end. The
+move writes ``.onnxforge-incomplete`` first, removes the files the previous release
+listed in ``.onnxforge-release.json`` (never an input of this run, never anything
+else), moves the new files in with report.json and the new list last, then removes
+the marker."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
+
+from onnxforge.errors import BadInputError
 
 from onnxforge.release.config import ReleaseConfig
 from onnxforge.types import ReleaseReport
@@ -26,9 +36,65 @@ def versions() -> dict:
     return out
 
 
-def input_hashes(cfg: ReleaseConfig) -> dict:
+MARKER = ".onnxforge-incomplete"
+LISTING = ".onnxforge-release.json"
+KNOWN = ("model.onnx", "model.onnx.data", "manifest.json", "report.json", "report.md", "junit.xml")
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """Before anything: OUT_DIR must be a folder (or not exist), and hold no release
+    unless --force replaces it."""
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"release output {out} is a file, not a folder", hint="give a folder path with -o")
+    if (out / "report.json").exists() or (out / "model.onnx").exists() or (out / LISTING).exists():
+        if not force:
+            raise BadInputError(f"{out} already holds a release", hint="pass --force to replace it")
+
+
+@contextlib.contextmanager
+def stage_dir(out: Path):
+    from onnxforge.fileio import scratch_dir
+
+    with scratch_dir(out.resolve()) as stage:  # beside OUT_DIR: moving in is a rename
+        yield stage
+
+
+def _previous_files(out: Path) -> list[Path]:
+    """What the previous release wrote: its listing, or (older releases) the known names."""
+    try:
+        names = json.loads((out / LISTING).read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        names = [*KNOWN, *(f"steps/{p.name}" for p in (out / "steps").glob("[0-9][0-9]-*.onnx*"))]
+    return [out / n for n in names if isinstance(n, str) and ".." not in Path(n).parts]
+
+
+def swap_in(stage: Path, out: Path, *, keep_steps: bool, inputs) -> None:
+    from onnxforge.fileio import same_file, atomic_write_text, input_files, make_dirs
+
+    make_dirs(out)
+    ins = input_files(*inputs)
+    atomic_write_text(out / MARKER, "a release is being written here; if this file stays, it did not finish\n")
+    for old in _previous_files(out):
+        if old.is_file() and not any(same_file(old, i) for i in ins):
+            old.unlink()
+    new = sorted(p for p in stage.rglob("*") if p.is_file() and not p.name.startswith(".")
+                 and (keep_steps or p.parent != stage / "steps"))
+    new.sort(key=lambda p: p.name == "report.json")  # the verdict last
+    moved = []
+    for p in new:
+        rel = p.relative_to(stage)
+        make_dirs((out / rel).parent)
+        os.replace(p, out / rel)
+        moved.append(str(rel))
+    atomic_write_text(out / LISTING, json.dumps({"files": moved}, indent=1) + "\n")
+    (out / MARKER).unlink(missing_ok=True)
+
+
+def input_hashes(cfg: ReleaseConfig | None, config) -> dict:
     from onnxforge.fileio import sha256_file
 
+    if cfg is None:
+        return {f"config:{Path(config).name}": sha256_file(config)} if Path(config).is_file() else {}
     files = {"config": cfg.path}
     head = cfg.source if Path(cfg.source).is_file() else cfg.source.rpartition(":")[0]  # a file, or a factory's file
     if Path(head).is_file():
@@ -44,8 +110,8 @@ def input_hashes(cfg: ReleaseConfig) -> dict:
 
 
 def publish(final: Path, out: Path, cfg: ReleaseConfig, steps, inputs_sha, vers) -> dict:
-    """Copy the final model to OUT/model.onnx (copies first, then renames: never a
-    half-written model.onnx) and write its manifest."""
+    """Copy the final model to OUT/model.onnx (``out`` is the stage; copies first, then
+    renames: never a half-written model.onnx) and write its manifest."""
     import shutil
 
     from onnxforge.fileio import atomic_write_text, external_data_files, load_onnx, publish_model, scratch_dir, sha256_file

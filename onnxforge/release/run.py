@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -130,24 +131,55 @@ def _generated_feeds(cfg: ReleaseConfig, model_path) -> dict:
                            val_ranges=ranges)
 
 
-def _steps(cfg, out: Path, source: Runner, source_path, feeds, labels, check_inputs, state: dict) -> None:
+@dataclass
+class _Run:
+    """What a release has done so far; becomes the ReleaseReport on every exit."""
+
+    stage: Path
+    cfg: ReleaseConfig | None = None
+    steps: list = field(default_factory=list)
+    ledger: list = field(default_factory=list)
+    gates: list = field(default_factory=list)
+    step_seconds: list = field(default_factory=list)
+    benchmark: Any = None
+    failure: str | None = None
+    exit_code: int = 0
+    status: str = "passed"
+    error: str | None = None
+    hint: str | None = None
+    raised_at: int | None = None
+    current: int | None = None
+    final: Path | None = None
+    first_onnx: Path | None = None
+
+    def fail(self, code: int, failure: str, status: str = "failed", error=None, hint=None) -> None:
+        self.exit_code, self.failure, self.status, self.error, self.hint = code, failure, status, error, hint
+        if status != "failed":
+            self.raised_at = self.current
+
+
+def _steps(run: _Run, source: Runner, source_path, feeds, labels, check_inputs) -> None:
     """Run every step and its ledger row; stops at the first step whose own check fails."""
+    cfg = run.cfg
     current = source_path
     previous = source
     for i, sc in enumerate(cfg.steps):
-        res = _run_step(cfg, sc, i, current, out / "steps", check_inputs)
-        state["steps"].append(res)
+        run.current = i
+        t0 = time.perf_counter()
+        res = _run_step(cfg, sc, i, current, run.stage / "steps", check_inputs)
+        run.steps.append(res)
+        run.step_seconds.append(round(time.perf_counter() - t0, 3))
         if not res.passed or not res.written:
-            state["failure"] = f"step {i} ({sc.run}) failed its own check"
-            state["exit_code"] = 1
+            run.fail(1, f"step {i} ({sc.run}) failed its own check")
             return
         current = res.artifact or Path(res.output)
-        if state["first_onnx"] is None:
-            state["first_onnx"] = Path(res.output)
+        if run.first_onnx is None:
+            run.first_onnx = Path(res.output)
         row_feeds = feeds if feeds is not None else _generated_feeds(cfg, res.output)
-        state["ledger"].append(_ledger_row(cfg, sc, res, source, previous, row_feeds, labels))
+        run.ledger.append(_ledger_row(cfg, sc, res, source, previous, row_feeds, labels))
         previous = _onnx(res.output)
-    state["final"] = Path(state["steps"][-1].output)
+    run.current = None
+    run.final = Path(run.steps[-1].output)
 
 
 def _parity_gates(cfg: ReleaseConfig, ledger) -> list[GateResult]:
@@ -187,75 +219,109 @@ def _latency_gates(cfg: ReleaseConfig, first: Path, final: Path):
     return bench, [g for g in bench.gates if g.model == str(final)]
 
 
-def _gates(cfg: ReleaseConfig, state: dict, acc_src) -> None:
-    gates = _parity_gates(cfg, state["ledger"])
+def _gates(run: _Run, acc_src) -> None:
+    cfg = run.cfg
+    gates = _parity_gates(cfg, run.ledger)
     acc_gate = cfg.gate("accuracy")
     if acc_gate is not None and acc_src is not None:
-        acc_final = state["ledger"][-1].accuracy if state["ledger"] else acc_src
+        acc_final = run.ledger[-1].accuracy if run.ledger else acc_src
         drop = acc_src - acc_final
         gates.append(GateResult("accuracy", drop <= acc_gate.max_drop + 1e-12, drop, acc_gate.max_drop,
                                 f"accuracy {acc_final:.4f} vs source {acc_src:.4f}: drop {drop:+.4f}, "
-                                f"limit {acc_gate.max_drop}", kind="accuracy", model=str(state["final"])))
+                                f"limit {acc_gate.max_drop}", kind="accuracy", model=str(run.final)))
+    run.gates = gates
     if cfg.gate("latency") is not None:
-        state["benchmark"], lat = _latency_gates(cfg, state["first_onnx"], state["final"])
-        gates.extend(lat)
-    state["gates"] = gates
-    if not all(g.passed for g in gates):
-        state["exit_code"] = 1
-        state["failure"] = "gate(s) failed: " + ", ".join(g.name for g in gates if not g.passed)
+        run.benchmark, lat = _latency_gates(cfg, run.first_onnx, run.final)
+        run.gates = gates + lat
+    if not all(g.passed for g in run.gates):
+        run.fail(1, "gate(s) failed: " + ", ".join(g.name for g in run.gates if not g.passed))
 
 
-def _prepare_out(out: Path, force: bool) -> None:
-    if (out / "model.onnx").exists() or (out / "report.json").exists():
-        if not force:
-            raise BadInputError(f"{out} already holds a release", hint="pass --force to replace it")
-    (out / "steps").mkdir(parents=True, exist_ok=True)
-    for stale in ("model.onnx", "manifest.json"):
-        (out / stale).unlink(missing_ok=True)
+def _pipeline(run: _Run, config) -> None:
+    cfg = run.cfg = load_config(config)
+    source, source_path = _source(cfg)
+    run.first_onnx = source_path
+    feeds, labels = _validation(cfg)
+    check_inputs = None
+    if feeds is not None:  # the validation inputs without labels, for each step's own check
+        from onnxforge.specs import save_samples
+
+        check_inputs = str(run.stage / ".validation-inputs.npz")
+        save_samples(check_inputs, [feeds])
+    acc_gate = cfg.gate("accuracy")
+    acc_src = _accuracy(source(dict(feeds)), labels, acc_gate.output if acc_gate else None) \
+        if labels is not None else None
+    _steps(run, source, source_path, feeds, labels, check_inputs)
+    if run.failure is None:
+        _gates(run, acc_src)
 
 
 def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out", *, keep_steps: bool = True,
             force: bool = False) -> ReleaseReport:
-    """Run the pipeline a release.toml describes; see the module docstring."""
-    from onnxforge.release.publish import input_hashes, publish, versions, write_reports
-    from onnxforge.runtime import environment
+    """Run the pipeline a release.toml describes; see the module docstring. Every exit
+    — a failed gate, a bad config, an error, an internal error, Ctrl-C or SIGTERM —
+    writes the reports; the release is built in a scratch folder beside OUT_DIR and
+    moved in at the end (publish.py), so OUT_DIR never mixes two releases."""
+    from onnxforge.release.publish import check_out_dir, stage_dir
 
     t_start = time.perf_counter()
-    cfg = load_config(config)
     out = Path(out_dir)
-    _prepare_out(out, force)
-    env, vers, inputs_sha = environment(), versions(), input_hashes(cfg)
-    state: dict = {"steps": [], "ledger": [], "gates": [], "benchmark": None, "failure": None, "exit_code": 0,
-                   "final": None, "first_onnx": None}
-    check_inputs = out / "steps" / ".validation-inputs.npz"
-    try:
-        source, source_path = _source(cfg)
-        state["first_onnx"] = source_path
-        feeds, labels = _validation(cfg)
-        if feeds is not None:  # the validation inputs without labels, for each step's own check
-            from onnxforge.specs import save_samples
+    check_out_dir(out, force)
+    with stage_dir(out) as stage:
+        run = _Run(stage=stage)
+        (stage / "steps").mkdir()
+        try:
+            _pipeline(run, config)
+        except OnnxforgeError as exc:
+            run.fail(int(exc.exit_code), f"{type(exc).__name__}: {exc.message}", "error", exc.message, exc.hint)
+        except KeyboardInterrupt:
+            run.fail(130, "interrupted", "interrupted", "interrupted")
+            _finish(run, config, out, keep_steps, t_start)
+            raise
+        except Exception as exc:  # an internal error: the verdict still says so, then it propagates
+            run.fail(70, f"internal error: {type(exc).__name__}: {exc}", "error", f"{type(exc).__name__}: {exc}",
+                     "rerun with --debug for the traceback, and report it")
+            _finish(run, config, out, keep_steps, t_start)
+            raise
+        return _finish(run, config, out, keep_steps, t_start)
 
-            save_samples(check_inputs, [feeds])
-        acc_gate = cfg.gate("accuracy")
-        acc_src = _accuracy(source(dict(feeds)), labels, acc_gate.output if acc_gate else None) \
-            if labels is not None else None
-        _steps(cfg, out, source, source_path, feeds, labels, str(check_inputs) if feeds is not None else None, state)
-        if state["failure"] is None:
-            _gates(cfg, state, acc_src)
-    except OnnxforgeError as exc:
-        state["failure"] = f"{type(exc).__name__}: {exc.message}"
-        state["exit_code"] = int(exc.exit_code)
-    check_inputs.unlink(missing_ok=True)
-    passed = state["failure"] is None
-    outputs = publish(state["final"], out, cfg, state["steps"], inputs_sha, vers) if passed and state["final"] else {}
-    if not keep_steps:
-        import shutil
 
-        shutil.rmtree(out / "steps", ignore_errors=True)
+def _finish(run: _Run, config, out: Path, keep_steps: bool, t_start: float) -> ReleaseReport:
+    from onnxforge.release.publish import input_hashes, publish, swap_in, versions, write_reports
+    from onnxforge.runtime import environment
+
+    cfg = run.cfg
+    passed = run.failure is None
+    vers = versions()
+    inputs_sha = input_hashes(cfg, config)
+    outputs = publish(run.final, run.stage, cfg, run.steps, inputs_sha, vers) if passed and run.final else {}
     report = ReleaseReport(
-        config=cfg.raw, steps=tuple(state["steps"]), ledger=tuple(state["ledger"]), benchmark=state["benchmark"],
-        gates=tuple(state["gates"]), passed=passed, failure=state["failure"], exit_code=state["exit_code"],
-        outputs=outputs, inputs=inputs_sha, environment=env, versions=vers,
-        seconds=round(time.perf_counter() - t_start, 2))
-    write_reports(report, out)
+        config=cfg.raw if cfg else {}, steps=tuple(run.steps), ledger=tuple(run.ledger), benchmark=run.benchmark,
+        gates=tuple(run.gates), passed=passed, failure=run.failure, exit_code=run.exit_code, outputs=outputs,
+        inputs=inputs_sha, environment=environment(), versions=vers, seconds=round(time.perf_counter() - t_start, 2),
+        status=run.status if not passed else "passed", error=run.error, hint=run.hint,
+        planned_steps=tuple(s.run for s in cfg.steps) if cfg else (), planned_gates=_planned_gates(cfg),
+        step_seconds=tuple(run.step_seconds), raised_at=run.raised_at)
+    write_reports(report, run.stage)
+    swap_in(run.stage, out, keep_steps=keep_steps, inputs=_inputs_of(cfg, config))
     return report
+
+
+def _planned_gates(cfg: ReleaseConfig | None) -> tuple[str, ...]:
+    if cfg is None:
+        return ()
+    names = [f"parity:{s.run}" for s in cfg.steps]
+    if cfg.gate("accuracy") is not None:
+        names.append("accuracy")
+    lat = cfg.gate("latency")
+    if lat is not None:
+        names += [n for n, v in (("max_p50_ms", lat.max_p50_ms), ("max_p99_ms", lat.max_p99_ms),
+                                 ("min_speedup", lat.min_speedup)) if v is not None]
+    return tuple(names)
+
+
+def _inputs_of(cfg: ReleaseConfig | None, config) -> list:
+    if cfg is None:
+        return [config]
+    return [config, cfg.source, cfg.model.get("weights"), cfg.model.get("sample"), cfg.data.calibration,
+            cfg.data.validation]

@@ -1,29 +1,15 @@
-"""A release report as JUnit XML (junit.xml), for CI dashboards."""
+"""A release report as JUnit XML (junit.xml) for CI dashboards: one testsuite per
+release, one testcase per step (its own check) and per gate. A check or gate that
+failed is a <failure> with the numbers in its message and the detail in system-out;
+a step that raised is an <error>; a step or gate that never ran because something
+before it failed is <skipped>. The suite carries tests, failures, errors, skipped and
+time, as the JUnit schema requires (tests/data/junit.xsd)."""
 
 from __future__ import annotations
 
+from xml.sax.saxutils import escape, quoteattr
+
 from onnxforge.types import ParityReport, ReleaseReport, StepResult
-
-
-def junit(r: ReleaseReport) -> str:
-    from xml.sax.saxutils import escape, quoteattr
-
-    cases = []
-    for i, s in enumerate(r.steps):
-        msg = "" if s.passed else f'<failure message={quoteattr("step check failed")}>{escape(_step_why(s))}</failure>'
-        cases.append(f'  <testcase classname="onnxforge.steps" name={quoteattr(f"{i}:{s.step}")}>{msg}</testcase>')
-    for g in r.gates:
-        msg = "" if g.passed else f'<failure message={quoteattr(g.name)}>{escape(g.message)}</failure>'
-        cases.append(f'  <testcase classname="onnxforge.gates" name={quoteattr(g.name)}>{msg}</testcase>')
-    if r.failure and not r.steps and not r.gates:
-        cases.append(f'  <testcase classname="onnxforge" name="release"><error message={quoteattr(r.failure)}/></testcase>')
-    failures = sum("<failure" in c or "<error" in c for c in cases)
-    return (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name="onnxforge release" tests="{len(cases)}" '
-            f'failures="{failures}">\n' + "\n".join(cases) + "\n</testsuite>\n")
-
-
-def _step_why(s: StepResult) -> str:
-    return "; ".join(why(c) for c in s.checks if not c.passed) or "; ".join(s.notes)
 
 
 def why(p: ParityReport | None) -> str:
@@ -32,3 +18,54 @@ def why(p: ParityReport | None) -> str:
         return "not checked"
     bad = [f"{o.name}: {o.message}" for o in p.outputs if not o.passed]
     return "; ".join(list(p.problems) + bad)[:300]
+
+
+def _step_why(s: StepResult) -> str:
+    return "; ".join(why(c) for c in s.checks if not c.passed) or "; ".join(s.notes) or "the step's check failed"
+
+
+def _case(classname: str, name: str, seconds: float, body: str = "") -> str:
+    return f'  <testcase classname="{classname}" name={quoteattr(name)} time="{seconds:.3f}">{body}</testcase>'
+
+
+def _outcome(kind: str, message: str, detail: str = "") -> str:
+    out = f"<system-out>{escape(detail)}</system-out>" if detail else ""
+    return f"<{kind} message={quoteattr(message[:500])} type={quoteattr(kind)}>{escape(message)}</{kind}>{out}"
+
+
+def _step_cases(r: ReleaseReport) -> list[tuple[str, str]]:
+    cases = []
+    planned = r.planned_steps or tuple(s.step for s in r.steps)
+    for i, run in enumerate(planned):
+        secs = r.step_seconds[i] if i < len(r.step_seconds) else 0.0
+        if i < len(r.steps):
+            s = r.steps[i]
+            body = "" if s.passed else _outcome("failure", f"{s.step}: {_step_why(s)}", "; ".join(s.notes))
+            cases.append(("failure" if not s.passed else "", _case("onnxforge.steps", f"{i}:{run}", secs, body)))
+        elif r.raised_at == i:
+            cases.append(("error", _case("onnxforge.steps", f"{i}:{run}", secs,
+                                         _outcome("error", r.error or r.failure or "error", r.hint or ""))))
+        else:
+            cases.append(("skipped", _case("onnxforge.steps", f"{i}:{run}", 0.0,
+                                           _outcome("skipped", "not run: an earlier step or the config failed"))))
+    return cases
+
+
+def junit(r: ReleaseReport) -> str:
+    cases = _step_cases(r)
+    done = {g.name for g in r.gates}
+    for g in r.gates:
+        body = "" if g.passed else _outcome("failure", g.message, f"value {g.value:g}, limit {g.limit:g}")
+        cases.append(("" if g.passed else "failure", _case("onnxforge.gates", g.name, 0.0, body)))
+    for name in r.planned_gates:
+        if name not in done:
+            cases.append(("skipped", _case("onnxforge.gates", name, 0.0,
+                                           _outcome("skipped", "not evaluated: the release stopped before the gates"))))
+    if r.status in ("error", "interrupted") and r.raised_at is None:
+        # a config error, or an error outside the steps: the release itself is the case
+        cases.append(("error", _case("onnxforge", "release", r.seconds,
+                                     _outcome("error", r.error or r.failure or r.status, r.hint or ""))))
+    count = {k: sum(1 for kind, _ in cases if kind == k) for k in ("failure", "error", "skipped")}
+    return (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name="onnxforge release" tests="{len(cases)}" '
+            f'failures="{count["failure"]}" errors="{count["error"]}" skipped="{count["skipped"]}" '
+            f'time="{r.seconds:.3f}">\n' + "\n".join(c for _, c in cases) + "\n</testsuite>\n")

@@ -7,13 +7,23 @@ from pathlib import Path
 from onnxforge.types import ReleaseReport
 
 
+TITLES = {"passed": "PASSED", "failed": "FAILED", "error": "ERROR", "interrupted": "INTERRUPTED"}
+
+
 def markdown(r: ReleaseReport) -> str:
-    lines = [f"# onnxforge release: {'PASSED' if r.passed else 'FAILED'}", ""]
+    lines = [f"# onnxforge release: {TITLES.get(r.status, r.status.upper())}", ""]
     if r.failure:
-        lines += [f"**Failure:** {r.failure}", ""]
+        lines += [f"**Failure:** {_cell(r.failure)} (exit {r.exit_code})", ""]
+    if r.hint:
+        lines += [f"**Hint:** {_cell(r.hint)}", ""]
     lines += ["## Steps", "", "| # | step | own check | output |", "|---|---|---|---|"]
-    for i, s in enumerate(r.steps):
-        lines.append(f"| {i} | {s.step} | {'pass' if s.passed else 'FAIL'} | {Path(s.output).name if s.written else '-'} |")
+    for i, run in enumerate(r.planned_steps or [s.step for s in r.steps]):
+        if i < len(r.steps):
+            s = r.steps[i]
+            lines.append(f"| {i} | {s.step} | {'pass' if s.passed else 'FAIL'} | "
+                         f"{Path(s.output).name if s.written else '-'} |")
+        else:
+            lines.append(f"| {i} | {run} | {'ERROR' if r.raised_at == i else 'not run'} | - |")
     lines += ["", "## Parity ledger (each step against the source)", "",
               "| step | against | max abs | min cosine | accuracy | result |", "|---|---|---|---|---|---|"]
     for row in r.ledger:
@@ -31,7 +41,13 @@ def markdown(r: ReleaseReport) -> str:
                          f"{f'{c.speedup:.2f}x [{c.ci95[0]:.2f}-{c.ci95[1]:.2f}]' if c else '1.00x'} |")
     lines += ["", "## Gates", "", "| gate | result | detail |", "|---|---|---|"]
     for g in r.gates:
-        lines.append(f"| {g.name} | {'pass' if g.passed else 'FAIL'} | {g.message} |")
+        lines.append(f"| {g.name} | {'pass' if g.passed else 'FAIL'} | {_cell(g.message)} |")
+    for name in [n for n in r.planned_gates if n not in {g.name for g in r.gates}]:
+        lines.append(f"| {name} | not evaluated | - |")
     if r.outputs:
         lines += ["", "## Outputs", ""] + [f"- `{k}` sha256 `{v}`" for k, v in r.outputs.items()]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")

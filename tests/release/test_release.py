@@ -15,6 +15,15 @@ SK_EXAMPLE = ROOT / "fixtures" / "example-sklearn"
 
 
 
+# The README's example with its latency thresholds out of reach of a loaded machine: tests
+# never assert timings (benchmarks/ measure them); the gates are still evaluated and reported.
+UNTIMED = {"provider": "cpu", "dims": {"batch": 64}, "max_p50_ms": 1000.0, "min_speedup": 0.01, "seconds": 0.5}
+
+
+def untimed_example(folder) -> str:
+    return _config(folder, lambda c: c["gates"].update(latency=dict(UNTIMED)))
+
+
 @pytest.fixture(scope="module")
 def example_run(tmp_path_factory):
     """The README's main job, once for the module."""
@@ -22,19 +31,20 @@ def example_run(tmp_path_factory):
     from onnxforge.cli.app import main
 
     out = tmp_path_factory.mktemp("rel")
+    cfg = untimed_example(tmp_path_factory.mktemp("cfg"))
     summary = out / "summary.md"
     import os
 
     os.environ["GITHUB_STEP_SUMMARY"] = str(summary)
     try:
-        code = main(["release", str(EXAMPLE / "release.toml"), "-o", str(out / "a"), "--json"])
+        code = main(["release", str(cfg), "-o", str(out / "a"), "--json"])
     finally:
         del os.environ["GITHUB_STEP_SUMMARY"]
-    return code, out
+    return code, out, cfg
 
 
 def test_example_release_passes_and_writes_everything(example_run):
-    code, out = example_run
+    code, out, _ = example_run
     a = out / "a"
     assert code == 0, (a / "report.md").read_text()
     for name in ("model.onnx", "manifest.json", "report.json", "report.md", "junit.xml"):
@@ -62,11 +72,11 @@ def test_example_release_passes_and_writes_everything(example_run):
 
 
 def test_release_is_deterministic_and_refuses_to_overwrite(example_run, cli, tmp_path):
-    _, out = example_run
+    _, out, cfg = example_run
     first = (out / "a" / "model.onnx").read_bytes()
-    r = cli("release", EXAMPLE / "release.toml", "-o", out / "a")
+    r = cli("release", cfg, "-o", out / "a")
     assert r.code == 3 and "--force" in r.err
-    r = cli("release", EXAMPLE / "release.toml", "-o", tmp_path / "b", "--no-keep", "--json")
+    r = cli("release", cfg, "-o", tmp_path / "b", "--no-keep", "--json")
     assert r.code == 0, r.err
     assert (tmp_path / "b" / "model.onnx").read_bytes() == first
     assert not (tmp_path / "b" / "steps").exists()
@@ -140,7 +150,13 @@ def test_bad_configs_refused_before_work(cli, tmp_path, mutate, code, needle):
     cfg = _config(tmp_path, mutate)
     r = cli("release", cfg, "-o", tmp_path / "out")
     assert r.code == code and needle in r.err, r.err
-    assert not (tmp_path / "out").exists()
+    # no work was done, but the verdict is written: CI shows the error, never a green run
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [".onnxforge-release.json", "junit.xml", "report.json", "report.md"]
+    rep = json.loads((out / "report.json").read_text())["result"]
+    assert rep["status"] == "error" and rep["exit_code"] == code and needle in rep["error"] + str(rep["hint"])
+    suite = ET.parse(out / "junit.xml").getroot()
+    assert int(suite.get("errors")) >= 1
 
 
 def test_failing_gate_exit_1_no_model(cli, tmp_path):
