@@ -43,7 +43,8 @@ def main() -> None:
 
     from fixtures.make_fixtures import onnx_chain, onnx_tiny
     from onnxforge.fileio import load_onnx
-    from onnxforge.runtime import cpu_quota, create_session
+    from onnxforge.runtime import create_session
+    from onnxforge.system import cpu_quota
     from onnxforge.specs import generate_inputs, model_io_specs
     from onnxforge.validators.benchmark import benchmark
 

@@ -199,6 +199,10 @@ def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True):
             f"{p} is not a valid ONNX model (no graph: the bytes parsed as an empty ModelProto)",
             hint="the file is probably not ONNX (text, or another format renamed .onnx)",
         )
+    outside = [f for f in external_data_files(model) if not _inside(p.parent, f)]
+    if outside:
+        raise BadInputError(f"{p}: external data {outside[0]!r} lies outside the model's folder",
+                            hint="a model may only read data files in its own folder; this one may be hostile")
     missing = missing_external_data(model, p.parent)
     if missing:
         raise BadInputError(
@@ -214,6 +218,14 @@ def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True):
         except Exception as exc:
             raise BadInputError(f"{p}: cannot read external data ({first_line(exc)})") from None
     return model
+
+
+def _inside(base: Path, location: str) -> bool:
+    if not location or Path(location).is_absolute():
+        return False
+    root = base.resolve()
+    target = (base / location).resolve()
+    return target == root or root in target.parents
 
 
 def external_data_files(model) -> dict[str, int]:
@@ -410,3 +422,16 @@ def inline_external_data(src: str | os.PathLike, target: str | os.PathLike, *, o
                         out.write(chunk)
                         left -= len(chunk)
     return target
+
+
+@contextlib.contextmanager
+def working_dir(folder: Path) -> Iterator[None]:
+    """Run third-party code with ``folder`` as the current directory: ORT's symbolic
+    shape inference drops ``sym_shape_infer_temp.onnx`` and its data into the current
+    directory when it gives up, and no command may write outside its outputs."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)

@@ -10,6 +10,25 @@ import os
 
 log = logging.getLogger("onnxforge")
 
+_VERBOSITY = {"level": 0}
+
+
+def set_verbosity(level: int) -> None:
+    """The CLI's -v/-q: third-party logs and warnings show only with -v."""
+    _VERBOSITY["level"] = level
+    if level < 1:
+        import warnings
+
+        warnings.simplefilter("ignore")  # numpy RuntimeWarnings, torch DeprecationWarnings: -v shows them
+
+
+def configure_ort() -> None:
+    """ONNX Runtime's own logger prints coloured [E:onnxruntime:...] lines on stderr;
+    they reach the user only with -v (our errors say what failed, in one line)."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(2 if _VERBOSITY["level"] >= 1 else 4)
+
 
 @contextlib.contextmanager
 def quiet_third_party():
@@ -20,6 +39,7 @@ def quiet_third_party():
     import warnings
 
     verbose = log.isEnabledFor(logging.INFO)
+    configure_ort()
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript",
                                               "onnx_ir", "onnxruntime", "root")]
     levels = [lg.level for lg in loggers]

@@ -32,6 +32,16 @@ def _check_dynamic(items) -> None:
     parse_dynamic(items)
 
 
+def _check_opset(v: int) -> None:
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not 7 <= v <= newest:
+        raise UsageError(f"opset {v} does not exist here (ai.onnx opsets run from 7 to {newest} in onnx "
+                         f"{onnx.__version__})", hint="the dynamo exporter writes opset 18 or newer; the TorchScript "
+                                                     "exporter 7 to 20")
+
+
 # ----------------------------------------------------------------------------- shared groups
 
 
@@ -80,7 +90,8 @@ class ConvertTorchOptions(OutputOptions):
         {}, "Random input range NAME:[LO,HI] (or [LO,HI] for all inputs).", flag="--val-range",
         metavar="NAME:[LO,HI]", toml="model.val_ranges", parse=parse_val_ranges, check=check_val_ranges,
         example=("--val-range", "x:[0,2]"))
-    opset: Optional[int] = option(None, "ai.onnx opset (default: the exporter's).", example=("--opset", "17"))
+    opset: Optional[int] = option(None, "ai.onnx opset (default: the exporter's).", check=lambda v: _check_opset(v),
+                                  example=("--opset", "17"))
     exporter: Literal["auto", "dynamo", "torchscript"] = option(
         "auto", "auto (dynamo, then TorchScript on failure), dynamo, torchscript.", example=("--exporter", "dynamo"))
     input_names: Names = option((), "ONNX input names, in forward() order (repeatable).", flag="--input-name",

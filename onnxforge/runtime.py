@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from onnxforge.errors import BadInputError, MissingDependencyError, UsageError, first_line
+from onnxforge.system import cpu_info, cpu_quota
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -76,28 +77,6 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def cpu_quota() -> int:
-    """CPUs this process may use: the cgroup quota (cpu.max / cfs_quota) and the
-    affinity mask, not the host's core count, which overcounts in containers."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = None
-    try:
-        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if text and text[0] != "max":
-            quota = int(text[0]) / int(text[1])
-    except (OSError, ValueError, IndexError):
-        try:
-            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-            p = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-            if q > 0:
-                quota = q / p
-        except (OSError, ValueError):
-            pass
-    if quota is not None:
-        n = min(n, max(1, int(quota)))
-    return max(1, n)
-
-
 def session_options(
     *,
     threads: int | None = None,
@@ -124,8 +103,17 @@ def session_options(
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[optimization]
-    so.log_severity_level = 3
+    from onnxforge.logs import configure_ort
+
+    configure_ort()
+    so.log_severity_level = 3 if _verbose() else 4
     return so
+
+
+def _verbose() -> bool:
+    from onnxforge.logs import _VERBOSITY
+
+    return _VERBOSITY["level"] >= 1
 
 
 def create_session(
@@ -267,33 +255,6 @@ def run_session(sess, feeds: Mapping[str, object], output_names: Sequence[str] |
     return dict(zip(names, values))
 
 
-ISA_FLAGS = {
-    "avx2": "avx2", "avx512f": "avx512f", "avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni",
-    "avx512_bf16": "avx512_bf16", "amx_int8": "amx_int8", "asimd": "neon", "asimddp": "neon_dotprod",
-    "i8mm": "neon_i8mm",
-}
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_info() -> dict:
-    """CPU model and the ISA extensions that decide int8 and fp16 speed."""
-    import platform
-
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "Model", "CPU part") and model in ("", platform.machine(), platform.processor()):
-                model = value.strip()
-            elif key in ("flags", "Features"):
-                flags.update(value.split())
-    except OSError:
-        pass
-    return {"model": model, "machine": platform.machine(),
-            "isa": {name: (flag in flags) for flag, name in ISA_FLAGS.items()}}
-
-
 def environment() -> dict:
     """What a benchmark or release report records about where it ran."""
     import platform
@@ -318,12 +279,3 @@ def environment() -> dict:
     return env
 
 
-def proc_kib(path: str, key: str) -> int | None:
-    """A 'Key:  N kB' line of a /proc file, in bytes (None where /proc has no such line)."""
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None

@@ -77,10 +77,12 @@ def parse_shape_text(text: str) -> tuple[Dim, ...]:
         return parse_shape(text)
     pieces: list[str] = []
     for tok in text.split("x"):
-        if pieces and (tok.startswith("_") or pieces[-1].endswith("_") or pieces[-1] == ""):
+        if pieces and (tok.startswith("_") or pieces[-1].endswith("_")):
             pieces[-1] = pieces[-1] + "x" + tok
         else:
             pieces.append(tok)
+    if any(p == "" for p in pieces):
+        raise UsageError(f"bad shape {text!r}: an empty dimension", hint="write dims as 1x3x224x224 or batchx128")
     return parse_shape(",".join(pieces))
 
 
@@ -244,6 +246,34 @@ def resolve_shape(spec: TensorSpec, dims: Mapping[str, int] | None = None, defau
     return tuple(out)
 
 
+def check_dims(dims: Mapping[str, int] | None, specs: Sequence[TensorSpec], what: str = "--dim") -> None:
+    """A value for a dim the model does not have is a mistake (the user believes they
+    tested it): refuse it, naming the dims that exist."""
+    known = sorted({d for s in specs for d in s.shape if isinstance(d, str)})
+    unknown = sorted(set(dims or {}) - set(known))
+    if unknown:
+        raise UsageError(f"{what} {', '.join(unknown)}: the model has no such dim",
+                         hint=f"its symbolic dims are: {', '.join(known) or 'none (every dim is fixed)'}")
+
+
+def check_allocatable(shapes: Mapping[str, tuple], dtypes: Mapping[str, str]) -> None:
+    """Refuse inputs larger than the memory that is free, before allocating them."""
+    import math
+
+    from onnxforge.system import available_memory
+
+    total = 0
+    for name, shape in shapes.items():
+        itemsize = 8 if dtypes.get(name) == "str" else numpy_dtype(dtypes.get(name, "float32")).itemsize
+        total += math.prod(shape) * itemsize
+    free = available_memory()
+    if total > free // 2:
+        big = max(shapes, key=lambda n: math.prod(shapes[n]))
+        raise BadInputError(f"the inputs would take {total / 2**30:.1f} GiB (input {big} has shape "
+                            f"{list(shapes[big])}); {free / 2**30:.1f} GiB is available",
+                            hint="use smaller dims (--dim NAME=VALUE, --shape, --input)")
+
+
 def numpy_dtype(dtype: str):
     import numpy as np
 
@@ -270,9 +300,11 @@ def generate_inputs(
 
     rng = np.random.default_rng(seed)
     val_ranges = val_ranges or {}
+    shapes = {s.name: resolve_shape(s, dims, default_dim) for s in specs}
+    check_allocatable(shapes, {s.name: s.dtype for s in specs})
     out = {}
     for s in specs:
-        shape = resolve_shape(s, dims, default_dim)
+        shape = shapes[s.name]
         lo_hi = val_ranges.get(s.name, val_ranges.get(""))
         dt = numpy_dtype(s.dtype)
         if s.dtype == "bool":
@@ -290,6 +322,59 @@ def generate_inputs(
 
 
 # ----------------------------------------------------------------------------- loading
+
+
+def _number(text: str) -> float | None:
+    import math
+
+    if text.strip() == "":
+        return math.nan  # an empty cell in a numeric column is a missing value
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def read_csv(path: str | os.PathLike) -> dict:
+    """A headed CSV -> {column: [N] array}: a column of numbers (empty cells are NaN)
+    is float64, a column of text is str. A BOM is not part of the first name; a row
+    with too few or too many fields, or a column mixing numbers and text, is bad input."""
+    import csv
+
+    import numpy as np
+
+    from onnxforge.fileio import check_readable_file
+
+    p = check_readable_file(path, "CSV")
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{p} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                            hint="save the CSV as UTF-8") from None
+    except csv.Error as exc:
+        raise BadInputError(f"{p}: not a readable CSV ({exc})") from None
+    rows = [r for r in rows if r]
+    if len(rows) < 2 or not rows[0]:
+        raise BadInputError(f"{p}: a CSV needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    for i, r in enumerate(rows[1:], start=2):
+        if len(r) != len(header):
+            raise BadInputError(f"{p} line {i}: {len(r)} fields, the header has {len(header)}",
+                                hint="every row needs a value (or an empty cell) for every column")
+    cols: dict = {}
+    for j, name in enumerate(header):
+        values = [r[j] for r in rows[1:]]
+        nums = [_number(v) for v in values]
+        if all(n is not None for n in nums):
+            cols[name] = np.array(nums, dtype=np.float64)
+        elif any(n is not None and v.strip() for n, v in zip(nums, values)):
+            bad = next(i for i, n in enumerate(nums) if n is None)
+            raise BadInputError(f"{p}: column {name!r} mixes numbers and text (line {bad + 2}: {values[bad]!r})",
+                                hint="make the column all numbers (empty cells are missing values) or all text")
+        else:
+            cols[name] = np.array(values, dtype=object)
+    return cols
 
 
 def _read_pb_tensor(path: Path):
@@ -391,7 +476,9 @@ def load_samples(
             name, arr = _read_pb_tensor(p)
             key = names[0] if names and len(names) == 1 else name
             return [{key: arr}]
-        raise BadInputError(f"unsupported inputs file {p}", hint="use .npz, .npy, or a folder of .npy files")
+        if p.suffix == ".csv":  # one [N, 1] input per column (ColumnTransformer pipelines)
+            return [{k: v.reshape(-1, 1) for k, v in read_csv(p).items()}]
+        raise BadInputError(f"unsupported inputs file {p}", hint="use .npz, .npy, .csv, or a folder of .npy files")
     subdirs = sorted([d for d in p.iterdir() if d.is_dir() and re.search(r"\d+$", d.name)],
                      key=lambda d: int(re.search(r"(\d+)$", d.name).group(1)))
     if subdirs:

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from onnxforge.cli.common import (
-    DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ValRangeOpt, check_outputs, emit, wants_json,
+    DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ValRangeOpt, check_outputs, emit, number, wants_json,
 )
 
 
@@ -34,13 +34,13 @@ def benchmark_cmd(
     inter_threads: Annotated[Optional[int], typer.Option("--inter-threads", help="Inter-op threads.", min=1)] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per row first.", min=0)] = 10,
     iterations: Annotated[Optional[int], typer.Option("--iterations", help="Timed runs per row.", min=1)] = None,
-    duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds of timed runs (default 2; at least 10 rounds).")] = None,
+    duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds of timed runs (default 2; at least 10 rounds).", callback=number(0, above=True))] = None,
     io_binding: Annotated[bool, typer.Option("--io-binding", help="Keep inputs/outputs on the device: copies are not timed.")] = False,
     placement: Annotated[bool, typer.Option("--placement", help="Report how many nodes each provider ran (from ORT's profiler).")] = False,
     spinning: Annotated[Optional[bool], typer.Option("--spinning/--no-spinning", help="Intra-op thread spinning (default: off with several rows).")] = None,
-    max_p50_ms: Annotated[Optional[float], typer.Option("--max-p50-ms", help="Gate: fail when a row's p50 is above this.")] = None,
-    max_p99_ms: Annotated[Optional[float], typer.Option("--max-p99-ms", help="Gate: fail when a row's p99 is above this.")] = None,
-    min_speedup: Annotated[Optional[float], typer.Option("--min-speedup", help="Gate: each model at least this much faster than the first.")] = None,
+    max_p50_ms: Annotated[Optional[float], typer.Option("--max-p50-ms", help="Gate: fail when a row's p50 is above this.", callback=number(0, above=True))] = None,
+    max_p99_ms: Annotated[Optional[float], typer.Option("--max-p99-ms", help="Gate: fail when a row's p99 is above this.", callback=number(0, above=True))] = None,
+    min_speedup: Annotated[Optional[float], typer.Option("--min-speedup", help="Gate: each model at least this much faster than the first.", callback=number(0, above=True))] = None,
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="A saved benchmark report (--report) to compare against.", metavar="PATH")] = None,
     max_regression: Annotated[str, typer.Option("--max-regression", help="Allowed slow-down against --baseline: 10% or 0.1.")] = "10%",
     save_latencies: Annotated[bool, typer.Option("--save-latencies", help="Include every iteration's latency in the JSON.")] = False,

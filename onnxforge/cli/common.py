@@ -89,6 +89,24 @@ def check_outputs(force: bool, inputs, **outputs) -> None:
                           what=flag)
 
 
+def number(lo: float | None = None, hi: float | None = None, *, above: bool = False):
+    """A click callback for a float option: finite, and within [lo, hi] (or > lo):
+    a NaN threshold would switch a check off."""
+    import math
+
+    def check(value):
+        if value is None:
+            return value
+        if not math.isfinite(value):
+            raise typer.BadParameter(f"must be a finite number, got {value}")
+        if lo is not None and (value <= lo if above else value < lo) or hi is not None and value > hi:
+            rng = f"> {lo}" if above and hi is None else f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise typer.BadParameter(f"must be {rng}, got {value}")
+        return value
+
+    return check
+
+
 def wants_json(json_flag: bool, fmt: str | None) -> bool:
     if fmt not in (None, "table", "json"):
         raise typer.BadParameter(f"unknown format {fmt!r}; use table or json", param_hint="--format")
@@ -123,6 +141,9 @@ def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True
 
 
 def setup_logging(verbosity: int) -> None:
+    from onnxforge.logs import set_verbosity
+
+    set_verbosity(verbosity)
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     if verbosity < 0:
         level = logging.ERROR
@@ -206,7 +227,11 @@ def report_error(exc: BaseException, debug: bool) -> None:
             err.write(f"hint: {exc.hint}\n")
         annotate("error", "onnxforge", exc.message)
     elif kind == "UsageError":
-        exc.show(file=err)
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "onnxforge"
+        err.write(f"error: {exc.format_message()}\n")
+        err.write(f"hint: see `{where} --help`\n")
+        annotate("error", "onnxforge", exc.format_message())
     elif isinstance(exc, KeyboardInterrupt) or kind == "Abort":
         err.write("terminated\n" if isinstance(exc, Terminated) else "interrupted\n")
         return

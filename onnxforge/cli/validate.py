@@ -7,7 +7,7 @@ import typer
 
 from onnxforge.cli.common import (
     AtolOpt, DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, RtolOpt, SamplesOpt, SeedOpt, TrustPickleOpt,
-    ValRangeOpt, check_outputs, emit, wants_json,
+    ValRangeOpt, check_outputs, emit, number, wants_json,
 )
 
 
@@ -24,8 +24,8 @@ def validate_cmd(
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
     check_stat: Annotated[str, typer.Option("--check-stat", help="Statistic that must be within tolerance: elementwise, max, mean, p99.")] = "elementwise",
-    min_cosine: Annotated[Optional[float], typer.Option("--min-cosine", help="Fail an output whose cosine similarity is below this.")] = None,
-    min_agreement: Annotated[Optional[float], typer.Option("--min-agreement", help="Fraction of labels (or top-1 classes with --task classification) that must agree.")] = None,
+    min_cosine: Annotated[Optional[float], typer.Option("--min-cosine", help="Fail an output whose cosine similarity is below this.", callback=number(-1, 1))] = None,
+    min_agreement: Annotated[Optional[float], typer.Option("--min-agreement", help="Fraction of labels (or top-1 classes with --task classification) that must agree.", callback=number(0, 1))] = None,
     task: Annotated[Optional[str], typer.Option("--task", help="classification: also report top-1 / top-k agreement of score outputs.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="k for top-k agreement.", min=1)] = 5,
     map_: Annotated[Optional[list[str]], typer.Option("--map", help="Pair input names: REF=CAND (repeatable).", metavar="REF=CAND")] = None,

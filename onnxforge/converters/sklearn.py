@@ -15,7 +15,6 @@ Choices:
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import re
 from dataclasses import replace
@@ -52,28 +51,6 @@ def _all_estimators(est) -> list:
                 if isinstance(cand, BaseEstimator) and all(cand is not f for f in found):
                     found.append(cand)
     return found
-
-
-def read_csv(path: str | Path) -> dict[str, Any]:
-    """A headed CSV -> {column: array}; numeric columns float64, others str."""
-    import numpy as np
-
-    from onnxforge.fileio import check_readable_file
-
-    p = check_readable_file(path, "sample CSV")
-    with open(p, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2 or not rows[0]:
-        raise BadInputError(f"{p}: a sample CSV needs a header row and at least one data row")
-    header = [h.strip() for h in rows[0]]
-    cols: dict[str, Any] = {}
-    for j, name in enumerate(header):
-        values = [r[j] if j < len(r) else "" for r in rows[1:]]
-        try:
-            cols[name] = np.array([float(v) for v in values], dtype=np.float64)
-        except ValueError:
-            cols[name] = np.array(values, dtype=object)
-    return cols
 
 
 def _register_boosting(est) -> bool:
@@ -163,6 +140,8 @@ def _specs_and_data(est, o: ConvertSklearnOptions, notes: list) -> tuple[list[Te
 
 
 def _csv_specs(est, sample, ftype: str) -> tuple[list[TensorSpec], dict]:
+    from onnxforge.specs import read_csv
+
     cols = read_csv(sample)
     expected = list(getattr(est, "feature_names_in_", []))
     missing = [c for c in expected if c not in cols]

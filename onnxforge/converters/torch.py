@@ -75,6 +75,10 @@ def _example(loaded, o: ConvertTorchOptions, dyn: dict) -> Example:
         return _tensors_by_name(load_samples(o.example_inputs)[0], loaded.keyword, o.input_names)
     if o.inputs:
         specs = [parse_spec(s) for s in o.inputs]
+        strings = [s.name for s in specs if s.dtype == "str"]
+        if strings:
+            raise UsageError(f"--input {strings[0]}: a torch model cannot take strings",
+                             hint="torch inputs are tensors: float32, int64, bool ...")
         for s in specs:  # symbolic dims in --input are dynamic axes
             for axis, d in enumerate(s.shape):
                 if isinstance(d, str):
@@ -187,6 +191,7 @@ def _export(torch, model, ex: Example, path: Path, out_names, dyn, opset, export
                     torch.onnx.export(model, ex.args, str(path), kwargs=dict(ex.kwargs) or None,
                                       input_names=list(ex.names), output_names=out_names, opset_version=opset,
                                       dynamo=True, external_data=True, dynamic_shapes=shapes, verbose=False)
+                _check_written_opset(path, opset)
             else:
                 if not isinstance(model, torch.nn.Module):
                     raise ConversionError("the TorchScript exporter needs an nn.Module")
@@ -204,7 +209,21 @@ def _export(torch, model, ex: Example, path: Path, out_names, dyn, opset, export
             log.info("%s exporter failed: %s", which, msg)
             for p in path.parent.iterdir():
                 p.unlink()
-    raise ConversionError(f"export failed: {'; then '.join(errors)}", hint=_export_hint(" ".join(errors), opset))
+    raise ConversionError(f"export failed: {'; then '.join(errors)}",
+                          hint=_export_hint(" ".join(errors), opset, tried=order))
+
+
+def _check_written_opset(path: Path, opset: int | None) -> None:
+    """The dynamo exporter converts to a requested opset and, when its converter fails,
+    silently keeps its own (18): a model at another opset than asked is a failure."""
+    from onnxforge.fileio import load_onnx
+
+    if opset is None:
+        return
+    got = next((o.version for o in load_onnx(path, load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), 0)
+    if got != opset:
+        raise ConversionError(f"the dynamo exporter wrote opset {got}, not the requested {opset} "
+                              "(its version converter could not convert the graph)")
 
 
 def _export_error(exc: BaseException, opset) -> str:
@@ -218,23 +237,29 @@ def _export_error(exc: BaseException, opset) -> str:
         after = text.split("Exception summary", 1)[1].strip().splitlines()
         core = next((l for l in after if l.strip()), core)[:300]
     if m and unsupported:
-        return f"operator {m.group(1)} is not supported at opset {opset or 'default'} ({core})"
+        return f"operator {m.group(1)} is not supported at {f'opset {opset}' if opset else 'the default opset'} ({core})"
     if "TorchExportError" in type(exc).__name__ or "torch.export" in text[:200]:
         return f"torch.export could not capture the model: {core}"
     return f"{type(exc).__name__}: {core}"
 
 
-def _export_hint(text: str, opset) -> str:
+def _export_hint(text: str, opset, tried=("dynamo", "torchscript")) -> str:
+    """What to try next: only options that were not already tried."""
     import re
 
+    other = [f"--exporter {e}" for e in ("dynamo", "torchscript") if e not in tried]
     m = re.search(r"added in version (\d+)", text)
-    if m:
+    if m and (opset is None or opset < int(m.group(1))):
         return f"export with --opset {m.group(1)} or newer"
+    w = re.search(r"wrote opset (\d+), not the requested", text)
+    if w:
+        return f"use --opset {w.group(1)} (or newer)" + (f", or {other[0]} for opset {opset}" if other else "")
     if "operator" in text and "not supported" in text:
-        return "try a newer --opset (e.g. --opset 20)" + ("" if "TorchScript" in text else ", or --exporter torchscript")
+        newer = "try a newer --opset (e.g. --opset 20)" if opset is None or opset < 20 else ""
+        return ", or ".join(x for x in (newer, *other) if x) or "the operator has no ONNX export; rewrite that part of the model"
     if "dynamic" in text.lower() or "constraint" in text.lower() or "specializ" in text.lower():
         return "the model fixes a dim you marked dynamic; drop that --dynamic axis or fix the model"
-    return "rerun with --debug -v for the exporter's full error"
+    return ", or ".join(["rerun with --debug -v for the exporter's full error", *other])
 
 
 def _dynamic_shapes(torch, ex: Example, dyn):

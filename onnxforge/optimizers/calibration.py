@@ -178,14 +178,6 @@ def activation_bytes(model_path, dims: Mapping[str, int], sample_shapes: Mapping
     return total, unknown
 
 
-def available_memory() -> int:
-    import os
-
-    from onnxforge.runtime import proc_kib
-
-    return proc_kib("/proc/meminfo", "MemAvailable") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def histogram_memory_estimate(per_sample: int, samples: int) -> int:
     """ORT's histogram calibraters keep every sample's activations before building
     histograms, and concatenate them per tensor: about twice the activations of all

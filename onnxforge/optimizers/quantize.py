@@ -44,7 +44,7 @@ _INTEGER_TO_FLOAT = {"ConvInteger": "Conv", "MatMulInteger": "MatMul", "QLinearC
 
 
 def isa_defaults() -> dict:
-    from onnxforge.runtime import cpu_info
+    from onnxforge.system import cpu_info
 
     info = cpu_info()
     isa = info["isa"]
@@ -75,10 +75,12 @@ def _preprocess(src: Path, dst: Path, notes: list) -> Path:
     on failure continue with the original model and say so."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from onnxforge.fileio import working_dir
     from onnxforge.logs import quiet_third_party
 
+    src, dst = Path(src).resolve(), Path(dst).resolve()
     try:
-        with quiet_third_party():
+        with quiet_third_party(), working_dir(dst.parent):
             quant_pre_process(str(src), str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
                               external_data_location=dst.name + ".data")
         return dst
@@ -315,8 +317,8 @@ def _speed(src, q, dims, inputs, seconds) -> SpeedCheck:
 
 
 def _check_calibration_memory(model, specs, o, notes) -> None:
-    from onnxforge.optimizers.calibration import (activation_bytes, available_memory, histogram_memory_estimate,
-                                                  iter_samples)
+    from onnxforge.optimizers.calibration import activation_bytes, histogram_memory_estimate, iter_samples
+    from onnxforge.system import available_memory
 
     n, it = iter_samples(o.calibration, specs, samples=o.samples, seed=o.seed, dims=o.dims)
     first = next(iter(it))

@@ -94,12 +94,12 @@ def run_transformer(src: Path, dst: Path, *, model_type: str, num_heads: int = 0
     from onnxruntime.transformers.optimizer import optimize_model
 
     from onnxforge.artifacts import save_scratch
-
+    from onnxforge.fileio import working_dir
     from onnxforge.logs import quiet_third_party
 
-    with quiet_third_party():
-        opt = optimize_model(str(src), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size,
-                             opt_level=0, use_gpu=False)
+    with quiet_third_party(), working_dir(Path(dst).resolve().parent):
+        opt = optimize_model(str(Path(src).resolve()), model_type=model_type, num_heads=num_heads,
+                             hidden_size=hidden_size, opt_level=0, use_gpu=False)
     _declare_domains(opt.model)
     save_scratch(opt.model, dst)
     return {"engine": "onnxruntime.transformers"}

@@ -8,6 +8,7 @@ plus a state_dict loaded with ``weights_only=True``, and .skops files.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import logging
@@ -52,7 +53,8 @@ def call_factory(spec: str, what: str):
             path = Path(head)
             if not path.is_file():
                 raise BadInputError(f"factory file not found: {path}", hint="write it as path/to/file.py:function")
-            name = f"_onnxforge_factory_{abs(hash(str(path.resolve())))}"
+            # a stable name: it ends up in the exported nodes' metadata, and reruns must match
+            name = "_onnxforge_factory_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
             spec_ = importlib.util.spec_from_file_location(name, path)
             mod = importlib.util.module_from_spec(spec_)
             sys.modules[name] = mod

@@ -33,7 +33,7 @@ HIGH_CV = 0.10
 
 
 def _rss() -> int:
-    from onnxforge.runtime import proc_kib
+    from onnxforge.system import proc_kib
 
     return proc_kib("/proc/self/status", "VmRSS") or 0
 
@@ -62,9 +62,10 @@ class _Row:
 
 
 def _feeds_for(specs, *, batch, dims, shapes, inputs, seed, val_ranges):
-    from onnxforge.specs import check_sample_fits, generate_inputs, load_samples
+    from onnxforge.specs import check_dims, check_sample_fits, generate_inputs, load_samples
     from onnxforge.types import TensorSpec
 
+    check_dims(dims, specs)
     if inputs:
         sample = load_samples(inputs, names=[s.name for s in specs])[0]
         check_sample_fits(sample, specs, source=str(inputs))
@@ -188,8 +189,21 @@ def _open_rows(models, fulls, popts, batches, *, threads, inter_threads, spinnin
                     row.once, row.io_binding = _binder(sess, feeds, prov, popts.get(prov, {})), True
                 else:
                     row.once, row.copies_included = _plain(sess, feeds), prov != "CPUExecutionProvider"
+                _probe(row)
                 rows.append(row)
     return rows
+
+
+def _probe(row: _Row) -> None:
+    """One untimed call: a model that fails at run time is bad input, said once."""
+    from onnxforge.errors import first_line
+
+    try:
+        row.once()
+    except Exception as exc:
+        raise BadInputError(f"{row.model} fails at run time on {', '.join(f'{k}{list(v)}' for k, v in row.shapes.items())}"
+                            f" ({first_line(exc, 200)})", hint="check the shapes (--dim, --shape, --inputs) against "
+                            "`onnxforge inspect`") from None
 
 
 def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: float | None) -> list[list[int]]:
@@ -265,7 +279,8 @@ def benchmark(
     max_regression: float = 0.10,
 ) -> BenchmarkReport:
     """Benchmark each model on each provider (and batch size), interleaved; see the module docstring."""
-    from onnxforge.runtime import cpu_quota, environment, resolve_provider
+    from onnxforge.runtime import environment, resolve_provider
+    from onnxforge.system import cpu_quota
     from onnxforge.stats import speedup_ci
     from onnxforge.validators.gates import baseline_gates, latency_gates, load_baseline, speedup_gates
 

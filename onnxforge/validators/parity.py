@@ -111,6 +111,18 @@ def _samples(ref: Runner, cand: Runner, specs, *, inputs, input_samples, samples
     return [generate_inputs(specs, seed=seed + i, dims=dims, val_ranges=val_ranges) for i in range(samples)]
 
 
+def _check_not_empty(feeds: list[dict]) -> None:
+    import numpy as np
+
+    if not feeds:
+        raise BadInputError("no input samples", hint="give inputs with at least one sample")
+    for i, sample in enumerate(feeds):
+        for k, v in sample.items():
+            if np.asarray(v).size == 0:
+                raise BadInputError(f"input {k} of sample {i} has no elements (shape {list(np.shape(v))}): "
+                                    "there is nothing to compare", hint="give inputs with at least one element")
+
+
 def _align_squeezed(ref_out: list[dict], cand_out: list[dict]) -> tuple[list[dict], str]:
     """Shapes that differ only by size-1 dims ([N] against [N, 1], as sklearn's predict
     and skl2onnx's regressors do) are compared in the candidate's shape, with a note."""
@@ -173,7 +185,7 @@ def validate(
 ) -> ParityReport:
     """Run both sides on the same inputs and compare. ``criteria`` go to compare():
     check_stat, min_cosine, min_agreement, task, top_k."""
-    from onnxforge.specs import check_sample_fits, save_samples
+    from onnxforge.specs import check_dims, check_sample_fits, save_samples
 
     ref = _open(reference, ref_provider, threads, source_options)
     cand = _open(candidate, provider, threads, source_options)
@@ -183,10 +195,11 @@ def validate(
     # inputs are keyed by the candidate's names when it has named inputs, and
     # generated at the reference's precision (fp32 for an fp16 candidate)
     specs = _reference_precision(cand.inputs, ref.inputs, c2r) if cand.inputs else ref.inputs
+    if dims and specs:
+        check_dims(dims, specs)
     feeds = _samples(ref, cand, specs, inputs=inputs, input_samples=input_samples, samples=samples, seed=seed,
                      dims=dims, val_ranges=val_ranges)
-    if not feeds:
-        raise BadInputError("no input samples")
+    _check_not_empty(feeds)
 
     def feed_for(side: Runner, sample: Mapping[str, object]) -> dict:
         out = {c2r.get(k, k): v for k, v in sample.items()} if side is ref and cand.inputs and c2r else dict(sample)
@@ -235,9 +248,12 @@ def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = N
     from onnxforge.artifacts import symbolic_dims
     from onnxforge.runners.onnx import onnx_runner
 
+    from onnxforge.specs import check_dims
+
     ref = onnx_runner(before, "cpu", label=Path(before).name)
     cand = onnx_runner(after, "cpu", label=label or Path(after).name)
     dims = dict(dims or {})
+    check_dims(dims, ref.inputs)
     sym = [d for d in symbolic_dims(before) if d not in dims]
     base = {**{d: 2 for d in sym}, **dims}
     reports = [validate(ref, cand, inputs=inputs, samples=samples, seed=seed, dims=base, tolerance=tolerance,

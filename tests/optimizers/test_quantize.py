@@ -21,6 +21,8 @@ def accuracy(path, X, y) -> float:
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
+    """The trained digits CNN that ships with the example (no training here), and a small
+    MLP trained for a few epochs (a second architecture: dense layers only)."""
     pytest.importorskip("torch")
     import importlib.util
 
@@ -30,14 +32,18 @@ def digits(tmp_path_factory):
     tm = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tm)
     d = tmp_path_factory.mktemp("digits")
-    out = {}
-    for kind, spec_text in (("mlp", "x:float32:batchx64"), ("cnn", "x:float32:batchx1x8x8")):
-        model, Xtr, Xte, ytr, yte = tm.train_digits(kind)
-        res = onnxforge.convert_torch(model, d / f"{kind}.onnx", inputs=[spec_text])
-        assert res.passed
-        np.savez(d / f"{kind}_calib.npz", x=Xtr[:200])
-        np.savez(d / f"{kind}_test.npz", x=Xte)
-        out[kind] = (d / f"{kind}.onnx", d / f"{kind}_calib.npz", d / f"{kind}_test.npz", Xte, yte)
+    example = ROOT / "fixtures" / "example"
+    val = np.load(example / "val.npz")
+    res = onnxforge.convert_torch(f"{example / 'model.py'}:build", d / "cnn.onnx", weights=str(example / "weights.pt"),
+                                  inputs=["x:float32:batchx1x8x8"])
+    assert res.passed
+    np.savez(d / "cnn_test.npz", x=val["x"])
+    out = {"cnn": (d / "cnn.onnx", example / "calib.npz", d / "cnn_test.npz", val["x"], val["labels"])}
+    model, Xtr, Xte, ytr, yte = tm.train_digits("mlp", epochs=8)
+    assert onnxforge.convert_torch(model, d / "mlp.onnx", inputs=["x:float32:batchx64"]).passed
+    np.savez(d / "mlp_calib.npz", x=Xtr[:200])
+    np.savez(d / "mlp_test.npz", x=Xte)
+    out["mlp"] = (d / "mlp.onnx", d / "mlp_calib.npz", d / "mlp_test.npz", Xte, yte)
     return out
 
 
