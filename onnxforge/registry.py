@@ -143,12 +143,26 @@ def _check_transformer(name: str) -> None:
         raise UsageError(f"unknown transformer type {name!r}", hint="valid: " + ", ".join(sorted(MODEL_TYPES)))
 
 
+def _check_onnxsim_passes(names) -> None:
+    """A pass name onnxsim does not know would skip nothing, silently: refuse it."""
+    try:
+        from onnxsim import onnxsim_cpp2py_export as c
+
+        known = set(c._list_optimizers()) | set(c._list_other_optimizers())
+    except (ImportError, AttributeError):  # another onnxsim build: it cannot tell us, so we cannot check
+        return
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"onnxsim has no pass {unknown[0]!r}",
+                         hint="its passes: " + ", ".join(sorted(known)[:12]) + ", ... (onnxsim --list-default-optimizers)")
+
+
 @dataclass(frozen=True)
 class SimplifyOptions(CheckOptions):
     onnxsim: bool = option(True, "Run onnxsim (constant folding, shape inference, dead nodes, fusions).",
                            flag="--onnxsim/--no-onnxsim", example=("--no-onnxsim", "--ort", "basic"))
     skip: Names = option((), "An onnxsim optimization pass to skip (repeatable).", metavar="PASS",
-                         example=("--skip", "fuse_bn_into_conv"))
+                         check=lambda v: _check_onnxsim_passes(v), example=("--skip", "fuse_bn_into_conv"))
     shapes: dict[str, list[PosInt]] = option({}, "Pin an input shape NAME:DIMS (dims stay dynamic otherwise).",
                                              flag="--shape", metavar="NAME:DIMS", parse=parse_shapes,
                                              example=("--shape", "x:2x8"))

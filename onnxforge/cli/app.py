@@ -96,16 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
 
     def on_sigterm(signum, frame):  # what CI runners and `timeout` send: clean up like Ctrl-C
+        STATE.terminated = True
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, on_sigterm) if argv is None else None
-    STATE.report_written = False
+    STATE.report_written, STATE.report_ok, STATE.terminated = False, None, False
     try:
         rv = command.main(args=args, prog_name="onnxforge", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
         exc = None
         if code == 130:  # Typer turned Ctrl-C into Exit(130), which click returns here
-            sys.stderr.write("interrupted\n")
+            sys.stderr.write("terminated\n" if STATE.terminated else "interrupted\n")
     except BaseException as e:  # noqa: BLE001 - this is the one place that maps them all
         exc, code = e, exit_code_for(e)
         if not is_quiet_exit(e):
@@ -113,10 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if STATE.terminated and code == 130:  # click turns any KeyboardInterrupt into Abort: say which it was
+        code = 143
     if code != 0:
         report = _report_path(args)
         if report and not STATE.report_written:
-            write_error_report(report, exc or RuntimeError(f"exit {code}"), code, "--force" in args)
+            write_error_report(report, exc or RuntimeError(f"exit {code}"), code)
         remove_created_dirs()
     sys.stdout.flush()
     if argv is None:

@@ -22,6 +22,8 @@ class State:
     debug: bool = False
     verbosity: int = 0  # -1 quiet, 0 normal, 1+ verbose
     report_written: bool = False
+    report_ok: str | None = None  # the --report path, once it passed the output checks
+    terminated: bool = False  # SIGTERM arrived
 
 
 class Terminated(KeyboardInterrupt):
@@ -87,6 +89,8 @@ def check_outputs(force: bool, inputs, **outputs) -> None:
         seen[key] = flag
         check_output_path(path, force=force, inputs=inputs, companions=() if name != "output" else (".data",),
                           what=flag)
+    if outputs.get("report") is not None:
+        STATE.report_ok = str(outputs["report"])  # an error envelope may go there now
 
 
 def number(lo: float | None = None, hi: float | None = None, *, above: bool = False):
@@ -203,13 +207,13 @@ def annotate(level: str, title: str, message: str) -> None:
     sys.stderr.write(f"::{level} title={esc(title, True)}::{esc(message)}\n")
 
 
-def write_error_report(path: str, exc: BaseException, code: int, force: bool) -> None:
-    """--report on an exit without a result: the error envelope, unless writing it would
-    break the output rules (an existing file without --force)."""
+def write_error_report(path: str, exc: BaseException, code: int) -> None:
+    """--report on an exit without a result: the error envelope — only to a path that
+    passed the output checks (never an input, never an existing file without --force)."""
     from onnxforge import report as rep
 
     p = Path(path)
-    if p.is_dir() or (p.exists() and not force):
+    if STATE.report_ok is None or Path(STATE.report_ok).resolve() != p.resolve():
         return
     message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}" if code not in (130,) else "interrupted"
     try:
@@ -233,11 +237,12 @@ def report_error(exc: BaseException, debug: bool) -> None:
         err.write(f"hint: see `{where} --help`\n")
         annotate("error", "onnxforge", exc.format_message())
     elif isinstance(exc, KeyboardInterrupt) or kind == "Abort":
-        err.write("terminated\n" if isinstance(exc, Terminated) else "interrupted\n")
+        err.write("terminated\n" if isinstance(exc, Terminated) or STATE.terminated else "interrupted\n")
         return
     else:
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         err.write(f"internal error: {type(exc).__name__}: {first}\n")
+        annotate("error", "onnxforge internal error", f"{type(exc).__name__}: {first}")
         if not debug:
             err.write("hint: rerun with --debug for the traceback, and report it\n")
     if debug and kind != "UsageError":

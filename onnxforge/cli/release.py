@@ -41,9 +41,7 @@ def _say_why(res) -> None:
     import sys
 
     sys.stderr.write(f"error: release {res.status}: {res.error or res.failure}\n")
-    hint = res.hint or ("see report.md and junit.xml in the release folder" if res.status == "failed" else None)
-    if hint:
-        sys.stderr.write(f"hint: {hint}\n")
+    sys.stderr.write(f"hint: {res.hint or 'see report.md and junit.xml in the release folder'}\n")
     for g in res.gates:
         if not g.passed:
             annotate("error", f"gate {g.name}", g.message)

@@ -222,9 +222,40 @@ def load_config(path: str | os.PathLike) -> ReleaseConfig:
     if fw != "onnx" and steps[0].run != "convert":
         raise UsageError("steps[0] must be convert for a torch or sklearn source")
     gates = _gates(cfg.get("gates", {}), data)
+    _check_dims(fw, source, model, steps, gates)
     raw = {"model": {**model, "source": source}, "data": data_raw, "steps": steps_raw, "gates": cfg.get("gates", {})}
     return ReleaseConfig(path=str(p), framework=fw, source=source, model=model, data=data, steps=steps, gates=gates,
                          raw=raw)
+
+
+def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
+    """The symbolic dims the released model will have, when the config tells: an ONNX
+    source's own, or the names in model.inputs and model.dynamic (None: unknown here)."""
+    from onnxforge.specs import parse_dynamic, parse_spec
+
+    if framework == "onnx":
+        from onnxforge.fileio import load_onnx
+        from onnxforge.specs import model_io_specs
+
+        specs, _ = model_io_specs(load_onnx(source, load_external_data=False))
+        return sorted({d for s in specs for d in s.shape if isinstance(d, str)})
+    names = {d for s in model.get("inputs", ()) for d in parse_spec(s).shape if isinstance(d, str)}
+    names |= {label for axes in parse_dynamic(model.get("dynamic", ())).values() for label in axes.values()}
+    return sorted(names) if names or model.get("inputs") else None
+
+
+def _check_dims(framework, source, model, steps, gates) -> None:
+    known = _known_dims(framework, source, model)
+    if known is None:
+        return
+    uses = [(f"steps[{i}].dims", s.options.dims) for i, s in enumerate(steps) if getattr(s.options, "dims", None)]
+    if "latency" in gates:
+        uses.append(("gates.latency.dims", gates["latency"].dims))
+    for where, dims in uses:
+        unknown = sorted(set(dims) - set(known))
+        if unknown:
+            raise UsageError(f"{where}: the model has no dim {', '.join(unknown)}",
+                             hint=f"its symbolic dims are: {', '.join(known) or 'none (every dim is fixed)'}")
 
 
 def _gates(table, data: DataSection) -> dict:

@@ -40,7 +40,8 @@ def _validation(cfg: ReleaseConfig) -> tuple[dict | None, Any]:
         with np.load(cfg.data.validation, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except Exception as exc:
-        raise BadInputError(f"data.validation: cannot read {cfg.data.validation} as .npz ({exc})") from None
+        raise BadInputError(f"data.validation: cannot read {cfg.data.validation} as .npz ({exc})",
+                            hint="save it with numpy.savez(path, INPUT=array, ..., labels=array)") from None
     labels = arrays.pop(cfg.data.labels, None)
     return arrays, labels
 

@@ -2,8 +2,9 @@
 (.skops, joblib/pickle, factories). `convert`, `validate` and the release share this code.
 
 Unpickling runs arbitrary code, so whole pickled models load only with
-``trust_pickle``; the safe forms are torch.export's .pt2, TorchScript, a factory
-plus a state_dict loaded with ``weights_only=True``, and .skops files.
+``trust_pickle``; a .pt2 is checked part by part first (pt2.py); .skops files load
+only trusted types. A factory (``module:function``) runs its own code by design: the
+user names it to build the model. See README "Security and safety".
 """
 
 from __future__ import annotations

@@ -1,0 +1,52 @@
+"""Hostile and careless inputs against every command (cases.py): each must end with
+its own exit code, one error line and a hint, inputs untouched, nothing left behind,
+and no code from a file run. The summary line counts the guarantees kept."""
+
+import contextlib
+import io
+
+import pytest
+
+from cases import CASES, build_workspace, run_case
+
+RESULTS = []
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    pytest.importorskip("torch")
+    return build_workspace(tmp_path_factory.mktemp("adversarial"))
+
+
+def _run(argv):
+    from onnxforge.cli.app import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case(case, ws):
+    out = run_case(case, ws, _run)
+    RESULTS.append(out)
+    assert out.right_code, f"exit {out.code}, want {case.code}: {out.err}"
+    assert out.one_line, out.err
+    assert out.clue, f"{case.clue!r} not in: {out.err}"
+    assert out.inputs_intact, "an input changed"
+    assert not out.leftovers, f"files left outside the outputs: {out.leftovers}"
+    assert not out.ran_code, "a payload from a file ran"
+
+
+def test_summary(capsys):
+    """Printed with -s (and by benchmarks/adversarial.py): the counts of guarantees kept."""
+    if not RESULTS:
+        pytest.skip("run together with the cases")
+    n = len(RESULTS)
+    line = (f"adversarial: {n} cases, right exit code {sum(r.right_code for r in RESULTS)}, one-line error "
+            f"{sum(r.one_line for r in RESULTS)}, inputs intact {sum(r.inputs_intact for r in RESULTS)}, "
+            f"leftovers {sum(len(r.leftovers) for r in RESULTS)}, code run {sum(r.ran_code for r in RESULTS)}")
+    with capsys.disabled():
+        print("\n" + line)
+    assert all(r.right_code and r.one_line and r.inputs_intact and not r.leftovers and not r.ran_code for r in RESULTS)
