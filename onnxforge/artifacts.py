@@ -70,15 +70,18 @@ def finish(
     checks: Sequence[ParityReport] = (),
     notes: Sequence[str] = (),
     metadata: Mapping[str, str] | None = None,
+    inherit_from=None,
     **fields,
 ) -> StepResult:
     """Publish a scratch model (or not, on failure) and build the StepResult.
     ``options`` carries keep_failed, force and external_data (registry.OutputOptions);
-    ``fields`` are the StepResult's typed extras (before, after, speed ...)."""
+    ``fields`` are the StepResult's typed extras (before, after, speed ...). The
+    onnxforge.* metadata of ``inherit_from`` (the step's input) carries over."""
     from onnxforge.fileio import (PROTOBUF_LIMIT, external_data_files, failed_name, inline_external_data, load_onnx,
                                   publish_model)
 
-    set_metadata(scratch_model, {LINEAGE_KEY: ",".join(lineage), **(metadata or {})})
+    inherited = _onnxforge_metadata(inherit_from) if inherit_from is not None else {}
+    set_metadata(scratch_model, {**inherited, LINEAGE_KEY: ",".join(lineage), **(metadata or {})})
     written_to = target if passed else failed_name(target)
     written = passed or options.keep_failed
     artifact = None
@@ -95,6 +98,13 @@ def finish(
         artifact = make_artifact(written_to, tuple(lineage), specs_from=artifact_src)
     return StepResult(step=step, output=str(written_to), written=written, passed=passed, artifact=artifact,
                       checks=tuple(checks), notes=tuple(notes), **fields)
+
+
+def _onnxforge_metadata(model) -> dict:
+    from onnxforge.fileio import load_onnx
+
+    m = load_onnx(model_path(model), load_external_data=False)
+    return {p.key: p.value for p in m.metadata_props if p.key.startswith("onnxforge.") and p.key != LINEAGE_KEY}
 
 
 def make_artifact(path: str | os.PathLike, lineage: tuple[str, ...], specs_from: str | os.PathLike | None = None):

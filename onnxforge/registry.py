@@ -32,6 +32,24 @@ def _check_dynamic(items) -> None:
     parse_dynamic(items)
 
 
+# Hugging Face tasks (Optimum's names) -> the transformers Auto class that loads them
+HF_TASKS = {
+    "feature-extraction": "AutoModel",
+    "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
+    "fill-mask": "AutoModelForMaskedLM",
+    "text-generation": "AutoModelForCausalLM",
+    "image-classification": "AutoModelForImageClassification",
+    "image-feature-extraction": "AutoModel",
+}
+
+
+def _check_task(v: str) -> None:
+    if v not in HF_TASKS:
+        raise UsageError(f"unknown task {v!r}", hint="use one of: " + ", ".join(HF_TASKS))
+
+
 def _check_opset(v: int) -> None:
     import onnx
 
@@ -90,6 +108,13 @@ class ConvertTorchOptions(OutputOptions):
         {}, "Random input range NAME:[LO,HI] (or [LO,HI] for all inputs).", flag="--val-range",
         metavar="NAME:[LO,HI]", toml="model.val_ranges", parse=parse_val_ranges, check=check_val_ranges,
         example=("--val-range", "x:[0,2]"))
+    task: Optional[str] = option(None, "For a Hugging Face source: the task (Optimum's names: feature-extraction, "
+                                       "text-classification, fill-mask, image-classification ...; default: from "
+                                       "the config's architecture).", toml="model.task",
+                                 check=lambda v: _check_task(v), example=("--task", "feature-extraction"))
+    allow_download: bool = option(False, "For hf:ORG/NAME: download from the Hugging Face hub when the model is not "
+                                         "in the local cache (default: never).", toml="model.allow_download",
+                                  example=("--allow-download",))
     opset: Optional[int] = option(None, "ai.onnx opset (default: the exporter's).", check=lambda v: _check_opset(v),
                                   example=("--opset", "17"))
     exporter: Literal["auto", "dynamo", "torchscript"] = option(

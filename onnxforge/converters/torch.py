@@ -9,9 +9,10 @@ and ``--inputs`` / ``--input`` feed them by name.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -105,32 +106,56 @@ def _check_dynamic(dyn: dict, ex: Example) -> None:
                 raise UsageError(f"--dynamic {n}:{axis}: input {n} has rank {rank}")
 
 
+def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict]:
+    """(the loaded source, its dynamic axes, its input value ranges). A Hugging Face
+    folder or hf:ID brings its own inputs, axes and ranges (runners/hf.py); --dynamic
+    and --val-range override them name by name."""
+    from onnxforge.runners.hf import hf_val_ranges, is_hf_source, load_hf
+    from onnxforge.runners.sources import LoadedTorch, load_torch
+    from onnxforge.specs import parse_dynamic
+
+    dyn = parse_dynamic(o.dynamic)
+    if is_hf_source(source):
+        import torch
+
+        m = load_hf(str(source), task=o.task, allow_download=o.allow_download)
+        notes.append(f"Hugging Face {type(m.module).__name__} (task {m.task}); inputs {', '.join(m.names)}")
+        kw = {k: torch.from_numpy(v) for k, v in m.examples.items()}
+        return (LoadedTorch(m.module, "huggingface", (), None, kw), {**m.dynamic, **dyn},
+                {**hf_val_ranges(m.module.config), **o.val_ranges})
+    loaded = load_torch(source, weights=o.weights, trust_pickle=o.trust_pickle)
+    if getattr(loaded.module, "training", False) and loaded.kind != "export":
+        notes.append("the model was in training mode; exported in eval mode (dropout off, BatchNorm running stats)")
+    if hasattr(loaded.module, "eval") and loaded.kind != "export":
+        loaded.module.eval()
+    return loaded, dyn, dict(o.val_ranges)
+
+
 def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions | None = None, /,
                   **kwargs) -> StepResult:
     """Export a torch model to ONNX and check it against the module.
 
     ``source``: an nn.Module, an ExportedProgram, a .pt2 / TorchScript path, a factory
-    ``module:function`` (with ``weights``), or a pickled module (``trust_pickle``).
+    ``module:function`` (with ``weights``), a Hugging Face folder or ``hf:ID``, or a
+    pickled module (``trust_pickle``).
     Options: ConvertTorchOptions, as an object or keyword arguments.
     """
     from onnxforge.errors import require
     from onnxforge.fileio import check_output_path
     from onnxforge.options import resolve
-    from onnxforge.runners.sources import load_torch
-    from onnxforge.specs import parse_dynamic
-
     torch = require("torch", "torch")
     o = resolve(ConvertTorchOptions, options, kwargs)
     target = check_output_path(output, force=o.force, inputs=(source if isinstance(source, (str, Path)) else None,
-                                                              o.weights))
-    loaded = load_torch(source, weights=o.weights, trust_pickle=o.trust_pickle)
+                                                              o.weights, o.example_inputs))
     notes: list[str] = []
-    if getattr(loaded.module, "training", False) and loaded.kind != "export":
-        notes.append("the model was in training mode; exported in eval mode (dropout off, BatchNorm running stats)")
-    if hasattr(loaded.module, "eval") and loaded.kind != "export":
-        loaded.module.eval()
-    dyn = parse_dynamic(o.dynamic)
+    loaded, dyn, ranges = _load(source, o, notes)
+    if ranges != o.val_ranges:
+        o = replace(o, val_ranges=ranges)
     ex = _example(loaded, o, dyn)
+    empty = [n for n, t in zip(ex.names, ex.tensors) if t.numel() == 0]
+    if empty:
+        raise BadInputError(f"example input {empty[0]} has no elements: there is nothing to check the export on",
+                            hint="give every dim a size of at least 1 (symbolic dims are exported at 2)")
     _check_dynamic(dyn, ex)
     from onnxforge.runners.torch import call_module, flatten_outputs
 
@@ -146,8 +171,6 @@ def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions 
 
 
 def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, o, notes) -> StepResult:
-    from dataclasses import replace
-
     from onnxforge.artifacts import finish
     from onnxforge.fileio import scratch_dir
     from onnxforge.inspection import check_model
@@ -172,8 +195,9 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
                                     loaded.keyword)
         else:
             notes.append("parity check skipped (--no-check)")
+        ranges = {"onnxforge.val_ranges": json.dumps(o.val_ranges)} if o.val_ranges else {}
         return finish(tmp_model, target, step="convert:torch", passed=all(c.passed for c in checks), options=o,
-                      lineage=("convert:torch",), checks=checks, notes=notes,
+                      lineage=("convert:torch",), checks=checks, notes=notes, metadata=ranges,
                       details={"exporter": used, "source_kind": loaded.kind, "inputs": list(ex.names),
                                "outputs": out_names,
                                "dynamic": {k: {str(a): v for a, v in ax.items()} for k, ax in dyn.items()},

@@ -37,6 +37,9 @@ def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None,
     target = check_output_path(output, force=o.force, inputs=(src, o.inputs))
     if any(t.data_type == 10 for t in m.graph.initializer) and not any(t.data_type == 1 for t in m.graph.initializer):
         raise BadInputError(f"{src} is already fp16", hint="convert the fp32 model")
+    from onnxforge.specs import check_dims, model_io_specs
+
+    check_dims(o.dims, model_io_specs(m)[0])
     before = summary(src)
     blocked = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(o.block_ops))
     t0 = time.perf_counter()
@@ -55,7 +58,7 @@ def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None,
         notes = ["checked on the CPU provider; run `onnxforge validate --provider cuda` on a GPU machine"]
         if not o.keep_io_types:
             notes.append("inputs and outputs are fp16: feed float16 arrays")
-        return finish(dst, target, step="quantize:fp16", passed=all(c.passed for c in checks), options=o,
+        return finish(dst, target, step="quantize:fp16", passed=all(c.passed for c in checks), options=o, inherit_from=src,
                       lineage=(*lineage_of(model), "quantize:fp16"), checks=checks, notes=notes, before=before,
                       after=summary(dst), details={"keep_io_types": o.keep_io_types, "blocked_ops": blocked},
                       seconds=round(seconds, 3))

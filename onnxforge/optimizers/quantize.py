@@ -174,6 +174,9 @@ def _quantize(model, output, o, mode: str) -> StepResult:
         ops = sorted({n.op_type for n in m.graph.node} & QUANTIZED_OPS)
         raise BadInputError(f"{src} is already quantized (it has {', '.join(ops)})", hint="quantize the fp32 model")
     specs, _ = model_io_specs(m)
+    from onnxforge.specs import check_dims
+
+    check_dims(o.dims, specs)
     has_ext = bool(external_data_files(m))
     del m
     target = check_output_path(output, force=o.force, inputs=(src, o.inputs, getattr(o, "calibration", None)))
@@ -279,7 +282,7 @@ def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ran
         details["sensitivity"] = ranking[:20]
     if o.min_speedup is not None:
         details["min_speedup"] = o.min_speedup
-    return finish(qpath, target, step=f"quantize:{job.mode}", passed=passed, options=o,
+    return finish(qpath, target, step=f"quantize:{job.mode}", passed=passed, options=o, inherit_from=job.src,
                   lineage=(*lineage_of(model), f"quantize:{job.mode}"), checks=checks, notes=notes, before=before,
                   after=after, speed=speed, trials=tuple(trials), details=details)
 

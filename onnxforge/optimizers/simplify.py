@@ -247,7 +247,7 @@ def _finish(src, current, target, tmp, o, ctx, model, before, engines, checks, n
         notes.append("ORT-only ops (com.microsoft): this model runs on onnxruntime only; marked onnxforge.ort_only=true")
     applied = [e.step for e in engines if e.status == "ok"]
     lineage = (*lineage_of(model), "simplify:" + ("+".join(applied) if applied else "none"))
-    return finish(current, target, step="simplify", passed=passed, options=o, lineage=lineage,
+    return finish(current, target, step="simplify", passed=passed, options=o, lineage=lineage, inherit_from=src,
                   checks=[*checks, *final], notes=notes, metadata={"onnxforge.ort_only": "true"} if ort_only else {},
                   before=before, after=after, engines=tuple(engines), fusions=fused,
                   seconds=round(time.perf_counter() - t_all, 3))
@@ -259,7 +259,10 @@ def _pins(src, shapes, dims) -> tuple[dict, dict]:
     from onnxforge.fileio import load_onnx
     from onnxforge.specs import model_io_specs
 
+    from onnxforge.specs import check_dims
+
     ins, _ = model_io_specs(load_onnx(src, load_external_data=False))
+    check_dims(dims, ins)
     dims = dict(dims or {})
     pin: dict[str, list] = {}
     for s in ins:

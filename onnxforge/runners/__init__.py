@@ -28,6 +28,7 @@ class Runner:
     saved_outputs: tuple = ()
     path: str | None = None
     provider: str | None = None
+    val_ranges: Mapping[str, tuple[float, float]] | None = None  # valid input values (an ONNX model's metadata)
 
     def __call__(self, feeds: Mapping[str, Any]) -> dict:
         if self.fn is None:
@@ -44,6 +45,7 @@ RUNNERS = _registry(
     saved="onnxforge.runners.saved:saved_runner",
     torch="onnxforge.runners.torch:torch_source_runner",
     sklearn="onnxforge.runners.sklearn:sklearn_source_runner",
+    hf="onnxforge.runners.hf:hf_runner",
 )
 
 _SOURCE_SUFFIXES = (".npz", ".npy", ".pt", ".pt2", ".pth", ".ts", ".jit", ".bin", ".skops", ".joblib", ".pkl",
@@ -55,6 +57,8 @@ def kind_of(spec: str) -> str:
     from onnxforge.runners.sources import SKLEARN_SUFFIXES, TORCH_SUFFIXES, is_factory
 
     p = Path(spec)
+    if str(spec).startswith("hf:") or (p.is_dir() and (p / "config.json").is_file()):
+        return "hf"
     if p.suffix == ".onnx" or (p.is_file() and p.suffix not in _SOURCE_SUFFIXES):
         return "onnx"
     if p.suffix == ".npz" or p.is_dir():

@@ -13,10 +13,26 @@ def onnx_runner(path, provider: str = "cpu", *, label: str | None = None, thread
 
     model = load_onnx(path, load_external_data=False)  # clear errors before ORT's
     ins, _ = model_io_specs(model)
+    ranges = _ranges(model)
     sess = create_session(path, provider, threads=threads, optimization=optimization)
     names = [o.name for o in sess.get_outputs()]
     return Runner(label=label or f"{path}@{provider}", kind="onnx", inputs=ins, outputs=tuple(names),
-                  fn=lambda feeds: _tensors(run_session(sess, feeds, names)), path=str(path), provider=provider)
+                  fn=lambda feeds: _tensors(run_session(sess, feeds, names)), path=str(path), provider=provider,
+                  val_ranges=ranges)
+
+
+def _ranges(model) -> dict | None:
+    """Valid input values the converter recorded (onnxforge.val_ranges): later checks
+    generate inputs within them, so a BERT's attention mask stays a mask."""
+    import json
+
+    for p in model.metadata_props:
+        if p.key == "onnxforge.val_ranges":
+            try:
+                return {k: tuple(v) for k, v in json.loads(p.value).items()}
+            except (ValueError, TypeError, AttributeError):
+                return None
+    return None
 
 
 def _tensors(outputs: dict) -> dict:

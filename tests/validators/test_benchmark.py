@@ -133,7 +133,7 @@ def test_cuda_io_binding(cli, fx):
     assert res(r)["results"][0]["copies_included"] is True
 
 
-def test_interrupt_exits_130_and_leaves_no_report(fx, tmp_path):
+def test_interrupt_exits_130_and_reports_it(fx, tmp_path):
     import os
     import signal
     import subprocess
@@ -148,5 +148,8 @@ def test_interrupt_exits_130_and_leaves_no_report(fx, tmp_path):
     out, err = p.communicate(timeout=30)
     assert p.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    assert not rep.exists() and out == ""
+    import json
+
+    env = json.loads(rep.read_text())  # --report holds the verdict on every exit: here, interrupted
+    assert env["kind"] == "error" and env["result"]["exit_code"] == 130 and out == ""
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]

@@ -1,0 +1,154 @@
+"""Hugging Face models as torch sources: a ``save_pretrained`` folder (config.json and
+safetensors weights) or ``hf:ORG/NAME`` resolved from the local Hugging Face cache.
+
+Nothing is downloaded unless the caller allows it (``allow_download``): the cache is
+read with ``local_files_only``. Models that need ``trust_remote_code`` (code shipped
+with the weights) are refused: loading them would run that code. Weights load from
+safetensors, or from a .bin with torch's ``weights_only`` loader (transformers' own
+default).
+
+The inputs come from the config and the model's ``forward`` signature:
+``input_ids`` / ``attention_mask`` / ``token_type_ids`` (dynamic batch and sequence)
+for text models, ``pixel_values`` (dynamic batch) for vision models. Example values
+are valid for the model: token ids below ``vocab_size``, token types below
+``type_vocab_size``, attention masks of ones with padding at the end of one row.
+``task`` takes Optimum's names (feature-extraction, text-classification ...).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onnxforge.errors import BadInputError, MissingDependencyError, UsageError, first_line, require
+
+from onnxforge.registry import HF_TASKS as TASKS
+
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+BATCH, SEQUENCE, EXAMPLE_SEQ = "batch", "sequence", 8
+
+
+@dataclass(frozen=True)
+class HFModel:
+    module: Any
+    names: tuple[str, ...]  # forward's keyword inputs, in order
+    examples: dict  # name -> numpy array (batch 2)
+    dynamic: dict  # name -> {axis: label}
+    task: str
+
+
+def is_hf_source(spec: Any) -> bool:
+    if not isinstance(spec, (str, Path)):
+        return False
+    text = str(spec)
+    return text.startswith("hf:") or (Path(text).is_dir() and (Path(text) / "config.json").is_file())
+
+
+def _folder(spec: str, allow_download: bool) -> str:
+    if not spec.startswith("hf:"):
+        return spec
+    hub = require("huggingface_hub", "torch")
+    repo = spec[3:]
+    try:
+        return hub.snapshot_download(repo, local_files_only=not allow_download)
+    except Exception as exc:  # not in the cache, offline, unknown repo
+        raise BadInputError(f"{spec}: not in the local Hugging Face cache ({first_line(exc, 160)})",
+                            hint="download it first (huggingface-cli download), or pass --allow-download") from None
+
+
+def _task(config, task: str | None) -> str:
+    if task is not None:
+        if task not in TASKS:
+            raise UsageError(f"unknown task {task!r}", hint="use one of: " + ", ".join(TASKS))
+        return task
+    arch = (getattr(config, "architectures", None) or [""])[0]
+    for suffix, t in (("ForSequenceClassification", "text-classification"),
+                      ("ForTokenClassification", "token-classification"),
+                      ("ForQuestionAnswering", "question-answering"), ("ForMaskedLM", "fill-mask"),
+                      ("ForCausalLM", "text-generation"), ("LMHeadModel", "text-generation"),
+                      ("ForImageClassification", "image-classification")):
+        if arch.endswith(suffix):
+            return t
+    return "feature-extraction"
+
+
+def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False) -> HFModel:
+    transformers = require("transformers", "torch")
+    folder = _folder(str(spec), allow_download)
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=not allow_download)
+    except Exception as exc:
+        raise BadInputError(f"{spec}: cannot read the Hugging Face config ({first_line(exc, 200)})",
+                            hint="a save_pretrained folder holds config.json and the weights") from None
+    if getattr(config, "auto_map", None):
+        raise BadInputError(f"{spec}: the model needs trust_remote_code (its code ships with the weights)",
+                            hint="onnxforge does not run code from a model folder; export it with a factory instead")
+    t = _task(config, task)
+    cls = getattr(transformers, TASKS[t])
+    try:
+        from onnxforge.logs import quiet_third_party
+
+        with quiet_third_party():
+            module = cls.from_pretrained(folder, local_files_only=not allow_download, use_safetensors=None)
+    except Exception as exc:
+        raise BadInputError(f"{spec}: cannot load the model for task {t} ({first_line(exc, 200)})",
+                            hint="check --task against the model's architecture") from None
+    module.eval()
+    if hasattr(module.config, "use_cache"):
+        module.config.use_cache = False  # past key/values are not an export input here
+    names, examples, dynamic = _inputs(module, config)
+    return HFModel(module, names, examples, dynamic, t)
+
+
+def _inputs(module, config) -> tuple[tuple[str, ...], dict, dict]:
+    import numpy as np
+
+    params = inspect.signature(module.forward).parameters
+    rng = np.random.default_rng(0)
+    examples, dynamic = {}, {}
+    if "input_ids" in params and getattr(config, "vocab_size", None):
+        vocab = int(config.vocab_size)
+        examples["input_ids"] = rng.integers(0, vocab, size=(2, EXAMPLE_SEQ), dtype=np.int64)
+        mask = np.ones((2, EXAMPLE_SEQ), dtype=np.int64)
+        mask[1, EXAMPLE_SEQ - 3:] = 0  # one padded row: a mask that is all ones proves nothing
+        if "attention_mask" in params:
+            examples["attention_mask"] = mask
+        types = int(getattr(config, "type_vocab_size", 0) or 0)
+        if "token_type_ids" in params and types > 0:
+            examples["token_type_ids"] = rng.integers(0, types, size=(2, EXAMPLE_SEQ), dtype=np.int64)
+        dynamic = {n: {0: BATCH, 1: SEQUENCE} for n in examples}
+    elif "pixel_values" in params:
+        size = getattr(config, "image_size", 224)
+        size = size if isinstance(size, int) else size[0]
+        channels = int(getattr(config, "num_channels", 3))
+        examples["pixel_values"] = rng.standard_normal((2, channels, size, size)).astype(np.float32)
+        dynamic = {"pixel_values": {0: BATCH}}
+    else:
+        raise BadInputError(f"cannot tell the inputs of {type(module).__name__} (its forward takes "
+                            f"{', '.join(list(params)[:6])})", hint="export it from a factory with --input specs")
+    return tuple(examples), examples, dynamic
+
+
+def hf_val_ranges(config) -> dict:
+    """Ranges that keep generated inputs valid for the model (used by later checks)."""
+    out = {}
+    if getattr(config, "vocab_size", None):
+        out["input_ids"] = (0.0, float(config.vocab_size - 1))
+        out["attention_mask"] = (1.0, 1.0)
+        types = int(getattr(config, "type_vocab_size", 0) or 0)
+        if types:
+            out["token_type_ids"] = (0.0, float(types - 1))
+    return out
+
+
+def hf_runner(spec, *, label: str | None = None, task: str | None = None, allow_download: bool = False, **_ignored):
+    from onnxforge.runners.torch import torch_runner
+
+    m = load_hf(spec, task=task, allow_download=allow_download)
+    return torch_runner(m.module, label=label or f"hf:{Path(str(spec)).name}", keyword=m.names)
+
+
+def missing_transformers() -> MissingDependencyError:
+    return MissingDependencyError("Hugging Face sources need transformers", hint="pip install transformers")
