@@ -230,6 +230,30 @@ def lgbm_pipeline():
     return make_pipeline(StandardScaler(), lgb.LGBMClassifier(n_estimators=20, verbose=-1)).fit(X.astype(np.float32), y)
 
 
+def lgbm_classifier():
+    import lightgbm as lgb
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    return lgb.LGBMClassifier(n_estimators=20, verbose=-1).fit(X.astype(np.float32), y)
+
+
+def xgb_classifier():
+    from sklearn.datasets import load_breast_cancer
+    from xgboost import XGBClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    return XGBClassifier(n_estimators=20, max_depth=3).fit(X.astype(np.float32), y)
+
+
+def isolation_forest():
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import IsolationForest
+
+    X, _ = load_breast_cancer(return_X_y=True)
+    return IsolationForest(n_estimators=20, random_state=0).fit(X.astype(np.float32))
+
+
 def lgbm_regressor():
     import lightgbm as lgb
     from sklearn.datasets import load_diabetes

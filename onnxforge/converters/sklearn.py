@@ -273,8 +273,10 @@ def _conversion_error(est, exc: Exception) -> ConversionError:
             hint=f"skl2onnx.supported_converters() lists {len(names)}: {', '.join(names)}; "
             "replace the step or register a custom converter",
         )
-    return ConversionError(f"skl2onnx failed on {type(est).__name__}: {first_line(exc)}",
-                           hint="try --target-opset, --double, or --option KEY=VALUE for the estimator")
+    m = re.search(r"target_opset=\{'([\w.]+)': (\d+)\}", text)
+    hint = (f"pass --target-opset {m.group(1)}={m.group(2)} (with the main opset: --target-opset 17)" if m
+            else "try --target-opset, --double, or --option KEY=VALUE for the estimator")
+    return ConversionError(f"skl2onnx failed on {type(est).__name__}: {first_line(exc)}", hint=hint)
 
 
 def _has_trees(est) -> bool:
@@ -299,8 +301,8 @@ def _parity(est, model_path: Path, data: Mapping[str, Any], specs, o: ConvertSkl
                               hint=hint) from None
     ref = sklearn_runner(est, [s.name for s in specs], cand.outputs)
     rep = validate(ref, cand, input_samples=[dict(data)], tolerance=make_tolerance(o.atol, o.rtol))
-    if not rep.passed and _has_trees(est) and not o.double:
-        bad = ", ".join(x.name for x in rep.outputs if not x.passed)
+    bad = ", ".join(x.name for x in rep.outputs if not x.passed)
+    if bad and _has_trees(est) and not o.double:
         f64 = any(getattr(v, "dtype", None) is not None and v.dtype == "float64" for v in data.values())
         hint = (f"{bad} differ: the ONNX model reads float32, and float32 rounding flips tree thresholds"
                 + (" (the sample holds float64 values; check with the float32 data the model will get)" if f64 else "")

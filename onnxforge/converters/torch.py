@@ -57,7 +57,9 @@ def _tensors_by_name(arrays: Mapping[str, Any], keyword: tuple[str, ...], input_
     import numpy as np
     import torch
 
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    from onnxforge.runners.torch import tensor
+
+    tensors = {k: tensor(v) for k, v in arrays.items()}
     if keyword:
         missing = [k for k in keyword if k not in tensors]
         extra = [k for k in tensors if k not in keyword]
@@ -123,7 +125,7 @@ def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict]
         kw = {k: torch.from_numpy(v) for k, v in m.examples.items()}
         return (LoadedTorch(m.module, "huggingface", (), None, kw), {**m.dynamic, **dyn},
                 {**hf_val_ranges(m.module.config), **o.val_ranges})
-    loaded = load_torch(source, weights=o.weights, trust_pickle=o.trust_pickle)
+    loaded = load_torch(source, weights=o.weights, trust_pickle=o.trust_pickle, notes=notes)
     if getattr(loaded.module, "training", False) and loaded.kind != "export":
         notes.append("the model was in training mode; exported in eval mode (dropout off, BatchNorm running stats)")
     if hasattr(loaded.module, "eval") and loaded.kind != "export":
@@ -192,7 +194,7 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
         checks: list[ParityReport] = []
         if o.check:
             checks = _parity_checks(module, tmp_model, ex, dyn, out_names, make_tolerance(o.atol, o.rtol), o.seed,
-                                    loaded.keyword)
+                                    loaded.keyword, o.val_ranges)
         else:
             notes.append("parity check skipped (--no-check)")
         ranges = {"onnxforge.val_ranges": json.dumps(o.val_ranges)} if o.val_ranges else {}
@@ -320,16 +322,17 @@ def _check(ref, cand, feeds: dict, tol, label: str) -> ParityReport:
     return replace(rep, candidate=f"onnx ({label})")
 
 
-def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, seed, keyword) -> list[ParityReport]:
+def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, seed, keyword,
+                   ranges) -> list[ParityReport]:
     """Parity on the example inputs, then once per dynamic label at a second size."""
     import numpy as np
 
     from onnxforge.runners.onnx import onnx_runner
-    from onnxforge.runners.torch import to_numpy, torch_runner
+    from onnxforge.runners.torch import contiguous, to_numpy, torch_runner
 
     ref = torch_runner(module, out_names, keyword=keyword)
     cand = onnx_runner(model_path, "cpu", label="onnx")
-    base = {n: np.ascontiguousarray(to_numpy(t)) for n, t in zip(ex.names, ex.tensors)}
+    base = {n: contiguous(to_numpy(t)) for n, t in zip(ex.names, ex.tensors)}
     reports = [_check(ref, cand, base, tol, "example inputs")]
     rng = np.random.default_rng(seed + 1)
     for label in sorted({l for axes in dyn.values() for l in axes.values()}):
@@ -346,7 +349,7 @@ def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, s
             for wn, a in where:
                 if wn == n:
                     shape[a] = SECOND_DIM if shape[a] != SECOND_DIM else SECOND_DIM + 1
-            feeds[n] = _resample(arr, tuple(shape), rng)
+            feeds[n] = _resample(arr, tuple(shape), rng, ranges.get(n, ranges.get("")))
         rep = _check(ref, cand, feeds, tol, f"{label}={feeds[where[0][0]].shape[where[0][1]]}")
         if not rep.passed and not rep.outputs:
             rep = ParityReport(rep.reference, rep.candidate, 1, (), False, problems=tuple(
@@ -362,16 +365,17 @@ def _dim(specs, name, axis):
     return None
 
 
-def _resample(arr, shape, rng):
-    """An array of a new shape with values like ``arr``'s (same dtype and range)."""
+def _resample(arr, shape, rng, valid=None):
+    """An array of a new shape with values like ``arr``'s (same dtype and range), or
+    within ``valid`` when the input has a declared range (an attention mask stays ones)."""
     import numpy as np
 
     if arr.dtype == np.bool_:
         return rng.random(shape) < 0.5
     if arr.dtype.kind in "iu":
-        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 1)
+        lo, hi = (int(valid[0]), int(valid[1])) if valid else (int(arr.min()), int(arr.max())) if arr.size else (0, 1)
         return rng.integers(lo, hi, size=shape, endpoint=True).astype(arr.dtype)
-    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
-    if math.isclose(lo, hi):
+    lo, hi = valid if valid else (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
+    if math.isclose(lo, hi) and not valid:
         hi = lo + 1.0
     return (lo + (hi - lo) * rng.random(shape)).astype(arr.dtype)

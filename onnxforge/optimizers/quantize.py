@@ -277,6 +277,10 @@ def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ran
         notes.append(f"the int8 model is slower than fp32 here ({speed.speedup:.2f}x): "
                      "on this CPU the quantized kernels do not pay for their overhead on this model")
     after = summary(qpath)
+    if after.file_bytes > before.file_bytes:
+        notes.append(f"the int8 model is larger than fp32 ({before.file_bytes} -> {after.file_bytes} bytes): its "
+                     f"weights are small ({before.initializer_bytes} bytes), so the scales, zero points and "
+                     f"{after.nodes - before.nodes} added quantization nodes outweigh the 4x smaller weights")
     details.update(excluded_nodes=list(rec.excluded_nodes), excluded_ops=list(rec.excluded_ops))
     if ranking:
         details["sensitivity"] = ranking[:20]

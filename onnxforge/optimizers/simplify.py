@@ -48,8 +48,7 @@ def transformer_types() -> list[str]:
     return sorted(MODEL_TYPES)
 
 
-def _size_text(n: int | None) -> str:
-    return "1.5GB" if n is None else f"{n}B"
+GROWTH_ALLOWANCE = 1 << 20  # a folded constant may add at most the model's own size + 1 MB by default
 
 
 class StepNotApplicable(Exception):
@@ -58,23 +57,36 @@ class StepNotApplicable(Exception):
 
 def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mapping[str, list] | None = None,
                 max_constant_size: int | None = None) -> dict:
-    from onnxforge.errors import require
-    from onnxforge.fileio import load_onnx
+    """onnxsim, with a size guard: constant folding materializes tensors, and a model
+    that generates its weights (ONNX's vgg19 test model: 9.3 KB) grew to 513 MB. By
+    default no constant larger than the model's own size + 1 MB is folded;
+    ``max_constant_size`` sets the limit instead."""
     from onnxforge.artifacts import save_scratch
-
-    from onnxforge.fileio import PROTOBUF_LIMIT, external_data_files
+    from onnxforge.errors import require
+    from onnxforge.fileio import PROTOBUF_LIMIT, external_data_files, load_onnx
 
     onnxsim = require("onnxsim", "all")
     small = load_onnx(src, load_external_data=False)
-    if small.ByteSize() + sum(external_data_files(small).values()) >= PROTOBUF_LIMIT:
+    size = small.ByteSize() + sum(external_data_files(small).values())
+    if size >= PROTOBUF_LIMIT:
         raise StepNotApplicable("onnxsim cannot hold models over 2 GB (protobuf limit); skipped it")
+    limit = max_constant_size if max_constant_size is not None else size + GROWTH_ALLOWANCE
     model = load_onnx(src)
     simplified, _ = onnxsim.simplify(
         model, check_n=0, skipped_optimizers=list(skip) or None, overwrite_input_shapes=dict(shapes) if shapes else None,
-        tensor_size_threshold=_size_text(max_constant_size),
+        tensor_size_threshold=f"{limit}B",
     )
+    unfolded = _constant_nodes(simplified)
     save_scratch(simplified, dst)
-    return {}
+    return {"constant_size_limit": limit, "unfolded": unfolded} if unfolded else {}
+
+
+def _constant_nodes(model) -> int:
+    """Nodes whose inputs are all constants: what folding left because of the size limit."""
+    consts = {t.name for t in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant"
+                                                          for o in n.output}
+    return sum(1 for n in model.graph.node
+               if n.op_type != "Constant" and n.input and all(i in consts or not i for i in n.input))
 
 
 def run_ort(src: Path, dst: Path, *, level: str) -> dict:
@@ -243,6 +255,11 @@ def _finish(src, current, target, tmp, o, ctx, model, before, engines, checks, n
     fused = {op: (op_count(before.ops, op), op_count(after.ops, op))
              for op in FUSED_OPS if op_count(before.ops, op) != op_count(after.ops, op)}
     ort_only = any(e.status == "ok" and e.info.get("ort_only") for e in engines)
+    for e in engines:
+        if e.status == "ok" and e.info.get("unfolded"):
+            notes.append(f"{e.info['unfolded']} node(s) with constant inputs were left unfolded: their outputs are over "
+                         f"{e.info['constant_size_limit']} bytes (the model's size + 1 MB), and folding would grow "
+                         "the model; --max-constant-size BYTES folds them")
     if ort_only:
         notes.append("ORT-only ops (com.microsoft): this model runs on onnxruntime only; marked onnxforge.ort_only=true")
     applied = [e.step for e in engines if e.status == "ok"]

@@ -30,8 +30,42 @@ from onnxforge.types import GateResult, LedgerRow, ReleaseReport, StepResult, To
 log = logging.getLogger("onnxforge")
 
 
+def _declared_types(cfg: ReleaseConfig) -> dict[str, str] | None:
+    """The input dtypes the source declares (ONNX source, model.inputs), if it does."""
+    from onnxforge.specs import parse_spec
+
+    if cfg.framework == "onnx":
+        from onnxforge.fileio import load_onnx
+        from onnxforge.specs import model_io_specs
+
+        return {s.name: s.dtype for s in model_io_specs(load_onnx(cfg.source, load_external_data=False))[0]}
+    if cfg.model.get("inputs"):
+        return {s.name: s.dtype for s in map(parse_spec, cfg.model["inputs"])}
+    return None
+
+
+def _as_declared(cfg: ReleaseConfig, arrays: dict) -> dict:
+    """Validation data as numpy and scikit-learn make it (float64) fed as the model
+    declares its inputs; a torch source with no declared types gets float32, as a
+    torch model's weights are."""
+    import numpy as np
+
+    from onnxforge.specs import numpy_dtype
+
+    types = _declared_types(cfg)
+    out = {}
+    for k, v in arrays.items():
+        want = (types or {}).get(k)
+        if v.dtype.kind == "f" and want and want.startswith("float") and v.dtype != numpy_dtype(want):
+            v = v.astype(numpy_dtype(want))
+        elif v.dtype == np.float64 and types is None and cfg.framework == "torch":
+            v = v.astype(np.float32)
+        out[k] = v
+    return out
+
+
 def _validation(cfg: ReleaseConfig) -> tuple[dict | None, Any]:
-    """Validation inputs (one batch) and labels, or (None, None)."""
+    """Validation inputs (one batch, as the model declares them) and labels, or (None, None)."""
     import numpy as np
 
     if cfg.data.validation is None:
@@ -43,7 +77,7 @@ def _validation(cfg: ReleaseConfig) -> tuple[dict | None, Any]:
         raise BadInputError(f"data.validation: cannot read {cfg.data.validation} as .npz ({exc})",
                             hint="save it with numpy.savez(path, INPUT=array, ..., labels=array)") from None
     labels = arrays.pop(cfg.data.labels, None)
-    return arrays, labels
+    return _as_declared(cfg, arrays), labels
 
 
 def _accuracy(outputs: Mapping[str, Any], labels, output: str | None) -> float:

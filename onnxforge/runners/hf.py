@@ -76,6 +76,10 @@ def _task(config, task: str | None) -> str:
 
 def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False) -> HFModel:
     transformers = require("transformers", "torch")
+    from onnxforge.logs import quiet_third_party
+
+    transformers.utils.logging.disable_progress_bar()  # it draws tqdm bars on stderr while loading
+    transformers.utils.logging.set_verbosity_error()
     folder = _folder(str(spec), allow_download)
     try:
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=not allow_download)
@@ -88,8 +92,6 @@ def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False)
     t = _task(config, task)
     cls = getattr(transformers, TASKS[t])
     try:
-        from onnxforge.logs import quiet_third_party
-
         with quiet_third_party():
             module = cls.from_pretrained(folder, local_files_only=not allow_download, use_safetensors=None)
     except Exception as exc:

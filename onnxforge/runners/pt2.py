@@ -101,6 +101,40 @@ def check_archive(data: bytes, path: Path) -> None:
             hint="pass --trust-pickle if you trust the file (and where it came from)")
 
 
+class _Capture:
+    """Collects the exceptions torch.export.load logs and swallows (the real reason a
+    load failed: it reports only that deserializing failed)."""
+
+    def __init__(self):
+        import logging
+
+        self.errors: list[str] = []
+        self.handler = logging.Handler()
+        self.handler.emit = self._emit
+
+    def _emit(self, record) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.errors.append(str(record.exc_info[1]))
+
+    def __enter__(self):
+        import logging
+
+        lg = logging.getLogger("torch.export")
+        self.saved = lg.level, lg.propagate, list(lg.handlers)
+        lg.setLevel(logging.WARNING)
+        lg.propagate = False  # ours to read, not for stderr (torch attaches its own stderr handler here)
+        lg.handlers[:] = [self.handler]
+        return self
+
+    def __exit__(self, *exc):
+        import logging
+
+        lg = logging.getLogger("torch.export")
+        lg.setLevel(self.saved[0])
+        lg.propagate = self.saved[1]
+        lg.handlers[:] = self.saved[2]
+
+
 def load_program(path: Path, *, trust_pickle: bool = False, notes: list | None = None):
     """The ExportedProgram in a .pt2, loaded safely unless ``trust_pickle``."""
     import torch
@@ -111,27 +145,28 @@ def load_program(path: Path, *, trust_pickle: bool = False, notes: list | None =
     if not trust_pickle:
         check_archive(data, path)
     for attempt in range(3):
-        try:
-            with quiet_third_party():
+        with quiet_third_party(), _Capture() as cap:
+            try:
                 return torch.export.load(io.BytesIO(data))
-        except Exception as exc:
-            module = _unregistered_module(exc)
-            if module is None or attempt == 2:
-                raise BadInputError(f"{path}: cannot load as a torch.export program ({first_line(exc)})",
-                                    hint="check that it was written by torch.export.save with a compatible torch "
-                                         "version") from None
-            _import_for_pytree(module, path)
-            if notes is not None:
-                notes.append(f"imported {module} to register its output types with torch's pytree, then loaded")
+            except Exception as exc:
+                error = "; ".join([*cap.errors, str(exc)])
+                failure = exc
+        module = _unregistered_module(error)
+        if module is None or attempt == 2:
+            raise BadInputError(f"{path}: cannot load as a torch.export program "
+                                f"({first_line(Exception(cap.errors[0])) if cap.errors else first_line(failure)})",
+                                hint="check that it was written by torch.export.save with a compatible torch "
+                                     "version") from None
+        _import_for_pytree(module, path)
+        if notes is not None:
+            notes.append(f"imported {module} to register its output types with torch's pytree, then loaded")
     raise AssertionError("unreachable")
 
 
-def _unregistered_module(exc: BaseException) -> str | None:
-    """The module of a class torch's pytree did not know, from the load error."""
-    m = re.search(r"((?:[A-Za-z_]\w*\.)+)[A-Z]\w*", str(exc))
-    text = str(exc)
-    if "pytree" not in text.lower() and "register" not in text.lower() and "serialized_type_name" not in text:
-        return None
+def _unregistered_module(text: str) -> str | None:
+    """The module of a class torch's pytree did not know, from the load error
+    ("Deserializing transformers.modeling_outputs.BaseModelOutput in pytree is not registered")."""
+    m = re.search(r"Deserializing ((?:[A-Za-z_]\w*\.)+)[A-Za-z_]\w* in pytree is not registered", text)
     return m.group(1).rstrip(".") if m else None
 
 

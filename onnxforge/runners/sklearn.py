@@ -24,6 +24,13 @@ def _has_proba(est) -> bool:
         return False
 
 
+def _is_outlier_detector(est) -> bool:
+    from sklearn import base
+
+    return base.is_outlier_detector(est) if hasattr(base, "is_outlier_detector") else \
+        getattr(est, "_estimator_type", None) == "outlier_detector"
+
+
 def predict_all(est, X) -> dict:
     """Every output skl2onnx gives this kind of estimator, under skl2onnx's names."""
     import numpy as np
@@ -38,7 +45,7 @@ def predict_all(est, X) -> dict:
             d = np.asarray(est.decision_function(X))
             out["probabilities"] = np.stack([-d, d], axis=1) if d.ndim == 1 else d
         return out
-    if getattr(final, "_estimator_type", None) == "outlier_detector" and hasattr(est, "decision_function"):
+    if _is_outlier_detector(final) and hasattr(est, "decision_function"):
         return {"label": np.asarray(est.predict(X)), "scores": np.asarray(est.decision_function(X))}
     if hasattr(final, "cluster_centers_") and hasattr(est, "transform") and hasattr(est, "predict"):
         return {"label": np.asarray(est.predict(X)), "scores": np.asarray(est.transform(X))}

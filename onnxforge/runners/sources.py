@@ -91,7 +91,8 @@ def _zip_names(path: Path) -> list[str]:
         return []
 
 
-def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = False) -> LoadedTorch:
+def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = False,
+               notes: list | None = None) -> LoadedTorch:
     torch = require("torch", "torch")
     if isinstance(source, torch.nn.Module):
         if weights:  # a factory's module, built by the caller
@@ -116,7 +117,7 @@ def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = 
     if path.suffix == ".pt2" or any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
         from onnxforge.runners.pt2 import load_program
 
-        ep = load_program(path, trust_pickle=trust_pickle)
+        ep = load_program(path, trust_pickle=trust_pickle, notes=notes)
         args, kwargs = _example_inputs(ep)
         return LoadedTorch(ep.module(), "export", args, ep, kwargs)
     if any("/code/" in n or n.endswith("constants.pkl") for n in names):

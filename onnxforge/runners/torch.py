@@ -37,6 +37,20 @@ def flatten_outputs(out: Any) -> list[tuple[str, Any]]:
     return [(n if n and not n[0].isdigit() else f"output_{n}", v) for n, v in pairs]
 
 
+def contiguous(a):
+    """A C-contiguous array of the same shape (np.ascontiguousarray makes a 0-d array 1-d)."""
+    import numpy as np
+
+    a = np.asarray(a)
+    return a if a.flags.c_contiguous else a.copy(order="C")
+
+
+def tensor(a):
+    import torch
+
+    return torch.from_numpy(contiguous(a))
+
+
 def to_numpy(t):
     import torch
 
@@ -65,7 +79,7 @@ def torch_runner(module, output_names: Sequence[str] | None = None, *, label: st
     import torch
 
     def run(feeds: Mapping[str, Any]) -> dict:
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
+        tensors = {k: tensor(v) for k, v in feeds.items()}
         args = [t for k, t in tensors.items() if k not in keyword]
         kwargs = {k: t for k, t in tensors.items() if k in keyword}
         pairs = flatten_outputs(call_module(module, args, "the torch model fails on these inputs",

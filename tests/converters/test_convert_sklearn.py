@@ -21,6 +21,7 @@ def data(tmp_path_factory):
     np.save(d / "iris.npy", load_iris().data)
     np.save(d / "bc.npy", load_breast_cancer().data)
     np.save(d / "dia.npy", load_diabetes().data)
+    np.save(d / "bc32.npy", load_breast_cancer().data.astype(np.float32))
     return d
 
 
@@ -126,6 +127,13 @@ def test_skops_trust_and_pickles(cli, tmp_path, data):
     assert r.code == 3 and "arbitrary code" in r.err
     r = cli("convert", "sklearn", tmp_path / "m.joblib", "-o", tmp_path / "b.onnx", "--sample", data / "dia.npy", "--trust-pickle")
     assert r.code == 0
+    # validate takes the same source options: the .skops needs its trusted type there too
+    np.save(tmp_path / "x32.npy", np.load(data / "dia.npy").astype(np.float32))
+    r = cli("validate", tmp_path / "m.skops", tmp_path / "a.onnx", "--inputs", tmp_path / "x32.npy")
+    assert r.code == 3 and "--trust" in r.err
+    r = cli("validate", tmp_path / "m.skops", tmp_path / "a.onnx", "--inputs", tmp_path / "x32.npy",
+            "--trust", "sklearn.tree._tree.Tree")
+    assert r.code == 0, r.err
 
 
 def test_bad_sources(cli, tmp_path, data):
@@ -181,3 +189,47 @@ def test_options_and_target_opset(cli, tmp_path, data):
     assert r.code == 0, r.err
     m = onnx.load(str(tmp_path / "o.onnx"))
     assert {o.domain or "": o.version for o in m.opset_import}[""] == 17
+
+
+def test_isolation_forest_every_output_checked(cli, tmp_path, data):
+    """skl2onnx needs ai.onnx.ml 3 for it: the hint names the flag, and then both the
+    label and the scores are compared."""
+    r = cli("convert", "sklearn", f"{M}:isolation_forest", "-o", tmp_path / "i.onnx", "--sample", data / "bc32.npy")
+    assert r.code == 4 and "--target-opset ai.onnx.ml=3" in r.err
+    r = cli("convert", "sklearn", f"{M}:isolation_forest", "-o", tmp_path / "i.onnx", "--sample", data / "bc32.npy",
+            "--target-opset", "17", "--target-opset", "ai.onnx.ml=3", "--json")
+    assert r.code == 0, r.err + r.out
+    outs = {o["name"]: o for o in result(r)["checks"][0]["outputs"]}
+    assert set(outs) == {"label", "scores"} and outs["label"]["label_agreement"] == 1.0
+    assert outs["scores"]["max_abs"] < 1e-5
+
+
+@pytest.mark.parametrize("factory", ["xgb_classifier", "lgbm_classifier"])
+def test_boosting_classifiers_end_to_end(cli, tmp_path, data, factory):
+    pytest.importorskip("onnxmltools")
+    pytest.importorskip("xgboost" if factory.startswith("xgb") else "lightgbm")
+    r = cli("convert", "sklearn", f"{M}:{factory}", "-o", tmp_path / "b.onnx", "--sample", data / "bc32.npy", "--json")
+    assert r.code == 0, r.err + r.out
+    res = result(r)
+    assert [o["name"] for o in res["checks"][0]["outputs"]] == ["label", "probabilities"]
+    assert res["checks"][0]["outputs"][0]["label_agreement"] == 1.0
+    r = cli("validate", f"{M}:{factory}", tmp_path / "b.onnx", "--inputs", data / "bc32.npy")
+    assert r.code == 0, r.err
+
+
+def test_csv_sample_validates_too(cli, tmp_path):
+    """The CSV convert accepts, validate accepts; an empty numeric cell is a missing value."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tm", M)
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    df, _ = tm.tabular_frame()
+    df.to_csv(tmp_path / "data.csv", index=False)
+    r = cli("convert", "sklearn", f"{M}:column_pipeline", "-o", tmp_path / "ct.onnx", "--sample", tmp_path / "data.csv")
+    assert r.code == 0, r.err
+    r = cli("validate", f"{M}:column_pipeline", tmp_path / "ct.onnx", "--inputs", tmp_path / "data.csv")
+    assert r.code == 0, r.err
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "data.csv").read_bytes())
+    r = cli("validate", f"{M}:column_pipeline", tmp_path / "ct.onnx", "--inputs", tmp_path / "bom.csv")
+    assert r.code == 0, r.err  # the BOM is not part of the first column's name

@@ -170,3 +170,11 @@ def test_folder_of_samples(cli, fx, tmp_path):
     r = cli("quantize", "static", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--calibration", tmp_path / "cal",
             "--bench-seconds", "0.2", "--json")
     assert r.code == 0, r.err
+
+
+def test_int8_larger_than_fp32_says_why(cli, fx, tmp_path):
+    r = cli("quantize", "dynamic", fx / "tiny.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--json")
+    assert r.code == 0, r.err
+    res = result(r)
+    assert res["after"]["file_bytes"] > res["before"]["file_bytes"]  # 12 weights: the quantization overhead wins
+    assert any("larger than fp32" in n and "scales, zero points" in n for n in res["notes"])

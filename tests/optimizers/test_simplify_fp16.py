@@ -173,3 +173,14 @@ def test_onnxsim_options(cli, light, tmp_path):
     assert small > result(r)["after"]["nodes"]
     r = cli("simplify", light / "light_squeezenet.onnx", "-o", tmp_path / "c.onnx", "--skip", "eliminate_deadend", "--json")
     assert r.code == 0, r.err
+
+
+def test_constant_folding_does_not_blow_up_a_model(cli, light, tmp_path):
+    """ONNX's vgg19 test model generates its weights: folding them all made 9.3 KB into
+    513 MB. By default the model may grow by its own size + 1 MB, and a note says what
+    was left unfolded."""
+    src = light / "light_vgg19.onnx"
+    r = cli("simplify", src, "-o", tmp_path / "v.onnx", "--json")
+    assert r.code == 0, r.err
+    assert (tmp_path / "v.onnx").stat().st_size < 2 * src.stat().st_size + (1 << 20) + 200_000
+    assert any("left unfolded" in n and "--max-constant-size" in n for n in result(r)["notes"])

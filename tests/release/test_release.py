@@ -203,3 +203,37 @@ def test_onnx_source_release(cli, tmp_path):
     assert [row["parity"]["reference"] for row in rep["ledger"]] == ["digits.onnx", "digits.onnx"]
     assert rep["ledger"][0]["parity"]["outputs"][0]["max_abs"] < 1e-4
     assert (tmp_path / "out" / "model.onnx").exists()
+
+
+def test_float64_validation_data(cli, tmp_path):
+    """numpy and scikit-learn make float64: the ledger feeds each model its declared types."""
+    cfg = _config(tmp_path, lambda c: (c["gates"].update(latency=dict(UNTIMED)), c["steps"].pop()))
+    with np.load(EXAMPLE / "val.npz") as z:
+        np.savez(tmp_path / "val.npz", x=z["x"].astype(np.float64), labels=z["labels"])
+    r = cli("release", cfg, "-o", tmp_path / "out", "--json")
+    assert r.code == 0, r.err + r.out
+    assert all(row["passed"] for row in result(r)["ledger"])
+
+
+def test_generated_inputs_respect_val_ranges(cli, tmp_path):
+    """Without [data], the ledger generates inputs within model.val_ranges: token ids of
+    an embedding stay below its size (the default range, 0..10, would index past it)."""
+    (tmp_path / "emb.py").write_text("import torch\n\ndef build():\n    torch.manual_seed(0)\n"
+                                     "    return torch.nn.Sequential(torch.nn.Embedding(5, 4), torch.nn.Flatten(),"
+                                     " torch.nn.Linear(12, 2))\n")
+    (tmp_path / "release.toml").write_text(
+        '[model]\nsource = "emb.py:build"\nframework = "torch"\ninputs = ["ids:int64:batchx3"]\n'
+        'val_ranges = { ids = [0, 4] }\n\n[[steps]]\nrun = "convert"\n\n[[steps]]\nrun = "simplify"\n')
+    r = cli("release", tmp_path / "release.toml", "-o", tmp_path / "out", "--json")
+    assert r.code == 0, r.err + r.out
+
+
+def test_outlier_detector_release_compares_every_output(cli, tmp_path):
+    from conftest import ROOT as root
+
+    (tmp_path / "release.toml").write_text(
+        f'[model]\nsource = "{root / "tests" / "models.py"}:isolation_forest"\nframework = "sklearn"\n'
+        'inputs = ["X:float32:?x30"]\n\n[[steps]]\nrun = "convert"\ntarget_opset = { "ai.onnx" = 17, "ai.onnx.ml" = 3 }\n')
+    r = cli("release", tmp_path / "release.toml", "-o", tmp_path / "out", "--json")
+    assert r.code == 0, r.err + r.out
+    assert [o["name"] for o in result(r)["ledger"][0]["parity"]["outputs"]] == ["label", "scores"]

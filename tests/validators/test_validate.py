@@ -147,3 +147,33 @@ def test_library_api(fx):
 
     rep = onnxforge.validate(str(fx / "chain.onnx"), str(fx / "chain_bad5.onnx"), samples=2)
     assert not rep.passed and rep.outputs[0].max_abs > 1e-3
+
+
+def _renamed(src, dst, names):
+    import onnx
+
+    m = onnx.load(str(src))
+    rename = dict(zip([o.name for o in m.graph.output], names))
+    for n in m.graph.node:
+        n.output[:] = [rename.get(o, o) for o in n.output]
+        n.input[:] = [rename.get(i, i) for i in n.input]
+    for o in m.graph.output:
+        o.name = rename[o.name]
+    onnx.save(m, str(dst))
+    return dst
+
+
+def test_outputs_named_differently_pair_by_position_or_map(cli, fx, tmp_path):
+    """Two exports of one model often name their outputs differently: with no common
+    name and the same count they pair by position (the report says so); --map pairs them."""
+    other = _renamed(fx / "tiny.onnx", tmp_path / "other.onnx", ["scores", "p"])
+    r = cli("validate", fx / "tiny.onnx", other, "--json")
+    assert r.code == 0, r.err
+    rep = json.loads(r.out)["result"]
+    assert [o["name"] for o in rep["outputs"]] == ["logits", "probs"]
+    assert any("paired by position" in n and "logits=scores" in n for n in rep["notes"])
+    swapped = _renamed(fx / "tiny.onnx", tmp_path / "swapped.onnx", ["p", "scores"])
+    r = cli("validate", fx / "tiny.onnx", swapped, "--map", "logits=p", "--map", "probs=scores", "--json")
+    assert r.code == 0, r.err
+    r = cli("validate", fx / "tiny.onnx", swapped, "--map", "logits=scores", "--map", "probs=p", "--json")
+    assert r.code == 1  # paired wrongly on purpose: the values differ
