@@ -135,9 +135,9 @@ def test_sigint_writes_an_interrupted_verdict(project, tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "onnxforge", "release", str(project / "slow.toml"), "-o",
                           str(tmp_path / "out")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
-    while not list(tmp_path.glob(".onnxforge-*/steps/01-*")) and time.time() - t0 < 120 and p.poll() is None:
+    while not list(tmp_path.glob(".onnxforge-*/steps/00-*")) and time.time() - t0 < 120 and p.poll() is None:
         time.sleep(0.05)
-    time.sleep(1.0)
+    time.sleep(3.0)  # the quantize step is in its 30 s timing
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
