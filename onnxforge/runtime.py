@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-from pathlib import Path
 from typing import Mapping, Sequence
 
 from onnxforge.errors import BadInputError, MissingDependencyError, UsageError, first_line
@@ -47,7 +46,17 @@ def short_provider(full: str) -> str:
     return full
 
 
+@functools.lru_cache(maxsize=1)
+def _runtime_packages() -> tuple[str, ...]:
+    return tuple(_scan_runtime_packages())
+
+
 def installed_runtime_packages() -> list[str]:
+    """Distributions that provide the `onnxruntime` module (scanned once per process)."""
+    return list(_runtime_packages())
+
+
+def _scan_runtime_packages() -> list[str]:
     """Distributions that provide the `onnxruntime` module (onnxruntime, -gpu, -openvino ...)."""
     from importlib import metadata
 

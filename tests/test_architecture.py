@@ -6,9 +6,6 @@ import ast
 import inspect
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
 
 from conftest import ROOT
 

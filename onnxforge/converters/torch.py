@@ -54,9 +54,6 @@ def _forward_names(module, n: int) -> list[str]:
 
 def _tensors_by_name(arrays: Mapping[str, Any], keyword: tuple[str, ...], input_names) -> Example:
     """Named arrays as an Example: by keyword for a program that takes keywords, else by position."""
-    import numpy as np
-    import torch
-
     from onnxforge.runners.torch import tensor
 
     tensors = {k: tensor(v) for k, v in arrays.items()}

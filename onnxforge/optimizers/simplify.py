@@ -200,7 +200,7 @@ def _run_engine(name: str, fn, current: Path, dst: Path, ctx: dict) -> tuple[Pat
 def simplify(model, output: str | Path, options: SimplifyOptions | None = None, /, **kwargs) -> StepResult:
     """Run the engines in order, each checked; see the module docstring. ``model``: a
     path or the ModelArtifact of the step before. Options: SimplifyOptions."""
-    from onnxforge.artifacts import lineage_of, model_path
+    from onnxforge.artifacts import model_path
     from onnxforge.fileio import check_output_path, load_onnx, scratch_dir
     from onnxforge.inspection import summary
     from onnxforge.options import resolve

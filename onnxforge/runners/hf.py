@@ -49,10 +49,13 @@ def is_hf_source(spec: Any) -> bool:
 def _folder(spec: str, allow_download: bool) -> str:
     if not spec.startswith("hf:"):
         return spec
+    import os
+
     hub = require("huggingface_hub", "torch")
     repo = spec[3:]
-    try:
-        return hub.snapshot_download(repo, local_files_only=not allow_download)
+    try:  # the cache folder is read now, not when huggingface_hub was imported
+        return hub.snapshot_download(repo, local_files_only=not allow_download,
+                                     cache_dir=os.environ.get("HF_HUB_CACHE") or None)
     except Exception as exc:  # not in the cache, offline, unknown repo
         raise BadInputError(f"{spec}: not in the local Hugging Face cache ({first_line(exc, 160)})",
                             hint="download it first (huggingface-cli download), or pass --allow-download") from None

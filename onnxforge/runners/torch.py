@@ -75,8 +75,6 @@ def torch_runner(module, output_names: Sequence[str] | None = None, *, label: st
                  keyword: Sequence[str] = ()) -> Runner:
     """A Runner over a module: inputs by position (feed order), except those named in
     ``keyword``, which are passed by name; outputs flattened and named (see above)."""
-    import numpy as np
-    import torch
 
     def run(feeds: Mapping[str, Any]) -> dict:
         tensors = {k: tensor(v) for k, v in feeds.items()}

@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import ROOT
 from cases import build_workspace, release_config, snapshot
+
+pytestmark = pytest.mark.slow  # runs releases and real processes
 
 EXAMPLE = ROOT / "fixtures" / "example"
 

@@ -8,6 +8,8 @@ pytest.importorskip("skl2onnx")
 from conftest import ROOT
 from conftest import json_result as result  # noqa: E402
 
+pytestmark = pytest.mark.slow  # fits and converts estimators
+
 M = f"{ROOT / 'tests' / 'models.py'}"
 
 

@@ -8,6 +8,8 @@ torch = pytest.importorskip("torch")
 from conftest import ROOT
 from conftest import json_result as load_json  # noqa: E402
 
+pytestmark = pytest.mark.slow  # exports torch models
+
 M = f"{ROOT / 'tests' / 'models.py'}"
 
 

@@ -14,6 +14,8 @@ import pytest
 from conftest import ROOT
 from conftest import json_result as result
 
+pytestmark = pytest.mark.slow  # builds and exports Hugging Face models
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
@@ -59,6 +61,7 @@ def test_pt2_saved_with_keyword_inputs(cli, tmp_path):
     assert r.code == 3 and "keyword inputs x, scale" in r.err
 
 
+@pytest.mark.slow  # a fresh process, so that transformers is not imported yet
 def test_pt2_of_a_hugging_face_model(cli, hf_dirs, tmp_path):
     """Its output class must be registered with torch's pytree before it loads: the
     package that defines it is imported (it is installed) and the load retried."""
@@ -113,7 +116,7 @@ def test_task_choice_and_refusals(cli, hf_dirs, tmp_path):
     assert r.code == 3 and "trust_remote_code" in r.err
 
 
-def test_hub_id_from_the_local_cache_offline(hf_dirs, tmp_path):
+def test_hub_id_from_the_local_cache_offline(cli, hf_dirs, tmp_path, monkeypatch):
     """hf:ORG/NAME resolves in the Hugging Face cache with HF_HUB_OFFLINE=1; a model
     that is not there is exit 3 with a hint, and nothing is downloaded."""
     cache = tmp_path / "cache"
@@ -121,10 +124,9 @@ def test_hub_id_from_the_local_cache_offline(hf_dirs, tmp_path):
     shutil.copytree(hf_dirs / "bert", snap)
     (cache / "models--tiny--bert" / "refs").mkdir(parents=True)
     (cache / "models--tiny--bert" / "refs" / "main").write_text("0" * 40)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    run = [sys.executable, "-m", "onnxforge", "convert", "torch"]
-    r = subprocess.run([*run, "hf:tiny/bert", "-o", str(tmp_path / "h.onnx")], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run([*run, "hf:tiny/absent", "-o", str(tmp_path / "x.onnx")], capture_output=True, text=True,
-                       env=env)
-    assert r.returncode == 3 and "not in the local Hugging Face cache" in r.stderr and "--allow-download" in r.stderr
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = cli("convert", "torch", "hf:tiny/bert", "-o", tmp_path / "h.onnx")
+    assert r.code == 0, r.err
+    r = cli("convert", "torch", "hf:tiny/absent", "-o", tmp_path / "x.onnx")
+    assert r.code == 3 and "not in the local Hugging Face cache" in r.err and "--allow-download" in r.err

@@ -6,6 +6,8 @@ import pytest
 from conftest import ROOT
 from conftest import json_result as result
 
+pytestmark = pytest.mark.slow  # quantizes and times models
+
 M = f"{ROOT / 'tests' / 'models.py'}"
 
 

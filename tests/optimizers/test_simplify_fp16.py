@@ -7,6 +7,8 @@ from onnx import helper
 from conftest import ROOT
 from conftest import json_result as result
 
+pytestmark = pytest.mark.slow  # exports and simplifies torch models
+
 M = f"{ROOT / 'tests' / 'models.py'}"
 
 

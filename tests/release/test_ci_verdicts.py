@@ -18,6 +18,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # runs whole releases
+
 SCHEMA = ROOT / "tests" / "data" / "junit.xsd"
 
 

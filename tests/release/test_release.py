@@ -1,16 +1,15 @@
 import json
 import shutil
-import tomllib
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from conftest import json_result as result
+from release_helpers import EXAMPLE, SK_EXAMPLE, _config
 
-EXAMPLE = ROOT / "fixtures" / "example"
-SK_EXAMPLE = ROOT / "fixtures" / "example-sklearn"
+pytestmark = pytest.mark.slow  # runs whole releases
+
 
 
 
@@ -88,75 +87,6 @@ def test_sklearn_example(cli, tmp_path):
     rep = result(r)
     assert rep["ledger"][0]["parity"]["outputs"][0]["name"] == "label"
     assert rep["ledger"][0]["accuracy"] > 0.9
-
-
-def test_dry_run_plans_without_work(cli, tmp_path):
-    r = cli("release", EXAMPLE / "release.toml", "-o", tmp_path / "d", "--dry-run", "--json")
-    assert r.code == 0, r.err
-    plan = json.loads(r.out)
-    assert plan["kind"] == "release-plan"
-    assert [s["run"] for s in plan["result"]["steps"]] == ["convert", "simplify", "quantize.static"]
-    assert not (tmp_path / "d").exists()
-
-
-def _config(tmp_path, mutate) -> str:
-    cfg = tomllib.loads((EXAMPLE / "release.toml").read_text())
-    for name in ("model.py", "weights.pt", "calib.npz", "val.npz"):
-        shutil.copy(EXAMPLE / name, tmp_path / name)
-    mutate(cfg)
-    from onnxforge.options import toml_value
-
-    lines = []
-    for sec in ("model", "data"):
-        if sec in cfg:
-            lines.append(f"[{sec}]")
-            lines += [f"{k} = {toml_value(v)}" for k, v in cfg[sec].items()]
-    for st in cfg.get("steps", []):
-        lines.append("[[steps]]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in st.items()]
-    for sec in [k for k in cfg if k not in ("model", "data", "steps")]:
-        lines.append(f"[{sec}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in cfg[sec].items()]
-    path = tmp_path / "release.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-@pytest.mark.parametrize("mutate,code,needle", [
-    (lambda c: c["data"].update(calibraton="calib.npz"), 2, "did you mean 'calibration'"),
-    (lambda c: c["model"].update(weights="missing.pt"), 3, "missing.pt"),
-    (lambda c: c["steps"].append({"run": "quantise.static"}), 2, "did you mean 'quantize.static'"),
-    (lambda c: c["data"].update(validation="calib.npz"), 2, "needs labels"),
-    (lambda c: c["gates"].update(latency={"provider": "tpu"}), 2, "unknown execution provider"),
-    (lambda c: c["gates"]["accuracy"].update(max_drop="a lot"), 2, "must be a number"),
-    (lambda c: c.update(steps=[{"run": "simplify"}]), 2, "steps[0] must be convert"),
-    (lambda c: c["data"].update(calibration=3), 2, "data.calibration must be a path"),
-    (lambda c: c["model"].update(inputs="x:float32:1x1x8x8"), 2, "model.inputs: must be a list"),
-    # values of the wrong type never change what ships: each is refused, naming the key
-    (lambda c: c["steps"][2].update(per_channel="false"), 2, "steps[2].per_channel: must be true or false"),
-    (lambda c: c["model"].update(trust_pickle="no"), 2, "model.trust_pickle: must be true or false"),
-    (lambda c: c["steps"][2].update(method="minmaxx"), 2, "steps[2].method: must be 'minmax', 'entropy'"),
-    (lambda c: c["gates"]["latency"].update(threads="four"), 2, "gates.latency.threads: must be an integer"),
-    (lambda c: c["gates"]["latency"].update(threads=0), 2, "gates.latency.threads: must be greater than or equal to 1"),
-    (lambda c: c["steps"][2]["parity"].update(min_cosine=float("nan")), 2, "steps[2].parity.min_cosine: must be a finite"),
-    (lambda c: c["gates"]["latency"].update(dims={"batch": True}), 2, "gates.latency.dims.batch: must be an integer"),
-    (lambda c: c["steps"][1].update(onnxsimm=False), 2, "unknown key steps[1].onnxsimm (step simplify)"),
-    (lambda c: c["steps"][1].update(force=True), 2, "unknown key steps[1].force"),
-    (lambda c: c["steps"][2].update(samples="ten"), 2, "steps[2].samples: must be an integer"),
-    (lambda c: c["steps"][2].update(percentile=150.0), 2, "steps[2].percentile: must be less than or equal to 100"),
-    (lambda c: c.update(extra={"a": 1}), 2, "unknown section [extra]"),
-])
-def test_bad_configs_refused_before_work(cli, tmp_path, mutate, code, needle):
-    cfg = _config(tmp_path, mutate)
-    r = cli("release", cfg, "-o", tmp_path / "out")
-    assert r.code == code and needle in r.err, r.err
-    # no work was done, but the verdict is written: CI shows the error, never a green run
-    out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == [".onnxforge-release.json", "junit.xml", "report.json", "report.md"]
-    rep = json.loads((out / "report.json").read_text())["result"]
-    assert rep["status"] == "error" and rep["exit_code"] == code and needle in rep["error"] + str(rep["hint"])
-    suite = ET.parse(out / "junit.xml").getroot()
-    assert int(suite.get("errors")) >= 1
 
 
 def test_failing_gate_exit_1_no_model(cli, tmp_path):

@@ -133,6 +133,7 @@ def test_cuda_io_binding(cli, fx):
     assert res(r)["results"][0]["copies_included"] is True
 
 
+@pytest.mark.slow  # waits for a running benchmark
 def test_interrupt_exits_130_and_reports_it(fx, tmp_path):
     import os
     import signal
