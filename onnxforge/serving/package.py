@@ -108,6 +108,9 @@ def package(
     package.json; default atol 1e-4, rtol 1e-3). ``mlflow_tracking_uri`` (mlflow only;
     ``file:`` or ``sqlite:`` works offline) logs the packaged folder to a run in
     ``experiment`` with the release's metrics; ``register`` registers it under that name.
+    MLflow 3 refuses ``file:`` stores unless ``MLFLOW_ALLOW_FILE_STORE=true``; a sqlite
+    store needs sqlalchemy and alembic (in the serve extra) and keeps the artifacts of
+    experiments it creates in ``mlartifacts/`` beside the database.
     """
     from onnxforge.fileio import check_readable_file, load_onnx, scratch_dir, sha256_file
     from onnxforge.runtime import resolve_provider
@@ -139,8 +142,7 @@ def package(
         v2_datatype(s)  # refuses ZipMap outputs and other non-tensors up front
     samples, inputs_from, notes = _golden_inputs(src, ins, inputs, seed, dims)
     goldens = _run_goldens(src.model, samples, threads)
-    if target == "mlflow" and mlflow_tracking_uri:
-        _check_tracking_uri(mlflow_tracking_uri)
+    client = _tracking_client(mlflow_tracking_uri) if mlflow_tracking_uri else None
 
     with scratch_dir(out) as tmp:
         stage = tmp / "stage"
@@ -185,8 +187,9 @@ def package(
             notes.append("nothing written: the proof failed (keep_failed writes it anyway)")
     final_model_dir = out / model_name if target == "triton" else out
     tracking: dict[str, str] = {}
-    if written and mlflow_tracking_uri:
-        tracking = _log_to_mlflow(out, src, mlflow_tracking_uri, experiment, register, model_name, proof, passed)
+    if written and client is not None:
+        tracking = _log_to_mlflow(client, out, src, mlflow_tracking_uri, experiment, register, model_name, proof,
+                                  passed)
     return PackageResult(
         target=target, source=str(source), out_dir=str(out), model_name=model_name,
         model_dir=str(final_model_dir), passed=passed, written=written, proof=proof, checks=tuple(checks),
@@ -393,20 +396,32 @@ def _write_mlserver_config(folder: Path, name: str, ins, outs, provider: str, th
 # ----------------------------------------------------------------------------- mlflow
 
 
-def _check_tracking_uri(uri: str) -> None:
-    if uri.startswith(("http://", "https://")) and not re.match(r"https?://(127\.0\.0\.1|localhost)[:/]", uri):
-        log.warning("logging to a remote MLflow server: %s", uri)
-    if uri.startswith("sqlite:") or uri.startswith(("postgresql", "mysql")):
+def _tracking_client(uri: str):
+    """An MlflowClient for ``uri``, checked with one cheap call before anything is
+    written, so a bad store fails the command up front."""
+    from onnxforge.errors import MissingDependencyError, first_line, require
+
+    require("mlflow", "serve")
+    if uri.startswith(("sqlite:", "postgresql", "mysql")):
         try:
             import alembic  # noqa: F401
             import sqlalchemy  # noqa: F401
         except ImportError:
-            from onnxforge.errors import MissingDependencyError
-
             raise MissingDependencyError(
                 f"an MLflow database store ({uri.split(':')[0]}) needs sqlalchemy and alembic",
-                hint="pip install sqlalchemy alembic, or use a file: tracking URI",
+                hint="pip install 'onnxforge[serve]'",
             ) from None
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)
+    except Exception as exc:
+        hint = "check the tracking URI (sqlite:///path/mlflow.db works offline)"
+        if "maintenance mode" in str(exc):  # MLflow 3.x refuses file stores unless told
+            hint = "use sqlite:///path/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true to keep a file store"
+        raise BadInputError(f"MLflow tracking store {uri} cannot be used: {first_line(exc, 200)}", hint=hint) from None
+    return client
 
 
 def _mlflow_signature(ins, outs):
@@ -533,21 +548,20 @@ def release_metrics(report: Mapping[str, Any] | None) -> dict[str, float]:
     return out
 
 
-def _log_to_mlflow(out: Path, src: _Source, uri: str, experiment: str, register: str | None, name: str,
+def _log_to_mlflow(client, out: Path, src: _Source, uri: str, experiment: str, register: str | None, name: str,
                    proof: ParityReport | None, passed: bool) -> dict[str, str]:
     """Log the packaged folder as a run's ``model`` artifacts, with metrics, through an
     explicit client (no global tracking URI is changed), and register it when asked."""
     import time
 
-    from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
     from onnxforge.errors import first_line
 
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(experiment,
+                                                                         artifact_location=_artifact_root(uri))
         run = client.create_run(exp_id, run_name=name, tags={"onnxforge.source": str(src.release or src.model)})
         run_id = run.info.run_id
         ts = int(time.time() * 1000)
@@ -582,6 +596,15 @@ def _log_to_mlflow(out: Path, src: _Source, uri: str, experiment: str, register:
         from mlflow.exceptions import MlflowException
 
         if isinstance(exc, (MlflowException, OSError)):
-            raise BadInputError(f"MLflow tracking at {uri} failed: {first_line(exc)}",
-                                hint="check the tracking URI (file:/path or sqlite:///path.db work offline)") from None
+            raise BadInputError(f"MLflow tracking at {uri} failed after the package was written: {first_line(exc)}",
+                                hint="the package folder is complete; log it again once the store works") from None
         raise
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts of a new experiment in a sqlite store go beside the database file;
+    MLflow's default is ./mlruns under whatever folder the caller happens to be in."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///"):])
+    return (db.parent.resolve() / "mlartifacts").as_uri()
