@@ -187,22 +187,32 @@ def _live(server: Server) -> bool:
         return False
 
 
+def _log_cause(log: Path) -> str:
+    """The first exception line a server log holds (the model that did not load, the
+    busy port), else its last lines: MLServer logs a failed model load and exits 0."""
+    import re
+
+    tail = _log_tail(log, 200)
+    causes = [ln for ln in tail.splitlines() if re.match(r"^[A-Za-z_.]*(Error|Exception): ", ln)]
+    return causes[0] if causes else "\n".join(tail.splitlines()[-15:])
+
+
 def _wait_ready(proc: subprocess.Popen, server: Server, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     path = f"/v2/models/{server.model_name}/ready"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise BadInputError(
-                f"mlserver exited with code {proc.returncode} before the model was ready:\n{_log_tail(server.log)}",
-                hint="the server log above names the cause (a model that does not load, a busy port)")
+                f"mlserver exited (code {proc.returncode}) before {server.model_name} was ready: {_log_cause(server.log)}",
+                hint=f"the server log is {server.log}")
         try:
             if _http(server.http_port, "GET", path, timeout=2)[0] == 200:
                 return
         except OSError:
             pass
         time.sleep(0.1)
-    raise BadInputError(f"mlserver did not report {server.model_name} ready within {timeout:g} s:\n"
-                        f"{_log_tail(server.log)}", hint="raise --timeout, or read the server log above")
+    raise BadInputError(f"mlserver did not report {server.model_name} ready within {timeout:g} s: "
+                        f"{_log_cause(server.log)}", hint=f"raise --timeout, or read the server log {server.log}")
 
 
 def _group_alive(pgid: int) -> bool:
@@ -248,32 +258,40 @@ def mlserver_process(folder: str | os.PathLike, *, timeout: float = 60.0, log_di
     folder = Path(folder).resolve()
     name = model_settings(folder)["name"]
     cmd = _mlserver_command() + ["start", str(folder)]
+    # Without log_dir the log lives in a temp folder, removed unless the server failed
+    # to start (the error names the log).
     log_root = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="onnxforge-serve-"))
     log_root.mkdir(parents=True, exist_ok=True)
-    for attempt in (1, 2):
-        http_port, grpc_port, metrics_port = free_ports(3)
-        log = log_root / f"mlserver-{attempt}.log"
-        server = Server(0, http_port, grpc_port, metrics_port, name, log)
-        env = dict(os.environ, MLSERVER_HOST="127.0.0.1", MLSERVER_HTTP_PORT=str(http_port),
-                   MLSERVER_GRPC_PORT=str(grpc_port), MLSERVER_METRICS_PORT=str(metrics_port))
-        with open(log, "wb") as logf:
-            proc = subprocess.Popen(cmd, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=logf,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        server = Server(proc.pid, http_port, grpc_port, metrics_port, name, log)
-        try:
+    keep_log = log_dir is not None
+    try:
+        for attempt in (1, 2):
+            http_port, grpc_port, metrics_port = free_ports(3)
+            log = log_root / f"mlserver-{attempt}.log"
+            env = dict(os.environ, MLSERVER_HOST="127.0.0.1", MLSERVER_HTTP_PORT=str(http_port),
+                       MLSERVER_GRPC_PORT=str(grpc_port), MLSERVER_METRICS_PORT=str(metrics_port))
+            with open(log, "wb") as logf:
+                proc = subprocess.Popen(cmd, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=logf,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+            server = Server(proc.pid, http_port, grpc_port, metrics_port, name, log)
             try:
-                _wait_ready(proc, server, timeout)
-            except BadInputError:
-                if attempt == 1 and "address already in use" in _log_tail(log, 200).lower():
-                    stop_group(proc)
-                    continue  # another process took a port between picking and binding
-                raise
-            yield server
-            return
-        finally:
-            gone = stop_group(proc)
-            if stopped is not None:
-                stopped.append(gone)
+                try:
+                    _wait_ready(proc, server, timeout)
+                except BadInputError:
+                    if attempt == 1 and "address already in use" in _log_tail(log, 200).lower():
+                        continue  # another process took a port between picking and binding
+                    keep_log = True
+                    raise
+                yield server
+                return
+            finally:
+                gone = stop_group(proc)
+                if stopped is not None:
+                    stopped.append(gone)
+    finally:
+        if not keep_log:
+            import shutil
+
+            shutil.rmtree(log_root, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- clients

@@ -210,6 +210,7 @@ def test_mlflow_proof_fails_past_tolerance(sk_release, tmp_path):
     assert [o.name for o in rep.outputs if not o.passed] == ["probabilities"]
 
 
+@pytest.mark.slow
 def test_mlflow_tracking_run_and_registry(sk_release, tmp_path):
     import mlflow.pyfunc
     from mlflow import MlflowClient
