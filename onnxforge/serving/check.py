@@ -330,14 +330,16 @@ class RestClient:
 
 
 class GrpcClient:
-    def __init__(self, server: Server, timeout: float = REQUEST_TIMEOUT_S):
+    """``raw``: send raw_input_contents (needed when the model has an FP16 tensor)."""
+
+    def __init__(self, server: Server, timeout: float = REQUEST_TIMEOUT_S, raw: bool = False):
         from onnxforge.errors import require
 
         grpc = require("grpc", "serve")
         require("tritonclient.grpc", "serve")
         from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-        self.pb, self.grpc, self.timeout, self.server = service_pb2, grpc, timeout, server
+        self.pb, self.grpc, self.timeout, self.server, self.raw = service_pb2, grpc, timeout, server, raw
         self.channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}", options=[
             ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)])
         self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
@@ -345,7 +347,7 @@ class GrpcClient:
     def request(self, feeds: Mapping[str, object], **overrides):
         from onnxforge.serving.v2 import grpc_request
 
-        return grpc_request(self.pb, self.server.model_name, feeds, **overrides)
+        return grpc_request(self.pb, self.server.model_name, feeds, raw=self.raw, **overrides)
 
     def call(self, req):
         return self.stub.ModelInfer(req, timeout=self.timeout)
@@ -365,20 +367,25 @@ class GrpcClient:
         self.channel.close()
 
 
-def _client(server: Server, protocol: str):
-    return RestClient(server) if protocol == "rest" else GrpcClient(server)
+def _client(server: Server, protocol: str, raw: bool = False):
+    return RestClient(server) if protocol == "rest" else GrpcClient(server, raw=raw)
+
+
+def needs_raw(info: Mapping) -> bool:
+    """Whether a packaged model has an FP16 tensor (see v2.grpc_request)."""
+    return any(t["dtype"] == "float16" for t in list(info["inputs"]) + list(info["outputs"]))
 
 
 # ----------------------------------------------------------------------------- the checks
 
 
 def served_parity(server: Server, protocol: str, inputs: Sequence[Mapping], golden: Sequence[Mapping],
-                  tol: Tolerance) -> ParityReport:
+                  tol: Tolerance, *, raw: bool = False) -> ParityReport:
     from onnxforge.errors import first_line
     from onnxforge.validators.parity import compare
 
     label = f"mlserver over {protocol}"
-    client = _client(server, protocol)
+    client = _client(server, protocol, raw)
     try:
         served = [client.infer(s) for s in inputs]
     except Exception as exc:  # a served error on a valid request is a failed check
@@ -417,7 +424,7 @@ def _malformed_cases(feeds: Mapping[str, object], specs: Sequence[Mapping]) -> l
 
 
 def malformed_requests(server: Server, protocol: str, feeds: Mapping[str, object],
-                       specs: Sequence[Mapping]) -> list[RequestCheck]:
+                       specs: Sequence[Mapping], *, raw: bool = False) -> list[RequestCheck]:
     from onnxforge.serving.v2 import json_request
 
     results = []
@@ -437,7 +444,7 @@ def malformed_requests(server: Server, protocol: str, feeds: Mapping[str, object
         finally:
             client.close()
         return results
-    client = GrpcClient(server)
+    client = GrpcClient(server, raw=raw)
     try:
         for case, f, dts, shapes in _malformed_cases(feeds, specs):
             req = client.pb.ModelInferRequest(model_name=server.model_name) if case == "empty body" \
@@ -470,7 +477,7 @@ def latency_stats(ms: Sequence[float]) -> LatencyStats | None:
 
 
 def run_load(server: Server, feeds: Mapping[str, object], *, protocol: str = "rest", concurrency: int = 4,
-             duration: float = 5.0, rows: int = 1, warmup: int = 5) -> LoadStats:
+             duration: float = 5.0, rows: int = 1, warmup: int = 5, raw: bool = False) -> LoadStats:
     """``concurrency`` threads, each with its own connection, sending the same request
     back to back for ``duration`` seconds; stops early after MAX_LOAD_ERRORS errors."""
     from onnxforge.errors import first_line
@@ -484,7 +491,7 @@ def run_load(server: Server, feeds: Mapping[str, object], *, protocol: str = "re
     body = json.dumps(json_request(feeds)).encode()
 
     def worker():
-        client = _client(server, protocol)
+        client = _client(server, protocol, raw)
         req = None if protocol == "rest" else client.request(feeds)
         mine = []
         try:
@@ -509,7 +516,7 @@ def run_load(server: Server, feeds: Mapping[str, object], *, protocol: str = "re
             with lock:
                 lat.extend(mine)
 
-    warm = _client(server, protocol)
+    warm = _client(server, protocol, raw)
     try:  # connections, ORT's first-run allocations and the server's code paths
         for _ in range(warmup):
             warm.infer(feeds)
@@ -615,13 +622,14 @@ def serve_check(
     startup = 0.0
     with mlserver_process(folder, timeout=timeout, log_dir=log_dir, stopped=stopped) as server:
         startup = time.perf_counter() - t0
+        raw = needs_raw(info)
         for p in protocols:
-            parity[p] = served_parity(server, p, inputs, golden, tol)
+            parity[p] = served_parity(server, p, inputs, golden, tol, raw=raw)
         for p in protocols:
-            malformed.extend(malformed_requests(server, p, feeds, info["inputs"]))
+            malformed.extend(malformed_requests(server, p, feeds, info["inputs"], raw=raw))
         if duration > 0:
             load = run_load(server, feeds, protocol=load_protocol, concurrency=concurrency, duration=duration,
-                            rows=rows or 1)
+                            rows=rows or 1, raw=raw)
     overhead = load.latency.p50 - in_proc.p50 if load and load.latency and in_proc else None
     if concurrency > 1 and overhead is not None:
         notes.append(f"overhead at concurrency {concurrency} includes queueing; concurrency 1 isolates it")

@@ -388,8 +388,9 @@ def _write_mlserver_config(folder: Path, name: str, ins, outs, provider: str, th
     # Server-wide settings. No ports or host here: a settings file beats the MLSERVER_*
     # environment, and serve-check (or a deployment) sets those. parallel_workers 0
     # runs inference in the server process: ORT has its own thread pool, and a worker
-    # pool would add a process hop per request and a second copy of the model.
-    server = {"parallel_workers": 0}
+    # pool would add a process hop per request and a second copy of the model. debug
+    # off: MLServer's default (on) writes an access-log line for every request.
+    server = {"parallel_workers": 0, "debug": False}
     (folder / "settings.json").write_text(json.dumps(server, indent=2) + "\n")
 
 

@@ -96,31 +96,43 @@ def from_json_tensor(t: Mapping) -> "object":
 # ----------------------------------------------------------------------------- gRPC
 
 
+def raw_bytes(arr, datatype: str) -> bytes:
+    """One tensor as raw_input_contents: little-endian values, or for BYTES each
+    element's 4-byte length and then its bytes."""
+    import numpy as np
+
+    flat = np.asarray(arr).reshape(-1)
+    if datatype == "BYTES":
+        items = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat]
+        return b"".join(struct.pack("<I", len(b)) + b for b in items)
+    return flat.astype(numpy_of(datatype).newbyteorder("<")).tobytes()
+
+
 def grpc_request(pb, model_name: str, feeds: Mapping[str, object], *, datatypes: Mapping[str, str] | None = None,
-                 shapes: Mapping[str, Sequence[int]] | None = None):
+                 shapes: Mapping[str, Sequence[int]] | None = None, raw: bool = False):
     """A ModelInferRequest from ``pb`` (a generated ``inference`` service module).
-    ``datatypes``/``shapes`` override what the arrays say (for malformed requests)."""
+    ``datatypes``/``shapes`` override what the arrays say (for malformed requests).
+    ``raw`` sends every input as raw_input_contents, and so asks for raw outputs: FP16
+    has no typed field in InferTensorContents (MLServer would fail to put an FP16
+    output in one), so a model with an FP16 tensor needs it; a request mixes no forms."""
     import numpy as np
 
     req = pb.ModelInferRequest(model_name=model_name)
-    for name, arr in feeds.items():
-        arr = np.asarray(arr)
-        dt = (datatypes or {}).get(name) or datatype_of(arr)
-        shape = list((shapes or {}).get(name, arr.shape))
-        t = req.inputs.add(name=name, datatype=dt, shape=shape)
-        flat = arr.reshape(-1)
-        if dt == "FP16":
-            req.raw_input_contents.append(flat.astype(np.float16).tobytes())
+    arrays = {name: np.asarray(arr) for name, arr in feeds.items()}
+    dts = {name: (datatypes or {}).get(name) or datatype_of(arr) for name, arr in arrays.items()}
+    raw = raw or "FP16" in dts.values()
+    for name, arr in arrays.items():
+        dt = dts[name]
+        t = req.inputs.add(name=name, datatype=dt, shape=list((shapes or {}).get(name, arr.shape)))
+        if raw:
+            req.raw_input_contents.append(raw_bytes(arr, dt))
             continue
-        field = _CONTENTS[dt]
+        flat = arr.reshape(-1)
         if dt == "BYTES":
             values = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat]
         else:
             values = flat.tolist()
-        getattr(t.contents, field).extend(values)
-    if req.raw_input_contents and len(req.raw_input_contents) != len(req.inputs):
-        raise BadInputError("FP16 inputs beside other datatypes need every input as raw contents",
-                            hint="serve-check sends FP16 only for models whose inputs are all FP16")
+        getattr(t.contents, _CONTENTS[dt]).extend(values)
     return req
 
 

@@ -67,3 +67,20 @@ def sklearn_release(out: Path) -> Path:
     rep = release(config, out)
     assert rep.passed, rep.failure
     return out
+
+
+def fp16_model(path: Path) -> Path:
+    """x[batch,4] float16 -> y = relu(x) float16 and n = shape(x) int64: FP16 over V2
+    travels as raw bytes on gRPC, beside a typed int64 output."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Shape", ["x"], ["n"])], "half",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["batch", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["batch", 4]),
+                           helper.make_tensor_value_info("n", TensorProto.INT64, [2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    return path

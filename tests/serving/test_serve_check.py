@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serve_models import labeled_model, requires_serve, sklearn_release, string_label_model
+from serve_models import fp16_model, labeled_model, requires_serve, sklearn_release, string_label_model
 
 from onnxforge.errors import BadInputError, UsageError
 
@@ -91,6 +91,16 @@ def test_string_labels_over_v2(tmp_path):
         label = next(o for o in p.outputs if o.name == "label")
         assert label.label_agreement == 1.0
     assert rep.load.protocol == "grpc" and rep.load.errors == 0
+
+
+def test_fp16_tensors_over_grpc_raw_contents(tmp_path):
+    from onnxforge.serving import package, serve_check
+
+    package(fp16_model(tmp_path / "half.onnx"), "mlserver", tmp_path / "srv", dims={"batch": 3})
+    rep = serve_check(tmp_path / "srv", duration=0.3, concurrency=1, load_protocol="grpc")
+    assert rep.passed, rep.failures
+    assert {o.name for o in rep.parity["grpc"].outputs} == {"y", "n"}
+    assert rep.load.errors == 0
 
 
 def test_reordered_outputs_fail_served_parity(tmp_path):
