@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +135,34 @@ def test_server_stopped_on_ctrl_c(sk_folder):
             pid = server.pid
             raise KeyboardInterrupt
     assert stopped == [True] and _gone(pid)
+
+
+def _servers_of(folder: Path) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"mlserver start {folder.resolve()}"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_load_stops_the_server(sk_folder):
+    """As a user would: serve_check in its own process, Ctrl-C (SIGINT) in the middle
+    of the load; the process ends with KeyboardInterrupt and no mlserver is left."""
+    code = f"from onnxforge.serving import serve_check; serve_check({str(sk_folder)!r}, duration=60, concurrency=2)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _servers_of(sk_folder) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert _servers_of(sk_folder), "the server never started"
+        time.sleep(5)  # past start-up, parity and malformed requests: into the load
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode != 0 and "KeyboardInterrupt" in err
+        assert _servers_of(sk_folder) == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in _servers_of(sk_folder):  # only servers of this test's folder
+            os.killpg(pid, signal.SIGKILL)
 
 
 def test_mlflow_folder_serves_too(tmp_path):
