@@ -3,8 +3,9 @@
 Targets
 -------
 - ``mlserver``: ``OUT/model-settings.json`` (our ``OnnxRuntimeModel`` runtime),
-  ``OUT/settings.json`` (server settings without ports), ``OUT/model.onnx``.
-  Serve it with ``mlserver start OUT``.
+  ``OUT/settings.json`` (server settings without ports), ``OUT/model.onnx``,
+  ``OUT/requirements.txt`` (onnxforge, onnxruntime and onnx pinned). Serve it with
+  ``mlserver start OUT`` where onnxforge[serve] is installed, or ``mlserver build OUT``.
 - ``mlflow``: an MLflow model written by ``mlflow.onnx.save_model`` (the onnx flavor:
   MLmodel, model.onnx, requirements.txt pinned to the onnxruntime version, signature,
   input example, metadata), plus the same model-settings.json/settings.json so
@@ -151,6 +152,7 @@ def package(
         if target == "mlserver":
             _copy_model(src.model, stage / "model.onnx")
             _write_mlserver_config(stage, model_name, ins, outs, provider, threads)
+            (stage / "requirements.txt").write_text(_server_requirements(src))
             model_dir = stage
         elif target == "triton":
             from onnxforge.serving.triton import check_triton_config, write_triton
@@ -369,6 +371,21 @@ def _release_runtime_version(src: _Source) -> str | None:
 
 
 # ----------------------------------------------------------------------------- mlserver
+
+
+def _server_requirements(src: _Source) -> str:
+    """What the server's environment needs (``mlserver build`` installs it into an
+    image): the runtime module is onnxforge's, the onnxruntime the release was checked with."""
+    import onnx
+
+    from onnxforge import __version__
+
+    runtime = _release_runtime_version(src)
+    if runtime is None:
+        import onnxruntime as ort
+
+        runtime = ort.__version__
+    return f"onnxforge=={__version__}\nonnxruntime=={runtime}\nonnx=={onnx.__version__}\n"
 
 
 def _write_mlserver_config(folder: Path, name: str, ins, outs, provider: str, threads: int | None) -> None:

@@ -52,6 +52,10 @@ def test_mlserver_folder_from_a_model(models, tmp_path):
         ("scores", "FP32", [-1, 3]), ("label", "INT64", [-1])]
     server = json.loads((out / "settings.json").read_text())
     assert not {"http_port", "grpc_port", "host"} & set(server)  # left to the environment
+    import onnxruntime
+
+    reqs = (out / "requirements.txt").read_text().split()
+    assert f"onnxruntime=={onnxruntime.__version__}" in reqs and reqs[0].startswith("onnxforge==")
     assert sha256_file(out / "model.onnx") == before == sha256_file(src)  # a copy; the source untouched
     info, inputs, golden = load_package(out)
     assert info["target"] == "mlserver" and info["threads"] == 2
