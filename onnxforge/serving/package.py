@@ -107,11 +107,14 @@ def package(
     ONNX session options, Triton's instance_group and ORT backend parameters).
     ``tolerance`` is what the MLflow proof and, later, serve_check use (stored in
     package.json; default atol 1e-4, rtol 1e-3). ``mlflow_tracking_uri`` (mlflow only;
-    ``file:`` or ``sqlite:`` works offline) logs the packaged folder to a run in
+    ``sqlite:///path/mlflow.db`` works offline) logs the packaged folder to a run in
     ``experiment`` with the release's metrics; ``register`` registers it under that name.
-    MLflow 3 refuses ``file:`` stores unless ``MLFLOW_ALLOW_FILE_STORE=true``; a sqlite
-    store needs sqlalchemy and alembic (in the serve extra) and keeps the artifacts of
-    experiments it creates in ``mlartifacts/`` beside the database.
+    A sqlite store needs sqlalchemy and alembic (in the serve extra) and keeps the
+    artifacts of experiments it creates in ``mlartifacts/`` beside the database. MLflow 3
+    refuses ``file:`` stores unless ``MLFLOW_ALLOW_FILE_STORE=true`` is set.
+    ``inputs``/``seed``/``dims``: where the golden inputs come from (see the module doc).
+    ``max_batch_size``: Triton's, when the model has a batch dim. ``keep_failed``: write
+    the folder even when the MLflow proof fails.
     """
     from onnxforge.fileio import check_readable_file, load_onnx, scratch_dir, sha256_file
     from onnxforge.runtime import resolve_provider

@@ -173,6 +173,16 @@ def test_mlflow_folder_serves_too(tmp_path):
     assert rep.passed and list(rep.parity) == ["grpc"], rep.failures
 
 
+def test_latency_stats_interval_holds_the_median():
+    from onnxforge.serving.check import latency_stats
+
+    ms = list(np.random.default_rng(0).exponential(2.0, 5001))
+    st = latency_stats(ms)
+    assert st.n == 5001 and st.min <= st.p50 <= st.p90 <= st.p99 <= st.max
+    assert st.ci95[0] < st.p50 < st.ci95[1] and st.ci95[1] - st.ci95[0] < 0.2
+    assert latency_stats([]) is None
+
+
 def test_what_serve_check_refuses(tmp_path):
     from onnxforge.serving import package, serve_check
 
