@@ -543,10 +543,12 @@ def run_load(server: Server, feeds: Mapping[str, object], *, protocol: str = "re
 
 
 def in_process_latency(model: str | os.PathLike, feeds: Mapping[str, object], *, provider: str = "cpu",
-                       threads: int | None = None, seconds: float = 2.0, warmup: int = 5) -> LatencyStats:
+                       threads: int | None = None, spinning: bool | None = None, seconds: float = 2.0,
+                       warmup: int = 5) -> LatencyStats:
+    """session.run on the same session settings as the server's runtime."""
     from onnxforge.runtime import create_session
 
-    sess = create_session(model, provider, threads=threads)
+    sess = create_session(model, provider, threads=threads, spinning=spinning)
     feeds = dict(feeds)
     for _ in range(warmup):
         sess.run(None, feeds)
@@ -612,7 +614,7 @@ def serve_check(
     in_proc = None
     if duration > 0:
         in_proc = in_process_latency(model_path, feeds, provider=provider, threads=threads,
-                                     seconds=min(max(duration / 2, 0.5), 3.0))
+                                     spinning=extra.get("spinning"), seconds=min(max(duration / 2, 0.5), 3.0))
     parity: dict[str, ParityReport] = {}
     malformed: list[RequestCheck] = []
     load = None
