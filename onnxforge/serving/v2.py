@@ -87,10 +87,12 @@ def json_request(feeds: Mapping[str, object]) -> dict:
 def from_json_tensor(t: Mapping) -> "object":
     import numpy as np
 
-    dt, shape = t["datatype"], t["shape"]
+    dt, shape, data = t["datatype"], t["shape"], t["data"]
     if dt == "BYTES":
-        return as_text(np.asarray(t["data"], dtype=object).reshape(-1)).reshape(shape)
-    return np.asarray(t["data"], dtype=numpy_of(dt)).reshape(shape)
+        return as_text(np.asarray(data, dtype=object).reshape(-1)).reshape(shape)
+    if dt.startswith("FP"):  # JSON has no NaN: MLServer writes null, which must stay a NaN (parity names it)
+        data = [float("nan") if v is None else v for v in np.asarray(data, dtype=object).reshape(-1)]
+    return np.asarray(data, dtype=numpy_of(dt)).reshape(shape)
 
 
 # ----------------------------------------------------------------------------- gRPC
