@@ -249,3 +249,39 @@ def test_mlflow_file_store_refused_before_writing(sk_release, tmp_path, monkeypa
         package(sk_release, "mlflow", tmp_path / "mlf", mlflow_tracking_uri=(tmp_path / "runs").as_uri())
     assert "sqlite" in e.value.hint
     assert not (tmp_path / "mlf").exists()
+
+
+def test_external_data_travels_with_the_model(tmp_path):
+    from fixtures.make_fixtures import onnx_with_external_data
+
+    from onnxforge.serving import package
+
+    src = onnx_with_external_data(tmp_path / "src")
+    for target in ("mlserver", "triton"):
+        res = package(src, target, tmp_path / target)
+        assert res.passed, res.problems
+        model_dir = Path(res.model_dir) / ("1" if target == "triton" else "")
+        assert (model_dir / "ext.onnx.data").stat().st_size == (tmp_path / "src" / "ext.onnx.data").stat().st_size
+        _ort(model_dir / "model.onnx", {"x": np.zeros((1, 128), np.float32)})  # loads from its new place
+
+
+def test_where_the_golden_inputs_come_from(models, tmp_path):
+    from onnxforge.serving import package
+    from onnxforge.serving.package import load_package
+
+    # explicit inputs are checked against the model
+    np.savez(tmp_path / "in.npz", x=np.ones((2, 4), np.float32))
+    res = package(models / "labeled.onnx", "mlserver", tmp_path / "a", inputs=tmp_path / "in.npz")
+    assert res.inputs_from == str(tmp_path / "in.npz")
+    np.testing.assert_array_equal(load_package(tmp_path / "a")[1][0]["x"], np.ones((2, 4), np.float32))
+    np.savez(tmp_path / "bad.npz", y=np.ones((2, 4), np.float32))
+    with pytest.raises(BadInputError, match="missing input"):
+        package(models / "labeled.onnx", "mlserver", tmp_path / "b", inputs=tmp_path / "bad.npz")
+    # a release whose validation data is not on this machine: generated inputs, said so
+    rel = tmp_path / "rel"
+    rel.mkdir()
+    (rel / "model.onnx").write_bytes((models / "labeled.onnx").read_bytes())
+    (rel / "report.json").write_text(json.dumps({"result": {"config": {"data": {"validation": "/gone/val.npz"}}}}))
+    res = package(rel, "mlserver", rel / "mlserver", dims={"batch": 2})
+    assert "generated" in res.inputs_from and any("/gone/val.npz" in n for n in res.notes)
+    assert res.model_name == "rel"
