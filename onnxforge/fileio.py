@@ -318,6 +318,18 @@ def publish_model(src: str | os.PathLike, target: str | os.PathLike, *, overwrit
     return target
 
 
+def copy_model(model: Path, target: Path) -> None:
+    """Copy a model with its external data files (their recorded names are kept)."""
+    import shutil
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model, target)
+    for f in external_data_files(load_onnx(model, load_external_data=False)):
+        dest = target.parent / f
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(model.parent / f, dest)
+
+
 def failed_name(target: str | os.PathLike) -> Path:
     """Where --keep-failed puts a model whose checks failed: ``NAME.failed.onnx``."""
     t = Path(target)

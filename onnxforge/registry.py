@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional
 
 from onnxforge.errors import UsageError
-from onnxforge.options import Fraction, Names, NonNegInt, Percent, PosFloat, PosInt, Tolerance, option
+from onnxforge.options import (Fraction, Names, NonNegFloat, NonNegInt, Percent, PosFloat, PosInt, Tolerance,
+                               option)
 from onnxforge.specs import (
     check_specs, check_val_ranges, parse_bytes, parse_comma_list, parse_dims, parse_dynamic, parse_literals,
     parse_opsets, parse_per_output, parse_shapes, parse_val_ranges,
@@ -279,6 +280,69 @@ class StaticOptions(DynamicOptions):
                                              normalize=parse_bytes, example=("--max-memory", "1GiB"))
 
 
+# ----------------------------------------------------------------------------- packaging and serving
+
+
+def _check_provider(name: str) -> None:
+    from onnxforge.runtime import resolve_provider
+
+    resolve_provider(name)
+
+
+@dataclass(frozen=True)
+class PackageOptions:
+    """`onnxforge package` and the release's [package] section (whose ``targets`` list
+    names the targets; the other keys are these)."""
+
+    target: Literal["mlflow", "mlserver", "triton"] = option(
+        "mlserver", "mlserver (Seldon's server), mlflow (an MLflow model), triton (a model repository).", toml=None,
+        example=("--target", "triton"))
+    name: Optional[str] = option(None, "Model name in the server (default: the release folder's or model's name).",
+                                 example=("--name", "digits"))
+    provider: str = option("cpu", "Execution provider the server runs on.", check=lambda v: _check_provider(v),
+                           example=("--provider", "cuda"))
+    threads: Optional[PosInt] = option(None, "Intra-op threads of the served session.", example=("--threads", "2"))
+    max_batch_size: NonNegInt = option(64, "Triton's max_batch_size when the model has a batch dim.",
+                                       example=("--max-batch-size", "32"))
+    mlflow_tracking_uri: Optional[str] = option(None, "mlflow target: log the model to this tracking store "
+                                                      "(sqlite:///mlflow.db works offline).",
+                                                example=("--mlflow-tracking-uri", "sqlite:///mlflow.db"))
+    experiment: str = option("onnxforge", "mlflow target: the experiment of the run.",
+                             example=("--experiment", "nightly"))
+    register: Optional[str] = option(None, "mlflow target: register the logged model under this name.",
+                                     example=("--register", "digits"))
+    inputs: Optional[str] = option(None, "Golden inputs (default: the release's validation data, else generated).",
+                                   metavar="PATH", toml=None, path=True)
+    seed: NonNegInt = option(0, "Seed for generated golden inputs.", toml=None, example=("--seed", "3"))
+    dims: dict[str, PosInt] = option({}, "Symbolic dims of generated golden inputs: NAME=VALUE (repeatable).",
+                                     flag="--dim", metavar="NAME=VALUE", parse=parse_dims, example=("--dim", "batch=2"))
+    atol: Optional[Tolerance] = _tol("atol", "1e-4")
+    rtol: Optional[Tolerance] = _tol("rtol", "1e-3")
+    keep_failed: bool = option(False, "Write the folder even when its proof fails.", toml=None,
+                               example=("--keep-failed",))
+    force: bool = option(False, "Replace an existing output folder (never the source).", toml=None,
+                         example=("--force",))
+
+
+@dataclass(frozen=True)
+class ServeCheckOptions:
+    """`onnxforge serve-check` and the release's [serve_check] gate."""
+
+    concurrency: PosInt = option(4, "Concurrent clients of the bounded load.", example=("--concurrency", "2"))
+    duration: NonNegFloat = option(5.0, "Seconds of load (0: no load).", example=("--duration", "1"))
+    protocols: tuple[Literal["rest", "grpc"], ...] = option(("rest", "grpc"), "Protocols to check parity and "
+                                                                              "malformed requests on (repeatable).",
+                                                            flag="--protocol", metavar="rest|grpc",
+                                                            example=("--protocol", "rest"))
+    load_protocol: Literal["rest", "grpc"] = option("rest", "Protocol of the load.", example=("--load-protocol", "grpc"))
+    batch: Optional[PosInt] = option(1, "Rows per load request.", example=("--batch", "2"))
+    timeout: PosFloat = option(60.0, "Seconds to wait for the server to be ready.", example=("--timeout", "30"))
+    max_p99_ms: Optional[PosFloat] = option(None, "Gate: the served p99 under load.", example=("--max-p99-ms", "50"))
+    atol: Optional[Tolerance] = _tol("atol", "the package's")
+    rtol: Optional[Tolerance] = _tol("rtol", "the package's")
+    log_dir: Optional[str] = option(None, "Keep the server's log in this folder.", metavar="DIR", toml=None)
+
+
 # ----------------------------------------------------------------------------- the registry
 
 
@@ -288,8 +352,9 @@ class StepDef:
     function: str  # "module:function", imported on first use
     options: type
     summary: str
-    run: str  # the [[steps]] run = value
-    source: str = "model"  # what the positional argument is: "model" (an ONNX file) or "source"
+    run: str  # the [[steps]] run = value ("" for a command that is not a step)
+    source: str = "model"  # the positional argument: "model" (an ONNX file), "source", "package", "folder"
+    output: bool = True  # takes -o
 
 
 def _registry(*defs: StepDef) -> dict[str, StepDef]:
@@ -323,6 +388,18 @@ STEPS = _registry(
 )
 
 RUN_NAMES = sorted({d.run for d in STEPS.values()})
+
+# Commands with declared options that are not pipeline steps (no [[steps]] entry).
+TOOLS = _registry(
+    StepDef("package", "onnxforge.serving.package:package", PackageOptions,
+            "Package a model or a release folder for a server: an MLflow model, an MLServer (Seldon) model folder, "
+            "or a Triton model repository, with golden inputs and outputs, and prove it loads and answers.",
+            run="", source="package"),
+    StepDef("serve-check", "onnxforge.serving.check:serve_check", ServeCheckOptions,
+            "Start a packaged model in a real MLServer on 127.0.0.1, check its answers over REST and gRPC against "
+            "the golden outputs, send malformed requests, run a bounded load, and stop it.",
+            run="", source="folder", output=False),
+)
 
 
 def step_for(run: str, framework: str | None = None) -> StepDef:

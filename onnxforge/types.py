@@ -287,3 +287,5 @@ class ReleaseReport:
     planned_gates: tuple[str, ...] = ()
     step_seconds: tuple[float, ...] = ()
     raised_at: int | None = None  # the index of the step that raised, if one did
+    packages: tuple = ()  # serving.PackageResult per [package] target
+    serve_check: Any = None  # serving.ServeCheckReport, with [serve_check]

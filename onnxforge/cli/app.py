@@ -60,6 +60,8 @@ def _register() -> None:
     app.add_typer(quantize_app, name="quantize")
     app.command("benchmark")(benchmark_cmd)
     app.command("release")(release_cmd)
+    app.command("package")(step_command("package"))
+    app.command("serve-check")(step_command("serve-check"))
 
 
 _register()

@@ -42,7 +42,7 @@ ReportOpt = Annotated[
     Optional[Path], typer.Option("--report", help="Also write the JSON envelope to this file (pass or fail).", metavar="PATH")
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs (never an input).")]
-OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="Where to write the model.", metavar="PATH")]
+OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="Where to write the model (for package: the folder).", metavar="PATH")]
 InputSpecOpt = Annotated[
     Optional[list[str]],
     typer.Option("--input", help="Input spec NAME:DTYPE:SHAPE, e.g. x:float32:1x3x224x224 (repeatable).", metavar="SPEC"),

@@ -113,41 +113,60 @@ def _inputs_of(source: str, options) -> list:
     return [source, *(getattr(options, f.name) for f, o in fields_of(type(options)) if o.path)]
 
 
-def step_command(name: str):
-    """A Typer command function for a registered step."""
-    step = STEPS[name]
-    cls = step.options
-    what = "SOURCE" if step.source == "source" else "IN.onnx"
-    arg_help = ("The model source: a .pt2, TorchScript, .skops, a factory module:function (runs its code), or a "
-                "pickle with --trust-pickle." if step.source == "source" else "The ONNX model.")
-    params = [
-        inspect.Parameter("source", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                          annotation=Annotated[str, typer.Argument(help=arg_help, metavar=what, show_default=False)]),
-        inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, annotation=OutputOpt),
-        *(_param(cls, f, o) for f, o in _ordered(cls)),
-        inspect.Parameter("print_step", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=PrintStepOpt),
+ARGUMENTS = {  # what the positional argument is, per StepDef.source
+    "source": ("SOURCE", "The model source: a .pt2, a Hugging Face folder or hf:ID, TorchScript, .skops, a factory "
+                         "module:function (runs its code), or a pickle with --trust-pickle."),
+    "model": ("IN.onnx", "The ONNX model."),
+    "package": ("MODEL_OR_RELEASE", "An ONNX model, or a folder written by `onnxforge release`."),
+    "folder": ("DIR", "A folder written by `onnxforge package` (target mlserver or mlflow)."),
+}
+
+
+def _fixed_params(step: StepDef) -> list[inspect.Parameter]:
+    what, arg_help = ARGUMENTS[step.source]
+    out = [inspect.Parameter("source", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                             annotation=Annotated[str, typer.Argument(help=arg_help, metavar=what, show_default=False)])]
+    if step.output:
+        out.append(inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, annotation=OutputOpt))
+    return out
+
+
+def _tail_params(step: StepDef) -> list[inspect.Parameter]:
+    out = [inspect.Parameter("print_step", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=PrintStepOpt)] \
+        if step.run else []
+    return out + [
         inspect.Parameter("json_", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOpt),
         inspect.Parameter("fmt", inspect.Parameter.KEYWORD_ONLY, default="table", annotation=FormatOpt),
         inspect.Parameter("report", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ReportOpt),
     ]
 
+
+def step_command(name: str):
+    """A Typer command function for a registered step (or tool: package, serve-check)."""
+    from onnxforge.registry import TOOLS
+
+    step = STEPS[name] if name in STEPS else TOOLS[name]
+    cls = step.options
+    params = [*_fixed_params(step), *(_param(cls, f, o) for f, o in _ordered(cls)), *_tail_params(step)]
+
     def command(source: str, **kw) -> None:
         from onnxforge.registry import function_of
 
         as_json = wants_json(kw.pop("json_"), kw.pop("fmt"))
-        output, print_step, report = kw.pop("output"), kw.pop("print_step"), kw.pop("report")
+        output, print_step, report = kw.pop("output", None), kw.pop("print_step", False), kw.pop("report")
         options = options_from_cli(step, kw)
         if print_step:
             sys.stdout.write(step_toml(step, source, options))
             return
-        check_outputs(options.force, _inputs_of(source, options), report=report)
-        if report is not None and Path(report).resolve() == Path(output).resolve():
+        check_outputs(getattr(options, "force", False), _inputs_of(source, options), report=report)
+        if report is not None and output is not None and Path(report).resolve() == Path(output).resolve():
             raise UsageError(f"--report and --output name the same file {output}", hint="give each its own path")
-        res = function_of(step)(source, Path(output), options)
+        fn = function_of(step)
+        res = fn(source, Path(output), options) if step.output else fn(source, options)
         emit(res, as_json=as_json, report=report, passed=res.passed)
 
     command.__signature__ = inspect.Signature(params)
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__doc__ = step.summary
-    command.__name__ = name.replace(".", "_")
+    command.__name__ = name.replace(".", "_").replace("-", "_")
     return command

@@ -23,7 +23,7 @@ from onnxforge.options import validate_options
 from onnxforge.registry import RUN_NAMES, STEPS, StepDef, step_for
 
 FRAMEWORKS = ("torch", "sklearn", "onnx")
-SECTIONS = ("model", "data", "steps", "gates")
+SECTIONS = ("model", "data", "steps", "gates", "package", "serve_check")
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,21 @@ GATES = {"parity": ParityGate, "accuracy": AccuracyGate, "latency": LatencyGate}
 
 
 @dataclass(frozen=True)
+class PackageSection:
+    """[package]: targets, and the package options (registry.PackageOptions) they share."""
+
+    targets: tuple[Literal["mlflow", "mlserver", "triton"], ...] = option(
+        (), "Deployable folders to write into OUT_DIR/TARGET after the gates pass.")
+
+
+@dataclass(frozen=True)
+class ServeCheckSection:
+    """[serve_check]: a gate on the packaged model served by MLServer (registry.ServeCheckOptions)."""
+
+    target: Literal["mlserver", "mlflow"] = option("mlserver", "Which packaged folder to serve.")
+
+
+@dataclass(frozen=True)
 class StepConfig:
     run: str
     step: StepDef
@@ -89,6 +104,8 @@ class ReleaseConfig:
     steps: tuple[StepConfig, ...]
     gates: Mapping[str, Any]  # name -> ParityGate | AccuracyGate | LatencyGate
     raw: Mapping[str, Any] = field(default_factory=dict)  # the file's tables, paths resolved (for the report)
+    packages: tuple = ()  # PackageOptions, one per target
+    serve_check: tuple | None = None  # (target, ServeCheckOptions)
 
     def gate(self, name: str):
         return self.gates.get(name)
@@ -223,9 +240,44 @@ def load_config(path: str | os.PathLike) -> ReleaseConfig:
         raise UsageError("steps[0] must be convert for a torch or sklearn source")
     gates = _gates(cfg.get("gates", {}), data)
     _check_dims(fw, source, model, steps, gates)
-    raw = {"model": {**model, "source": source}, "data": data_raw, "steps": steps_raw, "gates": cfg.get("gates", {})}
+    packages, serve = _deploy(cfg, base)
+    raw = {"model": {**model, "source": source}, "data": data_raw, "steps": steps_raw, "gates": cfg.get("gates", {}),
+           **{k: cfg[k] for k in ("package", "serve_check") if k in cfg}}
     return ReleaseConfig(path=str(p), framework=fw, source=source, model=model, data=data, steps=steps, gates=gates,
-                         raw=raw)
+                         raw=raw, packages=packages, serve_check=serve)
+
+
+def _split(table: dict, cls, options_cls, where: str) -> tuple[dict, dict]:
+    """(the keys a section dataclass declares, the options' TOML keys); any other key is unknown."""
+    own = {f.name for f, _ in fields_of(cls)}
+    toml = {f.name for f, o in fields_of(options_cls) if toml_place(f, o) is not None}
+    for k in table:
+        if k not in own and k not in toml:
+            raise UsageError(f"unknown key {where}.{k}", hint=suggest(k, own | toml))
+    return {k: v for k, v in table.items() if k in own}, {k: v for k, v in table.items() if k not in own}
+
+
+def _deploy(cfg: Mapping, base: Path) -> tuple[tuple, tuple | None]:
+    """[package] and [serve_check], validated through the same declarations as the
+    `package` and `serve-check` commands."""
+    from onnxforge.registry import PackageOptions, ServeCheckOptions
+
+    packages: tuple = ()
+    if "package" in cfg:
+        head, rest = _split(_table("package", cfg["package"]), PackageSection, PackageOptions, "package")
+        section = validate_options(PackageSection, head, "package")
+        if not section.targets:
+            raise UsageError("package.targets is empty", hint='targets = ["mlflow", "mlserver", "triton"]')
+        opts = validate_options(PackageOptions, _resolve_paths(PackageOptions, rest, base, "package"), "package")
+        packages = tuple(dataclasses.replace(opts, target=t, force=True) for t in dict.fromkeys(section.targets))
+    if "serve_check" not in cfg:
+        return packages, None
+    head, rest = _split(_table("serve_check", cfg["serve_check"]), ServeCheckSection, ServeCheckOptions, "serve_check")
+    section = validate_options(ServeCheckSection, head, "serve_check")
+    if section.target not in {p.target for p in packages}:
+        raise UsageError(f"serve_check.target {section.target!r} is not packaged",
+                         hint=f'add it to [package] targets (targets = ["{section.target}"])')
+    return packages, (section.target, validate_options(ServeCheckOptions, rest, "serve_check"))
 
 
 def _known_dims(framework: str, source: str, model: Mapping) -> list | None:

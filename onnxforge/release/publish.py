@@ -138,7 +138,7 @@ def publish(final: Path, out: Path, cfg: ReleaseConfig, steps, inputs_sha, vers)
     return {"model.onnx": digest, "manifest.json": sha256_file(out / "manifest.json")}
 
 
-def write_reports(report: ReleaseReport, out: Path) -> None:
+def write_reports(report: ReleaseReport, out: Path, *, summary: bool = True) -> None:
     from onnxforge.fileio import atomic_write_text
     from onnxforge.report import dumps
     from onnxforge.report.junit import junit
@@ -148,7 +148,7 @@ def write_reports(report: ReleaseReport, out: Path) -> None:
     md = markdown(report)
     atomic_write_text(out / "report.md", md)
     atomic_write_text(out / "junit.xml", junit(report))
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        with open(summary, "a") as f:
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary and path:
+        with open(path, "a") as f:
             f.write(md + "\n")

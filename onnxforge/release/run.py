@@ -176,6 +176,8 @@ class _Run:
     ledger: list = field(default_factory=list)
     gates: list = field(default_factory=list)
     step_seconds: list = field(default_factory=list)
+    packages: list = field(default_factory=list)
+    serve_check: Any = None
     benchmark: Any = None
     failure: str | None = None
     exit_code: int = 0
@@ -323,23 +325,66 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
 
 def _finish(run: _Run, config, out: Path, keep_steps: bool, t_start: float) -> ReleaseReport:
     from onnxforge.release.publish import input_hashes, publish, swap_in, versions, write_reports
+
+    cfg = run.cfg
+    vers, inputs_sha = versions(), input_hashes(cfg, config)
+    outputs = {}
+    if run.failure is None and run.final:
+        outputs = publish(run.final, run.stage, cfg, run.steps, inputs_sha, vers)
+        if cfg.packages:
+            write_reports(_report(run, config, outputs, inputs_sha, vers, t_start), run.stage, summary=False)
+            _deploy(run)
+            if run.failure is not None:  # a release whose package failed does not ship a model
+                for name in ("model.onnx", "model.onnx.data", "manifest.json"):
+                    (run.stage / name).unlink(missing_ok=True)
+                outputs = {}
+    report = _report(run, config, outputs, inputs_sha, vers, t_start)
+    write_reports(report, run.stage)
+    swap_in(run.stage, out, keep_steps=keep_steps, inputs=_inputs_of(cfg, config))
+    return report
+
+
+def _report(run: _Run, config, outputs, inputs_sha, vers, t_start) -> ReleaseReport:
     from onnxforge.runtime import environment
 
     cfg = run.cfg
     passed = run.failure is None
-    vers = versions()
-    inputs_sha = input_hashes(cfg, config)
-    outputs = publish(run.final, run.stage, cfg, run.steps, inputs_sha, vers) if passed and run.final else {}
-    report = ReleaseReport(
+    return ReleaseReport(
         config=cfg.raw if cfg else {}, steps=tuple(run.steps), ledger=tuple(run.ledger), benchmark=run.benchmark,
         gates=tuple(run.gates), passed=passed, failure=run.failure, exit_code=run.exit_code, outputs=outputs,
         inputs=inputs_sha, environment=environment(), versions=vers, seconds=round(time.perf_counter() - t_start, 2),
         status=run.status if not passed else "passed", error=run.error, hint=run.hint,
         planned_steps=tuple(s.run for s in cfg.steps) if cfg else (), planned_gates=_planned_gates(cfg),
-        step_seconds=tuple(run.step_seconds), raised_at=run.raised_at)
-    write_reports(report, run.stage)
-    swap_in(run.stage, out, keep_steps=keep_steps, inputs=_inputs_of(cfg, config))
-    return report
+        step_seconds=tuple(run.step_seconds), raised_at=run.raised_at, packages=tuple(run.packages),
+        serve_check=run.serve_check)
+
+
+def _deploy(run: _Run) -> None:
+    """[package] then [serve_check]: each target packaged from the release being built
+    (the stage), each a gate; the served model checked last."""
+    from onnxforge.serving.check import serve_check
+    from onnxforge.serving.package import package
+
+    try:
+        for opts in run.cfg.packages:
+            res = package(run.stage, run.stage / opts.target, opts)
+            run.packages.append(res)
+            why = "; ".join([*res.problems, *(["the proof failed"] if res.proof and not res.proof.passed else [])])
+            run.gates.append(GateResult(f"package:{opts.target}", res.passed, float(res.passed), 1.0,
+                                        f"{opts.target} folder written and proved" if res.passed else why,
+                                        kind="package", model=str(run.stage / opts.target)))
+        if run.cfg.serve_check is not None:
+            target, opts = run.cfg.serve_check
+            rep = run.serve_check = serve_check(run.stage / target, opts)
+            p99 = rep.load.latency.p99 if rep.load and rep.load.latency else 0.0
+            run.gates.append(GateResult("serve_check", rep.passed, p99, opts.max_p99_ms or 0.0,
+                                        "; ".join(rep.failures) or f"served parity over {', '.join(rep.parity)}, "
+                                        f"0 errors under load, p99 {p99:.3f} ms", kind="serving", model=target))
+    except OnnxforgeError as exc:
+        run.fail(int(exc.exit_code), f"{type(exc).__name__}: {exc.message}", "error", exc.message, exc.hint)
+        return
+    if not all(g.passed for g in run.gates):
+        run.fail(1, "gate(s) failed: " + ", ".join(g.name for g in run.gates if not g.passed))
 
 
 def _planned_gates(cfg: ReleaseConfig | None) -> tuple[str, ...]:
@@ -352,6 +397,7 @@ def _planned_gates(cfg: ReleaseConfig | None) -> tuple[str, ...]:
     if lat is not None:
         names += [n for n, v in (("max_p50_ms", lat.max_p50_ms), ("max_p99_ms", lat.max_p99_ms),
                                  ("min_speedup", lat.min_speedup)) if v is not None]
+    names += [f"package:{p.target}" for p in cfg.packages] + (["serve_check"] if cfg.serve_check else [])
     return tuple(names)
 
 

@@ -22,6 +22,8 @@ KINDS = {
     "BenchmarkReport": "benchmark",
     "ReleaseReport": "release",
     "ErrorResult": "error",
+    "PackageResult": "package",
+    "ServeCheckReport": "serve-check",
 }
 
 

@@ -255,6 +255,46 @@ def _render_release(r, console) -> None:
     console.print(("[green]RELEASE PASSED[/]" if r.passed else "[red]RELEASE FAILED[/]") + f" ({r.seconds} s)")
 
 
+def _render_package(res, console) -> None:
+    if res.proof is not None:
+        _render_parity(res.proof, console)
+    for c in res.checks:
+        console.print(f"[green]ok[/] {_esc(c)}")
+    for p in res.problems:
+        console.print(f"[red]problem:[/] {_esc(p)}")
+    console.print(_esc(f"{res.target} package of {res.source}: model {res.model_name!r}, golden inputs from "
+                       f"{res.inputs_from} ({res.samples} sample(s)), {len(res.files)} file(s)"))
+    for k, v in res.tracking.items():
+        console.print(f"mlflow {_esc(k)}: {_esc(v)}")
+    for n in res.notes:
+        console.print(f"note: {_esc(n)}")
+    where = res.out_dir if res.written else "nothing written"
+    console.print(("[green]PASSED[/]" if res.passed else "[red]FAILED[/]") + f" -> {_esc(where)}")
+
+
+def _render_serve_check(rep, console) -> None:
+    for protocol, p in rep.parity.items():
+        console.print(f"served over {protocol}:")
+        _render_parity(p, console)
+    bad = [m for m in rep.malformed if not m.passed]
+    console.print(f"malformed requests: {len(rep.malformed) - len(bad)} of {len(rep.malformed)} refused as they "
+                  "should be" + (f"; [red]{len(bad)} not[/]" if bad else ""))
+    load = rep.load
+    if load is not None and load.latency is not None:
+        L = load.latency
+        ip = rep.in_process.p50 if rep.in_process else None
+        console.print(_esc(f"load ({load.protocol}, concurrency {load.concurrency}, {load.duration_s:g} s): "
+                           f"{load.requests} requests, {load.errors} errors, {load.throughput:.4g} req/s; served "
+                           f"p50 {L.p50:.4g} ms, p90 {L.p90:.4g}, p99 {L.p99:.4g}"
+                           + (f"; in-process p50 {ip:.4g} ms, overhead {rep.overhead_ms:.4g} ms" if ip else "")))
+    console.print(_esc(f"{rep.server}, ready in {rep.startup_s} s; stopped: {'yes' if rep.stopped else 'NO'}"))
+    for f in rep.failures:
+        console.print(f"[red]failure:[/] {_esc(f)}")
+    for n in rep.notes:
+        console.print(f"note: {_esc(n)}")
+    console.print("[green]PASSED[/]" if rep.passed else "[red]FAILED[/]")
+
+
 def _render_generic(result, console) -> None:
     console.print_json(json.dumps(to_jsonable(result), allow_nan=False))
 
@@ -265,6 +305,8 @@ _RENDERERS: dict[str, Callable] = {
     "StepResult": _render_step,
     "BenchmarkReport": _render_benchmark,
     "ReleaseReport": _render_release,
+    "PackageResult": _render_package,
+    "ServeCheckReport": _render_serve_check,
 }
 
 

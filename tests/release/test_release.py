@@ -19,8 +19,13 @@ pytestmark = pytest.mark.slow  # runs whole releases
 UNTIMED = {"provider": "cpu", "dims": {"batch": 64}, "max_p50_ms": 1000.0, "min_speedup": 0.01, "seconds": 0.5}
 
 
-def untimed_example(folder) -> str:
-    return _config(folder, lambda c: c["gates"].update(latency=dict(UNTIMED)))
+def untimed_example(folder, package: bool = False) -> str:
+    def change(c):
+        c["gates"].update(latency=dict(UNTIMED))
+        if package:
+            c["package"] = {"targets": ["mlflow", "mlserver", "triton"]}
+
+    return _config(folder, change)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +35,10 @@ def example_run(tmp_path_factory):
     from onnxforge.cli.app import main
 
     out = tmp_path_factory.mktemp("rel")
-    cfg = untimed_example(tmp_path_factory.mktemp("cfg"))
+    import importlib.util
+
+    serve = all(importlib.util.find_spec(m) for m in ("mlserver", "mlflow", "tritonclient"))
+    cfg = untimed_example(tmp_path_factory.mktemp("cfg"), package=serve)
     summary = out / "summary.md"
     import os
 
@@ -48,6 +56,9 @@ def test_example_release_passes_and_writes_everything(example_run):
     assert code == 0, (a / "report.md").read_text()
     for name in ("model.onnx", "manifest.json", "report.json", "report.md", "junit.xml"):
         assert (a / name).is_file(), name
+    if (a / "mlserver").exists():  # the README's release ends with deployable folders
+        assert (a / "mlserver" / "model-settings.json").is_file() and (a / "mlflow" / "MLmodel").is_file()
+        assert list((a / "triton").glob("*/config.pbtxt"))
     assert sorted(p.name for p in (a / "steps").iterdir()) == ["00-convert.onnx", "01-simplify.onnx", "02-quantize-static.onnx"]
     env = json.loads((a / "report.json").read_text())
     assert env["kind"] == "release" and env["schema_version"] == 1

@@ -1,0 +1,68 @@
+"""A release that ends with deployable folders: [package] writes the MLflow model, the
+MLServer folder and the Triton repository into the release, [serve_check] serves the
+MLServer one for real and is a gate; the CLI's package and serve-check do the same."""
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+
+import pytest
+from serve_models import SK_EXAMPLE, requires_serve
+
+from conftest import json_result as result
+
+pytestmark = [requires_serve, pytest.mark.slow]
+
+
+def _config(tmp_path, extra: str) -> str:
+    src = tmp_path / "src"
+    shutil.copytree(SK_EXAMPLE, src)
+    text = (src / "release.toml").read_text().replace('latency = { provider = "cpu",',
+                                                        'latency = { provider = "cpu", seconds = 0.3,')
+    (src / "release.toml").write_text(text + extra)
+    return src / "release.toml"
+
+
+def test_release_packages_and_serve_checks(cli, tmp_path):
+    cfg = _config(tmp_path, '\n[package]\ntargets = ["mlflow", "mlserver", "triton"]\nthreads = 1\n\n'
+                            '[serve_check]\ntarget = "mlserver"\nduration = 0.5\nconcurrency = 1\n')
+    out = tmp_path / "rel"
+    r = cli("release", cfg, "-o", out, "--json")
+    assert r.code == 0, r.err + r.out
+    rep = result(r)
+    gates = {g["name"]: g for g in rep["gates"]}
+    assert all(gates[f"package:{t}"]["passed"] for t in ("mlflow", "mlserver", "triton"))
+    assert gates["serve_check"]["passed"] and rep["serve_check"]["parity"]["grpc"]["passed"]
+    assert (out / "mlserver" / "model-settings.json").is_file() and (out / "mlflow" / "MLmodel").is_file()
+    assert (out / "triton" / "model" / "config.pbtxt").is_file() or list((out / "triton").glob("*/config.pbtxt"))
+    cases = {c.get("name") for c in ET.parse(out / "junit.xml").getroot().iter("testcase")}
+    assert {"package:mlflow", "package:mlserver", "package:triton", "serve_check"} <= cases
+    # the folder a release wrote is served as the README says
+    r = cli("serve-check", out / "mlserver", "--duration", "0.3", "--concurrency", "1", "--protocol", "rest", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["kind"] == "serve-check"
+
+
+def test_package_config_is_checked_before_work(cli, tmp_path):
+    cfg = _config(tmp_path, '\n[package]\ntargets = ["docker"]\n')
+    r = cli("release", cfg, "-o", tmp_path / "a")
+    assert r.code == 2 and "package.targets" in r.err
+    cfg = _config(tmp_path / "b", '\n[package]\ntargets = ["triton"]\n\n[serve_check]\ntarget = "mlserver"\n')
+    r = cli("release", cfg, "-o", tmp_path / "b" / "out")
+    assert r.code == 2 and "not packaged" in r.err
+    cfg = _config(tmp_path / "c", '\n[package]\ntargets = ["mlserver"]\nforce = true\n')
+    r = cli("release", cfg, "-o", tmp_path / "c" / "out")
+    assert r.code == 2 and "unknown key package.force" in r.err
+
+
+def test_cli_package_three_targets(cli, tmp_path):
+    import onnxforge
+
+    res = onnxforge.convert_sklearn(SK_EXAMPLE / "model.skops", tmp_path / "m.onnx", sample=str(SK_EXAMPLE / "sample.npy"))
+    assert res.passed
+    for target in ("mlflow", "mlserver", "triton"):
+        r = cli("package", tmp_path / "m.onnx", "-o", tmp_path / target, "--target", target, "--json")
+        assert r.code == 0, r.err
+        assert result(r)["target"] == target
+    r = cli("package", tmp_path / "m.onnx", "-o", tmp_path / "mlserver", "--target", "mlserver")
+    assert r.code == 3 and "--force" in r.err
