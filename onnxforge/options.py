@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import typing
 from dataclasses import dataclass, field
@@ -151,8 +152,15 @@ def _type_hint(cls, key: str) -> str | None:
 
 def type_text(cls, name: str) -> str:
     """A field's type in words, for hints and the README."""
-    hint = typing.get_type_hints(cls, include_extras=True)[name]
-    return _words(hint)
+    return _words(_hints(cls)[name])
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    """A class's resolved field types, once per class: get_type_hints evaluates every
+    string annotation again on each call, and building the CLI asks ~500 times
+    (it was most of `onnxforge --help`'s start-up)."""
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _words(t) -> str:
@@ -179,7 +187,7 @@ def _words(t) -> str:
 
 def base_type(cls, name: str):
     """The field's type without Optional and bounds: what the CLI parses it as."""
-    t = typing.get_type_hints(cls, include_extras=True)[name]
+    t = _hints(cls)[name]
     while True:
         origin = typing.get_origin(t)
         args = typing.get_args(t)
