@@ -50,6 +50,14 @@ class Opt:
     check: Callable[[Any], None] | None = None  # raises UsageError on a bad value (after types)
     path: bool = False  # a file path: resolved against the config file's folder in a TOML
     example: tuple[str, ...] = ()  # CLI arguments that set a non-default value (tests, README)
+    # Other spellings users bring from Polygraphy, onnxsim, skl2onnx, Optimum: more CLI
+    # flags for the same field ("--input-shapes"); "--target-opset" is also the key
+    # target_opset in a TOML table and a keyword in Python.
+    aliases: tuple[str, ...] = ()
+    # Several values after one flag, as Polygraphy and onnxsim write them
+    # (--atol 1e-5 out0:1e-4): a token after the flag's value that passes this test is
+    # taken as one more value (cli/app.py repeats the flag before it for Click).
+    several: Callable[[str], bool] | None = None
 
 
 def option(default: Any, help: str, **meta) -> Any:
@@ -66,6 +74,30 @@ def fields_of(cls) -> list[tuple[dataclasses.Field, Opt]]:
 
 def flag_of(f: dataclasses.Field, o: Opt) -> str:
     return o.flag or "--" + f.name.replace("_", "-")
+
+
+def alias_keys(f: dataclasses.Field, o: Opt) -> tuple[str, ...]:
+    """Other TOML keys and Python keywords for a field, from its flags: the field
+    target_opset (flag --opset) also answers to ``opset``, and opset (alias
+    --target-opset) to ``target_opset``. Only for fields in the step's own table."""
+    if o.toml != "" or not o.aliases:
+        return ()
+    flags = [flag_of(f, o).split("/")[0], *o.aliases]
+    keys = (a[2:].replace("-", "_") for a in flags if a.startswith("--"))
+    return tuple(dict.fromkeys(k for k in keys if k != f.name))
+
+
+def rename_aliases(cls, values: Mapping[str, Any], name=lambda k: k) -> dict[str, Any]:
+    """``values`` with alias keys renamed to their field; a field given under two names
+    is refused (which one would win is not something to guess)."""
+    out = dict(values)
+    for f, o in fields_of(cls):
+        for key in alias_keys(f, o):
+            if key in out:
+                if f.name in out:
+                    raise UsageError(f"{name(f.name)} and {name(key)} set the same option; give one")
+                out[f.name] = out.pop(key)
+    return out
 
 
 def default_of(f: dataclasses.Field):
@@ -107,6 +139,7 @@ def validate_options(cls, values: Mapping[str, Any], where: str = "", *, keys: M
             return keys[k]
         return f"{where}.{k}" if where else k
 
+    values = rename_aliases(cls, values, name)
     for k in values:
         if k not in allowed:
             raise UsageError(f"unknown option {name(k)}", hint=suggest(k, allowed))

@@ -77,6 +77,37 @@ def _hoist(args: list[str]) -> list[str]:
     return flags + [a for a in args if a not in _ANYWHERE]
 
 
+def _several_values(args: list[str]) -> list[str]:
+    """Polygraphy and onnxsim write several values after one flag (``--atol 1e-5
+    out0:1e-4``, ``--input-shapes a:[1,8] b:[1,4]``); Click takes one value per flag, so
+    the flag is repeated before each further value. A following token is a value only
+    when it reads as one (a number, NAME:NUMBER, NAME:DIMS), so positional arguments
+    after the values stay positional."""
+    from onnxforge.cli.common import several_values_flags
+    from onnxforge.cli.stepcmd import several_values_flags as step_flags
+
+    flags = {**step_flags(), **several_values_flags()}
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        out.append(a)
+        i += 1
+        if a == "--":
+            return out + args[i:]
+        flag = a.split("=", 1)[0]
+        test = flags.get(flag)
+        if test is None:
+            continue
+        if "=" not in a and i < len(args):  # the flag's own value
+            out.append(args[i])
+            i += 1
+        while i < len(args) and test(args[i]):
+            out += [flag, args[i]]
+            i += 1
+    return out
+
+
 def _report_path(args: list[str]) -> str | None:
     for i, a in enumerate(args):
         if a == "--report" and i + 1 < len(args):
@@ -93,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from onnxforge.cli.common import Terminated, write_error_report
     from onnxforge.fileio import remove_created_dirs
 
-    args = _hoist(sys.argv[1:] if argv is None else list(argv))
+    args = _several_values(_hoist(sys.argv[1:] if argv is None else list(argv)))
     debug = "--debug" in args
     command = typer.main.get_command(app)
 

@@ -5,7 +5,8 @@ from typing import Annotated, Optional
 import typer
 
 from onnxforge.cli.common import (
-    DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ValRangeOpt, check_outputs, emit, number, wants_json,
+    DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ShapeOpt, ValRangeOpt, check_outputs, emit, number,
+    wants_json,
 )
 
 
@@ -22,19 +23,19 @@ def _parse_regression(text: str) -> float:
 
 def benchmark_cmd(
     models: Annotated[list[str], typer.Argument(help="ONNX models; the first is the reference for speed-ups.", metavar="MODEL...")],
-    provider: Annotated[Optional[list[str]], typer.Option("--provider", help="cpu, cuda, tensorrt, openvino, dml (repeatable: one row each).")] = None,
+    provider: Annotated[Optional[list[str]], typer.Option("--provider", "-e", help="cpu, cuda, tensorrt, openvino, dml (repeatable: one row each).")] = None,
     provider_option: Annotated[Optional[list[str]], typer.Option("--provider-option", help="EP option PROVIDER:KEY=VALUE, e.g. cuda:device_id=1.", metavar="P:K=V")] = None,
     dim: DimOpt = None,
-    shape: Annotated[Optional[list[str]], typer.Option("--shape", help="Input shape NAME:DIMS, e.g. x:8x3x224x224.", metavar="NAME:DIMS")] = None,
+    shape: ShapeOpt = None,
     batch: Annotated[Optional[str], typer.Option("--batch", help="Sweep the leading dim: 1,8,32.", metavar="N[,N...]")] = None,
     inputs: InputsOpt = None,
     seed: SeedOpt = 0,
     val_range: ValRangeOpt = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads (default: the container's CPU quota).", min=1)] = None,
-    inter_threads: Annotated[Optional[int], typer.Option("--inter-threads", help="Inter-op threads.", min=1)] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", "-x", help="Intra-op threads (default: the container's CPU quota).", min=1)] = None,
+    inter_threads: Annotated[Optional[int], typer.Option("--inter-threads", "-y", help="Inter-op threads.", min=1)] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per row first.", min=0)] = 10,
-    iterations: Annotated[Optional[int], typer.Option("--iterations", help="Timed runs per row.", min=1)] = None,
-    duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds of timed runs (default 2; at least 10 rounds).", callback=number(0, above=True))] = None,
+    iterations: Annotated[Optional[int], typer.Option("--iterations", "-r", help="Timed runs per row.", min=1)] = None,
+    duration: Annotated[Optional[float], typer.Option("--duration", "-t", help="Seconds of timed runs (default 2; at least 10 rounds).", callback=number(0, above=True))] = None,
     io_binding: Annotated[bool, typer.Option("--io-binding", help="Keep inputs/outputs on the device: copies are not timed.")] = False,
     placement: Annotated[bool, typer.Option("--placement", help="Report how many nodes each provider ran (from ORT's profiler).")] = False,
     spinning: Annotated[Optional[bool], typer.Option("--spinning/--no-spinning", help="Intra-op thread spinning (default: off with several rows).")] = None,

@@ -63,12 +63,30 @@ SamplesOpt = Annotated[int, typer.Option("--samples", help="Number of random inp
 ProviderOpt = Annotated[str, typer.Option("--provider", help="Execution provider: cpu, cuda, tensorrt, openvino, dml.")]
 AtolOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--atol", help="Absolute tolerance, with per-output overrides: --atol 1e-4 --atol logits:1e-3.", metavar="[NAME:]VALUE"),
+    typer.Option("--atol", help="Absolute tolerance, with per-output overrides: --atol 1e-4 logits:1e-3.", metavar="[NAME:]VALUE"),
 ]
 RtolOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--rtol", help="Relative tolerance, with per-output overrides.", metavar="[NAME:]VALUE"),
+    typer.Option("--rtol", help="Relative tolerance, with per-output overrides: --rtol 1e-3 logits:1e-2.", metavar="[NAME:]VALUE"),
 ]
+# onnxsim's --overwrite-input-shape and Polygraphy's --input-shapes are --shape.
+ShapeOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--shape", "--input-shapes", "--overwrite-input-shape",
+                 help="Input shape NAME:DIMS, e.g. x:8x3x224x224 or x:[8,3,224,224] (several may follow one flag).",
+                 metavar="NAME:DIMS"),
+]
+
+
+def several_values_flags() -> dict:
+    """Flags of the hand-written commands (validate, benchmark) that take several values
+    after one flag, as Polygraphy and onnxsim write them (``--atol 1e-5 out0:1e-4``),
+    with the test a following token must pass to be one more value. The step commands
+    declare theirs in the registry (Opt.several)."""
+    from onnxforge.specs import is_per_output_value, is_shape_value
+
+    return {"--atol": is_per_output_value, "--rtol": is_per_output_value, "--shape": is_shape_value,
+            "--input-shapes": is_shape_value, "--overwrite-input-shape": is_shape_value}
 
 
 def check_outputs(force: bool, inputs, **outputs) -> None:

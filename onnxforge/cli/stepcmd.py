@@ -68,9 +68,23 @@ def _param(cls, f, o) -> inspect.Parameter:
     if base_type(cls, f.name) is bool and "/" not in decl:
         decl = f"{decl}/--no-{decl[2:]}"
     metavar = None if base_type(cls, f.name) is bool else _metavar(cls, f, o)
-    info = typer.Option(decl, help=_help(cls, f, o), metavar=metavar, show_default=False)
+    info = typer.Option(decl, *o.aliases, help=_help(cls, f, o), metavar=metavar, show_default=False)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[_cli_type(cls, f, o), info])
+
+
+def several_values_flags() -> dict[str, Any]:
+    """Flags of the step commands that take several values after them (--atol 1e-5
+    out0:1e-4), every spelling, with the test a following token must pass."""
+    from onnxforge.registry import TOOLS
+
+    out = {}
+    for step in (*STEPS.values(), *TOOLS.values()):
+        for f, o in fields_of(step.options):
+            if o.several is not None:
+                for flag in (flag_of(f, o), *o.aliases):
+                    out[flag] = o.several
+    return out
 
 
 def options_from_cli(step: StepDef, given: dict[str, Any]):

@@ -23,7 +23,7 @@ def validate_cmd(
     val_range: ValRangeOpt = None,
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
-    check_stat: Annotated[str, typer.Option("--check-stat", help="Statistic that must be within tolerance: elementwise, max, mean, p99.")] = "elementwise",
+    check_stat: Annotated[str, typer.Option("--check-stat", "--check-error-stat", help="Statistic that must be within tolerance: elementwise (elemwise), max, mean, median, p99.", metavar="STAT")] = "elementwise",
     min_cosine: Annotated[Optional[float], typer.Option("--min-cosine", help="Fail an output whose cosine similarity is below this.", callback=number(-1, 1))] = None,
     min_agreement: Annotated[Optional[float], typer.Option("--min-agreement", help="Fraction of labels (or top-1 classes with --task classification) that must agree.", callback=number(0, 1))] = None,
     task: Annotated[Optional[str], typer.Option("--task", help="classification: also report top-1 / top-k agreement of score outputs.")] = None,

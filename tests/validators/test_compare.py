@@ -36,6 +36,8 @@ def test_statistics_on_hand_made_case():
     ("max", 0.5, 0.0, True), ("max", 0.4, 0.0, False),
     ("mean", 0.151, 0.0, True), ("mean", 0.1, 0.0, False),
     ("p99", 0.49, 0.0, True), ("p99", 0.3, 0.0, False),
+    ("median", 0.051, 0.0, True), ("median", 0.04, 0.0, False),  # errors 0, 0.5, 0, 0.1: median 0.05
+    ("elemwise", 0.5, 0.0, True), ("elemwise", 0.4, 0.0, False),  # Polygraphy's name for elementwise
 ])
 def test_check_stats(stat, atol, rtol, passed):
     ref = np.array([1.0, 2.0, 4.0, 3.0])
@@ -44,8 +46,9 @@ def test_check_stats(stat, atol, rtol, passed):
 
 
 def test_unknown_check_stat():
-    with pytest.raises(UsageError):
-        compare_output("y", [np.zeros(1)], [np.zeros(1)], atol=0, rtol=0, check_stat="median")
+    with pytest.raises(UsageError) as e:
+        compare_output("y", [np.zeros(1)], [np.zeros(1)], atol=0, rtol=0, check_stat="quantile")
+    assert "median" in e.value.hint  # the hint lists the statistics
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
