@@ -51,6 +51,7 @@ def benchmark_cmd(
     report: ReportOpt = None,
 ) -> None:
     """Measure latency on ONNX Runtime providers (interleaved rows, confidence intervals, CI gates)."""
+    from onnxforge.progress import task
     from onnxforge.specs import parse_dims, parse_key_values, parse_shape_text, parse_val_ranges
     from onnxforge.validators.benchmark import benchmark
 
@@ -76,12 +77,13 @@ def benchmark_cmd(
         if not sep:
             raise typer.BadParameter(f"{item!r}: write PROVIDER:KEY=VALUE", param_hint="--provider-option")
         popts.setdefault(prov, {}).update(parse_key_values([kv], "--provider-option"))
-    res = benchmark(
-        models, providers=provider or ["cpu"], provider_options=popts, dims=parse_dims(dim or []), shapes=shapes,
-        batches=batches, inputs=str(inputs) if inputs else None, seed=seed,
-        val_ranges=parse_val_ranges(val_range or []), threads=threads, inter_threads=inter_threads, warmup=warmup,
-        iterations=iterations, duration=duration, io_binding=io_binding, placement=placement, spinning=spinning,
-        save_latencies=save_latencies, max_p50_ms=max_p50_ms, max_p99_ms=max_p99_ms, min_speedup=min_speedup,
-        baseline=baseline, max_regression=_parse_regression(max_regression),
-    )
+    with task("benchmark"):
+        res = benchmark(
+            models, providers=provider or ["cpu"], provider_options=popts, dims=parse_dims(dim or []),
+            shapes=shapes, batches=batches, inputs=str(inputs) if inputs else None, seed=seed,
+            val_ranges=parse_val_ranges(val_range or []), threads=threads, inter_threads=inter_threads,
+            warmup=warmup, iterations=iterations, duration=duration, io_binding=io_binding, placement=placement,
+            spinning=spinning, save_latencies=save_latencies, max_p50_ms=max_p50_ms, max_p99_ms=max_p99_ms,
+            min_speedup=min_speedup, baseline=baseline, max_regression=_parse_regression(max_regression),
+        )
     emit(res, as_json=as_json, report=report, passed=res.passed)

@@ -83,10 +83,19 @@ def several_values_flags() -> dict:
     after one flag, as Polygraphy and onnxsim write them (``--atol 1e-5 out0:1e-4``),
     with the test a following token must pass to be one more value. The step commands
     declare theirs in the registry (Opt.several)."""
-    from onnxforge.specs import is_per_output_value, is_shape_value
 
-    return {"--atol": is_per_output_value, "--rtol": is_per_output_value, "--shape": is_shape_value,
-            "--input-shapes": is_shape_value, "--overwrite-input-shape": is_shape_value}
+    def tolerance(text: str) -> bool:  # specs is imported only when one of these flags is on the line
+        from onnxforge.specs import is_per_output_value
+
+        return is_per_output_value(text)
+
+    def shape(text: str) -> bool:
+        from onnxforge.specs import is_shape_value
+
+        return is_shape_value(text)
+
+    return {"--atol": tolerance, "--rtol": tolerance, "--shape": shape, "--input-shapes": shape,
+            "--overwrite-input-shape": shape}
 
 
 def check_outputs(force: bool, inputs, **outputs) -> None:
@@ -162,6 +171,19 @@ def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True
         raise typer.Exit(int(ExitCode.CHECK_FAILED))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when the record comes: a live progress display
+    swaps it so log lines print above the status line (and pytest's capture swaps it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property decides
+        pass
+
+
 def setup_logging(verbosity: int) -> None:
     from onnxforge.logs import set_verbosity
 
@@ -169,7 +191,7 @@ def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     if verbosity < 0:
         level = logging.ERROR
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if verbosity > 1 else "%(message)s"))
     root = logging.getLogger("onnxforge")
     root.handlers[:] = [handler]

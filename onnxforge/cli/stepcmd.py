@@ -17,6 +17,7 @@ import typer
 from onnxforge.cli.common import (FormatOpt, JsonOpt, OutputOpt, PrintStepOpt, ReportOpt, check_outputs, emit,
                                   wants_json)
 from onnxforge.errors import UsageError
+from onnxforge.progress import task
 from onnxforge.options import (Opt, base_type, choices_of, default_of, fields_of, flag_of, non_defaults, toml_key,
                                toml_place, toml_value, validate_options)
 from onnxforge.registry import STEPS, StepDef
@@ -176,7 +177,8 @@ def step_command(name: str):
         if report is not None and output is not None and Path(report).resolve() == Path(output).resolve():
             raise UsageError(f"--report and --output name the same file {output}", hint="give each its own path")
         fn = function_of(step)
-        res = fn(source, Path(output), options) if step.output else fn(source, options)
+        with task(name.replace(".", " ")):  # "convert torch", "quantize static", "serve-check"
+            res = fn(source, Path(output), options) if step.output else fn(source, options)
         emit(res, as_json=as_json, report=report, passed=res.passed)
 
     command.__signature__ = inspect.Signature(params)

@@ -42,6 +42,7 @@ def validate_cmd(
     report: ReportOpt = None,
 ) -> None:
     """Compare two models' outputs on the same inputs; exit 1 when they differ past tolerance."""
+    from onnxforge.progress import task as progress
     from onnxforge.specs import parse_dims, parse_key_values, parse_per_output, parse_val_ranges
     from onnxforge.validators.compare import make_tolerance
     from onnxforge.validators.parity import validate
@@ -51,16 +52,17 @@ def validate_cmd(
                   save_outputs=save_outputs)
     if task not in (None, "classification", "regression"):
         raise typer.BadParameter("use classification or regression", param_hint="--task")
-    result = validate(
-        reference, candidate,
-        inputs=str(inputs) if inputs else None, samples=samples, seed=seed,
-        dims=parse_dims(dim or []), val_ranges=parse_val_ranges(val_range or []),
-        provider=provider, ref_provider=ref_provider,
-        tolerance=make_tolerance(parse_per_output(atol or [], "--atol"), parse_per_output(rtol or [], "--rtol")),
-        check_stat=check_stat, min_cosine=min_cosine, min_agreement=min_agreement, task=task, top_k=top_k,
-        input_map=parse_key_values(map_ or [], "--map"), localize=localize,
-        save_inputs=str(save_inputs) if save_inputs else None,
-        save_outputs=str(save_outputs) if save_outputs else None, threads=threads,
-        source_options={"trust_pickle": trust_pickle, "weights": weights, "trust": tuple(trust or ())},
-    )
+    with progress("validate"):
+        result = validate(
+            reference, candidate,
+            inputs=str(inputs) if inputs else None, samples=samples, seed=seed,
+            dims=parse_dims(dim or []), val_ranges=parse_val_ranges(val_range or []),
+            provider=provider, ref_provider=ref_provider,
+            tolerance=make_tolerance(parse_per_output(atol or [], "--atol"), parse_per_output(rtol or [], "--rtol")),
+            check_stat=check_stat, min_cosine=min_cosine, min_agreement=min_agreement, task=task, top_k=top_k,
+            input_map=parse_key_values(map_ or [], "--map"), localize=localize,
+            save_inputs=str(save_inputs) if save_inputs else None,
+            save_outputs=str(save_outputs) if save_outputs else None, threads=threads,
+            source_options={"trust_pickle": trust_pickle, "weights": weights, "trust": tuple(trust or ())},
+        )
     emit(result, as_json=as_json, report=report, passed=result.passed)

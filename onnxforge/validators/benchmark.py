@@ -219,7 +219,7 @@ def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: f
     deadline = None if iterations is not None else time.perf_counter() + seconds
     t0 = time.perf_counter()
     rounds = 0
-    with task("benchmark", total=iterations if iterations is not None else seconds) as bar:
+    with task(f"timing {len(rows)} row(s)", total=iterations if iterations is not None else seconds, detail=True) as bar:
         while True:
             for i, r in enumerate(rows):
                 lat[i].append(r.once())

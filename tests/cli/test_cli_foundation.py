@@ -188,3 +188,21 @@ def test_completion_of_commands_and_options():
     assert _complete("onnxforge vali") == ["validate"]
     assert set(_complete("onnxforge quantize ")) >= {"dynamic", "static", "fp16"}
     assert "--calibration" in _complete("onnxforge quantize static --cal")
+
+
+def test_command_table_matches_the_commands():
+    """`onnxforge --help` lists the commands from a table, without building them: the
+    table's one-line help must be each command's own, and building one builds only it."""
+    import typer
+    from typer._click.utils import make_default_short_help
+
+    from onnxforge.cli.app import COMMANDS, app, build_command
+
+    group = typer.main.get_command(app)
+    assert group.list_commands(None) == list(COMMANDS)
+    assert dict.keys(group.commands) == set()  # nothing built yet
+    for name, (_, short) in COMMANDS.items():
+        cmd = build_command(name)
+        assert cmd.get_short_help_str(10_000) == make_default_short_help(short, 10_000), name
+    group.get_command(None, "inspect")
+    assert set(dict.keys(group.commands)) == {"inspect"}
