@@ -149,9 +149,11 @@ def console(stderr: bool = False):
 
     stream = sys.stderr if stderr else sys.stdout
     plain = not stream.isatty()
-    # Logs and CI capture: no colour, no wrapping at 80 columns.
-    return Console(file=stream, no_color=plain or "NO_COLOR" in os.environ, width=200 if plain else None,
-                   highlight=False, soft_wrap=False)
+    # Logs and CI capture: no colour, 200 columns (tables show their wide layout) unless
+    # COLUMNS says otherwise; a terminal: its own width.
+    width = 200 if plain and not os.environ.get("COLUMNS", "").isdigit() else None
+    return Console(file=stream, no_color=plain or "NO_COLOR" in os.environ, width=width, highlight=False,
+                   soft_wrap=False)
 
 
 def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True, kind: str | None = None) -> None:
@@ -166,7 +168,7 @@ def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True
         sys.stdout.write(rep.dumps(result, kind) + "\n")
         sys.stdout.flush()
     else:
-        render(result, console())
+        render(result, console(), verbose=STATE.verbosity >= 1)
     if not passed:
         raise typer.Exit(int(ExitCode.CHECK_FAILED))
 

@@ -129,6 +129,30 @@ def _verdict(err, rel, within, check_stat, atol, rtol, max_abs) -> tuple[bool, s
                                       f"{sr:.3g} > rtol {rtol:g}")
 
 
+ERROR_BINS = 12
+
+
+def error_histogram(err, bins: int = ERROR_BINS) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Counts of absolute errors between log-spaced edges: errors span decades (1e-9 from
+    reordered sums, 1e-2 from quantization), so equal-width bins would put all but the
+    largest in the first. The first bin, [0, smallest nonzero error), holds the exact
+    matches. Small on purpose: 12 bins per output in every parity report."""
+    import numpy as np
+
+    if err.size == 0:
+        return (), ()
+    pos = err[err > 0]
+    if pos.size == 0:
+        return (int(err.size),), (0.0, 0.0)
+    lo, hi = float(pos.min()), float(pos.max())
+    if hi <= lo:  # every nonzero error is the same value
+        return (int(err.size - pos.size), int(pos.size)), (0.0, lo, hi)
+    edges = np.concatenate([[0.0], np.logspace(np.log10(lo), np.log10(hi), bins)])
+    edges[-1] = hi  # logspace may land a hair below the largest error
+    counts, _ = np.histogram(err, bins=edges)
+    return tuple(int(c) for c in counts), tuple(float(e) for e in edges)
+
+
 def _top_k(ref_list, cand_list, top_k: int) -> tuple[float, float]:
     """(top-1 agreement, top-k agreement) of score outputs, over the last axis."""
     import numpy as np
@@ -200,10 +224,12 @@ def compare_output(
         if min_agreement is not None and label_agreement < min_agreement:
             passed = False
             messages.append(f"top-1 agreement {label_agreement:.4f} < {min_agreement:g}")
+    counts, edges = error_histogram(err)
     return OutputDiff(name, max_abs, float(rel.max()) if rel.size else 0.0, float(err.mean()) if err.size else 0.0,
                       float(np.quantile(err, 0.99)) if err.size else 0.0, float(mismatch), cosine, bool(passed),
                       shape=shape, atol=atol, rtol=rtol, label_agreement=label_agreement, topk_agreement=topk,
-                      nonfinite="; ".join(notes), message="; ".join(messages))
+                      nonfinite="; ".join(notes), message="; ".join(messages), error_histogram=counts,
+                      error_edges=edges)
 
 
 def compare(
