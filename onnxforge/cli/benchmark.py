@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from onnxforge.cli.common import (
-    DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ShapeOpt, ValRangeOpt, check_outputs, emit, number,
+    DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ShapeOpt, ValRangeOpt, check_outputs, emit, number,
     wants_json,
 )
 
@@ -49,6 +49,7 @@ def benchmark_cmd(
     json_: JsonOpt = False,
     fmt: FormatOpt = "table",
     report: ReportOpt = None,
+    html: HtmlOpt = None,
 ) -> None:
     """Measure latency on ONNX Runtime providers (interleaved rows, confidence intervals, CI gates)."""
     from onnxforge.progress import task
@@ -56,7 +57,7 @@ def benchmark_cmd(
     from onnxforge.validators.benchmark import benchmark
 
     as_json = wants_json(json_, fmt)
-    check_outputs(force, (*models, inputs, baseline), report=report)
+    check_outputs(force, (*models, inputs, baseline), report=report, html=html)
     batches = None
     if batch:
         try:
@@ -86,4 +87,4 @@ def benchmark_cmd(
             spinning=spinning, save_latencies=save_latencies, max_p50_ms=max_p50_ms, max_p99_ms=max_p99_ms,
             min_speedup=min_speedup, baseline=baseline, max_regression=_parse_regression(max_regression),
         )
-    emit(res, as_json=as_json, report=report, passed=res.passed)
+    emit(res, as_json=as_json, report=report, passed=res.passed, html=html)

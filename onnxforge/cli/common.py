@@ -41,6 +41,10 @@ FormatOpt = Annotated[
 ReportOpt = Annotated[
     Optional[Path], typer.Option("--report", help="Also write the JSON envelope to this file (pass or fail).", metavar="PATH")
 ]
+HtmlOpt = Annotated[
+    Optional[Path], typer.Option("--html", help="Also write an HTML report with figures to this file (one "
+                                                "self-contained file; pass or fail).", metavar="PATH")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs (never an input).")]
 OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="Where to write the model (for package: the folder).", metavar="PATH")]
 InputSpecOpt = Annotated[
@@ -156,14 +160,20 @@ def console(stderr: bool = False):
                    soft_wrap=False)
 
 
-def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True, kind: str | None = None) -> None:
-    """Print the result (JSON only, or a table), write --report, and exit 1 on a failed check."""
+def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True, kind: str | None = None,
+         html: Path | None = None) -> None:
+    """Print the result (JSON only, or a table), write --report and --html, and exit 1 on
+    a failed check."""
     from onnxforge import report as rep
     from onnxforge.report.tables import render
 
     if report is not None:
         rep.write_report(str(report), result, kind)
         STATE.report_written = True
+    if html is not None:
+        from onnxforge.report.html import write_html
+
+        write_html(html, result)
     if as_json:
         sys.stdout.write(rep.dumps(result, kind) + "\n")
         sys.stdout.flush()

@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 import typer
 
 from onnxforge.cli.common import (
-    AtolOpt, DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, RtolOpt, SamplesOpt, SeedOpt, TrustPickleOpt,
-    ValRangeOpt, check_outputs, emit, number, wants_json,
+    AtolOpt, DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, RtolOpt, SamplesOpt, SeedOpt,
+    TrustPickleOpt, ValRangeOpt, check_outputs, emit, number, wants_json,
 )
 
 
@@ -40,6 +40,7 @@ def validate_cmd(
     json_: JsonOpt = False,
     fmt: FormatOpt = "table",
     report: ReportOpt = None,
+    html: HtmlOpt = None,
 ) -> None:
     """Compare two models' outputs on the same inputs; exit 1 when they differ past tolerance."""
     from onnxforge.progress import task as progress
@@ -49,7 +50,7 @@ def validate_cmd(
 
     as_json = wants_json(json_, fmt)
     check_outputs(force, (reference, candidate, inputs, weights), report=report, save_inputs=save_inputs,
-                  save_outputs=save_outputs)
+                  save_outputs=save_outputs, html=html)
     if task not in (None, "classification", "regression"):
         raise typer.BadParameter("use classification or regression", param_hint="--task")
     with progress("validate"):
@@ -65,4 +66,4 @@ def validate_cmd(
             save_outputs=str(save_outputs) if save_outputs else None, threads=threads,
             source_options={"trust_pickle": trust_pickle, "weights": weights, "trust": tuple(trust or ())},
         )
-    emit(result, as_json=as_json, report=report, passed=result.passed)
+    emit(result, as_json=as_json, report=report, passed=result.passed, html=html)

@@ -6,7 +6,7 @@ validation inputs (the parity ledger), so error that accumulates across steps is
 caught, not only each step against the one before. The final model is benchmarked
 against the first ONNX model, the gates are evaluated, and OUT_DIR receives
 model.onnx (only when every gate passes), manifest.json, report.json, report.md
-(also appended to $GITHUB_STEP_SUMMARY) and junit.xml (publish.py). Seeds are fixed
+(also appended to $GITHUB_STEP_SUMMARY), report.html and junit.xml (publish.py). Seeds are fixed
 and nothing time-dependent goes into the model, so the same inputs give the same
 model bytes.
 """

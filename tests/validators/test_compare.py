@@ -119,3 +119,19 @@ def test_parse_tolerances_rejects_garbage():
     with pytest.raises(UsageError):
         parse_tolerances(["-1"], None)
     assert math.isinf(parse_tolerances(["inf"], None).atol)
+
+
+def test_error_histogram_per_output():
+    """Log-spaced edges over the abs error; the first bin [0, smallest error) holds the exact matches."""
+    ref = np.zeros(1000)
+    cand = np.r_[np.zeros(100), np.logspace(-9, -2, 900)]
+    d = compare_output("y", [ref], [cand], atol=1e-4, rtol=0)
+    assert len(d.error_edges) == len(d.error_histogram) + 1 and sum(d.error_histogram) == 1000
+    assert d.error_edges[0] == 0 and d.error_histogram[0] == 100
+    assert d.error_edges[1] == pytest.approx(1e-9) and d.error_edges[-1] == pytest.approx(1e-2)
+    ratios = np.diff(np.log10(d.error_edges[1:]))
+    assert np.allclose(ratios, ratios[0])  # equal widths on a log axis
+    same = compare_output("y", [ref], [ref], atol=0, rtol=0)
+    assert same.error_histogram == (1000,) and same.error_edges == (0.0, 0.0)
+    labels = compare_output("y", [np.arange(4)], [np.arange(4)], atol=0, rtol=0)
+    assert labels.error_histogram == ()  # labels are compared exactly: no error distribution
