@@ -41,6 +41,9 @@ COMMANDS = {
     "serve-check": ("step:serve-check", "Start a packaged model in a real MLServer on 127.0.0.1, check its answers "
                                         "over REST and gRPC against the golden outputs, send malformed requests, run "
                                         "a bounded load, and stop it."),
+    "doctor": ("onnxforge.cli.doctor:doctor_cmd", "Show versions, the onnxruntime build, which execution providers "
+                                                  "initialise, CPU and ISA, container limits, GPUs, and which extras "
+                                                  "are installed."),
 }
 # Commands whose options come from the registry: their flags may take several values (Opt.several)
 STEP_COMMANDS = ("convert", "simplify", "quantize", "package", "serve-check")

@@ -305,6 +305,43 @@ def _render_serve_check(rep, console, verbose: bool = False) -> None:
     console.print(_verdict(rep.passed))
 
 
+def _gib(n) -> str:
+    return "-" if n is None else _fmt_bytes(n)
+
+
+def _render_doctor(d, console, verbose: bool = False) -> None:
+    versions = [("onnxforge", d.onnxforge), ("python", f"{d.python} ({_esc(d.platform)})"),
+                ("onnxruntime build", _esc(f"{d.onnxruntime_build} ({', '.join(d.onnxruntime_packages) or '-'})"))]
+    versions += [(name, v or "[dim]not installed[/]") for name, v in d.packages.items()]
+    key_values(console, versions, title="versions")
+    rows = [[p.name, _esc(p.provider) if p.provider != p.name else "-", "yes" if p.available else "no",
+             _mark(p.initialises) if p.available else "-",
+             f"{p.seconds:.2f} s" if p.available else "-", _esc(p.error) or "-"] for p in d.providers]
+    fit_table(console, "execution providers (a one-node session on each)",
+              [Col("provider", "left"), Col("name", "left", text=True, keep=2), Col("listed", "left"),
+               Col("initialises", "left"), Col("time", keep=1), Col("why not", "left", text=True)], rows,
+              verbose=verbose)
+    isa = ", ".join(k for k, v in d.cpu.get("isa", {}).items() if v) or "none of the int8/fp16 extensions"
+    quota = d.cpus.get("cgroup_quota")
+    key_values(console, [
+        ("cpu", _esc(f"{d.cpu.get('model')} ({d.cpu.get('machine')})")), ("isa", isa),
+        ("cpus", f"{d.cpus.get('affinity')} in the affinity mask; cgroup quota "
+                 f"{'none' if quota is None else f'{quota:g}'}; onnxforge uses {d.cpus.get('threads')} thread(s)"),
+        ("memory", f"cgroup limit {_gib(d.memory.get('cgroup_limit')) if d.memory.get('cgroup_limit') else 'none'}; "
+                   f"available {_gib(d.memory.get('available'))} (host {_gib(d.memory.get('host_available'))})"),
+        ("gpus", "; ".join(_esc(f"{g['name']} (driver {g['driver']}, {g['memory']})") for g in d.gpus)
+         or "none (no nvidia-smi)")], title="machine")
+    fit_table(console, "extras (pip install 'onnxforge[NAME]')",
+              [Col("extra", "left"), Col("installed", "left"), Col("missing", "left", text=True, keep=1),
+               Col("without it, off", "left", text=True)],
+              [[e.name, "[green]yes[/]" if e.installed else "[red]no[/]",
+                _esc(", ".join(e.missing)) or "-", _esc(e.disables)] for e in d.extras], verbose=verbose)
+    for p in d.problems:
+        console.print(f"[red]problem:[/] {_esc(p)}", overflow="fold")
+    for n in d.notes:
+        console.print(f"note: {_esc(n)}", overflow="fold")
+
+
 def _render_generic(result, console, verbose: bool = False) -> None:
     console.print_json(json.dumps(to_jsonable(result), allow_nan=False))
 
@@ -317,6 +354,7 @@ _RENDERERS: dict[str, Callable] = {
     "ReleaseReport": _render_release,
     "PackageResult": _render_package,
     "ServeCheckReport": _render_serve_check,
+    "DoctorReport": _render_doctor,
 }
 
 

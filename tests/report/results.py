@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+from onnxforge.doctor import DoctorReport, ExtraStatus, ProviderCheck
 from onnxforge.serving.check import LoadStats, RequestCheck, ServeCheckReport
 from onnxforge.serving.package import PackageResult
 from onnxforge.types import (
@@ -132,6 +133,26 @@ def serve_check() -> ServeCheckReport:
                             stopped=True, notes=("overhead at concurrency 16 includes queueing",))
 
 
+def doctor() -> DoctorReport:
+    provs = (ProviderCheck("cpu", "CPUExecutionProvider", True, True, 0.004),
+             ProviderCheck("cuda", "CUDAExecutionProvider", True, False, 1.234,
+                           error="[ONNXRuntimeError] : 1 : FAIL : Failed to load library libonnxruntime_providers_cuda"
+                                 ".so with error: libcublasLt.so.12: cannot open shared object file"),
+             ProviderCheck("tensorrt", "TensorrtExecutionProvider", False, False, error="not in this build"))
+    return DoctorReport(
+        onnxforge="0.1.0", python="3.11.7", platform="Linux-6.1.0-x86_64-with-glibc2.36-and-more-text",
+        packages={"onnx": "1.23.2", "onnxruntime-gpu": "1.32.0", "torch": None, "transformers": "5.24.0"},
+        onnxruntime_build="GPU (CUDA, TensorRT) + CPU", onnxruntime_packages=("onnxruntime", "onnxruntime-gpu"),
+        providers=provs, cpu=ENV["cpu"], cpus={"affinity": 8, "cgroup_quota": 2.5, "threads": 2},
+        memory={"cgroup_limit": 4 * 2**30, "available": 3 * 2**30, "host_available": 60 * 2**30},
+        gpus=({"name": "NVIDIA H100 80GB HBM3", "driver": "550.54.15", "memory": "81559 MiB"},),
+        extras=(ExtraStatus("torch", False, ("torch", "onnxscript"), "convert torch; torch, .pt2 and Hugging Face "
+                            "sources in validate and release"),
+                ExtraStatus("serve", True, (), "package --target mlflow, serve-check")),
+        passed=False, required=("cuda",), problems=("cuda is required but does not initialise: [ONNXRuntimeError]",
+                                                    "several onnxruntime packages are installed"))
+
+
 def all_results() -> dict:
     return {"inspect": model_info(), "parity": parity(), "step": step(), "benchmark": benchmark(),
-            "release": release(), "package": package(), "serve-check": serve_check()}
+            "release": release(), "package": package(), "serve-check": serve_check(), "doctor": doctor()}
