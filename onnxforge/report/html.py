@@ -212,7 +212,7 @@ def error_svg(d: Any) -> str | None:
                 f'<text x="{(M["l"] + EW - M["r"]) / 2}" y="{EH - 6}" text-anchor="middle">|reference - candidate| '
                 f'(grey: exact matches)</text>')
     atol = getattr(d, "atol", 0.0)
-    if atol and math.isfinite(atol) and n > 1 and edges[1] < atol < edges[-1] * 10:
+    if atol and math.isfinite(atol) and n > 1 and 0 < edges[1] < edges[-1] and edges[1] < atol < edges[-1] * 10:
         pos = 1 + (math.log10(atol) - math.log10(edges[1])) / (math.log10(edges[-1]) - math.log10(edges[1])) * (n - 1)
         px = x(min(pos, n))
         tx, anchor = (px + 4, "start") if px < EW - 90 else (px - 4, "end")

@@ -121,3 +121,24 @@ def test_html_is_an_output_like_any_other(cli, fx, tmp_path):
     assert r.code == 3 and "--force" in r.err and (tmp_path / "v.html").read_text() == "old"
     r = cli("validate", m, m, "--html", tmp_path / "v.html", "--force")
     assert r.code == 0 and "<svg" in (tmp_path / "v.html").read_text()
+
+
+def test_degenerate_histograms_still_draw():
+    """Every nonzero error the same, no error at all, every latency the same: a figure each, no crash."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from onnxforge.report.html import error_svg, latency_svg
+    from onnxforge.stats import histogram_with_edges
+    from onnxforge.validators.compare import compare_output
+    from results import bench_result
+
+    point = compare_output("y", [np.zeros(10)], [np.r_[np.zeros(5), np.full(5, 1e-4)]], atol=2e-4, rtol=0)
+    assert point.error_edges == (0.0, 1e-4, 1e-4) and error_svg(point).startswith("<svg")
+    exact = compare_output("y", [np.zeros(10)], [np.zeros(10)], atol=0, rtol=0)
+    assert error_svg(exact).count('class="series"') == 1
+    counts, edges = histogram_with_edges([2.0] * 10)
+    flat = replace(bench_result("a.onnx", 2.0), histogram=counts, histogram_edges=edges)
+    assert latency_svg([flat]).count('class="series"') == 1
+    assert latency_svg([replace(flat, histogram_edges=())]) is None  # an old JSON without edges: no figure
