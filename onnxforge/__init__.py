@@ -24,6 +24,7 @@ _API = {
     "quantize_dynamic": "onnxforge.optimizers.quantize:quantize_dynamic",
     "quantize_static": "onnxforge.optimizers.quantize:quantize_static",
     "release": "onnxforge.release.run:release",
+    "doctor": "onnxforge.doctor:doctor",
 }
 
 __all__ = ["__version__", *_API]

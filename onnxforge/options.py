@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import typing
 from dataclasses import dataclass, field
@@ -49,6 +50,14 @@ class Opt:
     check: Callable[[Any], None] | None = None  # raises UsageError on a bad value (after types)
     path: bool = False  # a file path: resolved against the config file's folder in a TOML
     example: tuple[str, ...] = ()  # CLI arguments that set a non-default value (tests, README)
+    # Other spellings users bring from Polygraphy, onnxsim, skl2onnx, Optimum: more CLI
+    # flags for the same field ("--input-shapes"); "--target-opset" is also the key
+    # target_opset in a TOML table and a keyword in Python.
+    aliases: tuple[str, ...] = ()
+    # Several values after one flag, as Polygraphy and onnxsim write them
+    # (--atol 1e-5 out0:1e-4): a token after the flag's value that passes this test is
+    # taken as one more value (cli/app.py repeats the flag before it for Click).
+    several: Callable[[str], bool] | None = None
 
 
 def option(default: Any, help: str, **meta) -> Any:
@@ -65,6 +74,30 @@ def fields_of(cls) -> list[tuple[dataclasses.Field, Opt]]:
 
 def flag_of(f: dataclasses.Field, o: Opt) -> str:
     return o.flag or "--" + f.name.replace("_", "-")
+
+
+def alias_keys(f: dataclasses.Field, o: Opt) -> tuple[str, ...]:
+    """Other TOML keys and Python keywords for a field, from its flags: the field
+    target_opset (flag --opset) also answers to ``opset``, and opset (alias
+    --target-opset) to ``target_opset``. Only for fields in the step's own table."""
+    if o.toml != "" or not o.aliases:
+        return ()
+    flags = [flag_of(f, o).split("/")[0], *o.aliases]
+    keys = (a[2:].replace("-", "_") for a in flags if a.startswith("--"))
+    return tuple(dict.fromkeys(k for k in keys if k != f.name))
+
+
+def rename_aliases(cls, values: Mapping[str, Any], name=lambda k: k) -> dict[str, Any]:
+    """``values`` with alias keys renamed to their field; a field given under two names
+    is refused (which one would win is not something to guess)."""
+    out = dict(values)
+    for f, o in fields_of(cls):
+        for key in alias_keys(f, o):
+            if key in out:
+                if f.name in out:
+                    raise UsageError(f"{name(f.name)} and {name(key)} set the same option; give one")
+                out[f.name] = out.pop(key)
+    return out
 
 
 def default_of(f: dataclasses.Field):
@@ -106,6 +139,7 @@ def validate_options(cls, values: Mapping[str, Any], where: str = "", *, keys: M
             return keys[k]
         return f"{where}.{k}" if where else k
 
+    values = rename_aliases(cls, values, name)
     for k in values:
         if k not in allowed:
             raise UsageError(f"unknown option {name(k)}", hint=suggest(k, allowed))
@@ -151,8 +185,15 @@ def _type_hint(cls, key: str) -> str | None:
 
 def type_text(cls, name: str) -> str:
     """A field's type in words, for hints and the README."""
-    hint = typing.get_type_hints(cls, include_extras=True)[name]
-    return _words(hint)
+    return _words(_hints(cls)[name])
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    """A class's resolved field types, once per class: get_type_hints evaluates every
+    string annotation again on each call, and building the CLI asks ~500 times
+    (it was most of `onnxforge --help`'s start-up)."""
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _words(t) -> str:
@@ -179,7 +220,7 @@ def _words(t) -> str:
 
 def base_type(cls, name: str):
     """The field's type without Optional and bounds: what the CLI parses it as."""
-    t = typing.get_type_hints(cls, include_extras=True)[name]
+    t = _hints(cls)[name]
     while True:
         origin = typing.get_origin(t)
         args = typing.get_args(t)

@@ -17,16 +17,16 @@ from onnxforge.errors import UsageError
 from onnxforge.options import (Fraction, Names, NonNegFloat, NonNegInt, Percent, PosFloat, PosInt, Tolerance,
                                option)
 from onnxforge.specs import (
-    check_specs, check_val_ranges, parse_bytes, parse_comma_list, parse_dims, parse_dynamic, parse_literals,
-    parse_opsets, parse_per_output, parse_shapes, parse_val_ranges,
+    check_specs, check_val_ranges, is_per_output_value, is_shape_value, parse_bytes, parse_comma_list, parse_dims,
+    parse_dynamic, parse_literals, parse_opsets, parse_per_output, parse_shapes, parse_val_ranges,
 )
 
 
 def _tol(what: str, default_text: str):
     return option(None, f"{'Absolute' if what == 'atol' else 'Relative'} tolerance, with per-output overrides: "
-                        f"--{what} 1e-4 --{what} logits:1e-3 (default: {default_text}).",
+                        f"--{what} 1e-4 logits:1e-3 (default: {default_text}).",
                   metavar="[NAME:]VALUE", parse=lambda v: parse_per_output(v, f"--{what}"),
-                  example=(f"--{what}", "0.002", f"--{what}", "logits:0.01"))
+                  several=is_per_output_value, example=(f"--{what}", "0.002", f"--{what}", "logits:0.01"))
 
 
 def _check_dynamic(items) -> None:
@@ -117,7 +117,7 @@ class ConvertTorchOptions(OutputOptions):
                                          "in the local cache (default: never).", toml="model.allow_download",
                                   example=("--allow-download",))
     opset: Optional[int] = option(None, "ai.onnx opset (default: the exporter's).", check=lambda v: _check_opset(v),
-                                  example=("--opset", "17"))
+                                  aliases=("--target-opset",), example=("--opset", "17"))
     exporter: Literal["auto", "dynamo", "torchscript"] = option(
         "auto", "auto (dynamo, then TorchScript on failure), dynamo, torchscript.", example=("--exporter", "dynamo"))
     input_names: Names = option((), "ONNX input names, in forward() order (repeatable).", flag="--input-name",
@@ -148,8 +148,9 @@ class ConvertSklearnOptions(OutputOptions):
                                      flag="--option", metavar="KEY=VALUE", parse=parse_literals,
                                      example=("--option", "raw_scores=True"))
     target_opset: Optional[int | dict[str, int]] = option(
-        None, "Opsets for skl2onnx: 17, and DOMAIN=VERSION for others (ai.onnx.ml=3).", metavar="[DOMAIN=]N",
-        parse=parse_opsets, example=("--target-opset", "17", "--target-opset", "ai.onnx.ml=3"))
+        None, "Opsets for skl2onnx: 17, and DOMAIN=VERSION for others (ai.onnx.ml=3).", flag="--opset",
+        aliases=("--target-opset",), metavar="[DOMAIN=]N", parse=parse_opsets,
+        example=("--opset", "17", "--opset", "ai.onnx.ml=3"))
     double: bool = option(False, "Double-precision inputs (fixes float32 threshold flips in trees).",
                           example=("--double",))
     check: bool = option(True, "Check the ONNX model against the estimator.", flag="--check/--no-check",
@@ -189,8 +190,10 @@ class SimplifyOptions(CheckOptions):
                            flag="--onnxsim/--no-onnxsim", example=("--no-onnxsim", "--ort", "basic"))
     skip: Names = option((), "An onnxsim optimization pass to skip (repeatable).", metavar="PASS",
                          check=lambda v: _check_onnxsim_passes(v), example=("--skip", "fuse_bn_into_conv"))
-    shapes: dict[str, list[PosInt]] = option({}, "Pin an input shape NAME:DIMS (dims stay dynamic otherwise).",
-                                             flag="--shape", metavar="NAME:DIMS", parse=parse_shapes,
+    shapes: dict[str, list[PosInt]] = option({}, "Pin an input shape NAME:DIMS (dims stay dynamic otherwise); "
+                                                 "several may follow one flag.", flag="--shape",
+                                             aliases=("--input-shapes", "--overwrite-input-shape"),
+                                             metavar="NAME:DIMS", parse=parse_shapes, several=is_shape_value,
                                              example=("--shape", "x:2x8"))
     max_constant_size: Optional[NonNegInt] = option(None, "Do not fold constants larger than this many bytes.",
                                                     example=("--max-constant-size", "1024"))

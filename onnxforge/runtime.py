@@ -146,7 +146,7 @@ def create_session(
         raise MissingDependencyError(
             f"execution provider {short_provider(full)} ({full}) is not available; "
             f"available: {', '.join(avail)}",
-            hint=runtime_conflict_note() or _provider_hint(full),
+            hint=runtime_conflict_note() or provider_hint(full),
         )
     providers: list = [(full, dict(provider_options or {}))]
     if full != "CPUExecutionProvider":
@@ -162,12 +162,12 @@ def create_session(
         raise MissingDependencyError(
             f"{full} was requested but the session runs on {', '.join(active)} "
             "(the provider failed to initialize)",
-            hint=runtime_conflict_note() or _provider_hint(full),
+            hint=runtime_conflict_note() or provider_hint(full),
         )
     return sess
 
 
-def _provider_hint(full: str) -> str:
+def provider_hint(full: str) -> str:
     if full in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
         return "pip uninstall onnxruntime && pip install onnxruntime-gpu (and a matching CUDA/cuDNN)"
     if full == "OpenVINOExecutionProvider":

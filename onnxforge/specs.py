@@ -150,6 +150,30 @@ def parse_per_output(items: Iterable[str], what: str = "--atol"):
     return {**({"*": glob} if glob is not None else {}), **per}
 
 
+def is_per_output_value(text: str) -> bool:
+    """``1e-4`` or ``NAME:1e-4``: one more value after ``--atol`` (Polygraphy writes
+    ``--atol 1e-5 out0:1e-4``); a file name or a flag is not."""
+    try:
+        float(text.rpartition(":")[2])
+    except ValueError:
+        return False
+    return not text.startswith("-")
+
+
+def is_shape_value(text: str) -> bool:
+    """``NAME:DIMS`` with numeric dims (``x:1x3x224x224``, Polygraphy's ``x:[1,3,224,224]``,
+    onnxsim's ``x:1,3,224,224``): one more value after ``--shape``; a model path or a
+    factory (``model.py:build``) is not."""
+    name, sep, dims = text.rpartition(":")
+    if not sep or not name or text.startswith("-"):
+        return False
+    try:
+        parsed = parse_shape_text(dims)
+    except UsageError:
+        return False
+    return bool(parsed) and all(isinstance(d, int) for d in parsed)
+
+
 def parse_shapes(items: Iterable[str]) -> dict[str, list[int]]:
     """``--shape x:1x3x224x224`` (repeatable) -> {"x": [1, 3, 224, 224]}."""
     out = {}

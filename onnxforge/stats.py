@@ -1,6 +1,7 @@
 """Latency statistics: percentiles, the 95% interval of the median (bootstrap up to
 5000 samples, then the distribution-free order-statistic interval), speed-up ratios
-with their interval, and the histogram behind the sparkline."""
+with their interval, and the histogram (with its bin edges) behind the sparkline and
+the HTML report's latency plot."""
 
 from __future__ import annotations
 
@@ -58,15 +59,22 @@ def speedup_ci(base, other, seed: int = 0) -> tuple[float, float, float]:
 
 
 def histogram(ms: Sequence[float], bins: int = 16) -> tuple[int, ...]:
+    return histogram_with_edges(ms, bins)[0]
+
+
+def histogram_with_edges(ms: Sequence[float], bins: int = 16) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Counts in ``bins`` equal-width bins from the minimum to the p99, and the bin edges
+    (ms). The slowest 1% is counted in the last bin, so one stall does not squeeze the
+    rest into a single bar. All values equal: one bin, its two edges equal."""
     import numpy as np
 
-    a = np.asarray(ms)
+    a = np.asarray(ms, dtype=np.float64)
     hi = float(np.percentile(a, 99))
     lo = float(a.min())
     if hi <= lo:
-        return (int(a.size),)
-    counts, _ = np.histogram(np.clip(a, lo, hi), bins=bins, range=(lo, hi))
-    return tuple(int(c) for c in counts)
+        return (int(a.size),), (lo, lo)
+    counts, edges = np.histogram(np.clip(a, lo, hi), bins=bins, range=(lo, hi))
+    return tuple(int(c) for c in counts), tuple(float(e) for e in edges)
 
 
 def sparkline(counts: Sequence[int]) -> str:

@@ -1,5 +1,9 @@
 """What this machine gives the process: CPU quota, CPU model and ISA, memory
-(the container's limit as well as the host's), read from /proc and cgroup files."""
+(the container's limit as well as the host's), read from /proc and cgroup files.
+
+The cgroup files are read under ``cgroup_root()``: /sys/fs/cgroup, or the folder
+``ONNXFORGE_CGROUP_ROOT`` names (the cgroup namespace can mount it elsewhere, and a
+test can lay out a v1 or v2 hierarchy in a temporary folder)."""
 
 from __future__ import annotations
 
@@ -8,23 +12,37 @@ import os
 from pathlib import Path
 
 
-def cpu_quota() -> int:
+def cgroup_root(root: str | os.PathLike | None = None) -> Path:
+    """Where the cgroup files are: ``root``, else $ONNXFORGE_CGROUP_ROOT, else /sys/fs/cgroup."""
+    return Path(root or os.environ.get("ONNXFORGE_CGROUP_ROOT") or "/sys/fs/cgroup")
+
+
+def affinity_cpus() -> int:
+    """CPUs in this process's affinity mask (taskset, cpusets)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cgroup_cpu_limit(root: str | os.PathLike | None = None) -> float | None:
+    """The cgroup's CPU quota in CPUs (v2 cpu.max, v1 cfs_quota_us / cfs_period_us), or None."""
+    base = cgroup_root(root)
+    try:
+        text = (base / "cpu.max").read_text().split()
+        return int(text[0]) / int(text[1]) if text and text[0] != "max" else None
+    except (OSError, ValueError, IndexError, ZeroDivisionError):
+        pass
+    try:
+        q = int((base / "cpu" / "cpu.cfs_quota_us").read_text())
+        p = int((base / "cpu" / "cpu.cfs_period_us").read_text())
+        return q / p if q > 0 and p > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_quota(root: str | os.PathLike | None = None) -> int:
     """CPUs this process may use: the cgroup quota (cpu.max / cfs_quota) and the
     affinity mask, not the host's core count, which overcounts in containers."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = None
-    try:
-        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if text and text[0] != "max":
-            quota = int(text[0]) / int(text[1])
-    except (OSError, ValueError, IndexError):
-        try:
-            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-            p = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-            if q > 0:
-                quota = q / p
-        except (OSError, ValueError):
-            pass
+    n = affinity_cpus()
+    quota = cgroup_cpu_limit(root)
     if quota is not None:
         n = min(n, max(1, int(quota)))
     return max(1, n)
@@ -68,10 +86,12 @@ def proc_kib(path: str, key: str) -> int | None:
     return None
 
 
-def _cgroup_bytes(*paths: str) -> int | None:
-    for p in paths:
+def _cgroup_bytes(root: str | os.PathLike | None, *names: str) -> int | None:
+    """The first of ``names`` (relative to the cgroup root) that holds a byte count;
+    "max" and v1's "no limit" (a number near 2**63) are no limit."""
+    for name in names:
         try:
-            text = Path(p).read_text().strip()
+            text = (cgroup_root(root) / name).read_text().strip()
         except OSError:
             continue
         if text and text != "max" and text.isdigit() and int(text) < 2**60:
@@ -79,17 +99,23 @@ def _cgroup_bytes(*paths: str) -> int | None:
     return None
 
 
-def memory_limit() -> int | None:
+def memory_limit(root: str | os.PathLike | None = None) -> int | None:
     """The container's memory limit (cgroup v2 memory.max or v1 limit_in_bytes), if any."""
-    return _cgroup_bytes("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+    return _cgroup_bytes(root, "memory.max", "memory/memory.limit_in_bytes")
 
 
-def available_memory() -> int:
+def host_available_memory() -> int:
+    """The host's MemAvailable (all of RAM where /proc has no such line)."""
+    return proc_kib("/proc/meminfo", "MemAvailable") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def available_memory(root: str | os.PathLike | None = None) -> int:
     """Memory this process can still use: the host's MemAvailable, and within a
-    container's limit what the cgroup has not used yet, whichever is smaller."""
-    host = proc_kib("/proc/meminfo", "MemAvailable") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    limit = memory_limit()
+    container's limit what the cgroup has not used yet, whichever is smaller (a 4 GiB
+    container on a 64 GiB host must not plan for 32 GiB: it would be OOM-killed)."""
+    host = host_available_memory()
+    limit = memory_limit(root)
     if limit is None:
         return host
-    used = _cgroup_bytes("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory/memory.usage_in_bytes") or 0
+    used = _cgroup_bytes(root, "memory.current", "memory/memory.usage_in_bytes") or 0
     return max(0, min(host, limit - used))

@@ -58,6 +58,10 @@ class OutputDiff:
     topk_agreement: float | None = None
     nonfinite: str = ""  # "" or a note such as "candidate has 3 NaN"
     message: str = ""  # why it failed, in words
+    # |ref - cand| of the finite elements: counts between log-spaced edges (len(counts) + 1
+    # of them); the first bin [0, smallest nonzero error) holds the exact matches
+    error_histogram: tuple[int, ...] = ()
+    error_edges: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,8 @@ class BenchmarkResult:
     copies_included: bool = False  # host<->device copies inside the timed call
     placement: Mapping[str, int] | None = None  # provider -> node count (--placement)
     memory: Mapping[str, int] = field(default_factory=dict)  # bytes
-    histogram: tuple[int, ...] = ()  # latency counts in equal-width bins from min to p99
+    histogram: tuple[int, ...] = ()  # latency counts in equal-width bins from min to p99 (the last holds the rest)
+    histogram_edges: tuple[float, ...] = ()  # ms, len(histogram) + 1 bin edges
     latencies_ms: tuple[float, ...] = ()  # raw, only with --save-latencies
     sha256: str = ""
 

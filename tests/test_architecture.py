@@ -58,7 +58,7 @@ def test_step_functions_take_their_options_as_one_object():
 
 
 def test_registry_declarations_are_complete():
-    """Every option has help, a unique CLI flag, and an example that sets a non-default value."""
+    """Every option has help, unique CLI flags (aliases too), and an example that sets a non-default value."""
     from onnxforge.options import fields_of, flag_of
     from onnxforge.registry import STEPS
 
@@ -66,7 +66,7 @@ def test_registry_declarations_are_complete():
         flags = {}
         for f, o in fields_of(step.options):
             assert o.help, (step.name, f.name)
-            for flag in flag_of(f, o).split("/"):
+            for flag in (*flag_of(f, o).split("/"), *o.aliases):
                 assert flag not in flags, (step.name, flag, f.name, flags.get(flag))
                 flags[flag] = f.name
             assert o.example or f.name in ("inputs", "example_inputs", "weights", "sample"), (step.name, f.name)

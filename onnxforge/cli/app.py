@@ -1,4 +1,9 @@
-"""The Typer app. Commands live one per module; this file wires them and owns main()."""
+"""The Typer app. Commands live one per module; this file wires them and owns main().
+
+Commands are built on first use (``LazyGroup``): ``onnxforge --help`` lists them from
+the table below without importing the step registry or building ~150 options, which
+was most of its start-up; ``onnxforge simplify ...`` builds only ``simplify``.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,101 @@ import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from onnxforge.cli.common import STATE, exit_code_for, is_quiet_exit, report_error, setup_logging
+
+# name -> (where the command comes from, its one-line help). "step:NAME" is a command
+# generated from the step registry (cli/stepcmd.py). The help here must match the
+# command's own (tests/cli/test_cli_foundation.py checks it).
+COMMANDS = {
+    "inspect": ("onnxforge.cli.inspect:inspect_cmd", "Show a model's inputs, outputs, opsets, ops, parameters, "
+                                                      "external data, and whether the installed onnxruntime can run it."),
+    "validate": ("onnxforge.cli.validate:validate_cmd", "Compare two models' outputs on the same inputs; exit 1 when "
+                                                         "they differ past tolerance."),
+    "convert": ("onnxforge.cli.convert:app", "Convert a torch or scikit-learn model to ONNX, checked against the "
+                                             "source."),
+    "simplify": ("step:simplify", "Simplify a model (onnxsim, ORT offline optimization, transformer fusions), each "
+                                  "step checked."),
+    "quantize": ("onnxforge.cli.quantize:app", "Quantize a model: dynamic or static int8 (CPU), or fp16 (GPU)."),
+    "benchmark": ("onnxforge.cli.benchmark:benchmark_cmd", "Measure latency on ONNX Runtime providers (interleaved "
+                                                            "rows, confidence intervals, CI gates)."),
+    "release": ("onnxforge.cli.release:release_cmd", "Run the pipeline in CONFIG (convert, simplify, quantize ...), "
+                                                      "check every step against the source, benchmark, evaluate the "
+                                                      "gates, and write the release and its reports (on every exit: "
+                                                      "report.json, report.md, report.html, junit.xml)."),
+    "package": ("step:package", "Package a model or a release folder for a server: an MLflow model, an MLServer "
+                                "(Seldon) model folder, or a Triton model repository, with golden inputs and outputs, "
+                                "and prove it loads and answers."),
+    "serve-check": ("step:serve-check", "Start a packaged model in a real MLServer on 127.0.0.1, check its answers "
+                                        "over REST and gRPC against the golden outputs, send malformed requests, run "
+                                        "a bounded load, and stop it."),
+    "doctor": ("onnxforge.cli.doctor:doctor_cmd", "Show versions, the onnxruntime build, which execution providers "
+                                                  "initialise, CPU and ISA, container limits, GPUs, and which extras "
+                                                  "are installed."),
+}
+# Commands whose options come from the registry: their flags may take several values (Opt.several)
+STEP_COMMANDS = ("convert", "simplify", "quantize", "package", "serve-check")
+
+
+def build_command(name: str):
+    """The click command for ``name`` (imports its module and builds its options)."""
+    import importlib
+
+    where = COMMANDS[name][0]
+    if where.startswith("step:"):
+        from onnxforge.cli.stepcmd import step_command
+
+        fn = step_command(where[5:])
+    else:
+        module, _, attr = where.partition(":")
+        fn = getattr(importlib.import_module(module), attr)
+    if isinstance(fn, typer.Typer):  # a group: convert, quantize
+        return typer.main.get_command(fn)
+    single = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+    single.command(name)(fn)
+    return typer.main.get_command(single)
+
+
+class _Commands(dict):
+    """click's ``group.commands``, filled on first look-up (code that walks
+    ``group.commands[name]``, such as documentation generators, still works)."""
+
+    def __missing__(self, name: str):
+        if name not in COMMANDS:
+            raise KeyError(name)
+        self[name] = build_command(name)
+        return self[name]
+
+
+class LazyGroup(TyperGroup):
+    """The root group: commands from COMMANDS, built when one is called or completed."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.commands = _Commands(self.commands)
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, cmd_name: str):
+        return self.commands[cmd_name] if cmd_name in COMMANDS else None
+
+    def format_commands(self, ctx, formatter) -> None:
+        """The command list from the table: nothing is imported to print it."""
+        from typer._click.utils import make_default_short_help
+
+        limit = formatter.width - 6 - max(len(n) for n in COMMANDS)
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, make_default_short_help(h, limit)) for n, (_, h) in COMMANDS.items()])
+
 
 app = typer.Typer(
     name="onnxforge",
     help="Take trained PyTorch and scikit-learn models to release-ready ONNX.",
+    cls=LazyGroup,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (bash, zsh, fish, powershell)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -44,29 +136,6 @@ def _root(
     install(STATE.verbosity)
 
 
-def _register() -> None:
-    from onnxforge.cli.benchmark import benchmark_cmd
-    from onnxforge.cli.convert import app as convert_app
-    from onnxforge.cli.inspect import inspect_cmd
-    from onnxforge.cli.quantize import app as quantize_app
-    from onnxforge.cli.release import release_cmd
-    from onnxforge.cli.stepcmd import step_command
-    from onnxforge.cli.validate import validate_cmd
-
-    app.command("inspect")(inspect_cmd)
-    app.command("validate")(validate_cmd)
-    app.add_typer(convert_app, name="convert")
-    app.command("simplify")(step_command("simplify"))
-    app.add_typer(quantize_app, name="quantize")
-    app.command("benchmark")(benchmark_cmd)
-    app.command("release")(release_cmd)
-    app.command("package")(step_command("package"))
-    app.command("serve-check")(step_command("serve-check"))
-
-
-_register()
-
-
 _ANYWHERE = ("--debug", "-v", "-vv", "-vvv", "--verbose", "-q", "--quiet")
 
 
@@ -75,6 +144,40 @@ def _hoist(args: list[str]) -> list[str]:
     when a run fails): they move in front of the command."""
     flags = [a for a in args if a in _ANYWHERE]
     return flags + [a for a in args if a not in _ANYWHERE]
+
+
+def _several_values(args: list[str]) -> list[str]:
+    """Polygraphy and onnxsim write several values after one flag (``--atol 1e-5
+    out0:1e-4``, ``--input-shapes a:[1,8] b:[1,4]``); Click takes one value per flag, so
+    the flag is repeated before each further value. A following token is a value only
+    when it reads as one (a number, NAME:NUMBER, NAME:DIMS), so positional arguments
+    after the values stay positional."""
+    from onnxforge.cli.common import several_values_flags
+
+    flags = several_values_flags()
+    if any(a in STEP_COMMANDS for a in args):  # their flags are declared in the registry: import it only then
+        from onnxforge.cli.stepcmd import several_values_flags as step_flags
+
+        flags = {**step_flags(), **flags}
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        out.append(a)
+        i += 1
+        if a == "--":
+            return out + args[i:]
+        flag = a.split("=", 1)[0]
+        test = flags.get(flag)
+        if test is None:
+            continue
+        if "=" not in a and i < len(args):  # the flag's own value
+            out.append(args[i])
+            i += 1
+        while i < len(args) and test(args[i]):
+            out += [flag, args[i]]
+            i += 1
+    return out
 
 
 def _report_path(args: list[str]) -> str | None:
@@ -91,9 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     from onnxforge.cli.common import Terminated, write_error_report
-    from onnxforge.fileio import remove_created_dirs
 
-    args = _hoist(sys.argv[1:] if argv is None else list(argv))
+    args = _several_values(_hoist(sys.argv[1:] if argv is None else list(argv)))
     debug = "--debug" in args
     command = typer.main.get_command(app)
 
@@ -114,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         if not is_quiet_exit(e):
             report_error(e, STATE.debug or debug)
     finally:
+        from onnxforge.progress import set_reporter
+
+        set_reporter(None)  # the next run (or library call in this process) installs its own
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if STATE.terminated and code == 130:  # click turns any KeyboardInterrupt into Abort: say which it was
@@ -122,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         report = _report_path(args)
         if report and not STATE.report_written:
             write_error_report(report, exc or RuntimeError(f"exit {code}"), code)
+        from onnxforge.fileio import remove_created_dirs
+
         remove_created_dirs()
     sys.stdout.flush()
     if argv is None:

@@ -5,7 +5,8 @@ from typing import Annotated, Optional
 import typer
 
 from onnxforge.cli.common import (
-    DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ValRangeOpt, check_outputs, emit, number, wants_json,
+    DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ShapeOpt, ValRangeOpt, check_outputs, emit, number,
+    wants_json,
 )
 
 
@@ -22,19 +23,19 @@ def _parse_regression(text: str) -> float:
 
 def benchmark_cmd(
     models: Annotated[list[str], typer.Argument(help="ONNX models; the first is the reference for speed-ups.", metavar="MODEL...")],
-    provider: Annotated[Optional[list[str]], typer.Option("--provider", help="cpu, cuda, tensorrt, openvino, dml (repeatable: one row each).")] = None,
+    provider: Annotated[Optional[list[str]], typer.Option("--provider", "-e", help="cpu, cuda, tensorrt, openvino, dml (repeatable: one row each).")] = None,
     provider_option: Annotated[Optional[list[str]], typer.Option("--provider-option", help="EP option PROVIDER:KEY=VALUE, e.g. cuda:device_id=1.", metavar="P:K=V")] = None,
     dim: DimOpt = None,
-    shape: Annotated[Optional[list[str]], typer.Option("--shape", help="Input shape NAME:DIMS, e.g. x:8x3x224x224.", metavar="NAME:DIMS")] = None,
+    shape: ShapeOpt = None,
     batch: Annotated[Optional[str], typer.Option("--batch", help="Sweep the leading dim: 1,8,32.", metavar="N[,N...]")] = None,
     inputs: InputsOpt = None,
     seed: SeedOpt = 0,
     val_range: ValRangeOpt = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads (default: the container's CPU quota).", min=1)] = None,
-    inter_threads: Annotated[Optional[int], typer.Option("--inter-threads", help="Inter-op threads.", min=1)] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", "-x", help="Intra-op threads (default: the container's CPU quota).", min=1)] = None,
+    inter_threads: Annotated[Optional[int], typer.Option("--inter-threads", "-y", help="Inter-op threads.", min=1)] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per row first.", min=0)] = 10,
-    iterations: Annotated[Optional[int], typer.Option("--iterations", help="Timed runs per row.", min=1)] = None,
-    duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds of timed runs (default 2; at least 10 rounds).", callback=number(0, above=True))] = None,
+    iterations: Annotated[Optional[int], typer.Option("--iterations", "-r", help="Timed runs per row.", min=1)] = None,
+    duration: Annotated[Optional[float], typer.Option("--duration", "-t", help="Seconds of timed runs (default 2; at least 10 rounds).", callback=number(0, above=True))] = None,
     io_binding: Annotated[bool, typer.Option("--io-binding", help="Keep inputs/outputs on the device: copies are not timed.")] = False,
     placement: Annotated[bool, typer.Option("--placement", help="Report how many nodes each provider ran (from ORT's profiler).")] = False,
     spinning: Annotated[Optional[bool], typer.Option("--spinning/--no-spinning", help="Intra-op thread spinning (default: off with several rows).")] = None,
@@ -48,13 +49,15 @@ def benchmark_cmd(
     json_: JsonOpt = False,
     fmt: FormatOpt = "table",
     report: ReportOpt = None,
+    html: HtmlOpt = None,
 ) -> None:
     """Measure latency on ONNX Runtime providers (interleaved rows, confidence intervals, CI gates)."""
+    from onnxforge.progress import task
     from onnxforge.specs import parse_dims, parse_key_values, parse_shape_text, parse_val_ranges
     from onnxforge.validators.benchmark import benchmark
 
     as_json = wants_json(json_, fmt)
-    check_outputs(force, (*models, inputs, baseline), report=report)
+    check_outputs(force, (*models, inputs, baseline), report=report, html=html)
     batches = None
     if batch:
         try:
@@ -75,12 +78,13 @@ def benchmark_cmd(
         if not sep:
             raise typer.BadParameter(f"{item!r}: write PROVIDER:KEY=VALUE", param_hint="--provider-option")
         popts.setdefault(prov, {}).update(parse_key_values([kv], "--provider-option"))
-    res = benchmark(
-        models, providers=provider or ["cpu"], provider_options=popts, dims=parse_dims(dim or []), shapes=shapes,
-        batches=batches, inputs=str(inputs) if inputs else None, seed=seed,
-        val_ranges=parse_val_ranges(val_range or []), threads=threads, inter_threads=inter_threads, warmup=warmup,
-        iterations=iterations, duration=duration, io_binding=io_binding, placement=placement, spinning=spinning,
-        save_latencies=save_latencies, max_p50_ms=max_p50_ms, max_p99_ms=max_p99_ms, min_speedup=min_speedup,
-        baseline=baseline, max_regression=_parse_regression(max_regression),
-    )
-    emit(res, as_json=as_json, report=report, passed=res.passed)
+    with task("benchmark"):
+        res = benchmark(
+            models, providers=provider or ["cpu"], provider_options=popts, dims=parse_dims(dim or []),
+            shapes=shapes, batches=batches, inputs=str(inputs) if inputs else None, seed=seed,
+            val_ranges=parse_val_ranges(val_range or []), threads=threads, inter_threads=inter_threads,
+            warmup=warmup, iterations=iterations, duration=duration, io_binding=io_binding, placement=placement,
+            spinning=spinning, save_latencies=save_latencies, max_p50_ms=max_p50_ms, max_p99_ms=max_p99_ms,
+            min_speedup=min_speedup, baseline=baseline, max_regression=_parse_regression(max_regression),
+        )
+    emit(res, as_json=as_json, report=report, passed=res.passed, html=html)

@@ -41,6 +41,10 @@ FormatOpt = Annotated[
 ReportOpt = Annotated[
     Optional[Path], typer.Option("--report", help="Also write the JSON envelope to this file (pass or fail).", metavar="PATH")
 ]
+HtmlOpt = Annotated[
+    Optional[Path], typer.Option("--html", help="Also write an HTML report with figures to this file (one "
+                                                "self-contained file; pass or fail).", metavar="PATH")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs (never an input).")]
 OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="Where to write the model (for package: the folder).", metavar="PATH")]
 InputSpecOpt = Annotated[
@@ -63,12 +67,39 @@ SamplesOpt = Annotated[int, typer.Option("--samples", help="Number of random inp
 ProviderOpt = Annotated[str, typer.Option("--provider", help="Execution provider: cpu, cuda, tensorrt, openvino, dml.")]
 AtolOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--atol", help="Absolute tolerance, with per-output overrides: --atol 1e-4 --atol logits:1e-3.", metavar="[NAME:]VALUE"),
+    typer.Option("--atol", help="Absolute tolerance, with per-output overrides: --atol 1e-4 logits:1e-3.", metavar="[NAME:]VALUE"),
 ]
 RtolOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--rtol", help="Relative tolerance, with per-output overrides.", metavar="[NAME:]VALUE"),
+    typer.Option("--rtol", help="Relative tolerance, with per-output overrides: --rtol 1e-3 logits:1e-2.", metavar="[NAME:]VALUE"),
 ]
+# onnxsim's --overwrite-input-shape and Polygraphy's --input-shapes are --shape.
+ShapeOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--shape", "--input-shapes", "--overwrite-input-shape",
+                 help="Input shape NAME:DIMS, e.g. x:8x3x224x224 or x:[8,3,224,224] (several may follow one flag).",
+                 metavar="NAME:DIMS"),
+]
+
+
+def several_values_flags() -> dict:
+    """Flags of the hand-written commands (validate, benchmark) that take several values
+    after one flag, as Polygraphy and onnxsim write them (``--atol 1e-5 out0:1e-4``),
+    with the test a following token must pass to be one more value. The step commands
+    declare theirs in the registry (Opt.several)."""
+
+    def tolerance(text: str) -> bool:  # specs is imported only when one of these flags is on the line
+        from onnxforge.specs import is_per_output_value
+
+        return is_per_output_value(text)
+
+    def shape(text: str) -> bool:
+        from onnxforge.specs import is_shape_value
+
+        return is_shape_value(text)
+
+    return {"--atol": tolerance, "--rtol": tolerance, "--shape": shape, "--input-shapes": shape,
+            "--overwrite-input-shape": shape}
 
 
 def check_outputs(force: bool, inputs, **outputs) -> None:
@@ -122,26 +153,47 @@ def console(stderr: bool = False):
 
     stream = sys.stderr if stderr else sys.stdout
     plain = not stream.isatty()
-    # Logs and CI capture: no colour, no wrapping at 80 columns.
-    return Console(file=stream, no_color=plain or "NO_COLOR" in os.environ, width=200 if plain else None,
-                   highlight=False, soft_wrap=False)
+    # Logs and CI capture: no colour, 200 columns (tables show their wide layout) unless
+    # COLUMNS says otherwise; a terminal: its own width.
+    width = 200 if plain and not os.environ.get("COLUMNS", "").isdigit() else None
+    return Console(file=stream, no_color=plain or "NO_COLOR" in os.environ, width=width, highlight=False,
+                   soft_wrap=False)
 
 
-def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True, kind: str | None = None) -> None:
-    """Print the result (JSON only, or a table), write --report, and exit 1 on a failed check."""
+def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True, kind: str | None = None,
+         html: Path | None = None) -> None:
+    """Print the result (JSON only, or a table), write --report and --html, and exit 1 on
+    a failed check."""
     from onnxforge import report as rep
     from onnxforge.report.tables import render
 
     if report is not None:
         rep.write_report(str(report), result, kind)
         STATE.report_written = True
+    if html is not None:
+        from onnxforge.report.html import write_html
+
+        write_html(html, result)
     if as_json:
         sys.stdout.write(rep.dumps(result, kind) + "\n")
         sys.stdout.flush()
     else:
-        render(result, console())
+        render(result, console(), verbose=STATE.verbosity >= 1)
     if not passed:
         raise typer.Exit(int(ExitCode.CHECK_FAILED))
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when the record comes: a live progress display
+    swaps it so log lines print above the status line (and pytest's capture swaps it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property decides
+        pass
 
 
 def setup_logging(verbosity: int) -> None:
@@ -151,7 +203,7 @@ def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     if verbosity < 0:
         level = logging.ERROR
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if verbosity > 1 else "%(message)s"))
     root = logging.getLogger("onnxforge")
     root.handlers[:] = [handler]

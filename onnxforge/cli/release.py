@@ -20,7 +20,7 @@ def release_cmd(
 ) -> None:
     """Run the pipeline in CONFIG (convert, simplify, quantize ...), check every step against
     the source, benchmark, evaluate the gates, and write the release and its reports (on
-    every exit: report.json, report.md, junit.xml)."""
+    every exit: report.json, report.md, report.html, junit.xml)."""
     from onnxforge.release.config import load_config, plan
     from onnxforge.release.run import release
 

@@ -17,6 +17,7 @@ import typer
 from onnxforge.cli.common import (FormatOpt, JsonOpt, OutputOpt, PrintStepOpt, ReportOpt, check_outputs, emit,
                                   wants_json)
 from onnxforge.errors import UsageError
+from onnxforge.progress import task
 from onnxforge.options import (Opt, base_type, choices_of, default_of, fields_of, flag_of, non_defaults, toml_key,
                                toml_place, toml_value, validate_options)
 from onnxforge.registry import STEPS, StepDef
@@ -68,9 +69,23 @@ def _param(cls, f, o) -> inspect.Parameter:
     if base_type(cls, f.name) is bool and "/" not in decl:
         decl = f"{decl}/--no-{decl[2:]}"
     metavar = None if base_type(cls, f.name) is bool else _metavar(cls, f, o)
-    info = typer.Option(decl, help=_help(cls, f, o), metavar=metavar, show_default=False)
+    info = typer.Option(decl, *o.aliases, help=_help(cls, f, o), metavar=metavar, show_default=False)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[_cli_type(cls, f, o), info])
+
+
+def several_values_flags() -> dict[str, Any]:
+    """Flags of the step commands that take several values after them (--atol 1e-5
+    out0:1e-4), every spelling, with the test a following token must pass."""
+    from onnxforge.registry import TOOLS
+
+    out = {}
+    for step in (*STEPS.values(), *TOOLS.values()):
+        for f, o in fields_of(step.options):
+            if o.several is not None:
+                for flag in (flag_of(f, o), *o.aliases):
+                    out[flag] = o.several
+    return out
 
 
 def options_from_cli(step: StepDef, given: dict[str, Any]):
@@ -162,7 +177,8 @@ def step_command(name: str):
         if report is not None and output is not None and Path(report).resolve() == Path(output).resolve():
             raise UsageError(f"--report and --output name the same file {output}", hint="give each its own path")
         fn = function_of(step)
-        res = fn(source, Path(output), options) if step.output else fn(source, options)
+        with task(name.replace(".", " ")):  # "convert torch", "quantize static", "serve-check"
+            res = fn(source, Path(output), options) if step.output else fn(source, options)
         emit(res, as_json=as_json, report=report, passed=res.passed)
 
     command.__signature__ = inspect.Signature(params)

@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 import typer
 
 from onnxforge.cli.common import (
-    AtolOpt, DimOpt, ForceOpt, FormatOpt, InputsOpt, JsonOpt, ReportOpt, RtolOpt, SamplesOpt, SeedOpt, TrustPickleOpt,
-    ValRangeOpt, check_outputs, emit, number, wants_json,
+    AtolOpt, DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, RtolOpt, SamplesOpt, SeedOpt,
+    TrustPickleOpt, ValRangeOpt, check_outputs, emit, number, wants_json,
 )
 
 
@@ -23,7 +23,7 @@ def validate_cmd(
     val_range: ValRangeOpt = None,
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
-    check_stat: Annotated[str, typer.Option("--check-stat", help="Statistic that must be within tolerance: elementwise, max, mean, p99.")] = "elementwise",
+    check_stat: Annotated[str, typer.Option("--check-stat", "--check-error-stat", help="Statistic that must be within tolerance: elementwise (elemwise), max, mean, median, p99.", metavar="STAT")] = "elementwise",
     min_cosine: Annotated[Optional[float], typer.Option("--min-cosine", help="Fail an output whose cosine similarity is below this.", callback=number(-1, 1))] = None,
     min_agreement: Annotated[Optional[float], typer.Option("--min-agreement", help="Fraction of labels (or top-1 classes with --task classification) that must agree.", callback=number(0, 1))] = None,
     task: Annotated[Optional[str], typer.Option("--task", help="classification: also report top-1 / top-k agreement of score outputs.")] = None,
@@ -40,27 +40,30 @@ def validate_cmd(
     json_: JsonOpt = False,
     fmt: FormatOpt = "table",
     report: ReportOpt = None,
+    html: HtmlOpt = None,
 ) -> None:
     """Compare two models' outputs on the same inputs; exit 1 when they differ past tolerance."""
+    from onnxforge.progress import task as progress
     from onnxforge.specs import parse_dims, parse_key_values, parse_per_output, parse_val_ranges
     from onnxforge.validators.compare import make_tolerance
     from onnxforge.validators.parity import validate
 
     as_json = wants_json(json_, fmt)
     check_outputs(force, (reference, candidate, inputs, weights), report=report, save_inputs=save_inputs,
-                  save_outputs=save_outputs)
+                  save_outputs=save_outputs, html=html)
     if task not in (None, "classification", "regression"):
         raise typer.BadParameter("use classification or regression", param_hint="--task")
-    result = validate(
-        reference, candidate,
-        inputs=str(inputs) if inputs else None, samples=samples, seed=seed,
-        dims=parse_dims(dim or []), val_ranges=parse_val_ranges(val_range or []),
-        provider=provider, ref_provider=ref_provider,
-        tolerance=make_tolerance(parse_per_output(atol or [], "--atol"), parse_per_output(rtol or [], "--rtol")),
-        check_stat=check_stat, min_cosine=min_cosine, min_agreement=min_agreement, task=task, top_k=top_k,
-        input_map=parse_key_values(map_ or [], "--map"), localize=localize,
-        save_inputs=str(save_inputs) if save_inputs else None,
-        save_outputs=str(save_outputs) if save_outputs else None, threads=threads,
-        source_options={"trust_pickle": trust_pickle, "weights": weights, "trust": tuple(trust or ())},
-    )
-    emit(result, as_json=as_json, report=report, passed=result.passed)
+    with progress("validate"):
+        result = validate(
+            reference, candidate,
+            inputs=str(inputs) if inputs else None, samples=samples, seed=seed,
+            dims=parse_dims(dim or []), val_ranges=parse_val_ranges(val_range or []),
+            provider=provider, ref_provider=ref_provider,
+            tolerance=make_tolerance(parse_per_output(atol or [], "--atol"), parse_per_output(rtol or [], "--rtol")),
+            check_stat=check_stat, min_cosine=min_cosine, min_agreement=min_agreement, task=task, top_k=top_k,
+            input_map=parse_key_values(map_ or [], "--map"), localize=localize,
+            save_inputs=str(save_inputs) if save_inputs else None,
+            save_outputs=str(save_outputs) if save_outputs else None, threads=threads,
+            source_options={"trust_pickle": trust_pickle, "weights": weights, "trust": tuple(trust or ())},
+        )
+    emit(result, as_json=as_json, report=report, passed=result.passed, html=html)

@@ -19,7 +19,7 @@ from typing import Any, Literal, Mapping, Optional
 
 from onnxforge.errors import BadInputError, UsageError
 from onnxforge.options import Fraction, NonNegFloat, PosFloat, PosInt, fields_of, option, suggest, toml_place
-from onnxforge.options import validate_options
+from onnxforge.options import alias_keys, validate_options
 from onnxforge.registry import RUN_NAMES, STEPS, StepDef, step_for
 
 FRAMEWORKS = ("torch", "sklearn", "onnx")
@@ -41,7 +41,9 @@ class StepParity:
 
     atol: Optional[NonNegFloat] = option(None, "Absolute tolerance against the source.")
     rtol: Optional[NonNegFloat] = option(None, "Relative tolerance against the source.")
-    check_stat: Literal["elementwise", "max", "mean", "p99"] = option("elementwise", "Statistic within tolerance.")
+    check_stat: Literal["elementwise", "elemwise", "max", "mean", "median", "p99"] = option(
+        "elementwise", "Statistic within tolerance (elemwise: Polygraphy's spelling of elementwise).",
+        normalize=lambda v: "elementwise" if v == "elemwise" else v)
     min_cosine: Optional[Fraction] = option(None, "Minimum cosine similarity of every output.")
     max_mismatch: Optional[Fraction] = option(None, "Fraction of top-1 labels allowed to change.")
 
@@ -184,9 +186,11 @@ def _step(i: int, table, framework: str, model: dict, data: dict, base: Path) ->
             continue
         table_name, key = place
         if table_name == "":
-            own[key] = f.name
-            if key in table:
-                values[f.name], names[f.name] = table[key], f"{where}.{key}"
+            for k in (key, *alias_keys(f, o)):  # target_opset = 17 is opset = 17 (validate_options renames it)
+                own[k] = f.name
+                if k in table:
+                    values[f.name if k == key else k] = table[k]
+                    names[f.name] = f"{where}.{k}"
         elif key in (model if table_name == "model" else data if table_name == "data" else {}):
             values[f.name] = (model if table_name == "model" else data)[key]
             names[f.name] = f"{table_name}.{key}"

@@ -1,6 +1,6 @@
 """What a release writes: the model and its manifest (only when every gate passes),
 and the reports (always): report.json, report.md (also appended to
-$GITHUB_STEP_SUMMARY) and junit.xml. The hashes of every input file and the tool
+$GITHUB_STEP_SUMMARY), report.html (figures) and junit.xml. The hashes of every input file and the tool
 versions go into both.
 
 OUT_DIR is always the old release, the new one, or marked incomplete: the release is
@@ -38,7 +38,7 @@ def versions() -> dict:
 
 MARKER = ".onnxforge-incomplete"
 LISTING = ".onnxforge-release.json"
-KNOWN = ("model.onnx", "model.onnx.data", "manifest.json", "report.json", "report.md", "junit.xml")
+KNOWN = ("model.onnx", "model.onnx.data", "manifest.json", "report.json", "report.md", "report.html", "junit.xml")
 
 
 def check_out_dir(out: Path, force: bool) -> None:
@@ -141,12 +141,14 @@ def publish(final: Path, out: Path, cfg: ReleaseConfig, steps, inputs_sha, vers)
 def write_reports(report: ReleaseReport, out: Path, *, summary: bool = True) -> None:
     from onnxforge.fileio import atomic_write_text
     from onnxforge.report import dumps
+    from onnxforge.report.html import write_html
     from onnxforge.report.junit import junit
     from onnxforge.report.markdown import markdown
 
     atomic_write_text(out / "report.json", dumps(report, "release") + "\n")
     md = markdown(report)
     atomic_write_text(out / "report.md", md)
+    write_html(out / "report.html", report)  # the verdict with its figures, one file that opens offline
     atomic_write_text(out / "junit.xml", junit(report))
     path = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary and path:

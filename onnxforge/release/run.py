@@ -6,7 +6,7 @@ validation inputs (the parity ledger), so error that accumulates across steps is
 caught, not only each step against the one before. The final model is benchmarked
 against the first ONNX model, the gates are evaluated, and OUT_DIR receives
 model.onnx (only when every gate passes), manifest.json, report.json, report.md
-(also appended to $GITHUB_STEP_SUMMARY) and junit.xml (publish.py). Seeds are fixed
+(also appended to $GITHUB_STEP_SUMMARY), report.html and junit.xml (publish.py). Seeds are fixed
 and nothing time-dependent goes into the model, so the same inputs give the same
 model bytes.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from onnxforge.errors import BadInputError, OnnxforgeError
+from onnxforge.progress import task
 from onnxforge.release.config import ReleaseConfig, StepConfig, load_config
 from onnxforge.runners import Runner
 from onnxforge.types import GateResult, LedgerRow, ReleaseReport, StepResult, Tolerance
@@ -188,6 +189,7 @@ class _Run:
     current: int | None = None
     final: Path | None = None
     first_onnx: Path | None = None
+    bar: Any = None  # the release's progress task: one unit per step and per later phase
 
     def fail(self, code: int, failure: str, status: str = "failed", error=None, hint=None) -> None:
         self.exit_code, self.failure, self.status, self.error, self.hint = code, failure, status, error, hint
@@ -203,17 +205,19 @@ def _steps(run: _Run, source: Runner, source_path, feeds, labels, check_inputs) 
     for i, sc in enumerate(cfg.steps):
         run.current = i
         t0 = time.perf_counter()
-        res = _run_step(cfg, sc, i, current, run.stage / "steps", check_inputs)
-        run.steps.append(res)
-        run.step_seconds.append(round(time.perf_counter() - t0, 3))
-        if not res.passed or not res.written:
-            run.fail(1, f"step {i} ({sc.run}) failed its own check")
-            return
-        current = res.artifact or Path(res.output)
-        if run.first_onnx is None:
-            run.first_onnx = Path(res.output)
-        row_feeds = feeds if feeds is not None else _generated_feeds(cfg, res.output)
-        run.ledger.append(_ledger_row(cfg, sc, res, source, previous, row_feeds, labels))
+        with task(f"step {i + 1}/{len(cfg.steps)} {sc.run}"):  # the step, its own check and its ledger row
+            res = _run_step(cfg, sc, i, current, run.stage / "steps", check_inputs)
+            run.steps.append(res)
+            run.step_seconds.append(round(time.perf_counter() - t0, 3))
+            if not res.passed or not res.written:
+                run.fail(1, f"step {i} ({sc.run}) failed its own check")
+                return
+            current = res.artifact or Path(res.output)
+            if run.first_onnx is None:
+                run.first_onnx = Path(res.output)
+            row_feeds = feeds if feeds is not None else _generated_feeds(cfg, res.output)
+            run.ledger.append(_ledger_row(cfg, sc, res, source, previous, row_feeds, labels))
+        run.bar.advance()
         previous = _onnx(res.output)
     run.current = None
     run.final = Path(run.steps[-1].output)
@@ -268,7 +272,9 @@ def _gates(run: _Run, acc_src) -> None:
                                 f"limit {acc_gate.max_drop}", kind="accuracy", model=str(run.final)))
     run.gates = gates
     if cfg.gate("latency") is not None:
-        run.benchmark, lat = _latency_gates(cfg, run.first_onnx, run.final)
+        with task("latency gate"):
+            run.benchmark, lat = _latency_gates(cfg, run.first_onnx, run.final)
+        run.bar.advance()
         run.gates = gates + lat
     if not all(g.passed for g in run.gates):
         run.fail(1, "gate(s) failed: " + ", ".join(g.name for g in run.gates if not g.passed))
@@ -276,7 +282,9 @@ def _gates(run: _Run, acc_src) -> None:
 
 def _pipeline(run: _Run, config) -> None:
     cfg = run.cfg = load_config(config)
-    source, source_path = _source(cfg)
+    run.bar.update(0, total=_phases(cfg))
+    with task(f"load source {Path(cfg.source).name}"):  # a torch factory imports torch: seconds
+        source, source_path = _source(cfg)
     run.first_onnx = source_path
     feeds, labels = _validation(cfg)
     check_inputs = None
@@ -293,6 +301,12 @@ def _pipeline(run: _Run, config) -> None:
         _gates(run, acc_src)
 
 
+def _phases(cfg: ReleaseConfig) -> int:
+    """The units of the release's progress bar: steps, the latency gate, packages, serve-check."""
+    return (len(cfg.steps) + (cfg.gate("latency") is not None) + len(cfg.packages)
+            + (cfg.serve_check is not None))
+
+
 def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out", *, keep_steps: bool = True,
             force: bool = False) -> ReleaseReport:
     """Run the pipeline a release.toml describes; see the module docstring. Every exit
@@ -304,8 +318,8 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
     t_start = time.perf_counter()
     out = Path(out_dir)
     check_out_dir(out, force)
-    with stage_dir(out) as stage:
-        run = _Run(stage=stage)
+    with stage_dir(out) as stage, task("release") as bar:
+        run = _Run(stage=stage, bar=bar)
         (stage / "steps").mkdir()
         try:
             _pipeline(run, config)
@@ -367,7 +381,9 @@ def _deploy(run: _Run) -> None:
 
     try:
         for opts in run.cfg.packages:
-            res = package(run.stage, run.stage / opts.target, opts)
+            with task(f"package {opts.target}"):
+                res = package(run.stage, run.stage / opts.target, opts)
+            run.bar.advance()
             run.packages.append(res)
             why = "; ".join([*res.problems, *(["the proof failed"] if res.proof and not res.proof.passed else [])])
             run.gates.append(GateResult(f"package:{opts.target}", res.passed, float(res.passed), 1.0,
@@ -375,7 +391,9 @@ def _deploy(run: _Run) -> None:
                                         kind="package", model=str(run.stage / opts.target)))
         if run.cfg.serve_check is not None:
             target, opts = run.cfg.serve_check
-            rep = run.serve_check = serve_check(run.stage / target, opts)
+            with task(f"serve-check {target}"):
+                rep = run.serve_check = serve_check(run.stage / target, opts)
+            run.bar.advance()
             p99 = rep.load.latency.p99 if rep.load and rep.load.latency else 0.0
             run.gates.append(GateResult("serve_check", rep.passed, p99, opts.max_p99_ms or 0.0,
                                         "; ".join(rep.failures) or f"served parity over {', '.join(rep.parity)}, "

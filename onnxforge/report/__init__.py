@@ -24,6 +24,7 @@ KINDS = {
     "ErrorResult": "error",
     "PackageResult": "package",
     "ServeCheckReport": "serve-check",
+    "DoctorReport": "doctor",
 }
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from onnxforge.errors import BadInputError, MissingDependencyError, UsageError
+from onnxforge.progress import task
 from onnxforge.types import LatencyStats, ParityReport, Tolerance
 
 PROTOCOLS = ("rest", "grpc")
@@ -276,7 +277,8 @@ def mlserver_process(folder: str | os.PathLike, *, timeout: float = 60.0, log_di
             server = Server(proc.pid, http_port, grpc_port, metrics_port, name, log)
             try:
                 try:
-                    _wait_ready(proc, server, timeout)
+                    with task("start mlserver", detail=True):  # seconds of imports and model loading
+                        _wait_ready(proc, server, timeout)
                 except BadInputError:
                     if attempt == 1 and "address already in use" in _log_tail(log, 200).lower():
                         continue  # another process took a port between picking and binding
@@ -531,7 +533,12 @@ def run_load(server: Server, feeds: Mapping[str, object], *, protocol: str = "re
     try:
         for t in threads:
             t.start()
-        stop.wait(duration)
+        with task(f"load: {concurrency} {protocol} client(s)", total=float(duration), detail=True) as bar:
+            deadline = t_start + duration  # woken 4 times a second to move the bar; errors stop it early
+            while not stop.wait(max(0.0, min(0.25, deadline - time.perf_counter()))):
+                bar.update(min(float(duration), time.perf_counter() - t_start))
+                if time.perf_counter() >= deadline:
+                    break
     finally:
         stop.set()
         for t in threads:
@@ -595,16 +602,19 @@ def serve_check(folder: str | os.PathLike, options=None, /, **kwargs) -> ServeCh
     feeds, rows = load_request(inputs[0], info["inputs"], o.batch)
     in_proc = None
     if o.duration > 0:
-        in_proc = in_process_latency((Path(folder) / params.get("uri", "./model.onnx")).resolve(), feeds,
-                                     provider=extra.get("provider", "cpu"), threads=extra.get("threads"),
-                                     spinning=extra.get("spinning"), seconds=min(max(o.duration / 2, 0.5), 3.0))
+        with task("in-process latency", detail=True):
+            in_proc = in_process_latency((Path(folder) / params.get("uri", "./model.onnx")).resolve(), feeds,
+                                         provider=extra.get("provider", "cpu"), threads=extra.get("threads"),
+                                         spinning=extra.get("spinning"), seconds=min(max(o.duration / 2, 0.5), 3.0))
     stopped: list[bool] = []
     t0 = time.perf_counter()
     with mlserver_process(folder, timeout=o.timeout, log_dir=o.log_dir, stopped=stopped) as server:
         startup = time.perf_counter() - t0
         raw = needs_raw(info)
-        parity = {p: served_parity(server, p, inputs, golden, tol, raw=raw) for p in o.protocols}
-        malformed = [m for p in o.protocols for m in malformed_requests(server, p, feeds, info["inputs"], raw=raw)]
+        with task("served parity, malformed requests", detail=True):
+            parity = {p: served_parity(server, p, inputs, golden, tol, raw=raw) for p in o.protocols}
+            malformed = [m for p in o.protocols for m in malformed_requests(server, p, feeds, info["inputs"],
+                                                                            raw=raw)]
         load = run_load(server, feeds, protocol=o.load_protocol, concurrency=o.concurrency, duration=o.duration,
                         rows=rows or 1, raw=raw) if o.duration > 0 else None
     overhead = load.latency.p50 - in_proc.p50 if load and load.latency and in_proc else None

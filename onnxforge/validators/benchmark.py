@@ -219,7 +219,7 @@ def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: f
     deadline = None if iterations is not None else time.perf_counter() + seconds
     t0 = time.perf_counter()
     rounds = 0
-    with task("benchmark", total=iterations if iterations is not None else seconds) as bar:
+    with task(f"timing {len(rows)} row(s)", total=iterations if iterations is not None else seconds, detail=True) as bar:
         while True:
             for i, r in enumerate(rows):
                 lat[i].append(r.once())
@@ -235,10 +235,11 @@ def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: f
 
 def _result(r: _Row, ns: Sequence[int], *, threads, seed, save_latencies, placement, popts, notes) -> BenchmarkResult:
     from onnxforge.runtime import short_provider
-    from onnxforge.stats import histogram, latency_stats
+    from onnxforge.stats import histogram_with_edges, latency_stats
 
     ms = [v / 1e6 for v in ns]
     stats, cv = latency_stats(ms, seed)
+    counts, edges = histogram_with_edges(ms)
     if cv > HIGH_CV:
         notes.append(f"{Path(r.model).name} ({short_provider(r.provider)}, batch {r.batch}): coefficient of "
                      f"variation {cv:.0%}: the machine is noisy, compare the intervals, not the digits")
@@ -248,7 +249,7 @@ def _result(r: _Row, ns: Sequence[int], *, threads, seed, save_latencies, placem
         environment={}, cv=cv, shapes=r.shapes, io_binding=r.io_binding, copies_included=r.copies_included,
         placement=_placement(r.model, r.provider, popts.get(r.provider), threads) if placement else None,
         memory={"session_bytes": r.session_bytes, "peak_rss_bytes": _peak_rss()},
-        histogram=histogram(ms), latencies_ms=tuple(ms) if save_latencies else (), sha256=r.sha256,
+        histogram=counts, histogram_edges=edges, latencies_ms=tuple(ms) if save_latencies else (), sha256=r.sha256,
     )
 
 

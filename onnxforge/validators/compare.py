@@ -3,8 +3,10 @@
 Check statistics (``check_stat``), after Polygraphy:
 - ``elementwise`` (default): every element within ``atol + rtol * |ref|`` (numpy's
   allclose), the strictest and what torch.testing does;
-- ``max`` / ``mean`` / ``p99``: that statistic of the absolute error within ``atol``,
-  or of the relative error within ``rtol``.
+- ``max`` / ``mean`` / ``median`` / ``p99``: that statistic of the absolute error
+  within ``atol``, or of the relative error within ``rtol``. Polygraphy's
+  ``elemwise`` is accepted for ``elementwise`` (and its ``--check-error-stat`` for
+  ``--check-stat``).
 Integer, bool and string outputs (labels) are compared exactly: ``min_agreement``
 (default 1.0) is the fraction of elements that must be equal.
 Any NaN or Inf in either side fails the output and is named in the report.
@@ -18,7 +20,8 @@ from typing import Mapping, Sequence
 from onnxforge.errors import UsageError
 from onnxforge.types import OutputDiff, ParityReport, Tolerance
 
-CHECK_STATS = ("elementwise", "max", "mean", "p99")
+CHECK_STATS = ("elementwise", "max", "mean", "median", "p99")
+CHECK_STAT_ALIASES = {"elemwise": "elementwise"}  # Polygraphy's spelling
 
 # Defaults suit fp32 exports: float32 has ~7 significant digits, and exporters
 # reorder reductions, so 1e-4 absolute / 1e-3 relative passes honest exports and
@@ -26,6 +29,15 @@ CHECK_STATS = ("elementwise", "max", "mean", "p99")
 DEFAULT_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-3)
 # No elementwise bound at all: a step judged on cosine and labels only (quantization)
 LOOSE = Tolerance(atol=math.inf, rtol=math.inf)
+
+
+def check_stat_name(name: str) -> str:
+    """The statistic's name in onnxforge's spelling, or a UsageError listing them."""
+    canon = CHECK_STAT_ALIASES.get(name, name)
+    if canon not in CHECK_STATS:
+        raise UsageError(f"unknown --check-stat {name!r}",
+                         hint="use one of: " + ", ".join(CHECK_STATS) + " (elemwise = elementwise)")
+    return canon
 
 
 def make_tolerance(atol=None, rtol=None, default: Tolerance = DEFAULT_TOLERANCE) -> Tolerance:
@@ -110,11 +122,35 @@ def _verdict(err, rel, within, check_stat, atol, rtol, max_abs) -> tuple[bool, s
     if check_stat == "elementwise":
         return bool(within.all()), (f"{(~within).sum()} of {within.size} elements outside atol {atol:g} + "
                                     f"rtol {rtol:g}*|ref| (max abs {max_abs:.3g})")
-    stat = {"max": np.max, "mean": np.mean, "p99": lambda a: np.quantile(a, 0.99)}[check_stat]
+    stat = {"max": np.max, "mean": np.mean, "median": np.median, "p99": lambda a: np.quantile(a, 0.99)}[check_stat]
     sa = float(stat(err)) if err.size else 0.0
     sr = float(stat(rel)) if rel.size else 0.0
     return sa <= atol or sr <= rtol, (f"{check_stat} abs error {sa:.3g} > atol {atol:g} and {check_stat} rel error "
                                       f"{sr:.3g} > rtol {rtol:g}")
+
+
+ERROR_BINS = 12
+
+
+def error_histogram(err, bins: int = ERROR_BINS) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Counts of absolute errors between log-spaced edges: errors span decades (1e-9 from
+    reordered sums, 1e-2 from quantization), so equal-width bins would put all but the
+    largest in the first. The first bin, [0, smallest nonzero error), holds the exact
+    matches. Small on purpose: 12 bins per output in every parity report."""
+    import numpy as np
+
+    if err.size == 0:
+        return (), ()
+    pos = err[err > 0]
+    if pos.size == 0:
+        return (int(err.size),), (0.0, 0.0)
+    lo, hi = float(pos.min()), float(pos.max())
+    if hi <= lo:  # every nonzero error is the same value
+        return (int(err.size - pos.size), int(pos.size)), (0.0, lo, hi)
+    edges = np.concatenate([[0.0], np.logspace(np.log10(lo), np.log10(hi), bins)])
+    edges[-1] = hi  # logspace may land a hair below the largest error
+    counts, _ = np.histogram(err, bins=edges)
+    return tuple(int(c) for c in counts), tuple(float(e) for e in edges)
 
 
 def _top_k(ref_list, cand_list, top_k: int) -> tuple[float, float]:
@@ -146,8 +182,7 @@ def compare_output(
     """Compare one output across samples (lists of arrays, one per sample)."""
     import numpy as np
 
-    if check_stat not in CHECK_STATS:
-        raise UsageError(f"unknown --check-stat {check_stat!r}", hint="use one of: " + ", ".join(CHECK_STATS))
+    check_stat = check_stat_name(check_stat)
     shape = tuple(_as_array(ref_list[0]).shape) if ref_list else ()
     for i, (r, c) in enumerate(zip(ref_list, cand_list)):
         r, c = _as_array(r), _as_array(c)
@@ -189,10 +224,12 @@ def compare_output(
         if min_agreement is not None and label_agreement < min_agreement:
             passed = False
             messages.append(f"top-1 agreement {label_agreement:.4f} < {min_agreement:g}")
+    counts, edges = error_histogram(err)
     return OutputDiff(name, max_abs, float(rel.max()) if rel.size else 0.0, float(err.mean()) if err.size else 0.0,
                       float(np.quantile(err, 0.99)) if err.size else 0.0, float(mismatch), cosine, bool(passed),
                       shape=shape, atol=atol, rtol=rtol, label_agreement=label_agreement, topk_agreement=topk,
-                      nonfinite="; ".join(notes), message="; ".join(messages))
+                      nonfinite="; ".join(notes), message="; ".join(messages), error_histogram=counts,
+                      error_edges=edges)
 
 
 def compare(
@@ -214,6 +251,7 @@ def compare(
     """
     refs = [ref] if isinstance(ref, Mapping) else list(ref)
     cands = [cand] if isinstance(cand, Mapping) else list(cand)
+    criteria["check_stat"] = check_stat_name(criteria.get("check_stat", "elementwise"))
     problems = []
     if len(refs) != len(cands):
         problems.append(f"reference has {len(refs)} sample(s), candidate {len(cands)}")

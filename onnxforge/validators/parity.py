@@ -146,7 +146,14 @@ def _align_squeezed(ref_out: list[dict], cand_out: list[dict]) -> tuple[list[dic
 
 def _outputs(side: Runner, feeds: list, feed_for) -> list[dict]:
     if side.kind != "saved":
-        return [side(feed_for(side, s)) for s in feeds]
+        from onnxforge.progress import task
+
+        outs = []
+        with task(f"run {side.label}", total=len(feeds), detail=True) as bar:  # a torch model can take minutes
+            for s in feeds:
+                outs.append(side(feed_for(side, s)))
+                bar.advance()
+        return outs
     outs = [dict(o) for o in side.saved_outputs]
     if len(outs) != len(feeds):
         raise BadInputError(f"{side.label} holds outputs for {len(outs)} sample(s) but there are {len(feeds)} input "
@@ -157,9 +164,11 @@ def _outputs(side: Runner, feeds: list, feed_for) -> list[dict]:
 def _open(side: str | Runner, provider: str, threads, source_options) -> Runner:
     if isinstance(side, Runner):
         return side
+    from onnxforge.progress import task
     from onnxforge.runners import open_runner
 
-    return open_runner(side, provider, threads=threads, **(source_options or {}))
+    with task(f"load {Path(str(side)).name}", detail=True):  # importing torch alone takes seconds
+        return open_runner(side, provider, threads=threads, **(source_options or {}))
 
 
 def validate(

@@ -9,12 +9,22 @@ import pytest
 from conftest import run_subprocess
 
 
-def test_help_imports_nothing_heavy():
+HEAVY = ("torch", "sklearn", "skl2onnx", "onnxsim", "onnxruntime.quantization", "onnxscript", "transformers",
+         "pydantic", "mlflow", "mlserver", "tritonclient", "numpy", "onnxruntime")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["validate", "--help"], ["quantize", "static", "--help"]])
+def test_help_imports_nothing_heavy(argv):
+    """--help (and a command's --help, which runs the root callback first) imports
+    none of the heavy modules: they load inside the functions that need them. Typer
+    itself (0.2x) coerces option values through pydantic once a command parses its
+    options, so pydantic is only kept out of the root --help."""
+    heavy = HEAVY if argv == ["--help"] else tuple(m for m in HEAVY if m != "pydantic")
     code = (
         "import sys\n"
         "from onnxforge.cli.app import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch','sklearn','skl2onnx','onnxsim','onnxruntime.quantization','onnxscript','transformers') if m in sys.modules]\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        f"heavy = [m for m in {heavy!r} if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -146,3 +156,53 @@ def test_print_step_round_trips_into_a_release_config(cli, tmp_path):
 def test_debug_anywhere_on_the_line(cli, tmp_path):
     r = cli("inspect", tmp_path / "missing.onnx", "--debug")
     assert r.code == 3 and "Traceback" in r.err and r.err.startswith("error: ")
+
+
+def _shell(cmd: str, tmp_path, **env) -> subprocess.CompletedProcess:
+    """Through bash (the `; true` keeps bash as the parent, so typer's shell detection finds it)."""
+    from conftest import ROOT
+
+    e = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run(["bash", "-c", f"{sys.executable} -m onnxforge {cmd}; true"], capture_output=True,
+                          text=True, env=e, cwd=tmp_path)
+
+
+def test_show_and_install_completion(tmp_path):
+    r = _shell("--show-completion", tmp_path)
+    assert "_ONNXFORGE_COMPLETE=complete_bash" in r.stdout, r.stdout + r.stderr
+    r = _shell("--install-completion", tmp_path)
+    assert "completion installed" in r.stdout, r.stdout + r.stderr
+    assert "onnxforge" in (tmp_path / ".bashrc").read_text()  # only the fake HOME is touched
+    assert list((tmp_path / ".bash_completions").glob("onnxforge*"))
+
+
+def _complete(words: str) -> list[str]:
+    env = {**os.environ, "_ONNXFORGE_COMPLETE": "complete_bash", "COMP_WORDS": words,
+           "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))}
+    r = subprocess.run([sys.executable, "-m", "onnxforge"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_completion_of_commands_and_options():
+    assert _complete("onnxforge vali") == ["validate"]
+    assert set(_complete("onnxforge quantize ")) >= {"dynamic", "static", "fp16"}
+    assert "--calibration" in _complete("onnxforge quantize static --cal")
+
+
+def test_command_table_matches_the_commands():
+    """`onnxforge --help` lists the commands from a table, without building them: the
+    table's one-line help must be each command's own, and building one builds only it."""
+    import typer
+    from typer._click.utils import make_default_short_help
+
+    from onnxforge.cli.app import COMMANDS, app, build_command
+
+    group = typer.main.get_command(app)
+    assert group.list_commands(None) == list(COMMANDS)
+    assert dict.keys(group.commands) == set()  # nothing built yet
+    for name, (_, short) in COMMANDS.items():
+        cmd = build_command(name)
+        assert cmd.get_short_help_str(10_000) == make_default_short_help(short, 10_000), name
+    group.get_command(None, "inspect")
+    assert set(dict.keys(group.commands)) == {"inspect"}

@@ -89,6 +89,7 @@ def _check_verdict(out: Path, code: int, status: str, summary: Path, err: str) -
     assert int(suite.get("failures")) + int(suite.get("errors")) >= 1
     assert int(suite.get("tests")) == len(suite.findall("testcase"))
     assert (out / "report.md").read_text().startswith("# onnxforge release: " + status.upper())
+    assert f'id="verdict-badge">{status.upper()}<' in (out / "report.html").read_text()
     assert f"# onnxforge release: {status.upper()}" in summary.read_text()
     assert re.search(r"^error: ", err, re.M) and "::error title=" in err
     assert not (out / "model.onnx").exists()

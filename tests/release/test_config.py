@@ -49,7 +49,9 @@ def test_bad_configs_refused_before_work(cli, tmp_path, mutate, code, needle):
     assert r.code == code and needle in r.err, r.err
     # no work was done, but the verdict is written: CI shows the error, never a green run
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == [".onnxforge-release.json", "junit.xml", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".onnxforge-release.json", "junit.xml", "report.html",
+                                                     "report.json", "report.md"]
+    assert 'id="verdict-badge">ERROR<' in (out / "report.html").read_text()
     rep = json.loads((out / "report.json").read_text())["result"]
     assert rep["status"] == "error" and rep["exit_code"] == code and needle in rep["error"] + str(rep["hint"])
     suite = ET.parse(out / "junit.xml").getroot()

@@ -36,6 +36,8 @@ def test_statistics_on_hand_made_case():
     ("max", 0.5, 0.0, True), ("max", 0.4, 0.0, False),
     ("mean", 0.151, 0.0, True), ("mean", 0.1, 0.0, False),
     ("p99", 0.49, 0.0, True), ("p99", 0.3, 0.0, False),
+    ("median", 0.051, 0.0, True), ("median", 0.04, 0.0, False),  # errors 0, 0.5, 0, 0.1: median 0.05
+    ("elemwise", 0.5, 0.0, True), ("elemwise", 0.4, 0.0, False),  # Polygraphy's name for elementwise
 ])
 def test_check_stats(stat, atol, rtol, passed):
     ref = np.array([1.0, 2.0, 4.0, 3.0])
@@ -44,8 +46,9 @@ def test_check_stats(stat, atol, rtol, passed):
 
 
 def test_unknown_check_stat():
-    with pytest.raises(UsageError):
-        compare_output("y", [np.zeros(1)], [np.zeros(1)], atol=0, rtol=0, check_stat="median")
+    with pytest.raises(UsageError) as e:
+        compare_output("y", [np.zeros(1)], [np.zeros(1)], atol=0, rtol=0, check_stat="quantile")
+    assert "median" in e.value.hint  # the hint lists the statistics
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -116,3 +119,19 @@ def test_parse_tolerances_rejects_garbage():
     with pytest.raises(UsageError):
         parse_tolerances(["-1"], None)
     assert math.isinf(parse_tolerances(["inf"], None).atol)
+
+
+def test_error_histogram_per_output():
+    """Log-spaced edges over the abs error; the first bin [0, smallest error) holds the exact matches."""
+    ref = np.zeros(1000)
+    cand = np.r_[np.zeros(100), np.logspace(-9, -2, 900)]
+    d = compare_output("y", [ref], [cand], atol=1e-4, rtol=0)
+    assert len(d.error_edges) == len(d.error_histogram) + 1 and sum(d.error_histogram) == 1000
+    assert d.error_edges[0] == 0 and d.error_histogram[0] == 100
+    assert d.error_edges[1] == pytest.approx(1e-9) and d.error_edges[-1] == pytest.approx(1e-2)
+    ratios = np.diff(np.log10(d.error_edges[1:]))
+    assert np.allclose(ratios, ratios[0])  # equal widths on a log axis
+    same = compare_output("y", [ref], [ref], atol=0, rtol=0)
+    assert same.error_histogram == (1000,) and same.error_edges == (0.0, 0.0)
+    labels = compare_output("y", [np.arange(4)], [np.arange(4)], atol=0, rtol=0)
+    assert labels.error_histogram == ()  # labels are compared exactly: no error distribution

@@ -38,3 +38,14 @@ def test_histogram_and_sparkline():
     assert sum(counts) == 100 and counts[0] == 50
     line = sparkline(counts)
     assert len(line) == 4 and line[0] == "█"
+
+
+def test_histogram_edges():
+    from onnxforge.stats import histogram_with_edges
+
+    ms = list(np.linspace(1.0, 2.0, 1000)) + [50.0]  # one stall
+    counts, edges = histogram_with_edges(ms)
+    assert len(edges) == len(counts) + 1 == 17 and sum(counts) == 1001
+    assert edges[0] == 1.0 and edges[-1] == pytest.approx(np.percentile(ms, 99))
+    assert all(a < b for a, b in zip(edges, edges[1:]))
+    assert histogram_with_edges([3.0] * 5) == ((5,), (3.0, 3.0))
