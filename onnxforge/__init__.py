@@ -23,8 +23,8 @@ _API = {
     "quantize": "onnxforge.optimizers.quantize:quantize",
     "quantize_dynamic": "onnxforge.optimizers.quantize:quantize_dynamic",
     "quantize_static": "onnxforge.optimizers.quantize:quantize_static",
-    "release": "onnxforge.release.run:release",
-    "doctor": "onnxforge.doctor:doctor",
+    "release": "onnxforge.pipeline.run:release",
+    "doctor": "onnxforge.environment:doctor",
 }
 
 __all__ = ["__version__", *_API]

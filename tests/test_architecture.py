@@ -70,3 +70,18 @@ def test_registry_declarations_are_complete():
                 assert flag not in flags, (step.name, flag, f.name, flags.get(flag))
                 flags[flag] = f.name
             assert o.example or f.name in ("inputs", "example_inputs", "weights", "sample"), (step.name, f.name)
+
+
+def test_public_functions_are_not_shadowed_by_submodules():
+    # `import onnxforge.x` sets onnxforge.x to the module: a public function of that
+    # name would then stop being callable for anyone who imported the module first
+    import importlib
+    import pkgutil
+
+    import onnxforge
+
+    subs = {m.name for m in pkgutil.iter_modules(onnxforge.__path__)}
+    assert not subs & set(onnxforge._API), subs & set(onnxforge._API)
+    importlib.import_module("onnxforge.pipeline.run")
+    importlib.import_module("onnxforge.environment")
+    assert callable(onnxforge.release) and callable(onnxforge.doctor)

@@ -1,4 +1,4 @@
-"""`onnxforge doctor`: what onnxforge sees on this machine (onnxforge/doctor.py)."""
+"""`onnxforge doctor`: what onnxforge sees on this machine (onnxforge/environment.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def doctor_cmd(
 ) -> None:
     """Show versions, the onnxruntime build, which execution providers initialise, CPU and
     ISA, container limits, GPUs, and which extras are installed."""
-    from onnxforge.doctor import doctor
+    from onnxforge.environment import doctor
     from onnxforge.errors import MissingDependencyError
 
     as_json = wants_json(json_, fmt)

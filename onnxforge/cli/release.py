@@ -21,8 +21,8 @@ def release_cmd(
     """Run the pipeline in CONFIG (convert, simplify, quantize ...), check every step against
     the source, benchmark, evaluate the gates, and write the release and its reports (on
     every exit: report.json, report.md, report.html, junit.xml)."""
-    from onnxforge.release.config import load_config, plan
-    from onnxforge.release.run import release
+    from onnxforge.pipeline.config import load_config, plan
+    from onnxforge.pipeline.run import release
 
     as_json = wants_json(json_, fmt)
     check_outputs(force, (config,), report=report)

@@ -97,7 +97,7 @@ def test_one_option_under_two_names_is_refused(cli):
 
 
 def test_release_toml_takes_the_alias_keys(tmp_path):
-    from onnxforge.release.config import load_config
+    from onnxforge.pipeline.config import load_config
 
     src = ROOT / "fixtures" / "example-sklearn" / "model.skops"
     base = f'[model]\nsource = "{src}"\nframework = "sklearn"\ninputs = ["X:float32:?x30"]\n\n[[steps]]\nrun = "convert"\n'

@@ -36,7 +36,7 @@ def test_every_option_round_trips(name, cli, fx, tmp_path):
     from onnxforge.cli.stepcmd import options_from_cli
     from onnxforge.options import default_of, fields_of, toml_place
     from onnxforge.registry import STEPS
-    from onnxforge.release.config import load_config
+    from onnxforge.pipeline.config import load_config
 
     step = STEPS[name]
     source = f"{M}:mlp" if name == "convert.torch" else f"{M}:logreg" if name == "convert.sklearn" else str(fx / "tiny.onnx")

@@ -54,7 +54,7 @@ def string_label_model(path: Path) -> Path:
 def sklearn_release(out: Path) -> Path:
     """The README's sklearn example, released, with a 0.5 s latency gate instead of 3 s
     (its gates are far from their limits; the timing is not what these tests check)."""
-    from onnxforge.release.run import release
+    from onnxforge.pipeline.run import release
 
     text = (SK_EXAMPLE / "release.toml").read_text()
     for name in ("model.skops", "sample.npy", "val.npz"):

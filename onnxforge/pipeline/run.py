@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from onnxforge.errors import BadInputError, OnnxforgeError
 from onnxforge.progress import task
-from onnxforge.release.config import ReleaseConfig, StepConfig, load_config
+from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config
 from onnxforge.runners import Runner
 from onnxforge.types import GateResult, LedgerRow, ReleaseReport, StepResult, Tolerance
 
@@ -313,7 +313,7 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
     — a failed gate, a bad config, an error, an internal error, Ctrl-C or SIGTERM —
     writes the reports; the release is built in a scratch folder beside OUT_DIR and
     moved in at the end (publish.py), so OUT_DIR never mixes two releases."""
-    from onnxforge.release.publish import check_out_dir, stage_dir
+    from onnxforge.pipeline.publish import check_out_dir, stage_dir
 
     t_start = time.perf_counter()
     out = Path(out_dir)
@@ -338,7 +338,7 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
 
 
 def _finish(run: _Run, config, out: Path, keep_steps: bool, t_start: float) -> ReleaseReport:
-    from onnxforge.release.publish import input_hashes, publish, swap_in, versions, write_reports
+    from onnxforge.pipeline.publish import input_hashes, publish, swap_in, versions, write_reports
 
     cfg = run.cfg
     vers, inputs_sha = versions(), input_hashes(cfg, config)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from onnxforge.errors import BadInputError
 
-from onnxforge.release.config import ReleaseConfig
+from onnxforge.pipeline.config import ReleaseConfig
 from onnxforge.types import ReleaseReport
 
 
