@@ -1,15 +1,67 @@
-"""Models for benchmarks/quantize.py: BERT-base from its config (random weights) and
-a ResNet-18-like CNN."""
+"""Models for benchmarks/quantize.py: BERT-base and BERT-small from their configs (random
+weights) and a ResNet-18-like CNN."""
 
 import torch
 from torch import nn
+
+
+def _like_trained(model):
+    """Hugging Face initializes biases to 0 and LayerNorm to (1, 0); trained checkpoints
+    have neither. Left as is, the exporter shares the identical tensors and zero-bias
+    Adds can be folded away, which flatters some recipes. Seeded noise, so every run
+    builds the same model."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.add_(torch.randn(p.shape, generator=g) * 0.02)
+            elif "LayerNorm.weight" in name:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
 
 
 def bert_base():
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    return BertModel(BertConfig()).eval()  # 12 layers, hidden 768, 12 heads: bert-base
+    return _like_trained(BertModel(BertConfig()))  # 12 layers, hidden 768, 12 heads: bert-base
+
+
+def bert_small():
+    """4 layers, hidden 512, 8 heads (BERT-small in Turc et al.'s table)."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    return _like_trained(BertModel(BertConfig(num_hidden_layers=4, hidden_size=512, num_attention_heads=8,
+                                              intermediate_size=2048)))
+
+
+class _Keywords(nn.Module):
+    """forward(input_ids, attention_mask) by keyword: the TorchScript exporter passes
+    positional arguments, which current transformers models take differently."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.last_hidden_state, out.pooler_output
+
+
+def _eager(model):
+    """The attention ORT's transformer optimizer was written for (its patterns do not
+    match the SDPA form current transformers export by default)."""
+    model.set_attn_implementation("eager")
+    return _Keywords(model).eval()
+
+
+def bert_base_eager():
+    return _eager(bert_base())
+
+
+def bert_small_eager():
+    return _eager(bert_small())
 
 
 class _Block(nn.Module):

@@ -78,3 +78,8 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", line)[:limit]
+
+
+class StepNotApplicable(Exception):
+    """A simplify engine that cannot run on this model by design (not a failure):
+    skipped with a note. Not an OnnxforgeError: it never reaches the user as one."""

@@ -226,7 +226,9 @@ IntType = Optional[Literal["int8", "uint8"]]
 
 
 @dataclass(frozen=True)
-class DynamicOptions(CheckOptions):
+class QuantOptions(CheckOptions):
+    """What dynamic and static int8 quantization share."""
+
     weight_type: IntType = option(None, "int8 or uint8 (default: chosen for this CPU).", example=("--weight-type", "uint8"))
     per_channel: bool = option(False, "Per-channel weight scales.", flag="--per-channel/--no-per-channel",
                                example=("--per-channel",))
@@ -257,13 +259,21 @@ class DynamicOptions(CheckOptions):
     rtol: Optional[Tolerance] = _tol("rtol", "off")
 
 
+@dataclass(frozen=True)
+class DynamicOptions(QuantOptions):
+    recipe: Literal["auto", "plain", "fused"] = option(
+        "auto", "On a transformer, auto times plain int8 against fused attention that quantizes to QAttention and "
+                "keeps the fastest that passes the budget; plain quantizes the graph as given; fused the fused "
+                "graph.", example=("--recipe", "plain"))
+
+
 def _check_calibration(v: str) -> None:
     if not v:
         raise UsageError("empty calibration path", hint="give a .npz, a folder of samples, or 'random'")
 
 
 @dataclass(frozen=True)
-class StaticOptions(DynamicOptions):
+class StaticOptions(QuantOptions):
     calibration: Optional[str] = option(None, "Calibration data: .npz with a sample axis, a folder of samples, or "
                                               "'random' (a smoke test).", metavar="DATA", toml="data.calibration",
                                         path=True, check=_check_calibration, example=("--calibration", "random"))

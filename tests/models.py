@@ -111,6 +111,16 @@ def tiny_bert():
     return BertModel(cfg).eval()
 
 
+def tiny_gpt2():
+    import torch
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=100, n_positions=64, n_embd=32, n_layer=2, n_head=2, use_cache=False,
+                     bos_token_id=0, eos_token_id=0)
+    return GPT2Model(cfg).eval()
+
+
 def raises():
     raise RuntimeError("no such checkpoint")
 

@@ -185,7 +185,13 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
         # The scratch model always keeps its weights in a data file: the exporter then
         # streams them to disk, and the checker, ORT and our own loads never hold a
         # second in-memory protobuf copy of the weights. Inlined (if wanted) at the end.
-        used = _export(torch, exportable, ex, tmp_model, out_names, dyn, o.opset, o.exporter, notes)
+        wide, widened = widen_dynamic_example(ex, dyn)
+        if widened:
+            notes.append(f"exported with {', '.join(f'{k}={EXAMPLE_DIM}' for k in widened)}: torch.export "
+                         f"specializes dynamic dims of size 0 and 1, so the example was widened to {EXAMPLE_DIM} "
+                         f"on them; checked at the example's own size too")
+        used = _export(torch, exportable, wide, tmp_model, out_names, dyn, o.opset, o.exporter, notes)
+        del wide
         del exportable
         check_model(tmp_model)
         checks: list[ParityReport] = []
@@ -201,6 +207,39 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
                                "outputs": out_names,
                                "dynamic": {k: {str(a): v for a, v in ax.items()} for k, ax in dyn.items()},
                                "weight_bytes": weight_bytes})
+
+
+def widen_dynamic_example(ex: Example, dyn) -> tuple[Example, list[str]]:
+    """The example to export with: a dim declared dynamic whose example size is 1 is
+    widened to EXAMPLE_DIM (torch.export specializes sizes 0 and 1, baking the dim in as
+    a constant; size 0 is refused earlier). Every axis sharing the label is widened
+    alike, repeating the example's own values. Returns (example, the widened labels)."""
+    import numpy as np
+    import torch
+
+    from onnxforge.runners.torch import to_numpy
+
+    tensors = dict(zip(ex.names, ex.tensors))
+    sizes: dict[str, set[int]] = {}
+    for n, axes in dyn.items():
+        for axis, label in axes.items():
+            sizes.setdefault(label, set()).add(int(tensors[n].shape[axis]))
+    small = sorted(label for label, s in sizes.items() if min(s) < EXAMPLE_DIM)
+    if not small:
+        return ex, []
+    wide = {}
+    for n, t in tensors.items():
+        shape = list(t.shape)
+        for axis, label in dyn.get(n, {}).items():
+            if label in small:
+                shape[axis] = EXAMPLE_DIM
+        if list(t.shape) == shape:
+            wide[n] = t
+            continue
+        # np.resize repeats the example along the widened axes, so the values stay real
+        wide[n] = torch.from_numpy(np.ascontiguousarray(np.resize(to_numpy(t), shape))).to(t.dtype)
+    args = tuple(wide[n] for n in ex.names[:len(ex.args)])
+    return Example(ex.names, args, {k: wide[k] for k in ex.kwargs}), small
 
 
 def _export(torch, model, ex: Example, path: Path, out_names, dyn, opset, exporter, notes) -> str:

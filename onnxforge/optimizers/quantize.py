@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from onnxforge.errors import BadInputError, ConversionError, UsageError, first_line
+from onnxforge.optimizers.lean_quant import decide as decide_lean
 from onnxforge.registry import DynamicOptions, StaticOptions
 from onnxforge.types import ParityReport, QuantTrial, SpeedCheck, StepResult, Tolerance
 
@@ -96,11 +97,13 @@ def _initializers_not_inputs(src: Path, dst: Path, notes: list) -> Path:
     from onnxforge.fileio import load_onnx
     from onnxforge.artifacts import save_scratch
 
-    m = load_onnx(src)
+    m = load_onnx(src, load_external_data=False)  # the graph tells; the weights only when a copy is needed
     inits = {t.name for t in m.graph.initializer}
     keep = [i for i in m.graph.input if i.name not in inits]
     if len(keep) == len(m.graph.input):
         return src
+    m = load_onnx(src)
+    keep = [i for i in m.graph.input if i.name not in inits]
     n = len(m.graph.input) - len(keep)
     del m.graph.input[:]
     m.graph.input.extend(keep)
@@ -194,10 +197,14 @@ def _quantize(model, output, o, mode: str) -> StepResult:
     before = summary(src)
     with scratch_dir(target) as tmp:
         base = _initializers_not_inputs(src, tmp / "norm.onnx", notes)
-        base = _preprocess(base, tmp / "pre.onnx", notes) if o.preprocess else base
+        # models too large for ORT's quantizer to hold quantize one initializer at a time (lean_quant.py)
+        lean = mode == "dynamic" and decide_lean(src, o.op_types, o.per_channel, types["weight_type"], notes)
+        base = _preprocess(base, tmp / "pre.onnx", notes) if o.preprocess and not lean else base
         if mode == "static":
             _check_calibration_memory(base, specs, o, notes)
-        job = _Job(mode, src, base, tmp, specs, has_ext, types, o)
+        job = _Job(mode, src, base, tmp, specs, has_ext, types, o, lean)
+        if mode == "dynamic":
+            job = _recipe(job, details, notes)
         rec, qpath, checks, speed, trials, ranking = _trials(job, notes)
         return _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ranking, before, notes,
                                  details)
@@ -215,6 +222,31 @@ class _Job:
     external: bool
     types: dict
     o: Any
+    lean: bool = False
+
+
+def _recipe(job: _Job, details: dict, notes: list) -> _Job:
+    """The graph the dynamic quantizer gets: on a transformer, the candidates of
+    recipes.py (plain int8; fused attention that quantizes to QAttention), timed, and
+    the fastest that keeps the parity budget (--recipe auto|plain|fused)."""
+    from dataclasses import replace
+
+    from onnxforge.optimizers.recipes import Budget, choose_dynamic_recipe
+    from onnxforge.validators.compare import LOOSE, make_tolerance
+
+    o = job.o
+    tol = make_tolerance(o.atol, o.rtol, Tolerance(0.0, 0.0)) if (o.atol is not None or o.rtol is not None) else LOOSE
+    mm = o.max_mismatch
+    choice = choose_dynamic_recipe(
+        job.src, job.base, job.tmp, recipe=o.recipe,
+        budget=Budget(tol, o.min_cosine or None, 1 - mm if mm is not None else None,
+                      "classification" if mm is not None else None),
+        dims=o.dims, inputs=o.inputs, samples=o.check_samples, seed=o.seed, bench_seconds=o.bench_seconds,
+        quantize=lambda fp32, out: _run_ort_quantizer(replace(job, base=Path(fp32)), out, list(o.exclude_nodes),
+                                                      list(o.exclude_ops)))
+    details["recipe"] = choice.as_dict()
+    notes.extend(choice.notes)
+    return replace(job, base=Path(choice.fp32_model))
 
 
 def _trials(job: _Job, notes: list):
@@ -360,7 +392,13 @@ def _run_ort_quantizer(job: _Job, out: Path, excluded: list, excluded_ops: list)
                   weight_type=_qtype(job.types["weight_type"]), nodes_to_exclude=nodes_excluded or None,
                   use_external_data_format=job.external)
     try:
-        if job.mode == "dynamic":
+        if job.mode == "dynamic" and job.lean:
+            from onnxforge.optimizers.lean_quant import quantize_dynamic_lean
+
+            quantize_dynamic_lean(job.base, out, weight_type=job.types["weight_type"],
+                                  reduce_range=job.types["reduce_range"], op_types=types,
+                                  nodes_to_exclude=nodes_excluded)
+        elif job.mode == "dynamic":
             with quiet_third_party():
                 quantize_dynamic(str(job.base), str(out), **common)
         else:

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from onnxforge.errors import BadInputError, UsageError, first_line
+from onnxforge.errors import BadInputError, StepNotApplicable, UsageError, first_line
 from onnxforge.optimizers.cleanup import run_cleanup
 from onnxforge.registry import SimplifyOptions
 from onnxforge.types import EngineRun, StepResult
@@ -49,10 +49,6 @@ def transformer_types() -> list[str]:
 
 
 GROWTH_ALLOWANCE = 1 << 20  # a folded constant may add at most the model's own size + 1 MB by default
-
-
-class StepNotApplicable(Exception):
-    """An engine that cannot run on this model by design (not a failure): skipped."""
 
 
 def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mapping[str, list] | None = None,
@@ -148,14 +144,22 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
     proto = ir.serde.serialize_model(fused)
     _declare_domains(proto)
     save_scratch(proto, dst)
+    del model, fused, proto
+    from onnxforge.memory import release_memory
+
+    release_memory()  # onnxscript's rule objects keep the graph they last matched, weights included
     return {"engine": "onnxscript.ort_fusions", "fusions": {k: v for k, v in counts.items() if v}}
 
 
 def _plan(o: SimplifyOptions, pin: Mapping[str, list]) -> list[tuple[str, Callable]]:
     plan = []
     if o.transformer:  # first: its patterns match the exporter's graph, which onnxsim rewrites
-        plan.append((f"transformer:{o.transformer}", lambda s, d: run_transformer(
-            s, d, model_type=o.transformer, num_heads=o.num_heads, hidden_size=o.hidden_size)))
+        plan.append((f"transformer:{o.transformer}", lambda s, d, ctx: _fusion_engines(
+            s, d, ctx, model_type=o.transformer, num_heads=o.num_heads, hidden_size=o.hidden_size)))
+        # fused Attention into the form that quantizes to QAttention (attention.py), kept only if it passes
+        from onnxforge.optimizers.attention import run_attention_rewrite
+
+        plan.append(("attention", run_attention_rewrite))
     if o.onnxsim:
         plan.append(("onnxsim", lambda s, d: run_onnxsim(s, d, skip=o.skip, shapes=pin,
                                                          max_constant_size=o.max_constant_size)))
@@ -172,6 +176,8 @@ def _run_engine(name: str, fn, current: Path, dst: Path, ctx: dict) -> tuple[Pat
     from onnxforge.inspection import summary
     from onnxforge.validators.parity import check_against
 
+    if name.startswith("transformer"):
+        return fn(current, dst, ctx)
     rec: dict = {"step": name, "status": "ok"}
     try:
         rec["info"] = fn(current, dst) or {}
@@ -183,8 +189,6 @@ def _run_engine(name: str, fn, current: Path, dst: Path, ctx: dict) -> tuple[Pat
     except Exception as exc:  # an engine's own failure: fall back, report
         msg = getattr(exc, "message", None) or first_line(exc)
         return current, {**rec, "status": "failed", "reason": f"{type(exc).__name__}: {msg}"}, []
-    if name.startswith("transformer"):
-        dst, rec, checks = _maybe_onnxscript(current, dst, dst.parent, rec, checks, ctx)
     if not all(c.passed for c in checks):
         return current, {**rec, "status": "failed", "reason": "parity check failed"}, checks
     if name == "onnxsim":
@@ -303,24 +307,42 @@ def _pins(src, shapes, dims) -> tuple[dict, dict]:
     return pin, dims
 
 
-def _maybe_onnxscript(current, dst, tmp, rec, step_checks, ctx):
-    """ORT's transformer optimizer leaves dynamo-exported attention unfused; try
-    onnxscript's fusions too and keep whichever fused more attention and passed."""
+def _fusion_engines(current: Path, dst: Path, ctx: dict, *, model_type: str, num_heads: int,
+                    hidden_size: int) -> tuple[Path, dict, list]:
+    """Transformer fusions, each engine tried on its own: ORT's optimizer, then
+    onnxscript's ort_fusions (which fuse dynamo exports' SDPA attention that ORT's
+    optimizer leaves, and have broken models ORT's did not). The first whose output
+    passes parity and fuses attention wins, else the first that passes; an engine that
+    raises or fails is named in the record (its traceback in the log with --debug)."""
     from onnxforge.inspection import summary
     from onnxforge.validators.parity import check_against
 
-    after = summary(dst).ops
-    if any(op_count(after, op) for op in ATTENTION_OPS):
-        return dst, rec, step_checks
-    alt = tmp / (dst.stem + "_onnxscript.onnx")
-    try:
-        info = run_onnxscript_fusions(current, alt)
-        alt_checks = check_against(current, alt, label="after onnxscript fusions", **ctx)
-    except Exception as exc:
-        rec["info"] = {**rec.get("info", {}), "onnxscript": f"failed: {type(exc).__name__}: {first_line(exc, 200)}"}
-        return dst, rec, step_checks
-    attn = sum(op_count(summary(alt).ops, op) for op in ATTENTION_OPS)
-    if attn and all(c.passed for c in alt_checks):
-        return alt, {**rec, "info": {**rec.get("info", {}), **info}}, alt_checks
-    rec["info"] = {**rec.get("info", {}), "onnxscript": "no attention fused" if not attn else "fusions failed their check"}
-    return dst, rec, step_checks
+    engines = [("onnxruntime.transformers", lambda s, d: run_transformer(s, d, model_type=model_type,
+                                                                         num_heads=num_heads, hidden_size=hidden_size)),
+               ("onnxscript.ort_fusions", run_onnxscript_fusions)]
+    passed, failed = [], []
+    for i, (engine, fn) in enumerate(engines):
+        out = dst if i == 0 else dst.with_name(f"{dst.stem}_{i}.onnx")
+        try:
+            info = fn(current, out) or {}
+            checks = check_against(current, out, label=f"after {engine}", **ctx)
+        except (KeyboardInterrupt, UsageError):
+            raise
+        except Exception as exc:
+            log.debug("%s failed", engine, exc_info=True)
+            failed.append(f"{engine} raised {type(exc).__name__}: {getattr(exc, 'message', None) or first_line(exc)}")
+            continue
+        if not all(c.passed for c in checks):
+            failed.append(f"{engine} failed its parity check")
+            continue
+        attention = sum(op_count(summary(out).ops, op) for op in ATTENTION_OPS)
+        passed.append((attention, -i, out, {**info, "engine": engine}, checks))
+        if attention:
+            break
+    rec: dict = {"step": f"transformer:{model_type}", "status": "ok"}
+    if failed:
+        rec["info"] = {"engines_failed": failed}
+    if not passed:
+        return current, {**rec, "status": "failed", "reason": "; ".join(failed)}, []
+    _, _, out, info, checks = max(passed, key=lambda p: (p[0] > 0, p[1]))
+    return out, {**rec, "info": {**rec.get("info", {}), **info}, "after": summary(out)}, checks

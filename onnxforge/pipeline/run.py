@@ -93,15 +93,87 @@ def _accuracy(outputs: Mapping[str, Any], labels, output: str | None) -> float:
     return float((pred.reshape(-1) == np.asarray(labels).reshape(-1)).mean())
 
 
-def _source(cfg: ReleaseConfig) -> tuple[Runner, Path | None]:
-    """(a runner over the source model; the source's path when it is already ONNX)."""
+def _source(cfg: ReleaseConfig) -> tuple[Runner, Path | None, Any]:
+    """(a runner over the source model; the source's path when it is already ONNX; the
+    module a torch factory built, for the convert step to use rather than build again).
+
+    The runner's outputs are memoized per input (_Memo): the ledger feeds every step the
+    same inputs, so the model itself is let go after the first row. For GPT-2-large each
+    copy is 3.1 GB, and the release held four at its peak (source, convert's, two sessions)."""
     from onnxforge.runners import open_runner
 
     if cfg.framework == "onnx":
-        return _onnx(cfg.source), Path(cfg.source)
-    return open_runner(cfg.source, kind=cfg.framework if not _is_factory(cfg.source) else "factory", label="source",
-                       weights=cfg.model.get("weights"), trust_pickle=cfg.model.get("trust_pickle", False),
-                       trust=cfg.model.get("trust", ())), None
+        runner = _onnx(cfg.source)
+        return dataclasses.replace(runner, fn=_Memo(runner.fn, lambda: _onnx(cfg.source).fn)), Path(cfg.source), None
+
+    def load():
+        return open_runner(cfg.source, kind=cfg.framework if not _is_factory(cfg.source) else "factory", label="source",
+                           weights=cfg.model.get("weights"), trust_pickle=cfg.model.get("trust_pickle", False),
+                           trust=cfg.model.get("trust", ()))
+
+    module = None
+    if cfg.framework == "torch" and _is_factory(cfg.source):
+        from onnxforge.runners.sources import load_torch
+
+        module = load_torch(cfg.source, weights=cfg.model.get("weights"),
+                            trust_pickle=cfg.model.get("trust_pickle", False)).module
+        module = _Module(module, bool(getattr(module, "training", False)))
+        runner = open_runner(module.module, kind="torch", label="source")
+    else:
+        runner = load()
+    return dataclasses.replace(runner, fn=_Memo(runner.fn, lambda: load().fn)), None, module
+
+
+@dataclass
+class _Module:
+    """The module a torch factory built, held until the convert step takes it."""
+
+    module: Any
+    training: bool  # as the factory left it: convert reports a model left in training mode
+
+    def take(self):
+        m, self.module = self.module, None
+        return m
+
+
+class _Memo:
+    """A runner's function, once per distinct input; after drop() the model behind it
+    is freed, and reloaded only for an input not seen before."""
+
+    def __init__(self, fn, reload):
+        self.fn, self.reload, self.cache = fn, reload, {}
+
+    def __call__(self, feeds):
+        key = _feeds_key(feeds)
+        if key not in self.cache:
+            if self.fn is None:
+                self.fn = self.reload()
+            self.cache[key] = self.fn(feeds)
+        return self.cache[key]
+
+    def drop(self) -> None:
+        self.fn = None
+
+
+def _feeds_key(feeds) -> str:
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for k in sorted(feeds):
+        a = np.ascontiguousarray(feeds[k])
+        h.update(f"{k}:{a.dtype}:{a.shape}".encode())
+        h.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
+    return h.hexdigest()
+
+
+def _let_go(source: Runner) -> None:
+    from onnxforge.memory import release_memory
+
+    if isinstance(source.fn, _Memo):
+        source.fn.drop()
+    release_memory()  # onnxscript's rewriters still hold the exported graph, and with it the module's weights
 
 
 def _is_factory(spec: str) -> bool:
@@ -116,14 +188,20 @@ def _onnx(path) -> Runner:
     return onnx_runner(path, "cpu", label=Path(path).name)
 
 
-def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Path, check_inputs: str | None):
+def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Path, check_inputs: str | None,
+              module: _Module | None = None):
     from onnxforge.registry import CheckOptions, function_of
 
     target = steps_dir / f"{i:02d}-{sc.run.replace('.', '-')}.onnx"
     extra = {"inputs": check_inputs} if isinstance(sc.options, CheckOptions) and check_inputs else {}
+    source = cfg.source
+    if sc.run == "convert" and module is not None and module.module is not None:
+        training, source, extra["weights"] = module.training, module.take(), None  # built once, weights in
+        if training:
+            source.train()
     opts = dataclasses.replace(sc.options, force=True, **extra)
     fn = function_of(sc.step)
-    return fn(cfg.source if sc.run == "convert" else current, target, opts)
+    return fn(source if sc.run == "convert" else current, target, opts)
 
 
 def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: Runner, previous: Runner | None,
@@ -197,16 +275,18 @@ class _Run:
             self.raised_at = self.current
 
 
-def _steps(run: _Run, source: Runner, source_path, feeds, labels, check_inputs) -> None:
+def _steps(run: _Run, source: Runner, source_path, feeds, labels, check_inputs, module=None) -> None:
     """Run every step and its ledger row; stops at the first step whose own check fails."""
     cfg = run.cfg
     current = source_path
     previous = source
+    gate = cfg.gate("parity")
+    against_prev = gate is not None and gate.against == "previous"
     for i, sc in enumerate(cfg.steps):
         run.current = i
         t0 = time.perf_counter()
         with task(f"step {i + 1}/{len(cfg.steps)} {sc.run}"):  # the step, its own check and its ledger row
-            res = _run_step(cfg, sc, i, current, run.stage / "steps", check_inputs)
+            res = _run_step(cfg, sc, i, current, run.stage / "steps", check_inputs, module)
             run.steps.append(res)
             run.step_seconds.append(round(time.perf_counter() - t0, 3))
             if not res.passed or not res.written:
@@ -217,8 +297,9 @@ def _steps(run: _Run, source: Runner, source_path, feeds, labels, check_inputs) 
                 run.first_onnx = Path(res.output)
             row_feeds = feeds if feeds is not None else _generated_feeds(cfg, res.output)
             run.ledger.append(_ledger_row(cfg, sc, res, source, previous, row_feeds, labels))
+            _let_go(source)  # its outputs on these inputs are kept
         run.bar.advance()
-        previous = _onnx(res.output)
+        previous = _onnx(res.output) if against_prev else None  # a session only where the ledger uses it
     run.current = None
     run.final = Path(run.steps[-1].output)
 
@@ -284,7 +365,7 @@ def _pipeline(run: _Run, config) -> None:
     cfg = run.cfg = load_config(config)
     run.bar.update(0, total=_phases(cfg))
     with task(f"load source {Path(cfg.source).name}"):  # a torch factory imports torch: seconds
-        source, source_path = _source(cfg)
+        source, source_path, module = _source(cfg)
     run.first_onnx = source_path
     feeds, labels = _validation(cfg)
     check_inputs = None
@@ -296,7 +377,7 @@ def _pipeline(run: _Run, config) -> None:
     acc_gate = cfg.gate("accuracy")
     acc_src = _accuracy(source(dict(feeds)), labels, acc_gate.output if acc_gate else None) \
         if labels is not None else None
-    _steps(run, source, source_path, feeds, labels, check_inputs)
+    _steps(run, source, source_path, feeds, labels, check_inputs, module)
     if run.failure is None:
         _gates(run, acc_src)
 

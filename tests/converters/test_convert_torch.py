@@ -248,3 +248,33 @@ def test_auto_exporter_falls_back_to_torchscript(cli, tmp_path):
 def test_wrong_input_dtype(cli, tmp_path):
     r = cli("convert", "torch", f"{M}:mlp", "-o", tmp_path / "m.onnx", "--input", "x:int64:2x8")
     assert r.code == 3 and "fails on the example inputs" in r.err
+
+
+def test_widen_dynamic_example_keeps_values_and_shared_labels():
+    from onnxforge.converters.torch import Example, widen_dynamic_example
+
+    ids = torch.arange(8).reshape(1, 8)
+    mask = torch.ones(1, 8, dtype=torch.int64)
+    feats = torch.rand(3, 4)
+    ex = Example(("ids", "mask", "f"), (ids, mask), {"f": feats})
+    out, widened = widen_dynamic_example(ex, {"ids": {0: "batch"}, "mask": {0: "batch", 1: "seq"}, "f": {0: "n"}})
+    assert widened == ["batch"]  # seq (8) and n (3) are already >= 2
+    assert out.args[0].shape == (2, 8) and out.args[1].shape == (2, 8) and out.kwargs["f"] is feats
+    assert torch.equal(out.args[0][1], ids[0]) and out.args[0].dtype == torch.int64  # rows repeat the example
+    same, none = widen_dynamic_example(Example(("ids",), (ids,), {}), {"ids": {1: "seq"}})
+    assert none == [] and same.args[0] is ids
+
+
+def test_batch_one_example_with_dynamic_batch(cli, tmp_path):
+    # GPT-2's export bakes batch=1 in when the example has batch 1 (torch.export specializes
+    # sizes 0 and 1); the converter exports at 2 and still checks at the user's size
+    pytest.importorskip("transformers")
+    r = cli("convert", "torch", f"{M}:tiny_gpt2", "-o", tmp_path / "g.onnx", "--input", "input_ids:int64:1x16",
+            "--dynamic", "input_ids:0=batch", "--val-range", "input_ids:[0,99]", "--json")
+    assert r.code == 0, r.err + r.out
+    res = load_json(r)
+    assert [c["candidate"] for c in res["checks"]] == ["onnx (example inputs)", "onnx (batch=3)"]
+    assert res["checks"][0]["outputs"][0]["shape"][0] == 1  # the check at the user's batch of 1
+    assert any("exported with batch=2" in n for n in res["notes"])
+    dim0 = onnx.load(str(tmp_path / "g.onnx")).graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param and not dim0.dim_value

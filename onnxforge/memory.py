@@ -1,0 +1,55 @@
+"""Giving memory back between steps of one process (the release runs every step in one).
+
+Two things keep a large model's bytes resident after the step that used them is done:
+
+- onnxscript's pattern rewriters are module-level objects, and their matchers keep the
+  last graph they matched (``SimplePatternMatcher._graph``, ``_current_node``, ...). After
+  torch.onnx's dynamo export that graph's initializers wrap the torch module's
+  parameters, so a GPT-2-large module (3.1 GB) stayed alive after convert returned;
+  after ``optimize_for_ort`` it is the fused model's weights.
+- glibc keeps freed heap memory (torch tensors of up to 32 MB come from the heap once the
+  dynamic mmap threshold has risen) unless asked to trim.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def drop_rewriter_caches() -> int:
+    """Clear the graph references onnxscript's matchers keep; returns how many matchers
+    held one. Only touches what is already imported."""
+    mod = sys.modules.get("onnxscript.rewriter._matcher")
+    if mod is None or not hasattr(mod, "SimplePatternMatcher"):
+        return 0
+    import gc
+
+    cleared = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, mod.SimplePatternMatcher):
+            held = False
+            for attr in ("_graph", "_current_node", "_tracer", "_match"):
+                if getattr(obj, attr, None) is not None:
+                    setattr(obj, attr, None)
+                    held = True
+            cleared += held
+    return cleared
+
+
+def release_memory() -> None:
+    """Drop the rewriters' graphs, collect, and hand free heap pages back to the OS."""
+    import gc
+
+    drop_rewriter_caches()
+    gc.collect()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
