@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from onnxforge.errors import BadInputError, OnnxforgeError
-from onnxforge.release.config import ReleaseConfig, StepConfig, load_config
+from onnxforge.release.config import ReleaseConfig, StepConfig, load_config, with_provider
 from onnxforge.runners import Runner
 from onnxforge.types import GateResult, LedgerRow, ReleaseReport, StepResult, Tolerance
 
@@ -272,8 +272,8 @@ def _gates(run: _Run, acc_src) -> None:
         run.fail(1, "gate(s) failed: " + ", ".join(g.name for g in run.gates if not g.passed))
 
 
-def _pipeline(run: _Run, config) -> None:
-    cfg = run.cfg = load_config(config)
+def _pipeline(run: _Run, config, provider: str | None = None) -> None:
+    cfg = run.cfg = with_provider(load_config(config), provider)
     source, source_path = _source(cfg)
     run.first_onnx = source_path
     feeds, labels = _validation(cfg)
@@ -292,11 +292,12 @@ def _pipeline(run: _Run, config) -> None:
 
 
 def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out", *, keep_steps: bool = True,
-            force: bool = False) -> ReleaseReport:
+            force: bool = False, provider: str | None = None) -> ReleaseReport:
     """Run the pipeline a release.toml describes; see the module docstring. Every exit
     — a failed gate, a bad config, an error, an internal error, Ctrl-C or SIGTERM —
     writes the reports; the release is built in a scratch folder beside OUT_DIR and
-    moved in at the end (publish.py), so OUT_DIR never mixes two releases."""
+    moved in at the end (publish.py), so OUT_DIR never mixes two releases.
+    ``provider`` replaces the latency gate's provider (a zoo target's)."""
     from onnxforge.release.publish import check_out_dir, stage_dir
 
     t_start = time.perf_counter()
@@ -306,7 +307,7 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
         run = _Run(stage=stage)
         (stage / "steps").mkdir()
         try:
-            _pipeline(run, config)
+            _pipeline(run, config, provider)
         except OnnxforgeError as exc:
             run.fail(int(exc.exit_code), f"{type(exc).__name__}: {exc.message}", "error", exc.message, exc.hint)
         except KeyboardInterrupt:
