@@ -52,6 +52,7 @@ def _register() -> None:
     from onnxforge.cli.release import release_cmd
     from onnxforge.cli.stepcmd import step_command
     from onnxforge.cli.validate import validate_cmd
+    from onnxforge.cli.zoo import app as zoo_app
 
     app.command("inspect")(inspect_cmd)
     app.command("validate")(validate_cmd)
@@ -60,6 +61,7 @@ def _register() -> None:
     app.add_typer(quantize_app, name="quantize")
     app.command("benchmark")(benchmark_cmd)
     app.command("release")(release_cmd)
+    app.add_typer(zoo_app, name="zoo")
 
 
 _register()
