@@ -79,7 +79,7 @@ def verdict_view(rep: dict) -> dict:
     measured values (and the messages that quote them), paths, nodes, the executor."""
     def strip(x):
         if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k not in TIMING_KEYS}
+            return {k: Path(v).name if k == "folder" else strip(v) for k, v in x.items() if k not in TIMING_KEYS}
         if isinstance(x, list):
             return [strip(v) for v in x]
         return x
