@@ -173,9 +173,7 @@ def select(cfg: ZooConfig, only) -> tuple[Entry, ...]:
     if not only:
         return cfg.entries
     by_folder = {e.folder: e for e in cfg.entries}
-    out = []
     for name in only:
         if name not in by_folder:
             raise UsageError(f"--only {name}: the zoo has no such release", hint=suggest(name, by_folder))
-        out.append(by_folder[name])
-    return tuple(dict.fromkeys(out))
+    return tuple(by_folder[name] for name in dict.fromkeys(only))
