@@ -4,6 +4,8 @@
 [zoo]
 releases = ["models/*/release.toml", "extra/mlp.toml"]   # paths or globs, relative to this file
 max_retries = 2          # a release whose worker process died is run again (not one that failed a gate)
+cpus_per_release = 1     # Ray: the CPUs each release task reserves on its node
+keep_steps = true        # false: only model.onnx and the reports per release (less to write to a shared disk)
 
 [[targets]]              # optional; none: each release once, into OUT/NAME/
 name = "vnni"            # OUT/NAME-vnni/
@@ -40,6 +42,12 @@ def _check_name(value: str) -> None:
                          hint="letters, digits, '.', '_' and '-', starting with a letter or digit (it names a folder)")
 
 
+def _check_provider(value: str) -> None:
+    from onnxforge.runtime import resolve_provider
+
+    resolve_provider(value)  # a typo fails here, before any release runs
+
+
 def _check_resources(value) -> None:
     if "CPU" in value and value["CPU"] < 0.01:
         raise UsageError("CPU must be at least 0.01")
@@ -50,12 +58,14 @@ class ZooSection:
     releases: tuple[str, ...] = option((), "Release configs: paths or globs, relative to the zoo file.")
     max_retries: NonNegInt = option(2, "Times a release whose worker process died is run again.")
     cpus_per_release: PosFloat = option(1.0, "CPUs a release reserves on a Ray node (num_cpus of its task).")
+    keep_steps: bool = option(True, "Keep each release's intermediate models under OUT/FOLDER/steps/.")
 
 
 @dataclass(frozen=True)
 class Target:
     name: str = option("", "The target's name: releases land in OUT/NAME-TARGET/.", check=_check_name)
-    provider: Optional[str] = option(None, "Execution provider of the latency gate (replaces the release's).")
+    provider: Optional[str] = option(None, "Execution provider of the latency gate (replaces the release's).",
+                                     check=_check_provider)
     resources: dict[str, PosFloat] = option({}, "Ray resources a release on this target requests.",
                                             check=_check_resources)
     labels: dict[str, str] = option({}, "Ray node labels a release on this target needs.")

@@ -29,6 +29,7 @@ class Job:
     out: str  # the zoo's OUT (absolute)
     run: str  # this zoo run's id: folders written by an earlier run are told apart
     lock: str | None  # the benchmark lock file; None: the node's own (Ray)
+    keep_steps: bool = True
 
 
 def node_lock() -> str:
@@ -82,7 +83,8 @@ def run_one(job: Job) -> dict:
     try:
         # the zoo checked every folder before starting (no release there without --force): what
         # is there now is this run's own earlier attempt, which a retry replaces
-        release(e.config, folder, force=True, provider=e.target.provider if e.target else None)
+        release(e.config, folder, force=True, keep_steps=job.keep_steps,
+                provider=e.target.provider if e.target else None)
     except OnnxforgeError as exc:  # before the release could begin (its folder unusable): no report of this run
         info.update(status="error", exit_code=int(exc.exit_code), failure=exc.message, hint=exc.hint)
     except Exception as exc:  # noqa: BLE001 - an internal error: the release wrote it as its verdict

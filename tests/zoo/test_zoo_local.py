@@ -26,7 +26,7 @@ def zoo_cmd(*args, **kw) -> subprocess.CompletedProcess:
 def three(tmp_path_factory):
     """The 3-model zoo (gamma fails its latency gate), run once with 2 workers."""
     root = tmp_path_factory.mktemp("zoo")
-    zoo = make_zoo(root, seconds=0.3)
+    zoo = make_zoo(root, seconds=0.3, extra="keep_steps = false\n")
     out = root / "out"
     r = zoo_cmd(zoo, "-o", out, "--jobs", "2", "--json")
     return r, out, zoo
@@ -71,6 +71,7 @@ def test_nothing_left_behind(three):
     assert sorted(p.name for p in out.iterdir()) == ["alpha", "beta", "gamma", "junit.xml", "report.html",
                                                      "zoo-report.json", "zoo-report.md"]
     assert not list(out.rglob(".onnxforge-incomplete"))
+    assert not list(out.glob("*/steps"))  # keep_steps = false: the model and the reports only
 
 
 def test_markdown_junit_and_html(three):
