@@ -63,6 +63,9 @@ def zoo_run(
         raise UsageError(f"--executor {executor!r}: unknown", hint="use local, ray or matrix")
     if ray_address is not None and executor != "ray":
         raise UsageError("--ray-address needs --executor ray")
+    if ray_address is not None and jobs is not None:
+        raise UsageError("--jobs sizes a local Ray instance; a cluster at --ray-address has its own CPUs",
+                         hint="drop --jobs (cpus_per_release in the zoo file sets what each release reserves)")
     if executor == "matrix":
         return _print_matrix(zoo_file, only or (), jobs)
     check_outputs(force, (zoo_file,), report=report)
@@ -116,11 +119,14 @@ def _progress(record, done: int, total: int) -> None:
 
 
 def _finish(rep, out_dir: Path, as_json: bool, report) -> None:
-    from onnxforge.cli.common import emit
+    from onnxforge import report as envelope
 
-    if as_json or report is not None:
-        emit(rep, as_json=as_json, report=report, kind="zoo")
-    if not as_json:
+    if report is not None:
+        envelope.write_report(str(report), rep, "zoo")
+        STATE.report_written = True
+    if as_json:
+        sys.stdout.write(envelope.dumps(rep, "zoo") + "\n")
+    else:
         _table(rep)
     if rep.exit_code:
         _say_why(rep, out_dir)

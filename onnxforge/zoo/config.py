@@ -33,6 +33,7 @@ from onnxforge.errors import BadInputError, UsageError
 from onnxforge.options import NonNegInt, PosFloat, option, suggest, validate_options
 
 SECTIONS = ("zoo", "targets")
+REPORT_FILES = ("zoo-report.json", "zoo-report.md", "junit.xml", "report.html")  # the verdict's files in OUT
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -137,7 +138,12 @@ def _entries(configs: list[Path], targets: tuple[Target, ...]) -> tuple[Entry, .
             raise UsageError(f"two releases are named {name!r}: {names[name]} and {c}",
                              hint="a release is named after its folder (release.toml) or its file: rename one")
         names[name] = c
-    return tuple(Entry(n, str(c), t) for n, c in names.items() for t in (targets or (None,)))
+    entries = tuple(Entry(n, str(c), t) for n, c in names.items() for t in (targets or (None,)))
+    for e in entries:
+        if e.folder in REPORT_FILES:
+            raise UsageError(f"release {e.config} would be written to OUT/{e.folder}, where the zoo's verdict goes",
+                             hint="rename its folder or file")
+    return entries
 
 
 def _targets(raw) -> tuple[Target, ...]:

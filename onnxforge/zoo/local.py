@@ -34,6 +34,7 @@ def _worker(conn, level: int) -> None:
     """A worker process: runs the releases it is sent, one at a time, until told to stop."""
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
+    os.dup2(2, 1)  # whatever a library prints goes to stderr: stdout is the zoo's (--json)
     handler = logging.StreamHandler()
     logger = logging.getLogger("onnxforge")
     logger.handlers[:], logger.propagate = [handler], False
@@ -75,7 +76,9 @@ class _Pool:
 
         ctx = mp.get_context("spawn")  # a fresh interpreter: no threads or ORT state inherited
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child, self.level), daemon=True, name="onnxforge-zoo-worker")
+        # not a daemon: a release may start processes of its own (daemons may not); an orphaned
+        # worker still ends, on EOF from the pipe
+        proc = ctx.Process(target=_worker, args=(child, self.level), name="onnxforge-zoo-worker")
         proc.start()
         child.close()
         slot = _Slot(proc, parent)
@@ -89,7 +92,11 @@ class _Pool:
                 return
             slot = idle or self._start()
             slot.job, slot.attempt = self.queue.popleft()
-            slot.conn.send(slot.job)
+            try:
+                slot.conn.send(slot.job)
+            except OSError:  # the idle worker died (the OOM killer picks big idle processes too)
+                slot.attempt -= 1  # not this release's fault: no attempt used
+                self._died(slot)
 
     def _finished(self, slot: _Slot, msg) -> None:
         folder = slot.job.entry.folder

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from onnxforge.errors import BadInputError, OnnxforgeError
-from onnxforge.zoo.config import Entry, ZooConfig
+from onnxforge.zoo.config import REPORT_FILES, Entry, ZooConfig
 from onnxforge.zoo.merge import ENTRY_FILE, NOT_RUN, ZooReport, ZooRelease
 from onnxforge.zoo.worker import WORK, Job
 
@@ -35,7 +35,6 @@ EXECUTORS = ("local", "ray", "matrix")
 # ----------------------------------------------------------------------------- the zoo
 
 
-REPORT_FILES = ("zoo-report.json", "zoo-report.md", "junit.xml", "report.html")
 HOLDS_RELEASE = ("report.json", "model.onnx", ".onnxforge-release.json", ENTRY_FILE)
 
 

@@ -68,11 +68,21 @@ def test_duplicate_release_names_and_unknown_only(cli, zoo, tmp_path):
     assert r.code == 2 and "--only alpha" in r.err and "alpha-cpu" in r.err
 
 
+def test_a_release_may_not_land_on_the_verdict(cli, zoo, tmp_path):
+    d = tmp_path / "models" / "junit.xml"
+    d.mkdir()
+    (d / "release.toml").write_text("[model]\n")
+    r = cli("zoo", zoo, "-o", tmp_path / "o")
+    assert r.code == 2 and "OUT/junit.xml, where the zoo's verdict goes" in r.err
+
+
 def test_usage_errors_of_the_command(cli, zoo, tmp_path):
     r = cli("zoo", zoo, "-o", tmp_path / "o", "--executor", "slurm")
     assert r.code == 2 and "--executor 'slurm'" in r.err and "local, ray or matrix" in r.err
     r = cli("zoo", zoo, "--ray-address", "auto")
     assert r.code == 2 and "--ray-address needs --executor ray" in r.err
+    r = cli("zoo", zoo, "--executor", "ray", "--ray-address", "auto", "--jobs", "2")
+    assert r.code == 2 and "--jobs sizes a local Ray instance" in r.err and "hint:" in r.err
     r = cli("zoo", zoo, "--executor", "matrix", "--jobs", "2")
     assert r.code == 2 and "--jobs" in r.err
     r = cli("zoo", tmp_path / "nope.toml", "-o", tmp_path / "o3")

@@ -27,7 +27,7 @@ def three(tmp_path_factory):
     root = tmp_path_factory.mktemp("zoo")
     zoo = make_zoo(root, seconds=0.3, extra="keep_steps = false\n")
     out = root / "out"
-    r = zoo_cmd(zoo, "-o", out, "--jobs", "2", "--json")
+    r = zoo_cmd(zoo, "-o", out, "--jobs", "2", "--json", "--report", root / "envelope.json")
     return r, out, zoo
 
 
@@ -35,7 +35,8 @@ def test_verdict_exit_code_and_every_release(three):
     r, out, _ = three
     assert r.returncode == 1, r.stderr
     rep = zoo_report(out)
-    assert json.loads(r.stdout)["result"] == rep  # --json prints the same envelope
+    assert json.loads(r.stdout)["result"] == rep  # --json prints the same envelope (workers print nothing there)
+    assert json.loads((out.parent / "envelope.json").read_text())["result"] == rep  # and --report holds it
     assert rep["status"] == "failed" and not rep["passed"] and rep["executor"] == "local" and rep["jobs"] == 2
     assert rep["counts"] == {"passed": 2, "failed": 1, "error": 0, "interrupted": 0, "not run": 0}
     by = {x["name"]: x for x in rep["releases"]}
