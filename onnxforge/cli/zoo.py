@@ -87,7 +87,7 @@ def _print_matrix(zoo_file: Path, only, jobs) -> None:
 @app.command("merge")
 def zoo_merge(
     reports: Annotated[list[Path], typer.Argument(help="Each release's report.json (or its folder).",
-                                                  metavar="REPORT.json...")],
+                                                  metavar="REPORT.json")],
     out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where the verdict goes.", metavar="DIR")],
     zoo_file: Annotated[Optional[Path], typer.Option("--zoo", help="The zoo file: a release it lists whose report "
                                                      "is missing counts as an error.", metavar="ZOO.toml")] = None,
