@@ -1,3 +1,4 @@
 from onnxforge.cli.app import main
 
-main()
+if __name__ == "__main__":  # `onnxforge zoo` starts worker processes that import this module again
+    main()

@@ -30,9 +30,10 @@ EXTRAS = {
     "boosting": (("onnxmltools", "lightgbm", "xgboost-cpu"), "LightGBM and XGBoost estimators in convert sklearn"),
     "serve": (("mlserver", "mlflow-skinny", "tritonclient", "sqlalchemy", "alembic"),
               "package --target mlflow (and --mlflow-tracking-uri), serve-check (MLServer), Triton config checks"),
+    "scale": (("ray",), "zoo --executor ray (a Ray task per release, on a local instance or a cluster)"),
 }
 PACKAGES = ("onnx", "onnxruntime", "numpy", "onnxsim", "torch", "onnxscript", "scikit-learn", "skl2onnx",
-            "onnxmltools", "transformers", "mlserver", "mlflow-skinny", "tritonclient", "typer", "rich", "pydantic")
+            "onnxmltools", "transformers", "mlserver", "mlflow-skinny", "tritonclient", "ray", "typer", "rich", "pydantic")
 BUILDS = {"onnxruntime": "CPU", "onnxruntime-gpu": "GPU (CUDA, TensorRT)", "onnxruntime-openvino": "OpenVINO",
           "onnxruntime-directml": "DirectML", "onnxruntime-rocm": "ROCm", "onnxruntime-qnn": "QNN",
           "onnxruntime-training": "training"}

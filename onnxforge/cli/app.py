@@ -44,6 +44,8 @@ COMMANDS = {
     "doctor": ("onnxforge.cli.doctor:doctor_cmd", "Show versions, the onnxruntime build, which execution providers "
                                                   "initialise, CPU and ISA, container limits, GPUs, and which extras "
                                                   "are installed."),
+    "zoo": ("onnxforge.cli.zoo:app", "Release many models at once (locally in parallel, on Ray, or as a CI matrix), "
+                                     "with one verdict."),
 }
 # Commands whose options come from the registry: their flags may take several values (Opt.several)
 STEP_COMMANDS = ("convert", "simplify", "quantize", "package", "serve-check")

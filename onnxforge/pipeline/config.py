@@ -346,6 +346,22 @@ def _labels_present(data: DataSection) -> None:
                          hint=f"it holds {', '.join(files)}; save the labels as {data.labels!r} (or set data.labels)")
 
 
+def with_provider(cfg: ReleaseConfig, provider: str | None) -> ReleaseConfig:
+    """The config with its latency gate measured on ``provider`` (a zoo target's: the
+    same release benchmarked on each kind of hardware). The resolved config in the
+    report says so. No latency gate, or no provider: the config as it is."""
+    lat = cfg.gate("latency")
+    if provider is None or lat is None or provider == lat.provider:
+        return cfg
+    from onnxforge.runtime import resolve_provider
+
+    resolve_provider(provider)  # unknown or inactive: the same error as in the file
+    gates = {**cfg.gates, "latency": dataclasses.replace(lat, provider=provider)}
+    raw_gates = dict(cfg.raw.get("gates", {}))
+    raw_gates["latency"] = {**raw_gates.get("latency", {}), "provider": provider}
+    return dataclasses.replace(cfg, gates=gates, raw={**cfg.raw, "gates": raw_gates})
+
+
 def plan(cfg: ReleaseConfig) -> dict:
     """What --dry-run prints: the resolved config, each step's full options."""
     from onnxforge.options import non_defaults

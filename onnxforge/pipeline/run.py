@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from onnxforge.errors import BadInputError, OnnxforgeError
 from onnxforge.progress import task
-from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config
+from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config, with_provider
 from onnxforge.runners import Runner
 from onnxforge.types import GateResult, LedgerRow, ReleaseReport, StepResult, Tolerance
 
@@ -361,8 +361,8 @@ def _gates(run: _Run, acc_src) -> None:
         run.fail(1, "gate(s) failed: " + ", ".join(g.name for g in run.gates if not g.passed))
 
 
-def _pipeline(run: _Run, config) -> None:
-    cfg = run.cfg = load_config(config)
+def _pipeline(run: _Run, config, provider: str | None = None) -> None:
+    cfg = run.cfg = with_provider(load_config(config), provider)
     run.bar.update(0, total=_phases(cfg))
     with task(f"load source {Path(cfg.source).name}"):  # a torch factory imports torch: seconds
         source, source_path, module = _source(cfg)
@@ -389,11 +389,12 @@ def _phases(cfg: ReleaseConfig) -> int:
 
 
 def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out", *, keep_steps: bool = True,
-            force: bool = False) -> ReleaseReport:
+            force: bool = False, provider: str | None = None) -> ReleaseReport:
     """Run the pipeline a release.toml describes; see the module docstring. Every exit
     — a failed gate, a bad config, an error, an internal error, Ctrl-C or SIGTERM —
     writes the reports; the release is built in a scratch folder beside OUT_DIR and
-    moved in at the end (publish.py), so OUT_DIR never mixes two releases."""
+    moved in at the end (publish.py), so OUT_DIR never mixes two releases.
+    ``provider`` replaces the latency gate's provider (a zoo target's)."""
     from onnxforge.pipeline.publish import check_out_dir, stage_dir
 
     t_start = time.perf_counter()
@@ -403,7 +404,7 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
         run = _Run(stage=stage, bar=bar)
         (stage / "steps").mkdir()
         try:
-            _pipeline(run, config)
+            _pipeline(run, config, provider)
         except OnnxforgeError as exc:
             run.fail(int(exc.exit_code), f"{type(exc).__name__}: {exc.message}", "error", exc.message, exc.hint)
         except KeyboardInterrupt:

@@ -17,8 +17,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,7 +307,8 @@ def benchmark(
         notes.append("host<->device copies are inside the timed call (pass --io-binding to keep data on the device)")
     if spinning is False:
         notes.append("intra-op spinning off: several sessions share this process")
-    lat = _time(rows, warmup, iterations, duration)
+    with exclusive_timing(", ".join(dict.fromkeys(Path(m).name for m in models))):
+        lat = _time(rows, warmup, iterations, duration)
     results = [_result(r, ns, threads=n_threads, seed=seed, save_latencies=save_latencies, placement=placement,
                        popts=popts, notes=notes) for r, ns in zip(rows, lat)]
     comparisons = [Comparison(results[i].model, results[0].model, *_point_ci(speedup_ci(lat[0], lat[i], seed)))
@@ -326,3 +329,40 @@ def _leading(feeds) -> int:
         if getattr(v, "ndim", 0):
             return int(v.shape[0])
     return 1
+
+
+# ----------------------------------------------------------------------------- exclusive timing
+# Several releases at once (onnxforge zoo) must not time on shared cores. The zoo names
+# a lock file in ONNXFORGE_BENCH_LOCK; each timing phase (warm-up and timed rounds, the
+# only part whose numbers other work would distort) holds an exclusive flock on it, so
+# every process naming the same file times one at a time while conversion and
+# quantization of other models go on. Each phase's start and end go to TIMED, which the
+# zoo reads back for its timeline. Without the variable nothing changes.
+
+BENCH_LOCK_ENV = "ONNXFORGE_BENCH_LOCK"
+TIMED: list[dict] = []  # {"what", "start", "end", "waited"}: epoch seconds, this process's phases
+
+
+@contextlib.contextmanager
+def exclusive_timing(what: str = ""):
+    path = os.environ.get(BENCH_LOCK_ENV)
+    if not path:
+        yield
+        return
+    import fcntl
+
+    asked = time.time()
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:  # timing beside other timing would be a silent lie: refuse instead
+        raise BadInputError(f"cannot open the benchmark lock {path} ({exc.strerror or exc})",
+                            hint=f"point {BENCH_LOCK_ENV} at a writable file, or unset it") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # closing the descriptor releases it, even on a crash
+        start = time.time()
+        try:
+            yield
+        finally:
+            TIMED.append({"what": what, "start": start, "end": time.time(), "waited": round(start - asked, 3)})
+    finally:
+        os.close(fd)

@@ -154,3 +154,40 @@ def test_interrupt_exits_130_and_reports_it(fx, tmp_path):
     env = json.loads(rep.read_text())  # --report holds the verdict on every exit: here, interrupted
     assert env["kind"] == "error" and env["result"]["exit_code"] == 130 and out == ""
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
+
+
+def test_exclusive_timing_hook_serializes_processes(fx, tmp_path):
+    """With ONNXFORGE_BENCH_LOCK set (what `onnxforge zoo` does), timing phases of
+    separate processes take turns on the lock file: their recorded phases never overlap.
+    Without it nothing is locked or recorded."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import json, sys\nfrom onnxforge.validators.benchmark import TIMED, benchmark\n"
+            f"benchmark([r'{fx / 'tiny.onnx'}'], duration=0.3, warmup=1)\n"
+            "print(json.dumps(TIMED))\n")
+    env = {**os.environ, "ONNXFORGE_BENCH_LOCK": str(tmp_path / "bench.lock"), "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+             for _ in range(3)]
+    phases = []
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0
+        [ph] = json.loads(out)
+        assert ph["what"] == "tiny.onnx" and ph["start"] < ph["end"] and ph["waited"] >= 0
+        phases.append(ph)
+    phases.sort(key=lambda ph: ph["start"])
+    for a, b in zip(phases, phases[1:]):
+        assert a["end"] <= b["start"], phases
+    env.pop("ONNXFORGE_BENCH_LOCK")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and json.loads(r.stdout) == []
+
+
+def test_exclusive_timing_unusable_lock_is_bad_input(cli, fx, tmp_path, monkeypatch):
+    monkeypatch.setenv("ONNXFORGE_BENCH_LOCK", str(tmp_path / "no" / "such" / "dir" / "bench.lock"))
+    r = cli("benchmark", fx / "tiny.onnx", "--iterations", "5")
+    assert r.code == 3 and "benchmark lock" in r.err and "hint:" in r.err

@@ -1,0 +1,185 @@
+"""`onnxforge zoo`: many releases, one verdict.
+
+Each (config, target) pair is one `onnxforge.pipeline.run.release` into OUT/FOLDER/,
+run by ``run_one`` in a worker process (local) or a Ray task (ray_exec.py); a
+release that fails never stops the others. When all are done — or the zoo is
+interrupted — every release is read back from its folder (merge.py) and the combined
+verdict is written (report.py): on every exit, like a release's own reports.
+
+Timing is exclusive: workers name a lock file in ONNXFORGE_BENCH_LOCK, and every
+benchmark's timing phase holds it (validators/benchmark.py), so on one machine only
+one timing runs at a time while other releases convert and quantize.
+
+Infrastructure failures — the process running a release died (killed, out of memory,
+a crash in native code) — are retried up to zoo.max_retries; a failed gate or a bad
+config is a verdict, never retried.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from onnxforge.errors import BadInputError, OnnxforgeError
+from onnxforge.zoo.config import REPORT_FILES, Entry, ZooConfig
+from onnxforge.zoo.merge import ENTRY_FILE, NOT_RUN, ZooReport, ZooRelease
+from onnxforge.zoo.worker import WORK, Job
+
+EXECUTORS = ("local", "ray", "matrix")
+
+
+# ----------------------------------------------------------------------------- the zoo
+
+
+HOLDS_RELEASE = ("report.json", "model.onnx", ".onnxforge-release.json", ENTRY_FILE)
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Before anything: OUT is a folder (or does not exist) holding no zoo verdict unless --force."""
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"zoo output {out} is a file, not a folder", hint="give a folder path with -o")
+    for name in REPORT_FILES:
+        if (out / name).exists() and not force:
+            raise BadInputError(f"{out} already holds a zoo verdict ({name})", hint="pass --force to replace it")
+
+
+def check_folders(out: Path, entries: Sequence[Entry], force: bool) -> None:
+    for e in entries:
+        f = out / e.folder
+        if f.exists() and not f.is_dir():
+            raise BadInputError(f"release folder {f} is a file", hint="remove it, or rename the release")
+        if not force and any((f / n).exists() for n in HOLDS_RELEASE):
+            raise BadInputError(f"{f} already holds a release", hint="pass --force to replace the zoo's releases")
+
+
+def _scratch(out: Path) -> set[Path]:
+    return set(out.glob(".onnxforge-*")) if out.is_dir() else set()
+
+
+def _clean(out: Path, before: set[Path]) -> None:
+    """Scratch folders of releases whose process was killed (a retried crash, a forced
+    stop), and the zoo's own: nothing else in OUT is touched."""
+    for p in _scratch(out) - before:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _info(e: Entry, outcome: Mapping | None, missing: Mapping) -> dict:
+    """What the zoo knows of a release besides its folder; ``missing`` stands in for
+    a release no worker reported on."""
+    base = {"name": e.name, "target": e.target.name if e.target else None, "config": e.config}
+    keep = ("status", "exit_code", "failure", "hint")
+    return {**base, **{k: v for k, v in (outcome or missing).items() if k in keep}}
+
+
+def _missing(interrupted: bool, error: BaseException | None) -> dict:
+    if interrupted:
+        return {"status": NOT_RUN, "exit_code": 130, "failure": "not run: the zoo was interrupted"}
+    if error is not None:
+        return {"status": NOT_RUN, "exit_code": int(getattr(error, "exit_code", 70)),
+                "failure": f"not run: {getattr(error, 'message', error)}"}
+    return {"status": "error", "exit_code": 70, "failure": "no worker reported on this release"}
+
+
+@dataclass(frozen=True)
+class ZooRun:
+    """One `onnxforge zoo` invocation."""
+
+    out: Path
+    executor: str = "local"
+    jobs: int | None = None
+    ray_address: str | None = None
+    only: tuple[str, ...] = ()
+    force: bool = False
+    on_done: Callable[[ZooRelease, int, int], None] | None = None
+
+
+def _execute(zr: ZooRun, cfg: ZooConfig, entries, run_id: str, outcomes: dict) -> None:
+    out = zr.out.resolve()
+    total, done = len(entries), []
+
+    def finished(folder: str) -> None:
+        done.append(folder)
+        if zr.on_done:
+            from onnxforge.zoo.merge import release_record
+
+            e = next(x for x in entries if x.folder == folder)
+            info = _info(e, outcomes.get(folder), _missing(False, None))
+            zr.on_done(release_record(out / folder, out, info, run_id), len(done), total)
+
+    env_lock = os.environ.get("ONNXFORGE_BENCH_LOCK")
+    if zr.executor == "ray":
+        from onnxforge.zoo.ray_exec import run_ray
+
+        jobs = [Job(e, str(out), run_id, env_lock, cfg.zoo.keep_steps) for e in entries]
+        run_ray(jobs, address=zr.ray_address, cpus=zr.jobs, zoo=cfg.zoo, outcomes=outcomes, on_done=finished)
+        return
+    lock = env_lock or str(out / WORK / "bench.lock")
+    from onnxforge.fileio import make_dirs
+    from onnxforge.zoo.local import run_local
+
+    make_dirs(out / WORK)
+    jobs = [Job(e, str(out), run_id, lock, cfg.zoo.keep_steps) for e in entries]
+    run_local(jobs, workers=zr.jobs, max_retries=cfg.zoo.max_retries, outcomes=outcomes,
+              on_done=finished)
+
+
+def run_zoo(zoo_file: str | os.PathLike, zr: ZooRun) -> ZooReport:
+    """Run every release of the zoo file (see the module docstring) and write the
+    combined verdict into OUT: zoo-report.json, zoo-report.md, junit.xml, report.html."""
+    import dataclasses
+    import uuid
+
+    from onnxforge.system import cpu_quota
+    from onnxforge.zoo.config import load_zoo, select
+
+    if zr.executor not in ("local", "ray"):
+        raise BadInputError(f"run_zoo runs local or ray, not {zr.executor!r}")
+    if zr.jobs is None and (zr.executor == "local" or zr.ray_address is None):
+        zr = dataclasses.replace(zr, jobs=cpu_quota())  # worker processes, or a local Ray instance's CPUs
+    out = zr.out
+    check_out(out, zr.force)
+    shutil.rmtree(out / WORK, ignore_errors=True)  # ours, from a zoo that was killed: stale attempt counts
+    started, run_id, before = time.time(), uuid.uuid4().hex, _scratch(out)
+    cfg, entries, outcomes = None, (), {}
+    try:
+        cfg = load_zoo(zoo_file)
+        entries = select(cfg, zr.only)
+        check_folders(out, entries, zr.force)
+        _execute(zr, cfg, entries, run_id, outcomes)
+    except OnnxforgeError as exc:
+        return _verdict(zr, cfg, entries, run_id, outcomes, started, before, error=exc)
+    except KeyboardInterrupt:
+        _verdict(zr, cfg, entries, run_id, outcomes, started, before, interrupted=True)
+        raise
+    except Exception as exc:  # an internal error: the verdict says so, then it propagates
+        _verdict(zr, cfg, entries, run_id, outcomes, started, before, error=exc)
+        raise
+    return _verdict(zr, cfg, entries, run_id, outcomes, started, before)
+
+
+def _verdict(zr: ZooRun, cfg, entries, run_id, outcomes, started, before, *, interrupted=False,
+             error: BaseException | None = None) -> ZooReport:
+    import dataclasses
+
+    from onnxforge.zoo.merge import combine, phases_of, release_record
+    from onnxforge.zoo.report import write_all
+
+    out = zr.out.resolve() if zr.out.exists() else zr.out.absolute()
+    missing = _missing(interrupted, error)
+    records = [release_record(out / e.folder, out, _info(e, outcomes.get(e.folder), missing), run_id)
+               for e in entries]
+    phases = [p for e in entries for p in phases_of(out / e.folder, run_id)]
+    rep = combine(records, phases, executor=zr.executor, interrupted=130 if interrupted else None,
+                  zoo=cfg.path if cfg else None, jobs=zr.jobs, started=started)
+    if error is not None:
+        code = int(error.exit_code) if isinstance(error, OnnxforgeError) else 70
+        msg = error.message if isinstance(error, OnnxforgeError) else f"{type(error).__name__}: {error}"
+        rep = dataclasses.replace(rep, passed=False, status="error", exit_code=code, error=msg,
+                                  hint=getattr(error, "hint", None) or "rerun with --debug for the traceback")
+    write_all(rep, zr.out)
+    _clean(out, before)
+    return rep

@@ -1,0 +1,116 @@
+"""The Ray executor on a real local Ray instance (2 CPUs): a worker that dies is
+retried, Ctrl-C stops every task, targets become resource requests."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from zoofix import make_zoo, zoo_report
+
+pytest.importorskip("ray", reason="the Ray executor needs the scale extra: pip install 'onnxforge[scale]'")
+pytestmark = pytest.mark.slow
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def zoo_cmd(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "onnxforge", "zoo", *map(str, args)], capture_output=True, text=True,
+                          env=ENV)
+
+
+def test_a_dead_worker_is_retried_and_a_failed_gate_is_not(tmp_path):
+    """crashy's first build kills its Ray worker (os._exit): Ray runs the task again and
+    the zoo completes; gamma fails a gate: a verdict, run once."""
+    pytest.importorskip("sklearn")
+    zoo = make_zoo(tmp_path, names=("alpha", "gamma"), failing=("gamma",), crash_once="crashy")
+    out = tmp_path / "out"
+    r = zoo_cmd(zoo, "-o", out, "--executor", "ray", "--jobs", "2")
+    assert r.returncode == 1, r.stderr
+    assert (tmp_path / "models" / "crashy" / "crashed-once").is_file()  # it did die once
+    rep = zoo_report(out)
+    by = {x["name"]: x for x in rep["releases"]}
+    assert by["crashy"]["status"] == "passed" and by["crashy"]["attempts"] == 2
+    assert by["gamma"]["status"] == "failed" and by["gamma"]["attempts"] == 1
+    assert by["alpha"]["status"] == "passed" and rep["counts"]["passed"] == 2 and rep["counts"]["failed"] == 1
+    assert not list(out.glob(".onnxforge-*"))  # the dead attempt's scratch folder is cleaned up
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _task_processes() -> list[str]:
+    found = []
+    for p in Path("/proc").iterdir():
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "onnxforge-release:" in cmd:
+            found.append(cmd)
+    return found
+
+
+def test_ctrl_c_stops_every_task_and_leaves_no_half_written_folder(tmp_path):
+    zoo = make_zoo(tmp_path, names=("a1", "a2", "a3", "a4"), failing=(), seconds=30)
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "onnxforge", "zoo", str(zoo), "-o", str(out), "--executor", "ray",
+                          "--jobs", "2"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        assert _wait_for(lambda: len(list(out.glob(".onnxforge-*/steps/00-simplify.onnx"))) >= 2, 240)
+        time.sleep(1.0)
+        os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        _, err = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    rep = zoo_report(out)
+    assert rep["status"] == "interrupted" and rep["executor"] == "ray"
+    assert sorted(x["status"] for x in rep["releases"]) == ["interrupted", "interrupted", "not run", "not run"]
+    for x in rep["releases"]:
+        if x["status"] == "interrupted":
+            assert json.loads((out / x["folder"] / "report.json").read_text())["result"]["status"] == "interrupted"
+        else:
+            assert not (out / x["folder"]).exists()
+    assert not list(out.glob(".onnxforge-*")) and not list(out.rglob(".onnxforge-incomplete"))
+    assert _wait_for(lambda: not _task_processes(), 30), _task_processes()
+
+
+def test_targets_become_resource_requests_and_an_impossible_one_is_an_error(tmp_path):
+    zoo = make_zoo(tmp_path, names=("alpha",), failing=(),
+                   extra='[[targets]]\nname = "one-cpu"\nprovider = "cpu"\nresources = { CPU = 1 }\n'
+                         '[[targets]]\nname = "vnni"\nresources = { avx512_vnni = 1 }\n'
+                         '[[targets]]\nname = "labelled"\nlabels = { "cpu-family" = "sapphire-rapids" }\n')
+    out = tmp_path / "out"
+    r = zoo_cmd(zoo, "-o", out, "--executor", "ray")
+    assert r.returncode == 1, r.stderr
+    by = {x["folder"]: x for x in zoo_report(out)["releases"]}
+    assert by["alpha-one-cpu"]["status"] == "passed" and by["alpha-one-cpu"]["provider"] == "cpu"
+    for f, what in (("alpha-vnni", "avx512_vnni"), ("alpha-labelled", "sapphire-rapids")):
+        assert by[f]["status"] == "error" and by[f]["exit_code"] == 5, by[f]
+        assert "no node of the Ray cluster offers" in by[f]["failure"] and what in by[f]["failure"]
+        assert "ray start" in by[f]["hint"]
+
+
+def test_an_unreachable_cluster_is_exit_5_with_a_verdict(tmp_path):
+    zoo = make_zoo(tmp_path, names=("alpha",), failing=())
+    out = tmp_path / "out"
+    r = zoo_cmd(zoo, "-o", out, "--executor", "ray", "--ray-address", "127.0.0.1:1")
+    assert r.returncode == 5, r.stderr
+    assert "error: cannot start or reach Ray at 127.0.0.1:1" in r.stderr and "hint:" in r.stderr
+    rep = zoo_report(out)
+    assert rep["status"] == "error" and rep["releases"][0]["status"] == "not run"
