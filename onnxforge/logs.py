@@ -22,6 +22,16 @@ def set_verbosity(level: int) -> None:
         warnings.simplefilter("ignore")  # numpy RuntimeWarnings, torch DeprecationWarnings: -v shows them
 
 
+# Tracebacks of failures the library recovers from (an engine that fell back): the
+# CLI's --debug turns this logger on, so they show without -vv's debug chatter.
+TRACEBACKS = logging.getLogger("onnxforge.tracebacks")
+
+
+def swallowed(what: str) -> None:
+    """Call inside ``except``: log the current exception's traceback for --debug."""
+    TRACEBACKS.debug("%s failed (recovered):", what, exc_info=True)
+
+
 def configure_ort() -> None:
     """ONNX Runtime's own logger prints coloured [E:onnxruntime:...] lines on stderr;
     they reach the user only with -v (our errors say what failed, in one line)."""

@@ -234,14 +234,17 @@ def parse_bytes(text) -> int:
 
 
 def parse_dynamic(items: Sequence[str]) -> dict[str, dict[int, str]]:
-    """``x:0=batch`` -> {"x": {0: "batch"}}."""
+    """``x:0=batch`` -> {"x": {0: "batch"}}; ``ids:0=batch,1=seq`` names two axes at once."""
     out: dict[str, dict[int, str]] = {}
     for item in items:
-        head, eq, label = item.rpartition("=")
-        name, colon, axis = head.rpartition(":")
-        if not eq or not colon or not name or not axis.lstrip("-").isdigit() or not label.isidentifier():
-            raise UsageError(f"bad --dynamic {item!r}", hint="write NAME:AXIS=LABEL, e.g. x:0=batch or ids:1=seq")
-        out.setdefault(name, {})[int(axis)] = label
+        name, colon, axes = item[:item.find("=") + 1 or None].rpartition(":")
+        pairs = [p.partition("=") for p in item[len(name) + 1:].split(",")] if colon and name else []
+        if not pairs or any(not eq or not axis.lstrip("-").isdigit() or not label.isidentifier()
+                            for axis, eq, label in pairs):
+            raise UsageError(f"bad --dynamic {item!r}",
+                             hint="write NAME:AXIS=LABEL, e.g. x:0=batch or ids:0=batch,1=seq")
+        for axis, _, label in pairs:
+            out.setdefault(name, {})[int(axis)] = label
     return out
 
 

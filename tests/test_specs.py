@@ -3,6 +3,7 @@ import pytest
 
 from onnxforge.errors import BadInputError, UsageError
 from onnxforge.specs import (
+    parse_dynamic,
     check_sample_fits,
     generate_inputs,
     load_samples,
@@ -149,3 +150,14 @@ def test_check_sample_fits():
         check_sample_fits({"x": np.zeros((1, 5), np.float32)}, specs)
     with pytest.raises(BadInputError, match="expects float32"):
         check_sample_fits({"x": np.zeros((1, 4), np.float64)}, specs)
+
+
+def test_parse_dynamic_one_or_several_axes():
+    assert parse_dynamic(["x:0=batch", "ids:0=batch,1=seq", "a:b:1=s"]) == {
+        "x": {0: "batch"}, "ids": {0: "batch", 1: "seq"}, "a:b": {1: "s"}}
+
+
+@pytest.mark.parametrize("bad", ["x", "x:0", "x:0=", "x:a=b", "x:0=batch,", ":0=b", "x:0=1b", "x:0=b,1"])
+def test_parse_dynamic_refuses(bad):
+    with pytest.raises(UsageError, match="bad --dynamic"):
+        parse_dynamic([bad])

@@ -132,7 +132,7 @@ def _root(
 ) -> None:
     STATE.debug = debug or bool(os.environ.get("ONNXFORGE_DEBUG"))
     STATE.verbosity = -1 if quiet else verbose
-    setup_logging(STATE.verbosity)
+    setup_logging(STATE.verbosity, STATE.debug)
     from onnxforge.cli.progress import install
 
     install(STATE.verbosity)

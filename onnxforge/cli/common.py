@@ -196,8 +196,8 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def setup_logging(verbosity: int) -> None:
-    from onnxforge.logs import set_verbosity
+def setup_logging(verbosity: int, debug: bool = False) -> None:
+    from onnxforge.logs import TRACEBACKS, set_verbosity
 
     set_verbosity(verbosity)
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
@@ -209,6 +209,7 @@ def setup_logging(verbosity: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    TRACEBACKS.setLevel(logging.DEBUG if debug or verbosity > 1 else logging.NOTSET)
 
 
 # ----------------------------------------------------------------------------- exit codes

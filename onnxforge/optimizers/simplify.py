@@ -24,17 +24,16 @@ the model before it and is reported as failed (exit 1), or as skipped with
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from onnxforge.errors import BadInputError, StepNotApplicable, UsageError, first_line
+from onnxforge.logs import swallowed
 from onnxforge.optimizers.cleanup import run_cleanup
 from onnxforge.registry import SimplifyOptions
 from onnxforge.types import EngineRun, StepResult
 
-log = logging.getLogger("onnxforge")
 
 ORT_LEVELS = ("basic", "extended", "all")
 FUSED_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention", "SkipLayerNormalization",
@@ -105,8 +104,9 @@ def run_transformer(src: Path, dst: Path, *, model_type: str, num_heads: int = 0
     from onnxforge.fileio import working_dir
     from onnxforge.logs import quiet_third_party
 
+    src = Path(src).resolve()  # before the chdir below: a relative path would resolve inside it
     with quiet_third_party(), working_dir(Path(dst).resolve().parent):
-        opt = optimize_model(str(Path(src).resolve()), model_type=model_type, num_heads=num_heads,
+        opt = optimize_model(str(src), model_type=model_type, num_heads=num_heads,
                              hidden_size=hidden_size, opt_level=0, use_gpu=False)
     _declare_domains(opt.model)
     save_scratch(opt.model, dst)
@@ -138,7 +138,10 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
 
     from onnxforge.logs import quiet_third_party
 
-    model = ir.serde.deserialize_model(load_onnx(src))
+    proto = load_onnx(src)
+    as_matmul = _gemm_as_matmul(proto)
+    model = ir.serde.deserialize_model(proto)
+    del proto
     with quiet_third_party():
         fused, counts = ort_fusions.optimize_for_ort(model)
     proto = ir.serde.serialize_model(fused)
@@ -148,7 +151,47 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
     from onnxforge.memory import release_memory
 
     release_memory()  # onnxscript's rule objects keep the graph they last matched, weights included
-    return {"engine": "onnxscript.ort_fusions", "fusions": {k: v for k, v in counts.items() if v}}
+    return {"engine": "onnxscript.ort_fusions", "fusions": {k: v for k, v in counts.items() if v},
+            "gemm_as_matmul": as_matmul}
+
+
+def _gemm_as_matmul(model) -> int:
+    """Rewrite plain Gemm (alpha = beta = 1, no transA) as MatMul + Add, in place. The
+    dynamo export of GPT-2's Conv1D is Reshape -> Gemm -> Reshape; onnxscript's fusions
+    (0.7) drop the Reshapes around it and leave a Gemm on a rank-3 input, which ORT
+    refuses. MatMul takes any rank, and ORT fuses MatMul + Add back into Gemm where it can."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    uses: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    nodes, count = [], 0
+    for n in model.graph.node:
+        at = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if (n.op_type != "Gemm" or n.domain not in ("", "ai.onnx") or at.get("alpha", 1.0) != 1.0
+                or at.get("beta", 1.0) != 1.0 or at.get("transA", 0)
+                or (at.get("transB", 0) and n.input[1] not in inits)):
+            nodes.append(n)
+            continue
+        weight = n.input[1]
+        if at.get("transB", 0):
+            t = numpy_helper.from_array(numpy_helper.to_array(inits[weight]).T.copy(), f"{weight}_transposed")
+            if uses[weight] == 1:  # the only user: replace it rather than hold both copies
+                inits[weight].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t), weight))
+            else:
+                model.graph.initializer.append(t)
+                weight = t.name
+        bias = n.input[2] if len(n.input) > 2 and n.input[2] else None
+        mm = f"{n.output[0]}_matmul" if bias else n.output[0]
+        nodes.append(helper.make_node("MatMul", [n.input[0], weight], [mm], name=f"{n.name}_matmul"))
+        if bias:
+            nodes.append(helper.make_node("Add", [mm, bias], [n.output[0]], name=f"{n.name}_bias"))
+        count += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return count
 
 
 def _plan(o: SimplifyOptions, pin: Mapping[str, list]) -> list[tuple[str, Callable]]:
@@ -187,6 +230,7 @@ def _run_engine(name: str, fn, current: Path, dst: Path, ctx: dict) -> tuple[Pat
     except (KeyboardInterrupt, UsageError):
         raise
     except Exception as exc:  # an engine's own failure: fall back, report
+        swallowed(name)
         msg = getattr(exc, "message", None) or first_line(exc)
         return current, {**rec, "status": "failed", "reason": f"{type(exc).__name__}: {msg}"}, []
     if not all(c.passed for c in checks):
@@ -329,7 +373,7 @@ def _fusion_engines(current: Path, dst: Path, ctx: dict, *, model_type: str, num
         except (KeyboardInterrupt, UsageError):
             raise
         except Exception as exc:
-            log.debug("%s failed", engine, exc_info=True)
+            swallowed(engine)
             failed.append(f"{engine} raised {type(exc).__name__}: {getattr(exc, 'message', None) or first_line(exc)}")
             continue
         if not all(c.passed for c in checks):

@@ -186,3 +186,12 @@ def test_constant_folding_does_not_blow_up_a_model(cli, light, tmp_path):
     assert r.code == 0, r.err
     assert (tmp_path / "v.onnx").stat().st_size < 2 * src.stat().st_size + (1 << 20) + 200_000
     assert any("left unfolded" in n and "--max-constant-size" in n for n in result(r)["notes"])
+
+
+def test_a_failed_engine_shows_its_traceback_only_with_debug(cli, fx, tmp_path):
+    bad = _onnxsim_breaker(fx / "tiny.onnx", tmp_path / "bad.onnx")
+    quiet = cli("simplify", bad, "-o", tmp_path / "a.onnx", "--allow-skip")
+    debug = cli("simplify", bad, "-o", tmp_path / "b.onnx", "--allow-skip", "--debug")
+    assert quiet.code == debug.code == 0
+    assert "Traceback" not in quiet.err
+    assert "onnxsim failed (recovered):" in debug.err and "Traceback" in debug.err
