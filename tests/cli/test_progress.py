@@ -137,7 +137,7 @@ def test_ci_log_of_the_readme_release(tmp_path):
     for name in ("model.py:build", "weights.pt", "calib.npz", "val.npz"):
         text = text.replace(f'"{name}"', f'"{ex / name}"')
     # the transcript is under test, not this shared machine's speed: the latency gates cannot fail
-    text = text.replace("min_speedup = 1.3", "min_speedup = 0.01").replace("max_p50_ms = 5.0", "max_p50_ms = 1e4")
+    text = re.sub(r"min_speedup = [0-9.]+", "min_speedup = 0.01", text).replace("max_p50_ms = 5.0", "max_p50_ms = 1e4")
     assert "min_speedup = 0.01" in text
     (tmp_path / "release.toml").write_text(text)
     r = subprocess.run([sys.executable, "-m", "onnxforge", "release", str(tmp_path / "release.toml"), "-o",

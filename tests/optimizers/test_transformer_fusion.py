@@ -11,6 +11,7 @@ from conftest import json_result as load_json
 M = f"{ROOT / 'tests' / 'models.py'}"
 
 
+@pytest.mark.slow  # 11 s: a GPT-2 export and two fusion engines
 def test_gpt2_fusions_pass_and_name_the_engine(cli, tmp_path):
     pytest.importorskip("transformers")
     raw = tmp_path / "g.onnx"
