@@ -391,6 +391,26 @@ def _write_initializers(rw: _Rewrite, used: set[str], data_path: Path) -> tuple[
     return kept, int8_bytes, copied, writer.offset
 
 
+def gemm_as_matmul(model, base: Path) -> int:
+    """Rewrite plain Gemms (alpha = beta = 1, no transA) as MatMul (+ Add) in place, the
+    transposed weights computed now; weights no node uses any more are dropped. For
+    rewriters that mishandle Gemm (onnxscript's fusions, see simplify.py)."""
+    from onnx import numpy_helper
+
+    def used() -> set:
+        return {i for n in model.graph.node for i in n.input}
+
+    before = used()
+    count, lazy = _gemm_to_matmul(model, {t.name: t for t in model.graph.initializer}, base)
+    for name, load in lazy.items():
+        model.graph.initializer.append(numpy_helper.from_array(load(), name))
+    gone = before - used()
+    keep = [t for t in model.graph.initializer if t.name not in gone]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return count
+
+
 def _gemm_to_matmul(model, inits, base: Path) -> tuple[int, dict]:
     """ORT's ``replace_gemm_with_matmul``, without reading weights: a transB weight's
     transposed value is computed only when it is quantized. Returns the number of

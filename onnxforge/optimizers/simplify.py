@@ -133,13 +133,17 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
     import onnx_ir as ir
     from onnxscript.rewriter import ort_fusions
 
-    from onnxforge.fileio import load_onnx
     from onnxforge.artifacts import save_scratch
-
+    from onnxforge.fileio import load_onnx
     from onnxforge.logs import quiet_third_party
+    from onnxforge.memory import release_memory
+    from onnxforge.optimizers.lean_quant import gemm_as_matmul
 
     proto = load_onnx(src)
-    as_matmul = _gemm_as_matmul(proto)
+    # onnxscript 0.7 drops the Reshapes around the dynamo export of GPT-2's Conv1D
+    # (Reshape -> Gemm -> Reshape) and leaves a Gemm on a rank-3 input, which ORT refuses;
+    # MatMul takes any rank, and ORT fuses MatMul + Add back into Gemm where it can
+    as_matmul = gemm_as_matmul(proto, Path(src).parent)
     model = ir.serde.deserialize_model(proto)
     del proto
     with quiet_third_party():
@@ -148,50 +152,9 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
     _declare_domains(proto)
     save_scratch(proto, dst)
     del model, fused, proto
-    from onnxforge.memory import release_memory
-
     release_memory()  # onnxscript's rule objects keep the graph they last matched, weights included
     return {"engine": "onnxscript.ort_fusions", "fusions": {k: v for k, v in counts.items() if v},
             "gemm_as_matmul": as_matmul}
-
-
-def _gemm_as_matmul(model) -> int:
-    """Rewrite plain Gemm (alpha = beta = 1, no transA) as MatMul + Add, in place. The
-    dynamo export of GPT-2's Conv1D is Reshape -> Gemm -> Reshape; onnxscript's fusions
-    (0.7) drop the Reshapes around it and leave a Gemm on a rank-3 input, which ORT
-    refuses. MatMul takes any rank, and ORT fuses MatMul + Add back into Gemm where it can."""
-    from onnx import helper, numpy_helper
-
-    inits = {t.name: t for t in model.graph.initializer}
-    uses: dict[str, int] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
-    nodes, count = [], 0
-    for n in model.graph.node:
-        at = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-        if (n.op_type != "Gemm" or n.domain not in ("", "ai.onnx") or at.get("alpha", 1.0) != 1.0
-                or at.get("beta", 1.0) != 1.0 or at.get("transA", 0)
-                or (at.get("transB", 0) and n.input[1] not in inits)):
-            nodes.append(n)
-            continue
-        weight = n.input[1]
-        if at.get("transB", 0):
-            t = numpy_helper.from_array(numpy_helper.to_array(inits[weight]).T.copy(), f"{weight}_transposed")
-            if uses[weight] == 1:  # the only user: replace it rather than hold both copies
-                inits[weight].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t), weight))
-            else:
-                model.graph.initializer.append(t)
-                weight = t.name
-        bias = n.input[2] if len(n.input) > 2 and n.input[2] else None
-        mm = f"{n.output[0]}_matmul" if bias else n.output[0]
-        nodes.append(helper.make_node("MatMul", [n.input[0], weight], [mm], name=f"{n.name}_matmul"))
-        if bias:
-            nodes.append(helper.make_node("Add", [mm, bias], [n.output[0]], name=f"{n.name}_bias"))
-        count += 1
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    return count
 
 
 def _plan(o: SimplifyOptions, pin: Mapping[str, list]) -> list[tuple[str, Callable]]:
