@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
 
     def on_sigterm(signum, frame):  # what CI runners and `timeout` send: clean up like Ctrl-C
+        if STATE.terminated:  # the same signal again, sent to the process group too: the clean-up goes on
+            return
         STATE.terminated = True
         raise Terminated()
 
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         from onnxforge.progress import set_reporter
 
         set_reporter(None)  # the next run (or library call in this process) installs its own
-        if previous is not None:
+        if previous is not None and not STATE.terminated:  # terminated: on_sigterm stays to absorb repeats
             signal.signal(signal.SIGTERM, previous)
     if STATE.terminated and code == 130:  # click turns any KeyboardInterrupt into Abort: say which it was
         code = 143

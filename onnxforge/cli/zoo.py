@@ -57,7 +57,7 @@ def zoo_run(
     then write one verdict (zoo-report.json, zoo-report.md, junit.xml, report.html).
     Exit 0 only when every release passed, 1 when any did not."""
     from onnxforge.errors import UsageError
-    from onnxforge.zoo.run import EXECUTORS, ZooRun, run_zoo
+    from onnxforge.zoo.run import EXECUTORS, ZooRun, check_report, run_zoo, zoo_inputs
 
     as_json = wants_json(json_, fmt)
     if executor not in EXECUTORS:
@@ -69,7 +69,8 @@ def zoo_run(
                          hint="drop --jobs (cpus_per_release in the zoo file sets what each release reserves)")
     if executor == "matrix":
         return _print_matrix(zoo_file, only or (), jobs)
-    check_outputs(force, (zoo_file,), report=report)
+    check_report(out_dir, report)
+    check_outputs(force, zoo_inputs(zoo_file), report=report)  # the releases' configs and sources too
     rep = run_zoo(zoo_file, ZooRun(out_dir, executor, jobs, ray_address, tuple(only or ()), force,
                                    on_done=None if STATE.verbosity < 0 else _progress))
     _finish(rep, out_dir, as_json, report)
@@ -100,12 +101,14 @@ def zoo_merge(
     """Build the combined verdict from release folders made elsewhere (a CI matrix's jobs):
     onnxforge zoo merge out/*/report.json -o out."""
     from onnxforge.zoo.config import load_zoo
-    from onnxforge.zoo.merge import merge
+    from onnxforge.zoo.merge import check_merge_out, merge, report_folders
     from onnxforge.zoo.report import write_all
-    from onnxforge.zoo.run import check_out
+    from onnxforge.zoo.run import check_out, check_report
 
     as_json = wants_json(json_, fmt)
-    check_outputs(force, tuple(reports), report=report)
+    check_merge_out(reports, out_dir)
+    check_report(out_dir, report)
+    check_outputs(force, [*reports, *report_folders(reports)], report=report)
     check_out(out_dir, force)
     expected = load_zoo(zoo_file).entries if zoo_file is not None else None
     rep = merge(reports, out_dir, expected)
@@ -127,7 +130,7 @@ def _finish(rep, out_dir: Path, as_json: bool, report) -> None:
         STATE.report_written = True
     if as_json:
         sys.stdout.write(envelope.dumps(rep, "zoo") + "\n")
-    else:
+    elif rep.releases:  # a zoo that never started one has only its error to say
         _table(rep)
     if rep.exit_code:
         _say_why(rep, out_dir)

@@ -51,6 +51,20 @@ def check_out_dir(out: Path, force: bool) -> None:
             raise BadInputError(f"{out} already holds a release", hint="pass --force to replace it")
 
 
+def check_inputs_kept(out: Path, inputs) -> None:
+    """A release may be written into the folder that holds its inputs (the README's
+    example does), but never over one: a source named model.onnx in OUT would be
+    replaced by the released model, --force or not."""
+    from onnxforge.fileio import input_files, same_file
+
+    ins = input_files(*inputs)
+    for name in KNOWN:
+        hit = next((i for i in ins if same_file(out / name, i)), None)
+        if hit is not None:
+            raise BadInputError(f"{out / name} is an input of this release: the release would write its {name} "
+                                f"over it", hint="give -o another folder, or rename the input")
+
+
 @contextlib.contextmanager
 def stage_dir(out: Path):
     from onnxforge.fileio import scratch_dir
@@ -83,11 +97,34 @@ def swap_in(stage: Path, out: Path, *, keep_steps: bool, inputs) -> None:
     moved = []
     for p in new:
         rel = p.relative_to(stage)
+        if any(same_file(out / rel, i) for i in ins):  # check_inputs_kept ran first; an input is never replaced
+            continue
         make_dirs((out / rel).parent)
         os.replace(p, out / rel)
         moved.append(str(rel))
     atomic_write_text(out / LISTING, json.dumps({"files": moved}, indent=1) + "\n")
     (out / MARKER).unlink(missing_ok=True)
+
+
+def rebase(obj, old: Path, new: Path):
+    """``obj`` (a report: dataclasses, containers, strings) with every path under ``old``
+    moved under ``new``; the rest as it was."""
+    import dataclasses
+    from pathlib import PurePath
+
+    if isinstance(obj, PurePath):
+        return Path(rebase(str(obj), old, new))
+    if isinstance(obj, str):
+        head = str(old)
+        return str(new) + obj[len(head):] if obj == head or obj.startswith(head + os.sep) else obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: rebase(getattr(obj, f.name), old, new)
+                                           for f in dataclasses.fields(obj) if f.init})
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(rebase(x, old, new) for x in obj)
+    if isinstance(obj, dict):
+        return {k: rebase(v, old, new) for k, v in obj.items()}
+    return obj
 
 
 def input_hashes(cfg: ReleaseConfig | None, config) -> dict:

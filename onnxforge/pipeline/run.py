@@ -250,6 +250,7 @@ class _Run:
     """What a release has done so far; becomes the ReleaseReport on every exit."""
 
     stage: Path
+    out: Path | None = None
     cfg: ReleaseConfig | None = None
     steps: list = field(default_factory=list)
     ledger: list = field(default_factory=list)
@@ -363,6 +364,10 @@ def _gates(run: _Run, acc_src) -> None:
 
 def _pipeline(run: _Run, config, provider: str | None = None) -> None:
     cfg = run.cfg = with_provider(load_config(config), provider)
+    if run.out is not None:
+        from onnxforge.pipeline.publish import check_inputs_kept
+
+        check_inputs_kept(run.out, release_inputs(cfg, config))
     run.bar.update(0, total=_phases(cfg))
     with task(f"load source {Path(cfg.source).name}"):  # a torch factory imports torch: seconds
         source, source_path, module = _source(cfg)
@@ -401,7 +406,7 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
     out = Path(out_dir)
     check_out_dir(out, force)
     with stage_dir(out) as stage, task("release") as bar:
-        run = _Run(stage=stage, bar=bar)
+        run = _Run(stage=stage, out=out, bar=bar)
         (stage / "steps").mkdir()
         try:
             _pipeline(run, config, provider)
@@ -420,7 +425,7 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
 
 
 def _finish(run: _Run, config, out: Path, keep_steps: bool, t_start: float) -> ReleaseReport:
-    from onnxforge.pipeline.publish import input_hashes, publish, swap_in, versions, write_reports
+    from onnxforge.pipeline.publish import input_hashes, publish, rebase, swap_in, versions, write_reports
 
     cfg = run.cfg
     vers, inputs_sha = versions(), input_hashes(cfg, config)
@@ -428,15 +433,17 @@ def _finish(run: _Run, config, out: Path, keep_steps: bool, t_start: float) -> R
     if run.failure is None and run.final:
         outputs = publish(run.final, run.stage, cfg, run.steps, inputs_sha, vers)
         if cfg.packages:
-            write_reports(_report(run, config, outputs, inputs_sha, vers, t_start), run.stage, summary=False)
+            write_reports(rebase(_report(run, config, outputs, inputs_sha, vers, t_start), run.stage, out.resolve()),
+                          run.stage, summary=False)
             _deploy(run)
             if run.failure is not None:  # a release whose package failed does not ship a model
                 for name in ("model.onnx", "model.onnx.data", "manifest.json"):
                     (run.stage / name).unlink(missing_ok=True)
                 outputs = {}
-    report = _report(run, config, outputs, inputs_sha, vers, t_start)
+    # paths into the stage are paths into OUT once it moves in
+    report = rebase(_report(run, config, outputs, inputs_sha, vers, t_start), run.stage, out.resolve())
     write_reports(report, run.stage)
-    swap_in(run.stage, out, keep_steps=keep_steps, inputs=_inputs_of(cfg, config))
+    swap_in(run.stage, out, keep_steps=keep_steps, inputs=release_inputs(cfg, config))
     return report
 
 
@@ -458,11 +465,16 @@ def _report(run: _Run, config, outputs, inputs_sha, vers, t_start) -> ReleaseRep
 def _deploy(run: _Run) -> None:
     """[package] then [serve_check]: each target packaged from the release being built
     (the stage), each a gate; the served model checked last."""
-    from onnxforge.serving.check import serve_check
-    from onnxforge.serving.package import package
+    import dataclasses
 
+    from onnxforge.serving.check import serve_check
+    from onnxforge.serving.package import package, safe_model_name
+
+    # packaged from the stage, but named after the release's folder (as `package OUT` names it)
+    name = safe_model_name((run.out or run.stage).resolve().name)
     try:
         for opts in run.cfg.packages:
+            opts = opts if opts.name else dataclasses.replace(opts, name=name)
             with task(f"package {opts.target}"):
                 res = package(run.stage, run.stage / opts.target, opts)
             run.bar.advance()
@@ -501,7 +513,8 @@ def _planned_gates(cfg: ReleaseConfig | None) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _inputs_of(cfg: ReleaseConfig | None, config) -> list:
+def release_inputs(cfg: ReleaseConfig | None, config) -> list:
+    """The files a release reads: its config and what the config names."""
     if cfg is None:
         return [config]
     return [config, cfg.source, cfg.model.get("weights"), cfg.model.get("sample"), cfg.data.calibration,

@@ -37,7 +37,7 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -80,6 +80,16 @@ class _Source:
     release: Path | None
     manifest: Mapping[str, Any] | None
     report: Mapping[str, Any] | None  # report.json's "result"
+    label: str = ""  # what package.json and MLmodel record as the source
+
+
+def _label(src: _Source, out: Path) -> str:
+    """The source as the package records it: relative to the package folder when the
+    package sits inside it (a release's own packages: "..", true wherever the release
+    folder is copied or downloaded), else the absolute path."""
+    where = (src.release or src.model).resolve()
+    o = out.resolve()
+    return os.path.relpath(where, o) if where in o.parents else str(where)
 
 
 def package(source: str | os.PathLike, out_dir: str | os.PathLike, options=None, /, **kwargs) -> PackageResult:
@@ -144,6 +154,7 @@ def _prepare(source, out: Path, o) -> _Job:
     from onnxforge.validators.compare import make_tolerance
 
     src = _resolve_source(source)
+    src = replace(src, label=_label(src, out))
     check_readable_file(src.model, "model")
     _check_out(out, src, o.force)
     ins, outs = model_io_specs(load_onnx(src.model, load_external_data=False))
@@ -252,9 +263,14 @@ def _check_out(out: Path, src: _Source, force: bool) -> None:
         raise BadInputError(f"output {out} exists", hint="pass --force to replace it")
 
 
+def safe_model_name(raw: str) -> str:
+    """A name every server accepts (Triton's repository folders, MLServer's settings)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", raw).strip(".") or "model"
+
+
 def _model_name(name: str | None, src: _Source) -> str:
     raw = name or (src.release.resolve().name if src.release else src.model.stem)
-    clean = re.sub(r"[^A-Za-z0-9_.-]", "_", raw).strip(".") or "model"
+    clean = safe_model_name(raw)
     if name and clean != name:
         raise UsageError(f"bad model name {name!r}", hint="use letters, digits, '_', '-' and '.'")
     return clean
@@ -344,7 +360,7 @@ def _package_info(target, src: _Source, name, ins, outs, provider, threads, tol:
 
     return {
         "schema_version": 1, "target": target, "model_name": name,
-        "source": str(src.release or src.model), "source_sha256": sha256_file(src.model),
+        "source": src.label, "source_sha256": sha256_file(src.model),
         "release": bool(src.release), "inputs": [_spec_json(s) for s in ins], "outputs": [_spec_json(s) for s in outs],
         "provider": provider, "threads": threads,
         "tolerance": {"atol": tol.atol, "rtol": tol.rtol, "per_output": {k: list(v) for k, v in tol.per_output.items()}},
@@ -487,7 +503,7 @@ def _write_mlflow(src: _Source, stage: Path, ins, outs, samples, provider: str, 
 
 def _mlflow_metadata(src: _Source) -> dict:
     """The manifest and a summary of the parity ledger, in MLmodel's metadata."""
-    meta: dict[str, Any] = {"source": str(src.release or src.model)}
+    meta: dict[str, Any] = {"source": src.label}
     if src.manifest:
         meta["manifest"] = {k: src.manifest[k] for k in ("sha256", "inputs", "outputs", "opset", "lineage", "versions")
                             if k in src.manifest}

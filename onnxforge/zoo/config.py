@@ -188,8 +188,12 @@ def select(cfg: ZooConfig, only) -> tuple[Entry, ...]:
     """The entries named in ``only`` (folder names, NAME or NAME-TARGET), all when empty."""
     if not only:
         return cfg.entries
-    by_folder = {e.folder: e for e in cfg.entries}
-    for name in only:
-        if name not in by_folder:
-            raise UsageError(f"--only {name}: the zoo has no such release", hint=suggest(name, by_folder))
-    return tuple(by_folder[name] for name in dict.fromkeys(only))
+    picked: dict[str, Entry] = {}
+    for name in only:  # NAME-TARGET is one release; NAME is that release on every target
+        hits = [e for e in cfg.entries if name in (e.folder, e.name)]
+        if not hits:
+            known = sorted({e.folder for e in cfg.entries} | {e.name for e in cfg.entries})
+            raise UsageError(f"--only {name}: the zoo has no such release",
+                             hint=f"releases: {', '.join(known)}" if len(known) <= 12 else suggest(name, known))
+        picked.update((e.folder, e) for e in hits)
+    return tuple(picked.values())

@@ -25,9 +25,15 @@ log = logging.getLogger("onnxforge")
 def _interrupt_once(signum, frame):
     """Ctrl-C reaches a worker twice (the terminal's signal and the zoo's): the second
     must not cut the release's own clean-up short."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # a no-op handler, not SIG_IGN: a signal already pending when the handler changes would
+    # find SIG_IGN and make Python print "Signal 15 ignored due to race condition" with a traceback
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _ignore)
     raise KeyboardInterrupt
+
+
+def _ignore(signum, frame) -> None:
+    pass
 
 
 def _worker(conn, level: int) -> None:

@@ -148,6 +148,8 @@ def release_record(folder: Path, out: Path, entry: Mapping[str, Any] | None = No
                           failure=why, hint=info.get("hint") or "see the zoo's log for what stopped it", **common)
     r = env["result"]
     size, p50, speedup = _final_numbers(r)
+    if size is None and r.get("passed") and (folder / "model.onnx").is_file():  # a convert step reports no size
+        size = sum(p.stat().st_size for p in (folder / "model.onnx", folder / "model.onnx.data") if p.is_file())
     lat = ((r.get("config") or {}).get("gates") or {}).get("latency")
     return ZooRelease(status=r.get("status", "error"), exit_code=int(r.get("exit_code", 70)), failure=r.get("failure"),
                       hint=r.get("hint"), provider=lat.get("provider", "cpu") if isinstance(lat, dict) else None,
@@ -221,6 +223,18 @@ def report_folders(paths: Sequence[os.PathLike | str]) -> list[Path]:
                                 hint="it should be the report.json that `onnxforge release` or a zoo job wrote")
         folders[folder.resolve()] = None
     return list(folders)
+
+
+def check_merge_out(paths: Sequence[os.PathLike | str], out: Path) -> None:
+    """The verdict goes into OUT: OUT must not be one of the release folders merged,
+    whose junit.xml and report.html it would replace (--force or not)."""
+    from onnxforge.fileio import same_file
+
+    for folder in report_folders(paths):
+        if same_file(Path(out), folder):
+            raise BadInputError(f"-o {out} is the release folder {folder.name} being merged: the verdict would "
+                                f"replace its junit.xml and report.html",
+                                hint="give -o the folder above the releases: onnxforge zoo merge OUT/*/report.json -o OUT")
 
 
 def merge(paths: Sequence[os.PathLike | str], out: os.PathLike | str, expected=None) -> ZooReport:

@@ -21,16 +21,24 @@ from pathlib import Path
 from onnxforge.zoo.merge import NOT_RUN, ZooRelease, ZooReport
 
 TITLES = {"passed": "PASSED", "failed": "FAILED", "error": "ERROR", "interrupted": "INTERRUPTED"}
-GATE_COLUMNS = ("parity", "accuracy", "max_p50_ms", "max_p99_ms", "min_speedup")
+GATE_COLUMNS = ("parity", "accuracy", "max_p50_ms", "max_p99_ms", "min_speedup", "serving")
+
+
+def _in_column(gate: str, column: str) -> bool:
+    if column == "parity":
+        return gate.startswith("parity:")
+    if column == "serving":  # [package] targets and [serve_check]
+        return gate.startswith("package:") or gate == "serve_check"
+    return gate == column
 
 
 def gate_cell(r: ZooRelease, column: str) -> str:
     """pass / FAIL / not run / - (the release has no such gate) for a gate column;
-    the parity column holds every parity:STEP gate."""
-    mine = [g for g in r.gates if (g.name.startswith("parity:") if column == "parity" else g.name == column)]
+    the parity column holds every parity:STEP gate, serving every package and serve-check."""
+    mine = [g for g in r.gates if _in_column(g.name, column)]
     if mine:
         return "pass" if all(g.passed for g in mine) else "FAIL"
-    planned = [n for n in r.planned_gates if (n.startswith("parity:") if column == "parity" else n == column)]
+    planned = [n for n in r.planned_gates if _in_column(n, column)]
     return "not run" if planned else "-"
 
 

@@ -42,9 +42,56 @@ def check_out(out: Path, force: bool) -> None:
     """Before anything: OUT is a folder (or does not exist) holding no zoo verdict unless --force."""
     if out.exists() and not out.is_dir():
         raise BadInputError(f"zoo output {out} is a file, not a folder", hint="give a folder path with -o")
-    for name in REPORT_FILES:
-        if (out / name).exists() and not force:
-            raise BadInputError(f"{out} already holds a zoo verdict ({name})", hint="pass --force to replace it")
+    held = [name for name in REPORT_FILES if (out / name).exists()]
+    if held and not force and not _ran_nothing(out):
+        raise BadInputError(f"{out} already holds a zoo verdict ({held[0]})", hint="pass --force to replace it")
+
+
+def _ran_nothing(out: Path) -> bool:
+    """The verdict of a zoo that never started a release (its file did not load): replacing
+    it loses nothing, so the corrected command needs no --force."""
+    import json
+
+    try:
+        report = json.loads((out / "zoo-report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    report = report.get("result", report) if isinstance(report, dict) else None
+    return isinstance(report, dict) and report.get("status") == "error" and report.get("releases") == []
+
+
+def zoo_inputs(zoo_file: str | os.PathLike) -> list[Path]:
+    """Every file a zoo reads: the zoo file, each release's config and what that config
+    names (source, weights, data). A file that does not load yet is left to the run,
+    which makes it a verdict."""
+    from onnxforge.pipeline.config import load_config
+    from onnxforge.pipeline.run import release_inputs
+    from onnxforge.zoo.config import load_zoo
+
+    found = [Path(zoo_file)]
+    try:
+        configs = dict.fromkeys(e.config for e in load_zoo(zoo_file).entries)
+    except OnnxforgeError:
+        return found
+    for config in configs:
+        try:
+            found += [Path(p) for p in release_inputs(load_config(config), config) if p]
+        except OnnxforgeError:
+            found.append(Path(config))
+    return found
+
+
+def check_report(out: Path, report: Path | None) -> None:
+    """--report beside the zoo's verdict is fine; inside a release folder or over one of
+    the verdict's files the zoo would overwrite it, or it a release's own report."""
+    from onnxforge.errors import UsageError
+
+    if report is None:
+        return
+    r, o = Path(report).resolve(), out.resolve()
+    if o in r.parents and (r.parent != o or r.name in REPORT_FILES):
+        raise UsageError(f"--report {report} is inside the zoo's output {out}, where the zoo writes its own files",
+                         hint=f"write it outside {out}, or directly in it under another name")
 
 
 def check_folders(out: Path, entries: Sequence[Entry], force: bool) -> None:

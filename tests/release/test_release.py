@@ -146,6 +146,20 @@ def test_onnx_source_release(cli, tmp_path):
     assert (tmp_path / "out" / "model.onnx").exists()
 
 
+def test_release_never_writes_over_its_input(cli, fx, tmp_path):
+    """OUT may hold the release's inputs, but a source named like a release output is
+    refused before any work, with --force too (it used to be replaced by the model)."""
+    name = "model.onnx"
+    shutil.copy(fx / "tiny.onnx", tmp_path / name)
+    (tmp_path / "release.toml").write_text(f'[model]\nsource = "{name}"\nframework = "onnx"\n\n'
+                                           '[[steps]]\nrun = "simplify"\n')
+    before = (tmp_path / name).read_bytes()
+    r = cli("release", tmp_path / "release.toml", "-o", tmp_path, "--force")
+    assert r.code == 3, r.err
+    assert "is an input of this release" in r.err and "hint:" in r.err
+    assert (tmp_path / name).read_bytes() == before
+
+
 def test_float64_validation_data(cli, tmp_path):
     """numpy and scikit-learn make float64: the ledger feeds each model its declared types."""
     cfg = _config(tmp_path, lambda c: (c["gates"].update(latency=dict(UNTIMED)), c["steps"].pop()))

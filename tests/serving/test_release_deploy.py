@@ -5,6 +5,7 @@ MLServer one for real and is a gate; the CLI's package and serve-check do the sa
 import json
 import shutil
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from serve_models import SK_EXAMPLE, requires_serve
@@ -34,7 +35,16 @@ def test_release_packages_and_serve_checks(cli, tmp_path):
     assert all(gates[f"package:{t}"]["passed"] for t in ("mlflow", "mlserver", "triton"))
     assert gates["serve_check"]["passed"] and rep["serve_check"]["parity"]["grpc"]["passed"]
     assert (out / "mlserver" / "model-settings.json").is_file() and (out / "mlflow" / "MLmodel").is_file()
-    assert (out / "triton" / "model" / "config.pbtxt").is_file() or list((out / "triton").glob("*/config.pbtxt"))
+    # named after the release folder, every run the same (it was the scratch folder's random name)
+    assert [p.name for p in (out / "triton").iterdir()] == ["rel"]
+    assert 'name: "rel"' in (out / "triton" / "rel" / "config.pbtxt").read_text()
+    assert json.loads((out / "mlserver" / "model-settings.json").read_text())["name"] == "rel"
+    info = json.loads((out / "mlserver" / "onnxforge-package" / "package.json").read_text())
+    assert info["source"] == ".."  # the release folder, wherever it is copied to
+    for p in rep["packages"]:  # paths in the report point into OUT, not the deleted scratch folder
+        assert p["model_name"] == "rel" and Path(p["out_dir"]).is_dir() and Path(p["model_dir"]).is_dir()
+    assert all(Path(s["output"]).is_file() for s in rep["steps"])
+    assert ".onnxforge-" not in (out / "report.json").read_text().replace(".onnxforge-release", "")
     cases = {c.get("name") for c in ET.parse(out / "junit.xml").getroot().iter("testcase")}
     assert {"package:mlflow", "package:mlserver", "package:triton", "serve_check"} <= cases
     # the folder a release wrote is served as the README says

@@ -63,9 +63,16 @@ def test_duplicate_release_names_and_unknown_only(cli, zoo, tmp_path):
     zoo.write_text('[zoo]\nreleases = ["models/*/release.toml", "more/*/release.toml"]\n')
     r = cli("zoo", zoo, "-o", tmp_path / "o1")
     assert r.code == 2 and "two releases are named 'alpha'" in r.err and "rename one" in r.err
-    zoo.write_text('[zoo]\nreleases = ["models/*/release.toml"]\n[[targets]]\nname = "cpu"\n')
-    r = cli("zoo", zoo, "-o", tmp_path / "o2", "--only", "alpha")
-    assert r.code == 2 and "--only alpha" in r.err and "alpha-cpu" in r.err
+    zoo.write_text('[zoo]\nreleases = ["models/*/release.toml"]\n[[targets]]\nname = "cpu"\n'
+                   '[[targets]]\nname = "cpu2"\n')
+    # NAME is that release on every target, as the help says; NAME-TARGET is one of them
+    r = cli("zoo", zoo, "--executor", "matrix", "--only", "alpha")
+    assert r.code == 0, r.err
+    assert sorted(e["release"] for e in json.loads(r.out)["include"]) == ["alpha-cpu", "alpha-cpu2"]
+    r = cli("zoo", zoo, "--executor", "matrix", "--only", "alpha-cpu2", "--only", "alpha")
+    assert r.code == 0 and len(json.loads(r.out)["include"]) == 2
+    r = cli("zoo", zoo, "-o", tmp_path / "o2", "--only", "alhpa")
+    assert r.code == 2 and "--only alhpa" in r.err and "releases: alpha, alpha-cpu" in r.err
 
 
 def test_a_release_may_not_land_on_the_verdict(cli, zoo, tmp_path):

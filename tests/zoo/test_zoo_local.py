@@ -139,6 +139,38 @@ def test_merge_counts_a_missing_release_as_an_error(three, cli, tmp_path):
     assert r.code == 3
 
 
+def test_inputs_of_the_releases_are_never_written(three, cli, tmp_path):
+    """--report over a release's config or source, --report inside OUT, and merge -o onto
+    a release folder are refused before any work, --force or not; nothing changes."""
+    _, out, zoo = three
+    cfg = zoo.parent / "models" / "alpha" / "release.toml"
+    model = cfg.with_name("model.onnx")
+    before = (cfg.read_bytes(), model.read_bytes(), (out / "alpha" / "junit.xml").read_bytes())
+    r = cli("zoo", zoo, "-o", tmp_path / "o1", "--report", cfg, "--force")
+    assert r.code == 3 and "is an input of this command" in r.err
+    r = cli("zoo", zoo, "-o", tmp_path / "o2", "--report", model, "--force")
+    assert r.code == 3 and "is an input of this command" in r.err
+    r = cli("zoo", zoo, "-o", tmp_path / "o3", "--report", tmp_path / "o3" / "alpha" / "report.json")
+    assert r.code == 2 and "inside the zoo's output" in r.err
+    r = cli("zoo", "merge", out / "alpha", "-o", out / "alpha", "--force")
+    assert r.code == 3 and "is the release folder alpha being merged" in r.err and "hint:" in r.err
+    assert (cfg.read_bytes(), model.read_bytes(), (out / "alpha" / "junit.xml").read_bytes()) == before
+    assert not any((tmp_path / n).exists() for n in ("o1", "o2", "o3"))
+
+
+def test_a_zoo_file_that_did_not_load_does_not_block_the_next_run(cli, tmp_path):
+    out = tmp_path / "out"
+    r = cli("zoo", tmp_path / "typo.toml", "-o", out)
+    assert r.code == 3 and "not found" in r.err
+    assert r.out == ""  # no empty table: the error is all there is to say
+    assert zoo_report(out)["status"] == "error"  # CI still gets a verdict
+    zoo = make_zoo(tmp_path, names=("alpha",), failing=())
+    r = cli("zoo", zoo, "-o", out, "--jobs", "1")  # the corrected command needs no --force
+    assert r.code == 0, r.err
+    r = cli("zoo", zoo, "-o", out, "--jobs", "1")  # a verdict of releases that ran still does
+    assert r.code == 3 and "--force" in r.err
+
+
 def test_help_and_a_local_zoo_never_import_ray():
     code = ("import sys\nfrom onnxforge.cli.app import main\n"
             "for args in (['--help'], ['zoo', '--help'], ['zoo', 'merge', '--help']):\n"
@@ -159,8 +191,9 @@ def _wait_for(predicate, timeout: float) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupt_stops_every_release_and_leaves_no_half_written_folder(tmp_path, sig, code):
+@pytest.mark.parametrize("sig,code,group", [(signal.SIGINT, 130, True), (signal.SIGTERM, 143, False),
+                                            (signal.SIGTERM, 143, True)], ids=["ctrl-c", "sigterm", "timeout"])
+def test_interrupt_stops_every_release_and_leaves_no_half_written_folder(tmp_path, sig, code, group):
     """Ctrl-C (the terminal signals the whole process group) or SIGTERM (CI cancels:
     only the zoo process gets it): every release stops, those that ran say
     'interrupted', the others 'not run', and no scratch or half-moved folder stays."""
@@ -172,7 +205,9 @@ def test_interrupt_stops_every_release_and_leaves_no_half_written_folder(tmp_pat
         # wait until both workers are in their 20-second timing phase
         assert _wait_for(lambda: len(list(out.glob(".onnxforge-*/steps/00-simplify.onnx"))) >= 2, 120)
         time.sleep(1.0)
-        if sig == signal.SIGINT:
+        if group:  # a terminal's Ctrl-C, or `timeout`, which signals the process and then its group
+            if sig == signal.SIGTERM:
+                p.send_signal(sig)
             os.killpg(p.pid, sig)
         else:
             p.send_signal(sig)
@@ -181,6 +216,7 @@ def test_interrupt_stops_every_release_and_leaves_no_half_written_folder(tmp_pat
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode == code, err
+    assert "Traceback" not in err, err  # a repeated signal is absorbed, not reported as a race
     rep = zoo_report(out)
     assert rep["status"] == "interrupted" and rep["exit_code"] == 130
     statuses = sorted(x["status"] for x in rep["releases"])
