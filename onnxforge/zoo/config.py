@@ -119,6 +119,9 @@ def _configs(zoo: ZooSection, base: Path) -> list[Path]:
                                     hint=f"globs are relative to the zoo file's folder ({base})")
         else:
             full = p if p.is_absolute() else base / p
+            if full.is_dir():
+                raise BadInputError(f"zoo.releases[{i}]: {full} is a folder, not a release config",
+                                    hint=f"name its file ({pattern}/release.toml), or a glob ({pattern}/*.toml)")
             if not full.is_file():
                 raise BadInputError(f"zoo.releases[{i}]: not found: {full}",
                                     hint="paths are relative to the zoo file's folder")
@@ -172,7 +175,7 @@ def load_zoo(path) -> ZooConfig:
     try:
         raw = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{p}: not valid TOML ({exc})") from None
+        raise UsageError(f"{p}: not valid TOML ({exc})", hint="fix the line named; TOML strings need quotes, tables [brackets]") from None
     for k in raw:
         if k not in SECTIONS:
             raise UsageError(f"unknown section [{k}] in {p.name}", hint=suggest(k, SECTIONS))

@@ -41,6 +41,9 @@ def _worker(conn, level: int) -> None:
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
     os.dup2(2, 1)  # whatever a library prints goes to stderr: stdout is the zoo's (--json)
+    from onnxforge.logs import set_verbosity
+
+    set_verbosity(1 if level <= logging.INFO else 0)  # a new process: torch's FutureWarnings only with -v, as in one
     handler = logging.StreamHandler()
     logger = logging.getLogger("onnxforge")
     logger.handlers[:], logger.propagate = [handler], False

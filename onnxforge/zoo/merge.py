@@ -245,6 +245,12 @@ def merge(paths: Sequence[os.PathLike | str], out: os.PathLike | str, expected=N
     nothing: report.write_all does."""
     folders = report_folders(paths)
     releases = [release_record(f, Path(out)) for f in folders]
+    seen: dict[str, Path] = {}
+    for f in folders:  # a release is known by its folder's name (NAME or NAME-TARGET)
+        if f.name in seen:
+            raise BadInputError(f"two release folders are both {f.name!r}: {seen[f.name]} and {f}",
+                                hint="merge each release once (one folder per matrix job)")
+        seen[f.name] = f
     have = {r.folder for r in releases} | {f.name for f in folders}
     for e in expected or ():
         if e.folder not in have:

@@ -8,7 +8,8 @@
   onnxforge.report.junit wrote in its folder) as one <testsuite> named after the
   release, its classnames prefixed with it so dashboards keep releases apart; a
   release that wrote none is one <error> or <skipped> case;
-- report.html: an index page linking each release's report.md, report.json and junit.xml.
+- report.html: an index page linking each release's report.html, report.md, report.json and junit.xml
+  (those it wrote).
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def markdown(rep: ZooReport) -> str:
         lines += ["", "## Not passed", ""]
         for r in bad:
             hint = f" — hint: {_cell(r.hint)}" if r.hint else ""
-            lines.append(f"- **{r.folder}**: {_cell(r.failure or r.status)}{hint} ([report]({r.folder}/report.md))")
+            link = f" ([report]({r.folder}/report.md))" if r.reported else ""  # a release that never finished has none
+            lines.append(f"- **{r.folder}**: {_cell(r.failure or r.status)}{hint}{link}")
     lines += ["", "## Timing", "", timeline_summary(rep)]
     return "\n".join(lines) + "\n"
 
@@ -145,6 +147,11 @@ def junit(rep: ZooReport, out: Path) -> str:
 # ----------------------------------------------------------------------------- html
 
 
+def _exists(r: ZooRelease, name: str, out: Path) -> bool:
+    folder = Path(r.folder)
+    return ((folder if folder.is_absolute() else out / folder) / name).is_file()
+
+
 def _link(r: ZooRelease, name: str, out: Path) -> str:
     target = Path(r.folder) / name if not Path(r.folder).is_absolute() else Path(os.path.relpath(Path(r.folder) / name,
                                                                                                   out))
@@ -157,7 +164,8 @@ def page(rep: ZooReport, out: Path) -> str:
     rows = []
     for r in rep.releases:
         cells = "".join(f"<td>{html.escape(c)}</td>" for c in row_cells(r, cols))
-        links = " ".join(_link(r, n, out) for n in ("report.md", "report.json", "junit.xml"))
+        links = " ".join(_link(r, n, out) for n in ("report.html", "report.md", "report.json", "junit.xml")
+                         if _exists(r, n, out)) or "no report (the release never finished)"
         rows.append(f'<tr class="{html.escape(r.status.replace(" ", "-"))}">{cells}<td>{links}</td></tr>')
     title = f"onnxforge zoo: {TITLES.get(rep.status, rep.status.upper())}"
     err = f"<p><b>Error:</b> {html.escape(rep.error)}<br><b>Hint:</b> {html.escape(rep.hint or '')}</p>" \

@@ -226,7 +226,8 @@ def _verdict(zr: ZooRun, cfg, entries, run_id, outcomes, started, before, *, int
         code = int(error.exit_code) if isinstance(error, OnnxforgeError) else 70
         msg = error.message if isinstance(error, OnnxforgeError) else f"{type(error).__name__}: {error}"
         rep = dataclasses.replace(rep, passed=False, status="error", exit_code=code, error=msg,
-                                  hint=getattr(error, "hint", None) or "rerun with --debug for the traceback")
+                                  hint=error.hint if isinstance(error, OnnxforgeError)
+                                  else "rerun with --debug for the traceback, and report it")
     write_all(rep, zr.out)
     _clean(out, before)
     return rep

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,7 +124,8 @@ def test_merge_of_the_folders_gives_the_same_verdict(three, cli, tmp_path):
     assert merged["executor"] == "matrix"
     assert verdict_view(merged) == verdict_view(zoo_report(out))
     assert [x["folder"] for x in merged["releases"]] == [str(out / n) for n in ("alpha", "beta", "gamma")]
-    assert (out / "merged" / "report.html").read_text().count('href="../alpha/report.md"') == 1
+    page = (out / "merged" / "report.html").read_text()
+    assert page.count('href="../alpha/report.md"') == 1 and page.count('href="../alpha/report.html"') == 1
 
 
 def test_merge_counts_a_missing_release_as_an_error(three, cli, tmp_path):
@@ -137,6 +139,10 @@ def test_merge_counts_a_missing_release_as_an_error(three, cli, tmp_path):
     assert r.code == 3 and "not a release's report.json" in r.err and "hint:" in r.err
     r = cli("zoo", "merge", out / "zoo-report.json", "-o", tmp_path / "m3")
     assert r.code == 3
+    twice = tmp_path / "dl" / "alpha"
+    shutil.copytree(out / "alpha", twice)
+    r = cli("zoo", "merge", out / "alpha", twice, "-o", tmp_path / "m4")
+    assert r.code == 3 and "two release folders are both 'alpha'" in r.err
 
 
 def test_inputs_of_the_releases_are_never_written(three, cli, tmp_path):
