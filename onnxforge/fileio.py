@@ -424,16 +424,22 @@ def inline_external_data(src: str | os.PathLike, target: str | os.PathLike, *, o
                 if data_file is None:
                     continue
                 out.write(b"\x4a" + _varint(length))  # TensorProto.raw_data (9)
-                with open(data_file, "rb") as f:
-                    f.seek(offset)
-                    left = length
-                    while left:
-                        chunk = f.read(min(left, 1 << 24))
-                        if not chunk:
-                            raise BadInputError(f"{data_file} is shorter than the model says")
-                        out.write(chunk)
-                        left -= len(chunk)
+                copy_range(data_file, offset, length, out)
     return target
+
+
+def copy_range(src, offset: int, length: int, out) -> None:
+    """Copy ``length`` bytes of ``src`` from ``offset`` into the open file ``out``, 16 MiB
+    at a time (an external-data tensor of several GB never sits in memory whole)."""
+    with open(src, "rb") as f:
+        f.seek(offset)
+        left = length
+        while left:
+            chunk = f.read(min(left, 1 << 24))
+            if not chunk:
+                raise BadInputError(f"{src} is shorter than the model says", hint="the external data file is truncated")
+            out.write(chunk)
+            left -= len(chunk)
 
 
 @contextlib.contextmanager

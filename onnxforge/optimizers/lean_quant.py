@@ -110,6 +110,8 @@ class _DataWriter:
     def put(self, tensor, data: bytes | None = None, copy_from: tuple[Path, int, int] | None = None) -> None:
         from onnx import TensorProto
 
+        from onnxforge.fileio import copy_range
+
         pad = (-self.offset) % ALIGN
         if pad:
             self.f.write(b"\0" * pad)
@@ -120,15 +122,7 @@ class _DataWriter:
             length = len(data)
         else:
             src, off, length = copy_from
-            with open(src, "rb") as s:
-                s.seek(off)
-                left = length
-                while left:
-                    chunk = s.read(min(left, 1 << 24))
-                    if not chunk:
-                        raise OSError(f"{src} is shorter than the model says")
-                    self.f.write(chunk)
-                    left -= len(chunk)
+            copy_range(src, off, length, self.f)
         self.offset += length
         tensor.ClearField("raw_data")
         del tensor.external_data[:]
