@@ -165,6 +165,15 @@ def _types(o, mode: str) -> dict:
             "reduce_range": chosen["reduce_range"] if o.reduce_range is None else o.reduce_range}
 
 
+def _float16_weights(m) -> int:
+    """How many initializers feeding the ops int8 quantizes are float16 (read without the data)."""
+    from onnx import TensorProto
+
+    half = {t.name for t in m.graph.initializer if t.data_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16)}
+    return sum(1 for n in m.graph.node if n.op_type in ("MatMul", "Gemm", "Conv", "Gather", "Attention")
+               for i in n.input[:2] if i in half)
+
+
 def _quantize(model, output, o, mode: str) -> StepResult:
     from onnxforge.artifacts import model_path
     from onnxforge.fileio import check_output_path, external_data_files, load_onnx, scratch_dir
@@ -176,6 +185,10 @@ def _quantize(model, output, o, mode: str) -> StepResult:
     if is_quantized(m):
         ops = sorted({n.op_type for n in m.graph.node} & QUANTIZED_OPS)
         raise BadInputError(f"{src} is already quantized (it has {', '.join(ops)})", hint="quantize the fp32 model")
+    half = _float16_weights(m)
+    if half:  # ORT's quantizers skip fp16 weights (the model "passes" barely quantized) or write one that fails to load
+        raise BadInputError(f"{src} has float16 weights ({half} of them): int8 quantization needs an fp32 model",
+                            hint="quantize the fp32 model; fp16 and int8 are alternatives, not steps in a row")
     specs, _ = model_io_specs(m)
     from onnxforge.specs import check_dims
 
@@ -242,11 +255,29 @@ def _recipe(job: _Job, details: dict, notes: list) -> _Job:
         budget=Budget(tol, o.min_cosine or None, 1 - mm if mm is not None else None,
                       "classification" if mm is not None else None),
         dims=o.dims, inputs=o.inputs, samples=o.check_samples, seed=o.seed, bench_seconds=o.bench_seconds,
-        quantize=lambda fp32, out: _run_ort_quantizer(replace(job, base=Path(fp32)), out, list(o.exclude_nodes),
+        quantize=lambda fp32, out: _run_ort_quantizer(_for_graph(job, fp32), out, list(o.exclude_nodes),
                                                       list(o.exclude_ops)))
     details["recipe"] = choice.as_dict()
     notes.extend(choice.notes)
-    return replace(job, base=Path(choice.fp32_model))
+    chosen = _for_graph(job, choice.fp32_model)
+    if job.lean and not chosen.lean:
+        notes.append(f"the {choice.chosen} graph is quantized by ORT's quantizer, not one initializer at a time: "
+                     f"only it turns Attention into QAttention (it holds the model in memory)")
+    return chosen
+
+
+def _for_graph(job: _Job, fp32) -> _Job:
+    """The job for another fp32 graph (a recipe candidate). The lean path only where
+    that graph is eligible: a fused candidate holds Attention, which only ORT's
+    quantizer turns into QAttention (it holds the model in memory, as below 1 GiB)."""
+    from dataclasses import replace
+
+    from onnxforge.fileio import load_onnx
+    from onnxforge.optimizers.lean_quant import eligible
+
+    lean = job.lean and eligible(load_onnx(fp32, load_external_data=False), op_types=job.o.op_types or None,
+                                 per_channel=job.o.per_channel, weight_type=job.types["weight_type"]) is None
+    return replace(job, base=Path(fp32), lean=lean)
 
 
 def _trials(job: _Job, notes: list):

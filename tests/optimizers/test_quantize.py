@@ -165,6 +165,18 @@ def test_already_quantized(cli, fx, tmp_path):
     assert r.code == 3 and "already quantized" in r.err
 
 
+@pytest.mark.parametrize("io", [[], ["--fp16-io"]], ids=["fp32-io", "fp16-io"])
+def test_float16_models_are_refused(cli, fx, tmp_path, io):
+    """ORT's quantizer leaves fp16 weights as they are: a ViT "passed" with only its patch
+    Conv in int8, a BERT failed to load with a scratch path in the error."""
+    half = tmp_path / "half.onnx"
+    assert cli("quantize", "fp16", fx / "tiny.onnx", "-o", half, *io).code == 0
+    for mode in (["dynamic"], ["static", "--calibration", "random"]):
+        r = cli("quantize", *mode, half, "-o", tmp_path / "q.onnx")
+        assert r.code == 3 and "float16 weights" in r.err and "hint:" in r.err, r.err
+        assert not (tmp_path / "q.onnx").exists()
+
+
 def test_folder_of_samples(cli, fx, tmp_path):
     for i in range(5):
         (tmp_path / "cal" / str(i)).mkdir(parents=True)

@@ -80,6 +80,23 @@ def test_fused_recipe_keeps_padding_and_plain_recipe_skips_candidates(cli, bert,
     assert cli("quantize", "dynamic", bert, "-o", tmp_path / "x.onnx", "--recipe", "nope").code == 2
 
 
+@pytest.mark.slow
+def test_fused_recipe_on_a_model_large_enough_for_the_lean_path(cli, bert, tmp_path, monkeypatch):
+    """The lean path refuses Attention: the fused candidate goes to ORT's quantizer (it
+    used to fail there and be dropped quietly, even with --recipe fused)."""
+    from onnxforge.optimizers import lean_quant
+
+    monkeypatch.setattr(lean_quant, "LEAN_MIN_BYTES", 0)  # this tiny BERT stands in for a BERT-large
+    r = cli("quantize", "dynamic", bert, "-o", tmp_path / "f.onnx", "--recipe", "fused", "--bench-seconds", "0.3",
+            "--json")
+    assert r.code == 0, r.err + r.out
+    res = result(r)
+    assert res["details"]["recipe"]["chosen"] == "fused"
+    assert any("quantized by ORT's quantizer, not one initializer at a time" in n for n in res["notes"])
+    assert "QAttention" in {n.op_type for n in onnx.load(str(tmp_path / "f.onnx")).graph.node}
+    assert _cos_to(bert, tmp_path / "f.onnx", _padded()) > 0.99
+
+
 def test_no_attention_means_no_candidates(cli, fx, tmp_path):
     r = cli("quantize", "dynamic", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--json")
     assert r.code == 0, r.err
