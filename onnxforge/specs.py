@@ -313,6 +313,26 @@ def numpy_dtype(dtype: str):
     return np.dtype(dtype)
 
 
+def looks_like_mask(name: str, shape, dtype) -> bool:
+    """A 2-D integer or bool input named ``attention_mask`` / ``*_mask``: generated as a
+    padding mask wherever inputs are made up (a random one masks whole rows)."""
+    import numpy as np
+
+    return len(shape) == 2 and name.lower().endswith("mask") and np.dtype(dtype).kind in "iub"
+
+
+def padding_mask(shape: tuple[int, int], *, start: int = 0):
+    """A [batch, seq] padding mask of ones and trailing zeros: row i keeps
+    ``seq - start - i * max(1, seq // 4)`` tokens, at least one."""
+    import numpy as np
+
+    b, n = shape
+    m = np.zeros(shape)
+    for i in range(b):
+        m[i, : max(1, n - start - i * max(1, n // 4))] = 1
+    return m
+
+
 def generate_inputs(
     specs: Sequence[TensorSpec],
     *,
@@ -322,7 +342,10 @@ def generate_inputs(
     default_dim: int = 1,
 ) -> dict:
     """Seeded random inputs. Floats ~ U(lo, hi) (default [0, 1)), ints in [lo, hi]
-    (default [0, 10]: safe as indices into small embeddings), bools fair coins."""
+    (default [0, 10]: safe as indices into small embeddings), bools fair coins. A 2-D
+    integer or bool input named like a padding mask (``attention_mask``, ``*_mask``)
+    with no range of its own is one: ones, later rows padded with trailing zeros, never
+    an all-zero row (random 0..10 "masks" masked whole rows, where frameworks differ)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -334,7 +357,9 @@ def generate_inputs(
         shape = shapes[s.name]
         lo_hi = val_ranges.get(s.name, val_ranges.get(""))
         dt = numpy_dtype(s.dtype)
-        if s.dtype == "bool":
+        if lo_hi is None and looks_like_mask(s.name, shape, dt):
+            arr = padding_mask(shape, start=0).astype(dt)
+        elif s.dtype == "bool":
             arr = rng.random(shape) < 0.5
         elif s.dtype == "str":
             arr = np.array([f"s{v}" for v in rng.integers(0, 10, size=int(np.prod(shape)))], dtype=object).reshape(shape)

@@ -365,6 +365,7 @@ def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, s
 
     from onnxforge.runners.onnx import onnx_runner
     from onnxforge.runners.torch import contiguous, to_numpy, torch_runner
+    from onnxforge.specs import looks_like_mask, padding_mask
 
     ref = torch_runner(module, out_names, keyword=keyword)
     cand = onnx_runner(model_path, "cpu", label="onnx")
@@ -385,7 +386,9 @@ def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, s
             for wn, a in where:
                 if wn == n:
                     shape[a] = SECOND_DIM if shape[a] != SECOND_DIM else SECOND_DIM + 1
-            feeds[n] = _resample(arr, tuple(shape), rng, ranges.get(n, ranges.get("")))
+            valid = ranges.get(n, ranges.get(""))
+            mask = valid is None and looks_like_mask(n, shape, arr.dtype)
+            feeds[n] = padding_mask(tuple(shape)).astype(arr.dtype) if mask else _resample(arr, tuple(shape), rng, valid)
         rep = _check(ref, cand, feeds, tol, f"{label}={feeds[where[0][0]].shape[where[0][1]]}")
         if not rep.passed and not rep.outputs:
             rep = ParityReport(rep.reference, rep.candidate, 1, (), False, problems=tuple(

@@ -455,7 +455,7 @@ def padded_mask_inputs(specs, mask_inputs, *, dims: dict, seed: int = 0, val_ran
     seeded random as usual. This is the check ORT's silent mask drop cannot pass."""
     import numpy as np
 
-    from onnxforge.specs import generate_inputs, resolve_shape
+    from onnxforge.specs import generate_inputs, padding_mask, resolve_shape
 
     out = []
     for k, kind in enumerate(("right-padded", "holes")):
@@ -467,11 +467,8 @@ def padded_mask_inputs(specs, mask_inputs, *, dims: dict, seed: int = 0, val_ran
             shape = resolve_shape(s, dims, 2)
             if len(shape) != 2:
                 continue
-            b, n = shape
             if kind == "right-padded":
-                m = np.zeros(shape)
-                for i in range(b):
-                    m[i, : max(1, n - 1 - i * max(1, n // 4))] = 1
+                m = padding_mask(shape, start=1)  # every row padded
             else:
                 m = (rng.random(shape) < 0.7).astype(np.float64)
                 m[:, 0] = 1

@@ -278,3 +278,29 @@ def test_batch_one_example_with_dynamic_batch(cli, tmp_path):
     assert any("exported with batch=2" in n for n in res["notes"])
     dim0 = onnx.load(str(tmp_path / "g.onnx")).graph.input[0].type.tensor_type.shape.dim[0]
     assert dim0.dim_param and not dim0.dim_value
+
+
+def test_generated_attention_masks_are_padding_masks(cli, tmp_path):
+    """No ranges given: a random 0..10 'mask' masked whole rows, where torch and ORT
+    differ, and a correct BERT export failed its own check. Masks are now ones with
+    trailing zeros, never an all-zero row, at the example size and the second size."""
+    pytest.importorskip("transformers")
+    r = cli("convert", "torch", f"{M}:tiny_bert", "-o", tmp_path / "b.onnx", "--input", "input_ids:int64:batchxseq",
+            "--input", "attention_mask:int64:batchxseq", "--json")
+    assert r.code == 0, r.err + r.out
+    assert [c["passed"] for c in load_json(r)["checks"]] == [True, True, True]
+
+
+def test_padding_mask_rows():
+    import numpy as np
+
+    from onnxforge.specs import generate_inputs, looks_like_mask, padding_mask
+    from onnxforge.types import TensorSpec
+
+    m = padding_mask((4, 8))
+    assert m[0].sum() == 8 and (m.sum(axis=1) >= 1).all() and (np.diff(m, axis=1) <= 0).all()  # trailing zeros only
+    assert (padding_mask((3, 2), start=1).sum(axis=1) == 1).all()
+    feeds = generate_inputs([TensorSpec("attention_mask", "int64", (3, 5)), TensorSpec("ids", "int64", (3, 5))])
+    assert set(np.unique(feeds["attention_mask"])) <= {0, 1} and feeds["attention_mask"].sum(axis=1).min() >= 1
+    assert feeds["ids"].max() > 1  # other ints stay as they were
+    assert not looks_like_mask("pixel_mask", (1, 3, 8, 8), np.float32) and looks_like_mask("input_mask", (2, 4), bool)
