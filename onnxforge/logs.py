@@ -50,8 +50,8 @@ def quiet_third_party():
 
     verbose = log.isEnabledFor(logging.INFO)
     configure_ort()
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript",
-                                              "onnx_ir", "onnxruntime", "root")]
+    loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx",
+                                              "torch._guards", "onnxscript", "onnx_ir", "onnxruntime", "root")]
     levels = [lg.level for lg in loggers]
     sink = sys.stderr if verbose else io.StringIO()
     # C++ code (TorchScript graph dumps) writes to file descriptor 1 directly
@@ -63,8 +63,8 @@ def quiet_third_party():
         with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
             if not verbose:
                 warnings.simplefilter("ignore")
-                for lg in loggers:
-                    lg.setLevel(logging.ERROR)
+                for lg in loggers:  # their errors too: ours says what failed, in one line (-v shows theirs)
+                    lg.setLevel(logging.CRITICAL + 1)
             try:
                 yield
             finally:

@@ -63,7 +63,17 @@ def _torch_classes():
             n = int(x.shape[0])
             return self.lin(x).reshape(n, -1)[: max(n - 1, 1)] * 1.0
 
-    return TwoIn, Recurrent, Encoder, Baked
+    class BatchOfOne(nn.Module):
+        """Works at batch 1 only (view(1, ...)): a dynamic batch cannot be exported."""
+
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.lin(x.view(1, 8))
+
+    return TwoIn, Recurrent, Encoder, Baked, BatchOfOne
 
 
 def two_inputs():
@@ -99,6 +109,13 @@ def baked():
 
     torch.manual_seed(0)
     return _torch_classes()[3]()
+
+
+def batch_of_one():
+    import torch
+
+    torch.manual_seed(0)
+    return _torch_classes()[4]().eval()
 
 
 def tiny_bert():

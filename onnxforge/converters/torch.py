@@ -190,10 +190,13 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
             notes.append(f"exported with {', '.join(f'{k}={EXAMPLE_DIM}' for k in widened)}: torch.export "
                          f"specializes dynamic dims of size 0 and 1, so the example was widened to {EXAMPLE_DIM} "
                          f"on them; checked at the example's own size too")
-        used = _export(torch, exportable, wide, tmp_model, out_names, dyn, o.opset, o.exporter, notes)
-        del wide
-        del exportable
-        check_model(tmp_model)
+        try:
+            used = _export(torch, exportable, wide, tmp_model, out_names, dyn, o.opset, o.exporter, notes)
+            del wide
+            del exportable
+            check_model(tmp_model)
+        except (BadInputError, ConversionError) as exc:  # the model we wrote is at fault, not the user's input
+            raise _export_failure(exc, widened, tmp_model, target) from None
         checks: list[ParityReport] = []
         if o.check:
             checks = _parity_checks(module, tmp_model, ex, dyn, out_names, make_tolerance(o.atol, o.rtol), o.seed,
@@ -207,6 +210,20 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
                                "outputs": out_names,
                                "dynamic": {k: {str(a): v for a, v in ax.items()} for k, ax in dyn.items()},
                                "weight_bytes": weight_bytes})
+
+
+def _export_failure(exc, widened: list[str], tmp_model: Path, target: Path) -> ConversionError:
+    """An export that failed, or wrote a model onnx.checker refuses, as a conversion
+    error (exit 4) naming the output, not the scratch file; when the example was widened,
+    the likely cause: a forward() that needs size 1 on that axis."""
+    message = exc.message.replace(str(tmp_model), target.name).replace(f"{tmp_model.parent.name}/", "")
+    hint = exc.hint
+    if widened:
+        labels = ", ".join(widened)
+        hint = (f"onnxforge exported with {labels} widened from 1 to {EXAMPLE_DIM} (torch.export bakes sizes 0 and 1 "
+                f"in as constants); if forward() needs size 1 there (view(1, ...), squeeze(0)), drop --dynamic "
+                f"for {labels}, or make forward() work at any size")
+    return ConversionError(message, hint=hint)
 
 
 def widen_dynamic_example(ex: Example, dyn) -> tuple[Example, list[str]]:

@@ -304,3 +304,14 @@ def test_padding_mask_rows():
     assert set(np.unique(feeds["attention_mask"])) <= {0, 1} and feeds["attention_mask"].sum(axis=1).min() >= 1
     assert feeds["ids"].max() > 1  # other ints stay as they were
     assert not looks_like_mask("pixel_mask", (1, 3, 8, 8), np.float32) and looks_like_mask("input_mask", (2, 4), bool)
+
+
+def test_a_forward_that_needs_batch_one_says_the_example_was_widened(cli, tmp_path):
+    r = cli("convert", "torch", f"{M}:batch_of_one", "-o", tmp_path / "b.onnx", "--input", "x:float32:1x8",
+            "--dynamic", "x:0=batch")
+    assert r.code == 4, r.err
+    assert "widened from 1 to 2" in r.err and "drop --dynamic for batch" in r.err
+    assert "_guards.py" not in r.err and ".onnxforge-" not in r.err  # no torch log lines, no scratch paths
+    assert not (tmp_path / "b.onnx").exists()
+    r = cli("convert", "torch", f"{M}:batch_of_one", "-o", tmp_path / "b.onnx", "--input", "x:float32:1x8")
+    assert r.code == 0, r.err  # the same model at its one batch size converts
