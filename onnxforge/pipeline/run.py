@@ -57,10 +57,14 @@ def _as_declared(cfg: ReleaseConfig, arrays: dict) -> dict:
     out = {}
     for k, v in arrays.items():
         want = (types or {}).get(k)
-        if v.dtype.kind == "f" and want and want.startswith("float") and v.dtype != numpy_dtype(want):
-            v = v.astype(numpy_dtype(want))
-        elif v.dtype == np.float64 and types is None and cfg.framework == "torch":
-            v = v.astype(np.float32)
+        if want in (None, "str", "unknown") or v.dtype == numpy_dtype(want):
+            if v.dtype == np.float64 and types is None and cfg.framework == "torch":
+                v = v.astype(np.float32)
+        elif (v.dtype.kind == "f" and want.startswith("float")) or np.can_cast(v.dtype, numpy_dtype(want), "safe"):
+            v = v.astype(numpy_dtype(want))  # float64 -> float32, int32 -> int64: what deployment code does
+        else:
+            raise BadInputError(f"data.validation: {k} is {v.dtype}, the model declares {want}",
+                                hint=f"save it as {want}: numpy.savez(..., {k}=arr.astype('{want}'))")
         out[k] = v
     return out
 
@@ -369,10 +373,10 @@ def _pipeline(run: _Run, config, provider: str | None = None) -> None:
 
         check_inputs_kept(run.out, release_inputs(cfg, config))
     run.bar.update(0, total=_phases(cfg))
+    feeds, labels = _validation(cfg)  # before any work: its dtypes are checked against [model] inputs
     with task(f"load source {Path(cfg.source).name}"):  # a torch factory imports torch: seconds
         source, source_path, module = _source(cfg)
     run.first_onnx = source_path
-    feeds, labels = _validation(cfg)
     check_inputs = None
     if feeds is not None:  # the validation inputs without labels, for each step's own check
         from onnxforge.specs import save_samples

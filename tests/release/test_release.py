@@ -160,6 +160,31 @@ def test_release_never_writes_over_its_input(cli, fx, tmp_path):
     assert (tmp_path / name).read_bytes() == before
 
 
+def test_validation_dtypes_widen_safely_or_are_refused_before_work(cli, tmp_path):
+    """int32 token ids for an int64 input are widened (as serving code does); float64
+    ids are refused before any step runs, naming data.validation and the input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Cast", ["ids"], ["c"], to=TensorProto.FLOAT),
+                           helper.make_node("Mul", ["c", "two"], ["y"])], "ids",
+                          [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+                          [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "ids.onnx")
+    (tmp_path / "release.toml").write_text('[model]\nsource = "ids.onnx"\nframework = "onnx"\n\n'
+                                           '[data]\nvalidation = "val.npz"\n\n[[steps]]\nrun = "simplify"\n')
+    ids = np.arange(12).reshape(3, 4)
+    np.savez(tmp_path / "val.npz", ids=ids.astype(np.int32))
+    r = cli("release", tmp_path / "release.toml", "-o", tmp_path / "a", "--json")
+    assert r.code == 0, r.err + r.out
+    np.savez(tmp_path / "val.npz", ids=ids.astype(np.float64))
+    r = cli("release", tmp_path / "release.toml", "-o", tmp_path / "b", "--json")
+    assert r.code == 3, r.err
+    assert "data.validation: ids is float64, the model declares int64" in r.err and "astype('int64')" in r.err
+    assert result(r)["steps"] == []  # nothing ran
+
+
 def test_float64_validation_data(cli, tmp_path):
     """numpy and scikit-learn make float64: the ledger feeds each model its declared types."""
     cfg = _config(tmp_path, lambda c: (c["gates"].update(latency=dict(UNTIMED)), c["steps"].pop()))
