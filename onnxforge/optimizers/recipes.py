@@ -117,7 +117,8 @@ def choose_dynamic_recipe(
     alt = _graph_candidate(src, tmp, notes)
     if alt is None:
         if recipe == "fused":
-            notes.append("recipe fused: no attention to fuse or rewrite here; quantized the graph as given")
+            notes.append("recipe fused: no fused candidate could be built" + (" (above)" if notes else
+                         ": no attention to fuse or rewrite here") + "; quantized the graph as given")
         return RecipeChoice("plain", str(plain_fp32), (only,), notes=tuple(notes))
     cands = [plain, alt] if recipe == "auto" else [alt]
     samples_sets = _check_samples(src, alt, dims, inputs, samples, seed)
@@ -215,9 +216,13 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
     details = {**info, "attention_nodes": len(rep.nodes), "quantizable_attention": rep.quantizable,
                "mask_inputs": list(rep.mask_inputs),
                "kept": sorted({f"{n.node}: {n.reason}" for n in rep.nodes if not n.quantizable})[:5]}
+    if not rep.nodes:
+        notes.append("recipe: the fusions made no com.microsoft.Attention (MultiHeadAttention, if any, stays fp32 "
+                     "under ORT's quantizer): nothing to gain over plain int8")
+        return None
     if rep.quantizable == 0:
-        notes.append(f"recipe: none of the {len(rep.nodes)} Attention node(s) can take the form ORT quantizes"
-                     + (f" ({rep.nodes[0].reason})" if rep.nodes else ""))
+        notes.append(f"recipe: none of the {len(rep.nodes)} Attention node(s) can take the form ORT quantizes "
+                     f"({rep.nodes[0].reason})")
         return None
     from onnxforge.validators.compare import DEFAULT_TOLERANCE
 
