@@ -29,12 +29,13 @@ def _amount(done: float, total: float) -> str:
 class PlainReporter:
     """Lines a CI log can be read (and grepped) by."""
 
-    def __init__(self, verbosity: int = 0):
+    def __init__(self, verbosity: int = 0, prefix: str = ""):
         self.verbose = verbosity >= 1
+        self.prefix = prefix
         self._said: dict[int, float] = {}
 
     def _say(self, t, text: str) -> None:
-        sys.stderr.write(f"{'  ' * t.depth}{t.name}: {text}\n")
+        sys.stderr.write(f"{self.prefix}{'  ' * t.depth}{t.name}: {text}\n")
         sys.stderr.flush()
 
     def start(self, t) -> None:
@@ -112,6 +113,12 @@ class RichReporter:
         if not self._ids:
             self._progress.stop()
             self._progress = None
+
+
+def zoo_release_lines(prefix: str) -> PlainReporter:
+    """A zoo worker's reporter (ZooRun.progress): plain lines, each led by its release's
+    folder, since several releases write to one stderr at once."""
+    return PlainReporter(0, prefix)
 
 
 def install(verbosity: int) -> None:

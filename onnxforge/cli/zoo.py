@@ -72,7 +72,8 @@ def zoo_run(
     check_report(out_dir, report)
     check_outputs(force, zoo_inputs(zoo_file), report=report)  # the releases' configs and sources too
     rep = run_zoo(zoo_file, ZooRun(out_dir, executor, jobs, ray_address, tuple(only or ()), force,
-                                   on_done=None if STATE.verbosity < 0 else _progress))
+                                   on_done=None if STATE.verbosity < 0 else _progress,
+                                   progress=None if STATE.verbosity < 0 else "onnxforge.cli.progress:zoo_release_lines"))
     _finish(rep, out_dir, as_json, report)
 
 

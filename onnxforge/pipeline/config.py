@@ -214,7 +214,8 @@ def load_config(path: str | os.PathLike) -> ReleaseConfig:
     try:
         cfg = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{p}: not valid TOML ({exc})", hint="fix the line named; TOML strings need quotes, tables [brackets]") from None
+        raise UsageError(f"{p}: not valid TOML ({exc})",
+                         hint="fix the line named; TOML strings need quotes, tables [brackets]") from None
     base = p.parent.resolve()
     for k in cfg:
         if k not in SECTIONS:

@@ -175,7 +175,8 @@ def load_zoo(path) -> ZooConfig:
     try:
         raw = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{p}: not valid TOML ({exc})", hint="fix the line named; TOML strings need quotes, tables [brackets]") from None
+        raise UsageError(f"{p}: not valid TOML ({exc})",
+                         hint="fix the line named; TOML strings need quotes, tables [brackets]") from None
     for k in raw:
         if k not in SECTIONS:
             raise UsageError(f"unknown section [{k}] in {p.name}", hint=suggest(k, SECTIONS))

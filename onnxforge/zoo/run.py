@@ -142,6 +142,9 @@ class ZooRun:
     only: tuple[str, ...] = ()
     force: bool = False
     on_done: Callable[[ZooRelease, int, int], None] | None = None
+    # "module:callable" making each release's progress reporter in its worker, called with
+    # the line prefix (the release's folder); the CLI names its plain-lines reporter
+    progress: str | None = None
 
 
 def _execute(zr: ZooRun, cfg: ZooConfig, entries, run_id: str, outcomes: dict) -> None:
@@ -161,7 +164,7 @@ def _execute(zr: ZooRun, cfg: ZooConfig, entries, run_id: str, outcomes: dict) -
     if zr.executor == "ray":
         from onnxforge.zoo.ray_exec import run_ray
 
-        jobs = [Job(e, str(out), run_id, env_lock, cfg.zoo.keep_steps) for e in entries]
+        jobs = [Job(e, str(out), run_id, env_lock, cfg.zoo.keep_steps, zr.progress) for e in entries]
         run_ray(jobs, address=zr.ray_address, cpus=zr.jobs, zoo=cfg.zoo, outcomes=outcomes, on_done=finished)
         return
     lock = env_lock or str(out / WORK / "bench.lock")
@@ -169,7 +172,7 @@ def _execute(zr: ZooRun, cfg: ZooConfig, entries, run_id: str, outcomes: dict) -
     from onnxforge.zoo.local import run_local
 
     make_dirs(out / WORK)
-    jobs = [Job(e, str(out), run_id, lock, cfg.zoo.keep_steps) for e in entries]
+    jobs = [Job(e, str(out), run_id, lock, cfg.zoo.keep_steps, zr.progress) for e in entries]
     run_local(jobs, workers=zr.jobs, max_retries=cfg.zoo.max_retries, outcomes=outcomes,
               on_done=finished)
 

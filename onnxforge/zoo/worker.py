@@ -30,6 +30,7 @@ class Job:
     run: str  # this zoo run's id: folders written by an earlier run are told apart
     lock: str | None  # the benchmark lock file; None: the node's own (Ray)
     keep_steps: bool = True
+    progress: str | None = None  # ZooRun.progress
 
 
 def node_lock() -> str:
@@ -65,6 +66,20 @@ def _write_entry(folder: Path, info: dict) -> None:
     atomic_write_text(folder / ENTRY_FILE, dumps(info, "zoo-entry") + "\n")
 
 
+def _progress(job: Job) -> None:
+    """This release's step lines (``alpha: convert:torch: done in 3.1 s``), from the
+    reporter the caller named: the library itself never imports the CLI."""
+    import importlib
+
+    from onnxforge.progress import set_reporter
+
+    if job.progress is None:
+        set_reporter(None)
+        return
+    module, _, attr = job.progress.partition(":")
+    set_reporter(getattr(importlib.import_module(module), attr)(f"{job.entry.folder}: "))
+
+
 def run_one(job: Job) -> dict:
     """Run one release into OUT/FOLDER and write zoo-entry.json beside its reports
     (name, target, node, attempts, this run's id, the timing phases). The release's
@@ -79,6 +94,7 @@ def run_one(job: Job) -> dict:
     os.environ[bench.BENCH_LOCK_ENV] = job.lock or node_lock()
     os.environ.pop("GITHUB_STEP_SUMMARY", None)  # the zoo writes one summary for all its releases
     bench.TIMED.clear()
+    _progress(job)
     before = _stamp(folder / "report.json")
     try:
         # the zoo checked every folder before starting (no release there without --force): what

@@ -54,6 +54,15 @@ def test_verdict_exit_code_and_every_release(three):
         assert (out / x["folder"] / "report.json").is_file() and (out / x["folder"] / "zoo-entry.json").is_file()
     assert "zoo [3/3]" in r.stderr and "error: zoo failed: 1 of 3 release(s) did not pass (gamma)" in r.stderr
     assert "hint: see" in r.stderr
+    for name in ("alpha", "beta", "gamma"):  # each release's step lines while it runs, led by its folder
+        assert f"{name}: release: start" in r.stderr and f"{name}:   step 1/1 simplify: done in" in r.stderr
+
+
+def test_quiet_zoo_says_nothing_but_errors(tmp_path):
+    zoo = make_zoo(tmp_path, names=("alpha",), failing=())
+    r = zoo_cmd(zoo, "-o", tmp_path / "out", "--jobs", "1", "-q")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
 
 
 def test_benchmark_phases_never_overlap(three):
