@@ -36,6 +36,21 @@ def check_readable_file(path: str | os.PathLike, what: str = "file") -> Path:
     return p
 
 
+def load_toml(path: str | os.PathLike, what: str) -> tuple[Path, dict]:
+    """A readable TOML file (a release config, a zoo file) and its tables; bad TOML is a
+    usage error naming the line."""
+    import tomllib
+
+    from onnxforge.errors import UsageError
+
+    p = check_readable_file(path, what)
+    try:
+        return p, tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{p}: not valid TOML ({exc})",
+                         hint="fix the line named; TOML strings need quotes, tables [brackets]") from None
+
+
 def same_file(a: Path, b: Path) -> bool:
     """The same file on disk: same resolved path, or the same inode (hard links)."""
     try:

@@ -206,16 +206,9 @@ def _step(i: int, table, framework: str, model: dict, data: dict, base: Path) ->
 
 def load_config(path: str | os.PathLike) -> ReleaseConfig:
     """Parse and validate a release.toml (see the module docstring)."""
-    import tomllib
+    from onnxforge.fileio import load_toml
 
-    from onnxforge.fileio import check_readable_file
-
-    p = check_readable_file(path, "release config")
-    try:
-        cfg = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{p}: not valid TOML ({exc})",
-                         hint="fix the line named; TOML strings need quotes, tables [brackets]") from None
+    p, cfg = load_toml(path, "release config")
     base = p.parent.resolve()
     for k in cfg:
         if k not in SECTIONS:

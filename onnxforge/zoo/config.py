@@ -167,16 +167,9 @@ def _targets(raw) -> tuple[Target, ...]:
 
 def load_zoo(path) -> ZooConfig:
     """Parse and validate a zoo.toml (see the module docstring)."""
-    import tomllib
+    from onnxforge.fileio import load_toml
 
-    from onnxforge.fileio import check_readable_file
-
-    p = check_readable_file(path, "zoo file")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{p}: not valid TOML ({exc})",
-                         hint="fix the line named; TOML strings need quotes, tables [brackets]") from None
+    p, raw = load_toml(path, "zoo file")
     for k in raw:
         if k not in SECTIONS:
             raise UsageError(f"unknown section [{k}] in {p.name}", hint=suggest(k, SECTIONS))
