@@ -107,9 +107,10 @@ def zoo_merge(
     from onnxforge.zoo.run import check_out, check_report
 
     as_json = wants_json(json_, fmt)
-    check_merge_out(reports, out_dir)
+    folders = report_folders(reports)
+    check_merge_out(folders, out_dir)
     check_report(out_dir, report)
-    check_outputs(force, [*reports, *report_folders(reports)], report=report)
+    check_outputs(force, [*reports, *folders], report=report)
     check_out(out_dir, force)
     expected = load_zoo(zoo_file).entries if zoo_file is not None else None
     rep = merge(reports, out_dir, expected)

@@ -433,19 +433,21 @@ def _finish(run: _Run, config, out: Path, keep_steps: bool, t_start: float) -> R
 
     cfg = run.cfg
     vers, inputs_sha = versions(), input_hashes(cfg, config)
+
+    def report_now() -> ReleaseReport:  # paths into the stage are paths into OUT once it moves in
+        return rebase(_report(run, config, outputs, inputs_sha, vers, t_start), run.stage, out.resolve())
+
     outputs = {}
     if run.failure is None and run.final:
         outputs = publish(run.final, run.stage, cfg, run.steps, inputs_sha, vers)
         if cfg.packages:
-            write_reports(rebase(_report(run, config, outputs, inputs_sha, vers, t_start), run.stage, out.resolve()),
-                          run.stage, summary=False)
+            write_reports(report_now(), run.stage, summary=False)
             _deploy(run)
             if run.failure is not None:  # a release whose package failed does not ship a model
                 for name in ("model.onnx", "model.onnx.data", "manifest.json"):
                     (run.stage / name).unlink(missing_ok=True)
                 outputs = {}
-    # paths into the stage are paths into OUT once it moves in
-    report = rebase(_report(run, config, outputs, inputs_sha, vers, t_start), run.stage, out.resolve())
+    report = report_now()
     write_reports(report, run.stage)
     swap_in(run.stage, out, keep_steps=keep_steps, inputs=release_inputs(cfg, config))
     return report

@@ -225,12 +225,12 @@ def report_folders(paths: Sequence[os.PathLike | str]) -> list[Path]:
     return list(folders)
 
 
-def check_merge_out(paths: Sequence[os.PathLike | str], out: Path) -> None:
-    """The verdict goes into OUT: OUT must not be one of the release folders merged,
-    whose junit.xml and report.html it would replace (--force or not)."""
+def check_merge_out(folders: Sequence[Path], out: Path) -> None:
+    """The verdict goes into OUT: OUT must not be one of the release folders merged
+    (``report_folders``), whose junit.xml and report.html it would replace (--force or not)."""
     from onnxforge.fileio import same_file
 
-    for folder in report_folders(paths):
+    for folder in folders:
         if same_file(Path(out), folder):
             raise BadInputError(f"-o {out} is the release folder {folder.name} being merged: the verdict would "
                                 f"replace its junit.xml and report.html",

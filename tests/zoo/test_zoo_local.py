@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import ROOT
-from zoofix import make_zoo, verdict_view, zoo_report
+from zoofix import make_zoo, verdict_view, wait_for, zoo_report
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -196,15 +196,6 @@ def test_help_and_a_local_zoo_never_import_ray():
     assert "RAY False" in r.stdout, r.stdout + r.stderr
 
 
-def _wait_for(predicate, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig,code,group", [(signal.SIGINT, 130, True), (signal.SIGTERM, 143, False),
                                             (signal.SIGTERM, 143, True)], ids=["ctrl-c", "sigterm", "timeout"])
@@ -218,7 +209,7 @@ def test_interrupt_stops_every_release_and_leaves_no_half_written_folder(tmp_pat
                          env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         # wait until both workers are in their 20-second timing phase
-        assert _wait_for(lambda: len(list(out.glob(".onnxforge-*/steps/00-simplify.onnx"))) >= 2, 120)
+        assert wait_for(lambda: len(list(out.glob(".onnxforge-*/steps/00-simplify.onnx"))) >= 2, 120)
         time.sleep(1.0)
         if group:  # a terminal's Ctrl-C, or `timeout`, which signals the process and then its group
             if sig == signal.SIGTERM:
@@ -242,7 +233,7 @@ def test_interrupt_stops_every_release_and_leaves_no_half_written_folder(tmp_pat
         else:
             assert not (out / x["folder"]).exists()
     assert not list(out.glob(".onnxforge-*")) and not list(out.rglob(".onnxforge-incomplete"))
-    assert _wait_for(lambda: not group_alive(p.pid), 10)  # no worker outlived the zoo (zombies get reaped)
+    assert wait_for(lambda: not group_alive(p.pid), 10)  # no worker outlived the zoo (zombies get reaped)
 
 
 def group_alive(pgid: int) -> bool:

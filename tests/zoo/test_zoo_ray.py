@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from zoofix import make_zoo, zoo_report
+from zoofix import make_zoo, wait_for, zoo_report
 
 pytest.importorskip("ray", reason="the Ray executor needs the scale extra: pip install 'onnxforge[scale]'")
 pytestmark = pytest.mark.slow
@@ -42,15 +42,6 @@ def test_a_dead_worker_is_retried_and_a_failed_gate_is_not(tmp_path):
     assert not list(out.glob(".onnxforge-*"))  # the dead attempt's scratch folder is cleaned up
 
 
-def _wait_for(predicate, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def _task_processes() -> list[str]:
     found = []
     for p in Path("/proc").iterdir():
@@ -70,7 +61,7 @@ def test_ctrl_c_stops_every_task_and_leaves_no_half_written_folder(tmp_path):
                           "--jobs", "2"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     try:
-        assert _wait_for(lambda: len(list(out.glob(".onnxforge-*/steps/00-simplify.onnx"))) >= 2, 240)
+        assert wait_for(lambda: len(list(out.glob(".onnxforge-*/steps/00-simplify.onnx"))) >= 2, 240)
         time.sleep(1.0)
         os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         _, err = p.communicate(timeout=180)
@@ -87,7 +78,7 @@ def test_ctrl_c_stops_every_task_and_leaves_no_half_written_folder(tmp_path):
         else:
             assert not (out / x["folder"]).exists()
     assert not list(out.glob(".onnxforge-*")) and not list(out.rglob(".onnxforge-incomplete"))
-    assert _wait_for(lambda: not _task_processes(), 30), _task_processes()
+    assert wait_for(lambda: not _task_processes(), 30), _task_processes()
 
 
 def test_targets_become_resource_requests_and_an_impossible_one_is_an_error(tmp_path):

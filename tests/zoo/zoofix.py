@@ -6,6 +6,7 @@ has max_p50_ms = 1e-6: no model runs in a nanosecond, so it fails its gate on an
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from fixtures import make_fixtures as mf
@@ -86,3 +87,13 @@ def verdict_view(rep: dict) -> dict:
 
     keep = ("passed", "status", "exit_code", "counts", "releases", "overlaps", "error", "hint")
     return strip({k: rep[k] for k in keep})
+
+
+def wait_for(predicate, timeout: float, every: float = 0.1) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
