@@ -26,7 +26,9 @@ def drop_rewriter_caches() -> int:
 
     cleared = 0
     for obj in gc.get_objects():
-        if isinstance(obj, mod.SimplePatternMatcher):
+        # type(), not isinstance(): isinstance asks a weak proxy for its referent's class,
+        # and a proxy whose referent is gone raises ReferenceError (a release failed so)
+        if issubclass(type(obj), mod.SimplePatternMatcher):
             held = False
             for attr in ("_graph", "_current_node", "_tracer", "_match"):
                 if getattr(obj, attr, None) is not None:

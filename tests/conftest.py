@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,6 +16,18 @@ if str(ROOT) not in sys.path:
 from fixtures import make_fixtures  # noqa: E402
 
 LIGHT = None
+SLOW_MODULE = re.compile(r"^pytestmark = .*\bpytest\.mark\.slow\b", re.MULTILINE)
+
+
+def pytest_ignore_collect(collection_path, config):
+    """In the fast lane (``-m "not slow"``) a module marked slow as a whole is not even
+    imported: it holds no test that would run, and importing torch, transformers,
+    skl2onnx or ray at its top cost most of the lane's collection time."""
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    if config.getoption("markexpr", "").replace(" ", "") != "notslow":
+        return None
+    return True if SLOW_MODULE.search(collection_path.read_text(encoding="utf-8")) else None
 
 
 def light_dir() -> Path:

@@ -29,6 +29,7 @@ class Case:
     outputs: tuple[str, ...] = ()  # paths (relative to the workspace) the case may create
     setup: Callable[[Path], None] | None = None
     one_line: bool = True  # an error: line and a hint: line (exit 1 verdicts print tables instead)
+    slow: bool = False  # imports torch, reads the torch inputs (add_torch_inputs) or runs a real quantization
 
 
 class _Payload:
@@ -128,8 +129,10 @@ def _fails_at_runtime(path: Path) -> None:
     onnx.save(m, str(path))
 
 
-def build_workspace(ws: Path) -> Path:
-    """Every input the cases read, under ws/in; ws/cwd is the (empty) current directory."""
+def build_workspace(ws: Path, torch_inputs: bool = True) -> Path:
+    """Every input the cases read, under ws/in; ws/cwd is the (empty) current directory.
+    ``torch_inputs=False`` leaves out what only the ``torch`` cases read (add_torch_inputs):
+    making them imports torch and exports a model, most of the fast lane's time."""
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
@@ -143,14 +146,6 @@ def build_workspace(ws: Path) -> Path:
     mf.onnx_with_external_data(d / "ext")
     _outside_data(ws)
     _fails_at_runtime(d / "runtime_fail.onnx")
-    (d / "model.py").write_text("import torch\n\ndef build():\n    torch.manual_seed(0)\n"
-                                "    return torch.nn.Sequential(torch.nn.Linear(4, 3))\n")
-    import torch
-
-    torch.save(torch.nn.Sequential(torch.nn.Linear(4, 3)).state_dict(), d / "weights.pt")
-    _evil_pt2(ws)
-    with open(d / "evil.pkl", "wb") as f:
-        pickle.dump(_Payload(str(ws / MARKER)), f)
     np.savez(d / "calib.npz", x=np.random.default_rng(0).random((8, 4), dtype=np.float32))
     np.savez(d / "x.npz", x=np.random.default_rng(1).random((3, 4), dtype=np.float32))
     np.savez(d / "zero.npz", x=np.zeros((0, 4), np.float32))
@@ -165,7 +160,21 @@ def build_workspace(ws: Path) -> Path:
     (d / "taken.onnx").write_bytes(b"")
     (d / "taken.onnx.data").write_bytes(b"old weights")
     os.symlink(d / "tiny.onnx", d / "link.onnx")
+    if torch_inputs:
+        add_torch_inputs(ws)
     return ws
+
+
+def add_torch_inputs(ws: Path) -> None:
+    import torch
+
+    d = ws / "in"
+    (d / "model.py").write_text("import torch\n\ndef build():\n    torch.manual_seed(0)\n"
+                                "    return torch.nn.Sequential(torch.nn.Linear(4, 3))\n")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(4, 3)).state_dict(), d / "weights.pt")
+    _evil_pt2(ws)
+    with open(d / "evil.pkl", "wb") as f:
+        pickle.dump(_Payload(str(ws / MARKER)), f)
 
 
 def snapshot(ws: Path) -> dict[str, str]:
@@ -193,20 +202,20 @@ T, CH, EXT = _i("tiny.onnx"), _i("chain.onnx"), _i("ext/ext.onnx")
 CASES = [
     # code execution: nothing in a file runs unless --trust-pickle
     Case("pt2 pickle runs no code (convert)", A("convert", "torch", _i("evil.pt2"), "-o", _o("m.onnx")), 3,
-         "refused", outputs=("out",)),
-    Case("pt2 pickle runs no code (validate reference)", A("validate", _i("evil.pt2"), T), 3, "refused"),
-    Case("pt2 pickle runs no code (validate candidate)", A("validate", T, _i("evil.pt2")), 3, "refused"),
+         "refused", outputs=("out",), slow=True),
+    Case("pt2 pickle runs no code (validate reference)", A("validate", _i("evil.pt2"), T), 3, "refused", slow=True),
+    Case("pt2 pickle runs no code (validate candidate)", A("validate", T, _i("evil.pt2")), 3, "refused", slow=True),
     Case("pickled torch model needs trust", A("convert", "torch", _i("evil.pkl"), "-o", _o("m.onnx")), 3,
-         "torch file", outputs=("out",)),
+         "torch file", outputs=("out",), slow=True),
     Case("release source pt2 runs no code",
          lambda ws: ["release", release_config(ws, "evil", **{"model.source": "evil.pt2", "model.framework": "torch",
                                                                "steps": [{"run": "convert"}], "gates": {}}),
-                     "-o", str(ws / "out" / "evil")], 3, "refused", outputs=("out",)),
+                     "-o", str(ws / "out" / "evil")], 3, "refused", outputs=("out",), slow=True),
     Case("config trust_pickle as a string",
          lambda ws: ["release", release_config(ws, "tp", **{"model.source": "model.py:build", "model.framework": "torch",
                                                              "model.trust_pickle": "false",
                                                              "steps": [{"run": "convert"}], "gates": {}}),
-                     "-o", str(ws / "out" / "tp")], 2, "must be true or false", outputs=("out",)),
+                     "-o", str(ws / "out" / "tp")], 2, "must be true or false", outputs=("out",), slow=True),
     Case("config per_channel as a string",
          lambda ws: ["release", release_config(ws, "pc", **{"steps.1.per_channel": "no"}), "-o", str(ws / "out" / "pc")],
          2, "steps[1].per_channel", outputs=("out",)),
@@ -223,10 +232,10 @@ CASES = [
          "is an input"),
     Case("convert over its factory file", A("convert", "torch", lambda ws: str(ws / "in" / "model.py") + ":build",
                                             "-o", _i("model.py"), "--input", "x:float32:2x4", "--force"), 3,
-         "is an input"),
+         "is an input", slow=True),
     Case("convert over its weights", A("convert", "torch", lambda ws: str(ws / "in" / "model.py") + ":build",
                                        "-o", _i("weights.pt"), "--weights", _i("weights.pt"), "--input",
-                                       "x:float32:2x4", "--force"), 3, "is an input"),
+                                       "x:float32:2x4", "--force"), 3, "is an input", slow=True),
     Case("--report over the model", A("validate", T, T, "--report", T, "--force"), 3, "is an input"),
     Case("--save-outputs over an existing file", A("validate", T, T, "--save-outputs", _i("existing.npz")), 3,
          "exists"),
@@ -247,24 +256,25 @@ CASES = [
     Case("zero-size inputs", A("validate", T, T, "--inputs", _i("zero.npz")), 3, "no elements"),
     Case("zero-size example input", A("convert", "torch", lambda ws: str(ws / "in" / "model.py") + ":build",
                                       "-o", _o("m.onnx"), "--input", "x:float32:0x4"), 3, "no elements",
-         outputs=("out",)),
+         outputs=("out",), slow=True),
     Case("unknown --dim", A("validate", T, T, "--dim", "foo=3"), 2, "batch"),
     Case("unknown TOML dims", lambda ws: ["release", release_config(ws, "dims", **{"gates.latency.dims": {"btch": 4}}),
                                           "-o", str(ws / "out" / "dims")], 2, "btch", outputs=("out",)),
-    Case("unknown onnxsim pass", A("simplify", T, "-o", _o("s.onnx"), "--skip", "bogus_pass"), 2, "bogus_pass"),
+    Case("unknown onnxsim pass", A("simplify", T, "-o", _o("s.onnx"), "--skip", "bogus_pass"), 2, "bogus_pass",
+         slow=True),  # onnxsim 0.8 imports torch to list its passes
     Case("NaN percentile", A("quantize", "static", T, "-o", _o("q.onnx"), "--calibration", "random",
                              "--percentile", "nan"), 2, "finite"),
     Case("zero threads", lambda ws: ["release", release_config(ws, "thr", **{"gates.latency.threads": 0}),
                                      "-o", str(ws / "out" / "thr")], 2, "threads", outputs=("out",)),
     Case("opset the dynamo exporter cannot write", A("convert", "torch", lambda ws: str(ws / "in" / "model.py") + ":build",
                                                      "-o", _o("m.onnx"), "--input", "x:float32:2x4", "--opset", "9",
-                                                     "--exporter", "dynamo"), 4, "opset", outputs=("out",)),
+                                                     "--exporter", "dynamo"), 4, "opset", outputs=("out",), slow=True),
     Case("opset that does not exist", A("convert", "torch", lambda ws: str(ws / "in" / "model.py") + ":build",
-                                        "-o", _o("m.onnx"), "--input", "x:float32:2x4", "--opset", "999"), 2, "opset"),
+                                        "-o", _o("m.onnx"), "--input", "x:float32:2x4", "--opset", "999"), 2, "opset", slow=True),
     # exit codes
     Case("dims that cannot be allocated", A("convert", "torch", lambda ws: str(ws / "in" / "model.py") + ":build",
                                             "-o", _o("m.onnx"), "--input", "x:float32:1x1000000000x1000000"), 3,
-         "GiB", outputs=("out",)),
+         "GiB", outputs=("out",), slow=True),
     Case("huge --dim", A("validate", T, T, "--dim", "batch=100000000000"), 3, "GiB"),
     Case("non-UTF-8 CSV", A("validate", T, T, "--inputs", _i("bad_utf8.csv")), 3, "UTF-8"),
     Case("short CSV row", A("validate", T, T, "--inputs", _i("short.csv")), 3, "fields"),
@@ -272,13 +282,13 @@ CASES = [
     Case("corrupt data.validation", lambda ws: ["release", release_config(ws, "cv", **{"data.validation": "notes.txt"}),
                                                 "-o", str(ws / "out" / "cv")], 3, "validation", outputs=("out",)),
     Case("pt2 saved inputs do not fit forward()", A("convert", "torch", _i("misfit.pt2"), "-o", _o("m.onnx")), 3,
-         "fails on the example inputs", outputs=("out",)),
+         "fails on the example inputs", outputs=("out",), slow=True),
     Case("benchmark of a model that fails at run time", A("benchmark", _i("runtime_fail.onnx")), 3, "fails at run time"),
     Case("TOML inputs of numbers",
          lambda ws: ["release", release_config(ws, "in5", **{"model.source": "model.py:build", "model.framework": "torch",
                                                               "model.inputs": [5], "steps": [{"run": "convert"}],
                                                               "gates": {}}), "-o", str(ws / "out" / "in5")],
-         2, "model.inputs", outputs=("out",)),
+         2, "model.inputs", outputs=("out",), slow=True),
     Case("TOML latency dims not a table", lambda ws: ["release", release_config(ws, "ld", **{"gates.latency.dims": 5}),
                                                       "-o", str(ws / "out" / "ld")], 2, "dims", outputs=("out",)),
     Case("TOML threads as words", lambda ws: ["release", release_config(ws, "tw", **{"gates.latency.threads": "four"}),
@@ -289,25 +299,26 @@ CASES = [
                                                  "-o", str(ws / "out" / "mw")], 2, "number", outputs=("out",)),
     Case("negative seed", A("validate", T, T, "--seed", "-1"), 2, "seed"),
     Case("string input for torch", A("convert", "torch", lambda ws: str(ws / "in" / "model.py") + ":build",
-                                     "-o", _o("m.onnx"), "--input", "x:str:2x8"), 2, "strings"),
+                                     "-o", _o("m.onnx"), "--input", "x:str:2x8"), 2, "strings", slow=True),
     Case("validate side that is no model", A("validate", _i("notes.txt"), T), 3, "not a valid ONNX model"),
     Case("percentile over 100", A("quantize", "static", T, "-o", _o("q.onnx"), "--calibration", "random",
                                   "--percentile", "150"), 2, "100"),
     Case("negative max-mismatch", A("quantize", "dynamic", T, "-o", _o("q.onnx"), "--max-mismatch", "-1"), 2, "0"),
     Case("negative max-constant-size", A("simplify", T, "-o", _o("s.onnx"), "--max-constant-size", "-5"), 2, "0"),
     Case("empty dim in a shape", A("convert", "torch", lambda ws: str(ws / "in" / "model.py") + ":build",
-                                   "-o", _o("m.onnx"), "--input", "x:float32:1xx8"), 2, "empty dimension"),
+                                   "-o", _o("m.onnx"), "--input", "x:float32:1xx8"), 2, "empty dimension", slow=True),
     Case("inspect: external data outside the folder", A("inspect", _i("ext/outside.onnx")), 3, "outside"),
     # what must work, and leave nothing behind (ORT's pre-processing once wrote into the cwd)
     Case("quantize leaves nothing outside its output; exact zeros pass the default check",
          A("quantize", "dynamic", T, "-o", _o("q_ok.onnx"), "--bench-seconds", "0.2"), 0,
-         outputs=("out/q_ok.onnx",), one_line=False),
+         outputs=("out/q_ok.onnx",), one_line=False, slow=True),
     Case("static quantize leaves nothing outside its output",
          A("quantize", "static", CH, "-o", _o("qs_ok.onnx"), "--calibration", "random", "--samples", "4",
-           "--bench-seconds", "0.2", "--min-cosine", "0"), 0, outputs=("out/qs_ok.onnx",), one_line=False),
+           "--bench-seconds", "0.2", "--min-cosine", "0"), 0, outputs=("out/qs_ok.onnx",), one_line=False,
+         slow=True),
     Case("a failed check leaves no folder behind", A("quantize", "dynamic", T, "-o", _o("new/deeper/q.onnx"),
                                                      "--min-speedup", "1000", "--bench-seconds", "0.2"), 1,
-         one_line=False),
+         one_line=False, slow=True),
     # the ones that already held: keep them holding
     Case("truncated model", lambda ws: ["inspect", str(_truncated(ws))], 3, "not a valid ONNX model"),
     Case("missing model", A("inspect", _i("nope.onnx")), 3, "not found"),

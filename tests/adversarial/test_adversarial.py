@@ -7,15 +7,20 @@ import io
 
 import pytest
 
-from cases import CASES, build_workspace, run_case
+from cases import CASES, add_torch_inputs, build_workspace, run_case
 
 RESULTS = []
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
+    return build_workspace(tmp_path_factory.mktemp("adversarial"), torch_inputs=False)
+
+
+@pytest.fixture(scope="module")
+def torch_inputs(ws):
     pytest.importorskip("torch")
-    return build_workspace(tmp_path_factory.mktemp("adversarial"))
+    add_torch_inputs(ws)
 
 
 def _run(argv):
@@ -27,8 +32,11 @@ def _run(argv):
     return code, err.getvalue()
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_case(case, ws):
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c.slow else c for c in CASES],
+                         ids=[c.name for c in CASES])
+def test_case(case, ws, request):
+    if case.slow:
+        request.getfixturevalue("torch_inputs")
     out = run_case(case, ws, _run)
     RESULTS.append(out)
     assert out.right_code, f"exit {out.code}, want {case.code}: {out.err}"

@@ -113,6 +113,7 @@ def test_usage_errors_exit_2(cli, fx):
     assert cli("no-such-command").code == 2
 
 
+@pytest.mark.slow  # the installed console script, in a process
 def test_debug_shows_traceback_console_script(fx, tmp_path):
     r = run_subprocess("--debug", "inspect", str(tmp_path / "missing.onnx"))
     assert r.returncode == 3 and "Traceback" in r.stderr
@@ -167,6 +168,7 @@ def _shell(cmd: str, tmp_path, **env) -> subprocess.CompletedProcess:
                           text=True, env=e, cwd=tmp_path)
 
 
+@pytest.mark.slow  # shell completion, in processes
 def test_show_and_install_completion(tmp_path):
     r = _shell("--show-completion", tmp_path)
     assert "_ONNXFORGE_COMPLETE=complete_bash" in r.stdout, r.stdout + r.stderr
@@ -184,6 +186,7 @@ def _complete(words: str) -> list[str]:
     return r.stdout.split()
 
 
+@pytest.mark.slow  # shell completion, in processes
 def test_completion_of_commands_and_options():
     assert _complete("onnxforge vali") == ["validate"]
     assert set(_complete("onnxforge quantize ")) >= {"dynamic", "static", "fp16"}

@@ -52,6 +52,7 @@ def test_a_failed_block_says_it_stopped(plain):
     assert plain().splitlines() == ["simplify: start", "simplify: stopped after 0.0 s"]
 
 
+@pytest.mark.slow  # runs every command for real (onnxsim imports torch)
 def test_every_command_reports_in_a_ci_log(cli, fx, tmp_path):
     m = fx / "tiny.onnx"
     for argv, name in ((["validate", m, m], "validate"),
@@ -117,6 +118,7 @@ def _pty_run(args: list[str], cols: int = 100, timeout: float = 120) -> tuple[by
             p.kill()
 
 
+@pytest.mark.slow  # a command in a pseudo-terminal
 def test_live_status_on_a_terminal(fx):
     raw, out, code = _pty_run(["benchmark", str(fx / "tiny.onnx"), "--duration", "1.5", "--warmup", "1"])
     text = raw.decode(errors="replace")

@@ -58,3 +58,20 @@ def test_bad_configs_refused_before_work(cli, tmp_path, mutate, code, needle):
     assert int(suite.get("errors")) >= 1
 
 
+
+
+def test_checking_an_onnx_release_never_imports_torch(fx, tmp_path):
+    """onnxsim 0.8 imports torch (about 3 s); a config with no --skip pass to check must
+    not import it, so a CI's --dry-run of an ONNX release stays quick."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(fx / "tiny.onnx", tmp_path / "model.onnx")
+    cfg = tmp_path / "release.toml"
+    cfg.write_text('[model]\nsource = "model.onnx"\nframework = "onnx"\n\n[[steps]]\nrun = "simplify"\n')
+    code = ("import sys\nfrom onnxforge.cli.app import main\n"
+            f"code = main(['release', {str(cfg)!r}, '-o', {str(tmp_path / 'out')!r}, '--dry-run'])\n"
+            "print('EXIT', code, 'TORCH', 'torch' in sys.modules, 'ONNXSIM', 'onnxsim' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "EXIT 0 TORCH False ONNXSIM False" in r.stdout, r.stdout + r.stderr

@@ -67,6 +67,7 @@ def test_release_page_has_every_part():
     assert html.count('class="plot errors"') == 12  # 3 ledger rows x 4 outputs with an error histogram
 
 
+@pytest.mark.slow  # a headless browser process
 @needs_chromium
 def test_release_page_renders_in_chromium(tmp_path):
     got = layout(html_report(release()), tmp_path)
@@ -80,6 +81,7 @@ def test_release_page_renders_in_chromium(tmp_path):
     assert got["scroll"] <= got["view"]  # nothing wider than the window: wide tables scroll in their box
 
 
+@pytest.mark.slow  # a headless browser process
 @needs_chromium
 def test_screenshot_is_a_full_page(tmp_path):
     page = tmp_path / "report.html"

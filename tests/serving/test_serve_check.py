@@ -80,6 +80,7 @@ def test_sklearn_release_served_over_rest_and_grpc(sk_folder, tmp_path):
     assert "127.0.0.1" in (tmp_path / "mlserver-1.log").read_text()  # kept in log_dir, loopback only
 
 
+@pytest.mark.slow  # a real MLServer process
 def test_string_labels_over_v2(tmp_path):
     from onnxforge.serving import package, serve_check
 
@@ -97,6 +98,7 @@ def test_string_labels_over_v2(tmp_path):
     assert rep.load.protocol == "grpc" and rep.load.errors == 0
 
 
+@pytest.mark.slow  # a real MLServer process
 def test_fp16_tensors_over_grpc_raw_contents(tmp_path):
     from onnxforge.serving import package, serve_check
 
@@ -107,6 +109,7 @@ def test_fp16_tensors_over_grpc_raw_contents(tmp_path):
     assert rep.load.errors == 0
 
 
+@pytest.mark.slow  # a real MLServer process
 def test_reordered_outputs_fail_served_parity(tmp_path):
     from onnxforge.serving import package, serve_check
 
@@ -126,6 +129,7 @@ def test_reordered_outputs_fail_served_parity(tmp_path):
     assert all(m.passed for m in rep.malformed)  # the bug is in the answers, not in request handling
 
 
+@pytest.mark.slow  # a real MLServer process
 def test_server_stopped_on_ctrl_c(sk_folder):
     from onnxforge.serving.check import mlserver_process
 
@@ -165,6 +169,7 @@ def test_ctrl_c_during_the_load_stops_the_server(sk_folder):
             os.killpg(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow  # a real MLServer process
 def test_mlflow_folder_serves_too(tmp_path):
     from onnxforge.serving import package, serve_check
 
@@ -197,6 +202,7 @@ def test_what_serve_check_refuses(tmp_path):
         serve_check(tmp_path / "srv", protocols=("soap",))
 
 
+@pytest.mark.slow  # a real MLServer process
 def test_a_model_that_does_not_load_is_an_error_and_nothing_is_left(tmp_path):
     from onnxforge.serving import package
     from onnxforge.serving.check import mlserver_process

@@ -173,6 +173,7 @@ def test_triton_fixed_batch_and_gpu_instance(models, tmp_path):
         package(models / "fixed.onnx", tmp_path / "repo2", target="triton", provider="dml")
 
 
+@pytest.mark.slow  # trains a model and imports mlflow
 def test_mlflow_model_from_a_release(sk_release, tmp_path):
     import yaml
 
@@ -201,6 +202,7 @@ def test_mlflow_model_from_a_release(sk_release, tmp_path):
     assert (out / "onnxforge-package" / "manifest.json").is_file()
 
 
+@pytest.mark.slow  # imports mlflow
 def test_mlflow_proof_fails_past_tolerance(sk_release, tmp_path):
     from onnxforge.serving import package
     from onnxforge.serving.package import _mlflow_proof, load_package
@@ -241,6 +243,7 @@ def test_mlflow_tracking_run_and_registry(sk_release, tmp_path):
     assert res2.tracking["version"] == "2"
 
 
+@pytest.mark.slow  # trains a model
 def test_mlflow_file_store_refused_before_writing(sk_release, tmp_path, monkeypatch):
     from onnxforge.serving import package
 

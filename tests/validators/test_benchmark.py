@@ -156,6 +156,7 @@ def test_interrupt_exits_130_and_reports_it(fx, tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
 
 
+@pytest.mark.slow  # two timing processes
 def test_exclusive_timing_hook_serializes_processes(fx, tmp_path):
     """With ONNXFORGE_BENCH_LOCK set (what `onnxforge zoo` does), timing phases of
     separate processes take turns on the lock file: their recorded phases never overlap.

@@ -2,9 +2,13 @@
 `error:` line naming it, a `hint:`, and the right exit code (2 usage, 3 missing file)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
+from conftest import ROOT
 from zoofix import make_zoo
 
 
@@ -113,3 +117,14 @@ def test_globs_paths_and_names(zoo, tmp_path):
                                                "gamma-vnni", "single-cpu", "single-vnni"]
     assert cfg.targets[1].resources == {"avx512_vnni": 1.0} and cfg.targets[1].runs_on == ("self-hosted", "avx512")
     assert all(e.config.startswith(str(tmp_path)) for e in cfg.entries)
+
+
+def test_help_and_a_local_zoo_never_import_ray():
+    code = ("import sys\nfrom onnxforge.cli.app import main\n"
+            "for args in (['--help'], ['zoo', '--help'], ['zoo', 'merge', '--help']):\n"
+            "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+            "import onnxforge.zoo.run, onnxforge.zoo.local, onnxforge.zoo.merge, onnxforge.zoo.report\n"
+            "print('RAY', 'ray' in sys.modules)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert "RAY False" in r.stdout, r.stdout + r.stderr

@@ -14,6 +14,8 @@ import pytest
 from conftest import ROOT
 from zoofix import make_zoo, verdict_view, wait_for, zoo_report
 
+pytestmark = pytest.mark.slow  # every test runs real zoos in worker processes
+
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
@@ -186,17 +188,6 @@ def test_a_zoo_file_that_did_not_load_does_not_block_the_next_run(cli, tmp_path)
     assert r.code == 3 and "--force" in r.err
 
 
-def test_help_and_a_local_zoo_never_import_ray():
-    code = ("import sys\nfrom onnxforge.cli.app import main\n"
-            "for args in (['--help'], ['zoo', '--help'], ['zoo', 'merge', '--help']):\n"
-            "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
-            "import onnxforge.zoo.run, onnxforge.zoo.local, onnxforge.zoo.merge, onnxforge.zoo.report\n"
-            "print('RAY', 'ray' in sys.modules)\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
-    assert "RAY False" in r.stdout, r.stdout + r.stderr
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("sig,code,group", [(signal.SIGINT, 130, True), (signal.SIGTERM, 143, False),
                                             (signal.SIGTERM, 143, True)], ids=["ctrl-c", "sigterm", "timeout"])
 def test_interrupt_stops_every_release_and_leaves_no_half_written_folder(tmp_path, sig, code, group):
@@ -244,7 +235,6 @@ def group_alive(pgid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
 def test_a_worker_that_dies_is_replaced_and_its_release_retried(tmp_path):
     pytest.importorskip("sklearn")
     zoo = make_zoo(tmp_path, names=("alpha",), failing=(), crash_once="crashy")
@@ -258,7 +248,6 @@ def test_a_worker_that_dies_is_replaced_and_its_release_retried(tmp_path):
     assert not list(out.glob(".onnxforge-*"))  # the dead attempt's scratch folder is gone
 
 
-@pytest.mark.slow
 def test_a_worker_that_keeps_dying_is_an_error_not_a_hang(tmp_path):
     pytest.importorskip("sklearn")
     zoo = make_zoo(tmp_path, names=("alpha",), failing=(), crash_once="crashy",
