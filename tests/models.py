@@ -83,6 +83,35 @@ def two_inputs():
     return _torch_classes()[0]()
 
 
+def difference():
+    """forward(a, b) = a - 2b: inputs of one shape, so a swap changes numbers, not shapes."""
+    from torch import nn
+
+    class Difference(nn.Module):
+        def forward(self, a, b):
+            return a - 2 * b
+
+    return Difference()
+
+
+def keyword_mask():
+    """forward(x, *, mask=None): a keyword-only input, as many models take a mask."""
+    import torch
+    from torch import nn
+
+    class KeywordMask(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(8, 4)
+
+        def forward(self, x, *, mask=None):
+            y = self.lin(x)
+            return y if mask is None else y * mask
+
+    torch.manual_seed(0)
+    return KeywordMask()
+
+
 def lstm():
     import torch
 

@@ -41,38 +41,37 @@ class Example:
 
 
 def _forward_names(module, n: int) -> list[str]:
-    import inspect
+    from onnxforge.runners.torch import forward_parameters
 
-    try:
-        sig = inspect.signature(module.forward)
-        names = [p.name for p in sig.parameters.values()
-                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
-    except (TypeError, ValueError):
-        names = []
+    names = [k for k, kind in forward_parameters(module).items() if kind == "positional"]
     return names[:n] if len(names) >= n else [f"input_{i}" for i in range(n)]
 
 
-def _tensors_by_name(arrays: Mapping[str, Any], keyword: tuple[str, ...], input_names) -> Example:
-    """Named arrays as an Example: by keyword for a program that takes keywords, else by position."""
-    from onnxforge.runners.torch import tensor
+def _tensors_by_name(arrays: Mapping[str, Any], loaded, input_names) -> Example:
+    """Named arrays as an Example: by keyword for a program that takes keywords, by
+    forward()'s parameter names where the arrays carry them, else by position."""
+    from onnxforge.runners.torch import bind_inputs, tensor
 
     tensors = {k: tensor(v) for k, v in arrays.items()}
+    keyword = tuple(loaded.keyword)
     if keyword:
         missing = [k for k in keyword if k not in tensors]
         extra = [k for k in tensors if k not in keyword]
         if missing or extra:
             raise BadInputError(f"the program takes keyword inputs {', '.join(keyword)}; got {', '.join(tensors)}",
                                 hint="name the arrays (or --input specs) after the keyword inputs")
-        return Example(tuple(keyword), (), {k: tensors[k] for k in keyword})
-    names = tuple(input_names or tensors)
-    return Example(names, tuple(tensors.values()), {})
+        return Example(keyword, (), {k: tensors[k] for k in keyword})
+    if input_names:
+        return Example(tuple(input_names), tuple(tensors.values()), {})
+    positional, by_keyword = bind_inputs(loaded.module, list(tensors))
+    return Example(positional + by_keyword, tuple(tensors[k] for k in positional), {k: tensors[k] for k in by_keyword})
 
 
 def _example(loaded, o: ConvertTorchOptions, dyn: dict) -> Example:
     from onnxforge.specs import generate_inputs, load_samples, parse_spec
 
     if o.example_inputs is not None:
-        return _tensors_by_name(load_samples(o.example_inputs)[0], loaded.keyword, o.input_names)
+        return _tensors_by_name(load_samples(o.example_inputs)[0], loaded, o.input_names)
     if o.inputs:
         specs = [parse_spec(s) for s in o.inputs]
         strings = [s.name for s in specs if s.dtype == "str"]
@@ -85,7 +84,7 @@ def _example(loaded, o: ConvertTorchOptions, dyn: dict) -> Example:
                     dyn.setdefault(s.name, {}).setdefault(axis, d)
         dims = {label: EXAMPLE_DIM for axes in dyn.values() for label in axes.values()}
         arrays = generate_inputs(specs, seed=o.seed, dims=dims, default_dim=EXAMPLE_DIM, val_ranges=o.val_ranges)
-        return _tensors_by_name(arrays, loaded.keyword, o.input_names)
+        return _tensors_by_name(arrays, loaded, o.input_names)
     if loaded.example_args is not None:
         args = tuple(loaded.example_args)
         names = tuple(o.input_names or _forward_names(loaded.module, len(args))) + tuple(loaded.keyword)

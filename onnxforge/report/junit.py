@@ -61,10 +61,16 @@ def junit(r: ReleaseReport) -> str:
         if name not in done:
             cases.append(("skipped", _case("onnxforge.gates", name, 0.0,
                                            _outcome("skipped", "not evaluated: the release stopped before the gates"))))
-    if r.status in ("error", "interrupted") and r.raised_at is None:
-        # a config error, or an error outside the steps: the release itself is the case
+    kinds = {kind for kind, _ in cases}
+    # A CI dashboard is green when no case failed: a release that did not pass always has
+    # one. An error no step case shows (a config error, one in the parity ledger after its
+    # step was recorded, one outside the steps) makes the release itself the case.
+    if r.status in ("error", "interrupted") and "error" not in kinds:
         cases.append(("error", _case("onnxforge", "release", r.seconds,
                                      _outcome("error", r.error or r.failure or r.status, r.hint or ""))))
+    elif not r.passed and not kinds & {"failure", "error"}:
+        cases.append(("failure", _case("onnxforge", "release", r.seconds,
+                                       _outcome("failure", r.failure or r.status or "failed"))))
     count = {k: sum(1 for kind, _ in cases if kind == k) for k in ("failure", "error", "skipped")}
     return (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name="onnxforge release" tests="{len(cases)}" '
             f'failures="{count["failure"]}" errors="{count["error"]}" skipped="{count["skipped"]}" '

@@ -71,15 +71,54 @@ def call_module(module, args, what: str, hint: str, kwargs: Mapping[str, Any] | 
         raise BadInputError(f"{what} ({type(exc).__name__}: {first_line(exc)})", hint=hint) from None
 
 
+def bind_inputs(module, names: Sequence[str], keyword: Sequence[str] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(names passed by position, names passed by keyword): how inputs named ``names``
+    reach ``module.forward``. A program saved with keyword inputs takes ``keyword`` by
+    name. Otherwise, when every name is one of forward()'s parameters, each goes to its
+    parameter whatever order the names came in (by position in forward's order, by
+    keyword once a parameter is skipped or for keyword-only ones): fed by position,
+    ``b, a`` reached ``forward(a, b)`` swapped and a release passed with a model whose
+    inputs were swapped. Names that are not all parameters (``input_0``, a program's
+    own) go by position, in the order given."""
+    if keyword:
+        return tuple(n for n in names if n not in keyword), tuple(n for n in names if n in keyword)
+    params = forward_parameters(module)
+    if not names or not all(n in params for n in names):
+        return tuple(names), ()
+    positional, by_keyword, skipped = [], [], False
+    for name, kind in params.items():
+        if name not in names:
+            skipped = True
+        elif kind == "keyword" or skipped:
+            by_keyword.append(name)
+        else:
+            positional.append(name)
+    return tuple(positional), tuple(by_keyword)
+
+
+def forward_parameters(module) -> dict[str, str]:
+    """forward()'s named parameters: name -> "positional" or "keyword" (keyword-only)."""
+    import inspect
+
+    try:
+        sig = inspect.signature(module.forward)
+    except (TypeError, ValueError, AttributeError):
+        return {}
+    kinds = {inspect.Parameter.POSITIONAL_ONLY: "positional", inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional",
+             inspect.Parameter.KEYWORD_ONLY: "keyword"}
+    return {p.name: kinds[p.kind] for p in sig.parameters.values() if p.kind in kinds and p.name != "self"}
+
+
 def torch_runner(module, output_names: Sequence[str] | None = None, *, label: str = "torch",
                  keyword: Sequence[str] = ()) -> Runner:
-    """A Runner over a module: inputs by position (feed order), except those named in
-    ``keyword``, which are passed by name; outputs flattened and named (see above)."""
+    """A Runner over a module: inputs bound to forward() by name where they can be, else
+    by position (bind_inputs); outputs flattened and named (see above)."""
 
     def run(feeds: Mapping[str, Any]) -> dict:
         tensors = {k: tensor(v) for k, v in feeds.items()}
-        args = [t for k, t in tensors.items() if k not in keyword]
-        kwargs = {k: t for k, t in tensors.items() if k in keyword}
+        positional, by_keyword = bind_inputs(module, list(tensors), keyword)
+        args = [tensors[k] for k in positional]
+        kwargs = {k: tensors[k] for k in by_keyword}
         pairs = flatten_outputs(call_module(module, args, "the torch model fails on these inputs",
                                             "check the inputs against the model's forward()", kwargs))
         if output_names and len(output_names) == len(pairs):

@@ -315,3 +315,39 @@ def test_a_forward_that_needs_batch_one_says_the_example_was_widened(cli, tmp_pa
     assert not (tmp_path / "b.onnx").exists()
     r = cli("convert", "torch", f"{M}:batch_of_one", "-o", tmp_path / "b.onnx", "--input", "x:float32:1x8")
     assert r.code == 0, r.err  # the same model at its one batch size converts
+
+
+def test_inputs_reach_forward_by_name_whatever_their_order(cli, tmp_path):
+    """`--input b ... --input a ...` and an npz holding b before a used to reach forward(a, b)
+    by position: the model shipped with its inputs swapped and every check passed."""
+    import numpy as np
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 3)).astype(np.float32), rng.standard_normal((2, 3)).astype(np.float32)
+    np.savez(tmp_path / "ba.npz", b=b, a=a)
+    np.savez(tmp_path / "ab.npz", a=a, b=b)
+    for i, how in enumerate((["--input", "b:float32:2x3", "--input", "a:float32:2x3"], ["--inputs", tmp_path / "ba.npz"])):
+        out = tmp_path / f"d{i}.onnx"
+        r = cli("convert", "torch", f"{M}:difference", "-o", out, *how)
+        assert r.code == 0, r.err
+        s = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        assert [x.name for x in s.get_inputs()] == ["a", "b"]  # forward's order
+        np.testing.assert_allclose(s.run(None, {"a": a, "b": b})[0], a - 2 * b, rtol=1e-6)
+        for feeds in ("ab.npz", "ba.npz"):  # the torch side takes them by name too
+            r = cli("validate", f"{M}:difference", out, "--inputs", tmp_path / feeds)
+            assert r.code == 0, r.err
+
+
+def test_a_keyword_only_input_is_passed_by_keyword(cli, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    out = tmp_path / "kw.onnx"
+    r = cli("convert", "torch", f"{M}:keyword_mask", "-o", out, "--input", "mask:float32:batchx4",
+            "--input", "x:float32:batchx8")
+    assert r.code == 0, r.err
+    s = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [x.name for x in s.get_inputs()] == ["x", "mask"]
+    x, mask = np.ones((3, 8), np.float32), np.zeros((3, 4), np.float32)
+    assert not s.run(None, {"x": x, "mask": mask})[0].any()  # the mask is applied, not ignored
