@@ -35,8 +35,10 @@ def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None,
     src = model_path(model)
     m = load_onnx(src)
     target = check_output_path(output, force=o.force, inputs=(src, o.inputs))
-    if any(t.data_type == 10 for t in m.graph.initializer) and not any(t.data_type == 1 for t in m.graph.initializer):
-        raise BadInputError(f"{src} is already fp16", hint="convert the fp32 model")
+    kinds = {t.data_type for t in m.graph.initializer}
+    if 1 not in kinds and kinds & {10, 11}:  # no float32 weight: nothing would be converted, and it "passed"
+        raise BadInputError(f"{src} is already fp16" if 10 in kinds else f"{src} has float64 weights: fp16 conversion "
+                            "converts float32 only", hint="convert the fp32 model (model.float() in torch)")
     from onnxforge.specs import check_dims, model_io_specs
 
     check_dims(o.dims, model_io_specs(m)[0])

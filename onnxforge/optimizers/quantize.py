@@ -165,13 +165,16 @@ def _types(o, mode: str) -> dict:
             "reduce_range": chosen["reduce_range"] if o.reduce_range is None else o.reduce_range}
 
 
-def _float16_weights(m) -> int:
-    """How many initializers feeding the ops int8 quantizes are float16 (read without the data)."""
+def _non_fp32_weights(m) -> tuple[str, int]:
+    """(type, count) of the initializers feeding the ops int8 quantizes that are float16,
+    bfloat16 or float64 (read without the data); ("", 0) when there are none."""
     from onnx import TensorProto
 
-    half = {t.name for t in m.graph.initializer if t.data_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16)}
-    return sum(1 for n in m.graph.node if n.op_type in ("MatMul", "Gemm", "Conv", "Gather", "Attention")
-               for i in n.input[:2] if i in half)
+    kinds = {TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16", TensorProto.DOUBLE: "float64"}
+    other = {t.name: kinds[t.data_type] for t in m.graph.initializer if t.data_type in kinds}
+    found = [other[i] for n in m.graph.node if n.op_type in ("MatMul", "Gemm", "Conv", "Gather", "Attention")
+             for i in n.input[:2] if i in other]
+    return (found[0], len(found)) if found else ("", 0)
 
 
 def _quantize(model, output, o, mode: str) -> StepResult:
@@ -185,10 +188,13 @@ def _quantize(model, output, o, mode: str) -> StepResult:
     if is_quantized(m):
         ops = sorted({n.op_type for n in m.graph.node} & QUANTIZED_OPS)
         raise BadInputError(f"{src} is already quantized (it has {', '.join(ops)})", hint="quantize the fp32 model")
-    half = _float16_weights(m)
-    if half:  # ORT's quantizers skip fp16 weights (the model "passes" barely quantized) or write one that fails to load
-        raise BadInputError(f"{src} has float16 weights ({half} of them): int8 quantization needs an fp32 model",
-                            hint="quantize the fp32 model; fp16 and int8 are alternatives, not steps in a row")
+    kind, count = _non_fp32_weights(m)
+    # ORT's quantizers skip weights that are not float32: the model "passed" unquantized
+    # (float64: PASSED, size unchanged) or barely quantized, or failed to load (float16)
+    if kind:
+        raise BadInputError(f"{src} has {kind} weights ({count} of them): int8 quantization needs an fp32 model",
+                            hint="export the model in float32 (model.float() in torch)" if kind == "float64" else
+                            "quantize the fp32 model; fp16 and int8 are alternatives, not steps in a row")
     specs, _ = model_io_specs(m)
     from onnxforge.specs import check_dims
 

@@ -77,6 +77,21 @@ def _task(config, task: str | None) -> str:
     return "feature-extraction"
 
 
+def _refuse_remote_code(spec, folder, found: bool = False) -> None:
+    """A config.json with ``auto_map`` names Python files of the folder that transformers
+    would import: refused before any transformers loader reads the folder."""
+    import json
+
+    if not found:
+        try:
+            found = bool(json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("auto_map"))
+        except (OSError, ValueError, AttributeError):
+            return  # no readable config: AutoConfig says so in its own words
+    if found:
+        raise BadInputError(f"{spec}: the model needs trust_remote_code (its code ships with the weights)",
+                            hint="onnxforge does not run code from a model folder; export it with a factory instead")
+
+
 def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False) -> HFModel:
     transformers = require("transformers", "torch")
     from onnxforge.logs import quiet_third_party
@@ -84,19 +99,21 @@ def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False)
     transformers.utils.logging.disable_progress_bar()  # it draws tqdm bars on stderr while loading
     transformers.utils.logging.set_verbosity_error()
     folder = _folder(str(spec), allow_download)
-    try:
-        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=not allow_download)
+    _refuse_remote_code(spec, folder)
+    try:  # trust_remote_code=False: transformers would otherwise ask on the terminal, and run the code on "y"
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=not allow_download,
+                                                         trust_remote_code=False)
     except Exception as exc:
         raise BadInputError(f"{spec}: cannot read the Hugging Face config ({first_line(exc, 200)})",
                             hint="a save_pretrained folder holds config.json and the weights") from None
     if getattr(config, "auto_map", None):
-        raise BadInputError(f"{spec}: the model needs trust_remote_code (its code ships with the weights)",
-                            hint="onnxforge does not run code from a model folder; export it with a factory instead")
+        _refuse_remote_code(spec, folder, found=True)
     t = _task(config, task)
     cls = getattr(transformers, TASKS[t])
     try:
         with quiet_third_party():
-            module = cls.from_pretrained(folder, local_files_only=not allow_download, use_safetensors=None)
+            module = cls.from_pretrained(folder, local_files_only=not allow_download, use_safetensors=None,
+                                         trust_remote_code=False)
     except Exception as exc:
         raise BadInputError(f"{spec}: cannot load the model for task {t} ({first_line(exc, 200)})",
                             hint="check --task against the model's architecture") from None

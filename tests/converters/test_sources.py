@@ -117,6 +117,25 @@ def test_task_choice_and_refusals(cli, hf_dirs, tmp_path):
     assert r.code == 3 and "trust_remote_code" in r.err
 
 
+def test_a_folder_with_its_own_config_class_runs_no_code_even_on_yes(hf_dirs, tmp_path):
+    """model_type unknown to transformers + auto_map: AutoConfig itself asked "Do you wish
+    to run the custom code? [y/N]" on the terminal and imported the folder's module on "y"."""
+    import subprocess
+    import sys
+
+    remote = tmp_path / "remote code"
+    shutil.copytree(hf_dirs / "bert", remote)
+    cfg = json.loads((remote / "config.json").read_text())
+    cfg.update(model_type="xbert", auto_map={"AutoConfig": "modeling_x.XConfig", "AutoModel": "modeling_x.XModel"})
+    (remote / "config.json").write_text(json.dumps(cfg))
+    marker = tmp_path / "PWNED"
+    (remote / "modeling_x.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    r = subprocess.run([sys.executable, "-m", "onnxforge", "convert", "torch", str(remote), "-o", str(tmp_path / "r.onnx")],
+                       input="y\n", capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3 and "trust_remote_code" in r.stderr, r.stderr
+    assert not marker.exists() and "[y/N]" not in r.stdout + r.stderr
+
+
 def test_hub_id_from_the_local_cache_offline(cli, hf_dirs, tmp_path, monkeypatch):
     """hf:ORG/NAME resolves in the Hugging Face cache with HF_HUB_OFFLINE=1; a model
     that is not there is exit 3 with a hint, and nothing is downloaded."""

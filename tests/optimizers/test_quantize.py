@@ -177,6 +177,24 @@ def test_float16_models_are_refused(cli, fx, tmp_path, io):
         assert not (tmp_path / "q.onnx").exists()
 
 
+def test_float64_models_are_refused_not_passed_unquantized(cli, tmp_path):
+    """ORT's quantizers and fp16 converter skip float64 weights: all three modes said
+    PASSED, "int8", with the model unchanged."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 4)), "w")  # float64
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "f64",
+                          [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["batch", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["batch", 4])], [w])
+    model = tmp_path / "f64.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    for mode in (["dynamic"], ["static", "--calibration", "random"], ["fp16"]):
+        r = cli("quantize", *mode, model, "-o", tmp_path / "q.onnx")
+        assert r.code == 3 and "float64 weights" in r.err and "hint:" in r.err, (mode, r.err)
+        assert not (tmp_path / "q.onnx").exists()
+
+
 def test_folder_of_samples(cli, fx, tmp_path):
     for i in range(5):
         (tmp_path / "cal" / str(i)).mkdir(parents=True)
