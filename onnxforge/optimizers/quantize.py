@@ -200,6 +200,9 @@ def _quantize(model, output, o, mode: str) -> StepResult:
 
     check_dims(o.dims, specs)
     has_ext = bool(external_data_files(m))
+    from onnxforge.runners.onnx import recorded_val_ranges
+
+    ranges = recorded_val_ranges(m)  # generated inputs stay valid: a BERT's token_type_ids in [0, 1]
     del m
     target = check_output_path(output, force=o.force, inputs=(src, o.inputs, getattr(o, "calibration", None)))
     types = _types(o, mode)
@@ -220,8 +223,8 @@ def _quantize(model, output, o, mode: str) -> StepResult:
         lean = mode == "dynamic" and decide_lean(src, o.op_types, o.per_channel, types["weight_type"], notes)
         base = _preprocess(base, tmp / "pre.onnx", notes) if o.preprocess and not lean else base
         if mode == "static":
-            _check_calibration_memory(base, specs, o, notes)
-        job = _Job(mode, src, base, tmp, specs, has_ext, types, o, lean)
+            _check_calibration_memory(base, specs, o, notes, ranges)
+        job = _Job(mode, src, base, tmp, specs, has_ext, types, o, lean, ranges)
         if mode == "dynamic":
             job = _recipe(job, details, notes)
         rec, qpath, checks, speed, trials, ranking = _trials(job, notes)
@@ -242,6 +245,7 @@ class _Job:
     types: dict
     o: Any
     lean: bool = False
+    val_ranges: Any = None  # what the converter recorded (onnxforge.val_ranges)
 
 
 def _recipe(job: _Job, details: dict, notes: list) -> _Job:
@@ -300,7 +304,7 @@ def _trials(job: _Job, notes: list):
         _quantize_loadable(job, qpath, excluded, excluded_ops, notes)
         seconds = time.perf_counter() - t0
         checks = _checks(job, qpath)
-        speed = _speed(job.src, qpath, o.dims, o.inputs, o.bench_seconds)
+        speed = _speed(job.src, qpath, o.dims, o.inputs, o.bench_seconds, job.val_ranges)
         parity_ok = all(c.passed for c in checks)
         rec = QuantTrial(trial, tuple(excluded), tuple(excluded_ops), parity_ok, _min_cos(checks), speed.speedup,
                          speed.ci95, round(seconds, 3))
@@ -313,7 +317,7 @@ def _trials(job: _Job, notes: list):
         if not o.fallback or parity_ok:  # excluding nodes cannot make a model faster
             break
         if ranking is None:
-            ranking = rank_sensitive_nodes(job.src, qpath, job.specs, o.dims, o.seed)
+            ranking = rank_sensitive_nodes(job.src, qpath, job.specs, o.dims, o.seed, job.val_ranges)
         batch = [n for n in ranking if n not in excluded][: max(1, 2 ** trial)]
         if not batch:
             break
@@ -383,20 +387,20 @@ def _checks(job: _Job, q: Path) -> list[ParityReport]:
                          min_agreement=1 - mm if mm is not None else None, min_cosine=o.min_cosine or None)
 
 
-def _speed(src, q, dims, inputs, seconds) -> SpeedCheck:
+def _speed(src, q, dims, inputs, seconds, val_ranges=None) -> SpeedCheck:
     from onnxforge.validators.benchmark import benchmark
 
-    rep = benchmark([str(src), str(q)], dims=dims, inputs=inputs, duration=seconds, warmup=5)
+    rep = benchmark([str(src), str(q)], dims=dims, inputs=inputs, duration=seconds, warmup=5, val_ranges=val_ranges)
     c = rep.comparisons[0]
     return SpeedCheck(rep.results[0].latency.p50, rep.results[1].latency.p50, round(c.speedup, 4),
                       (round(c.ci95[0], 4), round(c.ci95[1], 4)), rep.results[0].latency.n)
 
 
-def _check_calibration_memory(model, specs, o, notes) -> None:
+def _check_calibration_memory(model, specs, o, notes, val_ranges=None) -> None:
     from onnxforge.optimizers.calibration import activation_bytes, histogram_memory_estimate, iter_samples
     from onnxforge.system import available_memory
 
-    n, it = iter_samples(o.calibration, specs, samples=o.samples, seed=o.seed, dims=o.dims)
+    n, it = iter_samples(o.calibration, specs, samples=o.samples, seed=o.seed, dims=o.dims, val_ranges=val_ranges)
     first = next(iter(it))
     per, unknown = activation_bytes(model, o.dims or {}, {k: v.shape for k, v in first.items()})
     if o.method not in HISTOGRAM_METHODS:
@@ -455,7 +459,8 @@ def _run_static(job: _Job, out: Path, common: dict) -> None:
     from onnxforge.progress import task
 
     o = job.o
-    n, it = iter_samples(o.calibration, job.specs, samples=o.samples, seed=o.seed, dims=o.dims)
+    n, it = iter_samples(o.calibration, job.specs, samples=o.samples, seed=o.seed, dims=o.dims,
+                         val_ranges=job.val_ranges)
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}
     with task("calibration", total=n) as bar:
@@ -468,7 +473,7 @@ def _run_static(job: _Job, out: Path, common: dict) -> None:
                             **common)
 
 
-def rank_sensitive_nodes(fp32_path, q_path, specs, dims, seed) -> list[str]:
+def rank_sensitive_nodes(fp32_path, q_path, specs, dims, seed, val_ranges=None) -> list[str]:
     """fp32 nodes ordered by how much error quantization adds at their output: the
     relative error of each shared intermediate tensor minus the largest error among
     that node's inputs (what ORT's qdq_loss_debug measures for QDQ models, here for
@@ -478,7 +483,8 @@ def rank_sensitive_nodes(fp32_path, q_path, specs, dims, seed) -> list[str]:
     from onnxforge.specs import generate_inputs
     from onnxforge.validators.localize import shared_intermediates
 
-    fm, shared, a, b = shared_intermediates(fp32_path, q_path, generate_inputs(specs, seed=seed, dims=dims))
+    fm, shared, a, b = shared_intermediates(fp32_path, q_path,
+                                            generate_inputs(specs, seed=seed, dims=dims, val_ranges=val_ranges))
     both = [o for _, _, o in shared if o in a and o in b]
     err = {}
     for n in both:

@@ -331,13 +331,18 @@ def _time(src: Path, built: list[Candidate], dims, inputs, seconds: float, seed:
 
     import numpy as np
 
+    from onnxforge.fileio import load_onnx
+    from onnxforge.runners.onnx import recorded_val_ranges
+
     timed = [c for c in built if c.passed]
     models = [str(src)] + [c.int8_model for c in timed]
-    rep = benchmark(models, dims=dims, inputs=inputs, duration=seconds, warmup=5, seed=seed, save_latencies=True)
+    ranges = recorded_val_ranges(load_onnx(src, load_external_data=False))  # every row: the source's valid inputs
+    rep = benchmark(models, dims=dims, inputs=inputs, duration=seconds, warmup=5, seed=seed, save_latencies=True,
+                    val_ranges=ranges)
     lat = [list(r.latencies_ms) for r in rep.results]
     if len(lat[0]) < MIN_ROUNDS:  # a slow model: more rounds, else the interval cannot separate a few percent
         more = benchmark(models, dims=dims, inputs=inputs, iterations=MIN_ROUNDS - len(lat[0]), warmup=2, seed=seed,
-                         save_latencies=True)
+                         save_latencies=True, val_ranges=ranges)
         lat = [a + list(r.latencies_ms) for a, r in zip(lat, more.results)]
     by_model = dict(zip(models, lat))
     plain = next((by_model[c.int8_model] for c in timed if c.name == "plain"), None)

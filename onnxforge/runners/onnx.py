@@ -13,7 +13,7 @@ def onnx_runner(path, provider: str = "cpu", *, label: str | None = None, thread
 
     model = load_onnx(path, load_external_data=False)  # clear errors before ORT's
     ins, _ = model_io_specs(model)
-    ranges = _ranges(model)
+    ranges = recorded_val_ranges(model)
     sess = create_session(path, provider, threads=threads, optimization=optimization)
     names = [o.name for o in sess.get_outputs()]
     return Runner(label=label or f"{path}@{provider}", kind="onnx", inputs=ins, outputs=tuple(names),
@@ -21,7 +21,7 @@ def onnx_runner(path, provider: str = "cpu", *, label: str | None = None, thread
                   val_ranges=ranges)
 
 
-def _ranges(model) -> dict | None:
+def recorded_val_ranges(model) -> dict | None:
     """Valid input values the converter recorded (onnxforge.val_ranges): later checks
     generate inputs within them, so a BERT's attention mask stays a mask."""
     import json

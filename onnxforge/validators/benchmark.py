@@ -170,17 +170,22 @@ def _placement(model: str, provider: str, provider_options, threads) -> dict[str
 
 def _open_rows(models, fulls, popts, batches, *, threads, inter_threads, spinning, io_binding, feed_args) -> list[_Row]:
     from onnxforge.fileio import check_readable_file, load_onnx, sha256_file
+    from onnxforge.runners.onnx import recorded_val_ranges
     from onnxforge.runtime import create_session
     from onnxforge.specs import model_io_specs
 
     rows: list[_Row] = []
     for m in models:
         check_readable_file(m, "model")
-        specs, _ = model_io_specs(load_onnx(m, load_external_data=False))
+        proto = load_onnx(m, load_external_data=False)
+        specs, _ = model_io_specs(proto)
+        # the ranges the converter recorded (a BERT's token_type_ids in [0, 1]) unless given
+        args = {**feed_args, "val_ranges": feed_args.get("val_ranges") or recorded_val_ranges(proto)}
+        del proto
         digest = sha256_file(m)
         for prov in fulls:
             for b in batches or [None]:
-                feeds = _feeds_for(specs, batch=b, **feed_args)
+                feeds = _feeds_for(specs, batch=b, **args)
                 before = _rss()
                 sess = create_session(m, prov, provider_options=popts.get(prov), threads=threads,
                                       inter_threads=inter_threads, spinning=spinning)

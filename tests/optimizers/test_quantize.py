@@ -210,3 +210,31 @@ def test_int8_larger_than_fp32_says_why(cli, fx, tmp_path):
     res = result(r)
     assert res["after"]["file_bytes"] > res["before"]["file_bytes"]  # 12 weights: the quantization overhead wins
     assert any("larger than fp32" in n and "scales, zero points" in n for n in res["notes"])
+
+
+def test_generated_inputs_keep_the_ranges_the_converter_recorded(cli, tmp_path):
+    """A BERT export records token_type_ids in [0, 1] (onnxforge.val_ranges); benchmark,
+    quantize's speed check and random calibration drew ints in [0, 10] and failed on
+    onnxforge's own export (Gather index out of range)."""
+    import json
+
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.standard_normal((2, 16)).astype(np.float32), "table")
+    w = numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["e"]), helper.make_node("MatMul", ["e", "w"], ["y"])],
+                          "types", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8, 16])], [table, w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(m, {"onnxforge.val_ranges": json.dumps({"ids": [0, 1]})})
+    model = tmp_path / "types.onnx"
+    onnx.save(m, str(model))
+    r = cli("benchmark", model, "--duration", "0.2")
+    assert r.code == 0, r.err
+    r = cli("quantize", "dynamic", model, "-o", tmp_path / "d.onnx", "--bench-seconds", "0.2")
+    assert r.code == 0, r.err
+    r = cli("quantize", "static", model, "-o", tmp_path / "s.onnx", "--calibration", "random", "--bench-seconds", "0.2",
+            "--min-cosine", "0")
+    assert r.code == 0, r.err
