@@ -238,6 +238,11 @@ def load_config(path: str | os.PathLike) -> ReleaseConfig:
         raise UsageError("steps[0] must be convert for a torch or sklearn source")
     gates = _gates(cfg.get("gates", {}), data)
     _check_dims(fw, source, model, steps, gates)
+    if "latency" in gates and gates["latency"].min_speedup is not None and fw != "onnx" and len(steps) == 1:
+        # one ONNX model (convert's): min_speedup had nothing to compare and was left "not evaluated" in a pass
+        raise UsageError("gates.latency.min_speedup: the release makes one ONNX model (convert only), so there is "
+                         "nothing to compare it with", hint="add a step after convert (simplify, quantize.static ...) "
+                         "or drop min_speedup")
     packages, serve = _deploy(cfg, base)
     raw = {"model": {**model, "source": source}, "data": data_raw, "steps": steps_raw, "gates": cfg.get("gates", {}),
            **{k: cfg[k] for k in ("package", "serve_check") if k in cfg}}

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from onnxforge.errors import BadInputError, OnnxforgeError
+from onnxforge.errors import BadInputError, OnnxforgeError, UsageError
 from onnxforge.progress import task
 from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config, with_provider
 from onnxforge.runners import Runner
@@ -47,18 +47,20 @@ def _declared_types(cfg: ReleaseConfig) -> dict[str, str] | None:
 
 def _as_declared(cfg: ReleaseConfig, arrays: dict) -> dict:
     """Validation data as numpy and scikit-learn make it (float64) fed as the model
-    declares its inputs; a torch source with no declared types gets float32, as a
-    torch model's weights are."""
+    declares its inputs; a torch or scikit-learn source with no declared types gets
+    float32, as a torch model's weights are and skl2onnx's models take (float64 for
+    convert.sklearn's ``double``)."""
     import numpy as np
 
     from onnxforge.specs import numpy_dtype
 
     types = _declared_types(cfg)
+    double = cfg.framework == "sklearn" and bool(getattr(cfg.steps[0].options, "double", False))
     out = {}
     for k, v in arrays.items():
         want = (types or {}).get(k)
         if want in (None, "str", "unknown") or v.dtype == numpy_dtype(want):
-            if v.dtype == np.float64 and types is None and cfg.framework == "torch":
+            if v.dtype == np.float64 and types is None and cfg.framework in ("torch", "sklearn") and not double:
                 v = v.astype(np.float32)
         elif (v.dtype.kind == "f" and want.startswith("float")) or np.can_cast(v.dtype, numpy_dtype(want), "safe"):
             v = v.astype(numpy_dtype(want))  # float64 -> float32, int32 -> int64: what deployment code does
@@ -86,15 +88,29 @@ def _validation(cfg: ReleaseConfig) -> tuple[dict | None, Any]:
 
 
 def _accuracy(outputs: Mapping[str, Any], labels, output: str | None) -> float:
+    """The share of rows whose predicted class is the label. Anything that would make
+    the number meaningless (an unknown output, labels that are not classes, a row count
+    that differs) is refused: an accuracy of 0 vs 0 "passed" for a regressor."""
     import numpy as np
 
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "f" and not np.all(np.mod(labels, 1) == 0):
+        raise UsageError("gates.accuracy compares class labels; data.validation's labels are not classes "
+                         f"(float values such as {labels.reshape(-1)[0]:g})",
+                         hint="drop gates.accuracy for a regressor: the parity gate checks its outputs")
     if output:
+        if output not in outputs:
+            raise UsageError(f"gates.accuracy.output: the model has no output {output!r}",
+                             hint="its outputs are: " + ", ".join(outputs))
         out = np.asarray(outputs[output])
     else:
-        ints = [v for v in outputs.values() if np.asarray(v).dtype.kind in "iu" and np.asarray(v).ndim == 1]
+        ints = [v for v in outputs.values() if np.asarray(v).dtype.kind in "iuUO" and np.asarray(v).ndim == 1]
         out = np.asarray(ints[0]) if ints else np.asarray(next(iter(outputs.values())))
-    pred = out if out.ndim == 1 else out.reshape(len(labels), -1).argmax(-1)
-    return float((pred.reshape(-1) == np.asarray(labels).reshape(-1)).mean())
+    if out.ndim == 0 or out.shape[0] != labels.reshape(-1).shape[0]:
+        raise BadInputError(f"data.validation: {labels.size} labels for {out.shape[0] if out.ndim else 1} predicted "
+                            "rows", hint="one label per row of the validation inputs")
+    pred = out if out.ndim == 1 else out.reshape(out.shape[0], -1).argmax(-1)
+    return float((pred.reshape(-1) == labels.reshape(-1)).mean())
 
 
 def _source(cfg: ReleaseConfig) -> tuple[Runner, Path | None, Any]:

@@ -75,3 +75,11 @@ def test_checking_an_onnx_release_never_imports_torch(fx, tmp_path):
             "print('EXIT', code, 'TORCH', 'torch' in sys.modules, 'ONNXSIM', 'onnxsim' in sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "EXIT 0 TORCH False ONNXSIM False" in r.stdout, r.stdout + r.stderr
+
+
+def test_min_speedup_with_one_onnx_model_is_refused(cli, tmp_path):
+    """convert alone makes one ONNX model: min_speedup was left 'not evaluated' and the
+    release passed."""
+    cfg = _config(tmp_path, lambda c: (c.update(steps=[c["steps"][0]]), c["gates"].pop("accuracy", None)))
+    r = cli("release", cfg, "-o", tmp_path / "out", "--dry-run")
+    assert r.code == 2 and "gates.latency.min_speedup" in r.err and "hint:" in r.err, r.err

@@ -217,3 +217,51 @@ def test_outlier_detector_release_compares_every_output(cli, tmp_path):
     r = cli("release", tmp_path / "release.toml", "-o", tmp_path / "out", "--json")
     assert r.code == 0, r.err + r.out
     assert [o["name"] for o in result(r)["ledger"][0]["parity"]["outputs"]] == ["label", "scores"]
+
+
+def _sk_copy(tmp_path, validation=None, **gates):
+    """The scikit-learn example in tmp_path, with its validation arrays and gates replaced."""
+    import shutil
+
+    import numpy as np
+
+    for name in ("model.skops", "sample.npy", "val.npz"):
+        shutil.copy(SK_EXAMPLE / name, tmp_path / name)
+    if validation is not None:
+        np.savez(tmp_path / "val.npz", **validation)
+    table = {"parity": '{ atol = 1e-4, rtol = 1e-3, against = "source" }', "accuracy": "{ max_drop = 0.0 }", **gates}
+    (tmp_path / "release.toml").write_text(
+        '[model]\nsource = "model.skops"\nframework = "sklearn"\nsample = "sample.npy"\n\n[data]\nvalidation = "val.npz"\n\n'
+        '[[steps]]\nrun = "convert"\n\n[gates]\n' + "".join(f"{k} = {v}\n" for k, v in table.items() if v))
+    return tmp_path / "release.toml"
+
+
+def test_float64_validation_feeds_a_sklearn_release(cli, tmp_path):
+    """numpy and scikit-learn make float64; the converted model takes float32. The release
+    ended exit 3 ('Unexpected input data type') with a JUnit that showed no failure."""
+    import numpy as np
+
+    with np.load(SK_EXAMPLE / "val.npz") as z:
+        val = {"X": z["X"].astype(np.float64), "labels": z["labels"]}
+    r = cli("release", _sk_copy(tmp_path, val), "-o", tmp_path / "out", "--json")
+    assert r.code == 0, r.err + r.out
+    assert result(r)["ledger"][0]["accuracy"] > 0.9
+
+
+def test_accuracy_numbers_that_mean_nothing_are_refused(cli, tmp_path):
+    import numpy as np
+
+    with np.load(SK_EXAMPLE / "val.npz") as z:
+        x, labels = z["X"], z["labels"]
+    cases = [  # (validation, gates, exit code, clue)
+        ({"X": x, "labels": labels}, {"accuracy": '{ max_drop = 0.01, output = "nosuch" }'}, 2,
+         "gates.accuracy.output: the model has no output 'nosuch'"),
+        ({"X": x, "labels": labels[:10]}, {}, 3, "10 labels for 171 predicted rows"),
+        ({"X": x, "labels": np.linspace(0.5, 9.5, len(x))}, {}, 2, "not classes"),
+    ]
+    for i, (val, gates, code, clue) in enumerate(cases):
+        d = tmp_path / str(i)
+        d.mkdir()
+        r = cli("release", _sk_copy(d, val, **gates), "-o", d / "out")
+        assert r.code == code and clue in r.err and "hint:" in r.err and "Traceback" not in r.err, (i, r.err)
+        assert not (d / "out" / "model.onnx").exists()
