@@ -65,8 +65,27 @@ def inspect_model(path: str | os.PathLike, *, runtime: bool = True) -> ModelInfo
         parameter_bytes=nbytes,
         external_data={k: v for k, v in sorted(ext.items())},
         metadata={p.key: p.value for p in model.metadata_props},
-        runtime=support_verdict(model.ir_version, opsets) if runtime else {},
+        runtime=support_verdict(model.ir_version, opsets, _ops(model)) if runtime else {},
     )
+
+
+def _ops(model) -> set[tuple[str, str]]:
+    """(domain, op type) of every node, subgraphs and local functions included, less the
+    calls of the model's own functions."""
+    local = {(f.domain, f.name) for f in model.functions}
+    found: set[tuple[str, str]] = set()
+
+    def walk(nodes):
+        for n in nodes:
+            found.add((n.domain if n.domain != "ai.onnx" else "", n.op_type))
+            for a in n.attribute:
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    walk(g.node)
+
+    walk(model.graph.node)
+    for f in model.functions:
+        walk(f.node)
+    return found - local
 
 
 def check_model(path: str | os.PathLike, *, full: bool = True) -> None:

@@ -234,9 +234,30 @@ def runtime_support() -> dict:
     }
 
 
-def support_verdict(ir_version: int, opsets: Mapping[str, int]) -> dict:
+# operator domains onnxruntime implements besides the ONNX ones (contrib, layout, training)
+ORT_DOMAINS = {"com.microsoft", "com.microsoft.nchwc", "com.microsoft.experimental", "com.ms.internal.nhwc",
+               "ai.onnx.training", "ai.onnx.preview.training"}
+
+
+def _unknown_ops(ops) -> list[str]:
+    """Ops onnxruntime cannot know: ONNX-domain ops ONNX has no schema for, and ops of
+    domains no build of it implements (a custom-op library's)."""
+    from onnx import defs
+
+    out = []
+    for dom, op in sorted(ops):
+        if dom in ("", "ai.onnx.ml") and not defs.has(op, dom):
+            out.append(f"{dom or 'ai.onnx'}:{op} is not an ONNX operator")
+        elif dom not in ("", "ai.onnx.ml") and dom not in ORT_DOMAINS:
+            out.append(f"{dom}:{op} needs a custom-op library")
+    return out
+
+
+def support_verdict(ir_version: int, opsets: Mapping[str, int], ops=()) -> dict:
+    """Whether this onnxruntime can load a model of this IR version, these opsets and
+    these (domain, op) pairs, with the reasons when it cannot."""
     sup = runtime_support()
-    reasons = []
+    reasons = _unknown_ops(ops)[:3]
     if sup["max_ir_version"] and ir_version > sup["max_ir_version"]:
         reasons.append(f"IR version {ir_version} > {sup['max_ir_version']}")
     for dom, ver in opsets.items():

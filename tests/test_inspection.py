@@ -3,6 +3,7 @@ import shutil
 import onnx
 import pytest
 
+from conftest import json_result
 from onnxforge.errors import BadInputError
 from onnxforge.inspection import inspect_model
 
@@ -68,3 +69,21 @@ def test_every_public_name_resolves_without_importing_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("domain,op,clue", [("com.foo", "Frobnicate", "custom-op library"),
+                                            ("", "NoSuchOp", "not an ONNX operator")])
+def test_ops_onnxruntime_cannot_load_are_not_supported(cli, tmp_path, domain, op, clue):
+    """inspect said 'runs this model: yes' (exit 0) for ops no onnxruntime can load."""
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node(op, ["x"], ["y"], domain=domain)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])
+    imports = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    m = helper.make_model(g, opset_imports=imports)
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    r = cli("inspect", tmp_path / "m.onnx", "--json")
+    rt = json_result(r)["runtime"]
+    assert r.code == 1 and rt["supported"] is False and clue in rt["reason"], r.out
