@@ -109,7 +109,21 @@ def check_output_path(out: str | os.PathLike, *, force: bool, inputs=(), compani
     if existing and not force:
         raise BadInputError(f"{what} {existing[0]} exists", hint="pass --force to overwrite it")
     make_dirs(o.parent)
+    _check_writable(o.parent, what, o)
     return o
+
+
+def _check_writable(folder: Path, what: str, o: Path) -> None:
+    """Write and remove a file in ``folder``: before any work, so a run whose --report
+    cannot be written does not leave its model behind (permissions alone do not tell:
+    root passes os.access on an immutable or read-only folder)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".onnxforge-probe-", dir=folder)
+    except OSError as exc:
+        raise BadInputError(f"cannot write {what} {o} ({exc.strerror or exc})",
+                            hint="check the folder's permissions, or write elsewhere") from None
+    os.close(fd)
+    os.unlink(name)
 
 
 _CREATED: list[Path] = []  # folders this process created, removed again if they stay empty

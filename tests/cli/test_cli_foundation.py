@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -209,3 +210,11 @@ def test_command_table_matches_the_commands():
         assert cmd.get_short_help_str(10_000) == make_default_short_help(short, 10_000), name
     group.get_command(None, "inspect")
     assert set(dict.keys(group.commands)) == {"inspect"}
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a folder no one can write to: Linux's /proc")
+def test_an_unwritable_report_is_refused_before_the_model_is_written(cli, fx, tmp_path):
+    """The run failed on --report after writing the model; the rerun then needed --force."""
+    r = cli("simplify", fx / "tiny.onnx", "-o", tmp_path / "out" / "s.onnx", "--report", "/proc/onnxforge-r.json")
+    assert r.code == 3 and "cannot write --report" in r.err and "hint:" in r.err, r.err
+    assert not (tmp_path / "out").exists()
