@@ -9,6 +9,7 @@ user names it to build the model. See README "Security and safety".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -47,6 +48,22 @@ def is_factory(spec: str) -> bool:
     return bool(sep and head and fn.isidentifier() and not Path(spec).exists())
 
 
+@contextlib.contextmanager
+def cwd_importable():
+    """The current directory on sys.path while a user's module or a trusted pickle's
+    classes are imported: `python -m onnxforge` has it there, the `onnxforge` console
+    script does not, and the same command must work under both."""
+    cwd = str(Path.cwd())
+    added = "" not in sys.path and cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
 def call_factory(spec: str, what: str):
     head, _, fn_name = spec.rpartition(":")
     try:
@@ -66,7 +83,7 @@ def call_factory(spec: str, what: str):
                 sys.path.remove(str(path.parent.resolve()))
         else:
             if "" not in sys.path and str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))
+                sys.path.insert(0, str(Path.cwd()))  # kept: the factory may import more when called
             mod = importlib.import_module(head)
     except BadInputError:
         raise
@@ -143,7 +160,8 @@ def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = 
             "TorchScript, or a factory module:function with --weights state_dict.pt",
         )
     try:
-        model = torch.load(str(path), map_location="cpu", weights_only=False)
+        with cwd_importable():
+            model = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:
         raise BadInputError(f"{path}: cannot unpickle ({type(exc).__name__}: {first_line(exc)})",
                             hint="the classes it needs must be importable from the current directory") from None
@@ -230,7 +248,8 @@ def load_sklearn(source: Any, *, trust: Sequence[str] = (), trust_pickle: bool =
         import joblib
 
         try:
-            est = joblib.load(str(path))
+            with cwd_importable():
+                est = joblib.load(str(path))
         except Exception as exc:
             raise BadInputError(f"{path}: cannot unpickle ({type(exc).__name__}: {first_line(exc)})") from None
     else:

@@ -351,3 +351,21 @@ def test_a_keyword_only_input_is_passed_by_keyword(cli, tmp_path):
     assert [x.name for x in s.get_inputs()] == ["x", "mask"]
     x, mask = np.ones((3, 8), np.float32), np.zeros((3, 4), np.float32)
     assert not s.run(None, {"x": x, "mask": mask})[0].any()  # the mask is applied, not ignored
+
+
+def test_a_trusted_pickle_finds_its_classes_in_the_current_directory(cli, tmp_path, monkeypatch):
+    """`python -m onnxforge` has the current directory on sys.path, the `onnxforge` script
+    does not: the same command failed with 'No module named ...' under the script."""
+    import subprocess
+    import sys
+
+    (tmp_path / "pickled_here.py").write_text(
+        "import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(8, 4)\n\n    def forward(self, x):\n        return self.lin(x)\n")
+    subprocess.run([sys.executable, "-c", "import torch, pickled_here; torch.save(pickled_here.M().eval(), 'full.pt')"],
+                   cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    assert "" not in sys.path and str(tmp_path) not in sys.path and "pickled_here" not in sys.modules
+    r = cli("convert", "torch", "full.pt", "--trust-pickle", "--input", "x:float32:batchx8", "-o", "full.onnx")
+    assert r.code == 0, r.err
+    assert str(tmp_path) not in sys.path  # put there for the load only
