@@ -109,13 +109,27 @@ def forward_parameters(module) -> dict[str, str]:
     return {p.name: kinds[p.kind] for p in sig.parameters.values() if p.kind in kinds and p.name != "self"}
 
 
+def _float_type(module):
+    """The dtype of the module's floating-point weights (None: it has none, or a mix)."""
+    try:
+        kinds = {t.dtype for t in [*module.parameters(), *module.buffers()] if t.dtype.is_floating_point}
+    except (AttributeError, TypeError, RuntimeError):
+        return None
+    return kinds.pop() if len(kinds) == 1 else None
+
+
 def torch_runner(module, output_names: Sequence[str] | None = None, *, label: str = "torch",
                  keyword: Sequence[str] = ()) -> Runner:
     """A Runner over a module: inputs bound to forward() by name where they can be, else
     by position (bind_inputs); outputs flattened and named (see above)."""
 
+    weights = _float_type(module)
+
     def run(feeds: Mapping[str, Any]) -> dict:
         tensors = {k: tensor(v) for k, v in feeds.items()}
+        if weights is not None:  # float64 data (numpy's default) for a float32 model, as the ONNX side casts it
+            tensors = {k: t.to(weights) if t.dtype.is_floating_point and t.dtype != weights else t
+                       for k, t in tensors.items()}
         positional, by_keyword = bind_inputs(module, list(tensors), keyword)
         args = [tensors[k] for k in positional]
         kwargs = {k: tensors[k] for k in by_keyword}

@@ -369,3 +369,17 @@ def test_a_trusted_pickle_finds_its_classes_in_the_current_directory(cli, tmp_pa
     r = cli("convert", "torch", "full.pt", "--trust-pickle", "--input", "x:float32:batchx8", "-o", "full.onnx")
     assert r.code == 0, r.err
     assert str(tmp_path) not in sys.path  # put there for the load only
+
+
+def test_float64_inputs_feed_the_torch_side_too(cli, tmp_path):
+    """numpy makes float64; the ONNX side cast it, the torch side failed ('mat1 and mat2
+    must have the same dtype') with exit 3."""
+    import numpy as np
+
+    out = tmp_path / "kw.onnx"
+    assert cli("convert", "torch", f"{M}:keyword_mask", "-o", out, "--input", "x:float32:batchx8",
+               "--input", "mask:float32:batchx4").code == 0
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "in64.npz", x=rng.standard_normal((2, 8)), mask=(rng.random((2, 4)) > 0.5).astype(np.float64))
+    r = cli("validate", f"{M}:keyword_mask", out, "--inputs", tmp_path / "in64.npz")
+    assert r.code == 0, r.err
