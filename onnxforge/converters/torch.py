@@ -54,13 +54,16 @@ def _tensors_by_name(arrays: Mapping[str, Any], loaded, input_names) -> Example:
 
     tensors = {k: tensor(v) for k, v in arrays.items()}
     keyword = tuple(loaded.keyword)
-    if keyword:
-        missing = [k for k in keyword if k not in tensors]
-        extra = [k for k in tensors if k not in keyword]
-        if missing or extra:
-            raise BadInputError(f"the program takes keyword inputs {', '.join(keyword)}; got {', '.join(tensors)}",
-                                hint="name the arrays (or --input specs) after the keyword inputs")
-        return Example(keyword, (), {k: tensors[k] for k in keyword})
+    if keyword:  # a program saved with keyword inputs, perhaps after positional ones (forward(x, *, mask))
+        positional = [k for k in tensors if k not in keyword]
+        n_pos = len(loaded.example_args or ())
+        if any(k not in tensors for k in keyword) or len(positional) != n_pos:
+            takes = (f"{n_pos} positional input(s) and " if n_pos else "") + "keyword inputs " + ", ".join(keyword)
+            raise BadInputError(f"the program takes {takes}; got {', '.join(tensors)}",
+                                hint="name the arrays (or --input specs) after the keyword inputs; the others "
+                                     "are positional, in order")
+        return Example(tuple(positional) + keyword, tuple(tensors[k] for k in positional),
+                       {k: tensors[k] for k in keyword})
     if input_names:
         return Example(tuple(input_names), tuple(tensors.values()), {})
     positional, by_keyword = bind_inputs(loaded.module, list(tensors))

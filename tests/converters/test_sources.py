@@ -61,6 +61,22 @@ def test_pt2_saved_with_keyword_inputs(cli, tmp_path):
     assert r.code == 3 and "keyword inputs x, scale" in r.err
 
 
+def test_pt2_saved_with_positional_and_keyword_inputs(cli, tmp_path):
+    """forward(x, *, mask) exported with (x,) and {mask}: --input/--inputs were refused
+    ('the program takes keyword inputs mask; got x, mask') with a hint no one could follow."""
+    from tests.models import keyword_mask
+
+    ep = torch.export.export(keyword_mask().eval(), (torch.randn(2, 8),), {"mask": torch.ones(2, 4)})
+    torch.export.save(ep, tmp_path / "mix.pt2")
+    np.savez(tmp_path / "in.npz", mask=np.ones((2, 4), np.float32), x=np.ones((2, 8), np.float32))
+    for i, how in enumerate((["--inputs", tmp_path / "in.npz"], ["--input", "x:float32:2x8", "--input", "mask:float32:2x4"])):
+        r = cli("convert", "torch", tmp_path / "mix.pt2", "-o", tmp_path / f"{i}.onnx", *how, "--json")
+        assert r.code == 0, r.err
+        assert result(r)["details"]["inputs"] == ["x", "mask"]
+    r = cli("convert", "torch", tmp_path / "mix.pt2", "-o", tmp_path / "m.onnx", "--input", "mask:float32:2x4")
+    assert r.code == 3 and "1 positional input(s) and keyword inputs mask" in r.err
+
+
 @pytest.mark.slow  # a fresh process, so that transformers is not imported yet
 def test_pt2_of_a_hugging_face_model(cli, hf_dirs, tmp_path):
     """Its output class must be registered with torch's pytree before it loads: the
