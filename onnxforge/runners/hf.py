@@ -115,8 +115,11 @@ def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False)
             module = cls.from_pretrained(folder, local_files_only=not allow_download, use_safetensors=None,
                                          trust_remote_code=False)
     except Exception as exc:
+        unsafe = any(w in str(exc) for w in ("weights_only", "Unpickl", "pickle"))
         raise BadInputError(f"{spec}: cannot load the model for task {t} ({first_line(exc, 200)})",
-                            hint="check --task against the model's architecture") from None
+                            hint="its weights file is a pickle that does not load safely (weights_only); nothing "
+                                 "in it ran. Save the weights as safetensors (save_pretrained(safe_serialization=True))"
+                            if unsafe else "check --task against the model's architecture") from None
     module.eval()
     if hasattr(module.config, "use_cache"):
         module.config.use_cache = False  # past key/values are not an export input here

@@ -166,3 +166,24 @@ def test_hub_id_from_the_local_cache_offline(cli, hf_dirs, tmp_path, monkeypatch
     assert r.code == 0, r.err
     r = cli("convert", "torch", "hf:tiny/absent", "-o", tmp_path / "x.onnx")
     assert r.code == 3 and "not in the local Hugging Face cache" in r.err and "--allow-download" in r.err
+
+
+class _Payload:
+    """Pickled, it creates a file when unpickled."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickled_weights_file_in_a_folder_runs_nothing_and_says_why(cli, hf_dirs, tmp_path):
+    folder = tmp_path / "evil"
+    shutil.copytree(hf_dirs / "bert", folder)
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "PWNED"
+    torch.save({"x": _Payload(str(marker))}, folder / "pytorch_model.bin")
+    r = cli("convert", "torch", folder, "-o", tmp_path / "e.onnx")
+    assert r.code == 3 and "safetensors" in r.err and "Traceback" not in r.err, r.err
+    assert not marker.exists()
