@@ -142,7 +142,7 @@ def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = 
             return LoadedTorch(torch.jit.load(str(path), map_location="cpu"), "torchscript")
         except Exception as exc:
             raise BadInputError(f"{path}: cannot load as TorchScript ({first_line(exc)})") from None
-    if not names:
+    if not names and not _legacy_torch_save(path):
         raise BadInputError(f"{path} is not a torch file (.pt2, TorchScript or torch.save archive)",
                             hint="give a .pt2 (torch.export.save), a TorchScript file, or a factory module:function")
     # a torch.save archive: a state_dict (safe) or a pickled module (runs code)
@@ -168,6 +168,16 @@ def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = 
     if not isinstance(model, torch.nn.Module):
         raise BadInputError(f"{path} holds {type(model).__name__}, not a torch.nn.Module")
     return LoadedTorch(model, "pickle")
+
+
+# torch.save(..., _use_new_zipfile_serialization=False): a pickle (protocol 2) of torch's
+# legacy magic number, then the objects; torch.load reads it like the zip archive
+LEGACY_TORCH_SAVE = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _legacy_torch_save(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(LEGACY_TORCH_SAVE)) == LEGACY_TORCH_SAVE
 
 
 def _example_inputs(ep) -> tuple[tuple | None, dict]:

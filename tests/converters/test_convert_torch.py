@@ -383,3 +383,19 @@ def test_float64_inputs_feed_the_torch_side_too(cli, tmp_path):
     np.savez(tmp_path / "in64.npz", x=rng.standard_normal((2, 8)), mask=(rng.random((2, 4)) > 0.5).astype(np.float64))
     r = cli("validate", f"{M}:keyword_mask", out, "--inputs", tmp_path / "in64.npz")
     assert r.code == 0, r.err
+
+
+def test_a_legacy_torch_save_is_a_pickle_not_an_unknown_file(cli, tmp_path):
+    """torch.save(..., _use_new_zipfile_serialization=False) was 'not a torch file' even
+    with --trust-pickle; it is the pickle refusal without, a model with."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tm_legacy", M)
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    torch.save(tm.mlp(), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    r = cli("convert", "torch", tmp_path / "legacy.pt", "--input", "x:float32:batchx8", "-o", tmp_path / "a.onnx")
+    assert r.code == 3 and "pickled model" in r.err and "--trust-pickle" in r.err, r.err
+    r = cli("convert", "torch", tmp_path / "legacy.pt", "--trust-pickle", "--input", "x:float32:batchx8",
+            "-o", tmp_path / "b.onnx")
+    assert r.code == 0, r.err
