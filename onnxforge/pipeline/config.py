@@ -294,6 +294,8 @@ def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
 
         specs, _ = model_io_specs(load_onnx(source, load_external_data=False))
         return sorted({d for s in specs for d in s.shape if isinstance(d, str)})
+    if framework == "sklearn" and not model.get("inputs"):
+        return []  # skl2onnx leaves the batch dim unnamed: a dims key names nothing
     names = {d for s in model.get("inputs", ()) for d in parse_spec(s).shape if isinstance(d, str)}
     names |= {label for axes in parse_dynamic(model.get("dynamic", ())).values() for label in axes.values()}
     return sorted(names) if names or model.get("inputs") else None
@@ -310,7 +312,7 @@ def _check_dims(framework, source, model, steps, gates) -> None:
         unknown = sorted(set(dims) - set(known))
         if unknown:
             raise UsageError(f"{where}: the model has no dim {', '.join(unknown)}",
-                             hint=f"its symbolic dims are: {', '.join(known) or 'none (every dim is fixed)'}")
+                             hint=f"its symbolic dims are: {', '.join(known) or 'none (its dims are fixed or unnamed)'}")
 
 
 def _gates(table, data: DataSection) -> dict:

@@ -83,3 +83,17 @@ def test_min_speedup_with_one_onnx_model_is_refused(cli, tmp_path):
     cfg = _config(tmp_path, lambda c: (c.update(steps=[c["steps"][0]]), c["gates"].pop("accuracy", None)))
     r = cli("release", cfg, "-o", tmp_path / "out", "--dry-run")
     assert r.code == 2 and "gates.latency.min_speedup" in r.err and "hint:" in r.err, r.err
+
+
+def test_latency_dims_of_a_sklearn_release_are_checked_before_work(cli, tmp_path):
+    """skl2onnx names no dim; 'dims = { nosuch = 3 }' failed only after convert, naming --dim."""
+    import shutil
+
+    from release_helpers import SK_EXAMPLE
+
+    for name in ("model.skops", "sample.npy", "val.npz"):
+        shutil.copy(SK_EXAMPLE / name, tmp_path / name)
+    text = (SK_EXAMPLE / "release.toml").read_text().replace('max_p50_ms = 2.0', 'max_p50_ms = 2.0, dims = { nosuch = 3 }')
+    (tmp_path / "release.toml").write_text(text)
+    r = cli("release", tmp_path / "release.toml", "-o", tmp_path / "out", "--dry-run")
+    assert r.code == 2 and "gates.latency.dims: the model has no dim nosuch" in r.err, r.err
