@@ -94,6 +94,35 @@ def difference():
     return Difference()
 
 
+def float64_offset():
+    """forward(x, t): float32 weights, and t really float64 (epoch seconds lose their
+    fraction in float32): the export keeps t double, and so must every check."""
+    import torch
+    from torch import nn
+
+    class Offset(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x, t):
+            return self.lin(x).double() + (t - 1.7e9)
+
+    torch.manual_seed(0)
+    return Offset()
+
+
+def positional_only():
+    from torch import nn
+
+    class PositionalOnly(nn.Module):
+        def forward(self, a, b=None, c=None, /):
+            out = a if b is None else a - 2 * b
+            return out if c is None else out * c
+
+    return PositionalOnly()
+
+
 def keyword_mask():
     """forward(x, *, mask=None): a keyword-only input, as many models take a mask."""
     import torch

@@ -43,7 +43,7 @@ class Example:
 def _forward_names(module, n: int) -> list[str]:
     from onnxforge.runners.torch import forward_parameters
 
-    names = [k for k, kind in forward_parameters(module).items() if kind == "positional"]
+    names = [k for k, kind in forward_parameters(module).items() if kind != "keyword"]
     return names[:n] if len(names) >= n else [f"input_{i}" for i in range(n)]
 
 

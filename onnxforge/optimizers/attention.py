@@ -133,13 +133,17 @@ def _graph(path: Path):
 def check_padded(ref: Path, cand: Path, mask_inputs, tolerance, *, seed: int = 0) -> str:
     """'' when ``cand`` matches ``ref`` within ``tolerance`` on right-padded, holed and
     random inputs; else what differed."""
-    from onnxforge.specs import generate_inputs, model_io_specs
     from onnxforge.runners.onnx import onnx_runner as onnx_side
+    from onnxforge.runners.onnx import recorded_val_ranges
+    from onnxforge.specs import generate_inputs, model_io_specs
     from onnxforge.validators.parity import validate
 
-    specs, _ = model_io_specs(_graph(ref))
+    graph = _graph(ref)
+    specs, _ = model_io_specs(graph)
+    ranges = recorded_val_ranges(graph)  # a BERT's token_type_ids stay in [0, 1]
     dims = {d: 4 for s in specs for d in s.shape if isinstance(d, str)}
-    samples = padded_mask_inputs(specs, mask_inputs, dims=dims, seed=seed) + [generate_inputs(specs, seed=seed, dims=dims)]
+    samples = (padded_mask_inputs(specs, mask_inputs, dims=dims, seed=seed, val_ranges=ranges)
+               + [generate_inputs(specs, seed=seed, dims=dims, val_ranges=ranges)])
     rep = validate(onnx_side(ref, "cpu"), onnx_side(cand, "cpu"), input_samples=samples, tolerance=tolerance)
     if rep.passed:
         return ""

@@ -288,17 +288,22 @@ def _check_samples(src, alt: Candidate | None, dims, inputs, samples, seed, mask
     from onnxforge.optimizers.attention import padded_mask_inputs
     from onnxforge.specs import generate_inputs, load_samples, model_io_specs
 
-    specs, _ = model_io_specs(load_onnx(src, load_external_data=False))
+    from onnxforge.runners.onnx import recorded_val_ranges
+
+    proto = load_onnx(src, load_external_data=False)
+    specs, _ = model_io_specs(proto)
+    ranges = recorded_val_ranges(proto)
+    del proto
     sym = {d for s in specs for d in s.shape if isinstance(d, str)}
     d = {**{k: 2 for k in sym}, **dict(dims or {})}
     if inputs:
         feeds = load_samples(inputs, names=[s.name for s in specs])
     else:
-        feeds = [generate_inputs(specs, seed=seed + i, dims=d) for i in range(samples)]
+        feeds = [generate_inputs(specs, seed=seed + i, dims=d, val_ranges=ranges) for i in range(samples)]
     masks = tuple(mask_inputs) or tuple((alt.details.get("mask_inputs") if alt else ()) or ())
     if masks:
         pd = {**{k: max(v, 3) for k, v in d.items()}}  # room for rows with different padding
-        feeds += padded_mask_inputs(specs, masks, dims=pd, seed=seed)
+        feeds += padded_mask_inputs(specs, masks, dims=pd, seed=seed, val_ranges=ranges)
     return feeds
 
 

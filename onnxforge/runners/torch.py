@@ -85,11 +85,15 @@ def bind_inputs(module, names: Sequence[str], keyword: Sequence[str] = ()) -> tu
     params = forward_parameters(module)
     if not names or not all(n in params for n in names):
         return tuple(names), ()
-    positional, by_keyword, skipped = [], [], False
+    positional, by_keyword, skipped = [], [], None
     for name, kind in params.items():
         if name not in names:
-            skipped = True
+            skipped = skipped or name
         elif kind == "keyword" or skipped:
+            if kind == "positional-only":
+                raise BadInputError(f"input {name} is positional-only in forward() and follows {skipped}, which "
+                                    "has no input", hint=f"give {skipped} too, or name the inputs input_0, input_1 "
+                                    "... to bind them by position")
             by_keyword.append(name)
         else:
             positional.append(name)
@@ -97,25 +101,20 @@ def bind_inputs(module, names: Sequence[str], keyword: Sequence[str] = ()) -> tu
 
 
 def forward_parameters(module) -> dict[str, str]:
-    """forward()'s named parameters: name -> "positional" or "keyword" (keyword-only)."""
+    """forward()'s named parameters: name -> "positional", "positional-only" or "keyword"
+    (keyword-only)."""
     import inspect
 
+    schema = getattr(getattr(module, "forward", None), "schema", None)
+    if schema is not None:  # TorchScript: the names are in the compiled schema, not a Python signature
+        return {a.name: "keyword" if a.kwarg_only else "positional" for a in schema.arguments[1:]}  # [0]: the module
     try:
         sig = inspect.signature(module.forward)
     except (TypeError, ValueError, AttributeError):
         return {}
-    kinds = {inspect.Parameter.POSITIONAL_ONLY: "positional", inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional",
-             inspect.Parameter.KEYWORD_ONLY: "keyword"}
+    kinds = {inspect.Parameter.POSITIONAL_ONLY: "positional-only",
+             inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional", inspect.Parameter.KEYWORD_ONLY: "keyword"}
     return {p.name: kinds[p.kind] for p in sig.parameters.values() if p.kind in kinds and p.name != "self"}
-
-
-def _float_type(module):
-    """The dtype of the module's floating-point weights (None: it has none, or a mix)."""
-    try:
-        kinds = {t.dtype for t in [*module.parameters(), *module.buffers()] if t.dtype.is_floating_point}
-    except (AttributeError, TypeError, RuntimeError):
-        return None
-    return kinds.pop() if len(kinds) == 1 else None
 
 
 def torch_runner(module, output_names: Sequence[str] | None = None, *, label: str = "torch",
@@ -123,13 +122,8 @@ def torch_runner(module, output_names: Sequence[str] | None = None, *, label: st
     """A Runner over a module: inputs bound to forward() by name where they can be, else
     by position (bind_inputs); outputs flattened and named (see above)."""
 
-    weights = _float_type(module)
-
     def run(feeds: Mapping[str, Any]) -> dict:
         tensors = {k: tensor(v) for k, v in feeds.items()}
-        if weights is not None:  # float64 data (numpy's default) for a float32 model, as the ONNX side casts it
-            tensors = {k: t.to(weights) if t.dtype.is_floating_point and t.dtype != weights else t
-                       for k, t in tensors.items()}
         positional, by_keyword = bind_inputs(module, list(tensors), keyword)
         args = [tensors[k] for k in positional]
         kwargs = {k: tensors[k] for k in by_keyword}

@@ -157,10 +157,15 @@ def _prepare(source, out: Path, o) -> _Job:
     src = replace(src, label=_label(src, out))
     check_readable_file(src.model, "model")
     _check_out(out, src, o.force)
-    ins, outs = model_io_specs(load_onnx(src.model, load_external_data=False))
+    proto = load_onnx(src.model, load_external_data=False)
+    ins, outs = model_io_specs(proto)
     for s in ins + outs:
         v2_datatype(s)  # refuses ZipMap outputs and other non-tensors up front
-    samples, inputs_from, notes = _golden_inputs(src, ins, o.inputs, o.seed, o.dims)
+    from onnxforge.runners.onnx import recorded_val_ranges
+
+    ranges = recorded_val_ranges(proto)
+    del proto
+    samples, inputs_from, notes = _golden_inputs(src, ins, o.inputs, o.seed, o.dims, ranges)
     return _Job(src, out, _model_name(o.name, src), ins, outs, samples, _run_goldens(src.model, samples, o.threads),
                 inputs_from, notes, make_tolerance(o.atol, o.rtol))
 
@@ -279,7 +284,7 @@ def _model_name(name: str | None, src: _Source) -> str:
 # ----------------------------------------------------------------------------- golden data
 
 
-def _golden_inputs(src: _Source, specs, inputs, seed, dims) -> tuple[list[dict], str, list[str]]:
+def _golden_inputs(src: _Source, specs, inputs, seed, dims, val_ranges=None) -> tuple[list[dict], str, list[str]]:
     from onnxforge.specs import check_sample_fits, generate_inputs, load_samples
 
     notes: list[str] = []
@@ -300,7 +305,7 @@ def _golden_inputs(src: _Source, specs, inputs, seed, dims) -> tuple[list[dict],
             return [sample], f"release validation data {val}", notes
         if val:
             notes.append(f"the release's validation data {val} is not on this machine: seeded generated inputs used")
-    sample = generate_inputs(specs, seed=seed, dims=dims, default_dim=1)
+    sample = generate_inputs(specs, seed=seed, dims=dims, default_dim=1, val_ranges=val_ranges)
     return [sample], f"generated (seed {seed}, dims {dict(dims or {})}, other symbolic dims 1)", notes
 
 

@@ -150,11 +150,13 @@ def _placement(model: str, provider: str, provider_options, threads) -> dict[str
         so = session_options(threads=threads, profiling=True)
         so.profile_file_prefix = os.path.join(tmp, "profile")
         sess = create_session(model, provider, provider_options=provider_options, options=so)
-        from onnxforge.specs import model_io_specs
         from onnxforge.fileio import load_onnx
+        from onnxforge.runners.onnx import recorded_val_ranges
+        from onnxforge.specs import model_io_specs
 
-        specs, _ = model_io_specs(load_onnx(model, load_external_data=False))
-        run_session(sess, generate_inputs(specs, seed=0))
+        proto = load_onnx(model, load_external_data=False)
+        specs, _ = model_io_specs(proto)
+        run_session(sess, generate_inputs(specs, seed=0, val_ranges=recorded_val_ranges(proto)))
         path = sess.end_profiling()
         events = json.loads(Path(path).read_text())
     nodes: dict[str, str] = {}

@@ -33,6 +33,17 @@ def _reference_precision(cand_specs, ref_specs, c2r) -> tuple[TensorSpec, ...]:
     return tuple(out)
 
 
+def _float64_as_declared(sample: Mapping[str, object], specs: Sequence[TensorSpec]) -> dict:
+    """float64 data for a side that declares no input types (a torch or sklearn model):
+    float32 unless the other side declares that input float64 (numpy makes float64; a
+    torch model's weights are float32, and an input the export kept in float64 stays so)."""
+    import numpy as np
+
+    want = {s.name: s.dtype for s in specs}
+    return {k: np.asarray(v).astype(np.float32) if np.asarray(v).dtype == np.float64 and want.get(k) != "float64"
+            else v for k, v in sample.items()}
+
+
 def cast_floats(sample: Mapping[str, object], specs: Sequence[TensorSpec]) -> dict:
     """Float inputs take the side's float type (float64 data feeds a float32 model as
     deployment would); other dtypes are left to check_sample_fits to refuse."""
@@ -212,6 +223,9 @@ def validate(
     _check_not_empty(feeds)
 
     def feed_for(side: Runner, sample: Mapping[str, object]) -> dict:
+        other = cand if side is ref else ref
+        if not side.inputs and other.inputs:  # a torch or sklearn side: float64 data as the ONNX side takes it
+            sample = _float64_as_declared(sample, other.inputs)
         out = {c2r.get(k, k): v for k, v in sample.items()} if side is ref and cand.inputs and c2r else dict(sample)
         if side.inputs:
             out = cast_floats(out, side.inputs)

@@ -399,3 +399,42 @@ def test_a_legacy_torch_save_is_a_pickle_not_an_unknown_file(cli, tmp_path):
     r = cli("convert", "torch", tmp_path / "legacy.pt", "--trust-pickle", "--input", "x:float32:batchx8",
             "-o", tmp_path / "b.onnx")
     assert r.code == 0, r.err
+
+
+def test_an_input_the_model_takes_as_float64_stays_float64(cli, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "xt.npz", x=rng.random((2, 4)).astype(np.float32), t=1.7e9 + rng.random((2, 4)) * 1000)
+    out = tmp_path / "t.onnx"
+    r = cli("convert", "torch", f"{M}:float64_offset", "--inputs", tmp_path / "xt.npz", "-o", out)
+    assert r.code == 0, r.err
+    r = cli("validate", f"{M}:float64_offset", out, "--inputs", tmp_path / "xt.npz")
+    assert r.code == 0, r.err
+
+
+def test_torchscript_binds_inputs_by_name_too(cli, tmp_path):
+    """A scripted forward(s, a, b) has no Python signature; its names are in the schema."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("tm_ts", M)
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    torch.jit.script(tm.difference()).save(str(tmp_path / "d.pt"))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "ba.npz", b=rng.random((2, 3)).astype(np.float32), a=rng.random((2, 3)).astype(np.float32))
+    r = cli("convert", "torch", tmp_path / "d.pt", "--inputs", tmp_path / "ba.npz", "-o", tmp_path / "d.onnx", "--json")
+    assert r.code == 0, r.err
+    assert load_json(r)["details"]["inputs"] == ["a", "b"]
+    r = cli("validate", tmp_path / "d.pt", tmp_path / "d.onnx", "--inputs", tmp_path / "ba.npz")
+    assert r.code == 0, r.err
+
+
+def test_a_skipped_positional_only_parameter_is_a_clear_error(cli, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "ac.npz", a=np.ones((2, 3), np.float32), c=np.ones((2, 3), np.float32))
+    r = cli("convert", "torch", f"{M}:positional_only", "--inputs", tmp_path / "ac.npz", "-o", tmp_path / "p.onnx")
+    assert r.code == 3 and "positional-only" in r.err and "hint:" in r.err and "TypeError" not in r.err, r.err

@@ -231,10 +231,34 @@ def test_generated_inputs_keep_the_ranges_the_converter_recorded(cli, tmp_path):
     helper.set_model_props(m, {"onnxforge.val_ranges": json.dumps({"ids": [0, 1]})})
     model = tmp_path / "types.onnx"
     onnx.save(m, str(model))
-    r = cli("benchmark", model, "--duration", "0.2")
-    assert r.code == 0, r.err
+    for extra in ([], ["--placement"]):
+        r = cli("benchmark", model, "--duration", "0.2", *extra)
+        assert r.code == 0, r.err
     r = cli("quantize", "dynamic", model, "-o", tmp_path / "d.onnx", "--bench-seconds", "0.2")
     assert r.code == 0, r.err
     r = cli("quantize", "static", model, "-o", tmp_path / "s.onnx", "--calibration", "random", "--bench-seconds", "0.2",
             "--min-cosine", "0")
     assert r.code == 0, r.err
+
+
+def test_a_float64_table_beside_float32_weights_does_not_block_quantization(cli, tmp_path):
+    """Only a model with nothing float32 to quantize is refused: a float64 lookup table
+    (Gather) beside float32 MatMuls stays as it is, as ORT leaves it."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.random((10, 16)), "table")  # float64
+    w = numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Gather", ["table", "idx"], ["e64"]),
+                           helper.make_node("Cast", ["e64"], ["e"], to=TensorProto.FLOAT),
+                           helper.make_node("MatMul", ["e", "w"], ["y"])], "t",
+                          [helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])], [table, w])
+    model = tmp_path / "t.onnx"
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(m, {"onnxforge.val_ranges": '{"idx": [0, 9]}'})
+    onnx.save(m, str(model))
+    r = cli("quantize", "dynamic", model, "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--min-cosine", "0.9")
+    assert r.code == 0, r.err
+    assert any(n.op_type == "MatMulInteger" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
