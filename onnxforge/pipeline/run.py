@@ -47,20 +47,19 @@ def _declared_types(cfg: ReleaseConfig) -> dict[str, str] | None:
 
 def _as_declared(cfg: ReleaseConfig, arrays: dict) -> dict:
     """Validation data as numpy and scikit-learn make it (float64) fed as the model
-    declares its inputs; a torch or scikit-learn source with no declared types gets
-    float32, as a torch model's weights are and skl2onnx's models take (float64 for
-    convert.sklearn's ``double``)."""
+    declares its inputs; a torch source with no declared types gets float32, as a
+    torch model's weights are. A scikit-learn source keeps float64 (its own precision);
+    each ONNX model gets it cast to what it declares (validate, _ledger_row)."""
     import numpy as np
 
     from onnxforge.specs import numpy_dtype
 
     types = _declared_types(cfg)
-    double = cfg.framework == "sklearn" and bool(getattr(cfg.steps[0].options, "double", False))
     out = {}
     for k, v in arrays.items():
         want = (types or {}).get(k)
         if want in (None, "str", "unknown") or v.dtype == numpy_dtype(want):
-            if v.dtype == np.float64 and types is None and cfg.framework in ("torch", "sklearn") and not double:
+            if v.dtype == np.float64 and types is None and cfg.framework == "torch":
                 v = v.astype(np.float32)
         elif (v.dtype.kind == "f" and want.startswith("float")) or np.can_cast(v.dtype, numpy_dtype(want), "safe"):
             v = v.astype(numpy_dtype(want))  # float64 -> float32, int32 -> int64: what deployment code does
@@ -227,7 +226,7 @@ def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Pa
 def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: Runner, previous: Runner | None,
                 feeds: dict, labels) -> LedgerRow:
     from onnxforge.validators.compare import DEFAULT_TOLERANCE, LOOSE
-    from onnxforge.validators.parity import validate
+    from onnxforge.validators.parity import cast_floats, validate
 
     gate = cfg.gate("parity")
     against_prev = gate is not None and gate.against == "previous"
@@ -243,8 +242,9 @@ def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: 
                    check_stat=crit.check_stat if crit else "elementwise", min_cosine=crit.min_cosine if crit else None,
                    task="classification" if mm is not None else None, min_agreement=1 - mm if mm is not None else None)
     acc = None
-    if labels is not None:
-        acc = _accuracy(cand(dict(feeds)), labels, cfg.gate("accuracy").output if cfg.gate("accuracy") else None)
+    if labels is not None:  # fed as the model declares its inputs (float64 data for a float32 model)
+        acc = _accuracy(cand(cast_floats(feeds, cand.inputs)), labels,
+                        cfg.gate("accuracy").output if cfg.gate("accuracy") else None)
     return LedgerRow(step=sc.run, model=str(result.output), against="previous" if against_prev else "source",
                      parity=rep, accuracy=acc, passed=rep.passed)
 
