@@ -166,8 +166,9 @@ def _types(o, mode: str) -> dict:
 
 
 def _non_fp32_weights(m) -> tuple[str, int]:
-    """(type, count) of the initializers feeding the ops int8 quantizes that are float16,
-    bfloat16 or float64 (read without the data); ("", 0) when there are none."""
+    """Why int8 cannot quantize this model, as (type, count) of the weights feeding the ops
+    it quantizes (read without the data): any float16/bfloat16 ones, or float64 ones when
+    none is float32 (nothing would be quantized); ("", 0) when it can."""
     from onnx import TensorProto
 
     kinds = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16",
