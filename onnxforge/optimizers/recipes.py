@@ -284,16 +284,11 @@ def _rename_data(model_path: Path, old_model_name: str) -> None:
 def _check_samples(src, alt: Candidate | None, dims, inputs, samples, seed, mask_inputs=()) -> list[dict]:
     """The step's check inputs (its --inputs, or seeded random ones) plus padded-mask
     samples for every input the attention rewrite reads as a mask."""
-    from onnxforge.fileio import load_onnx
     from onnxforge.optimizers.attention import padded_mask_inputs
-    from onnxforge.specs import generate_inputs, load_samples, model_io_specs
+    from onnxforge.runners.onnx import inputs_and_ranges
+    from onnxforge.specs import generate_inputs, load_samples
 
-    from onnxforge.runners.onnx import recorded_val_ranges
-
-    proto = load_onnx(src, load_external_data=False)
-    specs, _ = model_io_specs(proto)
-    ranges = recorded_val_ranges(proto)
-    del proto
+    specs, ranges = inputs_and_ranges(src)
     sym = {d for s in specs for d in s.shape if isinstance(d, str)}
     d = {**{k: 2 for k in sym}, **dict(dims or {})}
     if inputs:
@@ -336,12 +331,11 @@ def _time(src: Path, built: list[Candidate], dims, inputs, seconds: float, seed:
 
     import numpy as np
 
-    from onnxforge.fileio import load_onnx
-    from onnxforge.runners.onnx import recorded_val_ranges
+    from onnxforge.runners.onnx import inputs_and_ranges
 
     timed = [c for c in built if c.passed]
     models = [str(src)] + [c.int8_model for c in timed]
-    ranges = recorded_val_ranges(load_onnx(src, load_external_data=False))  # every row: the source's valid inputs
+    ranges = inputs_and_ranges(src)[1]  # every row: the source's valid inputs
     rep = benchmark(models, dims=dims, inputs=inputs, duration=seconds, warmup=5, seed=seed, save_latencies=True,
                     val_ranges=ranges)
     lat = [list(r.latencies_ms) for r in rep.results]

@@ -21,6 +21,16 @@ def onnx_runner(path, provider: str = "cpu", *, label: str | None = None, thread
                   val_ranges=ranges)
 
 
+def inputs_and_ranges(path) -> tuple[list, dict | None]:
+    """A model file's input specs and the input ranges its converter recorded, read
+    without its weights: what every place that generates inputs for it needs."""
+    from onnxforge.fileio import load_onnx
+    from onnxforge.specs import model_io_specs
+
+    model = load_onnx(path, load_external_data=False)
+    return model_io_specs(model)[0], recorded_val_ranges(model)
+
+
 def recorded_val_ranges(model) -> dict | None:
     """Valid input values the converter recorded (onnxforge.val_ranges): later checks
     generate inputs within them, so a BERT's attention mask stays a mask."""

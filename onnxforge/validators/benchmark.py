@@ -150,13 +150,10 @@ def _placement(model: str, provider: str, provider_options, threads) -> dict[str
         so = session_options(threads=threads, profiling=True)
         so.profile_file_prefix = os.path.join(tmp, "profile")
         sess = create_session(model, provider, provider_options=provider_options, options=so)
-        from onnxforge.fileio import load_onnx
-        from onnxforge.runners.onnx import recorded_val_ranges
-        from onnxforge.specs import model_io_specs
+        from onnxforge.runners.onnx import inputs_and_ranges
 
-        proto = load_onnx(model, load_external_data=False)
-        specs, _ = model_io_specs(proto)
-        run_session(sess, generate_inputs(specs, seed=0, val_ranges=recorded_val_ranges(proto)))
+        specs, ranges = inputs_and_ranges(model)
+        run_session(sess, generate_inputs(specs, seed=0, val_ranges=ranges))
         path = sess.end_profiling()
         events = json.loads(Path(path).read_text())
     nodes: dict[str, str] = {}
@@ -171,19 +168,16 @@ def _placement(model: str, provider: str, provider_options, threads) -> dict[str
 
 
 def _open_rows(models, fulls, popts, batches, *, threads, inter_threads, spinning, io_binding, feed_args) -> list[_Row]:
-    from onnxforge.fileio import check_readable_file, load_onnx, sha256_file
-    from onnxforge.runners.onnx import recorded_val_ranges
+    from onnxforge.fileio import check_readable_file, sha256_file
+    from onnxforge.runners.onnx import inputs_and_ranges
     from onnxforge.runtime import create_session
-    from onnxforge.specs import model_io_specs
 
     rows: list[_Row] = []
     for m in models:
         check_readable_file(m, "model")
-        proto = load_onnx(m, load_external_data=False)
-        specs, _ = model_io_specs(proto)
+        specs, ranges = inputs_and_ranges(m)
         # the ranges the converter recorded (a BERT's token_type_ids in [0, 1]) unless given
-        args = {**feed_args, "val_ranges": feed_args.get("val_ranges") or recorded_val_ranges(proto)}
-        del proto
+        args = {**feed_args, "val_ranges": feed_args.get("val_ranges") or ranges}
         digest = sha256_file(m)
         for prov in fulls:
             for b in batches or [None]:
