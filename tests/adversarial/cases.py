@@ -27,7 +27,7 @@ class Case:
     code: int
     clue: str = ""  # must appear in stderr
     outputs: tuple[str, ...] = ()  # paths (relative to the workspace) the case may create
-    setup: Callable[[Path], None] | None = None
+    setup: Callable[[Path], None] | None = None  # run before the snapshot: writes this case's inputs under ws/in
     one_line: bool = True  # an error: line and a hint: line (exit 1 verdicts print tables instead)
     slow: bool = False  # imports torch, reads the torch inputs (add_torch_inputs) or runs a real quantization
 
@@ -329,6 +329,23 @@ CASES = [
 ]
 
 
+def _more_cases() -> list[Case]:
+    """Cases kept in cases_<area>.py beside this file (each a list ``CASES``), so one
+    area's cases are added without touching another's."""
+    import importlib
+
+    here = Path(__file__).parent
+    if str(here) not in sys.path:
+        sys.path.insert(0, str(here))
+    out: list[Case] = []
+    for f in sorted(here.glob("cases_*.py")):
+        out += importlib.import_module(f.stem).CASES
+    return out
+
+
+CASES += _more_cases()
+
+
 def _truncated(ws: Path) -> Path:
     p = ws / "in" / "truncated.onnx"
     if not p.exists():
@@ -361,6 +378,8 @@ class Outcome:
 def run_case(case: Case, ws: Path, run: Callable[[list], tuple[int, str]]) -> Outcome:
     """Run one case through ``run(argv) -> (exit code, stderr)`` with ws/cwd as the
     current directory, and check everything around it."""
+    if case.setup is not None:
+        case.setup(ws)  # makes the inputs only this case reads (under ws/in; must be idempotent)
     args = case.args(ws)  # may write config files under ws/in first
     before = snapshot(ws)
     cwd = os.getcwd()
