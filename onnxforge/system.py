@@ -3,13 +3,17 @@
 
 The cgroup files are read under ``cgroup_root()``: /sys/fs/cgroup, or the folder
 ``ONNXFORGE_CGROUP_ROOT`` names (the cgroup namespace can mount it elsewhere, and a
-test can lay out a v1 or v2 hierarchy in a temporary folder)."""
+test can lay out a v1 or v2 hierarchy in a temporary folder).
+
+And what third-party libraries would leave on the machine after a run (run_caches)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
+from typing import Iterator
 
 
 def cgroup_root(root: str | os.PathLike | None = None) -> Path:
@@ -119,3 +123,28 @@ def available_memory(root: str | os.PathLike | None = None) -> int:
         return host
     used = _cgroup_bytes(root, "memory.current", "memory/memory.usage_in_bytes") or 0
     return max(0, min(host, limit - used))
+
+
+@contextlib.contextmanager
+def run_caches() -> Iterator[None]:
+    """A run leaves nothing in $TMPDIR: torch's inductor cache (``torchinductor_USER``,
+    made when torch._dynamo is imported) goes into a folder of this run's own, removed at
+    the end; ONNX Runtime's telemetry is off, since importing onnxruntime writes a ``.ses``
+    session file in $TMPDIR (and a database under ~/.cache). A value the user set for
+    TORCHINDUCTOR_CACHE_DIR or ORT_DISABLE_TELEMETRY is kept. Child processes (zoo
+    workers, MLServer) inherit both settings; the folder outlives them."""
+    import secrets
+    import shutil
+    import tempfile
+
+    folder = os.path.join(tempfile.gettempdir(), f"onnxforge-run-{os.getpid()}-{secrets.token_hex(4)}")
+    ours = {k: v for k, v in (("ORT_DISABLE_TELEMETRY", "1"),
+                              ("TORCHINDUCTOR_CACHE_DIR", os.path.join(folder, "torchinductor")))
+            if k not in os.environ}
+    os.environ.update(ours)
+    try:
+        yield
+    finally:
+        for k in ours:
+            os.environ.pop(k, None)
+        shutil.rmtree(folder, ignore_errors=True)  # made only if torch ran

@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     from onnxforge.cli.common import Terminated, write_error_report
+    from onnxforge.system import run_caches
 
     args = _several_values(_hoist(sys.argv[1:] if argv is None else list(argv)))
     debug = "--debug" in args
@@ -210,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, on_sigterm) if argv is None else None
     STATE.report_written, STATE.report_ok, STATE.terminated = False, None, False
     try:
-        rv = command.main(args=args, prog_name="onnxforge", standalone_mode=False)
+        with run_caches():
+            rv = command.main(args=args, prog_name="onnxforge", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
         exc = None
         if code == 130:  # Typer turned Ctrl-C into Exit(130), which click returns here
