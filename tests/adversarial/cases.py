@@ -375,23 +375,43 @@ class Outcome:
     err: str = ""
 
 
+TMP = "tmp"  # under the workspace: each case's own $TMPDIR, empty before it runs
+
+
 def run_case(case: Case, ws: Path, run: Callable[[list], tuple[int, str]]) -> Outcome:
     """Run one case through ``run(argv) -> (exit code, stderr)`` with ws/cwd as the
-    current directory, and check everything around it."""
+    current directory and ws/tmp as the temp folder (tempfile's and $TMPDIR, which a
+    child process inherits), and check everything around it. Whatever is left in the
+    temp folder (files or folders) is a leftover, named ``$TMPDIR/...``."""
+    import shutil
+    import tempfile
+
     if case.setup is not None:
         case.setup(ws)  # makes the inputs only this case reads (under ws/in; must be idempotent)
     args = case.args(ws)  # may write config files under ws/in first
+    tmp = ws / TMP
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     before = snapshot(ws)
-    cwd = os.getcwd()
+    cwd, saved = os.getcwd(), (tempfile.tempdir, os.environ.get("TMPDIR"))
     os.chdir(ws / "cwd")
+    tempfile.tempdir = os.environ["TMPDIR"] = str(tmp)
     try:
         code, err = run([str(a) for a in args])
     finally:
         os.chdir(cwd)
+        tempfile.tempdir = saved[0]
+        if saved[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[1]
     after = snapshot(ws)
     allowed = tuple(str(Path(o)) for o in case.outputs)
     changed = [k for k, v in before.items() if after.get(k) != v]
-    created = [k for k in after if k not in before and not any(k == a or k.startswith(a + "/") for a in allowed)]
+    created = [k for k in after if k not in before and not k.startswith(TMP + "/")
+               and not any(k == a or k.startswith(a + "/") for a in allowed)]
+    created += sorted(f"$TMPDIR/{p.name}" for p in tmp.iterdir())
+    shutil.rmtree(tmp, ignore_errors=True)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     one_line = ("Traceback" not in err and "[E:onnxruntime" not in err
                 and sum(ln.startswith("error: ") for ln in lines) == 1 and any(ln.startswith("hint: ") for ln in lines))
