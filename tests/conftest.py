@@ -86,3 +86,12 @@ def run_subprocess(*args: str, env: dict | None = None, cwd: str | None = None) 
     e = dict(os.environ)
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "onnxforge", *args], capture_output=True, text=True, env=e, cwd=cwd)
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child a test interrupts with SIGINT. Under a parent that
+    ignores SIGINT (a background job of a non-interactive shell) the child inherits
+    SIG_IGN, Python then installs no KeyboardInterrupt handler, and the signal is lost."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, default_sigint
 
 pytestmark = pytest.mark.slow  # runs whole releases
 
@@ -136,7 +136,8 @@ def test_sigint_writes_an_interrupted_verdict(project, tmp_path):
     summary = tmp_path / "summary.md"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_ACTIONS": "true"}
     p = subprocess.Popen([sys.executable, "-m", "onnxforge", "release", str(project / "slow.toml"), "-o",
-                          str(tmp_path / "out")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          str(tmp_path / "out")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=default_sigint)
     t0 = time.time()
     while not list(tmp_path.glob(".onnxforge-*/steps/00-*")) and time.time() - t0 < 120 and p.poll() is None:
         time.sleep(0.05)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import default_sigint
 from serve_models import fp16_model, labeled_model, requires_serve, sklearn_release, string_label_model
 
 from onnxforge.errors import BadInputError, UsageError
@@ -151,7 +152,8 @@ def test_ctrl_c_during_the_load_stops_the_server(sk_folder):
     """As a user would: serve_check in its own process, Ctrl-C (SIGINT) in the middle
     of the load; the process ends with KeyboardInterrupt and no mlserver is left."""
     code = f"from onnxforge.serving import serve_check; serve_check({str(sk_folder)!r}, duration=60, concurrency=2)"
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 60
         while not _servers_of(sk_folder) and time.monotonic() < deadline and proc.poll() is None:

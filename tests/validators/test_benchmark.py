@@ -141,9 +141,12 @@ def test_interrupt_exits_130_and_reports_it(fx, tmp_path):
     import sys
     import time
 
+    from conftest import default_sigint
+
     rep = tmp_path / "r.json"
     p = subprocess.Popen([sys.executable, "-m", "onnxforge", "benchmark", str(fx / "tiny.onnx"), "--duration", "60",
-                          "--report", str(rep)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "--report", str(rep)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=default_sigint)
     time.sleep(4)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=30)

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, default_sigint
 from zoofix import make_zoo, verdict_view, wait_for, zoo_report
 
 pytestmark = pytest.mark.slow  # every test runs real zoos in worker processes
@@ -197,7 +197,8 @@ def test_interrupt_stops_every_release_and_leaves_no_half_written_folder(tmp_pat
     zoo = make_zoo(tmp_path, names=("a1", "a2", "a3", "a4"), failing=(), seconds=20)
     out = tmp_path / "out"
     p = subprocess.Popen([sys.executable, "-m", "onnxforge", "zoo", str(zoo), "-o", str(out), "--jobs", "2"],
-                         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=default_sigint)
     try:
         # wait until both workers are in their 20-second timing phase
         assert wait_for(lambda: len(list(out.glob(".onnxforge-*/steps/00-simplify.onnx"))) >= 2, 120)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, default_sigint
 from zoofix import make_zoo, wait_for, zoo_report
 
 pytest.importorskip("ray", reason="the Ray executor needs the scale extra: pip install 'onnxforge[scale]'")
@@ -59,7 +59,7 @@ def test_ctrl_c_stops_every_task_and_leaves_no_half_written_folder(tmp_path):
     out = tmp_path / "out"
     p = subprocess.Popen([sys.executable, "-m", "onnxforge", "zoo", str(zoo), "-o", str(out), "--executor", "ray",
                           "--jobs", "2"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+                         start_new_session=True, preexec_fn=default_sigint)
     try:
         assert wait_for(lambda: len(list(out.glob(".onnxforge-*/steps/00-simplify.onnx"))) >= 2, 240)
         time.sleep(1.0)
