@@ -121,7 +121,8 @@ def main() -> int:
     bad = [(c, r) for c, r, _ in results
            if not (r.right_code and r.one_line and r.clue and r.inputs_intact and not r.leftovers and not r.ran_code)]
     for c, r in bad:
-        first = next((ln for ln in r.err.splitlines() if ln.strip()), "")
+        lines = [ln for ln in r.err.splitlines() if ln.strip()]
+        first = next((ln for ln in lines if ln.startswith("error: ")), lines[-1] if lines else "")
         print(f"\n{c.name}: exit {r.code}; {first[:200]}" + (f"; left {r.leftovers}" if r.leftovers else ""))
     n = len(results)
     counts = {
