@@ -393,7 +393,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "onnxforge run") -> Itera
     removed on every exit this process sees (Ctrl-C and SIGTERM unwind through here)."""
     import fcntl
 
-    target = Path(folder).absolute()
+    target = Path(folder).resolve()  # one lock for every spelling of the folder (./out, a link to it)
     path = target.parent / f".onnxforge-lock-{target.name}"
     make_dirs(target.parent)
     while True:
