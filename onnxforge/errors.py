@@ -21,6 +21,11 @@ class ExitCode(IntEnum):
     TERMINATED = 143  # SIGTERM, as shells report it (128 + 15)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is (the CLI's handler), so the same clean-up
+    as Ctrl-C runs; here, below the library, so a release can record which it was."""
+
+
 class OnnxforgeError(Exception):
     exit_code: ExitCode = ExitCode.INTERNAL
 

@@ -383,6 +383,48 @@ def scratch_dir(near: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "onnxforge run") -> Iterator[None]:
+    """Hold ``folder`` for this process: a second run writing there fails at once
+    (exit 3) instead of interleaving two results. The lock is an flock on
+    ``.onnxforge-lock-NAME`` beside the folder (the folder itself may not exist yet,
+    and a refused run must not create it): the kernel drops it when the process dies,
+    even by SIGKILL, so a dead run's file never blocks the next one. The file is
+    removed on every exit this process sees (Ctrl-C and SIGTERM unwind through here)."""
+    import fcntl
+
+    target = Path(folder).resolve()  # one lock for every spelling of the folder (./out, a link to it)
+    path = target.parent / f".onnxforge-lock-{target.name}"
+    make_dirs(target.parent)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise BadInputError(f"cannot write in {target.parent} ({exc.strerror or exc})",
+                                hint="check that the folder is writable") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pid = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise BadInputError(f"{folder} is being written by another {what} (pid {pid})",
+                                hint="wait for it to finish, or write to another folder") from None
+        try:  # the holder before us removes the file before unlocking: ours must still be the file at that name
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from onnxforge.errors import ExitCode, OnnxforgeError
+from onnxforge.errors import ExitCode, OnnxforgeError, Terminated  # noqa: F401 - Terminated: the CLI's name for it
 
 log = logging.getLogger("onnxforge")
 
@@ -24,10 +24,6 @@ class State:
     report_written: bool = False
     report_ok: str | None = None  # the --report path, once it passed the output checks
     terminated: bool = False  # SIGTERM arrived
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the process is, so the same cleanup as Ctrl-C runs."""
 
 
 STATE = State()

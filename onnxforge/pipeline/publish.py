@@ -8,7 +8,11 @@ built in a scratch folder beside it (same file system) and moved in at the end. 
 move writes ``.onnxforge-incomplete`` first, removes the files the previous release
 listed in ``.onnxforge-release.json`` (never an input of this run, never anything
 else), moves the new files in with report.json and the new list last, then removes
-the marker."""
+the marker. While it moves, the list names the old files and the new, so a move cut
+short leaves no file of ours unlisted.
+
+A file at a name the release writes that no release listed is someone else's: the
+release refuses the folder (check_out_dir, before any work), --force or not."""
 
 from __future__ import annotations
 
@@ -41,14 +45,69 @@ LISTING = ".onnxforge-release.json"
 KNOWN = ("model.onnx", "model.onnx.data", "manifest.json", "report.json", "report.md", "report.html", "junit.xml")
 
 
-def check_out_dir(out: Path, force: bool) -> None:
-    """Before anything: OUT_DIR must be a folder (or not exist), and hold no release
-    unless --force replaces it."""
+def planned_files(cfg: ReleaseConfig | None, keep_steps: bool = True) -> list[str]:
+    """What a release of ``cfg`` writes into OUT_DIR (a name ending in / : a folder it fills)."""
+    names = list(KNOWN)
+    if cfg is not None:
+        if keep_steps:
+            names += [f"steps/{i:02d}-{sc.run.replace('.', '-')}.onnx{x}" for i, sc in enumerate(cfg.steps)
+                      for x in ("", ".data")]
+        names += [f"{p.target}/" for p in cfg.packages]
+    return names
+
+
+def check_out_dir(out: Path, force: bool, planned=KNOWN) -> None:
+    """Before anything (under OUT_DIR's lock): OUT_DIR is missing, or a folder where the
+    release loses nothing. Each file it would write there (``planned``) is absent or was
+    written by the previous release (its listing); a previous release is replaced only
+    with --force, and a file of anyone else's is never replaced, --force or not."""
     if out.exists() and not out.is_dir():
         raise BadInputError(f"release output {out} is a file, not a folder", hint="give a folder path with -o")
-    if (out / "report.json").exists() or (out / "model.onnx").exists() or (out / LISTING).exists():
-        if not force:
-            raise BadInputError(f"{out} already holds a release", hint="pass --force to replace it")
+    if not out.is_dir():
+        return
+    previous = previous_release(out)
+    if previous is not None and not force:
+        raise BadInputError(f"{out} already holds a release", hint="pass --force to replace it")
+    lost = next(iter(_not_ours(out, planned, set(previous or ()))), None)
+    if lost is not None:
+        raise BadInputError(f"{out} holds {lost.relative_to(out)}, which is not from an onnxforge release: the "
+                            "release would overwrite it", hint="pick another folder with -o (a missing or empty "
+                            "one, or one that holds a release), or move that file away")
+
+
+def _not_ours(out: Path, names, owned: set[str]):
+    """The files under ``out`` at ``names`` (a folder name: every file in it) that no
+    onnxforge release listed."""
+    for name in names:
+        p = out / name
+        found = [f for f in p.rglob("*") if not f.is_dir()] if name.endswith("/") and p.is_dir() else [p]
+        yield from (f for f in found if (f.is_symlink() or f.exists()) and str(f.relative_to(out)) not in owned)
+
+
+def is_onnxforge_json(path: Path, kind: str) -> bool:
+    """``path`` is an onnxforge JSON envelope of this kind (a report it wrote), not a user's file."""
+    try:
+        if path.stat().st_size > 64 * 1024**2:
+            return False
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and doc.get("kind") == kind and isinstance(doc.get("result"), dict)
+
+
+def previous_release(out: Path) -> list[str] | None:
+    """The files the previous onnxforge release in ``out`` wrote, by its listing (a
+    release from before listings: its known outputs, when its report.json is one of
+    ours); None when ``out`` holds no release. Names that leave ``out`` are dropped."""
+    try:
+        names = json.loads((out / LISTING).read_text()).get("files")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        names = None
+    if not isinstance(names, list):
+        if not is_onnxforge_json(out / "report.json", "release"):
+            return None
+        names = [*KNOWN, *(f"steps/{p.name}" for p in (out / "steps").glob("[0-9][0-9]-*.onnx*"))]
+    return [n for n in names if isinstance(n, str) and n and not Path(n).is_absolute() and ".." not in Path(n).parts]
 
 
 def check_inputs_kept(out: Path, inputs) -> None:
@@ -73,35 +132,38 @@ def stage_dir(out: Path):
         yield stage
 
 
-def _previous_files(out: Path) -> list[Path]:
-    """What the previous release wrote: its listing, or (older releases) the known names."""
-    try:
-        names = json.loads((out / LISTING).read_text()).get("files", [])
-    except (OSError, ValueError, AttributeError):
-        names = [*KNOWN, *(f"steps/{p.name}" for p in (out / "steps").glob("[0-9][0-9]-*.onnx*"))]
-    return [out / n for n in names if isinstance(n, str) and ".." not in Path(n).parts]
-
-
 def swap_in(stage: Path, out: Path, *, keep_steps: bool, inputs) -> None:
     from onnxforge.fileio import same_file, atomic_write_text, input_files, make_dirs
 
-    make_dirs(out)
     ins = input_files(*inputs)
-    atomic_write_text(out / MARKER, "a release is being written here; if this file stays, it did not finish\n")
-    for old in _previous_files(out):
-        if old.is_file() and not any(same_file(old, i) for i in ins):
-            old.unlink()
+    listed = previous_release(out) if out.is_dir() else None
     new = sorted(p for p in stage.rglob("*") if p.is_file() and not p.name.startswith(".")
                  and (keep_steps or p.parent != stage / "steps"))
     new.sort(key=lambda p: p.name == "report.json")  # the verdict last
+    rels = [str(p.relative_to(stage)) for p in new]
+    # check_out_dir ran first; a file that appeared since (written by hand, under our lock) is still not ours
+    lost = next(iter(_not_ours(out, [r for r in rels if not any(same_file(out / r, i) for i in ins)],
+                               set(listed or ()))), None)
+    if lost is not None:
+        raise BadInputError(f"{out} holds {lost.relative_to(out)}, which is not from an onnxforge release: the "
+                            "release was not moved in, so as not to overwrite it",
+                            hint="move that file away and run the release again")
+    make_dirs(out)
+    atomic_write_text(out / MARKER, "a release is being written here; if this file stays, it did not finish\n")
+    # until the end the listing names the old files and the new: a move cut short leaves nothing unlisted
+    atomic_write_text(out / LISTING, json.dumps({"files": sorted({*(listed or ()), *rels})}, indent=1) + "\n")
+    home = out.resolve()
+    for old in (out / n for n in listed or ()):  # a listing's folder that links elsewhere is not followed
+        inside = old.parent.resolve() == home or home in old.parent.resolve().parents
+        if inside and old.is_file() and not any(same_file(old, i) for i in ins):
+            old.unlink()
     moved = []
-    for p in new:
-        rel = p.relative_to(stage)
+    for p, rel in zip(new, rels):
         if any(same_file(out / rel, i) for i in ins):  # check_inputs_kept ran first; an input is never replaced
             continue
         make_dirs((out / rel).parent)
         os.replace(p, out / rel)
-        moved.append(str(rel))
+        moved.append(rel)
     atomic_write_text(out / LISTING, json.dumps({"files": moved}, indent=1) + "\n")
     (out / MARKER).unlink(missing_ok=True)
 

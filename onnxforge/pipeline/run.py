@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from onnxforge.errors import BadInputError, OnnxforgeError, UsageError
+from onnxforge.errors import BadInputError, OnnxforgeError, Terminated, UsageError
 from onnxforge.progress import task
 from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config, with_provider
 from onnxforge.runners import Runner
@@ -420,11 +420,31 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
     writes the reports; the release is built in a scratch folder beside OUT_DIR and
     moved in at the end (publish.py), so OUT_DIR never mixes two releases.
     ``provider`` replaces the latency gate's provider (a zoo target's)."""
-    from onnxforge.pipeline.publish import check_out_dir, stage_dir
+    from onnxforge.fileio import folder_lock
+    from onnxforge.pipeline.publish import check_inputs_kept, check_out_dir, planned_files
 
     t_start = time.perf_counter()
     out = Path(out_dir)
-    check_out_dir(out, force)
+    with folder_lock(out):  # before any check: two releases into one OUT_DIR, the second fails at once
+        cfg = _config_or_none(config)
+        if cfg is not None:  # an input in OUT_DIR: say so, rather than that OUT_DIR holds a stranger's file
+            check_inputs_kept(out, release_inputs(cfg, config))
+        check_out_dir(out, force, planned_files(cfg, keep_steps))
+        return _release(out, config, keep_steps, provider, t_start)
+
+
+def _config_or_none(config) -> ReleaseConfig | None:
+    """The config if it loads (what the release will write depends on it); one that
+    does not is the release's verdict to record, not a reason to refuse its folder."""
+    try:
+        return load_config(config)
+    except OnnxforgeError:
+        return None
+
+
+def _release(out: Path, config, keep_steps: bool, provider: str | None, t_start: float) -> ReleaseReport:
+    from onnxforge.pipeline.publish import stage_dir
+
     with stage_dir(out) as stage, task("release") as bar:
         run = _Run(stage=stage, out=out, bar=bar)
         (stage / "steps").mkdir()
@@ -432,8 +452,9 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
             _pipeline(run, config, provider)
         except OnnxforgeError as exc:
             run.fail(int(exc.exit_code), f"{type(exc).__name__}: {exc.message}", "error", exc.message, exc.hint)
-        except KeyboardInterrupt:
-            run.fail(130, "interrupted", "interrupted", "interrupted")
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): the verdict says which, as the exit does
+            how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            run.fail(143 if how == "terminated" else 130, how, "interrupted", how)
             _finish(run, config, out, keep_steps, t_start)
             raise
         except Exception as exc:  # an internal error: the verdict still says so, then it propagates

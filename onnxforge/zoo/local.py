@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from onnxforge.errors import Terminated
 from onnxforge.zoo.merge import NOT_RUN
 from onnxforge.zoo.worker import STOP_GRACE, Job, run_one
 
@@ -29,7 +30,7 @@ def _interrupt_once(signum, frame):
     # find SIG_IGN and make Python print "Signal 15 ignored due to race condition" with a traceback
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _ignore)
-    raise KeyboardInterrupt
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt  # the release's verdict says which
 
 
 def _ignore(signum, frame) -> None:
@@ -215,8 +216,8 @@ def run_local(jobs: Sequence[Job], *, workers: int, max_retries: int, outcomes: 
                  outcomes, on_done)
     try:
         pool.run(jobs)
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI: workers treat both alike
-        pool.stop(signal.SIGINT)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): each release is stopped the same way
+        pool.stop(signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
         raise
     finally:
         pool.close()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from onnxforge.errors import BadInputError, OnnxforgeError
+from onnxforge.errors import BadInputError, OnnxforgeError, Terminated
 from onnxforge.zoo.config import REPORT_FILES, Entry, ZooConfig
 from onnxforge.zoo.merge import ENTRY_FILE, NOT_RUN, ZooReport, ZooRelease
 from onnxforge.zoo.worker import WORK, Job
@@ -35,15 +35,22 @@ EXECUTORS = ("local", "ray", "matrix")
 # ----------------------------------------------------------------------------- the zoo
 
 
-HOLDS_RELEASE = ("report.json", "model.onnx", ".onnxforge-release.json", ENTRY_FILE)
-
-
 def check_out(out: Path, force: bool) -> None:
-    """Before anything: OUT is a folder (or does not exist) holding no zoo verdict unless --force."""
+    """Before anything (under OUT's lock): OUT is a folder (or does not exist) holding no
+    zoo verdict unless --force, and no file of the verdict's names that another
+    program wrote (a user's junit.xml): that one is never replaced, --force or not."""
+    from onnxforge.pipeline.publish import is_onnxforge_json
+
     if out.exists() and not out.is_dir():
         raise BadInputError(f"zoo output {out} is a file, not a folder", hint="give a folder path with -o")
-    held = [name for name in REPORT_FILES if (out / name).exists()]
-    if held and not force and not _ran_nothing(out):
+    held = [name for name in REPORT_FILES if (out / name).exists() or (out / name).is_symlink()]
+    if not held:
+        return
+    if not is_onnxforge_json(out / "zoo-report.json", "zoo"):
+        raise BadInputError(f"{out} holds {held[0]}, which is not from an onnxforge zoo: the zoo's verdict would "
+                            "overwrite it", hint="pick another folder with -o (a missing or empty one, or one "
+                            "that holds a zoo), or move that file away")
+    if not force and not _ran_nothing(out):
         raise BadInputError(f"{out} already holds a zoo verdict ({held[0]})", hint="pass --force to replace it")
 
 
@@ -94,13 +101,24 @@ def check_report(out: Path, report: Path | None) -> None:
                          hint=f"write it outside {out}, or directly in it under another name")
 
 
-def check_folders(out: Path, entries: Sequence[Entry], force: bool) -> None:
+def check_folders(out: Path, entries: Sequence[Entry], force: bool, keep_steps: bool) -> None:
+    """Each release's folder follows a release's own rule (publish.check_out_dir), checked
+    for all before the first starts; the zoo's zoo-entry.json there is one of ours too."""
+    from onnxforge.pipeline.config import load_config
+    from onnxforge.pipeline.publish import check_out_dir, is_onnxforge_json, planned_files
+
     for e in entries:
         f = out / e.folder
         if f.exists() and not f.is_dir():
             raise BadInputError(f"release folder {f} is a file", hint="remove it, or rename the release")
-        if not force and any((f / n).exists() for n in HOLDS_RELEASE):
-            raise BadInputError(f"{f} already holds a release", hint="pass --force to replace the zoo's releases")
+        try:
+            cfg = load_config(e.config)
+        except OnnxforgeError:  # the release records it as its verdict
+            cfg = None
+        check_out_dir(f, force, planned_files(cfg, keep_steps))
+        if (f / ENTRY_FILE).exists() and not is_onnxforge_json(f / ENTRY_FILE, "zoo-entry"):
+            raise BadInputError(f"{f} holds {ENTRY_FILE}, which is not from an onnxforge zoo: the zoo would "
+                                "overwrite it", hint="pick another folder with -o, or move that file away")
 
 
 def _scratch(out: Path) -> set[Path]:
@@ -181,8 +199,8 @@ def run_zoo(zoo_file: str | os.PathLike, zr: ZooRun) -> ZooReport:
     """Run every release of the zoo file (see the module docstring) and write the
     combined verdict into OUT: zoo-report.json, zoo-report.md, junit.xml, report.html."""
     import dataclasses
-    import uuid
 
+    from onnxforge.fileio import folder_lock
     from onnxforge.system import cpu_quota
     from onnxforge.zoo.config import load_zoo, select
 
@@ -190,20 +208,32 @@ def run_zoo(zoo_file: str | os.PathLike, zr: ZooRun) -> ZooReport:
         raise BadInputError(f"run_zoo runs local or ray, not {zr.executor!r}")
     if zr.jobs is None and (zr.executor == "local" or zr.ray_address is None):
         zr = dataclasses.replace(zr, jobs=cpu_quota())  # worker processes, or a local Ray instance's CPUs
+    with folder_lock(zr.out, "onnxforge zoo"):  # before any check: a second zoo into OUT fails at once
+        check_out(zr.out, zr.force)
+        try:
+            cfg = load_zoo(zoo_file)
+            entries = select(cfg, zr.only)
+        except OnnxforgeError as exc:  # a zoo file that does not load: the verdict says so
+            return _run(zr, None, (), exc)
+        check_folders(zr.out, entries, zr.force, cfg.zoo.keep_steps)  # refused: nothing written or recorded
+        return _run(zr, cfg, entries)
+
+
+def _run(zr: ZooRun, cfg: ZooConfig | None, entries, error: OnnxforgeError | None = None) -> ZooReport:
+    import uuid
+
     out = zr.out
-    check_out(out, zr.force)
     shutil.rmtree(out / WORK, ignore_errors=True)  # ours, from a zoo that was killed: stale attempt counts
-    started, run_id, before = time.time(), uuid.uuid4().hex, _scratch(out)
-    cfg, entries, outcomes = None, (), {}
+    started, run_id, before, outcomes = time.time(), uuid.uuid4().hex, _scratch(out), {}
     try:
-        cfg = load_zoo(zoo_file)
-        entries = select(cfg, zr.only)
-        check_folders(out, entries, zr.force)
+        if error is not None:
+            raise error
         _execute(zr, cfg, entries, run_id, outcomes)
     except OnnxforgeError as exc:
         return _verdict(zr, cfg, entries, run_id, outcomes, started, before, error=exc)
-    except KeyboardInterrupt:
-        _verdict(zr, cfg, entries, run_id, outcomes, started, before, interrupted=True)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): the verdict's exit code is the process's
+        _verdict(zr, cfg, entries, run_id, outcomes, started, before, interrupted=143 if isinstance(exc, Terminated)
+                 else 130)
         raise
     except Exception as exc:  # an internal error: the verdict says so, then it propagates
         _verdict(zr, cfg, entries, run_id, outcomes, started, before, error=exc)
@@ -211,7 +241,7 @@ def run_zoo(zoo_file: str | os.PathLike, zr: ZooRun) -> ZooReport:
     return _verdict(zr, cfg, entries, run_id, outcomes, started, before)
 
 
-def _verdict(zr: ZooRun, cfg, entries, run_id, outcomes, started, before, *, interrupted=False,
+def _verdict(zr: ZooRun, cfg, entries, run_id, outcomes, started, before, *, interrupted: int = 0,
              error: BaseException | None = None) -> ZooReport:
     import dataclasses
 
@@ -219,11 +249,11 @@ def _verdict(zr: ZooRun, cfg, entries, run_id, outcomes, started, before, *, int
     from onnxforge.zoo.report import write_all
 
     out = zr.out.resolve() if zr.out.exists() else zr.out.absolute()
-    missing = _missing(interrupted, error)
+    missing = _missing(bool(interrupted), error)
     records = [release_record(out / e.folder, out, _info(e, outcomes.get(e.folder), missing), run_id)
                for e in entries]
     phases = [p for e in entries for p in phases_of(out / e.folder, run_id)]
-    rep = combine(records, phases, executor=zr.executor, interrupted=130 if interrupted else None,
+    rep = combine(records, phases, executor=zr.executor, interrupted=interrupted or None,
                   zoo=cfg.path if cfg else None, jobs=zr.jobs, started=started)
     if error is not None:
         code = int(error.exit_code) if isinstance(error, OnnxforgeError) else 70

@@ -118,11 +118,21 @@ def test_an_existing_verdict_needs_force(three, cli):
 def test_a_release_folder_in_the_way_needs_force(cli, tmp_path, three):
     _, out, zoo = three
     fresh = tmp_path / "fresh"
-    (fresh / "beta").mkdir(parents=True)
-    (fresh / "beta" / "report.json").write_text("{}")
+    shutil.copytree(out / "beta", fresh / "beta")  # a release the zoo made
     r = cli("zoo", zoo, "-o", fresh)
     assert r.code == 3 and "beta already holds a release" in r.err and "--force" in r.err
-    assert (fresh / "beta" / "report.json").read_text() == "{}"
+
+
+def test_a_file_of_someone_else_in_a_release_folder_is_never_replaced(cli, tmp_path, three):
+    _, out, zoo = three
+    fresh = tmp_path / "fresh"
+    (fresh / "beta").mkdir(parents=True)
+    (fresh / "beta" / "report.json").write_text("{}")
+    for force in ((), ("--force",)):
+        r = cli("zoo", zoo, "-o", fresh, *force)
+        assert r.code == 3 and "beta holds report.json, which is not from an onnxforge release" in r.err
+        assert (fresh / "beta" / "report.json").read_text() == "{}"
+        assert sorted(p.name for p in fresh.rglob("*")) == ["beta", "report.json"]  # refused: nothing written
 
 
 def test_merge_of_the_folders_gives_the_same_verdict(three, cli, tmp_path):
@@ -216,12 +226,13 @@ def test_interrupt_stops_every_release_and_leaves_no_half_written_folder(tmp_pat
     assert p.returncode == code, err
     assert "Traceback" not in err, err  # a repeated signal is absorbed, not reported as a race
     rep = zoo_report(out)
-    assert rep["status"] == "interrupted" and rep["exit_code"] == 130
+    assert rep["status"] == "interrupted" and rep["exit_code"] == code  # what the process exits with
     statuses = sorted(x["status"] for x in rep["releases"])
     assert statuses == ["interrupted", "interrupted", "not run", "not run"], rep["releases"]
     for x in rep["releases"]:
         if x["status"] == "interrupted":  # a complete folder holding the interrupted verdict
-            assert json.loads((out / x["folder"] / "report.json").read_text())["result"]["status"] == "interrupted"
+            res = json.loads((out / x["folder"] / "report.json").read_text())["result"]
+            assert res["status"] == "interrupted" and res["exit_code"] == code
         else:
             assert not (out / x["folder"]).exists()
     assert not list(out.glob(".onnxforge-*")) and not list(out.rglob(".onnxforge-incomplete"))
