@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable
 
-from cases import Case
+from cases import A, Case, _i, _o
 
 DEEP = 100_000
 RELEASE = """[model]
@@ -210,4 +211,94 @@ CASES += [
     Case("zoo --executor matrix: a release config inside the folder is planned",
          lambda ws: ["zoo", str(ws / "in" / "matrix-ok" / "zoo.toml"), "--executor", "matrix"], 0,
          setup=_zoo("matrix-ok", ["alpha.toml"]), one_line=False),
+]
+
+
+# ----------------------------------------------------------------------------- models ORT would not load
+
+
+def _ext_model(name: str, **changes) -> Callable[[Path], None]:
+    """ws/in/ext/NAME.onnx: the external-data fixture with its offset/length changed."""
+
+    def setup(ws: Path) -> None:
+        import onnx
+
+        target = ws / "in" / "ext" / f"{name}.onnx"
+        if target.exists():
+            return
+        m = onnx.load(str(ws / "in" / "ext" / "ext.onnx"), load_external_data=False)
+        for t in m.graph.initializer:
+            for e in t.external_data:
+                if e.key in changes:
+                    e.value = str(changes[e.key])
+        onnx.save(m, str(target))
+
+    return setup
+
+
+def _model(name: str, build: Callable[[], object]) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        import onnx
+
+        if not (ws / "in" / name).exists():
+            onnx.save(build(), str(ws / "in" / name))
+
+    return setup
+
+
+def claims_1e12_elements():
+    from onnx import TensorProto, helper
+
+    w = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[1_000_000, 1_000_000])  # no data at all
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1_000_000])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1_000_000])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def opset(version: int):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", version)])
+    m.ir_version = 8
+    return m
+
+
+def nested_if(depth: int, both: bool = False):
+    from cases import ROOT
+
+    sys.path.insert(0, str(ROOT))
+    from fixtures.make_fixtures import onnx_nested_if
+
+    return onnx_nested_if(depth, both)
+
+
+def _runs_no(name: str, setup, model: str) -> Case:
+    """inspect's verdict on a model ORT refuses: 'runs this model: no' (exit 1, as for an op ORT lacks)."""
+    return Case(f"inspect: {name}", lambda ws: ["inspect", str(ws / "in" / model)], 1, setup=setup, one_line=False)
+
+
+CASES += [
+    _runs_no("external data offset beyond its file", _ext_model("off_beyond", offset=1 << 30), "ext/off_beyond.onnx"),
+    _runs_no("external data at a negative offset", _ext_model("off_neg", offset=-16), "ext/off_neg.onnx"),
+    _runs_no("external data length beyond its file", _ext_model("len_beyond", length=1 << 30), "ext/len_beyond.onnx"),
+    _runs_no("an initializer claiming 10^12 elements", _model("huge.onnx", claims_1e12_elements), "huge.onnx"),
+    _runs_no("opset 0", _model("opset0.onnx", lambda: opset(0)), "opset0.onnx"),
+    Case("validate: an initializer claiming 10^12 elements", lambda ws: ["validate", str(ws / "in" / "huge.onnx"),
+                                                                         str(ws / "in" / "huge.onnx")], 3,
+         "onnxruntime cannot load", setup=_model("huge.onnx", claims_1e12_elements)),
+    # control flow past the budget: refused before any tool walks it (fileio.walk_graphs)
+    Case("inspect: If nested 20 deep", lambda ws: ["inspect", str(ws / "in" / "if20.onnx")], 3,
+         "nested more than 16 levels", setup=_model("if20.onnx", lambda: nested_if(20))),
+    Case("inspect: If nested 12 deep in both branches", lambda ws: ["inspect", str(ws / "in" / "if12b.onnx")], 3,
+         "more than 1024 subgraphs", setup=_model("if12b.onnx", lambda: nested_if(12, both=True))),
+    Case("simplify: If nested 20 deep", A("simplify", _i("if20.onnx"), "-o", _o("s.onnx")), 3,
+         "nested more than 16 levels", setup=_model("if20.onnx", lambda: nested_if(20))),
+    Case("simplify: If nested 12 deep in both branches", A("simplify", _i("if12b.onnx"), "-o", _o("s.onnx")), 3,
+         "more than 1024 subgraphs", setup=_model("if12b.onnx", lambda: nested_if(12, both=True))),
 ]
