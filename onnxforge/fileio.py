@@ -318,9 +318,10 @@ def _all_tensors(model, where=None):
         yield from getattr(g, "initializer", ())
         for n in g.node:
             for a in n.attribute:
-                if a.type == _TENSOR:
+                kind = a.type or _kind(a)
+                if kind == _TENSOR:
                     yield a.t
-                elif a.type == _TENSORS:
+                elif kind == _TENSORS:
                     yield from a.tensors
 
 
@@ -350,7 +351,8 @@ def walk_graphs(model, where=None):
         yield g, depth
         for n in g.node:
             for a in n.attribute:
-                subs = [a.g] if a.type == _GRAPH else a.graphs if a.type == _GRAPHS else ()
+                kind = a.type or _kind(a)
+                subs = [a.g] if kind == _GRAPH else a.graphs if kind == _GRAPHS else ()
                 for sub in subs:
                     subgraphs += 1
                     if depth + 1 > MAX_GRAPH_DEPTH:
@@ -358,6 +360,12 @@ def walk_graphs(model, where=None):
                     if subgraphs > MAX_SUBGRAPHS:
                         raise _over_budget(where, f"more than {MAX_SUBGRAPHS} subgraphs (If, Loop, Scan bodies)")
                     stack.append((sub, depth + 1))
+
+
+def _kind(a) -> int:
+    """The type of an attribute that does not declare one (old exporters), from its fields."""
+    return _GRAPH if a.HasField("g") else _GRAPHS if a.graphs else _TENSOR if a.HasField("t") else \
+        _TENSORS if a.tensors else 0
 
 
 def _over_budget(where, what: str) -> BadInputError:

@@ -167,3 +167,21 @@ def test_inspection_has_a_budget_for_control_flow(cli, tmp_path):
     onnx.save(nested_if(10, both=True), str(tmp_path / "wide.onnx"))
     r = cli("inspect", tmp_path / "wide.onnx")
     assert r.code == 3 and f"more than {MAX_SUBGRAPHS} subgraphs" in r.err
+
+
+def test_the_budget_counts_attributes_that_declare_no_type(cli, tmp_path):
+    """Old exporters leave AttributeProto.type unset: a subgraph there is still a subgraph."""
+    from fixtures.make_fixtures import onnx_nested_if
+    from onnxforge.fileio import MAX_GRAPH_DEPTH
+
+    m = onnx_nested_if(MAX_GRAPH_DEPTH + 1)
+    stack = [m.graph]
+    while stack:
+        for n in stack.pop().node:
+            for a in n.attribute:
+                if a.HasField("g"):
+                    stack.append(a.g)
+                a.type = 0
+    onnx.save(m, str(tmp_path / "untyped.onnx"))
+    r = cli("inspect", tmp_path / "untyped.onnx")
+    assert r.code == 3 and "nested more than" in r.err
