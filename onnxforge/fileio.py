@@ -228,18 +228,19 @@ def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True):
             f"{p} is not a valid ONNX model (no graph: the bytes parsed as an empty ModelProto)",
             hint="the file is probably not ONNX (text, or another format renamed .onnx)",
         )
-    outside = [f for f in external_data_files(model) if not _inside(p.parent, f)]
+    files = external_data_files(model, p)  # walks every graph once, within the budget (walk_graphs)
+    outside = [f for f in files if not _inside(p.parent, f)]
     if outside:
         raise BadInputError(f"{p}: external data {outside[0]!r} lies outside the model's folder",
                             hint="a model may only read data files in its own folder; this one may be hostile")
-    missing = missing_external_data(model, p.parent)
+    missing = [f for f in files if not (p.parent / f).is_file()]
     if missing:
         raise BadInputError(
             f"{p}: external data file(s) missing: {', '.join(sorted(missing))} "
             f"(looked in {p.parent})",
             hint="keep the data file(s) beside the model, with the names the model records",
         )
-    if load_external_data and external_data_files(model):
+    if load_external_data and files:
         from onnx.external_data_helper import load_external_data_for_model
 
         try:
@@ -257,12 +258,12 @@ def _inside(base: Path, location: str) -> bool:
     return target == root or root in target.parents
 
 
-def external_data_files(model) -> dict[str, int]:
+def external_data_files(model, where=None) -> dict[str, int]:
     """External data file name -> bytes the model references in it."""
     from onnx.external_data_helper import uses_external_data
 
     files: dict[str, int] = {}
-    for t in _all_tensors(model):
+    for t in _all_tensors(model, where):
         if uses_external_data(t):
             info = {e.key: e.value for e in t.external_data}
             loc = info.get("location", "")
@@ -310,10 +311,69 @@ def save_onnx(model, target: str | os.PathLike, *, external_data: bool | None = 
     return target
 
 
-def _all_tensors(model):
-    from onnx.external_data_helper import _get_all_tensors
+def _all_tensors(model, where=None):
+    """Every tensor of a model: initializers and attribute tensors (Constant values) of
+    every graph and function, subgraphs included, within the budget (walk_graphs)."""
+    for g, _ in walk_graphs(model, where):
+        yield from getattr(g, "initializer", ())
+        for n in g.node:
+            for a in n.attribute:
+                kind = a.type or _kind(a)
+                if kind == _TENSOR:
+                    yield a.t
+                elif kind == _TENSORS:
+                    yield from a.tensors
 
-    return _get_all_tensors(model)
+
+# What onnxforge reads of a model. A graph is walked in full by every tool (ours, onnx's
+# shape inference, ORT's session), and subgraphs are what grows without bound: If
+# branches nested 20 deep in both branches make 2^20 subgraphs, and ORT took 246 s to
+# load (twice, for simplify's checks) a 2 MB model nested 14 deep. Past any of these
+# numbers a model is refused (exit 3) when it is loaded, before any tool sees it.
+MAX_GRAPH_DEPTH = 16  # subgraphs (If branches, Loop and Scan bodies) inside subgraphs
+MAX_SUBGRAPHS = 1024  # subgraphs in all
+MAX_NODES = 1_000_000  # nodes in all: the main graph, local functions and every subgraph
+_TENSOR, _GRAPH, _TENSORS, _GRAPHS = 4, 5, 9, 10  # onnx.AttributeProto.AttributeType
+
+
+def walk_graphs(model, where=None):
+    """(graph or local function, depth) for each of a model's graphs, its subgraphs
+    included; a BadInputError naming ``where`` (the model's path) as soon as the model
+    passes MAX_GRAPH_DEPTH, MAX_SUBGRAPHS or MAX_NODES. Iterative: a deep model does not
+    reach Python's recursion limit."""
+    stack = [(model.graph, 0), *((f, 0) for f in model.functions)]
+    nodes = subgraphs = 0
+    while stack:
+        g, depth = stack.pop()
+        nodes += len(g.node)
+        if nodes > MAX_NODES:
+            raise _over_budget(where, f"more than {MAX_NODES:,} nodes")
+        yield g, depth
+        for n in g.node:
+            for a in n.attribute:
+                kind = a.type or _kind(a)
+                subs = [a.g] if kind == _GRAPH else a.graphs if kind == _GRAPHS else ()
+                for sub in subs:
+                    subgraphs += 1
+                    if depth + 1 > MAX_GRAPH_DEPTH:
+                        raise _over_budget(where, f"subgraphs nested more than {MAX_GRAPH_DEPTH} levels deep")
+                    if subgraphs > MAX_SUBGRAPHS:
+                        raise _over_budget(where, f"more than {MAX_SUBGRAPHS} subgraphs (If, Loop, Scan bodies)")
+                    stack.append((sub, depth + 1))
+
+
+def _kind(a) -> int:
+    """The type of an attribute that does not declare one (old exporters), from its fields."""
+    return _GRAPH if a.HasField("g") else _GRAPHS if a.graphs else _TENSOR if a.HasField("t") else \
+        _TENSORS if a.tensors else 0
+
+
+def _over_budget(where, what: str) -> BadInputError:
+    return BadInputError(f"{where or 'the model'}: {what}, past what onnxforge reads",
+                         hint=f"onnxforge reads models of at most {MAX_GRAPH_DEPTH} nested subgraph levels, "
+                              f"{MAX_SUBGRAPHS} subgraphs and {MAX_NODES:,} nodes (README, Security and safety); "
+                              "a model this large in control flow may be hostile, or re-export it with the "
+                              "branches unrolled")
 
 
 def publish_model(src: str | os.PathLike, target: str | os.PathLike, *, overwrite: bool = True) -> Path:

@@ -87,7 +87,7 @@ def decide(src, op_types, per_channel: bool, weight_type: str, notes: list) -> b
     from onnxforge.fileio import load_onnx
     from onnxforge.inspection import inspect_model
 
-    if inspect_model(src).parameter_bytes < LEAN_MIN_BYTES:
+    if inspect_model(src, runtime=False).parameter_bytes < LEAN_MIN_BYTES:
         return False
     why = eligible(load_onnx(src, load_external_data=False), op_types=op_types, per_channel=per_channel,
                    weight_type=weight_type)

@@ -76,3 +76,61 @@ def write_report(path: str, result: Any, kind: str | None = None) -> None:
     from onnxforge.fileio import atomic_write_text
 
     atomic_write_text(path, dumps(result, kind) + "\n")
+
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _floats_back(obj: Any) -> Any:
+    """to_jsonable wrote non-finite floats as these strings; read them back as floats
+    (a string field holding exactly "NaN" would then fail its check: no writer writes one)."""
+    if isinstance(obj, str):
+        return _NON_FINITE.get(obj, obj)
+    if isinstance(obj, dict):
+        return {k: _floats_back(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_floats_back(v) for v in obj]
+    return obj
+
+
+def read_report(path, cls: type, kind: str, hint: str) -> Any:
+    """The inverse of write_report for files onnxforge reads back (a zoo merge): the
+    envelope at ``path`` as a ``cls``, checked by pydantic against the dataclass that
+    wrote it, strictly (a string is never a number or a boolean) and with every field
+    present (the writer writes all of them). Anything else, JSON nested too deep
+    included, is a BadInputError naming the file and the key."""
+    from pathlib import Path
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from onnxforge.errors import BadInputError, first_line
+
+    def bad(why: str) -> BadInputError:
+        return BadInputError(f"{path}: {why}", hint=hint)
+
+    try:
+        env = json.loads(Path(path).read_text())
+        if not isinstance(env, dict) or env.get("kind") != kind:
+            raise bad(f"not a {kind} report (key kind: {env.get('kind') if isinstance(env, dict) else None!r})")
+        if env.get("schema_version") != SCHEMA_VERSION:
+            raise bad(f"key schema_version: {env.get('schema_version')!r}, this onnxforge reads {SCHEMA_VERSION}")
+        result = env.get("result")
+        if not isinstance(result, dict):
+            raise bad(f"key result: must be an object, got {type(result).__name__}")
+        missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in result]
+        if missing:
+            raise bad(f"key result.{missing[0]} is missing")
+        adapters = read_report.__dict__.setdefault("adapters", {})
+        if cls not in adapters:
+            adapters[cls] = TypeAdapter(cls)
+        return adapters[cls].validate_json(json.dumps(_floats_back(result)), strict=True)
+    except RecursionError:
+        raise bad("JSON nested too deep to be a report") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(["result", *map(str, err["loc"])])
+        got = err.get("input")
+        got = "" if isinstance(got, (dict, list)) else f", got {got!r:.80}"
+        raise bad(f"key {key}: {err['msg']}{got}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise bad(f"not readable JSON ({first_line(exc)})") from None

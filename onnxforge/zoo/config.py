@@ -104,7 +104,7 @@ def _table(where: str, value) -> dict:
     return value
 
 
-def _configs(zoo: ZooSection, base: Path) -> list[Path]:
+def _configs(zoo: ZooSection, base: Path, zoo_file: Path) -> list[Path]:
     """Each path or glob's files, in the order given (a glob's matches sorted), once each."""
     if not zoo.releases:
         raise UsageError("zoo.releases is empty", hint='list release configs: releases = ["models/*/release.toml"]')
@@ -126,8 +126,36 @@ def _configs(zoo: ZooSection, base: Path) -> list[Path]:
                 raise BadInputError(f"zoo.releases[{i}]: not found: {full}",
                                     hint="paths are relative to the zoo file's folder")
             matches = [full.resolve()]
+        for m in matches:
+            _check_release_file(f"zoo.releases[{i}]", pattern, m, base, zoo_file)
         found.update(dict.fromkeys(matches))
     return list(found)
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a release config is a few lines of TOML
+
+
+def _check_release_file(where: str, pattern: str, path: Path, base: Path, zoo_file: Path) -> None:
+    """A release is a release config inside the zoo's folder: `../../etc/passwd`, a link
+    out of the folder, the zoo file itself or any other file a glob catches is refused
+    (exit 3) before anything is planned or run. ``path`` is resolved."""
+    import tomllib
+
+    from onnxforge.pipeline.config import SECTIONS as RELEASE_SECTIONS
+
+    what = f"{where}: {pattern!r} finds {path}"
+    hint = "list release configs (release.toml files) inside the zoo file's folder; narrow the glob if it caught this"
+    if not path.is_relative_to(base):
+        raise BadInputError(f"{what}, outside the zoo file's folder {base}", hint=hint)
+    if path == zoo_file:
+        raise BadInputError(f"{what}: the zoo file itself, not a release config", hint=hint)
+    try:
+        raw = tomllib.loads(path.read_text()) if path.stat().st_size <= MAX_CONFIG_BYTES else None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        raw = None
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or not set(raw) <= set(RELEASE_SECTIONS):
+        raise BadInputError(f"{what}, which is not a release config (TOML with a [model] table and only the "
+                            f"sections {', '.join(RELEASE_SECTIONS)})", hint=hint)
 
 
 def _entries(configs: list[Path], targets: tuple[Target, ...]) -> tuple[Entry, ...]:
@@ -177,7 +205,7 @@ def load_zoo(path) -> ZooConfig:
         raise UsageError(f"{p}: missing [zoo]", hint='[zoo] releases = ["models/*/release.toml"]')
     zoo = validate_options(ZooSection, _table("zoo", raw["zoo"]), "zoo")
     targets = _targets(raw.get("targets", []))
-    entries = _entries(_configs(zoo, p.parent.resolve()), targets)
+    entries = _entries(_configs(zoo, p.parent.resolve(), p.resolve()), targets)
     return ZooConfig(path=str(p.resolve()), zoo=zoo, targets=targets, entries=entries)
 
 

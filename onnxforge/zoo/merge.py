@@ -22,6 +22,37 @@ from onnxforge.errors import BadInputError, UsageError
 ENTRY_FILE = "zoo-entry.json"
 NOT_RUN = "not run"
 STATUSES = ("passed", "failed", "error", "interrupted", NOT_RUN)
+# what a release's report.json may pair with each status (pipeline.run sets them together)
+EXIT_CODES = {"passed": (0,), "failed": (1,), "error": (2, 3, 4, 5, 70), "interrupted": (130, 143)}
+
+
+@dataclass(frozen=True)
+class EntryPhase:
+    what: str
+    start: float  # epoch seconds
+    end: float
+    waited: float
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """zoo-entry.json: what the zoo knows of one release it ran. worker.run_one writes
+    it through this class and `zoo merge` reads it back through it (report.read_report)."""
+
+    run: str  # the zoo run's id
+    name: str
+    target: str | None
+    folder: str
+    config: str
+    node: str
+    pid: int
+    attempts: int
+    reported: bool = False  # this run wrote the folder's report.json
+    timeline: tuple[EntryPhase, ...] = ()
+    status: str | None = None  # set when the release could not begin (no report.json of this run)
+    exit_code: int | None = None
+    failure: str | None = None
+    hint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +130,7 @@ class ZooReport:
 def _read_json(path: Path, kind: str | None = None) -> dict | None:
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or kind is not None and data.get("kind") != kind:
         return None
@@ -218,11 +249,63 @@ def report_folders(paths: Sequence[os.PathLike | str]) -> list[Path]:
         if p.is_file() and p.name != "report.json" or not report.is_file():
             raise BadInputError(f"{p}: not a release's report.json (or a folder holding one)",
                                 hint="pass the report.json of each release folder: OUT/*/report.json")
-        if _read_json(report, "release") is None:
-            raise BadInputError(f"{report}: not a release report (unreadable JSON or another kind)",
-                                hint="it should be the report.json that `onnxforge release` or a zoo job wrote")
+        check_release(folder)
         folders[folder.resolve()] = None
     return list(folders)
+
+
+def check_release(folder: Path) -> None:
+    """`zoo merge` believes no file on its word: report.json (and zoo-entry.json, when
+    the folder has one) must read back through the classes that wrote them, and the
+    verdict must agree with the report's own gates, exit code and the folder's files."""
+    from onnxforge.report import read_report
+    from onnxforge.types import ReleaseReport
+
+    hint = "merge the folder as the release (or the zoo job) wrote it; rerun that release if it was changed since"
+    r = read_report(folder / "report.json", ReleaseReport, "release", hint)
+    if (folder / ENTRY_FILE).exists():
+        read_report(folder / ENTRY_FILE, ZooEntry, "zoo-entry", hint)
+    why = verdict_disagreement(folder, r)
+    if why:
+        raise BadInputError(f"{folder}: report.json says {r.status!r} (exit_code {r.exit_code}) but {why}", hint=hint)
+
+
+def verdict_disagreement(folder: Path, r) -> str | None:
+    """What contradicts a release's status (a ReleaseReport), or None. A release passed
+    only when it ran every planned step and gate and passed them, and its folder holds
+    the model and manifest it published, with the hashes its report lists."""
+    if r.exit_code not in EXIT_CODES.get(r.status, ()):
+        return (f"a {r.status} release exits {' or '.join(map(str, EXIT_CODES[r.status]))}"
+                if r.status in EXIT_CODES else f"{r.status!r} is no release status")
+    if r.passed != (r.status == "passed"):
+        return f"passed is {r.passed}"
+    if not r.passed:
+        return None  # a failure claims nothing that could be false in its favour
+    failed = [g.name for g in r.gates if not g.passed]
+    unrun = sorted(set(r.planned_gates) - {g.name for g in r.gates})
+    if r.failure is not None or failed or unrun:
+        return f"gate {failed[0]} failed" if failed else f"gate {unrun[0]} never ran" if unrun else \
+            f"it records the failure {r.failure!r}"
+    if len(r.steps) != len(r.planned_steps) or not all(s.passed and s.written for s in r.steps):
+        return "not every planned step ran and passed"
+    return _files_disagree(folder, r.outputs)
+
+
+def _files_disagree(folder: Path, outputs: Mapping[str, str]) -> str | None:
+    from onnxforge.fileio import sha256_file
+
+    for name in ("model.onnx", "manifest.json"):
+        if not (folder / name).is_file():
+            return f"its {name} is missing"
+        if sha256_file(folder / name) != outputs.get(name):
+            return f"its {name} is not the file the release wrote (sha256 differs from report.json's outputs)"
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError, RecursionError):
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("sha256") != outputs["model.onnx"]:
+        return "manifest.json's sha256 is not model.onnx's"
+    return None
 
 
 def check_merge_out(folders: Sequence[Path], out: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from onnxforge.errors import OnnxforgeError
 from onnxforge.zoo.config import Entry
-from onnxforge.zoo.merge import ENTRY_FILE
+from onnxforge.zoo.merge import ENTRY_FILE, EntryPhase, ZooEntry
 
 log = logging.getLogger("onnxforge")
 
@@ -63,7 +63,8 @@ def _write_entry(folder: Path, info: dict) -> None:
     from onnxforge.report import dumps
 
     make_dirs(folder)
-    atomic_write_text(folder / ENTRY_FILE, dumps(info, "zoo-entry") + "\n")
+    entry = ZooEntry(**{**info, "timeline": tuple(EntryPhase(**p) for p in info.get("timeline", ()))})
+    atomic_write_text(folder / ENTRY_FILE, dumps(entry, "zoo-entry") + "\n")
 
 
 def _progress(job: Job) -> None:
