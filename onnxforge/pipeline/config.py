@@ -336,13 +336,9 @@ def _gates(table, data: DataSection) -> dict:
 
 
 def _labels_present(data: DataSection) -> None:
-    import numpy as np
+    from onnxforge.specs import read_npz
 
-    try:
-        with np.load(data.validation, allow_pickle=False) as z:
-            files = list(z.files)
-    except Exception as exc:
-        raise BadInputError(f"data.validation: cannot read {data.validation} as .npz ({exc})") from None
+    files = list(read_npz(data.validation, "data.validation"))
     if data.labels not in files:
         raise UsageError(f"gates.accuracy needs labels: {data.validation} has no {data.labels!r} array",
                          hint=f"it holds {', '.join(files)}; save the labels as {data.labels!r} (or set data.labels)")
