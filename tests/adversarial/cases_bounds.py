@@ -26,8 +26,34 @@ def _bad_inputs(ws: Path) -> None:
                               "    return LogisticRegression().fit(X, (X[:, 0] > 0.5).astype(int))\n\n"
                               "def number():\n    return 5\n")
     (d / "nan.csv").write_text("a,b,c\n1,2,3\n4,,6\n")
-    (d / "text.csv").write_text("a,b,c\n1,2,3\n4,5,6\n")
     (d / "words.csv").write_text("a,b,c\n1,x,3\n4,y,6\n")
+
+
+def _evil_torchscript(ws: Path) -> None:
+    """A TorchScript file whose code calls os.system (posix::system) instead of relu."""
+    import sys
+    import zipfile
+
+    import torch
+
+    d = ws / "in"
+    if (d / "evil.ts").exists():
+        return
+    (d / "tsm.py").write_text("import torch\n\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
+                              "        return torch.relu(x)\n")
+    sys.path.insert(0, str(d))
+    try:
+        import tsm
+
+        torch.jit.save(torch.jit.script(tsm.M()), str(d / "ok.ts"))
+    finally:
+        sys.path.remove(str(d))
+    with zipfile.ZipFile(d / "ok.ts") as src, zipfile.ZipFile(d / "evil.ts", "w") as out:
+        for n in src.namelist():
+            data = src.read(n)
+            if n.endswith("code/__torch__/tsm.py"):
+                data = data.replace(b"torch.relu(x)", f'ops.posix.system("touch {ws / "PWNED"}")'.encode())
+            out.writestr(n, data)
 
 
 def _est(ws: Path) -> str:
@@ -88,4 +114,18 @@ CASES = [
          3, "data row", setup=_bad_inputs),
     Case("header-only CSV inputs", A("validate", T, T, "--inputs", _i("header_only.csv")), 3, "data row",
          setup=_bad_inputs),
+    Case(".npy as data.validation",
+         lambda ws: ["release", release_config(ws, "npyval", **{"data.validation": "rows.npy"}),
+                     "-o", str(ws / "out" / "npyval")], 3, "one array", outputs=("out",), setup=_bad_inputs),
+    Case("CSV with an empty cell for an estimator without NaN",
+         lambda ws: ["convert", "sklearn", _est(ws), "--sample", str(ws / "in" / "nan.csv"), "-o",
+                     str(ws / "out" / "m.onnx")], 3, "column 'b' line 3", setup=_bad_inputs),
+    Case("CSV of text for an estimator of numbers",
+         lambda ws: ["convert", "sklearn", _est(ws), "--sample", str(ws / "in" / "words.csv"), "-o",
+                     str(ws / "out" / "m.onnx")], 3, "column 'b' is text", setup=_bad_inputs),
+    Case("factory returning an int", lambda ws: ["convert", "torch", str(ws / "in" / "est.py") + ":number", "--input",
+                                                 "x:float32:2x4", "-o", str(ws / "out" / "m.onnx")], 3, "int",
+         setup=_bad_inputs, slow=True),
+    Case("TorchScript naming posix.system", A("convert", "torch", _i("evil.ts"), "--input", "x:float32:2x4", "-o",
+                                              _o("m.onnx")), 3, "posix", setup=_evil_torchscript, slow=True),
 ]
