@@ -38,3 +38,33 @@ def test_stopped_run_says_error_and_hint(tmp_path, sig, code, line):
     assert [ln for ln in lines if ln.startswith("error: ")] == [ln for ln in lines if ln.startswith(line)], err
     assert len([ln for ln in lines if ln.startswith("error: ")]) == 1, err
     assert any(ln.startswith("hint: ") for ln in lines), err
+
+
+def _folds_strings(path):
+    """A model onnxruntime runs whose string constant onnxsim's native folding cannot take:
+    onnxsim writes its complaints to file descriptor 2 itself."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("StringNormalizer", ["s"], ["sn"], case_change_action="UPPER", locale="C"),
+             helper.make_node("Shape", ["sn"], ["sh"]), helper.make_node("Cast", ["sh"], ["shf"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["shf"], ["r"], keepdims=0), helper.make_node("Add", ["x", "r"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+                          [numpy_helper.from_array(np.array(["a", "b"], dtype=object), "s")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+
+
+def test_onnxsim_native_output_only_with_verbose(tmp_path):
+    model = tmp_path / "strings.onnx"
+    _folds_strings(model)
+    run = [sys.executable, "-m", "onnxforge", "simplify", str(model), "--force"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    quiet = subprocess.run([*run, "-o", str(tmp_path / "a.onnx")], capture_output=True, text=True, env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "failed to run" not in quiet.stderr and "Traceback" not in quiet.stderr, quiet.stderr
+    loud = subprocess.run([*run, "-o", str(tmp_path / "b.onnx"), "-v"], capture_output=True, text=True, env=env)
+    assert "failed to run" in loud.stderr  # onnxsim did complain: -v shows it
