@@ -62,6 +62,17 @@ def _check_opset(v: int) -> None:
                                                      "exporter 7 to 20")
 
 
+def _check_opsets(v) -> None:
+    """The ai.onnx opset of --opset 17 / {"ai.onnx": 17, "ai.onnx.ml": 3}: one that does not
+    exist is a usage error here, not skl2onnx's failure (exit 4)."""
+    main = v if isinstance(v, int) else v.get("ai.onnx", v.get(""))
+    try:
+        if main is not None:
+            _check_opset(main)
+    except UsageError as exc:
+        raise UsageError(exc.message, hint="drop --opset for skl2onnx's default") from None
+
+
 # ----------------------------------------------------------------------------- shared groups
 
 
@@ -150,7 +161,7 @@ class ConvertSklearnOptions(OutputOptions):
                                      example=("--option", "raw_scores=True"))
     target_opset: Optional[int | dict[str, int]] = option(
         None, "Opsets for skl2onnx: 17, and DOMAIN=VERSION for others (ai.onnx.ml=3).", flag="--opset",
-        aliases=("--target-opset",), metavar="[DOMAIN=]N", parse=parse_opsets,
+        aliases=("--target-opset",), metavar="[DOMAIN=]N", parse=parse_opsets, check=_check_opsets,
         example=("--opset", "17", "--opset", "ai.onnx.ml=3"))
     double: bool = option(False, "Double-precision inputs (fixes float32 threshold flips in trees).",
                           example=("--double",))

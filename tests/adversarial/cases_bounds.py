@@ -128,4 +128,7 @@ CASES = [
          setup=_bad_inputs, slow=True),
     Case("TorchScript naming posix.system", A("convert", "torch", _i("evil.ts"), "--input", "x:float32:2x4", "-o",
                                               _o("m.onnx")), 3, "posix", setup=_evil_torchscript, slow=True),
+    Case("convert sklearn --opset 1e20", lambda ws: ["convert", "sklearn", _est(ws), "--opset", HUGE, "-o",
+                                                     str(ws / "out" / "m.onnx")], 2, "does not exist",
+         setup=_bad_inputs),
 ]
