@@ -17,8 +17,8 @@ def _parse_regression(text: str) -> float:
         v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
     except ValueError:
         raise typer.BadParameter("write a fraction (0.1) or a percentage (10%)", param_hint="--max-regression") from None
-    if v < 0:
-        raise typer.BadParameter("must be >= 0", param_hint="--max-regression")
+    if not v >= 0 or v == float("inf"):  # NaN or infinity would switch the gate off
+        raise typer.BadParameter(f"must be a finite number >= 0, got {text}", param_hint="--max-regression")
     return v
 
 

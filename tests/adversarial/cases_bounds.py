@@ -131,4 +131,6 @@ CASES = [
     Case("convert sklearn --opset 1e20", lambda ws: ["convert", "sklearn", _est(ws), "--opset", HUGE, "-o",
                                                      str(ws / "out" / "m.onnx")], 2, "does not exist",
          setup=_bad_inputs),
+    Case("benchmark --max-regression nan%", A("benchmark", T, "--max-regression", "nan%"), 2, "finite"),
+    Case("benchmark --max-regression 1e400", A("benchmark", T, "--max-regression", "1e400"), 2, "finite"),
 ]
