@@ -68,3 +68,23 @@ def test_onnxsim_native_output_only_with_verbose(tmp_path):
     assert "failed to run" not in quiet.stderr and "Traceback" not in quiet.stderr, quiet.stderr
     loud = subprocess.run([*run, "-o", str(tmp_path / "b.onnx"), "-v"], capture_output=True, text=True, env=env)
     assert "failed to run" in loud.stderr  # onnxsim did complain: -v shows it
+
+
+@pytest.mark.parametrize("write", ["python", "native"])
+def test_third_party_stderr_is_kept_off_ours(capfd, write):
+    """Both ways a library writes a traceback (sys.stderr, or file descriptor 2 from C++)
+    stay off the command's stderr, in the process the adversarial harness runs in too."""
+    import traceback
+
+    from onnxforge.logs import native_stderr
+
+    with native_stderr("a tool"):
+        try:
+            raise ZeroDivisionError("inside the tool")
+        except ZeroDivisionError:
+            if write == "python":
+                traceback.print_exc()
+            else:
+                os.write(2, traceback.format_exc().encode())
+    out, err = capfd.readouterr()
+    assert "Traceback" not in err + out
