@@ -67,6 +67,13 @@ def _serve_check_toml(ws: Path) -> str:
     return str(p)
 
 
+def _zoo_retries(ws: Path) -> str:
+    p = ws / "in" / "zoo_retries.toml"
+    p.write_text('[zoo]\nreleases = ["zoo_rel.toml"]\nmax_retries = 1000000000\n')
+    (ws / "in" / "zoo_rel.toml").write_text(Path(release_config(ws, "zoo_rel")).read_text())
+    return str(p)
+
+
 CASES = [
     # counts that hang or balloon without a maximum
     Case("benchmark --iterations 1e20", A("benchmark", T, "--iterations", HUGE), 2, "1000000"),
@@ -133,4 +140,6 @@ CASES = [
          setup=_bad_inputs),
     Case("benchmark --max-regression nan%", A("benchmark", T, "--max-regression", "nan%"), 2, "finite"),
     Case("benchmark --max-regression 1e400", A("benchmark", T, "--max-regression", "1e400"), 2, "finite"),
+    Case("TOML zoo.max_retries 1e9", lambda ws: ["zoo", "run", _zoo_retries(ws), "-o", str(ws / "out" / "zoo")], 2,
+         "zoo.max_retries", outputs=("out",)),
 ]
