@@ -28,11 +28,12 @@ class Terminated(KeyboardInterrupt):
 
 class OnnxforgeError(Exception):
     exit_code: ExitCode = ExitCode.INTERNAL
+    default_hint: str | None = None  # what to do next, when the raising site names nothing better
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = hint or self.default_hint
 
     def __str__(self) -> str:
         return self.message
@@ -42,24 +43,28 @@ class UsageError(OnnxforgeError):
     """A bad flag value or a combination of flags that makes no sense."""
 
     exit_code = ExitCode.USAGE
+    default_hint = "see the command's --help (and the README's option tables)"
 
 
 class BadInputError(OnnxforgeError):
     """A missing or unreadable file, not an ONNX model, wrong shapes or dtypes, bad data."""
 
     exit_code = ExitCode.BAD_INPUT
+    default_hint = "fix or replace the input the message names (`onnxforge inspect MODEL` shows what a model takes)"
 
 
 class ConversionError(OnnxforgeError):
     """The exporter, simplifier or quantizer failed; the message wraps its error."""
 
     exit_code = ExitCode.CONVERSION_FAILED
+    default_hint = "rerun with --debug for the tool's traceback"
 
 
 class MissingDependencyError(OnnxforgeError):
     """An optional package or an execution provider is not available."""
 
     exit_code = ExitCode.MISSING_DEPENDENCY
+    default_hint = "`onnxforge doctor` shows what is installed and which providers initialise"
 
 
 def require(module: str, extra: str):

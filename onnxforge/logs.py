@@ -75,3 +75,30 @@ def quiet_third_party():
         os.dup2(saved_fd, 1)
         os.close(saved_fd)
         os.close(target_fd)
+
+
+@contextlib.contextmanager
+def native_stderr(what: str):
+    """Native code (onnxsim's C++: its folding warnings, and the Python tracebacks of
+    callbacks that fail inside it) writes to file descriptor 2 directly, around our one
+    error line: keep that text for -v, or --debug."""
+    import io
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    py = io.StringIO()  # what goes through sys.stderr instead (PyErr_Print, warnings)
+    with tempfile.TemporaryFile() as buf:  # unlinked at once: nothing is left in $TMPDIR
+        os.dup2(buf.fileno(), 2)
+        try:
+            with contextlib.redirect_stderr(py):
+                yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            buf.seek(0)
+            text = (buf.read().decode("utf-8", "replace") + py.getvalue()).strip()
+            if text:
+                (log.info if log.isEnabledFor(logging.INFO) else TRACEBACKS.debug)("%s wrote on stderr:\n%s", what, text)

@@ -36,6 +36,54 @@ Percent = Annotated[float, Gt(0), Le(100)]
 Tolerance = typing.Union[NonNegFloat, dict[str, NonNegFloat]]  # a number, or {"*": default, output: value}
 Names = tuple[str, ...]
 
+# The largest value of every count and duration, whichever command, flag or TOML key
+# sets it: far past real use, short of what hangs a CI runner (`--iterations 1e20`) or
+# fills its memory (`--samples 1e9` holds every sample and its outputs at once). Above
+# one: exit 2 naming the flag or key and the maximum. Hand-written commands pass them to
+# click (`max=`), declared options carry them in their type; --help shows both.
+LIMITS = {
+    "samples": 1000,  # random samples of a check, held in memory together
+    "calibration_samples": 100_000,  # streamed to ORT one at a time
+    "warmup": 10_000,
+    "iterations": 1_000_000,
+    "seconds": 3600.0,  # every duration and timeout
+    "threads": 1024,
+    "concurrency": 256,  # clients of serve-check's load
+    "batch": 65_536,  # rows of a request, a --batch sweep, Triton's max_batch_size
+    "top_k": 1000,
+    "jobs": 256,  # zoo releases at once
+    "trials": 64,  # quantize --fallback
+    "retries": 100,  # zoo max_retries
+    "seed": 2**32 - 1,  # what every generator (numpy, torch, Python's) takes
+    "heads": 4096,
+    "hidden_size": 1 << 20,
+    "bytes": 1 << 40,  # a size in bytes (--max-constant-size)
+}
+Samples = Annotated[int, Ge(1), Le(LIMITS["samples"])]
+CalibrationSamples = Annotated[int, Ge(1), Le(LIMITS["calibration_samples"])]
+Seconds = Annotated[float, Gt(0), Le(LIMITS["seconds"])]
+Threads = Annotated[int, Ge(1), Le(LIMITS["threads"])]
+Concurrency = Annotated[int, Ge(1), Le(LIMITS["concurrency"])]
+Batch = Annotated[int, Ge(1), Le(LIMITS["batch"])]
+Trials = Annotated[int, Ge(1), Le(LIMITS["trials"])]
+Retries = Annotated[int, Ge(0), Le(LIMITS["retries"])]
+Seed = Annotated[int, Ge(0), Le(LIMITS["seed"])]
+LoadSeconds = Annotated[float, Ge(0), Le(LIMITS["seconds"])]  # 0: none
+MaxBatch = Annotated[int, Ge(0), Le(LIMITS["batch"])]  # 0: no batching
+Heads = Annotated[int, Ge(0), Le(LIMITS["heads"])]  # 0: detect
+HiddenSize = Annotated[int, Ge(0), Le(LIMITS["hidden_size"])]  # 0: detect
+Bytes = Annotated[int, Ge(0), Le(LIMITS["bytes"])]
+
+
+def upper_bound(cls, name: str):
+    """The maximum a field's type allows (its ``Le``), or None: what --help shows."""
+    t = _hints(cls)[name]
+    for arg in (t, *typing.get_args(t)):
+        for m in getattr(arg, "__metadata__", ()):
+            if isinstance(m, Le):
+                return m.le
+    return None
+
 
 @dataclass(frozen=True)
 class Opt:

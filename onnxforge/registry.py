@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional
 
 from onnxforge.errors import UsageError
-from onnxforge.options import (Fraction, Names, NonNegFloat, NonNegInt, Percent, PosFloat, PosInt, Tolerance,
-                               option)
+from onnxforge.options import (Batch, Bytes, CalibrationSamples, Concurrency, Fraction, Heads, HiddenSize, LoadSeconds,
+                               MaxBatch, Names, Percent, PosFloat, PosInt, Samples, Seconds, Seed, Threads, Tolerance,
+                               Trials, option)
 from onnxforge.specs import (
     check_specs, check_val_ranges, is_per_output_value, is_shape_value, parse_bytes, parse_comma_list, parse_dims,
     parse_dynamic, parse_literals, parse_opsets, parse_per_output, parse_shapes, parse_val_ranges,
@@ -61,6 +62,17 @@ def _check_opset(v: int) -> None:
                                                      "exporter 7 to 20")
 
 
+def _check_opsets(v) -> None:
+    """The ai.onnx opset of --opset 17 / {"ai.onnx": 17, "ai.onnx.ml": 3}: one that does not
+    exist is a usage error here, not skl2onnx's failure (exit 4)."""
+    main = v if isinstance(v, int) else v.get("ai.onnx", v.get(""))
+    try:
+        if main is not None:
+            _check_opset(main)
+    except UsageError as exc:
+        raise UsageError(exc.message, hint="drop --opset for skl2onnx's default") from None
+
+
 # ----------------------------------------------------------------------------- shared groups
 
 
@@ -81,7 +93,7 @@ class CheckOptions(OutputOptions):
 
     inputs: Optional[str] = option(None, "Input data for the checks: .npz, .npy, a folder of NAME.npy, or numbered "
                                          "sample folders.", metavar="PATH", toml=None, path=True)
-    seed: NonNegInt = option(0, "Seed for generated inputs.", toml=None, example=("--seed", "3"))
+    seed: Seed = option(0, "Seed for generated inputs.", toml=None, example=("--seed", "3"))
     dims: dict[str, PosInt] = option({}, "Pin a symbolic dim: NAME=VALUE (repeatable).", flag="--dim",
                                      metavar="NAME=VALUE", parse=parse_dims, example=("--dim", "batch=4"))
     atol: Optional[Tolerance] = _tol("atol", "1e-4")
@@ -128,7 +140,7 @@ class ConvertTorchOptions(OutputOptions):
                                "so).", flag="--check/--no-check", example=("--no-check",))
     atol: Optional[Tolerance] = _tol("atol", "1e-4")
     rtol: Optional[Tolerance] = _tol("rtol", "1e-3")
-    seed: NonNegInt = option(0, "Seed for generated example inputs.", toml=None, example=("--seed", "3"))
+    seed: Seed = option(0, "Seed for generated example inputs.", toml=None, example=("--seed", "3"))
 
 
 @dataclass(frozen=True)
@@ -149,7 +161,7 @@ class ConvertSklearnOptions(OutputOptions):
                                      example=("--option", "raw_scores=True"))
     target_opset: Optional[int | dict[str, int]] = option(
         None, "Opsets for skl2onnx: 17, and DOMAIN=VERSION for others (ai.onnx.ml=3).", flag="--opset",
-        aliases=("--target-opset",), metavar="[DOMAIN=]N", parse=parse_opsets,
+        aliases=("--target-opset",), metavar="[DOMAIN=]N", parse=parse_opsets, check=_check_opsets,
         example=("--opset", "17", "--opset", "ai.onnx.ml=3"))
     double: bool = option(False, "Double-precision inputs (fixes float32 threshold flips in trees).",
                           example=("--double",))
@@ -157,7 +169,7 @@ class ConvertSklearnOptions(OutputOptions):
                          example=("--no-check",))
     atol: Optional[Tolerance] = _tol("atol", "1e-4")
     rtol: Optional[Tolerance] = _tol("rtol", "1e-3")
-    seed: NonNegInt = option(0, "Seed for generated rows.", toml=None, example=("--seed", "3"))
+    seed: Seed = option(0, "Seed for generated rows.", toml=None, example=("--seed", "3"))
 
 
 # ----------------------------------------------------------------------------- graph steps
@@ -197,18 +209,18 @@ class SimplifyOptions(CheckOptions):
                                              aliases=("--input-shapes", "--overwrite-input-shape"),
                                              metavar="NAME:DIMS", parse=parse_shapes, several=is_shape_value,
                                              example=("--shape", "x:2x8"))
-    max_constant_size: Optional[NonNegInt] = option(None, "Do not fold constants larger than this many bytes.",
+    max_constant_size: Optional[Bytes] = option(None, "Do not fold constants larger than this many bytes.",
                                                     example=("--max-constant-size", "1024"))
     ort_level: Optional[Literal["basic", "extended", "all"]] = option(
         None, "ONNX Runtime offline optimization: basic (portable), extended or all (ORT-only ops).", flag="--ort",
         metavar="LEVEL", example=("--ort", "extended"))
     transformer: Optional[str] = option(None, "Transformer fusions for this model type (bert, gpt2, vit, ...).",
                                         metavar="TYPE", check=_check_transformer, example=("--transformer", "bert"))
-    num_heads: NonNegInt = option(0, "Attention heads (0: detect).", example=("--num-heads", "2"))
-    hidden_size: NonNegInt = option(0, "Hidden size (0: detect).", example=("--hidden-size", "32"))
+    num_heads: Heads = option(0, "Attention heads (0: detect).", example=("--num-heads", "2"))
+    hidden_size: HiddenSize = option(0, "Hidden size (0: detect).", example=("--hidden-size", "32"))
     allow_skip: bool = option(False, "A failed engine is skipped (exit 0, marked in the report) instead of failing.",
                               example=("--allow-skip",))
-    samples: PosInt = option(1, "Random input samples for each check.", example=("--samples", "2"))
+    samples: Samples = option(1, "Random input samples for each check.", example=("--samples", "2"))
 
 
 @dataclass(frozen=True)
@@ -219,7 +231,7 @@ class Fp16Options(CheckOptions):
                               flag="--block-op", metavar="OP", example=("--block-op", "Softmax"))
     block_nodes: Names = option((), "A node name to keep in fp32 (repeatable).", flag="--block-node", metavar="NAME",
                                 example=("--block-node", "node_0"))
-    samples: PosInt = option(1, "Random input samples for the check.", example=("--samples", "2"))
+    samples: Samples = option(1, "Random input samples for the check.", example=("--samples", "2"))
     atol: Optional[Tolerance] = _tol("atol", "1e-2: fp16 keeps about 3 digits")
     rtol: Optional[Tolerance] = _tol("rtol", "1e-2")
 
@@ -244,7 +256,7 @@ class QuantOptions(CheckOptions):
                                 example=("--exclude-op", "Conv"))
     preprocess: bool = option(True, "Run ORT's quant_pre_process (shape inference and optimization) first.",
                               flag="--preprocess/--no-preprocess", example=("--no-preprocess",))
-    check_samples: PosInt = option(4, "Random samples for the parity check (when no --inputs).",
+    check_samples: Samples = option(4, "Random samples for the parity check (when no --inputs).",
                                    example=("--check-samples", "8"))
     min_cosine: Optional[Fraction] = option(0.99, "Budget: cosine similarity of every output to fp32 (0 turns it "
                                                   "off).", example=("--min-cosine", "0.995"))
@@ -254,8 +266,8 @@ class QuantOptions(CheckOptions):
                                              example=("--min-speedup", "1.1"))
     fallback: bool = option(False, "On a failed parity budget, leave the most sensitive nodes in fp32, a few more "
                                    "each trial.", flag="--fallback/--no-fallback", example=("--fallback",))
-    max_trials: PosInt = option(4, "Trials for --fallback.", example=("--max-trials", "6"))
-    bench_seconds: PosFloat = option(2.0, "Seconds of interleaved fp32/int8 timing.",
+    max_trials: Trials = option(4, "Trials for --fallback.", example=("--max-trials", "6"))
+    bench_seconds: Seconds = option(2.0, "Seconds of interleaved fp32/int8 timing.",
                                      example=("--bench-seconds", "0.5"))
     atol: Optional[Tolerance] = _tol("atol", "off: int8 is judged on cosine; one bound given leaves the other at 0")
     rtol: Optional[Tolerance] = _tol("rtol", "off")
@@ -286,7 +298,7 @@ class StaticOptions(QuantOptions):
     quant_format: Literal["qdq", "qoperator"] = option(
         "qdq", "qdq (default) or qoperator. (--format is the output format, as everywhere.)", toml="format",
         example=("--quant-format", "qoperator"))
-    samples: Optional[PosInt] = option(None, "Calibration samples to use (default: all).",
+    samples: Optional[CalibrationSamples] = option(None, "Calibration samples to use (default: all).",
                                        example=("--samples", "16"))
     activation_type: IntType = option(None, "int8 or uint8 (default: chosen for this CPU).",
                                       example=("--activation-type", "int8"))
@@ -296,6 +308,16 @@ class StaticOptions(QuantOptions):
 
 
 # ----------------------------------------------------------------------------- packaging and serving
+
+
+def _check_model_name(name: str) -> None:
+    """The name becomes a folder (Triton's repository) and a URL path (MLServer): an
+    empty one, '..' or a slash would land the model somewhere else, or nowhere."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UsageError(f"{name!r} is not a usable model name",
+                         hint="letters, digits, '.', '_' and '-', starting with a letter or digit (it names a folder)")
 
 
 def _check_provider(name: str) -> None:
@@ -313,11 +335,11 @@ class PackageOptions:
         "mlserver", "mlserver (Seldon's server), mlflow (an MLflow model), triton (a model repository).", toml=None,
         example=("--target", "triton"))
     name: Optional[str] = option(None, "Model name in the server (default: the release folder's or model's name).",
-                                 example=("--name", "digits"))
+                                 check=_check_model_name, example=("--name", "digits"))
     provider: str = option("cpu", "Execution provider the server runs on.", check=lambda v: _check_provider(v),
                            example=("--provider", "cuda"))
-    threads: Optional[PosInt] = option(None, "Intra-op threads of the served session.", example=("--threads", "2"))
-    max_batch_size: NonNegInt = option(64, "Triton's max_batch_size when the model has a batch dim.",
+    threads: Optional[Threads] = option(None, "Intra-op threads of the served session.", example=("--threads", "2"))
+    max_batch_size: MaxBatch = option(64, "Triton's max_batch_size when the model has a batch dim.",
                                        example=("--max-batch-size", "32"))
     mlflow_tracking_uri: Optional[str] = option(None, "mlflow target: log the model to this tracking store "
                                                       "(sqlite:///mlflow.db works offline).",
@@ -328,7 +350,7 @@ class PackageOptions:
                                      example=("--register", "digits"))
     inputs: Optional[str] = option(None, "Golden inputs (default: the release's validation data, else generated).",
                                    metavar="PATH", toml=None, path=True)
-    seed: NonNegInt = option(0, "Seed for generated golden inputs.", toml=None, example=("--seed", "3"))
+    seed: Seed = option(0, "Seed for generated golden inputs.", toml=None, example=("--seed", "3"))
     dims: dict[str, PosInt] = option({}, "Symbolic dims of generated golden inputs: NAME=VALUE (repeatable).",
                                      flag="--dim", metavar="NAME=VALUE", parse=parse_dims, example=("--dim", "batch=2"))
     atol: Optional[Tolerance] = _tol("atol", "1e-4")
@@ -343,15 +365,15 @@ class PackageOptions:
 class ServeCheckOptions:
     """`onnxforge serve-check` and the release's [serve_check] gate."""
 
-    concurrency: PosInt = option(4, "Concurrent clients of the bounded load.", example=("--concurrency", "2"))
-    duration: NonNegFloat = option(5.0, "Seconds of load (0: no load).", example=("--duration", "1"))
+    concurrency: Concurrency = option(4, "Concurrent clients of the bounded load.", example=("--concurrency", "2"))
+    duration: LoadSeconds = option(5.0, "Seconds of load (0: no load).", example=("--duration", "1"))
     protocols: tuple[Literal["rest", "grpc"], ...] = option(("rest", "grpc"), "Protocols to check parity and "
                                                                               "malformed requests on (repeatable).",
                                                             flag="--protocol", metavar="rest|grpc",
                                                             example=("--protocol", "rest"))
     load_protocol: Literal["rest", "grpc"] = option("rest", "Protocol of the load.", example=("--load-protocol", "grpc"))
-    batch: Optional[PosInt] = option(1, "Rows per load request.", example=("--batch", "2"))
-    timeout: PosFloat = option(60.0, "Seconds to wait for the server to be ready.", example=("--timeout", "30"))
+    batch: Optional[Batch] = option(1, "Rows per load request.", example=("--batch", "2"))
+    timeout: Seconds = option(60.0, "Seconds to wait for the server to be ready.", example=("--timeout", "30"))
     max_p99_ms: Optional[PosFloat] = option(None, "Gate: the served p99 under load.", example=("--max-p99-ms", "50"))
     atol: Optional[Tolerance] = _tol("atol", "the package's")
     rtol: Optional[Tolerance] = _tol("rtol", "the package's")

@@ -471,6 +471,29 @@ def _unquote(stem: str) -> str:
     return unquote(stem)
 
 
+def read_npz(path, what: str = "") -> dict:
+    """Every array of a .npz, read without pickles, or a BadInputError that says what the
+    file is instead (a single .npy array reached numpy's NpzFile code as a "context
+    manager" error)."""
+    import numpy as np
+
+    from onnxforge.errors import first_line
+
+    where = f"{what}: " if what else ""
+    hint = "save it with numpy.savez(path, INPUT=array, ...)"
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise BadInputError(f"{where}cannot read {path} as .npz ({first_line(exc)})", hint=hint) from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise BadInputError(f"{where}{path} holds one array (.npy), not a .npz of named arrays", hint=hint)
+    with z:
+        try:
+            return {k: z[k] for k in z.files}
+        except Exception as exc:
+            raise BadInputError(f"{where}cannot read {path} as .npz ({first_line(exc)})", hint=hint) from None
+
+
 def load_samples(
     path: str | os.PathLike,
     *,
@@ -499,11 +522,7 @@ def load_samples(
         if not check_ok:
             raise BadInputError(f"inputs file is empty: {p}")
         if p.suffix == ".npz":
-            try:
-                with np.load(p, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in z.files}
-            except Exception as exc:
-                raise BadInputError(f"cannot read {p} as .npz ({exc})", hint="save arrays with numpy.savez") from None
+            arrays = read_npz(p)
             if not arrays:
                 raise BadInputError(f"{p} holds no arrays")
             grouped = _group_sample_keys(arrays)

@@ -14,7 +14,8 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from onnxforge.cli.common import STATE, exit_code_for, is_quiet_exit, report_error, setup_logging
+from onnxforge.cli.common import (STATE, exit_code_for, is_quiet_exit, is_stopped, report_error, report_stopped,
+                                  setup_logging)
 
 # name -> (where the command comes from, its one-line help). "step:NAME" is a command
 # generated from the step registry (cli/stepcmd.py). The help here must match the
@@ -215,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             rv = command.main(args=args, prog_name="onnxforge", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
         exc = None
-        if code == 130:  # Typer turned Ctrl-C into Exit(130), which click returns here
-            sys.stderr.write("terminated\n" if STATE.terminated else "interrupted\n")
+        if is_stopped(code):  # a release or zoo stopped by Ctrl-C or SIGTERM returns its exit code here
+            report_stopped(STATE.terminated)
     except BaseException as e:  # noqa: BLE001 - this is the one place that maps them all
         exc, code = e, exit_code_for(e)
         if not is_quiet_exit(e):

@@ -8,6 +8,7 @@ from onnxforge.cli.common import (
     DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ShapeOpt, ValRangeOpt, check_outputs, emit, number,
     wants_json,
 )
+from onnxforge.options import LIMITS
 
 
 def _parse_regression(text: str) -> float:
@@ -16,8 +17,8 @@ def _parse_regression(text: str) -> float:
         v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
     except ValueError:
         raise typer.BadParameter("write a fraction (0.1) or a percentage (10%)", param_hint="--max-regression") from None
-    if v < 0:
-        raise typer.BadParameter("must be >= 0", param_hint="--max-regression")
+    if not v >= 0 or v == float("inf"):  # NaN or infinity would switch the gate off
+        raise typer.BadParameter(f"must be a finite number >= 0, got {text}", param_hint="--max-regression")
     return v
 
 
@@ -27,15 +28,15 @@ def benchmark_cmd(
     provider_option: Annotated[Optional[list[str]], typer.Option("--provider-option", help="EP option PROVIDER:KEY=VALUE, e.g. cuda:device_id=1.", metavar="P:K=V")] = None,
     dim: DimOpt = None,
     shape: ShapeOpt = None,
-    batch: Annotated[Optional[str], typer.Option("--batch", help="Sweep the leading dim: 1,8,32.", metavar="N[,N...]")] = None,
+    batch: Annotated[Optional[str], typer.Option("--batch", help=f"Sweep the leading dim: 1,8,32 (each at most {LIMITS['batch']}).", metavar="N[,N...]")] = None,
     inputs: InputsOpt = None,
     seed: SeedOpt = 0,
     val_range: ValRangeOpt = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", "-x", help="Intra-op threads (default: the container's CPU quota).", min=1)] = None,
-    inter_threads: Annotated[Optional[int], typer.Option("--inter-threads", "-y", help="Inter-op threads.", min=1)] = None,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per row first.", min=0)] = 10,
-    iterations: Annotated[Optional[int], typer.Option("--iterations", "-r", help="Timed runs per row.", min=1)] = None,
-    duration: Annotated[Optional[float], typer.Option("--duration", "-t", help="Seconds of timed runs (default 2; at least 10 rounds).", callback=number(0, above=True))] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", "-x", help="Intra-op threads (default: the container's CPU quota).", min=1, max=LIMITS["threads"])] = None,
+    inter_threads: Annotated[Optional[int], typer.Option("--inter-threads", "-y", help="Inter-op threads.", min=1, max=LIMITS["threads"])] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per row first.", min=0, max=LIMITS["warmup"])] = 10,
+    iterations: Annotated[Optional[int], typer.Option("--iterations", "-r", help="Timed runs per row.", min=1, max=LIMITS["iterations"])] = None,
+    duration: Annotated[Optional[float], typer.Option("--duration", "-t", help=f"Seconds of timed runs (default 2; at least 10 rounds; at most {LIMITS['seconds']:g}).", callback=number(0, LIMITS["seconds"], above=True))] = None,
     io_binding: Annotated[bool, typer.Option("--io-binding", help="Keep inputs/outputs on the device: copies are not timed.")] = False,
     placement: Annotated[bool, typer.Option("--placement", help="Report how many nodes each provider ran (from ORT's profiler).")] = False,
     spinning: Annotated[Optional[bool], typer.Option("--spinning/--no-spinning", help="Intra-op thread spinning (default: off with several rows).")] = None,
@@ -66,6 +67,8 @@ def benchmark_cmd(
             raise typer.BadParameter("write sizes as 1,8,32", param_hint="--batch") from None
         if not batches or any(b < 1 for b in batches):
             raise typer.BadParameter("sizes must be positive", param_hint="--batch")
+        if max(batches) > LIMITS["batch"]:
+            raise typer.BadParameter(f"{max(batches)} is above the maximum {LIMITS['batch']}", param_hint="--batch")
     shapes = {}
     for item in shape or []:
         name, sep, dims = item.rpartition(":")

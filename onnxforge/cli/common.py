@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from onnxforge.errors import ExitCode, OnnxforgeError, Terminated  # noqa: F401 - Terminated: the CLI's name for it
+from onnxforge.options import LIMITS
 
 log = logging.getLogger("onnxforge")
 
@@ -58,8 +59,12 @@ ValRangeOpt = Annotated[
     Optional[list[str]],
     typer.Option("--val-range", help="Random input range NAME:[LO,HI] (or [LO,HI] for all).", metavar="NAME:[LO,HI]"),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for generated inputs.", min=0)]
-SamplesOpt = Annotated[int, typer.Option("--samples", help="Number of random input samples.", min=1)]
+# Counts take their maximum from options.LIMITS (one table for every command and TOML key).
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for generated inputs.", min=0, max=LIMITS["seed"])]
+SamplesOpt = Annotated[int, typer.Option("--samples", help="Number of random input samples.", min=1,
+                                         max=LIMITS["samples"])]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="ORT intra-op threads (default: the CPU quota).",
+                                                   min=1, max=LIMITS["threads"])]
 ProviderOpt = Annotated[str, typer.Option("--provider", help="Execution provider: cpu, cuda, tensorrt, openvino, dml.")]
 AtolOpt = Annotated[
     Optional[list[str]],
@@ -271,6 +276,18 @@ def write_error_report(path: str, exc: BaseException, code: int) -> None:
         pass
 
 
+def is_stopped(code: int) -> bool:
+    """Exit codes of a run stopped by a signal: main says so, once."""
+    return code in (int(ExitCode.INTERRUPTED), int(ExitCode.TERMINATED))
+
+
+def report_stopped(terminated: bool) -> None:
+    """Ctrl-C or SIGTERM: one error line and a hint, like every other exit."""
+    sys.stderr.write("error: terminated (SIGTERM)\n" if terminated else "error: interrupted (Ctrl-C)\n")
+    sys.stderr.write("hint: the run stopped before its end; what it was writing was removed (a release still "
+                     "writes its reports). Rerun the command to finish\n")
+
+
 def report_error(exc: BaseException, debug: bool) -> None:
     err = sys.stderr
     kind = _click_kind(exc)
@@ -286,7 +303,7 @@ def report_error(exc: BaseException, debug: bool) -> None:
         err.write(f"hint: see `{where} --help`\n")
         annotate("error", "onnxforge", exc.format_message())
     elif isinstance(exc, KeyboardInterrupt) or kind == "Abort":
-        err.write("terminated\n" if isinstance(exc, Terminated) or STATE.terminated else "interrupted\n")
+        report_stopped(isinstance(exc, Terminated) or STATE.terminated)
         return
     else:
         first = (str(exc).strip().splitlines() or [""])[0][:300]

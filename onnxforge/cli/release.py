@@ -5,7 +5,8 @@ from typing import Annotated
 
 import typer
 
-from onnxforge.cli.common import ForceOpt, FormatOpt, JsonOpt, ReportOpt, annotate, check_outputs, emit, wants_json
+from onnxforge.cli.common import (ForceOpt, FormatOpt, JsonOpt, ReportOpt, annotate, check_outputs, emit, is_stopped,
+                                  wants_json)
 
 
 def release_cmd(
@@ -40,6 +41,8 @@ def _say_why(res) -> None:
     """A failed release says why on stderr like every other command (and on the CI run page)."""
     import sys
 
+    if is_stopped(res.exit_code):  # main says it, once
+        return
     sys.stderr.write(f"error: release {res.status}: {res.error or res.failure}\n")
     sys.stderr.write(f"hint: {res.hint or 'see report.md and junit.xml in the release folder'}\n")
     for g in res.gates:

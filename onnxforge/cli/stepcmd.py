@@ -19,7 +19,7 @@ from onnxforge.cli.common import (FormatOpt, JsonOpt, OutputOpt, PrintStepOpt, R
 from onnxforge.errors import UsageError
 from onnxforge.progress import task
 from onnxforge.options import (Opt, base_type, choices_of, default_of, fields_of, flag_of, non_defaults, toml_key,
-                               toml_place, toml_value, validate_options)
+                               toml_place, toml_value, upper_bound, validate_options)
 from onnxforge.registry import STEPS, StepDef
 
 
@@ -61,6 +61,9 @@ def _help(cls, f: dataclasses.Field, o: Opt) -> str:
     d = default_of(f)
     if d not in (None, (), {}, [], False) and base_type(cls, f.name) is not bool and "default" not in text:
         text += f" [default: {d}]"
+    hi = upper_bound(cls, f.name)
+    if hi is not None:
+        text += f" [at most {hi:g}]"
     return text
 
 

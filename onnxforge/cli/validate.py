@@ -7,8 +7,9 @@ import typer
 
 from onnxforge.cli.common import (
     AtolOpt, DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, RtolOpt, SamplesOpt, SeedOpt,
-    TrustPickleOpt, ValRangeOpt, check_outputs, emit, number, wants_json,
+    ThreadsOpt, TrustPickleOpt, ValRangeOpt, check_outputs, emit, number, wants_json,
 )
+from onnxforge.options import LIMITS
 
 
 def validate_cmd(
@@ -27,12 +28,12 @@ def validate_cmd(
     min_cosine: Annotated[Optional[float], typer.Option("--min-cosine", help="Fail an output whose cosine similarity is below this.", callback=number(-1, 1))] = None,
     min_agreement: Annotated[Optional[float], typer.Option("--min-agreement", help="Fraction of labels (or top-1 classes with --task classification) that must agree.", callback=number(0, 1))] = None,
     task: Annotated[Optional[str], typer.Option("--task", help="classification: also report top-1 / top-k agreement of score outputs.")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="k for top-k agreement.", min=1)] = 5,
+    top_k: Annotated[int, typer.Option("--top-k", help="k for top-k agreement.", min=1, max=LIMITS["top_k"])] = 5,
     map_: Annotated[Optional[list[str]], typer.Option("--map", help="Pair input names: REF=CAND (repeatable).", metavar="REF=CAND")] = None,
     localize: Annotated[bool, typer.Option("--localize", help="On failure, find the first node where two ONNX models diverge.")] = False,
     save_inputs: Annotated[Optional[Path], typer.Option("--save-inputs", help="Write the inputs used to this .npz.", metavar="PATH")] = None,
     save_outputs: Annotated[Optional[Path], typer.Option("--save-outputs", help="Write the reference's outputs to this .npz (golden outputs).", metavar="PATH")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="ORT intra-op threads (default: the CPU quota).", min=1)] = None,
+    threads: ThreadsOpt = None,
     trust_pickle: TrustPickleOpt = False,
     weights: Annotated[Optional[str], typer.Option("--weights", help="state_dict for a torch factory side (weights_only=True).", metavar="PATH")] = None,
     trust: Annotated[Optional[list[str]], typer.Option("--trust", help="A type a .skops side may load (repeatable).", metavar="TYPE")] = None,

@@ -16,7 +16,8 @@ import typer
 from typer.core import TyperGroup
 
 from onnxforge.cli.common import STATE, ForceOpt, FormatOpt, JsonOpt, ReportOpt, annotate, check_outputs, console
-from onnxforge.cli.common import wants_json
+from onnxforge.cli.common import is_stopped, wants_json
+from onnxforge.options import LIMITS
 
 
 class _RunByDefault(TyperGroup):
@@ -42,7 +43,7 @@ def zoo_run(
     executor: Annotated[str, typer.Option("--executor", help="local (worker processes), ray (a Ray task per "
                                           "release) or matrix (print a GitHub Actions matrix).",
                                           metavar="local|ray|matrix")] = "local",
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Releases at once (local; the CPUs of "
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, max=LIMITS["jobs"], help="Releases at once (local; the CPUs of "
                                                 "a local Ray instance). Default: the CPU quota.")] = None,
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="auto, HOST:PORT or ray://HOST:10001 "
                                                        "(default: start a local instance).")] = None,
@@ -156,6 +157,8 @@ def _table(rep) -> None:
 
 
 def _say_why(rep, out_dir: Path) -> None:
+    if is_stopped(rep.exit_code):  # main says it, once
+        return
     if rep.error:
         sys.stderr.write(f"error: {rep.error}\n")
         sys.stderr.write(f"hint: {rep.hint or 'see zoo-report.md'}\n")

@@ -148,12 +148,44 @@ def _csv_specs(est, sample, ftype: str) -> tuple[list[TensorSpec], dict]:
     if missing:
         raise BadInputError(f"{sample}: missing column(s) {', '.join(missing)} the model was fitted on",
                             hint=f"the model expects: {', '.join(expected)}")
+    names = expected or list(cols)
+    if not _takes_columns(est):  # one matrix X: skl2onnx refuses one input per column for it
+        return _csv_matrix(est, sample, cols, names, ftype)
     specs, data = [], {}
-    for c in expected or list(cols):
+    for c in names:
         v = cols[c]
         specs.append(TensorSpec(c, "str" if v.dtype == object else ftype, (None, 1)))
         data[c] = v.reshape(-1, 1)
     return specs, data
+
+
+def _takes_columns(est) -> bool:
+    """A ColumnTransformer (alone or first in a pipeline) takes one input per column;
+    any other estimator one matrix of numbers."""
+    from sklearn.compose import ColumnTransformer
+
+    head = est.steps[0][1] if hasattr(est, "steps") and est.steps else est
+    return isinstance(head, ColumnTransformer)
+
+
+def _csv_matrix(est, sample, cols: Mapping[str, Any], names: list, ftype: str) -> tuple[list[TensorSpec], dict]:
+    """The CSV's columns as one matrix X, refused here (naming the column and line) when
+    it holds what the estimator cannot take: text, or empty cells where NaN is not allowed.
+    skl2onnx and scikit-learn failed on them later with their own words (exit 4)."""
+    import numpy as np
+    from sklearn.utils import get_tags
+
+    text = [c for c in names if cols[c].dtype == object]
+    if text:
+        raise BadInputError(f"{sample}: column {text[0]!r} is text; {type(est).__name__} takes a matrix of numbers",
+                            hint="give numeric columns only, or a pipeline whose ColumnTransformer encodes the text")
+    X = np.column_stack([np.asarray(cols[c], dtype=np.float64) for c in names])
+    if np.isnan(X).any() and not get_tags(est).input_tags.allow_nan:
+        row, col = (int(i) for i in np.argwhere(np.isnan(X))[0])
+        raise BadInputError(f"{sample}: column {names[col]!r} line {row + 2} is empty (a missing value); "
+                            f"{type(est).__name__} does not take missing values",
+                            hint="fill the empty cells, or put an imputer (SimpleImputer) first in the pipeline")
+    return [TensorSpec("X", ftype, (None, len(names)))], {"X": X}
 
 
 def _skl2onnx_options(est, o: ConvertSklearnOptions) -> tuple[dict, Any]:

@@ -59,6 +59,7 @@ def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mappi
     from onnxforge.artifacts import save_scratch
     from onnxforge.errors import require
     from onnxforge.fileio import PROTOBUF_LIMIT, external_data_files, load_onnx
+    from onnxforge.logs import native_stderr, quiet_third_party
 
     onnxsim = require("onnxsim", "all")
     small = load_onnx(src, load_external_data=False)
@@ -67,10 +68,11 @@ def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mappi
         raise StepNotApplicable("onnxsim cannot hold models over 2 GB (protobuf limit); skipped it")
     limit = max_constant_size if max_constant_size is not None else size + GROWTH_ALLOWANCE
     model = load_onnx(src)
-    simplified, _ = onnxsim.simplify(
-        model, check_n=0, skipped_optimizers=list(skip) or None, overwrite_input_shapes=dict(shapes) if shapes else None,
-        tensor_size_threshold=f"{limit}B",
-    )
+    with quiet_third_party(), native_stderr("onnxsim"):
+        simplified, _ = onnxsim.simplify(
+            model, check_n=0, skipped_optimizers=list(skip) or None,
+            overwrite_input_shapes=dict(shapes) if shapes else None, tensor_size_threshold=f"{limit}B",
+        )
     unfolded = _constant_nodes(simplified)
     save_scratch(simplified, dst)
     return {"constant_size_limit": limit, "unfolded": unfolded} if unfolded else {}

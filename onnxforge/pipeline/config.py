@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
 from onnxforge.errors import BadInputError, UsageError
-from onnxforge.options import Fraction, NonNegFloat, PosFloat, PosInt, fields_of, option, suggest, toml_place
+from onnxforge.options import (Fraction, NonNegFloat, PosFloat, PosInt, Seconds, Threads, fields_of, option, suggest,
+                               toml_place)
 from onnxforge.options import alias_keys, validate_options
 from onnxforge.registry import RUN_NAMES, STEPS, StepDef, step_for
 
@@ -65,8 +66,8 @@ class LatencyGate:
     max_p50_ms: Optional[PosFloat] = option(None, "Largest allowed median latency of the final model.")
     max_p99_ms: Optional[PosFloat] = option(None, "Largest allowed p99 latency of the final model.")
     min_speedup: Optional[PosFloat] = option(None, "The final model against the first ONNX model.")
-    seconds: PosFloat = option(3.0, "Seconds of interleaved timing.")
-    threads: Optional[PosInt] = option(None, "Intra-op threads (default: the CPU quota).")
+    seconds: Seconds = option(3.0, "Seconds of interleaved timing.")
+    threads: Optional[Threads] = option(None, "Intra-op threads (default: the CPU quota).")
     dims: dict[str, PosInt] = option({}, "Symbolic dims to measure at (default 1 each).")
 
 
@@ -335,13 +336,9 @@ def _gates(table, data: DataSection) -> dict:
 
 
 def _labels_present(data: DataSection) -> None:
-    import numpy as np
+    from onnxforge.specs import read_npz
 
-    try:
-        with np.load(data.validation, allow_pickle=False) as z:
-            files = list(z.files)
-    except Exception as exc:
-        raise BadInputError(f"data.validation: cannot read {data.validation} as .npz ({exc})") from None
+    files = list(read_npz(data.validation, "data.validation"))
     if data.labels not in files:
         raise UsageError(f"gates.accuracy needs labels: {data.validation} has no {data.labels!r} array",
                          hint=f"it holds {', '.join(files)}; save the labels as {data.labels!r} (or set data.labels)")

@@ -72,16 +72,11 @@ def _as_declared(cfg: ReleaseConfig, arrays: dict) -> dict:
 
 def _validation(cfg: ReleaseConfig) -> tuple[dict | None, Any]:
     """Validation inputs (one batch, as the model declares them) and labels, or (None, None)."""
-    import numpy as np
+    from onnxforge.specs import read_npz
 
     if cfg.data.validation is None:
         return None, None
-    try:
-        with np.load(cfg.data.validation, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:
-        raise BadInputError(f"data.validation: cannot read {cfg.data.validation} as .npz ({exc})",
-                            hint="save it with numpy.savez(path, INPUT=array, ..., labels=array)") from None
+    arrays = read_npz(cfg.data.validation, "data.validation")
     labels = arrays.pop(cfg.data.labels, None)
     return _as_declared(cfg, arrays), labels
 

@@ -141,7 +141,9 @@ def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = 
         try:
             return LoadedTorch(torch.jit.load(str(path), map_location="cpu"), "torchscript")
         except Exception as exc:
-            raise BadInputError(f"{path}: cannot load as TorchScript ({first_line(exc)})") from None
+            raise BadInputError(f"{path}: cannot load as TorchScript ({first_line(exc)})",
+                                hint="TorchScript may call only torch's own ops; export the model with "
+                                     "torch.export.save (a .pt2) or give its factory") from None
     if not names and not _legacy_torch_save(path):
         raise BadInputError(f"{path} is not a torch file (.pt2, TorchScript or torch.save archive)",
                             hint="give a .pt2 (torch.export.save), a TorchScript file, or a factory module:function")
@@ -241,7 +243,8 @@ def load_sklearn(source: Any, *, trust: Sequence[str] = (), trust_pickle: bool =
         try:
             untrusted = sio.get_untrusted_types(file=str(path))
         except Exception as exc:
-            raise BadInputError(f"{path}: not a readable .skops file ({first_line(exc)})") from None
+            raise BadInputError(f"{path}: not a readable .skops file ({first_line(exc)})",
+                                hint="write it with skops.io.dump(estimator, path)") from None
         refused = [t for t in untrusted if t not in trust and not trust_pickle]
         if refused:
             raise BadInputError(

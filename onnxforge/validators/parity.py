@@ -89,6 +89,27 @@ def _input_mapping(ref: Runner, cand: Runner, user_map: Mapping[str, str]) -> di
     return c2r
 
 
+def _check_names(ref: Runner, cand: Runner, ref_out: list, cand_out: list, user_map: Mapping[str, str],
+                 tolerance: Tolerance) -> None:
+    """A --map pair or a per-output tolerance naming nothing either model has would be
+    ignored, and the user would believe it was applied: refuse it, listing the names."""
+    r_in, c_in = [s.name for s in ref.inputs], [s.name for s in cand.inputs]
+    r_out = list(dict.fromkeys([*ref.outputs, *(ref_out[0] if ref_out else ())]))
+    c_out = list(dict.fromkeys([*cand.outputs, *(cand_out[0] if cand_out else ())]))
+    for r, c in user_map.items():
+        if r in r_in or c in c_in or (r in r_out and c in c_out):
+            continue
+        missing = "the candidate has no output" if r in r_out else "the reference has no output" if c in c_out else \
+            "neither model has an input or output"
+        raise UsageError(f"--map {r}={c}: {missing} named so",
+                         hint=f"reference inputs: {', '.join(r_in) or '-'}; outputs: {', '.join(r_out) or '-'}. "
+                              f"Candidate inputs: {', '.join(c_in) or '-'}; outputs: {', '.join(c_out) or '-'}")
+    unknown = sorted(set(tolerance.per_output) - set(r_out))
+    if unknown:
+        raise UsageError(f"--atol/--rtol {unknown[0]}: the reference has no output {unknown[0]!r}",
+                         hint=f"its outputs: {', '.join(r_out) or '-'}")
+
+
 def pair_outputs(ref_names: Sequence[str], cand_names: Sequence[str], user_map: Mapping[str, str]
                  ) -> tuple[dict[str, str], str]:
     """reference output -> candidate output, and a note when the pairing is not by name."""
@@ -236,6 +257,7 @@ def validate(
         return out
 
     ref_out, cand_out = _outputs(ref, feeds, feed_for), _outputs(cand, feeds, feed_for)
+    _check_names(ref, cand, ref_out, cand_out, input_map or {}, tolerance)
     pairs, note = pair_outputs(list(ref_out[0]) if ref_out else [], list(cand_out[0]) if cand_out else [],
                                input_map or {})
     paired = set(pairs.values())

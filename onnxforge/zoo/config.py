@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from onnxforge.errors import BadInputError, UsageError
-from onnxforge.options import NonNegInt, PosFloat, option, suggest, validate_options
+from onnxforge.options import PosFloat, Retries, option, suggest, validate_options
 
 SECTIONS = ("zoo", "targets")
 REPORT_FILES = ("zoo-report.json", "zoo-report.md", "junit.xml", "report.html")  # the verdict's files in OUT
@@ -57,7 +57,7 @@ def _check_resources(value) -> None:
 @dataclass(frozen=True)
 class ZooSection:
     releases: tuple[str, ...] = option((), "Release configs: paths or globs, relative to the zoo file.")
-    max_retries: NonNegInt = option(2, "Times a release whose worker process died is run again.")
+    max_retries: Retries = option(2, "Times a release whose worker process died is run again.")
     cpus_per_release: PosFloat = option(1.0, "CPUs a release reserves on a Ray node (num_cpus of its task).")
     keep_steps: bool = option(True, "Keep each release's intermediate models under OUT/FOLDER/steps/.")
 
