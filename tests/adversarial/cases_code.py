@@ -1,6 +1,7 @@
 """Code execution and resources through a .pt2's JSON and zip structure: symbolic sizes
 torch parses with sympy (eval), guards it exec's, node targets it resolves by attribute
-path, and a zip bomb. Each hostile archive is a real dynamic-shape export, edited."""
+path, and a zip bomb. Each hostile archive is a real dynamic-shape export, edited.
+Then hostile Hugging Face configs: sizes below 1, label counts and weights that do not fit."""
 
 from __future__ import annotations
 
@@ -85,6 +86,41 @@ def _setup(ws: Path) -> None:
                     out.writestr(n, z.read(n))
 
 
+def _hf_setup(ws: Path) -> None:
+    """A tiny BERT classifier saved with save_pretrained, and copies with one config key changed."""
+    import shutil
+
+    d = ws / "in" / "hf"
+    if (d / "bert").exists():
+        return
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                             intermediate_size=32, max_position_embeddings=64, num_labels=3)
+                                  ).eval().save_pretrained(d / "bert")
+    for name, change in HF_EDITS.items():
+        shutil.copytree(d / "bert", d / name)
+        cfg = json.loads((d / name / "config.json").read_text())
+        for k, v in change.items():
+            cfg.pop(k, None) if v is None else cfg.__setitem__(k, v)
+        (d / name / "config.json").write_text(json.dumps(cfg))
+
+
+HF_EDITS = {
+    "layerless": {"num_hidden_layers": -1},
+    "no_heads": {"num_attention_heads": 0},
+    "many_labels": {"num_labels": 10**7, "id2label": None, "label2id": None},
+    "huge_id2label": {"id2label": {str(i): f"L{i}" for i in range(200_000)}, "label2id": None},
+    "huge_vocab": {"vocab_size": 10**10},
+}
+
+
+def _hf(name):
+    return lambda ws: str(ws / "in" / "hf" / name)
+
+
 CASES = [
     Case("pt2 with symbolic sizes still converts", A("convert", "torch", _i("dyn.pt2"), "-o", _o("dyn.onnx")),
          0, outputs=("out/dyn.onnx",), setup=_setup, one_line=False, slow=True),
@@ -98,4 +134,16 @@ CASES = [
          3, "torch.os.system", outputs=("out",), setup=_setup, slow=True),
     Case("pt2 zip bomb refused before reading", A("convert", "torch", _i("bomb.pt2"), "-o", _o("m.onnx")),
          3, "zip bomb", outputs=("out",), setup=_setup, slow=True),
+    Case("HF tiny BERT still converts", A("convert", "torch", _hf("bert"), "-o", _o("bert.onnx")), 0,
+         outputs=("out/bert.onnx",), setup=_hf_setup, one_line=False, slow=True),
+    Case("HF num_hidden_layers -1", A("convert", "torch", _hf("layerless"), "-o", _o("m.onnx")), 3,
+         "num_hidden_layers", outputs=("out",), setup=_hf_setup, slow=True),
+    Case("HF num_attention_heads 0", A("convert", "torch", _hf("no_heads"), "-o", _o("m.onnx")), 3,
+         "num_attention_heads", outputs=("out",), setup=_hf_setup, slow=True),
+    Case("HF num_labels 10**7", A("convert", "torch", _hf("many_labels"), "-o", _o("m.onnx")), 3,
+         "10000000 labels", outputs=("out",), setup=_hf_setup, slow=True),
+    Case("HF id2label of 200,000 labels", A("convert", "torch", _hf("huge_id2label"), "-o", _o("m.onnx")), 3,
+         "200000 labels", outputs=("out",), setup=_hf_setup, slow=True),
+    Case("HF weights over the memory", A("convert", "torch", _hf("huge_vocab"), "-o", _o("m.onnx")), 3,
+         "GiB", outputs=("out",), setup=_hf_setup, slow=True),
 ]
