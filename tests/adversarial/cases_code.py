@@ -1,7 +1,10 @@
 """Code execution and resources through a .pt2's JSON and zip structure: symbolic sizes
 torch parses with sympy (eval), guards it exec's, node targets it resolves by attribute
 path, and a zip bomb. Each hostile archive is a real dynamic-shape export, edited.
-Then hostile Hugging Face configs: sizes below 1, label counts and weights that do not fit."""
+Then hostile Hugging Face configs: sizes below 1, label counts and weights that do not fit.
+Then serve-check folders that name code (an implementation, a module beside the model,
+server settings, a .env, a conda tarball) or settings that are not JSON or have wrong
+types: all refused before any server starts."""
 
 from __future__ import annotations
 
@@ -146,4 +149,91 @@ CASES = [
          "200000 labels", outputs=("out",), setup=_hf_setup, slow=True),
     Case("HF weights over the memory", A("convert", "torch", _hf("huge_vocab"), "-o", _o("m.onnx")), 3,
          "GiB", outputs=("out",), setup=_hf_setup, slow=True),
+]
+
+
+def _payload_module(ws) -> str:
+    return f"open({str(ws / MARKER)!r}, 'w').close()\n"
+
+
+def _serve_setup(ws: Path) -> None:
+    """The tiny model packaged for MLServer, and copies that each name code or hold bad settings."""
+    import shutil
+
+    from onnxforge.serving import package
+
+    d = ws / "in" / "serve"
+    if (d / "ok").exists():
+        return
+    package(str(ws / "in" / "tiny.onnx"), d / "ok", target="mlserver")
+    for name, edit in SERVE_EDITS.items():
+        shutil.copytree(d / "ok", d / name)
+        edit(ws, d / name)
+
+
+def _model_settings(change):
+    def edit(ws, folder):
+        path = folder / "model-settings.json"
+        cfg = json.loads(path.read_text())
+        change(cfg)
+        path.write_text(json.dumps(cfg))
+    return edit
+
+
+def _evil_impl(ws, folder):
+    _model_settings(lambda c: c.__setitem__("implementation", "evil.Runtime"))(ws, folder)
+    (folder / "evil.py").write_text(_payload_module(ws))
+
+
+def _shadowing_module(ws, folder):
+    (folder / "onnxruntime.py").write_text(_payload_module(ws))
+
+
+def _evil_repository(ws, folder):
+    (folder / "settings.json").write_text(json.dumps({"model_repository_implementation": "evil.Repo"}))
+    (folder / "evil.py").write_text(_payload_module(ws))
+
+
+def _nested_model(ws, folder):
+    (folder / "more").mkdir()
+    (folder / "more" / "model-settings.json").write_text(json.dumps({"name": "more", "implementation": "os.system"}))
+
+
+SERVE_EDITS = {
+    "impl": _evil_impl,
+    "shadow": _shadowing_module,
+    "repository": _evil_repository,
+    "nested": _nested_model,
+    "tarball": _model_settings(lambda c: c["parameters"].__setitem__("environment_tarball", "./env.tar.gz")),
+    "dotenv": lambda ws, f: (f / ".env").write_text("MLSERVER_EXTENSIONS='[\"evil\"]'\n"),
+    "not_json": lambda ws, f: (f / "model-settings.json").write_text("{not json"),
+    "list": lambda ws, f: (f / "model-settings.json").write_text("[1, 2]"),
+    "name_number": _model_settings(lambda c: c.__setitem__("name", 5)),
+    "params_string": _model_settings(lambda c: c.__setitem__("parameters", "x")),
+    "threads_words": _model_settings(lambda c: c["parameters"]["extra"].__setitem__("threads", "four")),
+    "settings_not_json": lambda ws, f: (f / "settings.json").write_text("nope"),
+}
+
+
+def _srv(name):
+    return lambda ws: str(ws / "in" / "serve" / name)
+
+
+def _serve_case(title, name, clue):
+    return Case(f"serve-check {title}", A("serve-check", _srv(name), "--duration", "0"), 3, clue, setup=_serve_setup)
+
+
+CASES += [
+    _serve_case("implementation from the folder", "impl", "evil.Runtime"),
+    _serve_case("module shadowing onnxruntime", "shadow", "onnxruntime.py"),
+    _serve_case("settings.json repository class", "repository", "model_repository_implementation"),
+    _serve_case("second model-settings.json in a subfolder", "nested", "os.system"),
+    _serve_case("conda environment tarball", "tarball", "environment_tarball"),
+    _serve_case(".env settings", "dotenv", ".env"),
+    _serve_case("model-settings.json not JSON", "not_json", "not valid JSON"),
+    _serve_case("model-settings.json a list", "list", "not an object"),
+    _serve_case("model name a number", "name_number", "name"),
+    _serve_case("parameters a string", "params_string", "parameters must be an object"),
+    _serve_case("threads as words", "threads_words", "threads must be an integer"),
+    _serve_case("settings.json not JSON", "settings_not_json", "settings.json is not valid JSON"),
 ]

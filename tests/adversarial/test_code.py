@@ -60,3 +60,56 @@ def test_pt2_declared_sizes_over_the_cgroup_limit_are_refused_before_reading(dyn
     assert r.returncode == 3, r.stderr
     assert "of memory available" in r.stderr and "hint: " in r.stderr
     assert not (tmp_path / "m.onnx").exists()
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses (hex, as /proc/net/tcp* writes them) of sockets listening on ``port``."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, _, p = local.rpartition(":")
+            if state == "0A" and int(p, 16) == port:  # 0A: LISTEN
+                out.add(addr)
+    return out
+
+
+def test_serve_check_serves_on_loopback_whatever_settings_json_says(tmp_path):
+    """A settings.json asking for every interface and its own ports once made the server
+    bind 0.0.0.0 on ports serve-check never polled ("not ready within 60 s")."""
+    pytest.importorskip("mlserver")
+    sys.path.insert(0, str(ROOT))
+    from fixtures import make_fixtures as mf
+    from onnxforge.serving import package, serve_check
+    from onnxforge.serving.check import free_ports, mlserver_process
+
+    mf.onnx_tiny(tmp_path / "tiny.onnx")
+    folder = tmp_path / "srv"
+    package(str(tmp_path / "tiny.onnx"), folder, target="mlserver")
+    theirs = free_ports(3)
+    settings = json.loads((folder / "settings.json").read_text())
+    settings.update(host="0.0.0.0", http_port=theirs[0], grpc_port=theirs[1], metrics_port=theirs[2])
+    (folder / "settings.json").write_text(json.dumps(settings))
+    stopped: list = []
+    with mlserver_process(folder, timeout=60, stopped=stopped) as server:
+        for port in (server.http_port, server.grpc_port):
+            assert _listening(port) and _listening(port) <= {"0100007F", "0000000000000000FFFF00000100007F"}, port
+        assert not any(_listening(p) for p in theirs)
+    assert stopped == [True]
+    rep = serve_check(folder, duration=0.5, concurrency=1, protocols=("rest",))
+    assert rep.passed, rep.failures
+
+
+def test_trust_code_lets_a_folder_name_its_own_runtime(tmp_path):
+    from onnxforge.errors import BadInputError
+    from onnxforge.serving.check import check_folder_code
+
+    (tmp_path / "model-settings.json").write_text(json.dumps({"name": "m", "implementation": "mine.Runtime"}))
+    (tmp_path / "mine.py").write_text("")
+    with pytest.raises(BadInputError, match="mine.Runtime"):
+        check_folder_code(tmp_path)
+    check_folder_code(tmp_path, trust_code=True)
