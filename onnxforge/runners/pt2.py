@@ -14,8 +14,11 @@ The program's JSON (models/*.json) holds code too: torch parses every symbolic s
 (``expr_str``) with ``sympy.sympify``, which ``eval``s it; ``ep.module()`` ``exec``s the
 ``guards_code`` strings; and a node's ``target`` names any attribute path under
 ``torch``, ``operator`` or ``math`` (``torch.os.system``, ``torch.ops.import_module``), which
-runs when the graph does. So, unless ``trust_pickle``, every such string is checked
-against a grammar of our own (parsed with ``ast``, which evaluates nothing) first.
+runs when the graph does; FX pastes parameter and subgraph names between double quotes
+into the code it generates for ``.module()``, unescaped. So, unless ``trust_pickle``,
+every such string is checked first: sizes and guards against a grammar of our own
+(parsed with ``ast``, which evaluates nothing), targets against torch's operators, and
+names (every ``*name`` key) against letters, digits, ``_`` and ``.``.
 
 A .pt2 of a Hugging Face model needs its output classes registered with torch's
 pytree before it loads; when the error names a class from an allow-listed package
@@ -105,6 +108,7 @@ MATH_ATTRS = frozenset({"floor", "ceil", "trunc", "isnan", "isinf", "sqrt", "inf
 _BIN = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.BitAnd, ast.BitOr)
 _CMP = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_NAME = re.compile(r"[A-Za-z0-9_.]{0,1000}\Z")
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?\Z")
 
 
@@ -223,6 +227,8 @@ def _program_strings(obj, found: list, key: str = "") -> None:
                     found += [("guard", g) for g in v]
                 elif kk == "range_constraints" and isinstance(v, dict):
                     found += [("symbolic size", r) for r in v]
+                elif kk.endswith("name") and isinstance(v, str):
+                    found.append(("name", v))
                 else:
                     stack.append((v, kk))
         elif isinstance(o, list):
@@ -245,12 +251,15 @@ def check_program(z: zipfile.ZipFile, path: Path) -> None:
         for kind, text in found:
             if kind == "operator":
                 bad = not _target_ok(text)
+            elif kind == "name":  # FX pastes attribute names into the code it generates, quotes unescaped
+                bad = not _NAME.match(text)
             else:
                 bad = not _expression_ok(text, guard=kind == "guard")
             if bad:
                 shown = str(text) if len(str(text)) <= 160 else str(text)[:160] + "..."
-                what = ("an operator outside torch.ops and the size operators" if kind == "operator"
-                        else f"a {kind} that is not plain arithmetic on sizes")
+                what = {"operator": "an operator outside torch.ops and the size operators",
+                        "name": "a name that is not letters, digits, _ and ."}.get(
+                    kind, f"a {kind} that is not plain arithmetic on sizes")
                 raise BadInputError(
                     f"{path}: {rel} holds {what} ({shown!r}); torch would run it as Python, "
                     "so the archive is refused",

@@ -67,6 +67,18 @@ def _os_target(p):
     nodes[-1]["target"] = "torch.os.system"
 
 
+def _name_evil(ws, src: Path, dst: Path) -> None:
+    """A parameter name FX pastes between double quotes in the code it generates, renamed in
+    the program and the weights' config alike (no dots: FX splits names on them, so the
+    marker's path is spelled as bytes)."""
+    path = list(str(ws / MARKER).encode())
+    bad = json.dumps("lin.weight" + f'"+str(open(bytes({path}),"w"))+"')
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(dst, "w") as out:
+        for n in z.namelist():
+            data = z.read(n)
+            out.writestr(n, data.replace(b'"lin.weight"', bad.encode()) if n.endswith(".json") else data)
+
+
 def _setup(ws: Path) -> None:
     d = ws / "in"
     dyn = d / "dyn.pt2"
@@ -76,6 +88,8 @@ def _setup(ws: Path) -> None:
                        ("target_evil.pt2", _os_target)):
         if not (d / name).exists():
             edit_program(dyn, d / name, edit)
+    if not (d / "name_evil.pt2").exists():
+        _name_evil(ws, dyn, d / "name_evil.pt2")
     bomb = d / "bomb.pt2"
     if not bomb.exists():
         with zipfile.ZipFile(dyn) as z, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
@@ -135,6 +149,8 @@ CASES = [
          3, "guard", outputs=("out",), setup=_setup, slow=True),
     Case("pt2 node target outside torch.ops", A("convert", "torch", _i("target_evil.pt2"), "-o", _o("m.onnx")),
          3, "torch.os.system", outputs=("out",), setup=_setup, slow=True),
+    Case("pt2 parameter name runs no code (convert)", A("convert", "torch", _i("name_evil.pt2"), "-o", _o("m.onnx")),
+         3, "not letters, digits", outputs=("out",), setup=_setup, slow=True),
     Case("pt2 zip bomb refused before reading", A("convert", "torch", _i("bomb.pt2"), "-o", _o("m.onnx")),
          3, "zip bomb", outputs=("out",), setup=_setup, slow=True),
     Case("HF tiny BERT still converts", A("convert", "torch", _hf("bert"), "-o", _o("bert.onnx")), 0,
