@@ -229,10 +229,52 @@ def _program_strings(obj, found: list, key: str = "") -> None:
                     found += [("symbolic size", r) for r in v]
                 elif kk.endswith("name") and isinstance(v, str):
                     found.append(("name", v))
+                elif kk in ("in_spec", "out_spec") and isinstance(v, str):
+                    _spec_strings(v, found)
                 else:
                     stack.append((v, kk))
         elif isinstance(o, list):
             stack += [(v, k) for v in o]
+
+
+def _bad_key(obj) -> str | None:
+    """A dict key (the saved example inputs' keyword names) torch's guard code would paste
+    into the code it generates; None when every key is a plain name."""
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, dict):
+            for k, v in o.items():
+                if isinstance(k, str) and not _NAME.match(k):
+                    return k
+                stack.append(v)
+        elif isinstance(o, (list, tuple)):
+            stack += list(o)
+    return None
+
+
+def _spec_strings(text, found: list) -> None:
+    """Every string in a pytree spec (in_spec / out_spec: JSON in a string, whose contexts
+    are JSON in strings again): types, keyword and field names."""
+    try:
+        stack = [json.loads(text)]
+    except (ValueError, TypeError, RecursionError):
+        found.append(("name", text))
+        return
+    while stack:
+        o = stack.pop()
+        if isinstance(o, dict):
+            for k, v in o.items():
+                if k == "context" and isinstance(v, str):
+                    try:
+                        v = json.loads(v)
+                    except (ValueError, RecursionError):
+                        pass
+                stack.append(v)
+        elif isinstance(o, list):
+            stack += o
+        elif isinstance(o, str):
+            found.append(("name", o))
 
 
 def check_program(z: zipfile.ZipFile, path: Path) -> None:
@@ -320,8 +362,11 @@ def check_archive(data: bytes, path: Path) -> None:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # torch warns about pickle protocols it reads anyway
-                    torch.load(io.BytesIO(z.read(member)), weights_only=True)
-                continue
+                    loaded = torch.load(io.BytesIO(z.read(member)), weights_only=True)
+                bad = _bad_key(loaded)
+                if bad is None:
+                    continue
+                why = f"holds the input name {bad[:160]!r}, not letters, digits, _ and . (torch pastes it into code)"
             except KeyError:
                 raise BadInputError(f"{path}: the archive lists {_rel(member)} but does not hold it") from None
             except Exception as exc:

@@ -79,13 +79,21 @@ def _name_evil(ws, src: Path, dst: Path) -> None:
             out.writestr(n, data.replace(b'"lin.weight"', bad.encode()) if n.endswith(".json") else data)
 
 
+def _quoted_spec(p):
+    sig = p["graph_module"]["module_call_graph"][0]["signature"]
+    spec = json.loads(sig["in_spec"])
+    spec[1]["children_spec"][1] = {"type": "builtins.dict", "context": json.dumps(['x"),exec("1']),
+                                   "children_spec": [{"type": None, "context": None, "children_spec": []}]}
+    sig["in_spec"] = json.dumps(spec)
+
+
 def _setup(ws: Path) -> None:
     d = ws / "in"
     dyn = d / "dyn.pt2"
     if not dyn.exists():
         dynamic_pt2(dyn)
     for name, edit in (("sym_evil.pt2", _payload_in_expr(ws)), ("guard_evil.pt2", _payload_in_guard(ws)),
-                       ("target_evil.pt2", _os_target)):
+                       ("target_evil.pt2", _os_target), ("spec_evil.pt2", _quoted_spec)):
         if not (d / name).exists():
             edit_program(dyn, d / name, edit)
     if not (d / "name_evil.pt2").exists():
@@ -150,6 +158,9 @@ CASES = [
     Case("pt2 node target outside torch.ops", A("convert", "torch", _i("target_evil.pt2"), "-o", _o("m.onnx")),
          3, "torch.os.system", outputs=("out",), setup=_setup, slow=True),
     Case("pt2 parameter name runs no code (convert)", A("convert", "torch", _i("name_evil.pt2"), "-o", _o("m.onnx")),
+         3, "not letters, digits", outputs=("out",), setup=_setup, slow=True),
+    Case("pt2 input name with quotes in the pytree spec", A("convert", "torch", _i("spec_evil.pt2"), "-o",
+                                                          _o("m.onnx")),
          3, "not letters, digits", outputs=("out",), setup=_setup, slow=True),
     Case("pt2 zip bomb refused before reading", A("convert", "torch", _i("bomb.pt2"), "-o", _o("m.onnx")),
          3, "zip bomb", outputs=("out",), setup=_setup, slow=True),
