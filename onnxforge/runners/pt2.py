@@ -264,6 +264,11 @@ def _spec_strings(text, found: list) -> None:
     while stack:
         o = stack.pop()
         if isinstance(o, dict):
+            # torch imports the module of an enum (its JSON hook) and of a defaultdict's factory
+            if "__enum__" in o:
+                found.append(("module", str(o.get("fqn", "")).partition(":")[0]))
+            if "default_factory_module" in o:
+                found.append(("module", str(o["default_factory_module"])))
             for k, v in o.items():
                 if k == "context" and isinstance(v, str):
                     try:
@@ -295,12 +300,15 @@ def check_program(z: zipfile.ZipFile, path: Path) -> None:
                 bad = not _target_ok(text)
             elif kind == "name":  # FX pastes attribute names into the code it generates, quotes unescaped
                 bad = not _NAME.match(text)
+            elif kind == "module":
+                bad = text.split(".")[0] not in (*PYTREE_PACKAGES, "builtins", "collections")
             else:
                 bad = not _expression_ok(text, guard=kind == "guard")
             if bad:
                 shown = str(text) if len(str(text)) <= 160 else str(text)[:160] + "..."
                 what = {"operator": "an operator outside torch.ops and the size operators",
-                        "name": "a name that is not letters, digits, _ and ."}.get(
+                        "name": "a name that is not letters, digits, _ and .",
+                        "module": f"a module to import outside {', '.join(PYTREE_PACKAGES)}"}.get(
                     kind, f"a {kind} that is not plain arithmetic on sizes")
                 raise BadInputError(
                     f"{path}: {rel} holds {what} ({shown!r}); torch would run it as Python, "

@@ -113,3 +113,28 @@ def test_trust_code_lets_a_folder_name_its_own_runtime(tmp_path):
     with pytest.raises(BadInputError, match="mine.Runtime"):
         check_folder_code(tmp_path)
     check_folder_code(tmp_path, trust_code=True)
+
+
+@pytest.mark.parametrize("kind, context", [
+    ("builtins.tuple", {"__enum__": True, "fqn": "setup:Evil", "name": "A"}),  # torch's JSON hook imports the module
+    ("collections.defaultdict",  # a defaultdict's factory
+     {"default_factory_module": "setup", "default_factory_name": "Evil", "dict_context": ["a", "b"]}),
+], ids=["enum", "defaultdict"])
+def test_pt2_spec_context_cannot_import_a_module(dyn, tmp_path, kind, context):
+    """Pytree contexts in a .pt2's specs name modules torch imports while loading."""
+    def edit(program):
+        sig = program["graph_module"]["module_call_graph"][0]["signature"]
+        spec = json.loads(sig["out_spec"])
+        spec[1]["type"], spec[1]["context"] = kind, json.dumps(context) if "__enum__" in context else context
+        sig["out_spec"] = json.dumps(spec)
+
+    evil = tmp_path / "in" / "ctx.pt2"
+    evil.parent.mkdir()
+    edit_program(dyn, evil, edit)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "setup.py").write_text(f"open({str(tmp_path / MARKER)!r}, 'w').close()\n")
+    r = _onnxforge(["convert", "torch", evil, "-o", tmp_path / "out" / "m.onnx"], cwd)
+    assert not (tmp_path / MARKER).exists(), "setup.py from the current directory ran"
+    assert r.returncode == 3, r.stderr
+    assert "setup" in r.stderr and "hint: " in r.stderr
