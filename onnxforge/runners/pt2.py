@@ -90,14 +90,16 @@ def _config_parts(z, full: str, rel: str, names: dict) -> list[tuple[str, str]]:
 
 
 # Functions torch 2.13 writes into a symbolic size (sympy's srepr of its shape
-# expressions, and the torch.utils._sympy.functions it registers with sympify). Powers
-# and shifts are left out: Pow(2, 10**9) is evaluated eagerly and never returns.
+# expressions, and the torch.utils._sympy.functions it registers with sympify). sympy
+# evaluates Pow(2, 10**9) eagerly and never returns, so Pow and ** take only a small
+# integer exponent (torch writes Pow(s0, Integer(2)) for x.shape[0] ** 2); torch's shifts
+# are left out, its PowByNatural caps at int_oo and FloatPow at inf.
 SYMPY_CALLS = frozenset({
     "Integer", "Rational", "Float", "Symbol", "Add", "Mul", "Min", "Max", "Abs", "Mod",
     "FloorDiv", "CeilDiv", "CleanDiv", "PythonMod", "ModularIndexing", "Where", "IntTrueDiv",
     "FloatTrueDiv", "ToFloat", "TruncToInt", "TruncToFloat", "CeilToInt", "FloorToInt", "RoundToInt",
-    "Identity", "Equality", "Unequality", "StrictLessThan", "StrictGreaterThan", "LessThan",
-    "GreaterThan", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "And", "Or", "Not",
+    "Identity", "PowByNatural", "FloatPow", "Pow", "Equality", "Unequality", "StrictLessThan",
+    "StrictGreaterThan", "LessThan", "GreaterThan", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "And", "Or", "Not",
 })
 # what a guard may call or read: tensor sizes and plain arithmetic (torch writes
 # "min(L['y'].size()[0], L['x'].size()[0]) <= L['x'].size()[0]")
@@ -118,6 +120,17 @@ def _plain_name(name: str) -> bool:
     return bool(_IDENT.match(name)) and "__" not in name and not hasattr(builtins, name)
 
 
+def _small_int(node: ast.AST) -> bool:
+    """An exponent sympy can evaluate at once: 2, -1, Integer(3)."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        node = node.operand
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Integer" and node.args:
+        node = node.args[0]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            node = node.operand
+    return isinstance(node, ast.Constant) and type(node.value) is int and node.value <= 8
+
+
 def _allowed(node: ast.AST, guard: bool) -> bool:
     """Whether ``node`` is arithmetic on sizes and symbols only (see SYMPY_CALLS / GUARD_*)."""
     ok = lambda n: _allowed(n, guard)  # noqa: E731
@@ -128,6 +141,8 @@ def _allowed(node: ast.AST, guard: bool) -> bool:
     if isinstance(node, ast.Name):
         return node.id in GUARD_NAMES if guard else (_plain_name(node.id) or node.id in ("True", "False"))
     if isinstance(node, ast.BinOp):
+        if isinstance(node.op, ast.Pow):
+            return ok(node.left) and _small_int(node.right)
         return isinstance(node.op, _BIN) and ok(node.left) and ok(node.right)
     if isinstance(node, ast.UnaryOp):
         return isinstance(node.op, (ast.USub, ast.UAdd, ast.Not, ast.Invert)) and ok(node.operand)
@@ -151,6 +166,8 @@ def _allowed(node: ast.AST, guard: bool) -> bool:
             return not node.keywords and all(map(ok, node.args))
         if not (isinstance(f, ast.Name) and f.id in SYMPY_CALLS):
             return False
+        if f.id == "Pow" and not (len(node.args) == 2 and _small_int(node.args[1])):
+            return False
         # Symbol('s0', integer=True), Float('1.5', precision=53): a string only as a name or a number
         for a in node.args:
             if isinstance(a, ast.Constant) and isinstance(a.value, str):
@@ -172,8 +189,11 @@ def _expression_ok(text, guard: bool) -> bool:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
+    # (a**8)**8 ... grows as 8**depth: a few powers per expression, no more
+    powers = sum(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow)
+                 or isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Pow" for n in ast.walk(tree))
     try:
-        return _allowed(tree, guard)
+        return powers <= 4 and _allowed(tree, guard)
     except RecursionError:
         return False
 
@@ -339,6 +359,9 @@ def check_sizes(path: Path) -> None:
     except zipfile.BadZipFile:
         raise BadInputError(f"{path} is not a .pt2 archive (not a zip file)",
                             hint="save it with torch.export.save(torch.export.export(model, args), path)") from None
+    except OSError as exc:
+        raise BadInputError(f"cannot read {path} ({exc.strerror or exc})",
+                            hint="check the path and its permissions") from None
     total = size + sum(i.file_size for i in infos)
     big = max(infos, key=lambda i: i.file_size, default=None)
     gib = lambda n: f"{n / 2**30:.2f} GiB"  # noqa: E731

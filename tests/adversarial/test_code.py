@@ -138,3 +138,30 @@ def test_pt2_spec_context_cannot_import_a_module(dyn, tmp_path, kind, context):
     assert not (tmp_path / MARKER).exists(), "setup.py from the current directory ran"
     assert r.returncode == 3, r.stderr
     assert "setup" in r.stderr and "hint: " in r.stderr
+
+
+def test_pt2_grammar_takes_what_torch_writes_and_nothing_else():
+    from onnxforge.runners.pt2 import _expression_ok, _target_ok
+
+    sym = "Symbol('s0', positive=True, integer=True)"
+    for e in (sym, f"FloorDiv({sym}, Integer(2))", f"Min({sym}, Symbol('s1', integer=True))",
+              f"Add(Mod(Mul(Integer(6), {sym}), Integer(7)), Integer(1))", f"Pow({sym}, Integer(2))",
+              f"Mul(Float('1.5', precision=53), {sym})", f"StrictLessThan({sym}, Integer(4))", "int_oo", "2*s44",
+              "s0 // 2 + Min(s0, s1) - 3*s2 % 7 >= 1", "-s0", "oo"):
+        assert _expression_ok(e, guard=False), e
+    for e in ("__import__('os').system('x')", f"{sym}.__class__", "exec('1')", "Min(open, 1)", "Symbol('a b')",
+              "Integer(2)**Integer(99999999)", "Pow(Integer(2), Integer(10**9))", "((((s0**8)**8)**8)**8)**8",
+              "lambda: 1", "[s0 for s0 in s1]", "s0[0]", "ｅｘｅｃ('1')", "s0 if s1 else s2", "Symbol('s0', f=print)"):
+        assert not _expression_ok(e, guard=False), e
+    for g in ("(L['x'].size()[0] // 2) <= L['x'].size()[0]", "min(L['y'].size()[0], L['x'].size()[0]) <= 3",
+              "(1 + ((3*L['x'].size()[0]) % 7)) != 1", "math.floor(L['x'].size()[1] / 2) == 2"):
+        assert _expression_ok(g, guard=True), g
+    for g in ("__import__('os').system('x') == 0", "L['x'].size()[0] # ", "L['x'].__class__", "L['x\"'].size()[0]",
+              "os.system('x')", "L['x'].size()[0]\n== 1", "getattr(L, 'x')"):
+        assert not _expression_ok(g, guard=True), g
+    for t in ("torch.ops.aten.add.Tensor", "torch.ops.aten.__and__.Tensor", "torch.ops.higher_order.cond",
+              "_operator.floordiv", "torch.sym_min", "math.trunc"):
+        assert _target_ok(t), t
+    for t in ("torch.os.system", "torch.ops.import_module", "torch.ops.load_library", "torch.ops.aten.__class__",
+              "torch.ops._dir.append", "torch.load", "builtins.eval", "_operator.attrgetter", "math.floor.__self__"):
+        assert not _target_ok(t), t
