@@ -378,6 +378,9 @@ class ServeCheckOptions:
     atol: Optional[Tolerance] = _tol("atol", "the package's")
     rtol: Optional[Tolerance] = _tol("rtol", "the package's")
     log_dir: Optional[str] = option(None, "Keep the server's log in this folder.", metavar="DIR", toml=None)
+    trust_code: bool = option(False, "Serve a folder whose settings name code other than onnxforge's and MLServer's "
+                                     "runtimes, or that holds Python modules (runs that code).", toml=None,
+                              example=("--trust-code",))
 
 
 # ----------------------------------------------------------------------------- the registry

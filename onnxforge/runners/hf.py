@@ -13,6 +13,12 @@ for text models, ``pixel_values`` (dynamic batch) for vision models. Example val
 are valid for the model: token ids below ``vocab_size``, token types below
 ``type_vocab_size``, attention masks of ones with padding at the end of one row.
 ``task`` takes Optimum's names (feature-extraction, text-classification ...).
+
+A hostile config.json is refused before transformers builds anything (check_config): a
+size key below 1 (``num_hidden_layers: -1`` exported a model without layers, and passed),
+more than MAX_LABELS labels or MAX_LAYERS layers (``num_labels: 10**7`` spent two minutes
+and 7 GB inside AutoConfig), and then a model whose weights, counted on torch's "meta"
+device, would not fit in half the available memory.
 """
 
 from __future__ import annotations
@@ -92,6 +98,79 @@ def _refuse_remote_code(spec, folder, found: bool = False) -> None:
                             hint="onnxforge does not run code from a model folder; export it with a factory instead")
 
 
+# Keys that size a model (top level or in a sub-config such as text_config): each must be
+# a positive integer where present.
+SIZE_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers",
+             "hidden_size", "n_embd", "d_model", "dim", "hidden_dim", "embedding_size", "intermediate_size",
+             "num_attention_heads", "n_head", "n_heads", "encoder_attention_heads", "decoder_attention_heads",
+             "num_key_value_heads", "vocab_size", "max_position_embeddings", "n_positions", "num_labels",
+             "image_size", "patch_size", "num_channels")
+LAYER_KEYS = SIZE_KEYS[:6]
+# Documented maxima, far above any published model (ImageNet-22k has 21,843 labels; the
+# deepest models have a few hundred layers): AutoConfig spends seconds per 10**5 labels.
+MAX_LABELS = 100_000
+MAX_LAYERS = 1_000
+MAX_CONFIG_BYTES = 32 * 2**20
+
+
+def check_config(spec, folder) -> None:
+    """Refuse a config.json whose sizes are not positive or would take minutes and
+    gigabytes to build, reading it as JSON (nothing of transformers runs)."""
+    import json
+
+    path = Path(folder) / "config.json"
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise BadInputError(f"{spec}: config.json is {path.stat().st_size / 2**20:.0f} MiB (a model's config "
+                                f"is a few KiB; at most {MAX_CONFIG_BYTES // 2**20} MiB is read)",
+                                hint="check the file: it was not written by save_pretrained")
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return  # AutoConfig says what is wrong in its own words
+    _check_sizes(spec, raw, "")
+
+
+def _check_sizes(spec, raw, where: str, depth: int = 0) -> None:
+    if not isinstance(raw, dict) or depth > 4:
+        return
+    for key, value in raw.items():
+        name = where + key
+        if isinstance(value, dict) and key not in ("id2label", "label2id"):
+            _check_sizes(spec, value, name + ".", depth + 1)
+        if key in SIZE_KEYS and isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise BadInputError(f"{spec}: config.json sets {name} = {value}; a model size must be at least 1",
+                                hint=f"fix {name} in config.json (the model would be built without it)")
+        if key in LAYER_KEYS and isinstance(value, int) and value > MAX_LAYERS:
+            raise BadInputError(f"{spec}: config.json sets {name} = {value}, over the {MAX_LAYERS} layers "
+                                "onnxforge builds", hint=f"check {name} in config.json")
+    labels = raw.get("num_labels"), raw.get("id2label"), raw.get("label2id")
+    n = max([labels[0] if isinstance(labels[0], int) else 0]
+            + [len(x) for x in labels[1:] if isinstance(x, (dict, list))])
+    if n > MAX_LABELS:
+        raise BadInputError(f"{spec}: config.json declares {n} labels ({where}num_labels / id2label), over the "
+                            f"{MAX_LABELS} onnxforge builds", hint="check num_labels and id2label in config.json")
+
+
+def check_model_memory(spec, cls, config) -> None:
+    """Count the model's weights on torch's "meta" device (no memory, no initialization
+    cost) and refuse one that would not fit in half the available memory."""
+    import torch
+
+    from onnxforge.system import available_memory
+
+    try:
+        with torch.device("meta"):
+            meta = cls.from_config(config)
+        need = sum(t.numel() * t.element_size() for t in (*meta.parameters(), *meta.buffers()))
+    except Exception:  # transformers' own load reports what is wrong with the config
+        return
+    free = available_memory()
+    if need > free // 2:
+        raise BadInputError(f"{spec}: the model's weights would take {need / 2**30:.1f} GiB; "
+                            f"{free / 2**30:.1f} GiB of memory is available",
+                            hint="check the sizes in config.json, or run it where more memory is free")
+
+
 def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False) -> HFModel:
     transformers = require("transformers", "torch")
     from onnxforge.logs import quiet_third_party
@@ -100,6 +179,7 @@ def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False)
     transformers.utils.logging.set_verbosity_error()
     folder = _folder(str(spec), allow_download)
     _refuse_remote_code(spec, folder)
+    check_config(spec, folder)
     try:  # trust_remote_code=False: transformers would otherwise ask on the terminal, and run the code on "y"
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=not allow_download,
                                                          trust_remote_code=False)
@@ -110,6 +190,7 @@ def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False)
         _refuse_remote_code(spec, folder, found=True)
     t = _task(config, task)
     cls = getattr(transformers, TASKS[t])
+    check_model_memory(spec, cls, config)
     try:
         with quiet_third_party():
             module = cls.from_pretrained(folder, local_files_only=not allow_download, use_safetensors=None,

@@ -19,6 +19,17 @@ The gRPC client uses tritonclient's generated ``inference`` service stubs; this 
 never imports mlserver (the two register the same protobuf symbols). The server runs in
 the folder (its working directory), so nothing in the caller's folder can shadow a module.
 
+A folder can name code: MLServer imports each model-settings.json's ``implementation``
+(and settings.json's repository class, extensions and logging config), runs the Python
+of a model's ``environment_tarball``, reads MLSERVER_* settings from a ``.env`` file, and
+puts the folder first on ``sys.path``. Unless ``trust_code``, check_folder_code refuses
+all of that before anything starts: implementations must be onnxforge's runtime or one
+of MLServer's own (``mlserver.*``, ``mlserver_*``), settings.json may hold only the keys
+in SERVER_KEYS, and the folder may hold no importable module. The folder's settings.json
+also beats MLSERVER_HOST/ports, so the server is started through a small launcher that
+sets 127.0.0.1 and the picked ports on the loaded settings (a folder asking for
+``0.0.0.0`` is served on 127.0.0.1 all the same).
+
 A failed check gives ``passed=False`` with the reasons; an exception means the check
 could not be run (no mlserver installed, the folder is not a package, the server did not
 start).
@@ -110,19 +121,38 @@ class Server:
 # ----------------------------------------------------------------------------- the server
 
 
-def _mlserver_command() -> list[str]:
+# `mlserver start FOLDER` with serve-check's address: MLServer reads settings.json into
+# init arguments, which beat the MLSERVER_* variables, so they are set on the result.
+_LAUNCH = """\
+import sys
+if sys.path and sys.path[0] in ("", "."):
+    del sys.path[0]
+import mlserver.cli.main
+cli = sys.modules["mlserver.cli.main"]  # mlserver.cli.main is also the name of its main() function
+folder, host, http_port, grpc_port, metrics_port = sys.argv[3:8]  # after "mlserver start" (for ps and pgrep)
+_load = cli.load_settings
+
+
+async def load_settings(folder=None):
+    settings, models = await _load(folder)
+    settings.host = host
+    settings.http_port, settings.grpc_port, settings.metrics_port = int(http_port), int(grpc_port), int(metrics_port)
+    return settings, models
+
+
+cli.load_settings = load_settings
+sys.argv = ["mlserver", "start", folder]
+cli.main()
+"""
+
+
+def _mlserver_command(folder: Path, http_port: int, grpc_port: int, metrics_port: int) -> list[str]:
     import importlib.util
-    import shutil
 
     if importlib.util.find_spec("mlserver") is None:
         raise MissingDependencyError("mlserver is not installed", hint="pip install 'onnxforge[serve]'")
-    exe = Path(sys.executable).parent / "mlserver"
-    if exe.is_file():
-        return [str(exe)]
-    found = shutil.which("mlserver")
-    if found:
-        return [found]
-    raise MissingDependencyError("the mlserver command is not on PATH", hint="pip install 'onnxforge[serve]'")
+    return [sys.executable, "-c", _LAUNCH, "mlserver", "start", str(folder), "127.0.0.1", str(http_port),
+            str(grpc_port), str(metrics_port)]
 
 
 def free_ports(n: int) -> list[int]:
@@ -152,13 +182,89 @@ def model_settings(folder: str | os.PathLike) -> dict:
     path = folder / "model-settings.json"
     if not path.is_file():
         raise BadInputError(f"{folder} has no model-settings.json", hint="package it with --target mlserver or mlflow")
-    try:
-        settings = json.loads(path.read_text())
-    except ValueError as exc:
-        raise BadInputError(f"{path} is not valid JSON ({exc})") from None
-    if not settings.get("name"):
-        raise BadInputError(f"{path} names no model", hint="re-run `onnxforge package`")
+    settings = _settings_json(path)
+    if not isinstance(settings.get("name"), str) or not settings["name"]:
+        raise BadInputError(f"{path} names no model (\"name\" must be a non-empty string)",
+                            hint="re-run `onnxforge package`")
+    params = settings.get("parameters")
+    params = params if isinstance(params, dict) else {}
+    extra = params.get("extra") if isinstance(params.get("extra"), dict) else {}
+    for key, value, want in (("implementation", settings.get("implementation"), str),
+                             ("parameters", settings.get("parameters"), dict),
+                             ("parameters.uri", params.get("uri"), str),
+                             ("parameters.extra", params.get("extra"), dict),
+                             ("parameters.extra.provider", extra.get("provider"), str),
+                             ("parameters.extra.threads", extra.get("threads"), int),
+                             ("parameters.extra.spinning", extra.get("spinning"), bool)):
+        if value is not None and (not isinstance(value, want) or want is int and isinstance(value, bool)):
+            raise BadInputError(f"{path}: {key} must be {_KINDS[want]}, not {json.dumps(value)[:80]}",
+                                hint="re-run `onnxforge package`, or fix the file")
     return settings
+
+
+_KINDS = {str: "a string", dict: "an object", int: "an integer", bool: "true or false"}
+
+
+def _settings_json(path: Path) -> dict:
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise BadInputError(f"{path} is not valid JSON ({str(exc)[:160]})",
+                            hint="re-run `onnxforge package`, or fix the file") from None
+    if not isinstance(settings, dict):
+        raise BadInputError(f"{path} holds a JSON {type(settings).__name__}, not an object",
+                            hint="re-run `onnxforge package`, or fix the file")
+    return settings
+
+
+# settings.json keys that change neither what is imported nor where the server listens
+# or writes (host and ports are allowed: serve-check replaces them). Anything else
+# (model_repository_implementation, extensions, logging_settings, environments_dir,
+# metrics_dir, kafka_*, ...) needs --trust-code.
+SERVER_KEYS = frozenset({
+    "debug", "parallel_workers", "parallel_workers_timeout", "load_models_at_startup", "server_name",
+    "server_version", "host", "http_port", "grpc_port", "metrics_port", "root_path", "grpc_max_message_length",
+    "metrics_endpoint", "metrics_rest_server_prefix", "use_structured_logging", "gzip_enabled", "cache_enabled",
+    "cache_size", "cors_settings",
+})
+RUNTIME_PREFIXES = ("onnxforge.serving.mlserver_runtime.", "mlserver.", "mlserver_")
+_MODULE_SUFFIXES = (".py", ".pyc", ".pyw", ".so", ".pyd")
+
+
+def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> None:
+    """Refuse a folder whose settings would make MLServer run code that is neither
+    onnxforge's nor MLServer's (see the module docstring), unless ``trust_code``."""
+    folder = Path(folder)
+    hint = "pass --trust-code if you trust the folder (its code runs in the server)"
+
+    def refuse(what: str):
+        raise BadInputError(f"{folder}: {what}; serving it runs code from the folder, so it is refused", hint=hint)
+
+    found = sorted(folder.rglob("model-settings.json"))[:1000]
+    for path in found:
+        settings = _settings_json(path)
+        impl = settings.get("implementation")
+        params = settings.get("parameters") if isinstance(settings.get("parameters"), dict) else {}
+        if trust_code:
+            continue
+        if not isinstance(impl, str) or not impl.startswith(RUNTIME_PREFIXES):
+            refuse(f"{path.relative_to(folder)} names the implementation {impl!r}, which is neither onnxforge's "
+                   "runtime nor one of MLServer's")
+        for key in ("environment_path", "environment_tarball"):
+            if params.get(key):
+                refuse(f"{path.relative_to(folder)} sets parameters.{key} (MLServer runs that environment's Python)")
+    if (folder / "settings.json").is_file():
+        settings = _settings_json(folder / "settings.json")
+        other = sorted(set(settings) - SERVER_KEYS)
+        if other and not trust_code:
+            refuse(f"settings.json sets {', '.join(other)} (serve-check allows only {', '.join(sorted(SERVER_KEYS))})")
+    if trust_code:
+        return
+    if (folder / ".env").exists():
+        refuse(".env holds MLSERVER_* settings MLServer would read")
+    for entry in sorted(folder.iterdir()):
+        if entry.suffix in _MODULE_SUFFIXES or (entry / "__init__.py").exists():
+            refuse(f"it holds the Python module {entry.name} (MLServer puts the folder first on sys.path)")
 
 
 def _log_tail(log: Path, n: int = 15) -> str:
@@ -252,14 +358,15 @@ def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> bool:
 
 @contextlib.contextmanager
 def mlserver_process(folder: str | os.PathLike, *, timeout: float = 60.0, log_dir: str | os.PathLike | None = None,
-                     stopped: list | None = None) -> Iterator[Server]:
-    """Run ``mlserver start FOLDER`` until the block ends (also on an exception or
-    Ctrl-C). ``stopped`` (a list) receives True when the whole process group is gone."""
+                     stopped: list | None = None, trust_code: bool = False) -> Iterator[Server]:
+    """Run ``mlserver start FOLDER`` on 127.0.0.1 and free ports until the block ends
+    (also on an exception or Ctrl-C). ``stopped`` (a list) receives True when the whole
+    process group is gone. The folder's code is checked first (check_folder_code)."""
     import tempfile
 
     folder = Path(folder).resolve()
     name = model_settings(folder)["name"]
-    cmd = _mlserver_command() + ["start", str(folder)]
+    check_folder_code(folder, trust_code)
     # Without log_dir the log lives in a temp folder, removed unless the server failed
     # to start (the error names the log).
     log_root = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="onnxforge-serve-"))
@@ -268,6 +375,7 @@ def mlserver_process(folder: str | os.PathLike, *, timeout: float = 60.0, log_di
     try:
         for attempt in (1, 2):
             http_port, grpc_port, metrics_port = free_ports(3)
+            cmd = _mlserver_command(folder, http_port, grpc_port, metrics_port)
             log = log_root / f"mlserver-{attempt}.log"
             env = dict(os.environ, MLSERVER_HOST="127.0.0.1", MLSERVER_HTTP_PORT=str(http_port),
                        MLSERVER_GRPC_PORT=str(grpc_port), MLSERVER_METRICS_PORT=str(metrics_port))
@@ -595,6 +703,7 @@ def serve_check(folder: str | os.PathLike, options=None, /, **kwargs) -> ServeCh
 
     o = resolve(ServeCheckOptions, options, kwargs)
     settings = model_settings(folder)
+    check_folder_code(folder, o.trust_code)
     info, inputs, golden = load_package(folder)
     tol = _tolerance(o, info)
     params = settings.get("parameters") or {}
@@ -608,7 +717,8 @@ def serve_check(folder: str | os.PathLike, options=None, /, **kwargs) -> ServeCh
                                          spinning=extra.get("spinning"), seconds=min(max(o.duration / 2, 0.5), 3.0))
     stopped: list[bool] = []
     t0 = time.perf_counter()
-    with mlserver_process(folder, timeout=o.timeout, log_dir=o.log_dir, stopped=stopped) as server:
+    with mlserver_process(folder, timeout=o.timeout, log_dir=o.log_dir, stopped=stopped,
+                          trust_code=o.trust_code) as server:
         startup = time.perf_counter() - t0
         raw = needs_raw(info)
         with task("served parity, malformed requests", detail=True):
