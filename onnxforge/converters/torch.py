@@ -120,7 +120,7 @@ def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict]
         import torch
 
         m = load_hf(str(source), task=o.task, allow_download=o.allow_download)
-        notes.append(f"Hugging Face {type(m.module).__name__} (task {m.task}); inputs {', '.join(m.names)}")
+        notes.append(f"Hugging Face {type(m.module).__name__} (task {m.task}): {'; '.join(m.notes)}")
         kw = {k: torch.from_numpy(v) for k, v in m.examples.items()}
         return (LoadedTorch(m.module, "huggingface", (), None, kw), {**m.dynamic, **dyn},
                 {**hf_val_ranges(m.module.config), **o.val_ranges})
@@ -168,10 +168,28 @@ def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions 
     out_names = list(o.output_names) if o.output_names else [n for n, _ in flat]
     if len(out_names) != len(flat):
         raise UsageError(f"{len(out_names)} output name(s) given for {len(flat)} output tensor(s)")
-    return _export_and_check(torch, loaded, ex, dyn, out_names, target, o, notes)
+    reference = None
+    if loaded.kind == "huggingface":
+        reference = _hf_reference(str(source), o, loaded.module)
+    return _export_and_check(torch, loaded, ex, dyn, out_names, target, o, notes, reference)
 
 
-def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, o, notes) -> StepResult:
+def _hf_reference(source: str, o: ConvertTorchOptions, module):
+    """The reference of a Hugging Face source's parity checks, loaded when they run (not
+    beside the export): the class config.json declares (or --task's), chosen apart from
+    the converter's load, every output it returns compared by name, so a wrong class
+    cannot agree with itself."""
+    def make():
+        from onnxforge.runners.hf import load_reference
+        from onnxforge.runners.torch import torch_runner
+
+        ref = load_reference(source, task=o.task, allow_download=o.allow_download, loaded=module)
+        return torch_runner(ref, o.output_names or None)
+    return make
+
+
+def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, o, notes,
+                      reference=None) -> StepResult:
     from onnxforge.artifacts import finish
     from onnxforge.fileio import scratch_dir
     from onnxforge.inspection import check_model
@@ -202,7 +220,7 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
         checks: list[ParityReport] = []
         if o.check:
             checks = _parity_checks(module, tmp_model, ex, dyn, out_names, make_tolerance(o.atol, o.rtol), o.seed,
-                                    loaded.keyword, o.val_ranges)
+                                    loaded.keyword, o.val_ranges, reference)
         else:
             notes.append("parity check skipped (--no-check)")
         ranges = {"onnxforge.val_ranges": json.dumps(o.val_ranges)} if o.val_ranges else {}
@@ -378,15 +396,16 @@ def _check(ref, cand, feeds: dict, tol, label: str) -> ParityReport:
 
 
 def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, seed, keyword,
-                   ranges) -> list[ParityReport]:
-    """Parity on the example inputs, then once per dynamic label at a second size."""
+                   ranges, reference=None) -> list[ParityReport]:
+    """Parity on the example inputs, then once per dynamic label at a second size.
+    ``reference`` makes the reference runner when it is not the exported module."""
     import numpy as np
 
     from onnxforge.runners.onnx import onnx_runner
     from onnxforge.runners.torch import contiguous, to_numpy, torch_runner
     from onnxforge.specs import looks_like_mask, padding_mask
 
-    ref = torch_runner(module, out_names, keyword=keyword)
+    ref = reference() if reference else torch_runner(module, out_names, keyword=keyword)
     cand = onnx_runner(model_path, "cpu", label="onnx")
     base = {n: contiguous(to_numpy(t)) for n, t in zip(ex.names, ex.tensors)}
     reports = [_check(ref, cand, base, tol, "example inputs")]
