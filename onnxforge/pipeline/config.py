@@ -144,9 +144,15 @@ def _source(model: dict, base: Path) -> str:
 
     src = model.get("source")
     if src is None:
-        raise UsageError("missing model.source", hint="a .pt2 / .skops / .onnx path or a factory module:function")
+        raise UsageError("missing model.source", hint="a .pt2 / .skops / .onnx path, a Hugging Face folder or hf:ID, "
+                                                      "or a factory module:function")
     if not isinstance(src, str):
         raise UsageError(f"model.source must be a path or module:function (a string), got {src!r}")
+    folder = Path(src) if Path(src).is_absolute() else base / src
+    if src.startswith("hf:") or (folder / "config.json").is_file():
+        if model.get("framework") != "torch":
+            raise UsageError(f"model.source {src} is a Hugging Face model: model.framework must be \"torch\"")
+        return src if src.startswith("hf:") else str(folder)
     if is_factory(src):
         head, _, fn = src.rpartition(":")
         if head.endswith(".py") or "/" in head:
