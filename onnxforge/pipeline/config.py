@@ -304,7 +304,15 @@ def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
         return []  # skl2onnx leaves the batch dim unnamed: a dims key names nothing
     names = {d for s in model.get("inputs", ()) for d in parse_spec(s).shape if isinstance(d, str)}
     names |= {label for axes in parse_dynamic(model.get("dynamic", ())).values() for label in axes.values()}
-    return sorted(names) if names or model.get("inputs") else None
+    if names or model.get("inputs"):
+        return sorted(names)
+    if framework == "torch" and source.endswith(".pt2"):  # its own dims, named as convert names them
+        from onnxforge.converters.torch import role_names
+        from onnxforge.runners.sources import pt2_input_dims
+
+        dims = pt2_input_dims(Path(source))
+        return None if dims is None else sorted(set(role_names(dims).values()))
+    return None
 
 
 def _check_dims(framework, source, model, steps, gates) -> None:
