@@ -139,7 +139,7 @@ def declared_class(transformers, spec, arch: str):
     replaced by a guess that exports a different model."""
     cls = getattr(transformers, arch, None) if arch.isidentifier() else None
     if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)
-            and cls.__module__.startswith("transformers.")):
+            and cls.__module__.startswith("transformers.models.")):
         raise BadInputError(f"{spec}: config.json declares architecture {arch!r}, which is not a model class of "
                             f"transformers {transformers.__version__}",
                             hint="upgrade transformers if it is a newer model, or pass --task to load it with that "

@@ -111,3 +111,34 @@ def test_without_a_tokenizer_the_model_types_tokenizer_class_decides(cli, folder
     r = cli("convert", "torch", folder, "-o", tmp_path / "b.onnx", "--json")
     assert r.code == 0, r.err
     assert result(r)["details"]["inputs"] == ["input_ids", "attention_mask"]
+
+
+def test_a_tokenizer_that_names_its_own_code_is_not_loaded(cli, folders, tmp_path):
+    """tokenizer_config.json's auto_map names a module of the folder: it is never imported
+    (the inputs come from the model type's tokenizer class instead)."""
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    for f in (folders / "roberta").iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    cfg["auto_map"] = {"AutoTokenizer": ["tok_x.XTokenizer", None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+    marker = tmp_path / "PWNED"
+    (folder / "tok_x.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    r = cli("convert", "torch", folder, "-o", tmp_path / "e.onnx", "--json")
+    assert r.code == 0, r.err
+    assert result(r)["details"]["inputs"] == ["input_ids", "attention_mask"]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("arch", ["PreTrainedModel", "AutoModel", "__class__", "os.system"])
+def test_only_a_model_class_of_transformers_is_loaded(cli, folders, tmp_path, arch):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for f in (folders / "t5enc").iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["architectures"] = [arch]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    r = cli("convert", "torch", folder, "-o", tmp_path / "odd.onnx")
+    assert r.code == 3 and "not a model class of transformers" in r.err, r.err
