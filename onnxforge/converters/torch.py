@@ -124,7 +124,7 @@ def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict]
         notes.append(f"Hugging Face {type(m.module).__name__} (task {m.task}): {'; '.join(m.notes)}")
         kw = {k: torch.from_numpy(v) for k, v in m.examples.items()}
         return (LoadedTorch(m.module, "huggingface", (), None, kw), {**m.dynamic, **dyn},
-                {**hf_val_ranges(m.module.config), **o.val_ranges})
+                {**{k: v for k, v in hf_val_ranges(m.module.config).items() if k in m.names}, **o.val_ranges})
     loaded = load_torch(source, weights=o.weights, trust_pickle=o.trust_pickle, notes=notes)
     if getattr(loaded.module, "training", False) and loaded.kind != "export":
         notes.append("the model was in training mode; exported in eval mode (dropout off, BatchNorm running stats)")

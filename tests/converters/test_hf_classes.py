@@ -98,6 +98,10 @@ def test_inputs_are_what_the_tokenizer_makes(cli, folders, tmp_path):
     tok = transformers.AutoTokenizer.from_pretrained(folders / "roberta", local_files_only=True)
     batch = tok(["the cat sat on the mat", "a dog ran"], padding=True, return_tensors="np")
     assert result(r)["details"]["inputs"] == list(batch)
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "r.onnx"), load_external_data=False).metadata_props}
+    assert set(json.loads(meta["onnxforge.val_ranges"])) == set(batch)  # ranges only for the inputs it has
     np.savez(tmp_path / "tok.npz", **{k: np.asarray(v, np.int64) for k, v in batch.items()})
     r = cli("validate", folders / "roberta", tmp_path / "r.onnx", "--inputs", tmp_path / "tok.npz")
     assert r.code == 0, r.out + r.err
