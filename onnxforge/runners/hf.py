@@ -194,7 +194,7 @@ def _token_inputs(transformers, folder, config) -> tuple[tuple[str, ...] | None,
         remote = bool(json.loads(tok_config.read_text(encoding="utf-8")).get("auto_map"))
     except (OSError, ValueError, AttributeError):
         remote = tok_config.exists()  # unreadable: not loaded
-    if (Path(folder) / "tokenizer.json").is_file() or tok_config.is_file() and not remote:
+    if not remote and ((Path(folder) / "tokenizer.json").is_file() or tok_config.is_file()):
         try:
             with quiet_third_party():
                 tok = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
