@@ -258,7 +258,7 @@ def role_names(inputs) -> dict[str, str]:
             out[sym] = SEQUENCE
         else:
             out[sym] = f"dim{axis}"
-    taken = [v for v in out.values()]
+    taken = list(out.values())
     for sym, (name, axis) in first.items():
         if taken.count(out[sym]) > 1 and out[sym] not in (BATCH, SEQUENCE):
             out[sym] = f"{name}_dim{axis}"
