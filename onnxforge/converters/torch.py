@@ -25,6 +25,7 @@ log = logging.getLogger("onnxforge")
 
 EXAMPLE_DIM = 2  # torch.export specializes dims of size 0 and 1, so examples use 2
 SECOND_DIM = 3
+BATCH, SEQUENCE = "batch", "sequence"  # as runners/hf.py names a Hugging Face model's dims
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,10 @@ def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict]
         import torch
 
         m = load_hf(str(source), task=o.task, allow_download=o.allow_download)
-        notes.append(f"Hugging Face {type(m.module).__name__} (task {m.task}); inputs {', '.join(m.names)}")
+        notes.append(f"Hugging Face {type(m.module).__name__} (task {m.task}): {'; '.join(m.notes)}")
         kw = {k: torch.from_numpy(v) for k, v in m.examples.items()}
         return (LoadedTorch(m.module, "huggingface", (), None, kw), {**m.dynamic, **dyn},
-                {**hf_val_ranges(m.module.config), **o.val_ranges})
+                {**{k: v for k, v in hf_val_ranges(m.module.config).items() if k in m.names}, **o.val_ranges})
     loaded = load_torch(source, weights=o.weights, trust_pickle=o.trust_pickle, notes=notes)
     if getattr(loaded.module, "training", False) and loaded.kind != "export":
         notes.append("the model was in training mode; exported in eval mode (dropout off, BatchNorm running stats)")
@@ -168,10 +169,28 @@ def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions 
     out_names = list(o.output_names) if o.output_names else [n for n, _ in flat]
     if len(out_names) != len(flat):
         raise UsageError(f"{len(out_names)} output name(s) given for {len(flat)} output tensor(s)")
-    return _export_and_check(torch, loaded, ex, dyn, out_names, target, o, notes)
+    reference = None
+    if loaded.kind == "huggingface":
+        reference = _hf_reference(str(source), o, loaded.module)
+    return _export_and_check(torch, loaded, ex, dyn, out_names, target, o, notes, reference)
 
 
-def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, o, notes) -> StepResult:
+def _hf_reference(source: str, o: ConvertTorchOptions, module):
+    """The reference of a Hugging Face source's parity checks, loaded when they run (not
+    beside the export): the class config.json declares (or --task's), chosen apart from
+    the converter's load, every output it returns compared by name, so a wrong class
+    cannot agree with itself."""
+    def make():
+        from onnxforge.runners.hf import load_reference
+        from onnxforge.runners.torch import torch_runner
+
+        ref = load_reference(source, task=o.task, allow_download=o.allow_download, loaded=module)
+        return torch_runner(ref, o.output_names or None)
+    return make
+
+
+def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, o, notes,
+                      reference=None) -> StepResult:
     from onnxforge.artifacts import finish
     from onnxforge.fileio import scratch_dir
     from onnxforge.inspection import check_model
@@ -199,10 +218,15 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
             check_model(tmp_model)
         except (BadInputError, ConversionError) as exc:  # the model we wrote is at fault, not the user's input
             raise _export_failure(exc, widened, tmp_model, target) from None
+        if loaded.program is not None:
+            named = name_program_dims(tmp_model)
+            if named:
+                notes.append("dynamic dims of the program named after their role: "
+                             + ", ".join(f"{old}={new}" for old, new in named.items()))
         checks: list[ParityReport] = []
         if o.check:
             checks = _parity_checks(module, tmp_model, ex, dyn, out_names, make_tolerance(o.atol, o.rtol), o.seed,
-                                    loaded.keyword, o.val_ranges)
+                                    loaded.keyword, o.val_ranges, reference)
         else:
             notes.append("parity check skipped (--no-check)")
         ranges = {"onnxforge.val_ranges": json.dumps(o.val_ranges)} if o.val_ranges else {}
@@ -212,6 +236,64 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
                                "outputs": out_names,
                                "dynamic": {k: {str(a): v for a, v in ax.items()} for k, ax in dyn.items()},
                                "weight_bytes": weight_bytes})
+
+
+def role_names(inputs) -> dict[str, str]:
+    """Names for the symbols torch.export gives a program's dynamic dims (s77, s43): the
+    dim at axis 0 of every input is ``batch``, axis 1 of an integer input of rank 2 (token
+    ids, masks) ``sequence``, any other ``dimN`` after its axis (``INPUT_dimN`` where two
+    symbols share an axis). ``inputs``: (name, is_integer, dims) with dims as ints or
+    symbols, in input order."""
+    first: dict[str, tuple[str, int]] = {}
+    for name, _, dims in inputs:
+        for axis, d in enumerate(dims):
+            if isinstance(d, str):
+                first.setdefault(d, (name, axis))
+    ranked = [dims for _, _, dims in inputs if dims]
+    out: dict[str, str] = {}
+    for sym, (name, axis) in first.items():
+        if axis == 0 and all(dims[0] == sym for dims in ranked):
+            out[sym] = BATCH
+        elif any(integer and len(dims) == 2 and dims[1] == sym for _, integer, dims in inputs):
+            out[sym] = SEQUENCE
+        else:
+            out[sym] = f"dim{axis}"
+    taken = list(out.values())
+    for sym, (name, axis) in first.items():
+        if taken.count(out[sym]) > 1 and out[sym] not in (BATCH, SEQUENCE):
+            out[sym] = f"{name}_dim{axis}"
+    if list(out.values()).count(SEQUENCE) > 1:  # two token lengths: each keeps its input's name
+        out = {sym: f"{first[sym][0]}_sequence" if v == SEQUENCE else v for sym, v in out.items()}
+    return out
+
+
+def name_program_dims(path: Path) -> dict[str, str]:
+    """Rename torch's symbols (``s77``) in an exported program's ONNX model after their
+    role (role_names), everywhere they appear; returns old -> new."""
+    import re
+
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    symbol = re.compile(r"s\d+")
+
+    def dims(v):
+        return [d.dim_param if d.HasField("dim_param") else d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    integer = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+    specs = [(v.name, v.type.tensor_type.elem_type in integer,
+              [d if isinstance(d, int) or symbol.fullmatch(d) else 0 for d in dims(v)]) for v in m.graph.input]
+    names = role_names(specs)
+    taken = {d for v in (*m.graph.input, *m.graph.output) for d in dims(v) if isinstance(d, str)} - set(names)
+    names = {k: v if v not in taken else f"{v}_{k}" for k, v in names.items()}
+    if not names:
+        return {}
+    for v in (*m.graph.input, *m.graph.output, *m.graph.value_info):
+        for d in v.type.tensor_type.shape.dim:
+            if d.HasField("dim_param") and d.dim_param in names:
+                d.dim_param = names[d.dim_param]
+    onnx.save_model(m, str(path))
+    return names
 
 
 def _export_failure(exc, widened: list[str], tmp_model: Path, target: Path) -> ConversionError:
@@ -378,15 +460,16 @@ def _check(ref, cand, feeds: dict, tol, label: str) -> ParityReport:
 
 
 def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, seed, keyword,
-                   ranges) -> list[ParityReport]:
-    """Parity on the example inputs, then once per dynamic label at a second size."""
+                   ranges, reference=None) -> list[ParityReport]:
+    """Parity on the example inputs, then once per dynamic label at a second size.
+    ``reference`` makes the reference runner when it is not the exported module."""
     import numpy as np
 
     from onnxforge.runners.onnx import onnx_runner
     from onnxforge.runners.torch import contiguous, to_numpy, torch_runner
     from onnxforge.specs import looks_like_mask, padding_mask
 
-    ref = torch_runner(module, out_names, keyword=keyword)
+    ref = reference() if reference else torch_runner(module, out_names, keyword=keyword)
     cand = onnx_runner(model_path, "cpu", label="onnx")
     base = {n: contiguous(to_numpy(t)) for n, t in zip(ex.names, ex.tensors)}
     reports = [_check(ref, cand, base, tol, "example inputs")]

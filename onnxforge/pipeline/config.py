@@ -145,9 +145,15 @@ def _source(model: dict, base: Path) -> str:
 
     src = model.get("source")
     if src is None:
-        raise UsageError("missing model.source", hint="a .pt2 / .skops / .onnx path or a factory module:function")
+        raise UsageError("missing model.source", hint="a .pt2 / .skops / .onnx path, a Hugging Face folder or hf:ID, "
+                                                      "or a factory module:function")
     if not isinstance(src, str):
         raise UsageError(f"model.source must be a path or module:function (a string), got {src!r}")
+    folder = Path(src) if Path(src).is_absolute() else base / src
+    if src.startswith("hf:") or (folder / "config.json").is_file():
+        if model.get("framework") != "torch":
+            raise UsageError(f"model.source {src} is a Hugging Face model: model.framework must be \"torch\"")
+        return src if src.startswith("hf:") else str(folder)
     if is_factory(src):
         head, _, fn = src.rpartition(":")
         if head.endswith(".py") or "/" in head:
@@ -299,7 +305,15 @@ def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
         return []  # skl2onnx leaves the batch dim unnamed: a dims key names nothing
     names = {d for s in model.get("inputs", ()) for d in parse_spec(s).shape if isinstance(d, str)}
     names |= {label for axes in parse_dynamic(model.get("dynamic", ())).values() for label in axes.values()}
-    return sorted(names) if names or model.get("inputs") else None
+    if names or model.get("inputs"):
+        return sorted(names)
+    if framework == "torch" and source.endswith(".pt2"):  # its own dims, named as convert names them
+        from onnxforge.converters.torch import role_names
+        from onnxforge.runners.sources import pt2_input_dims
+
+        dims = pt2_input_dims(Path(source))
+        return None if dims is None else sorted(set(role_names(dims).values()))
+    return None
 
 
 def _check_dims(framework, source, model, steps, gates) -> None:

@@ -121,9 +121,12 @@ def _source(cfg: ReleaseConfig) -> tuple[Runner, Path | None, Any]:
         return dataclasses.replace(runner, fn=_Memo(runner.fn, lambda: _onnx(cfg.source).fn)), Path(cfg.source), None
 
     def load():
-        return open_runner(cfg.source, kind=cfg.framework if not _is_factory(cfg.source) else "factory", label="source",
-                           weights=cfg.model.get("weights"), trust_pickle=cfg.model.get("trust_pickle", False),
-                           trust=cfg.model.get("trust", ()))
+        from onnxforge.runners.hf import is_hf_source
+
+        kind = "factory" if _is_factory(cfg.source) else "hf" if is_hf_source(cfg.source) else cfg.framework
+        return open_runner(cfg.source, kind=kind, label="source", weights=cfg.model.get("weights"),
+                           trust_pickle=cfg.model.get("trust_pickle", False), trust=cfg.model.get("trust", ()),
+                           task=cfg.model.get("task"), allow_download=cfg.model.get("allow_download", False))
 
     module = None
     if cfg.framework == "torch" and _is_factory(cfg.source):
@@ -251,11 +254,12 @@ def _or(v, default):
 def _generated_feeds(cfg: ReleaseConfig, model_path) -> dict:
     """Inputs for the ledger when there is no data.validation: seeded, at 2 for every
     symbolic dim, within the model's val_ranges (a BERT mask stays a mask)."""
-    from onnxforge.fileio import load_onnx
-    from onnxforge.specs import generate_inputs, model_io_specs
+    from onnxforge.runners.onnx import inputs_and_ranges
+    from onnxforge.specs import generate_inputs
 
-    specs, _ = model_io_specs(load_onnx(model_path, load_external_data=False))
-    ranges = {k: tuple(v) for k, v in cfg.model.get("val_ranges", {}).items()}
+    specs, recorded = inputs_and_ranges(model_path)
+    # the ranges convert recorded (a Hugging Face model's vocabulary and mask), then the config's own
+    ranges = {**(recorded or {}), **{k: tuple(v) for k, v in cfg.model.get("val_ranges", {}).items()}}
     return generate_inputs(specs, seed=0, dims={d: 2 for s in specs for d in s.shape if isinstance(d, str)},
                            val_ranges=ranges)
 

@@ -7,12 +7,21 @@ with the weights) are refused: loading them would run that code. Weights load fr
 safetensors, or from a .bin with torch's ``weights_only`` loader (transformers' own
 default).
 
-The inputs come from the config and the model's ``forward`` signature:
+The class is the one config.json's ``architectures`` names, looked up among
+transformers' own classes (a CLIPTextModelWithProjection folder loaded through AutoModel
+lost its projection head, and every check passed on the same wrong class); only a folder
+that names none is loaded with the task's Auto class. An explicit ``task`` (Optimum's
+names: feature-extraction, text-classification ...) wins: the task's Auto class, with a
+note. The reference side of a check (``hf_runner``, the converter's parity check, the
+release's source) is loaded by ``reference_class``, on its own from config.json, and
+compares every output that class returns.
+
+The inputs come from the config, the model's ``forward`` signature and its tokenizer:
 ``input_ids`` / ``attention_mask`` / ``token_type_ids`` (dynamic batch and sequence)
-for text models, ``pixel_values`` (dynamic batch) for vision models. Example values
-are valid for the model: token ids below ``vocab_size``, token types below
-``type_vocab_size``, attention masks of ones with padding at the end of one row.
-``task`` takes Optimum's names (feature-extraction, text-classification ...).
+for text models, only those the folder's tokenizer (or the tokenizer class transformers
+names for the model type) makes; ``pixel_values`` (dynamic batch) for vision models.
+Example values are valid for the model: token ids below ``vocab_size``, token types
+below ``type_vocab_size``, attention masks of ones with padding at the end of one row.
 
 A hostile config.json is refused before transformers builds anything (check_config): a
 size key below 1 (``num_hidden_layers: -1`` exported a model without layers, and passed),
@@ -43,6 +52,7 @@ class HFModel:
     examples: dict  # name -> numpy array (batch 2)
     dynamic: dict  # name -> {axis: label}
     task: str
+    notes: tuple[str, ...] = ()  # which class was loaded and why, where the inputs came from
 
 
 def is_hf_source(spec: Any) -> bool:
@@ -173,8 +183,6 @@ def check_model_memory(spec, cls, config) -> None:
 
 def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False) -> HFModel:
     transformers = require("transformers", "torch")
-    from onnxforge.logs import quiet_third_party
-
     transformers.utils.logging.disable_progress_bar()  # it draws tqdm bars on stderr while loading
     transformers.utils.logging.set_verbosity_error()
     folder = _folder(str(spec), allow_download)
@@ -189,29 +197,107 @@ def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False)
     if getattr(config, "auto_map", None):
         _refuse_remote_code(spec, folder, found=True)
     t = _task(config, task)
-    cls = getattr(transformers, TASKS[t])
+    arch = _architecture(config)
+    if task is not None or not arch:
+        cls = getattr(transformers, TASKS[t])
+        why = (f"--task {t}: loaded with {TASKS[t]}, not the folder's {arch} (an explicit task wins)" if arch and task
+               else f"loaded with {TASKS[t]} (task {t})" + ("" if arch else ": config.json names no architectures"))
+    else:
+        cls, why = declared_class(transformers, spec, arch), f"loaded as {arch}, the class config.json declares"
     check_model_memory(spec, cls, config)
+    module = _from_pretrained(cls, spec, folder, allow_download, f"as {cls.__name__}")
+    names, examples, dynamic, source = _inputs(module, config, _token_inputs(transformers, folder, config))
+    return HFModel(module, names, examples, dynamic, t, (why, f"inputs {', '.join(names)} ({source})"))
+
+
+def _architecture(config) -> str:
+    return str((getattr(config, "architectures", None) or [""])[0] or "")
+
+
+def declared_class(transformers, spec, arch: str):
+    """The class ``arch`` names, if transformers itself defines it: a name that is not
+    one of its models (a folder's own code, a newer transformers' class) is refused, not
+    replaced by a guess that exports a different model."""
+    cls = getattr(transformers, arch, None) if arch.isidentifier() else None
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)
+            and cls.__module__.startswith("transformers.models.")):
+        raise BadInputError(f"{spec}: config.json declares architecture {arch!r}, which is not a model class of "
+                            f"transformers {transformers.__version__}",
+                            hint="upgrade transformers if it is a newer model, or pass --task to load it with that "
+                                 "task's Auto class")
+    return cls
+
+
+def reference_class(transformers, spec, config, task: str | None):
+    """The class the reference side of every check loads, decided here from config.json
+    alone and not from what the converter loaded: the declared architecture, the task's
+    Auto class when the user named a task (or the folder names no architecture)."""
+    arch = _architecture(config)
+    if task is None and arch:
+        return declared_class(transformers, spec, arch)
+    auto = getattr(transformers, TASKS[task or "feature-extraction"])
+    try:  # the concrete class: a head the folder lacks is initialised at random, so only the same module agrees
+        return auto._model_mapping[type(config)]
+    except (AttributeError, KeyError):
+        return auto
+
+
+def _from_pretrained(cls, spec, folder, allow_download: bool, what: str):
+    from onnxforge.logs import quiet_third_party
+
     try:
         with quiet_third_party():
             module = cls.from_pretrained(folder, local_files_only=not allow_download, use_safetensors=None,
                                          trust_remote_code=False)
     except Exception as exc:
         unsafe = any(w in str(exc) for w in ("weights_only", "Unpickl", "pickle"))
-        raise BadInputError(f"{spec}: cannot load the model for task {t} ({first_line(exc, 200)})",
+        raise BadInputError(f"{spec}: cannot load the model {what} ({first_line(exc, 200)})",
                             hint="its weights file is a pickle that does not load safely (weights_only); nothing "
                                  "in it ran. Save the weights as safetensors (save_pretrained(safe_serialization=True))"
                             if unsafe else "check --task against the model's architecture") from None
     module.eval()
     if hasattr(module.config, "use_cache"):
         module.config.use_cache = False  # past key/values are not an export input here
-    names, examples, dynamic = _inputs(module, config)
-    return HFModel(module, names, examples, dynamic, t)
+    return module
 
 
-def _inputs(module, config) -> tuple[tuple[str, ...], dict, dict]:
+def _token_inputs(transformers, folder, config) -> tuple[tuple[str, ...] | None, str]:
+    """(the inputs the model's tokenizer makes, where that was read): the folder's own
+    tokenizer (local files, no code from the folder), else the ``model_input_names`` of
+    the tokenizer class transformers names for the model type; (None, ...) when neither
+    tells. A RoBERTa exported with token_type_ids took an input its tokenizer never makes."""
+    import json
+
+    from onnxforge.logs import quiet_third_party
+
+    tok_config = Path(folder) / "tokenizer_config.json"
+    try:
+        remote = bool(json.loads(tok_config.read_text(encoding="utf-8")).get("auto_map"))
+    except (OSError, ValueError, AttributeError):
+        remote = tok_config.exists()  # unreadable: not loaded
+    if not remote and ((Path(folder) / "tokenizer.json").is_file() or tok_config.is_file()):
+        try:
+            with quiet_third_party():
+                tok = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+            return tuple(tok.model_input_names), f"from the folder's {type(tok).__name__}"
+        except Exception:  # a tokenizer that does not load: fall back to the class's own names
+            pass
+    from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES
+
+    name = TOKENIZER_MAPPING_NAMES.get(getattr(config, "model_type", ""))
+    if isinstance(name, (tuple, list)):  # transformers 4: (slow, fast)
+        name = next((n for n in name if n), None)
+    names = getattr(getattr(transformers, name, None), "model_input_names", None) if name else None
+    if names:
+        return tuple(names), f"those {name} makes"
+    return None, "from forward() and the config"
+
+
+def _inputs(module, config, tokenizer: tuple) -> tuple[tuple[str, ...], dict, dict, str]:
     import numpy as np
 
     params = inspect.signature(module.forward).parameters
+    made, source = tokenizer
     rng = np.random.default_rng(0)
     examples, dynamic = {}, {}
     if "input_ids" in params and getattr(config, "vocab_size", None):
@@ -219,10 +305,12 @@ def _inputs(module, config) -> tuple[tuple[str, ...], dict, dict]:
         examples["input_ids"] = rng.integers(0, vocab, size=(2, EXAMPLE_SEQ), dtype=np.int64)
         mask = np.ones((2, EXAMPLE_SEQ), dtype=np.int64)
         mask[1, EXAMPLE_SEQ - 3:] = 0  # one padded row: a mask that is all ones proves nothing
-        if "attention_mask" in params:
+        if "attention_mask" in params and (made is None or "attention_mask" in made):
             examples["attention_mask"] = mask
         types = int(getattr(config, "type_vocab_size", 0) or 0)
-        if "token_type_ids" in params and types > 0:
+        # with no tokenizer to ask, one token type means none is ever fed (RoBERTa's type_vocab_size is 1)
+        if "token_type_ids" in params and (types > 1 or types == 1 and made is not None) and \
+                (made is None or "token_type_ids" in made):
             examples["token_type_ids"] = rng.integers(0, types, size=(2, EXAMPLE_SEQ), dtype=np.int64)
         dynamic = {n: {0: BATCH, 1: SEQUENCE} for n in examples}
     elif "pixel_values" in params:
@@ -231,10 +319,11 @@ def _inputs(module, config) -> tuple[tuple[str, ...], dict, dict]:
         channels = int(getattr(config, "num_channels", 3))
         examples["pixel_values"] = rng.standard_normal((2, channels, size, size)).astype(np.float32)
         dynamic = {"pixel_values": {0: BATCH}}
+        source = "from the config"
     else:
         raise BadInputError(f"cannot tell the inputs of {type(module).__name__} (its forward takes "
                             f"{', '.join(list(params)[:6])})", hint="export it from a factory with --input specs")
-    return tuple(examples), examples, dynamic
+    return tuple(examples), examples, dynamic, source
 
 
 def hf_val_ranges(config) -> dict:
@@ -249,11 +338,38 @@ def hf_val_ranges(config) -> dict:
     return out
 
 
+def load_reference(spec, *, task: str | None = None, allow_download: bool = False, loaded: Any = None):
+    """The module the reference side of a check runs: ``reference_class`` loaded
+    straight from the folder (``loaded``, a module of exactly that class, is used
+    as it is rather than loaded twice)."""
+    transformers = require("transformers", "torch")
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    folder = _folder(str(spec), allow_download)
+    _refuse_remote_code(spec, folder)
+    check_config(spec, folder)
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=not allow_download,
+                                                         trust_remote_code=False)
+    except Exception as exc:
+        raise BadInputError(f"{spec}: cannot read the Hugging Face config ({first_line(exc, 200)})",
+                            hint="a save_pretrained folder holds config.json and the weights") from None
+    if getattr(config, "auto_map", None):
+        _refuse_remote_code(spec, folder, found=True)
+    cls = reference_class(transformers, spec, config, task)
+    if loaded is not None and type(loaded) is cls:
+        return loaded
+    check_model_memory(spec, cls, config)
+    return _from_pretrained(cls, spec, folder, allow_download, f"as {cls.__name__} for the reference")
+
+
 def hf_runner(spec, *, label: str | None = None, task: str | None = None, allow_download: bool = False, **_ignored):
+    """The reference runner of a Hugging Face source: its inputs bind to forward() by
+    name, and every output the class returns is compared."""
     from onnxforge.runners.torch import torch_runner
 
-    m = load_hf(spec, task=task, allow_download=allow_download)
-    return torch_runner(m.module, label=label or f"hf:{Path(str(spec)).name}", keyword=m.names)
+    module = load_reference(spec, task=task, allow_download=allow_download)
+    return torch_runner(module, label=label or f"hf:{Path(str(spec)).name}")
 
 
 def missing_transformers() -> MissingDependencyError:

@@ -108,6 +108,69 @@ def _zip_names(path: Path) -> list[str]:
         return []
 
 
+def is_pt2_archive(path: Path, names: Sequence[str]) -> bool:
+    """A torch.export archive, told by the markers torch.export.save writes
+    (pt2_archive.constants: an archive_format file holding "pt2"; older torch: a
+    serialized_exported_program.json), not by path substrings: TorchScript archives hold
+    the saving module's path (code/__torch__/torchvision/models/...), and every
+    torchvision model was refused as a corrupted .pt2."""
+    from torch.export.pt2_archive import constants as c
+
+    from onnxforge.runners.pt2 import _rel
+
+    rel = {_rel(n): n for n in names}
+    if "serialized_exported_program.json" in rel:
+        return True
+    if c.ARCHIVE_FORMAT_PATH not in rel:
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.read(rel[c.ARCHIVE_FORMAT_PATH]).strip() == c.ARCHIVE_FORMAT_VALUE.encode()
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return False
+
+
+def pt2_input_dims(path: Path) -> list[tuple[str, bool, list]] | None:
+    """A .pt2's user inputs as (name, is_integer, dims: ints, or torch's symbols such as
+    ``s77``), read from the archive's program JSON without loading it; None when the
+    archive does not tell."""
+    import json
+    import re
+
+    from onnxforge.runners.pt2 import _rel
+
+    names = _zip_names(path)
+    if not is_pt2_archive(path, names):
+        return None
+    rel = {_rel(n): n for n in names}
+    member = rel.get("models/model.json") or rel.get("serialized_exported_program.json")
+    try:
+        with zipfile.ZipFile(path) as z:
+            program = json.loads(z.read(member))
+        graph, sig = program["graph_module"]["graph"], program["graph_module"]["signature"]
+        out = []
+        for spec in sig["input_specs"]:
+            arg = spec.get("user_input", {}).get("arg", {}).get("as_tensor")
+            if arg is None:
+                continue
+            meta = graph["tensor_values"][arg["name"]]
+            dims = []
+            for d in meta["sizes"]:  # an int, or a symbol as sympy writes it: Symbol('s23', positive=True, ...)
+                m = None if "as_int" in d else re.fullmatch(r"s\d+|Symbol\('(s\d+)'[^)]*\)",
+                                                            d.get("as_expr", {}).get("expr_str", ""))
+                dims.append(d["as_int"] if "as_int" in d else (m.group(1) or m.group(0)) if m else 0)
+            out.append((arg["name"], meta["dtype"] in (4, 5), dims))  # serde ScalarType INT, LONG
+        return out
+    except (zipfile.BadZipFile, OSError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _is_torchscript(names: Sequence[str]) -> bool:
+    from onnxforge.runners.pt2 import _rel  # below the archive's root folder, as for a .pt2
+
+    return any(_rel(n).startswith("code/") or _rel(n) == "constants.pkl" for n in names)
+
+
 def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = False,
                notes: list | None = None) -> LoadedTorch:
     torch = require("torch", "torch")
@@ -131,13 +194,13 @@ def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = 
 
     path = check_readable_file(spec, "torch source")
     names = _zip_names(path)
-    if path.suffix == ".pt2" or any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+    if is_pt2_archive(path, names) or path.suffix == ".pt2" and not _is_torchscript(names):
         from onnxforge.runners.pt2 import load_program
 
         ep = load_program(path, trust_pickle=trust_pickle, notes=notes)
         args, kwargs = _example_inputs(ep)
         return LoadedTorch(ep.module(), "export", args, ep, kwargs)
-    if any("/code/" in n or n.endswith("constants.pkl") for n in names):
+    if _is_torchscript(names):
         try:
             return LoadedTorch(torch.jit.load(str(path), map_location="cpu"), "torchscript")
         except Exception as exc:
