@@ -169,8 +169,9 @@ def check_model_memory(spec, cls, config) -> None:
     from onnxforge.system import available_memory
 
     try:
+        build = getattr(cls, "from_config", None) or cls._from_config  # Auto classes / a model class itself
         with torch.device("meta"):
-            meta = cls.from_config(config)
+            meta = build(config)
         need = sum(t.numel() * t.element_size() for t in (*meta.parameters(), *meta.buffers()))
     except Exception:  # transformers' own load reports what is wrong with the config
         return
