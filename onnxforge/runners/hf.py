@@ -182,7 +182,9 @@ def check_model_memory(spec, cls, config) -> None:
                             hint="check the sizes in config.json, or run it where more memory is free")
 
 
-def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False) -> HFModel:
+def _open_folder(spec, allow_download: bool):
+    """(transformers, folder, config) once the folder is known to run no code of its own
+    and its config.json to be sane (read as JSON before transformers builds anything)."""
     transformers = require("transformers", "torch")
     transformers.utils.logging.disable_progress_bar()  # it draws tqdm bars on stderr while loading
     transformers.utils.logging.set_verbosity_error()
@@ -197,6 +199,11 @@ def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False)
                             hint="a save_pretrained folder holds config.json and the weights") from None
     if getattr(config, "auto_map", None):
         _refuse_remote_code(spec, folder, found=True)
+    return transformers, folder, config
+
+
+def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False) -> HFModel:
+    transformers, folder, config = _open_folder(spec, allow_download)
     t = _task(config, task)
     arch = _architecture(config)
     if task is not None or not arch:
@@ -343,20 +350,7 @@ def load_reference(spec, *, task: str | None = None, allow_download: bool = Fals
     """The module the reference side of a check runs: ``reference_class`` loaded
     straight from the folder (``loaded``, a module of exactly that class, is used
     as it is rather than loaded twice)."""
-    transformers = require("transformers", "torch")
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    folder = _folder(str(spec), allow_download)
-    _refuse_remote_code(spec, folder)
-    check_config(spec, folder)
-    try:
-        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=not allow_download,
-                                                         trust_remote_code=False)
-    except Exception as exc:
-        raise BadInputError(f"{spec}: cannot read the Hugging Face config ({first_line(exc, 200)})",
-                            hint="a save_pretrained folder holds config.json and the weights") from None
-    if getattr(config, "auto_map", None):
-        _refuse_remote_code(spec, folder, found=True)
+    transformers, folder, config = _open_folder(spec, allow_download)
     cls = reference_class(transformers, spec, config, task)
     if loaded is not None and type(loaded) is cls:
         return loaded
