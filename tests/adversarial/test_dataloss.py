@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, default_sigint
 from cases import build_workspace, release_config
+from test_processes import _wait_for
 
 pytestmark = pytest.mark.slow  # runs releases and zoos in real processes
 
@@ -39,7 +40,7 @@ def _no_orphans():
 def _start(args, cwd):
     p = subprocess.Popen([sys.executable, "-m", "onnxforge", *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a parent may ignore it
+                         preexec_fn=default_sigint)  # a parent may ignore SIGINT
     STARTED.append(p)
     return p
 
@@ -50,21 +51,12 @@ def _run(args, cwd):
     return p.returncode, err
 
 
-def _wait_for(pred, timeout=90.0):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _slow_release(ws, tmp_path, seconds=60.0):
     """A release into tmp_path/rel, started and now timing its quantize step for ``seconds``."""
     out = tmp_path / "rel"
     p = _start(["release", release_config(ws, f"slow{int(seconds)}", **{"steps.1.bench_seconds": seconds}),
                 "-o", out], ws / "cwd")
-    assert _wait_for(lambda: any(tmp_path.glob(".onnxforge-*/steps/00-*")) or p.poll() is not None)
+    assert _wait_for(lambda: any(tmp_path.glob(".onnxforge-*/steps/00-*")) or p.poll() is not None, timeout=90)
     assert p.poll() is None, p.communicate()[1]
     return p, out
 
@@ -116,7 +108,7 @@ def test_second_zoo_into_one_out_fails_at_once(ws, tmp_path):
     zoo.write_text(f'[zoo]\nreleases = ["{os.path.basename(cfg)}"]\n')
     out = tmp_path / "zoo"
     a = _start(["zoo", zoo, "-o", out, "--jobs", "1"], ws / "cwd")
-    assert _wait_for(lambda: any(out.glob(".onnxforge-*/steps/00-*")) or a.poll() is not None)
+    assert _wait_for(lambda: any(out.glob(".onnxforge-*/steps/00-*")) or a.poll() is not None, timeout=90)
     assert a.poll() is None, a.communicate()[1]
     code, err = _run(["zoo", zoo, "-o", out, "--jobs", "1", "--force"], ws / "cwd")
     assert code == 3, err
