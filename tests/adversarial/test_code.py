@@ -28,6 +28,20 @@ def dyn(tmp_path_factory):
     return p
 
 
+
+def _convert_beside_a_setup_py(dyn, tmp_path, edit):
+    """convert torch of ``dyn`` changed by ``edit``, run where a setup.py would leave the
+    marker if imported; the marker must not appear."""
+    evil = tmp_path / "in" / "edited.pt2"
+    evil.parent.mkdir()
+    edit_program(dyn, evil, edit)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "setup.py").write_text(f"open({str(tmp_path / MARKER)!r}, 'w').close()\n")
+    r = _onnxforge(["convert", "torch", evil, "-o", tmp_path / "out" / "m.onnx"], cwd)
+    assert not (tmp_path / MARKER).exists(), "setup.py from the current directory ran"
+    return r
+
 def test_pt2_cannot_import_a_module_from_the_current_directory(dyn, tmp_path):
     """A pytree type `setup.Evil` once made onnxforge import setup.py from the cwd
     (``python -m`` puts the cwd first on sys.path)."""
@@ -37,14 +51,7 @@ def test_pt2_cannot_import_a_module_from_the_current_directory(dyn, tmp_path):
         spec[1]["type"] = "setup.Evil"
         sig["out_spec"] = json.dumps(spec)
 
-    evil = tmp_path / "in" / "outs.pt2"
-    evil.parent.mkdir()
-    edit_program(dyn, evil, edit)
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    (cwd / "setup.py").write_text(f"open({str(tmp_path / MARKER)!r}, 'w').close()\n")
-    r = _onnxforge(["convert", "torch", evil, "-o", tmp_path / "out" / "m.onnx"], cwd)
-    assert not (tmp_path / MARKER).exists(), "setup.py from the current directory ran"
+    r = _convert_beside_a_setup_py(dyn, tmp_path, edit)
     assert r.returncode == 3, r.stderr
     assert "setup.Evil" in r.stderr and "hint: " in r.stderr and "--trust-pickle" in r.stderr
     assert not (tmp_path / "out").exists()
@@ -131,14 +138,7 @@ def test_pt2_spec_context_cannot_import_a_module(dyn, tmp_path, kind, context):
         spec[1]["type"], spec[1]["context"] = kind, json.dumps(context) if "__enum__" in context else context
         sig["out_spec"] = json.dumps(spec)
 
-    evil = tmp_path / "in" / "ctx.pt2"
-    evil.parent.mkdir()
-    edit_program(dyn, evil, edit)
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    (cwd / "setup.py").write_text(f"open({str(tmp_path / MARKER)!r}, 'w').close()\n")
-    r = _onnxforge(["convert", "torch", evil, "-o", tmp_path / "out" / "m.onnx"], cwd)
-    assert not (tmp_path / MARKER).exists(), "setup.py from the current directory ran"
+    r = _convert_beside_a_setup_py(dyn, tmp_path, edit)
     assert r.returncode == 3, r.stderr
     assert "setup" in r.stderr and "hint: " in r.stderr
 
