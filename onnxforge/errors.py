@@ -93,3 +93,11 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
 class StepNotApplicable(Exception):
     """A simplify engine that cannot run on this model by design (not a failure):
     skipped with a note. Not an OnnxforgeError: it never reaches the user as one."""
+
+
+def did_you_mean(value: str, choices) -> str:
+    """"did you mean 'x'?" for the closest of ``choices``, or "" when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), sorted(map(str, choices)), n=1)
+    return f"did you mean {close[0]!r}?" if close else ""

@@ -15,7 +15,6 @@ is built, so ``onnxforge --help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 import typing
@@ -24,7 +23,7 @@ from typing import Annotated, Any, Callable, Mapping
 
 from annotated_types import Ge, Gt, Le
 
-from onnxforge.errors import UsageError
+from onnxforge.errors import UsageError, did_you_mean
 
 # Types used in declarations. Bounds live in the type so pydantic checks them.
 PosInt = Annotated[int, Ge(1)]
@@ -153,8 +152,7 @@ def default_of(f: dataclasses.Field):
 
 
 def suggest(key: str, allowed) -> str:
-    close = difflib.get_close_matches(key, sorted(allowed), n=1)
-    return f"did you mean {close[0]!r}?" if close else "valid keys: " + ", ".join(sorted(allowed))
+    return did_you_mean(key, allowed) or "valid keys: " + ", ".join(sorted(allowed))
 
 
 def _adapter(cls):
@@ -208,7 +206,11 @@ def validate_options(cls, values: Mapping[str, Any], where: str = "", *, keys: M
                      ("a valid integer", "an integer"), ("a valid string", "a string"),
                      ("a valid dictionary", "a table"), ("a finite number", "a finite number (not NaN)")):
             msg = msg.replace(a, b)
-        raise UsageError(f"{key}: {msg}, got {_describe(got)}", hint=_type_hint(cls, top)) from None
+        hint = _type_hint(cls, top)
+        choices = choices_of(cls, top) if top in allowed else None
+        if choices and isinstance(got, str) and did_you_mean(got, choices):
+            hint = f"{did_you_mean(got, choices)} {hint}"
+        raise UsageError(f"{key}: {msg}, got {_describe(got)}", hint=hint) from None
     changes = {}
     for f, o in fields_of(cls):
         v = getattr(obj, f.name)

@@ -8,7 +8,7 @@ import os
 import re
 from typing import Mapping, Sequence
 
-from onnxforge.errors import BadInputError, MissingDependencyError, UsageError, first_line
+from onnxforge.errors import BadInputError, MissingDependencyError, UsageError, did_you_mean, first_line
 from onnxforge.system import cpu_info, cpu_quota
 
 PROVIDERS = {
@@ -35,7 +35,8 @@ def resolve_provider(name: str) -> str:
         return key
     raise UsageError(
         f"unknown execution provider {name!r}",
-        hint="use one of: " + ", ".join(PROVIDERS) + " (or a full name such as CUDAExecutionProvider)",
+        hint=" ".join(filter(None, (did_you_mean(key, PROVIDERS), "use one of: " + ", ".join(PROVIDERS)
+                                    + " (or a full name such as CUDAExecutionProvider)"))),
     )
 
 

@@ -95,6 +95,18 @@ class LazyGroup(TyperGroup):
     def get_command(self, ctx, cmd_name: str):
         return self.commands[cmd_name] if cmd_name in COMMANDS else None
 
+    def resolve_command(self, ctx, args):
+        """Typer suggests from ``self.commands``, which fills lazily: suggest from the table."""
+        from onnxforge.errors import did_you_mean
+
+        try:
+            return super().resolve_command(ctx, args)
+        except Exception as e:
+            near = did_you_mean(args[0], COMMANDS) if args and hasattr(e, "message") else ""
+            if near and "Did you mean" not in e.message:
+                e.message = f"{e.message.rstrip('.')}. {near[0].upper()}{near[1:]}"
+            raise
+
     def format_commands(self, ctx, formatter) -> None:
         """The command list from the table: nothing is imported to print it."""
         from typer._click.utils import make_default_short_help
@@ -220,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
             report_stopped(STATE.terminated)
     except BaseException as e:  # noqa: BLE001 - this is the one place that maps them all
         exc, code = e, exit_code_for(e)
-        if not is_quiet_exit(e):
+        if type(e).__name__ == "NoArgsIsHelpError":  # `onnxforge` alone: the help, not an error (Click's way; exit 2)
+            typer.echo(e.ctx.get_help(), err=True)
+        elif not is_quiet_exit(e):
             report_error(e, STATE.debug or debug)
     finally:
         from onnxforge.progress import set_reporter

@@ -6,9 +6,10 @@ import typer
 
 from onnxforge.cli.common import (
     DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ShapeOpt, ValRangeOpt, check_outputs, emit, number,
-    wants_json,
+    complete_choices, wants_json,
 )
 from onnxforge.options import LIMITS
+from onnxforge.runtime import PROVIDERS
 
 
 def _parse_regression(text: str) -> float:
@@ -24,7 +25,8 @@ def _parse_regression(text: str) -> float:
 
 def benchmark_cmd(
     models: Annotated[list[str], typer.Argument(help="ONNX models; the first is the reference for speed-ups.", metavar="MODEL...")],
-    provider: Annotated[Optional[list[str]], typer.Option("--provider", "-e", help="cpu, cuda, tensorrt, openvino, dml (repeatable: one row each).")] = None,
+    provider: Annotated[Optional[list[str]], typer.Option("--provider", "-e", help="cpu, cuda, tensorrt, openvino, dml (repeatable: one row each).",
+                                                                        autocompletion=complete_choices(PROVIDERS))] = None,
     provider_option: Annotated[Optional[list[str]], typer.Option("--provider-option", help="EP option PROVIDER:KEY=VALUE, e.g. cuda:device_id=1.", metavar="P:K=V")] = None,
     dim: DimOpt = None,
     shape: ShapeOpt = None,

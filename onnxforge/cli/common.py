@@ -12,8 +12,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from onnxforge.errors import ExitCode, OnnxforgeError, Terminated  # noqa: F401 - Terminated: the CLI's name for it
+from onnxforge.errors import ExitCode, OnnxforgeError, Terminated, did_you_mean  # noqa: F401 - Terminated: the CLI's name for it
 from onnxforge.options import LIMITS
+from onnxforge.runtime import PROVIDERS
 
 log = logging.getLogger("onnxforge")
 
@@ -31,9 +32,18 @@ STATE = State()
 
 # ----------------------------------------------------------------------------- options
 
+def complete_choices(choices):
+    """Shell completion (--install-completion) for a flag whose values are a fixed list."""
+    def complete(incomplete: str) -> list[str]:
+        return [c for c in map(str, choices) if c.startswith(incomplete)]
+
+    return complete
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only the JSON envelope on stdout.")]
 FormatOpt = Annotated[
-    str, typer.Option("--format", help="Output format: table or json.", metavar="table|json")
+    str, typer.Option("--format", help="Output format: table or json.", metavar="table|json",
+                      autocompletion=complete_choices(("table", "json")))
 ]
 ReportOpt = Annotated[
     Optional[Path], typer.Option("--report", help="Also write the JSON envelope to this file (pass or fail).", metavar="PATH")
@@ -65,7 +75,8 @@ SamplesOpt = Annotated[int, typer.Option("--samples", help="Number of random inp
                                          max=LIMITS["samples"])]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="ORT intra-op threads (default: the CPU quota).",
                                                    min=1, max=LIMITS["threads"])]
-ProviderOpt = Annotated[str, typer.Option("--provider", help="Execution provider: cpu, cuda, tensorrt, openvino, dml.")]
+ProviderOpt = Annotated[str, typer.Option("--provider", help="Execution provider: cpu, cuda, tensorrt, openvino, dml.",
+                                          autocompletion=complete_choices(PROVIDERS))]
 AtolOpt = Annotated[
     Optional[list[str]],
     typer.Option("--atol", help="Absolute tolerance, with per-output overrides: --atol 1e-4 logits:1e-3.", metavar="[NAME:]VALUE"),
@@ -145,7 +156,9 @@ def number(lo: float | None = None, hi: float | None = None, *, above: bool = Fa
 
 def wants_json(json_flag: bool, fmt: str | None) -> bool:
     if fmt not in (None, "table", "json"):
-        raise typer.BadParameter(f"unknown format {fmt!r}; use table or json", param_hint="--format")
+        near = did_you_mean(fmt, ("table", "json"))
+        raise typer.BadParameter(f"unknown format {fmt!r}; {near + ' ' if near else ''}use table or json",
+                                 param_hint="--format")
     return json_flag or fmt == "json"
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from onnxforge.cli.common import (FormatOpt, JsonOpt, OutputOpt, PrintStepOpt, ReportOpt, check_outputs, emit,
+from onnxforge.cli.common import (FormatOpt, complete_choices, JsonOpt, OutputOpt, PrintStepOpt, ReportOpt, check_outputs, emit,
                                   wants_json)
 from onnxforge.errors import UsageError
 from onnxforge.progress import task
@@ -72,7 +72,9 @@ def _param(cls, f, o) -> inspect.Parameter:
     if base_type(cls, f.name) is bool and "/" not in decl:
         decl = f"{decl}/--no-{decl[2:]}"
     metavar = None if base_type(cls, f.name) is bool else _metavar(cls, f, o)
-    info = typer.Option(decl, *o.aliases, help=_help(cls, f, o), metavar=metavar, show_default=False)
+    choices = choices_of(cls, f.name)
+    info = typer.Option(decl, *o.aliases, help=_help(cls, f, o), metavar=metavar, show_default=False,
+                        autocompletion=complete_choices(choices) if choices else None)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[_cli_type(cls, f, o), info])
 

@@ -7,15 +7,17 @@ import typer
 
 from onnxforge.cli.common import (
     AtolOpt, DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, RtolOpt, SamplesOpt, SeedOpt,
-    ThreadsOpt, TrustPickleOpt, ValRangeOpt, check_outputs, emit, number, wants_json,
+    ThreadsOpt, TrustPickleOpt, ValRangeOpt, check_outputs, complete_choices, emit, number, wants_json,
 )
 from onnxforge.options import LIMITS
+from onnxforge.runtime import PROVIDERS
 
 
 def validate_cmd(
     reference: Annotated[str, typer.Argument(help="Reference: model.onnx, outputs.npz, an ONNX test-data folder, or a torch/sklearn source.", metavar="REFERENCE")],
     candidate: Annotated[str, typer.Argument(help="Candidate, in the same forms.", metavar="CANDIDATE")],
-    provider: Annotated[str, typer.Option("--provider", help="Execution provider of the candidate.")] = "cpu",
+    provider: Annotated[str, typer.Option("--provider", help="Execution provider of the candidate.",
+                                                            autocompletion=complete_choices(PROVIDERS))] = "cpu",
     ref_provider: Annotated[str, typer.Option("--ref-provider", help="Execution provider of the reference.")] = "cpu",
     inputs: InputsOpt = None,
     samples: SamplesOpt = 1,

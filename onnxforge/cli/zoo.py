@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from onnxforge.cli.common import STATE, ForceOpt, FormatOpt, JsonOpt, ReportOpt, annotate, check_outputs, console
-from onnxforge.cli.common import is_stopped, wants_json
+from onnxforge.cli.common import complete_choices, is_stopped, wants_json
 from onnxforge.options import LIMITS
 
 
@@ -40,7 +40,7 @@ OutOpt = Annotated[Path, typer.Option("-o", "--out-dir", help="Where the release
 def zoo_run(
     zoo_file: Annotated[Path, typer.Argument(help="The zoo file (zoo.toml).", metavar="ZOO.toml")],
     out_dir: OutOpt = Path("zoo-out"),
-    executor: Annotated[str, typer.Option("--executor", help="local (worker processes), ray (a Ray task per "
+    executor: Annotated[str, typer.Option("--executor", autocompletion=complete_choices(("local", "ray", "matrix")), help="local (worker processes), ray (a Ray task per "
                                           "release) or matrix (print a GitHub Actions matrix).",
                                           metavar="local|ray|matrix")] = "local",
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, max=LIMITS["jobs"], help="Releases at once (local; the CPUs of "
@@ -57,12 +57,13 @@ def zoo_run(
     """Run every release the zoo file lists, on each of its targets, into OUT/NAME[-TARGET]/,
     then write one verdict (zoo-report.json, zoo-report.md, junit.xml, report.html).
     Exit 0 only when every release passed, 1 when any did not."""
-    from onnxforge.errors import UsageError
+    from onnxforge.errors import UsageError, did_you_mean
     from onnxforge.zoo.run import EXECUTORS, ZooRun, check_report, run_zoo, zoo_inputs
 
     as_json = wants_json(json_, fmt)
     if executor not in EXECUTORS:
-        raise UsageError(f"--executor {executor!r}: unknown", hint="use local, ray or matrix")
+        raise UsageError(f"--executor {executor!r}: unknown",
+                         hint=f"{did_you_mean(executor, EXECUTORS)} use local, ray or matrix".lstrip())
     if ray_address is not None and executor != "ray":
         raise UsageError("--ray-address needs --executor ray")
     if ray_address is not None and jobs is not None:

@@ -194,6 +194,40 @@ def test_completion_of_commands_and_options():
     assert "--calibration" in _complete("onnxforge quantize static --cal")
 
 
+@pytest.mark.slow  # shell completion, in processes
+def test_choice_values_complete():
+    assert _complete("onnxforge quantize static m.onnx --method ") == ["minmax", "entropy", "percentile",
+                                                                       "distribution"]
+    assert _complete("onnxforge package m.onnx --target ") == ["mlflow", "mlserver", "triton"]
+    assert _complete("onnxforge quantize dynamic m.onnx --recipe f") == ["fused"]
+    assert _complete("onnxforge zoo run z.toml --executor ") == ["local", "ray", "matrix"]
+    assert _complete("onnxforge validate a.onnx b.onnx --format j") == ["json"]
+    assert _complete("onnxforge benchmark m.onnx --provider cu") == ["cuda"]
+
+
+def test_no_arguments_prints_the_help_not_an_error(cli):
+    r = cli()
+    assert r.code == 2 and r.err.startswith("Usage: onnxforge") and "error:" not in r.err and "Commands:" in r.err
+    assert r.out == ""
+    r = cli("quantize")
+    assert r.code == 2 and r.err.startswith("Usage: onnxforge quantize") and "error:" not in r.err
+
+
+@pytest.mark.parametrize("argv, near", [
+    (("relase", "x.toml"), "Did you mean 'release'?"),
+    (("quantize", "dynamc", "m.onnx"), "Did you mean 'dynamic'?"),
+    (("quantize", "static", "m.onnx", "-o", "q.onnx", "--method", "minmx"), "did you mean 'minmax'?"),
+    (("package", "m.onnx", "-o", "out", "--target", "tritn"), "did you mean 'triton'?"),
+    (("validate", "m.onnx", "m.onnx", "--format", "jsn"), "did you mean 'json'?"),
+    (("zoo", "run", "z.toml", "--executor", "rey"), "did you mean 'ray'?"),
+])
+def test_did_you_mean_for_commands_and_choice_values(cli, tmp_path, monkeypatch, argv, near):
+    monkeypatch.chdir(tmp_path)
+    r = cli(*argv)
+    assert r.code == 2 and near in r.err and r.err.count("error:") == 1 and "Traceback" not in r.err, r.err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_command_table_matches_the_commands():
     """`onnxforge --help` lists the commands from a table, without building them: the
     table's one-line help must be each command's own, and building one builds only it."""
