@@ -74,7 +74,7 @@ def _folder(spec: str, allow_download: bool) -> str:
                                      cache_dir=os.environ.get("HF_HUB_CACHE") or None)
     except Exception as exc:  # not in the cache, offline, unknown repo
         raise BadInputError(f"{spec}: not in the local Hugging Face cache ({first_line(exc, 160)})",
-                            hint="download it first (huggingface-cli download), or pass --allow-download") from None
+                            hint=f"download it first (`hf download {repo}`), or pass --allow-download") from None
 
 
 def _task(config, task: str | None) -> str:

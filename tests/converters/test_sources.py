@@ -166,6 +166,7 @@ def test_hub_id_from_the_local_cache_offline(cli, hf_dirs, tmp_path, monkeypatch
     assert r.code == 0, r.err
     r = cli("convert", "torch", "hf:tiny/absent", "-o", tmp_path / "x.onnx")
     assert r.code == 3 and "not in the local Hugging Face cache" in r.err and "--allow-download" in r.err
+    assert "`hf download tiny/absent`" in r.err  # the command huggingface_hub 1.x+ ships (huggingface-cli is gone)
 
 
 class _Payload:
