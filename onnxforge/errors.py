@@ -43,7 +43,7 @@ class UsageError(OnnxforgeError):
     """A bad flag value or a combination of flags that makes no sense."""
 
     exit_code = ExitCode.USAGE
-    default_hint = "see the command's --help (and the README's option tables)"
+    default_hint = "see the command's --help (and docs/commands.md)"
 
 
 class BadInputError(OnnxforgeError):

@@ -371,7 +371,7 @@ def _kind(a) -> int:
 def _over_budget(where, what: str) -> BadInputError:
     return BadInputError(f"{where or 'the model'}: {what}, past what onnxforge reads",
                          hint=f"onnxforge reads models of at most {MAX_GRAPH_DEPTH} nested subgraph levels, "
-                              f"{MAX_SUBGRAPHS} subgraphs and {MAX_NODES:,} nodes (README, Security and safety); "
+                              f"{MAX_SUBGRAPHS} subgraphs and {MAX_NODES:,} nodes (docs/security.md); "
                               "a model this large in control flow may be hostile, or re-export it with the "
                               "branches unrolled")
 

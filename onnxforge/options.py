@@ -2,7 +2,7 @@
 fields carry their type, default, help, CLI flag and TOML key (``option(...)``).
 
 From that one declaration come the CLI parameters (cli/stepcmd.py), ``--print-step``,
-the release config schema and its validation, and the README's option tables. Values
+the release config schema and its validation, and the generated docs (docs/release-toml.md). Values
 from the CLI, a release TOML or Python keyword arguments all pass through
 ``validate_options``: strict types (a string is never a boolean, a bool never a number),
 no NaN or infinity, bounds and allowed values, unknown keys refused with the closest
@@ -96,7 +96,7 @@ class Opt:
     normalize: Callable[[Any], Any] | None = None  # validated value -> the value the step uses
     check: Callable[[Any], None] | None = None  # raises UsageError on a bad value (after types)
     path: bool = False  # a file path: resolved against the config file's folder in a TOML
-    example: tuple[str, ...] = ()  # CLI arguments that set a non-default value (tests, README)
+    example: tuple[str, ...] = ()  # CLI arguments that set a non-default value (tests, docs)
     # Other spellings users bring from Polygraphy, onnxsim, skl2onnx, Optimum: more CLI
     # flags for the same field ("--input-shapes"); "--target-opset" is also the key
     # target_opset in a TOML table and a keyword in Python.
@@ -234,7 +234,7 @@ def _type_hint(cls, key: str) -> str | None:
 
 
 def type_text(cls, name: str) -> str:
-    """A field's type in words, for hints and the README."""
+    """A field's type in words, for hints and docs/release-toml.md."""
     return _words(_hints(cls)[name])
 
 

@@ -1,9 +1,9 @@
 """The step registry: every model-producing step declared once — its function (by
 name, imported on first use) and its options as a frozen dataclass (options.py).
 
-The CLI commands, ``--print-step``, the release config schema, ``--dry-run`` and the
-README's option tables are derived from these declarations. To add an option to a
-step, add one field here (see docs/architecture.md); to add a step, add a dataclass
+The CLI commands, ``--print-step``, the release config schema, ``--dry-run``,
+docs/cli-reference.md and docs/release-toml.md come from these declarations. To add an
+option to a step, add one field here (see docs/architecture.md); to add a step, add a dataclass
 and a ``StepDef``.
 """
 

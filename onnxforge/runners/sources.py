@@ -4,7 +4,7 @@
 Unpickling runs arbitrary code, so whole pickled models load only with
 ``trust_pickle``; a .pt2 is checked part by part first (pt2.py); .skops files load
 only trusted types. A factory (``module:function``) runs its own code by design: the
-user names it to build the model. See README "Security and safety".
+user names it to build the model. See docs/security.md.
 """
 
 from __future__ import annotations

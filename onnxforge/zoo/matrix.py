@@ -5,7 +5,7 @@ per (config, target): the folder name (``release``), the release's name, target,
 config (relative to the zoo file), provider and ``runs-on`` (the target's runner
 labels). Each job runs `onnxforge zoo ZOO.toml --only RELEASE -o out` and uploads
 ``out/RELEASE``; a last job downloads them all into one folder and runs
-`onnxforge zoo merge out/*/report.json -o out` (README, "Many models").
+`onnxforge zoo merge out/*/report.json -o out` (docs/zoo.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The spellings users bring from Polygraphy, onnxsim, skl2onnx, Optimum and perf_test:
-every row of the README's alias table, flag by flag and command by command, must parse
+every row of docs/migrating.md's alias table, flag by flag and command by command, must parse
 to the same options as onnxforge's own spelling; then a few end to end."""
 
 import re
@@ -23,9 +23,8 @@ POSITIONAL = {
 
 
 def alias_rows() -> list[tuple[str, str, str, str]]:
-    """(coming from, their spelling, ours, command) for every command in every row of the README table."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Coming from Polygraphy", 1)[1].split("\n## ", 1)[0]
+    """(coming from, their spelling, ours, command) for every command in every row of docs/migrating.md's table."""
+    section = (ROOT / "docs" / "migrating.md").read_text()
     rows = []
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

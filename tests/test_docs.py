@@ -1,0 +1,228 @@
+"""The documentation cannot rot: every block in README.md and docs/*.md is run or
+validated, the generated pages equal what the code writes now, and every link lands.
+
+- ``sh``: every ``onnxforge`` line parses against the real command (flags, arguments,
+  sub-commands); the README's tour runs for real on the bundled fixtures.
+- ``toml``: a release config loads through the release's own loader (in a copy of the
+  example's folder, so its files exist); a zoo file through the zoo's.
+- ``yaml``: parses, and every ``onnxforge`` line in its ``run:`` steps parses as above.
+- ``python``: compiles (the README's "From Python" example also runs: test_api).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
+
+
+def blocks(lang: str) -> list[tuple[str, int, str]]:
+    """(file, line, text) of every ``lang`` block in the docs."""
+    out = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for m in FENCE.finditer(text):
+            if m.group(1) == lang:
+                out.append((doc.relative_to(ROOT).as_posix(), text[:m.start()].count("\n") + 1, m.group(2)))
+    return out
+
+
+def onnxforge_lines(text: str) -> list[str]:
+    """Each ``onnxforge ...`` command in a shell text: continuations joined, comments and
+    what follows a pipe or ``&&`` dropped, CI expressions (``${{ ... }}``) made a word."""
+    text = re.sub(r"\$\{\{[^}]*\}\}", "X", text.replace("\\\n", " "))
+    out = []
+    for line in text.splitlines():
+        for part in re.split(r"&&|\|\||;|\|(?!\|)", line):
+            part = part.split(" #", 1)[0].strip()
+            part = re.sub(r"^(\w+=\S+\s+)+", "", part)  # VAR=value onnxforge ...
+            if part.startswith("onnxforge ") or part == "onnxforge":
+                out.append(re.sub(r"\s*[<>]+\s*\S+", "", part))  # redirections
+    return out
+
+
+def parse(line: str) -> None:
+    """Parse ``line`` against the real command tree without running it (raises click's
+    UsageError / NoSuchOption on a flag or argument that does not exist)."""
+    import typer
+
+    from onnxforge.cli.app import _hoist, _several_values, app
+
+    args = _several_values(_hoist(shlex.split(line)[1:]))
+    if any(a in ("-h", "--help", "--version", "--show-completion", "--install-completion") for a in args):
+        return
+    group = typer.main.get_command(app)
+    ctx = group.make_context("onnxforge", list(args))
+    while hasattr(group, "resolve_command"):
+        rest = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # click keeps the sub-command's name apart
+        if not rest:
+            return
+        name, cmd, sub_args = group.resolve_command(ctx, rest)
+        ctx = cmd.make_context(name, sub_args, parent=ctx)
+        group = cmd
+
+
+def run_texts(yaml_text: str) -> list[str]:
+    """The shell a CI file runs: a GitHub workflow's ``run:`` steps, a GitLab job's ``script:``."""
+    import yaml
+
+    doc = yaml.safe_load(yaml_text)
+    if "jobs" in doc:
+        return [s["run"] for job in doc["jobs"].values() for s in job.get("steps", []) if "run" in s]
+    return [line for job in doc.values() if isinstance(job, dict) for line in job.get("script", [])]
+
+
+SHELL = blocks("sh") + blocks("bash")
+LINES = [(f"{f}:{n}", line) for f, n, text in SHELL for line in onnxforge_lines(text)] + \
+        [(f"{f}:{n}", line) for f, n, text in blocks("yaml") for run in run_texts(text) for line in onnxforge_lines(run)]
+
+
+def test_the_docs_show_commands():
+    assert len(LINES) >= 15, LINES  # a regex that stopped matching would pass everything below
+
+
+@pytest.mark.parametrize("where, line", LINES, ids=[w for w, _ in LINES])
+def test_every_command_in_the_docs_parses(where, line):
+    try:
+        parse(line)
+    except Exception as exc:  # noqa: BLE001 - report any parse error with its place
+        pytest.fail(f"{where}: `{line}` does not parse: {getattr(exc, 'message', exc)}")
+
+
+def test_a_wrong_flag_in_a_doc_line_is_caught():
+    with pytest.raises(Exception, match="--no-such-flag"):
+        parse("onnxforge validate a.onnx b.onnx --no-such-flag 1")
+    with pytest.raises(Exception):
+        parse("onnxforge quantize dynamc a.onnx -o b.onnx")
+
+
+TOMLS = blocks("toml")
+
+
+@pytest.mark.parametrize("where, text", [(f"{f}:{n}", t) for f, n, t in TOMLS], ids=[f"{f}:{n}" for f, n, _ in TOMLS])
+def test_every_toml_block_loads(where, text, tmp_path):
+    data = tomllib.loads(text)
+    if "targets" in data and "zoo" not in data:  # a zoo file's [[targets]], shown alone
+        text = '[zoo]\nreleases = ["a/release.toml"]\n' + text
+        data = tomllib.loads(text)
+    if "zoo" in data:
+        from onnxforge.zoo.config import load_zoo
+
+        for pattern in data["zoo"].get("releases", []):  # the configs it names, as copies of the example
+            target = tmp_path / pattern.replace("*", "a")
+            shutil.copytree(ROOT / "fixtures" / "example", target.parent, dirs_exist_ok=True)
+            if target.name != "release.toml":
+                shutil.copy(ROOT / "fixtures" / "example" / "release.toml", target)
+        (tmp_path / "zoo.toml").write_text(text)
+        assert load_zoo(tmp_path / "zoo.toml").entries, where
+    elif "model" in data:
+        from onnxforge.pipeline.config import load_config
+
+        shutil.copytree(ROOT / "fixtures" / "example", tmp_path / "ex")
+        (tmp_path / "ex" / "release.toml").write_text(text)
+        assert load_config(tmp_path / "ex" / "release.toml").steps, where
+    else:
+        pytest.fail(f"{where}: a TOML block that is neither a release nor a zoo file")
+
+
+YAMLS = blocks("yaml")
+
+
+@pytest.mark.parametrize("where, text", [(f"{f}:{n}", t) for f, n, t in YAMLS], ids=[f"{f}:{n}" for f, n, _ in YAMLS])
+def test_every_yaml_block_is_a_workflow(where, text, tmp_path):
+    import yaml
+
+    doc = yaml.safe_load(text)
+    if "jobs" not in doc:  # GitLab CI: jobs at the top, each with a script
+        assert all(isinstance(job.get("script"), list) for job in doc.values()), f"{where}: a GitLab job lacks script"
+        return
+    for name, job in doc["jobs"].items():
+        assert "runs-on" in job and job.get("steps"), f"{where}: job {name} lacks runs-on or steps"
+        for step in job["steps"]:
+            assert ("uses" in step) != ("run" in step), f"{where}: job {name}: a step needs uses or run"
+    if shutil.which("actionlint"):  # the real linter where installed (the dev extra brings it)
+        whole = text if ("on" in doc or True in doc) else "on: push\n" + text  # YAML reads `on:` as True
+        (tmp_path / "w.yml").write_text(whole)
+        r = subprocess.run(["actionlint", "-shellcheck=", str(tmp_path / "w.yml")], capture_output=True, text=True)
+        assert r.returncode == 0, f"{where}: {r.stdout}"
+
+
+PYTHONS = blocks("python")
+
+
+@pytest.mark.parametrize("where, text", [(f"{f}:{n}", t) for f, n, t in PYTHONS], ids=[f"{f}:{n}" for f, n, _ in PYTHONS])
+def test_every_python_block_compiles(where, text):
+    compile(text, where, "exec")
+
+
+def test_block_counts():
+    """The counts the closing note gives (blocks found / checked)."""
+    counts = {"sh": len(SHELL), "toml": len(TOMLS), "yaml": len(YAMLS), "python": len(PYTHONS)}
+    assert all(counts.values()), counts
+
+
+@pytest.mark.parametrize("name", ["cli-reference.md", "release-toml.md"])
+def test_generated_pages_are_current(name):
+    from onnxforge.cli.reference import render
+
+    assert (ROOT / "docs" / name).read_text(encoding="utf-8") == render(name), \
+        f"docs/{name} is stale: run `python -m onnxforge.cli.reference` and commit the result"
+
+
+def test_readme_is_short():
+    n = len((ROOT / "README.md").read_text().splitlines())
+    assert n <= 200, f"README.md has {n} lines: move detail into docs/"
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's anchors for the headings of a page."""
+    out = set()
+    for h in re.findall(r"^#+ (.+)$", re.sub(FENCE, "", text), re.M):
+        a = re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+        out.add(a)
+    return out
+
+
+def test_every_link_lands_inside_the_repository():
+    bad = []
+    for doc in DOCS:
+        text = re.sub(FENCE, "", doc.read_text(encoding="utf-8"))
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"\w+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (doc.parent / path).resolve() if path else doc
+            if not dest.is_relative_to(ROOT) or not dest.exists():
+                bad.append(f"{doc.name}: {target} (no such file in the repository)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest.read_text(encoding="utf-8")):
+                bad.append(f"{doc.name}: {target} (no such heading)")
+        if "../shared" in text:
+            bad.append(f"{doc.name}: points outside the repository (../shared)")
+    assert not bad, "\n".join(bad)
+
+
+def _tour() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8").split("## A 60-second tour", 1)[1]
+    return FENCE.search(text).group(2)
+
+
+@pytest.mark.slow  # converts, quantizes and times the example: about 40 s
+def test_the_readme_tour_runs(tmp_path):
+    shutil.copytree(ROOT / "fixtures", tmp_path / "fixtures")  # a checkout, as a newcomer has it
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = f'set -euo pipefail\nonnxforge() {{ "{sys.executable}" -m onnxforge "$@"; }}\n' + _tour()
+    r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {"model.onnx", "model.sim.onnx", "model.int8.onnx", "clf.onnx"} <= {p.name for p in tmp_path.iterdir()}
