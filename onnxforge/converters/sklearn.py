@@ -199,13 +199,16 @@ def _skl2onnx_options(est, o: ConvertSklearnOptions) -> tuple[dict, Any]:
             opts.setdefault(type(e), {})["zipmap"] = o.zipmap
     if o.options:
         opts.setdefault(type(final_estimator(est)), {}).update(o.options)
+    from skl2onnx import get_latest_tested_opset_version
+
     opset: Any = o.target_opset
     if isinstance(opset, dict):
         opset = {("" if k in ("ai.onnx", "") else k): v for k, v in opset.items()}
+        # skl2onnx's converters need the main opset as soon as any domain is given
+        # ("op_version must be specified"): --opset ai.onnx.ml=3 alone means skl2onnx's default main one
+        opset.setdefault("", get_latest_tested_opset_version())
     if _register_boosting(est):
         # onnxmltools' tree converters emit ai.onnx.ml 3 nodes; skl2onnx must be told
-        from skl2onnx import get_latest_tested_opset_version
-
         main = opset.get("") if isinstance(opset, dict) else opset
         opset = {"": main or get_latest_tested_opset_version(), "ai.onnx.ml": 3}
     return opts, opset
@@ -236,7 +239,8 @@ def convert_sklearn(source: Any, output: str | Path, options: ConvertSklearnOpti
                             hint="give a sample with the training columns")
     if data is None:
         data = generate_inputs(specs, seed=o.seed, dims={}, default_dim=200, val_ranges={"": (-3.0, 3.0)})
-    onx = _convert(est, specs, o)
+    onx = _convert(est, specs, o, notes)
+    opsets = _used_opsets(onx)
     if not o.zipmap and any(out.type.HasField("sequence_type") for out in onx.graph.output):
         notes.append("an output is still a ZipMap sequence (the estimator's converter ignores zipmap=False)")
     from onnxforge.artifacts import finish, save_scratch
@@ -248,24 +252,65 @@ def convert_sklearn(source: Any, output: str | Path, options: ConvertSklearnOpti
             notes.append("parity check skipped (--no-check)")
         return finish(tmp / target.name, target, step="convert:sklearn", passed=all(c.passed for c in checks),
                       options=o, lineage=("convert:sklearn",), checks=checks, notes=notes,
+                      metadata={"onnxforge.target_opset": ",".join(f"{k}={v}" for k, v in opsets.items())},
                       details={"estimator": type(est).__name__, "inputs": [str(s) for s in specs],
                                "outputs": [out.name for out in onx.graph.output], "zipmap": o.zipmap,
-                               "double": o.double, "rows_checked": int(len(next(iter(data.values()))))})
+                               "double": o.double, "opsets": opsets, "rows_checked": int(len(next(iter(data.values()))))})
 
 
-def _convert(est, specs, o: ConvertSklearnOptions):
-    from skl2onnx import convert_sklearn as _skl_convert
-
+def _convert(est, specs, o: ConvertSklearnOptions, notes: list):
+    """skl2onnx's model, with the opsets it was written for. When the user named no
+    ai.onnx.ml opset and skl2onnx's default one is past what it can write for the
+    estimator (IsolationForest's LabelEncoder: ai.onnx.ml 4 > 3), convert again with the
+    highest it names; an ai.onnx.ml opset the user gave stays theirs (the error names the
+    pair that works)."""
     opts, opset = _skl2onnx_options(est, o)
     try:
-        with _numpy_scalar_attributes():
-            onx = _skl_convert(est, initial_types=_initial_types(specs, o.double), options=opts or None,
-                               target_opset=opset)
+        onx = _skl2onnx(est, specs, o, opts, opset)
     except Exception as exc:
-        raise _conversion_error(est, exc) from None
+        ml = _ml_opset_wanted(exc)
+        if ml is None:
+            raise _conversion_error(est, exc) from None
+        pair = {"": _main_opset(opset), "ai.onnx.ml": ml}
+        user_ml = isinstance(o.target_opset, dict) and "ai.onnx.ml" in o.target_opset
+        try:
+            onx = _skl2onnx(est, specs, o, opts, pair)
+        except Exception:
+            raise _conversion_error(est, exc) from None
+        if user_ml:
+            raise _conversion_error(est, exc, works=pair) from None
+        notes.append(f"opsets ai.onnx {pair['']} + ai.onnx.ml {ml}: skl2onnx cannot write {type(est).__name__} "
+                     f"for its default ai.onnx.ml opset, {ml} is the highest it can")
     onx.doc_string = ""
     onx.graph.name = type(est).__name__  # skl2onnx names the graph with a random uuid: reruns must match
     return onx
+
+
+def _skl2onnx(est, specs, o: ConvertSklearnOptions, opts: dict, opset):
+    from skl2onnx import convert_sklearn as _skl_convert
+
+    with _numpy_scalar_attributes():
+        return _skl_convert(est, initial_types=_initial_types(specs, o.double), options=opts or None,
+                            target_opset=opset)
+
+
+def _ml_opset_wanted(exc: Exception) -> int | None:
+    """The ai.onnx.ml opset skl2onnx asks for when a converter wrote a newer one than it
+    supports (skl2onnx's _update_domain_version: "You need to specify
+    target_opset={'ai.onnx.ml': 3}")."""
+    m = re.search(r"target_opset=\{'ai\.onnx\.ml': (\d+)\}", str(exc))
+    return int(m.group(1)) if m else None
+
+
+def _main_opset(opset) -> int:
+    from skl2onnx import get_latest_tested_opset_version
+
+    main = opset.get("") if isinstance(opset, dict) else opset
+    return main or get_latest_tested_opset_version()
+
+
+def _used_opsets(onx) -> dict[str, int]:
+    return {(op.domain or "ai.onnx"): op.version for op in onx.opset_import}
 
 
 @contextlib.contextmanager
@@ -292,7 +337,7 @@ def _numpy_scalar_attributes():
         helper.make_attribute = original
 
 
-def _conversion_error(est, exc: Exception) -> ConversionError:
+def _conversion_error(est, exc: Exception, works: Mapping[str, int] | None = None) -> ConversionError:
     text = str(exc)
     m = re.search(r"type '?<class '([\w.]+)'>", text)
     if type(exc).__name__ in ("MissingShapeCalculator", "MissingConverter") or "Unable to find a shape calculator" in text:
@@ -306,8 +351,12 @@ def _conversion_error(est, exc: Exception) -> ConversionError:
             "replace the step or register a custom converter",
         )
     m = re.search(r"target_opset=\{'([\w.]+)': (\d+)\}", text)
-    hint = (f"pass --target-opset {m.group(1)}={m.group(2)} (with the main opset: --target-opset 17)" if m
-            else "try --target-opset, --double, or --option KEY=VALUE for the estimator")
+    if works:
+        hint = f"it converts with --opset {works['']} --opset ai.onnx.ml={works['ai.onnx.ml']} (or drop --opset ai.onnx.ml)"
+    elif m:
+        hint = f"pass --opset {'' if m.group(1) == '' else m.group(1) + '='}{m.group(2)}"
+    else:
+        hint = "try --opset, --double, or --option KEY=VALUE for the estimator"
     return ConversionError(f"skl2onnx failed on {type(est).__name__}: {first_line(exc)}", hint=hint)
 
 

@@ -194,16 +194,39 @@ def test_options_and_target_opset(cli, tmp_path, data):
 
 
 def test_isolation_forest_every_output_checked(cli, tmp_path, data):
-    """skl2onnx needs ai.onnx.ml 3 for it: the hint names the flag, and then both the
+    """skl2onnx's default ai.onnx.ml opset (4) is past what it writes for IsolationForest:
+    the convert picks ai.onnx.ml 3 itself, says so and records the pair; then both the
     label and the scores are compared."""
-    r = cli("convert", "sklearn", f"{M}:isolation_forest", "-o", tmp_path / "i.onnx", "--sample", data / "bc32.npy")
-    assert r.code == 4 and "--target-opset ai.onnx.ml=3" in r.err
     r = cli("convert", "sklearn", f"{M}:isolation_forest", "-o", tmp_path / "i.onnx", "--sample", data / "bc32.npy",
-            "--target-opset", "17", "--target-opset", "ai.onnx.ml=3", "--json")
+            "--json")
     assert r.code == 0, r.err + r.out
-    outs = {o["name"]: o for o in result(r)["checks"][0]["outputs"]}
+    res = result(r)
+    assert res["details"]["opsets"]["ai.onnx.ml"] == 3
+    assert any("ai.onnx.ml 3" in n for n in res["notes"])
+    outs = {o["name"]: o for o in res["checks"][0]["outputs"]}
     assert set(outs) == {"label", "scores"} and outs["label"]["label_agreement"] == 1.0
     assert outs["scores"]["max_abs"] < 1e-5
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "i.onnx")).metadata_props}
+    assert "ai.onnx.ml=3" in meta["onnxforge.target_opset"]
+
+
+@pytest.mark.parametrize("flags,code,opsets", [
+    (["--target-opset", "17"], 0, {"ai.onnx": 17, "ai.onnx.ml": 3}),  # main given, ai.onnx.ml chosen
+    (["--target-opset", "ai.onnx.ml=3"], 0, None),  # README's flag alone was "op_version must be specified"
+    (["--target-opset", "17", "--target-opset", "ai.onnx.ml=3"], 0, {"ai.onnx": 17, "ai.onnx.ml": 3}),
+    (["--target-opset", "17", "--target-opset", "ai.onnx.ml=4"], 4, None),  # the user's pair stays theirs
+])
+def test_isolation_forest_opset_flags(cli, tmp_path, data, flags, code, opsets):
+    r = cli("convert", "sklearn", f"{M}:isolation_forest", "-o", tmp_path / "i.onnx", "--sample", data / "bc32.npy",
+            *flags, "--json")
+    assert r.code == code, r.err + r.out
+    if code:
+        assert "--opset 17 --opset ai.onnx.ml=3" in r.err and not (tmp_path / "i.onnx").exists()
+        return
+    res = result(r)
+    assert res["details"]["opsets"]["ai.onnx.ml"] == 3
+    if opsets:
+        assert res["details"]["opsets"] == opsets
 
 
 @pytest.mark.parametrize("factory", ["xgb_classifier", "lgbm_classifier"])
