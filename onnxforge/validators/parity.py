@@ -264,6 +264,8 @@ def validate(
     cand_named = [{**{r: o[c] for r, c in pairs.items() if c in o}, **{k: v for k, v in o.items() if k not in paired}}
                   for o in cand_out]
     ref_out, squeezed = _align_squeezed(ref_out, cand_named)
+    if ref.label_scores and "label_scores" not in criteria:
+        criteria["label_scores"] = ref.label_scores
     report = compare(ref_out, cand_named, tolerance, reference=ref.label, candidate=cand.label, **criteria)
     notes = tuple(n for n in (note, squeezed) if n)
     if notes:
