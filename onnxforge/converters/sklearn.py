@@ -408,10 +408,11 @@ def _neighbour_ties(est, cand, data: Mapping[str, Any], rep: ParityReport) -> st
     if label is None:
         return ""
     ref = np.asarray(est.predict(X)).reshape(-1)
+    from onnxforge.validators.compare import labels_equal
     from onnxforge.validators.parity import cast_floats
 
     got = np.asarray(cand(cast_floats(data, cand.inputs))[label.name]).reshape(-1)
-    differ = ref.astype(str) != got.astype(str)
+    differ = ~labels_equal(ref, got)
     on_ties = int((differ & tied).sum())
     if not on_ties or on_ties < differ.sum():
         return ""

@@ -74,16 +74,22 @@ def _is_exact(arr) -> bool:
     return arr.dtype.kind in "iubUSO"
 
 
+def labels_equal(ref, cand):
+    """Element-wise equality of two label arrays (a float label from one side is compared by value)."""
+    import numpy as np
+
+    if ref.dtype.kind in "fc" or cand.dtype.kind in "fc":
+        return np.isclose(ref.astype(np.float64), cand.astype(np.float64), atol=0, rtol=0)
+    if ref.dtype.kind in "USO" or cand.dtype.kind in "USO":
+        return ref.astype(str) == cand.astype(str)
+    return ref == cand
+
+
 def _labels(name, ref, cand, shape, min_agreement) -> OutputDiff:
     """Labels: exact equality (a float label from one side is compared by value)."""
     import numpy as np
 
-    if ref.dtype.kind in "fc" or cand.dtype.kind in "fc":
-        eq = np.isclose(ref.astype(np.float64), cand.astype(np.float64), atol=0, rtol=0)
-    elif ref.dtype.kind in "USO" or cand.dtype.kind in "USO":
-        eq = ref.astype(str) == cand.astype(str)
-    else:
-        eq = ref == cand
+    eq = labels_equal(ref, cand)
     agree = float(eq.mean()) if eq.size else 1.0
     need = 1.0 if min_agreement is None else min_agreement
     bad = np.flatnonzero(~eq)[:5].tolist()
@@ -108,7 +114,7 @@ def _label_ties(d: OutputDiff, ref_list, cand_list, scores_list, atol: float, rt
         return d  # not one row of scores per label
     top2 = np.sort(np.concatenate(scores).astype(np.float64), axis=1)[:, -2:]
     tied = np.abs(top2[:, 1] - top2[:, 0]) <= atol + rtol * np.abs(top2[:, 1])
-    differ = ref.astype(str) != cand.astype(str)
+    differ = ~labels_equal(ref, cand)
     ties = int((differ & tied).sum())
     if not ties:
         return d
