@@ -97,7 +97,9 @@ def parse_key_values(items: Iterable[str], what: str, sep: str = "=") -> dict[st
 
 
 def parse_dims(items: Iterable[str]) -> dict[str, int]:
-    """``--dim batch=8`` -> {"batch": 8}."""
+    """``--dim batch=8`` -> {"batch": 8}. A dynamic dim with no name (skl2onnx writes
+    them) is named by position: ``--dim 0=64`` (axis 0 of every input whose axis 0 is
+    dynamic and unnamed) or ``--dim X:0=64`` (axis 0 of input X)."""
     out = {}
     for k, v in parse_key_values(items, "--dim").items():
         if not v.isdigit() or int(v) < 1:
@@ -261,11 +263,13 @@ def resolve_shape(spec: TensorSpec, dims: Mapping[str, int] | None = None, defau
     """
     dims = dims or {}
     out = []
-    for d in spec.shape:
+    for i, d in enumerate(spec.shape):
         if isinstance(d, int):
             out.append(d)
         elif d is not None and d in dims:
             out.append(dims[d])
+        elif d is None and (f"{spec.name}:{i}" in dims or str(i) in dims):
+            out.append(dims.get(f"{spec.name}:{i}", dims.get(str(i))))
         elif default is not None:
             out.append(default)
         else:
@@ -277,10 +281,26 @@ def check_dims(dims: Mapping[str, int] | None, specs: Sequence[TensorSpec], what
     """A value for a dim the model does not have is a mistake (the user believes they
     tested it): refuse it, naming the dims that exist."""
     known = sorted({d for s in specs for d in s.shape if isinstance(d, str)})
-    unknown = sorted(set(dims or {}) - set(known))
+    unnamed = _unnamed_dims(specs)
+    unknown = sorted(set(dims or {}) - set(known) - set(unnamed))
     if unknown:
+        by_pos = sorted({k for k in unnamed if ":" not in k})
+        pos = (f"; its unnamed dynamic dims go by position: {', '.join(f'{k}=N' for k in by_pos)} (that axis of "
+               f"every input where it is unnamed) or {', '.join(f'{k}=N' for k in unnamed if ':' in k)}") if unnamed else ""
         raise UsageError(f"{what} {', '.join(unknown)}: the model has no such dim",
-                         hint=f"its symbolic dims are: {', '.join(known) or 'none (every dim is fixed)'}")
+                         hint=f"its symbolic dims are: {', '.join(known) or 'none'}{pos}"
+                         + ("" if known or unnamed else " (every dim is fixed)"))
+
+
+def _unnamed_dims(specs: Sequence[TensorSpec]) -> list[str]:
+    """The --dim keys of dynamic dims without a name: "INPUT:AXIS" and "AXIS"."""
+    keys = [f"{s.name}:{i}" for s in specs for i, d in enumerate(s.shape) if d is None]
+    return [*dict.fromkeys(k.rsplit(":", 1)[1] for k in keys), *keys]
+
+
+def dim_keys(specs: Sequence[TensorSpec]) -> set[str]:
+    """Every key --dim may name for these inputs: symbolic names and unnamed dims' positions."""
+    return {d for s in specs for d in s.shape if isinstance(d, str)} | set(_unnamed_dims(specs))
 
 
 def check_allocatable(shapes: Mapping[str, tuple], dtypes: Mapping[str, str]) -> None:

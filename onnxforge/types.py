@@ -62,6 +62,8 @@ class OutputDiff:
     # of them); the first bin [0, smallest nonzero error) holds the exact matches
     error_histogram: tuple[int, ...] = ()
     error_edges: tuple[float, ...] = ()
+    mismatches: int | None = None  # labels: how many differ (ties included)
+    ties: int = 0  # labels that differ where the reference's top-2 scores tie (not failures)
 
 
 @dataclass(frozen=True)

@@ -120,10 +120,12 @@ def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict]
     if is_hf_source(source):
         import torch
 
-        m = load_hf(str(source), task=o.task, allow_download=o.allow_download)
+        given = bool(o.inputs) or o.example_inputs is not None
+        m = load_hf(str(source), task=o.task, allow_download=o.allow_download, inputs_given=given)
         notes.append(f"Hugging Face {type(m.module).__name__} (task {m.task}): {'; '.join(m.notes)}")
         kw = {k: torch.from_numpy(v) for k, v in m.examples.items()}
-        return (LoadedTorch(m.module, "huggingface", (), None, kw), {**m.dynamic, **dyn},
+        # --input specs name their own dynamic axes (symbolic dims); the folder's apply to its own inputs
+        return (LoadedTorch(m.module, "huggingface", (), None, kw), {**({} if given else m.dynamic), **dyn},
                 {**{k: v for k, v in hf_val_ranges(m.module.config).items() if k in m.names}, **o.val_ranges})
     loaded = load_torch(source, weights=o.weights, trust_pickle=o.trust_pickle, notes=notes)
     if getattr(loaded.module, "training", False) and loaded.kind != "export":

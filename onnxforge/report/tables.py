@@ -105,6 +105,11 @@ PARITY_COLS = [Col("output", "left", text=True), Col("shape", keep=6), Col("max 
 def _render_parity(report, console, verbose: bool = False) -> None:
     rows = []
     for d in report.outputs:
+        if d.mismatches is not None:  # labels compare as labels: how many differ, no error sizes
+            ties = f" ({d.ties} tie{'s' * (d.ties != 1)})" if d.ties else ""
+            rows.append([_esc(d.name), "x".join(map(str, d.shape)) or "scalar", "-", "-", "-", "-",
+                         f"{d.mismatches}{ties}", "-", f"{d.label_agreement:.2%}", "exact", _mark(d.passed)])
+            continue
         rows.append([_esc(d.name), "x".join(map(str, d.shape)) or "scalar", num(d.max_abs), num(d.max_rel),
                      num(d.mean_abs), num(d.p99_abs), f"{d.mismatch_fraction:.2%}", num(d.cosine, 6),
                      f"{d.label_agreement:.2%}" if d.label_agreement is not None else "-",
@@ -113,7 +118,7 @@ def _render_parity(report, console, verbose: bool = False) -> None:
                  f"check={report.check_stat})")
     fit_table(console, title, PARITY_COLS, rows, verbose=verbose)
     for d in report.outputs:
-        for why in (d.nonfinite, d.message if not d.passed else ""):
+        for why in (d.nonfinite, d.message if not d.passed or d.ties else ""):
             if why:
                 console.print(f"  {_esc(d.name)}: {_esc(why)}", overflow="fold", highlight=False)
     for p in report.problems:

@@ -264,6 +264,8 @@ def validate(
     cand_named = [{**{r: o[c] for r, c in pairs.items() if c in o}, **{k: v for k, v in o.items() if k not in paired}}
                   for o in cand_out]
     ref_out, squeezed = _align_squeezed(ref_out, cand_named)
+    if ref.label_scores and "label_scores" not in criteria:
+        criteria["label_scores"] = ref.label_scores
     report = compare(ref_out, cand_named, tolerance, reference=ref.label, candidate=cand.label, **criteria)
     notes = tuple(n for n in (note, squeezed) if n)
     if notes:
@@ -296,11 +298,12 @@ def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = N
     each, which proves that the dims stayed dynamic."""
     from onnxforge.artifacts import symbolic_dims
     from onnxforge.runners.onnx import onnx_runner
+    from onnxforge.specs import dim_keys
 
     ref = onnx_runner(before, "cpu", label=Path(before).name)
     cand = onnx_runner(after, "cpu", label=label or Path(after).name)
     # a step checks its dims against its input once; an intermediate model may have pinned some
-    dims = {k: v for k, v in (dims or {}).items() if k in symbolic_dims(before)}
+    dims = {k: v for k, v in (dims or {}).items() if k in dim_keys(ref.inputs)}
     sym = [d for d in symbolic_dims(before) if d not in dims]
     base = {**{d: 2 for d in sym}, **dims}
     reports = [validate(ref, cand, inputs=inputs, samples=samples, seed=seed, dims=base, tolerance=tolerance,
