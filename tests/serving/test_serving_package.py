@@ -37,7 +37,7 @@ def _ort(model, feeds):
 
 def test_mlserver_folder_from_a_model(models, tmp_path):
     from onnxforge.serving import package
-    from onnxforge.serving.package import load_package
+    from onnxforge.serving.package import load_package, runtime_source
 
     src = models / "labeled.onnx"
     before = sha256_file(src)
@@ -45,7 +45,8 @@ def test_mlserver_folder_from_a_model(models, tmp_path):
     assert res.passed and res.written and res.model_name == "labeled"
     out = tmp_path / "m"
     settings = json.loads((out / "model-settings.json").read_text())
-    assert settings["implementation"] == "onnxforge.serving.mlserver_runtime.OnnxRuntimeModel"
+    assert settings["implementation"] == "onnxforge_runtime.OnnxRuntimeModel"
+    assert (out / "onnxforge_runtime.py").read_bytes() == runtime_source().read_bytes()
     assert settings["parameters"] == {"uri": "./model.onnx", "extra": {"provider": "cpu", "threads": 2}}
     assert settings["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
     assert [(o["name"], o["datatype"], o["shape"]) for o in settings["outputs"]] == [
@@ -54,8 +55,11 @@ def test_mlserver_folder_from_a_model(models, tmp_path):
     assert not {"http_port", "grpc_port", "host"} & set(server)  # left to the environment
     import onnxruntime
 
-    reqs = (out / "requirements.txt").read_text().split()
-    assert f"onnxruntime=={onnxruntime.__version__}" in reqs and reqs[0].startswith("onnxforge==")
+    from importlib.metadata import version
+
+    # exactly what onnxforge_runtime.py imports, as installed here; onnxforge is on no index
+    assert (out / "requirements.txt").read_text().split() == [
+        f"mlserver=={version('mlserver')}", f"onnxruntime=={onnxruntime.__version__}", f"numpy=={np.__version__}"]
     assert sha256_file(out / "model.onnx") == before == sha256_file(src)  # a copy; the source untouched
     info, inputs, golden = load_package(out)
     assert info["target"] == "mlserver" and info["threads"] == 2
