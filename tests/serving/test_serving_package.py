@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serve_models import labeled_model, requires_serve, sklearn_release
+from serve_models import labeled_model, requires_serve, sklearn_release, wide_model
 
 from onnxforge.errors import BadInputError, UsageError
 from onnxforge.fileio import sha256_file
@@ -292,3 +292,30 @@ def test_where_the_golden_inputs_come_from(models, tmp_path):
     res = package(rel, rel / "mlserver", target="mlserver", dims={"batch": 2})
     assert "generated" in res.inputs_from and any("/gone/val.npz" in n for n in res.notes)
     assert res.model_name == "rel"
+
+
+@pytest.mark.parametrize("target", ["mlserver", "mlflow", "triton"])
+def test_every_file_is_readable_by_any_user(tmp_path, target):
+    """A server in a container often runs as another user: 0644 files and 0755 folders
+    whatever the umask, and the MLflow model in one file (mlflow.onnx's default wrote
+    the weights of this 8 KiB model to a second file, mode 0600)."""
+    import os
+    import stat
+
+    from onnxforge.serving import package
+
+    src = wide_model(tmp_path / "wide.onnx")
+    old = os.umask(0o077)
+    try:
+        res = package(src, tmp_path / "out", target=target)
+    finally:
+        os.umask(old)
+    assert res.passed
+    paths = [tmp_path / "out", *sorted((tmp_path / "out").rglob("*"))]
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.lstat().st_mode)) for p in paths}
+    assert modes == {k: ("0o755" if (tmp_path / k).is_dir() else "0o644") for k in modes}
+    models = [p for p in paths if p.suffix == ".onnx"]
+    assert len(models) == 1 and not [p for p in paths if p.is_file() and p.suffix == "" and p.name != "MLmodel"]
+    from onnxforge.fileio import external_data_files, load_onnx
+
+    assert external_data_files(load_onnx(models[0], load_external_data=False)) == {}
