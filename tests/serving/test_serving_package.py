@@ -319,3 +319,24 @@ def test_every_file_is_readable_by_any_user(tmp_path, target):
     from onnxforge.fileio import external_data_files, load_onnx
 
     assert external_data_files(load_onnx(models[0], load_external_data=False)) == {}
+
+
+def test_shipped_runtime_imports_only_mlserver_onnxruntime_numpy_and_agrees_with_v2():
+    """onnxforge_runtime.py is copied into folders where onnxforge is not installed: it
+    may import nothing of onnxforge, and its datatype table must be v2.py's (read, not
+    imported: importing it imports mlserver)."""
+    import ast
+
+    from onnxforge.serving.package import runtime_source
+    from onnxforge.serving.v2 import V2_DATATYPES
+
+    tree = ast.parse(runtime_source().read_text())
+    roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    roots |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert roots <= {"__future__", "math", "re", "mlserver", "onnxruntime", "numpy"}, roots
+    tables = {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign) for t in n.targets}
+    ort_names = {"float": "float32", "double": "float64", "string": "str"}
+    as_v2 = {ort_names.get(k[7:-1], k[7:-1]): v for k, v in tables["V2_OF_ORT"].items()}
+    assert as_v2 == V2_DATATYPES
+    assert {v: ("str" if n == "object" else n) for v, n in tables["NUMPY_OF_V2"].items()} == {
+        v: k for k, v in V2_DATATYPES.items()}
