@@ -297,7 +297,11 @@ def safe_model_name(raw: str) -> str:
 
 
 def _model_name(name: str | None, src: _Source) -> str:
-    raw = name or (src.release.resolve().name if src.release else src.model.stem)
+    """--name, else the release's name (its report.json's; the folder's for an older
+    release), else the model file's stem: never the output folder (release-out)."""
+    released = (src.report or {}).get("name")
+    raw = name or (released if isinstance(released, str) and released else None) or (
+        src.release.resolve().name if src.release else src.model.stem)
     clean = safe_model_name(raw)
     if name and clean != name:
         raise UsageError(f"bad model name {name!r}", hint="use letters, digits, '_', '-' and '.'")
