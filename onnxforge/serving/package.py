@@ -197,7 +197,7 @@ def _stage(job: _Job, o):
             model_dir = stage / job.name
             write_triton(job.src.model, model_dir, job.name, job.ins, job.outs, provider=o.provider,
                          threads=o.threads, max_batch_size=o.max_batch_size)
-            checks, problems = check_triton_config(model_dir, job.src.model)
+            checks, problems = check_triton_config(model_dir, job.src.model, provider=o.provider, threads=o.threads)
         else:
             _write_mlflow(job.src, stage, job.ins, job.outs, job.samples, o.provider, o.threads)
             _write_mlserver_config(stage, job.name, job.ins, job.outs, o.provider, o.threads)

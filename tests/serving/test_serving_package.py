@@ -340,3 +340,54 @@ def test_shipped_runtime_imports_only_mlserver_onnxruntime_numpy_and_agrees_with
     assert as_v2 == V2_DATATYPES
     assert {v: ("str" if n == "object" else n) for v, n in tables["NUMPY_OF_V2"].items()} == {
         v: k for k, v in V2_DATATYPES.items()}
+
+
+@pytest.mark.parametrize("model, find, put, problem", [
+    ("labeled", "data_type: TYPE_FP32", "data_type: TYPE_FP16",
+     "input x data_type: expected TYPE_FP32, found TYPE_FP16 (float32)"),
+    ("labeled", 'name: "x"', 'name: "y"', "input names: expected ['x'], found ['y']"),
+    ("labeled", 'name: "label"', 'name: "labels"', "output names: expected ['label', 'scores'], found ['labels', 'scores']"),
+    ("labeled", "dims: [ 4 ]", "dims: [ 5 ]", "input x dims: expected [4], found [5] for model shape ['batch', 4] "
+     "(max_batch_size > 0: without the batch dim)"),
+    ("labeled", "dims: [ 4 ]", "dims: [ -1, 4 ]", "input x dims: expected [4], found [-1, 4]"),
+    ("labeled", "reshape: { shape: [ ] }", "", "output label reshape: expected [ ] (batch only), found absent"),
+    ("labeled", "dynamic_batching { }", "", "dynamic_batching: expected set, found absent"),
+    ("labeled", "KIND_CPU", "KIND_GPU", "instance_group: expected one group of KIND_CPU, count >= 1, found ['KIND_GPU']"),
+    ("labeled", 'platform: "onnxruntime_onnx"', 'platform: "tensorflow_savedmodel"',
+     "platform: expected 'onnxruntime_onnx', found 'tensorflow_savedmodel'"),
+    ("fixed", "max_batch_size: 0", "max_batch_size: 8",
+     "max_batch_size: expected 0 (the model has no symbolic first dim shared by every input and output), found 8"),
+    ("fixed", "data_type: TYPE_INT64", "data_type: TYPE_INT32", "output label data_type: expected TYPE_INT64, found"),
+], ids=["dtype", "input-name", "output-name", "dim", "batch-in-dims", "reshape", "dynamic-batching", "kind",
+        "platform", "fixed-batch", "output-dtype"])
+def test_triton_config_checked_field_by_field(models, tmp_path, model, find, put, problem):
+    """A hand-edited config.pbtxt: the field, what the model needs and what the file says."""
+    from onnxforge.serving import check_triton_config, package
+
+    assert package(models / f"{model}.onnx", tmp_path / "repo", target="triton", name="m").passed
+    path = tmp_path / "repo" / "m" / "config.pbtxt"
+    text = path.read_text()
+    assert find in text
+    path.write_text(text.replace(find, put, 1))
+    checks, problems = check_triton_config(tmp_path / "repo" / "m", models / f"{model}.onnx", provider="cpu")
+    assert any(p.startswith(problem) for p in problems), problems
+    assert checks  # the rest still held
+
+
+def test_triton_mismatch_is_exit_1_at_package_time(cli, models, tmp_path, monkeypatch):
+    """A writer bug (the config written from a wrong spec) fails the package: exit 1, the
+    problem line names the field, and nothing is written."""
+    from dataclasses import replace
+
+    from onnxforge.serving import triton
+
+    real = triton.config_text
+
+    def from_a_wrong_spec(name, ins, outs, **kwargs):
+        return real(name, [replace(s, dtype="float64") for s in ins], outs, **kwargs)
+
+    monkeypatch.setattr(triton, "config_text", from_a_wrong_spec)
+    r = cli("package", models / "labeled.onnx", "-o", tmp_path / "repo", "--target", "triton")
+    assert r.code == 1, r.err
+    assert "problem: input x data_type: expected TYPE_FP32, found TYPE_FP64 (float32)" in r.out
+    assert not (tmp_path / "repo").exists()
