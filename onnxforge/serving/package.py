@@ -220,7 +220,8 @@ def _readable_by_all(folder: Path) -> None:
     external data 0600; temp files are 0600): the server's user is often not ours."""
     folder.chmod(0o755)
     for p in folder.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
+        if not p.is_symlink():  # chmod follows a link, out of the folder
+            p.chmod(0o755 if p.is_dir() else 0o644)
 
 
 def runtime_source() -> Path:
