@@ -334,7 +334,7 @@ class PackageOptions:
     target: Literal["mlflow", "mlserver", "triton"] = option(
         "mlserver", "mlserver (Seldon's server), mlflow (an MLflow model), triton (a model repository).", toml=None,
         example=("--target", "triton"))
-    name: Optional[str] = option(None, "Model name in the server (default: the release folder's or model's name).",
+    name: Optional[str] = option(None, "Model name in the server (default: the release's name, else the model file's stem).",
                                  check=_check_model_name, example=("--name", "digits"))
     provider: str = option("cpu", "Execution provider the server runs on.", check=lambda v: _check_provider(v),
                            example=("--provider", "cuda"))

@@ -296,3 +296,4 @@ class ReleaseReport:
     raised_at: int | None = None  # the index of the step that raised, if one did
     packages: tuple = ()  # serving.PackageResult per [package] target
     serve_check: Any = None  # serving.ServeCheckReport, with [serve_check]
+    name: str = ""  # the release's name (its config folder's): packages and report titles carry it

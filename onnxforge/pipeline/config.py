@@ -211,6 +211,14 @@ def _step(i: int, table, framework: str, model: dict, data: dict, base: Path) ->
     return StepConfig(run=run, step=step, options=opts, parity=sp)
 
 
+def release_name(config: str | os.PathLike) -> str:
+    """A release's name: its config's folder name when the file is release.toml (one
+    folder per model), else the file's stem (digits.toml). Packages, report titles and
+    the zoo's folders are named with it."""
+    p = Path(config)
+    return p.resolve().parent.name if p.name == "release.toml" else p.stem
+
+
 def load_config(path: str | os.PathLike) -> ReleaseConfig:
     """Parse and validate a release.toml (see the module docstring)."""
     from onnxforge.fileio import load_toml

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from onnxforge.errors import BadInputError, OnnxforgeError, Terminated, UsageError
 from onnxforge.progress import task
-from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config, with_provider
+from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config, release_name, with_provider
 from onnxforge.runners import Runner
 from onnxforge.types import GateResult, LedgerRow, ReleaseReport, StepResult, Tolerance
 
@@ -270,6 +270,7 @@ class _Run:
 
     stage: Path
     out: Path | None = None
+    name: str = ""  # the release's name (release_name): packages and report titles
     cfg: ReleaseConfig | None = None
     steps: list = field(default_factory=list)
     ledger: list = field(default_factory=list)
@@ -432,6 +433,15 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
         return _release(out, config, keep_steps, provider, t_start)
 
 
+def _name(config, out: Path) -> str:
+    """The release's name (its config's: see release_name), usable as a folder name;
+    the output folder's when the config is not a file."""
+    from onnxforge.serving.package import safe_model_name
+
+    raw = release_name(config) if isinstance(config, (str, os.PathLike)) and str(config) else ""
+    return safe_model_name(raw or out.resolve().name)
+
+
 def _config_or_none(config) -> ReleaseConfig | None:
     """The config if it loads (what the release will write depends on it); one that
     does not is the release's verdict to record, not a reason to refuse its folder."""
@@ -445,7 +455,7 @@ def _release(out: Path, config, keep_steps: bool, provider: str | None, t_start:
     from onnxforge.pipeline.publish import stage_dir
 
     with stage_dir(out) as stage, task("release") as bar:
-        run = _Run(stage=stage, out=out, bar=bar)
+        run = _Run(stage=stage, out=out, bar=bar, name=_name(config, out))
         (stage / "steps").mkdir()
         try:
             _pipeline(run, config, provider)
@@ -501,7 +511,7 @@ def _report(run: _Run, config, outputs, inputs_sha, vers, t_start) -> ReleaseRep
         status=run.status if not passed else "passed", error=run.error, hint=run.hint,
         planned_steps=tuple(s.run for s in cfg.steps) if cfg else (), planned_gates=_planned_gates(cfg),
         step_seconds=tuple(run.step_seconds), raised_at=run.raised_at, packages=tuple(run.packages),
-        serve_check=run.serve_check)
+        serve_check=run.serve_check, name=run.name)
 
 
 def _deploy(run: _Run) -> None:
@@ -510,13 +520,11 @@ def _deploy(run: _Run) -> None:
     import dataclasses
 
     from onnxforge.serving.check import serve_check
-    from onnxforge.serving.package import package, safe_model_name
+    from onnxforge.serving.package import package
 
-    # packaged from the stage, but named after the release's folder (as `package OUT` names it)
-    name = safe_model_name((run.out or run.stage).resolve().name)
     try:
-        for opts in run.cfg.packages:
-            opts = opts if opts.name else dataclasses.replace(opts, name=name)
+        for opts in run.cfg.packages:  # named after the release, not its output folder
+            opts = opts if opts.name else dataclasses.replace(opts, name=run.name)
             with task(f"package {opts.target}"):
                 res = package(run.stage, run.stage / opts.target, opts)
             run.bar.advance()

@@ -387,7 +387,8 @@ def _release_page(r: Any) -> str:
     if r.outputs:
         sections.append("<h2>Outputs</h2>" + _table(("file", "sha256"), list(r.outputs.items())))
     status = TITLES.get(r.status, r.status.upper())
-    return _page("onnxforge release", r.passed, status, f"{len(r.steps)} step(s) in {r.seconds} s", sections)
+    title = f"{r.name}: onnxforge release" if r.name else "onnxforge release"
+    return _page(title, r.passed, status, f"{len(r.steps)} step(s) in {r.seconds} s", sections)
 
 
 def write_html(path: str | Path, result: Any) -> None:

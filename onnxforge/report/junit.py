@@ -51,6 +51,10 @@ def _step_cases(r: ReleaseReport) -> list[tuple[str, str]]:
     return cases
 
 
+def _suite(r: ReleaseReport) -> str:
+    return f"onnxforge release {r.name}" if r.name else "onnxforge release"
+
+
 def junit(r: ReleaseReport) -> str:
     cases = _step_cases(r)
     done = {g.name for g in r.gates}
@@ -72,6 +76,6 @@ def junit(r: ReleaseReport) -> str:
         cases.append(("failure", _case("onnxforge", "release", r.seconds,
                                        _outcome("failure", r.failure or r.status or "failed"))))
     count = {k: sum(1 for kind, _ in cases if kind == k) for k in ("failure", "error", "skipped")}
-    return (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name="onnxforge release" tests="{len(cases)}" '
+    return (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name={quoteattr(_suite(r))} tests="{len(cases)}" '
             f'failures="{count["failure"]}" errors="{count["error"]}" skipped="{count["skipped"]}" '
             f'time="{r.seconds:.3f}">\n' + "\n".join(c for _, c in cases) + "\n</testsuite>\n")

@@ -11,7 +11,9 @@ TITLES = {"passed": "PASSED", "failed": "FAILED", "error": "ERROR", "interrupted
 
 
 def markdown(r: ReleaseReport) -> str:
-    lines = [f"# onnxforge release: {TITLES.get(r.status, r.status.upper())}", ""]
+    # the status right after the prefix: CI jobs grep the step summary for it
+    named = f" ({r.name})" if r.name else ""
+    lines = [f"# onnxforge release: {TITLES.get(r.status, r.status.upper())}{named}", ""]
     if r.failure:
         lines += [f"**Failure:** {_cell(r.failure)} (exit {r.exit_code})", ""]
     if r.hint:
