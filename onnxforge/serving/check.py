@@ -26,11 +26,13 @@ puts the folder first on ``sys.path``. Unless ``trust_code``, check_folder_code 
 all of that before anything starts: implementations must be onnxforge's runtime or one
 of MLServer's own (``mlserver.*``, ``mlserver_*``), settings.json may hold only the keys
 in SERVER_KEYS, and the folder (and each folder holding a model-settings.json, which
-MLServer also puts on ``sys.path``) may hold no importable module and no ``__pycache__``
-(whose .pyc Python would run instead of a checked .py), except the runtime the package
-ships: ``onnxforge_runtime.py``, accepted only when its sha256 is that of this
+MLServer also puts on ``sys.path``) may hold no importable module, except the runtime the
+package ships: ``onnxforge_runtime.py``, accepted only when its sha256 is that of this
 onnxforge's serving/mlserver_runtime.py (an edited copy is code of the folder's own). The
-server runs with PYTHONDONTWRITEBYTECODE=1, so serving a folder writes nothing into it.
+server runs with PYTHONPYCACHEPREFIX in serve-check's own scratch folder, so a
+``__pycache__`` in the folder (a forged .pyc Python would run instead of the checked .py,
+or the harmless one `mlserver start` leaves) is never read, and nothing is written into
+the folder.
 The folder's settings.json also beats MLSERVER_HOST/ports, so the server is started
 through a small launcher that sets 127.0.0.1 and the picked ports on the loaded settings
 (a folder asking for ``0.0.0.0`` is served on 127.0.0.1 all the same).
@@ -277,8 +279,6 @@ def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> No
     for where in sorted({folder} | {p.parent for p in found}):
         for entry in sorted(where.iterdir()):
             name = str(entry.relative_to(folder))
-            if entry.name == "__pycache__":
-                refuse(f"it holds {name} (Python would run its .pyc files instead of the folder's sources)")
             if entry.name == RUNTIME_FILE and _our_runtime(entry):
                 continue
             if entry.suffix in _MODULE_SUFFIXES or (entry / "__init__.py").exists():
@@ -403,7 +403,7 @@ def mlserver_process(folder: str | os.PathLike, *, timeout: float = 60.0, log_di
             http_port, grpc_port, metrics_port = free_ports(3)
             cmd = _mlserver_command(folder, http_port, grpc_port, metrics_port)
             log = log_root / f"mlserver-{attempt}.log"
-            env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", MLSERVER_HOST="127.0.0.1",
+            env = dict(os.environ, PYTHONPYCACHEPREFIX=str(log_root / "pycache"), MLSERVER_HOST="127.0.0.1",
                        MLSERVER_HTTP_PORT=str(http_port), MLSERVER_GRPC_PORT=str(grpc_port),
                        MLSERVER_METRICS_PORT=str(metrics_port))
             with open(log, "wb") as logf:

@@ -232,9 +232,9 @@ def _edited_runtime(ws, folder):
         f.write(_payload_module(ws))
 
 
-def _forged_bytecode(ws, folder):
+def forged_bytecode(ws, folder):
     """A .pyc that claims the shipped runtime's mtime and size: Python would run it
-    instead of the checked source."""
+    instead of the checked source (tests/adversarial/test_code.py serves such a folder)."""
     import importlib._bootstrap_external as bx
     import sys
 
@@ -248,7 +248,6 @@ def _forged_bytecode(ws, folder):
 
 SERVE_EDITS = {
     "edited_runtime": _edited_runtime,
-    "bytecode": _forged_bytecode,
     "no_runtime": lambda ws, f: (f / "onnxforge_runtime.py").unlink(),
     "impl": _evil_impl,
     "shadow": _shadowing_module,
@@ -275,7 +274,6 @@ def _serve_case(title, name, clue):
 
 CASES += [
     _serve_case("shipped runtime edited", "edited_runtime", "onnxforge_runtime.py is missing or not"),
-    _serve_case("forged __pycache__ beside the runtime", "bytecode", "__pycache__"),
     _serve_case("shipped runtime removed", "no_runtime", "onnxforge_runtime.py is missing or not"),
     _serve_case("implementation from the folder", "impl", "evil.Runtime"),
     _serve_case("module shadowing onnxruntime", "shadow", "onnxruntime.py"),
