@@ -41,11 +41,11 @@ def dist(tmp_path_factory) -> Path:
 
 
 def test_wheel_and_sdist_hold_every_package_file(dist):
-    """Every file of the package (the .py modules, py.typed) is in the
+    """Every file of the package (the .py modules, py.typed, the JSON Schemas) is in the
     wheel and the sdist; nothing from tests/ or fixtures/ is."""
     wanted = {p.relative_to(ROOT).as_posix() for p in (ROOT / "onnxforge").rglob("*")
               if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
-    assert "onnxforge/py.typed" in wanted
+    assert {"onnxforge/py.typed", "onnxforge/schemas/release.schema.json"} <= wanted
     (wheel,) = dist.glob("onnxforge-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert wanted - names == set(), "missing from the wheel (add them to [tool.setuptools.package-data])"
@@ -92,3 +92,5 @@ def test_wheel_installs_and_runs_outside_the_repository(dist, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     r = run("inspect", "m.onnx", "--json")
     assert r.returncode == 0 and '"kind": "inspect"' in r.stdout, r.stderr
+    r = run("schema", "release")
+    assert r.returncode == 0 and '"$schema"' in r.stdout, r.stderr  # the installed package's data
