@@ -413,16 +413,25 @@ def _phases(cfg: ReleaseConfig) -> int:
             + (cfg.serve_check is not None))
 
 
-def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out", *, keep_steps: bool = True,
-            force: bool = False, provider: str | None = None) -> ReleaseReport:
+def release(config: str | os.PathLike | Mapping[str, Any], out_dir: str | os.PathLike = "release-out", *,
+            keep_steps: bool = True, force: bool = False, provider: str | None = None,
+            base_dir: str | os.PathLike | None = None) -> ReleaseReport:
     """Run the pipeline a release.toml describes; see the module docstring. Every exit
     — a failed gate, a bad config, an error, an internal error, Ctrl-C or SIGTERM —
     writes the reports; the release is built in a scratch folder beside OUT_DIR and
     moved in at the end (publish.py), so OUT_DIR never mixes two releases.
+    ``config``: the file, or its tables as data (a dict), whose relative paths resolve
+    against ``base_dir`` (default: the current directory).
     ``provider`` replaces the latency gate's provider (a zoo target's)."""
     from onnxforge.fileio import folder_lock
+    from onnxforge.pipeline.config import ConfigData
     from onnxforge.pipeline.publish import check_inputs_kept, check_out_dir, planned_files
 
+    if isinstance(config, Mapping):
+        config = ConfigData.of(config, base_dir)
+    elif base_dir is not None:
+        raise UsageError("base_dir is for a config given as data (a dict)",
+                         hint="paths in a release.toml are relative to the file")
     t_start = time.perf_counter()
     out = Path(out_dir)
     with folder_lock(out):  # before any check: two releases into one OUT_DIR, the second fails at once

@@ -165,7 +165,8 @@ def test_docs_ci_commands_run(tmp_path):
     assert lines, "docs/ci.md shows no onnxforge command"
     import shutil
 
-    shutil.copytree(ROOT / "fixtures", tmp_path / "fixtures")  # a checkout, as the CI job sees it
+    # a user's repository, as the CI job sees it: their release.toml (the sklearn example) at its root
+    shutil.copytree(ROOT / "fixtures" / "example-sklearn", tmp_path, dirs_exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_STEP_SUMMARY": str(tmp_path / "s.md")}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     for line in lines:

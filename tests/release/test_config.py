@@ -4,6 +4,7 @@ refusal is still written (fast: nothing is converted)."""
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,33 @@ def test_latency_dims_of_a_sklearn_release_are_checked_before_work(cli, tmp_path
     (tmp_path / "release.toml").write_text(text)
     r = cli("release", tmp_path / "release.toml", "-o", tmp_path / "out", "--dry-run")
     assert r.code == 2 and "gates.latency.dims: the model has no dim nosuch" in r.err, r.err
+
+
+@pytest.mark.slow  # a real release (simplify runs onnxsim)
+def test_release_takes_the_config_as_data(fx, tmp_path, monkeypatch):
+    """release() takes the TOML's tables as a dict: relative paths resolve against
+    base_dir (a Path is fine as a value), else the current directory; the report's
+    inputs carry the data's hash in place of a file's."""
+    import shutil
+
+    import onnxforge
+    from onnxforge.errors import BadInputError, UsageError
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(fx / "tiny.onnx", models / "model.onnx")
+    tables = {"model": {"source": Path("model.onnx"), "framework": "onnx"}, "steps": [{"run": "simplify"}]}
+    rep = onnxforge.release(tables, tmp_path / "out", base_dir=models)
+    assert rep.passed and rep.exit_code == 0, rep.failure
+    assert set(rep.inputs) == {"config:<dict>", "source:model.onnx"}
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["result"]["config"]["model"]["source"] == \
+        str(models / "model.onnx")
+    assert tables["model"]["source"] == Path("model.onnx")  # the caller's dict is left as it was
+
+    monkeypatch.chdir(models)
+    assert onnxforge.release(tables, tmp_path / "out2").passed
+    with pytest.raises(UsageError, match="base_dir is for a config given as data"):
+        onnxforge.release(tmp_path / "release.toml", tmp_path / "out3", base_dir=models)
+    with pytest.raises(BadInputError, match="not a folder"):
+        onnxforge.release(tables, tmp_path / "out3", base_dir=tmp_path / "missing")
+    assert not (tmp_path / "out3").exists()
