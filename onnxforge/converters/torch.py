@@ -87,7 +87,8 @@ def _example(loaded, o: ConvertTorchOptions, dyn: dict) -> Example:
                 if isinstance(d, str):
                     dyn.setdefault(s.name, {}).setdefault(axis, d)
         dims = {label: EXAMPLE_DIM for axes in dyn.values() for label in axes.values()}
-        arrays = generate_inputs(specs, seed=o.seed, dims=dims, default_dim=EXAMPLE_DIM, val_ranges=o.val_ranges)
+        arrays = generate_inputs(specs, seed=o.seed, dims=dims, default_dim=EXAMPLE_DIM, val_ranges=o.val_ranges,
+                                 norms=o.input_norms)
         return _tensors_by_name(arrays, loaded, o.input_names)
     if loaded.example_args is not None:
         args = tuple(loaded.example_args)
@@ -108,11 +109,12 @@ def _check_dynamic(dyn: dict, ex: Example) -> None:
                 raise UsageError(f"--dynamic {n}:{axis}: input {n} has rank {rank}")
 
 
-def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict]:
-    """(the loaded source, its dynamic axes, its input value ranges). A Hugging Face
-    folder or hf:ID brings its own inputs, axes and ranges (runners/hf.py); --dynamic
-    and --val-range override them name by name."""
-    from onnxforge.runners.hf import hf_val_ranges, is_hf_source, load_hf
+def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict, dict]:
+    """(the loaded source, its dynamic axes, its input value ranges, its input norms). A
+    Hugging Face folder or hf:ID brings its own inputs, axes, ranges and norms (its
+    image processor's; runners/hf.py); --dynamic, --val-range and --input-norm override
+    them name by name."""
+    from onnxforge.runners.hf import hf_input_norms, hf_val_ranges, is_hf_source, load_hf
     from onnxforge.runners.sources import LoadedTorch, load_torch
     from onnxforge.specs import parse_dynamic
 
@@ -123,14 +125,19 @@ def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict]
         m = load_hf(str(source), task=o.task, allow_download=o.allow_download)
         notes.append(f"Hugging Face {type(m.module).__name__} (task {m.task}): {'; '.join(m.notes)}")
         kw = {k: torch.from_numpy(v) for k, v in m.examples.items()}
-        return (LoadedTorch(m.module, "huggingface", (), None, kw), {**m.dynamic, **dyn},
-                {**{k: v for k, v in hf_val_ranges(m.module.config).items() if k in m.names}, **o.val_ranges})
+        norms, pixel_ranges = hf_input_norms(source, m.names, o.allow_download)
+        if norms:
+            notes.append("checks generate pixel_values as the image processor makes them (preprocessor_config.json: "
+                         "image_mean, image_std, rescale_factor); recorded in the model")
+        ranges = {**pixel_ranges, **{k: v for k, v in hf_val_ranges(m.module.config).items() if k in m.names}}
+        return (LoadedTorch(m.module, "huggingface", (), None, kw), {**m.dynamic, **dyn}, {**ranges, **o.val_ranges},
+                {**norms, **o.input_norms})
     loaded = load_torch(source, weights=o.weights, trust_pickle=o.trust_pickle, notes=notes)
     if getattr(loaded.module, "training", False) and loaded.kind != "export":
         notes.append("the model was in training mode; exported in eval mode (dropout off, BatchNorm running stats)")
     if hasattr(loaded.module, "eval") and loaded.kind != "export":
         loaded.module.eval()
-    return loaded, dyn, dict(o.val_ranges)
+    return loaded, dyn, dict(o.val_ranges), dict(o.input_norms)
 
 
 def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions | None = None, /,
@@ -150,9 +157,9 @@ def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions 
     target = check_output_path(output, force=o.force, inputs=(source if isinstance(source, (str, Path)) else None,
                                                               o.weights, o.example_inputs))
     notes: list[str] = []
-    loaded, dyn, ranges = _load(source, o, notes)
-    if ranges != o.val_ranges:
-        o = replace(o, val_ranges=ranges)
+    loaded, dyn, ranges, norms = _load(source, o, notes)
+    if ranges != o.val_ranges or norms != o.input_norms:
+        o = replace(o, val_ranges=ranges, input_norms=norms)
     ex = _example(loaded, o, dyn)
     empty = [n for n, t in zip(ex.names, ex.tensors) if t.numel() == 0]
     if empty:
@@ -229,13 +236,23 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
                                     loaded.keyword, o.val_ranges, reference)
         else:
             notes.append("parity check skipped (--no-check)")
-        ranges = {"onnxforge.val_ranges": json.dumps(o.val_ranges)} if o.val_ranges else {}
         return finish(tmp_model, target, step="convert:torch", passed=all(c.passed for c in checks), options=o,
-                      lineage=("convert:torch",), checks=checks, notes=notes, metadata=ranges,
+                      lineage=("convert:torch",), checks=checks, notes=notes, metadata=_recorded_inputs(o),
                       details={"exporter": used, "source_kind": loaded.kind, "inputs": list(ex.names),
                                "outputs": out_names,
                                "dynamic": {k: {str(a): v for a, v in ax.items()} for k, ax in dyn.items()},
                                "weight_bytes": weight_bytes})
+
+
+def _recorded_inputs(o: ConvertTorchOptions) -> dict:
+    """What later checks need to generate valid, realistic inputs, as metadata_props:
+    value ranges (a mask stays a mask) and image normalisations."""
+    from onnxforge.specs import input_norm
+
+    out = {"onnxforge.val_ranges": json.dumps(o.val_ranges)} if o.val_ranges else {}
+    if o.input_norms:
+        out["onnxforge.input_norms"] = json.dumps({k: input_norm(v) for k, v in o.input_norms.items()})
+    return out
 
 
 def role_names(inputs) -> dict[str, str]:

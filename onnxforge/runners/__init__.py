@@ -29,6 +29,7 @@ class Runner:
     path: str | None = None
     provider: str | None = None
     val_ranges: Mapping[str, tuple[float, float]] | None = None  # valid input values (an ONNX model's metadata)
+    input_norms: Mapping[str, Any] | None = None  # image normalisations (specs.input_norm; an ONNX model's metadata)
 
     def __call__(self, feeds: Mapping[str, Any]) -> dict:
         if self.fn is None:
