@@ -470,9 +470,9 @@ def describe_generated(specs: Sequence[TensorSpec], *, seed: int = 0, val_ranges
         noise = f"uniform [{lo:g},{hi:g}) noise"
         if norm is not None:
             n = input_norm(norm)
-            what = f"{n['label']}-normalised" if n["label"] else "normalised (mean " + \
-                ",".join(f"{v:g}" for v in n["mean"]) + " std " + ",".join(f"{v:g}" for v in n["std"]) + ")"
-            noise = f"{what} images" + (f" from [{lo:g},{hi:g})" if (lo, hi) != (0.0, 1.0) else "")
+            noise = (f"{n['label']}-normalised images" if n["label"] else "images normalised with mean " +
+                     ",".join(f"{v:g}" for v in n["mean"]) + ", std " + ",".join(f"{v:g}" for v in n["std"]))
+            noise += f" from [{lo:g},{hi:g})" if (lo, hi) != (0.0, 1.0) else ""
         parts.append((s.name, noise))
     kinds = {p[1] for p in parts}
     if not parts:
