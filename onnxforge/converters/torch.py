@@ -233,7 +233,7 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
         checks: list[ParityReport] = []
         if o.check:
             checks = _parity_checks(module, tmp_model, ex, dyn, out_names, make_tolerance(o.atol, o.rtol), o.seed,
-                                    loaded.keyword, o.val_ranges, reference)
+                                    loaded.keyword, o.val_ranges, reference, _example_data(loaded, o))
         else:
             notes.append("parity check skipped (--no-check)")
         return finish(tmp_model, target, step="convert:torch", passed=all(c.passed for c in checks), options=o,
@@ -242,6 +242,20 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
                                "outputs": out_names,
                                "dynamic": {k: {str(a): v for a, v in ax.items()} for k, ax in dyn.items()},
                                "weight_bytes": weight_bytes})
+
+
+def _example_data(loaded, o: ConvertTorchOptions) -> dict:
+    """Where the example inputs came from, as every check states it (ParityReport.data)."""
+    from onnxforge.specs import describe_generated, parse_spec
+
+    if o.example_inputs is not None:
+        return {"source": "given", "how": f"example inputs {o.example_inputs}"}
+    if o.inputs:
+        return {"source": "generated", "how": describe_generated([parse_spec(s) for s in o.inputs], seed=o.seed,
+                                                                  val_ranges=o.val_ranges, norms=o.input_norms)}
+    if loaded.kind == "huggingface":
+        return {"source": "generated", "how": "generated (example inputs from the model's config)"}
+    return {"source": "saved", "how": "the program's own example inputs"}
 
 
 def _recorded_inputs(o: ConvertTorchOptions) -> dict:
@@ -458,7 +472,7 @@ def _dynamic_shapes(torch, ex: Example, dyn):
     return {**dict(zip(ex.names, positional)), **{n: axes(n) for n in ex.kwargs}}
 
 
-def _check(ref, cand, feeds: dict, tol, label: str) -> ParityReport:
+def _check(ref, cand, feeds: dict, tol, label: str, data: dict | None = None) -> ParityReport:
     """One parity check of the ONNX model against torch outputs on ``feeds``: the
     module runs first (its failure is the user's), then the ONNX model (its failure is
     a failed check, reported)."""
@@ -468,7 +482,7 @@ def _check(ref, cand, feeds: dict, tol, label: str) -> ParityReport:
     torch_out = ref(feeds)
     saved = Runner(label="torch", kind="saved", outputs=tuple(torch_out), saved_outputs=(torch_out,))
     try:
-        rep = validate(saved, cand, input_samples=[feeds], tolerance=tol)
+        rep = validate(saved, cand, input_samples=[feeds], tolerance=tol, data=data)
     except BadInputError as exc:
         return ParityReport("torch", f"onnx ({label})", 1, (), False, problems=(f"{label}: {exc.message}",))
     from dataclasses import replace
@@ -477,7 +491,7 @@ def _check(ref, cand, feeds: dict, tol, label: str) -> ParityReport:
 
 
 def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, seed, keyword,
-                   ranges, reference=None) -> list[ParityReport]:
+                   ranges, reference=None, example_data=None) -> list[ParityReport]:
     """Parity on the example inputs, then once per dynamic label at a second size.
     ``reference`` makes the reference runner when it is not the exported module."""
     import numpy as np
@@ -489,7 +503,7 @@ def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, s
     ref = reference() if reference else torch_runner(module, out_names, keyword=keyword)
     cand = onnx_runner(model_path, "cpu", label="onnx")
     base = {n: contiguous(to_numpy(t)) for n, t in zip(ex.names, ex.tensors)}
-    reports = [_check(ref, cand, base, tol, "example inputs")]
+    reports = [_check(ref, cand, base, tol, "example inputs", example_data)]
     rng = np.random.default_rng(seed + 1)
     for label in sorted({l for axes in dyn.values() for l in axes.values()}):
         where = [(n, a) for n, axes in dyn.items() for a, l in axes.items() if l == label]
@@ -508,7 +522,9 @@ def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, s
             valid = ranges.get(n, ranges.get(""))
             mask = valid is None and looks_like_mask(n, shape, arr.dtype)
             feeds[n] = padding_mask(tuple(shape)).astype(arr.dtype) if mask else _resample(arr, tuple(shape), rng, valid)
-        rep = _check(ref, cand, feeds, tol, f"{label}={feeds[where[0][0]].shape[where[0][1]]}")
+        size = f"{label}={feeds[where[0][0]].shape[where[0][1]]}"
+        rep = _check(ref, cand, feeds, tol, size, {"source": "generated", "how": f"generated (uniform within each "
+                                                   f"example input's range, at {size}, seed {seed + 1})"})
         if not rep.passed and not rep.outputs:
             rep = ParityReport(rep.reference, rep.candidate, 1, (), False, problems=tuple(
                 p + f" — the exporter may have baked dynamic axis {label} in as a constant" for p in rep.problems))

@@ -435,8 +435,8 @@ def _check_on_calibration(job: _Job, q: Path, calibration, criteria: dict) -> Pa
                          seed=o.seed, dims=o.dims)
     feeds = [dict(s) for s, _ in zip(it, range(n))]
     return validate(onnx_runner(job.src, "cpu", label=job.src.name), onnx_runner(q, "cpu", label="int8"),
-                    input_samples=feeds, data_label=f"calibration data {calibration} (first {len(feeds)} sample(s); "
-                                                    "the ranges were fitted on them)", **criteria)
+                    input_samples=feeds, data={"source": "given", "how": f"calibration data {calibration} (first "
+                                               f"{len(feeds)} sample(s); the ranges were fitted on them)"}, **criteria)
 
 
 def _speed(src, q, dims, inputs, seconds, val_ranges=None) -> SpeedCheck:

@@ -123,15 +123,15 @@ def pair_outputs(ref_names: Sequence[str], cand_names: Sequence[str], user_map: 
 
 
 def _samples(ref: Runner, cand: Runner, specs, *, inputs, input_samples, samples, seed, dims, val_ranges,
-             norms, data_label=None) -> tuple[list, dict]:
+             norms, data=None) -> tuple[list, dict]:
     """The input samples and where they came from ({"source": given | saved | generated,
     "how": ...}): every verdict says whether it was taken on the user's data."""
     from onnxforge.specs import describe_generated, generate_inputs, load_samples
 
     names = [s.name for s in specs]
     if input_samples is not None:
-        return [dict(s) for s in input_samples], {"source": "given", "how": data_label or f"{len(input_samples)} "
-                                                                                          "sample(s)"}
+        return [dict(s) for s in input_samples], dict(data or {"source": "given",
+                                                              "how": f"{len(input_samples)} sample(s)"})
     if inputs:
         feeds = load_samples(inputs, names=names)
         return feeds, {"source": "given", "how": f"{inputs} ({len(feeds)} sample(s))"}
@@ -217,7 +217,7 @@ def validate(
     *,
     inputs: str | None = None,
     input_samples: Sequence[Mapping[str, object]] | None = None,
-    data_label: str | None = None,
+    data: Mapping[str, str] | None = None,
     samples: int = 1,
     seed: int = 0,
     dims: Mapping[str, int] | None = None,
@@ -235,7 +235,8 @@ def validate(
     **criteria,
 ) -> ParityReport:
     """Run both sides on the same inputs and compare. ``criteria`` go to compare():
-    check_stat, min_cosine, min_agreement, task, top_k."""
+    check_stat, min_cosine, min_agreement, task, top_k. ``data`` says where
+    ``input_samples`` came from ({"source": ..., "how": ...}; default: given)."""
     from onnxforge.specs import check_dims, check_sample_fits, save_samples
 
     ref = _open(reference, ref_provider, threads, source_options)
@@ -251,7 +252,7 @@ def validate(
     val_ranges = val_ranges or ref.val_ranges or cand.val_ranges
     norms = input_norms or ref.input_norms or cand.input_norms
     feeds, data = _samples(ref, cand, specs, inputs=inputs, input_samples=input_samples, samples=samples, seed=seed,
-                           dims=dims, val_ranges=val_ranges, norms=norms, data_label=data_label)
+                           dims=dims, val_ranges=val_ranges, norms=norms, data=data)
     _check_not_empty(feeds)
 
     def feed_for(side: Runner, sample: Mapping[str, object]) -> dict:

@@ -58,7 +58,8 @@ def test_interrupted_release_never_leaves_a_stale_verdict(ws, tmp_path):
     out = tmp_path / "rel"
     cfg = release_config(ws, "slow", **{"steps.1.bench_seconds": 30.0})
     first = subprocess.run([sys.executable, "-m", "onnxforge", "release", release_config(ws, "fast"), "-o", out],
-                           capture_output=True, text=True, cwd=ws / "cwd")
+                           capture_output=True, text=True, cwd=ws / "cwd",
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's onnxforge, as _start
     assert first.returncode == 0, first.stderr
     p = _start(["release", cfg, "-o", out, "--force"], ws / "cwd")
     # the simplify step is published; the quantize step is now in its 30 s timing

@@ -39,6 +39,7 @@ def test_hf_image_processor_constants_are_recorded_and_used(cli, vit, tmp_path):
     r = cli("convert", "torch", vit, "-o", m, "--json")
     assert r.code == 0, r.err
     assert any("preprocessor_config.json" in n for n in result(r)["notes"])
+    assert {c["data"]["source"] for c in result(r)["checks"]} == {"generated"}  # convert's checks say theirs too
     props = {p.key: p.value for p in onnx.load(m, load_external_data=False).metadata_props}
     assert json.loads(props["onnxforge.input_norms"]) == {"pixel_values": {"mean": MEAN, "std": STD, "label": ""}}
     # validate generates pixel_values from the recorded constants, and says so
