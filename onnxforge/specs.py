@@ -446,14 +446,13 @@ def _normalise(arr, norm: Mapping, name: str):
     mean, std = np.asarray(norm["mean"]), np.asarray(norm["std"])
     if mean.size == 1:
         return (arr - mean[0]) / std[0]
-    axis = 1 if arr.ndim > 1 and arr.shape[1] == mean.size else arr.ndim - 1 if arr.ndim and arr.shape[-1] == mean.size \
-        else None
-    if axis is None:
+    axes = [a for a in (1, arr.ndim - 1) if 0 <= a < arr.ndim and arr.shape[a] == mean.size]  # NCHW, else NHWC
+    if not axes:
         raise UsageError(f"input {name} {list(arr.shape)} has no axis of {mean.size} channels for its "
                          f"{mean.size} normalisation means", hint="give as many means and stds as the input has "
                                                                    "channels (axis 1, or the last axis)")
     where = [1] * arr.ndim
-    where[axis] = mean.size
+    where[axes[0]] = mean.size
     return (arr - mean.reshape(where)) / std.reshape(where)
 
 
