@@ -77,6 +77,8 @@ class ParityReport:
     problems: tuple[str, ...] = ()  # structural failures: missing outputs, shape mismatches
     localized: Localization | None = None  # first diverging node (--localize)
     notes: tuple[str, ...] = ()  # e.g. outputs paired by position
+    # where the inputs came from: {"source": "given" | "saved" | "generated", "how": "..."}
+    data: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,12 @@ ValRangeOpt = Annotated[
     Optional[list[str]],
     typer.Option("--val-range", help="Random input range NAME:[LO,HI] (or [LO,HI] for all).", metavar="NAME:[LO,HI]"),
 ]
+InputNormOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--input-norm", help="Generate a float input as normalised images: NAME:imagenet (or clip, half) or "
+                                      "NAME:MEAN1,MEAN2,MEAN3/STD1,STD2,STD3 (no NAME: every float input; default: "
+                                      "what the model recorded).", metavar="NAME:NORM"),
+]
 # Counts take their maximum from options.LIMITS (one table for every command and TOML key).
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for generated inputs.", min=0, max=LIMITS["seed"])]
 SamplesOpt = Annotated[int, typer.Option("--samples", help="Number of random input samples.", min=1,

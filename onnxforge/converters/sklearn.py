@@ -381,7 +381,9 @@ def _parity(est, model_path: Path, data: Mapping[str, Any], specs, o: ConvertSkl
         raise ConversionError(f"the converted model does not load in onnxruntime ({exc.message.split('(', 1)[-1].rstrip(')')})",
                               hint=hint) from None
     ref = sklearn_runner(est, [s.name for s in specs], cand.outputs)
-    rep = validate(ref, cand, input_samples=[dict(data)], tolerance=make_tolerance(o.atol, o.rtol))
+    made = {"source": "generated", "how": f"generated (uniform [-3,3) rows, seed {o.seed})"} if o.sample is None else \
+        {"source": "given", "how": f"the sample {o.sample if isinstance(o.sample, (str, Path)) else 'given'}"}
+    rep = validate(ref, cand, input_samples=[dict(data)], tolerance=make_tolerance(o.atol, o.rtol), data=made)
     if rep.passed:
         return rep
     why = _neighbour_ties(est, cand, data, rep) or _tree_jumps(est, specs, data, rep, o)

@@ -285,16 +285,17 @@ def _check_samples(src, alt: Candidate | None, dims, inputs, samples, seed, mask
     """The step's check inputs (its --inputs, or seeded random ones) plus padded-mask
     samples for every input the attention rewrite reads as a mask."""
     from onnxforge.optimizers.attention import padded_mask_inputs
-    from onnxforge.runners.onnx import inputs_and_ranges
+    from onnxforge.runners.onnx import input_norms_of, inputs_and_ranges
     from onnxforge.specs import generate_inputs, load_samples
 
     specs, ranges = inputs_and_ranges(src)
+    norms = None if inputs else input_norms_of(src)
     sym = {d for s in specs for d in s.shape if isinstance(d, str)}
     d = {**{k: 2 for k in sym}, **dict(dims or {})}
     if inputs:
         feeds = load_samples(inputs, names=[s.name for s in specs])
     else:
-        feeds = [generate_inputs(specs, seed=seed + i, dims=d, val_ranges=ranges) for i in range(samples)]
+        feeds = [generate_inputs(specs, seed=seed + i, dims=d, val_ranges=ranges, norms=norms) for i in range(samples)]
     masks = tuple(mask_inputs) or tuple((alt.details.get("mask_inputs") if alt else ()) or ())
     if masks:
         pd = {**{k: max(v, 3) for k, v in d.items()}}  # room for rows with different padding

@@ -168,7 +168,7 @@ def _source(model: dict, base: Path) -> str:
 def _model_keys(framework: str) -> dict[str, str]:
     """[model] key -> the convert option it sets, for this framework."""
     if framework == "onnx":
-        return {"val_ranges": "val_ranges"}
+        return {"val_ranges": "val_ranges", "input_norms": "input_norms"}
     cls = STEPS[f"convert.{framework}"].options
     return {place[1]: f.name for f, o in fields_of(cls) if (place := toml_place(f, o)) and place[0] == "model"}
 
@@ -207,6 +207,18 @@ def _step(i: int, table, framework: str, model: dict, data: dict, base: Path) ->
     opts = validate_options(step.options, values, where, keys=names)
     if run == "quantize.static" and not opts.calibration:
         raise UsageError(f"{where}: quantize.static needs data.calibration", hint='add [data] calibration = "calib.npz"')
+    if run in ("quantize.dynamic", "quantize.static"):
+        from dataclasses import replace
+
+        from onnxforge.optimizers.quantize import refuse_generated_data
+
+        # the step checks on data.validation when there is one (pipeline/run.py)
+        keys = {"inputs": '[data] validation = "val.npz"', "calibration": '[data] calibration = "calib.npz"',
+                "allow_generated_data": f"{where}.allow_generated_data = true"}
+        try:
+            refuse_generated_data(replace(opts, inputs=data.get("validation")), run.split(".")[1], flag=keys.get)
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc.message}", hint=exc.hint) from None
     sp = validate_options(StepParity, _table(f"{where}.parity", parity), f"{where}.parity") if parity is not None else None
     return StepConfig(run=run, step=step, options=opts, parity=sp)
 

@@ -254,14 +254,15 @@ def _or(v, default):
 def _generated_feeds(cfg: ReleaseConfig, model_path) -> dict:
     """Inputs for the ledger when there is no data.validation: seeded, at 2 for every
     symbolic dim, within the model's val_ranges (a BERT mask stays a mask)."""
-    from onnxforge.runners.onnx import inputs_and_ranges
+    from onnxforge.runners.onnx import input_norms_of, inputs_and_ranges
     from onnxforge.specs import generate_inputs
 
     specs, recorded = inputs_and_ranges(model_path)
     # the ranges convert recorded (a Hugging Face model's vocabulary and mask), then the config's own
     ranges = {**(recorded or {}), **{k: tuple(v) for k, v in cfg.model.get("val_ranges", {}).items()}}
+    norms = {**(input_norms_of(model_path) or {}), **cfg.model.get("input_norms", {})}
     return generate_inputs(specs, seed=0, dims={d: 2 for s in specs for d in s.shape if isinstance(d, str)},
-                           val_ranges=ranges)
+                           val_ranges=ranges, norms=norms)
 
 
 @dataclass

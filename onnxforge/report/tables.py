@@ -117,6 +117,9 @@ def _render_parity(report, console, verbose: bool = False) -> None:
     title = _esc(f"parity: {report.candidate} vs {report.reference} ({report.samples} sample(s), "
                  f"check={report.check_stat})")
     fit_table(console, title, PARITY_COLS, rows, verbose=verbose)
+    if report.data:
+        console.print(f"data: {_esc(report.data.get('how', report.data.get('source', '')))}", overflow="fold",
+                      highlight=False)
     for d in report.outputs:
         for why in (d.nonfinite, d.message if not d.passed or d.ties else ""):
             if why:

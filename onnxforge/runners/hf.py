@@ -366,6 +366,31 @@ def hf_val_ranges(config) -> dict:
     return out
 
 
+def hf_input_norms(spec, names, allow_download: bool = False) -> tuple[dict, dict]:
+    """(norms, ranges) of pixel inputs from the folder's preprocessor_config.json (read as
+    JSON; nothing runs): an image processor rescales to [0, 255 * rescale_factor] and
+    normalises with image_mean/image_std, so checks generate pixel_values that way."""
+    import json
+
+    path = Path(_folder(str(spec), allow_download)) / "preprocessor_config.json"
+    if "pixel_values" not in names or not path.is_file():
+        return {}, {}
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}, {}
+    if not isinstance(cfg, dict):
+        return {}, {}
+    mean, std = cfg.get("image_mean"), cfg.get("image_std")
+    scale = cfg.get("rescale_factor", 1 / 255) if cfg.get("do_rescale", True) else 1.0
+    hi = 255 * float(scale) if isinstance(scale, (int, float)) and not isinstance(scale, bool) else 1.0
+    ranges = {} if abs(hi - 1.0) < 1e-6 else {"pixel_values": (0.0, hi)}
+    if cfg.get("do_normalize", True) is False or mean is None or std is None:
+        return {}, ranges
+    to_list = (lambda v: v if isinstance(v, list) else [v])
+    return {"pixel_values": {"mean": to_list(mean), "std": to_list(std), "label": ""}}, ranges
+
+
 def load_reference(spec, *, task: str | None = None, allow_download: bool = False, loaded: Any = None):
     """The module the reference side of a check runs: ``reference_class`` loaded
     straight from the folder (``loaded``, a module of exactly that class, is used

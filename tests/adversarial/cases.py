@@ -60,7 +60,7 @@ def release_config(ws: Path, name: str, **changes) -> str:
     """A release of the tiny ONNX model (simplify, quantize.dynamic), changed by ``changes``:
     {"steps.1.per_channel": "no"} sets a key of a table."""
     cfg = {"model": {"source": "tiny.onnx", "framework": "onnx"},
-           "steps": [{"run": "simplify"}, {"run": "quantize.dynamic", "bench_seconds": 0.2}],
+           "steps": [{"run": "simplify"}, {"run": "quantize.dynamic", "bench_seconds": 0.2, "allow_generated_data": True}],
            "gates": {"latency": {"provider": "cpu", "seconds": 0.2}}}
     for key, value in changes.items():
         *path, last = key.split(".")
@@ -225,7 +225,7 @@ CASES = [
                                              "--force"), 3, "is an input"),
     Case("simplify over a link to its input", A("simplify", T, "-o", _i("link.onnx"), "--force"), 3, "is an input"),
     Case("fp16 over its input", A("quantize", "fp16", T, "-o", T, "--force"), 3, "is an input"),
-    Case("dynamic over its input", A("quantize", "dynamic", CH, "-o", CH, "--force"), 3, "is an input"),
+    Case("dynamic over its input", A("quantize", "dynamic", "--allow-generated-data", CH, "-o", CH, "--force"), 3, "is an input"),
     Case("static over its calibration", A("quantize", "static", T, "-o", _i("calib.npz"), "--calibration",
                                           _i("calib.npz"), "--force"), 3, "is an input"),
     Case("simplify over the input's data file", A("simplify", EXT, "-o", _i("ext/ext.onnx.data"), "--force"), 3,
@@ -246,13 +246,13 @@ CASES = [
     Case("release -o an existing file", lambda ws: ["release", release_config(ws, "ok"), "-o", str(ws / "in" / "a_file")],
          3, "is a file"),
     # wrong verdicts
-    Case("NaN min-cosine", A("quantize", "dynamic", T, "-o", _o("q.onnx"), "--min-cosine", "nan"), 2, "finite"),
-    Case("NaN max-mismatch", A("quantize", "dynamic", T, "-o", _o("q.onnx"), "--max-mismatch", "nan"), 2, "finite"),
+    Case("NaN min-cosine", A("quantize", "dynamic", "--allow-generated-data", T, "-o", _o("q.onnx"), "--min-cosine", "nan"), 2, "finite"),
+    Case("NaN max-mismatch", A("quantize", "dynamic", "--allow-generated-data", T, "-o", _o("q.onnx"), "--max-mismatch", "nan"), 2, "finite"),
     Case("NaN TOML min_cosine", lambda ws: ["release", release_config(ws, "nan", **{"steps.1.min_cosine": float("nan")}),
                                             "-o", str(ws / "out" / "nan")], 2, "finite", outputs=("out",)),
     Case("NaN validate min-cosine", A("validate", T, T, "--min-cosine", "nan"), 2, "finite"),
     Case("NaN duration", A("benchmark", T, "--duration", "nan"), 2, "finite"),
-    Case("NaN bench-seconds", A("quantize", "dynamic", T, "-o", _o("q.onnx"), "--bench-seconds", "nan"), 2, "finite"),
+    Case("NaN bench-seconds", A("quantize", "dynamic", "--allow-generated-data", T, "-o", _o("q.onnx"), "--bench-seconds", "nan"), 2, "finite"),
     Case("zero-size inputs", A("validate", T, T, "--inputs", _i("zero.npz")), 3, "no elements"),
     Case("zero-size example input", A("convert", "torch", lambda ws: str(ws / "in" / "model.py") + ":build",
                                       "-o", _o("m.onnx"), "--input", "x:float32:0x4"), 3, "no elements",
@@ -262,7 +262,7 @@ CASES = [
                                           "-o", str(ws / "out" / "dims")], 2, "btch", outputs=("out",)),
     Case("unknown onnxsim pass", A("simplify", T, "-o", _o("s.onnx"), "--skip", "bogus_pass"), 2, "bogus_pass",
          slow=True),  # onnxsim 0.8 imports torch to list its passes
-    Case("NaN percentile", A("quantize", "static", T, "-o", _o("q.onnx"), "--calibration", "random",
+    Case("NaN percentile", A("quantize", "static", "--allow-generated-data", T, "-o", _o("q.onnx"), "--calibration", "random",
                              "--percentile", "nan"), 2, "finite"),
     Case("zero threads", lambda ws: ["release", release_config(ws, "thr", **{"gates.latency.threads": 0}),
                                      "-o", str(ws / "out" / "thr")], 2, "threads", outputs=("out",)),
@@ -301,22 +301,22 @@ CASES = [
     Case("string input for torch", A("convert", "torch", lambda ws: str(ws / "in" / "model.py") + ":build",
                                      "-o", _o("m.onnx"), "--input", "x:str:2x8"), 2, "strings", slow=True),
     Case("validate side that is no model", A("validate", _i("notes.txt"), T), 3, "not a valid ONNX model"),
-    Case("percentile over 100", A("quantize", "static", T, "-o", _o("q.onnx"), "--calibration", "random",
+    Case("percentile over 100", A("quantize", "static", "--allow-generated-data", T, "-o", _o("q.onnx"), "--calibration", "random",
                                   "--percentile", "150"), 2, "100"),
-    Case("negative max-mismatch", A("quantize", "dynamic", T, "-o", _o("q.onnx"), "--max-mismatch", "-1"), 2, "0"),
+    Case("negative max-mismatch", A("quantize", "dynamic", "--allow-generated-data", T, "-o", _o("q.onnx"), "--max-mismatch", "-1"), 2, "0"),
     Case("negative max-constant-size", A("simplify", T, "-o", _o("s.onnx"), "--max-constant-size", "-5"), 2, "0"),
     Case("empty dim in a shape", A("convert", "torch", lambda ws: str(ws / "in" / "model.py") + ":build",
                                    "-o", _o("m.onnx"), "--input", "x:float32:1xx8"), 2, "empty dimension", slow=True),
     Case("inspect: external data outside the folder", A("inspect", _i("ext/outside.onnx")), 3, "outside"),
     # what must work, and leave nothing behind (ORT's pre-processing once wrote into the cwd)
     Case("quantize leaves nothing outside its output; exact zeros pass the default check",
-         A("quantize", "dynamic", T, "-o", _o("q_ok.onnx"), "--bench-seconds", "0.2"), 0,
+         A("quantize", "dynamic", "--allow-generated-data", T, "-o", _o("q_ok.onnx"), "--bench-seconds", "0.2"), 0,
          outputs=("out/q_ok.onnx",), one_line=False, slow=True),
     Case("static quantize leaves nothing outside its output",
-         A("quantize", "static", CH, "-o", _o("qs_ok.onnx"), "--calibration", "random", "--samples", "4",
+         A("quantize", "static", "--allow-generated-data", CH, "-o", _o("qs_ok.onnx"), "--calibration", "random", "--samples", "4",
            "--bench-seconds", "0.2", "--min-cosine", "0"), 0, outputs=("out/qs_ok.onnx",), one_line=False,
          slow=True),
-    Case("a failed check leaves no folder behind", A("quantize", "dynamic", T, "-o", _o("new/deeper/q.onnx"),
+    Case("a failed check leaves no folder behind", A("quantize", "dynamic", "--allow-generated-data", T, "-o", _o("new/deeper/q.onnx"),
                                                      "--min-speedup", "1000", "--bench-seconds", "0.2"), 1,
          one_line=False, slow=True),
     # the ones that already held: keep them holding

@@ -43,6 +43,9 @@ def test_dry_run_plans_without_work(cli, tmp_path):
     (lambda c: c["steps"][2].update(samples="ten"), 2, "steps[2].samples: must be an integer"),
     (lambda c: c["steps"][2].update(percentile=150.0), 2, "steps[2].percentile: must be less than or equal to 100"),
     (lambda c: c.update(extra={"a": 1}), 2, "unknown section [extra]"),
+    # #24: an int8 step that would be checked on generated data alone must say it accepts that
+    (lambda c: (c["data"].pop("validation"), c["gates"].pop("accuracy"), c["steps"][2].clear(),
+                c["steps"][2].update(run="quantize.dynamic")), 2, "steps[2].allow_generated_data = true"),
 ])
 def test_bad_configs_refused_before_work(cli, tmp_path, mutate, code, needle):
     cfg = _config(tmp_path, mutate)
