@@ -22,12 +22,12 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from onnxforge.errors import BadInputError, UsageError
-from onnxforge.types import BenchmarkReport, BenchmarkResult, Comparison
+from onnxforge.types import BenchmarkReport, BenchmarkResult, Comparison, Contention
 
 log = logging.getLogger("onnxforge")
 
@@ -209,31 +209,119 @@ def _probe(row: _Row) -> None:
                             "`onnxforge inspect`") from None
 
 
-def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: float | None) -> list[list[int]]:
-    """Warm-up, then interleaved rounds (one call per row each) until the count or the
-    clock is reached (at least 10 rounds); nanoseconds per call."""
-    from onnxforge.progress import task
+@dataclass
+class _Clock:
+    """Where a window of rounds began: wall, this process's CPU time (every thread's,
+    ORT's pool included) and the busy time of its CPUs (None: not judged)."""
 
+    wall: float
+    ours: float
+    busy: float | None
+
+    @classmethod
+    def now(cls, cpus) -> "_Clock":
+        from onnxforge.system import busy_seconds
+
+        return cls(time.perf_counter(), time.process_time(), busy_seconds(cpus) if cpus else None)
+
+
+@dataclass
+class _Tally:
+    """The timing loop's bookkeeping: rounds so far, the clean ones, and the totals a
+    Contention reports."""
+
+    cpus: tuple
+    threads: int
+    judge: bool
+    clean: list = field(default_factory=list)  # indices of the clean rounds
+    rounds: int = 0
+    clean_seconds: float = 0.0
+    other: float = 0.0
+
+    def window(self, since: _Clock, first_round: int, lookback: _Clock) -> _Clock:
+        """Close the window of rounds since ``first_round``; judged over ``lookback``
+        (at least WINDOW_S back, so a short last window is not judged on a few ticks)."""
+        from onnxforge.stats import contaminated
+
+        now = _Clock.now(self.cpus if self.judge else None)
+        wall, ours = now.wall - lookback.wall, now.ours - lookback.ours
+        busy = now.busy - lookback.busy if now.busy is not None and lookback.busy is not None else None
+        bad = self.judge and contaminated(wall, ours, busy, len(self.cpus), self.threads)
+        if busy is not None and wall > 0:
+            self.other += max(0.0, busy - ours) / wall * (now.wall - since.wall)
+        if not bad:
+            self.clean.extend(range(first_round, self.rounds))
+            self.clean_seconds += now.wall - since.wall
+        return now
+
+
+def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: float | None,
+          threads: int = 1) -> tuple[list[list[int]], Contention]:
+    """Warm-up, then interleaved rounds (one call per row each) until the budget holds
+    that many clean rounds: ``iterations``, or ``duration`` seconds and at least 10
+    rounds. Rounds are judged in windows (stats.contaminated); a contaminated window's
+    rounds are discarded and more taken, up to EXTEND times the budget. Returns the
+    nanoseconds per call of the clean rounds when enough were had (at least half the
+    budget), else of every round, and what the CPU was like."""
+    from onnxforge.progress import task
+    from onnxforge.stats import EXTEND, WINDOW_S
+
+    cpus = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
+    judge = all(r.provider == "CPUExecutionProvider" for r in rows)
+    t = _Tally(cpus, max(1, min(threads, len(cpus) or threads)), judge)
+    marks = [_Clock.now(cpus if judge else None)]  # window starts (and the warm-up's), for the lookback
     for _ in range(warmup):
         for r in rows:
             r.once()
     lat: list[list[int]] = [[] for _ in rows]
     seconds = duration or 2.0
-    deadline = None if iterations is not None else time.perf_counter() + seconds
     t0 = time.perf_counter()
-    rounds = 0
+    opened, first = _Clock.now(cpus if judge else None), 0
+    loop = opened
+    marks.append(opened)
+
+    def enough(extra_rounds=0, extra_s=0.0) -> bool:
+        if iterations is not None:
+            return len(t.clean) + extra_rounds >= iterations
+        return t.clean_seconds + extra_s >= seconds and len(t.clean) + extra_rounds >= 10
+
+    def capped() -> bool:
+        if iterations is not None:
+            return t.rounds >= EXTEND * iterations
+        return t.rounds >= 10 and time.perf_counter() - t0 >= EXTEND * seconds
+
     with task(f"timing {len(rows)} row(s)", total=iterations if iterations is not None else seconds, detail=True) as bar:
         while True:
             for i, r in enumerate(rows):
                 lat[i].append(r.once())
-            rounds += 1
-            bar.update(rounds if iterations is not None else time.perf_counter() - t0)
-            if iterations is not None:
-                if rounds >= iterations:
+            t.rounds += 1
+            now = time.perf_counter()
+            open_s = now - opened.wall
+            bar.update(len(t.clean) + t.rounds - first if iterations is not None else min(seconds, t.clean_seconds + open_s))
+            done = enough(t.rounds - first, open_s) or capped()
+            if open_s >= WINDOW_S or done:
+                back = next((m for m in reversed(marks) if now - m.wall >= WINDOW_S), marks[0])
+                opened, first = t.window(opened, first, back), t.rounds
+                marks.append(opened)
+                if enough() or capped():
                     break
-            elif rounds >= 10 and time.perf_counter() >= deadline:
-                break
-    return lat
+    return _kept(lat, t, loop, iterations, seconds)
+
+
+def _kept(lat, t: _Tally, loop: _Clock, iterations, seconds) -> tuple[list[list[int]], Contention]:
+    end = _Clock.now(None)
+    wall = max(end.wall - loop.wall, 1e-9)
+    if iterations is not None:
+        clean = len(t.clean) >= max(min(10, iterations), -(-iterations // 2))
+    else:
+        clean = len(t.clean) >= 10 and t.clean_seconds >= seconds / 2
+    c = Contention(cpus=len(t.cpus), threads=t.threads, rounds=t.rounds, discarded=t.rounds - len(t.clean),
+                   cpu_share=round((end.ours - loop.ours) / (wall * t.threads), 3),
+                   other_load=round(t.other / wall, 2), seconds=round(wall, 3), clean=clean or not t.judge,
+                   judged="none" if not t.judge else "proc" if loop.busy is not None else "process")
+    if clean and t.judge and c.discarded:  # the clean rounds alone; else every round, and the gates say inconclusive
+        lat = [[row[k] for k in t.clean] for row in lat]
+    return lat, c
 
 
 def _result(r: _Row, ns: Sequence[int], *, threads, seed, save_latencies, placement, popts, notes) -> BenchmarkResult:
@@ -286,7 +374,8 @@ def benchmark(
     from onnxforge.runtime import environment, resolve_provider
     from onnxforge.system import cpu_quota
     from onnxforge.stats import speedup_ci
-    from onnxforge.validators.gates import baseline_gates, latency_gates, load_baseline, speedup_gates
+    from onnxforge.validators.gates import (baseline_gates, latency_gates, load_baseline, settle, speedup_gates,
+                                            verdict)
 
     if not models:
         raise UsageError("no model to benchmark")
@@ -309,7 +398,7 @@ def benchmark(
     if spinning is False:
         notes.append("intra-op spinning off: several sessions share this process")
     with exclusive_timing(", ".join(dict.fromkeys(Path(m).name for m in models))):
-        lat = _time(rows, warmup, iterations, duration)
+        lat, contention = _time(rows, warmup, iterations, duration, n_threads)
     results = [_result(r, ns, threads=n_threads, seed=seed, save_latencies=save_latencies, placement=placement,
                        popts=popts, notes=notes) for r, ns in zip(rows, lat)]
     comparisons = [Comparison(results[i].model, results[0].model, *_point_ci(speedup_ci(lat[0], lat[i], seed)))
@@ -317,8 +406,10 @@ def benchmark(
     gates = latency_gates(results, max_p50_ms, max_p99_ms) + speedup_gates(comparisons, min_speedup)
     if base_line is not None:
         gates += baseline_gates(results, base_line, max_regression, notes)
+    if not contention.clean:  # the figures include loaded rounds: a gate they do not clear is undecided
+        gates = settle(gates, comparisons, contention)
     return BenchmarkReport(tuple(results), tuple(comparisons), tuple(gates), all(g.passed for g in gates),
-                           environment(), tuple(dict.fromkeys(notes)))
+                           environment(), tuple(dict.fromkeys(notes)), contention, verdict(gates))
 
 
 def _point_ci(t: tuple[float, float, float]) -> tuple[float, tuple[float, float]]:

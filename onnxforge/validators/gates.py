@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from onnxforge.errors import BadInputError, UsageError
-from onnxforge.types import BenchmarkResult, Comparison, GateResult
+from onnxforge.types import BenchmarkResult, Comparison, Contention, GateResult
 
 
 def load_baseline(path: str) -> dict:
@@ -84,3 +84,31 @@ def baseline_gates(results: Sequence[BenchmarkResult], base: dict, max_regressio
         raise BadInputError("the baseline holds no result for these models, providers and batch sizes",
                             hint="it is a benchmark of another model; save a baseline of this one with --report")
     return gates
+
+
+def settle(gates: Sequence[GateResult], comparisons: Sequence[Comparison], c: Contention) -> list[GateResult]:
+    """The gates of a timing without enough clean rounds (the figures include loaded
+    ones). Load only slows a call, so a latency or baseline gate met anyway is met;
+    a speed-up passes only when the low end of its 95% interval clears the limit (load
+    can land on either row of a round). Everything else is inconclusive, never failed:
+    a fail is only a fail on clean rounds."""
+    from dataclasses import replace
+
+    from onnxforge.stats import contention_line
+
+    low = {x.model: x.ci95[0] for x in comparisons}
+    out = []
+    for g in gates:
+        if g.kind not in ("latency", "speedup", "baseline"):
+            out.append(g)
+            continue
+        clear = g.passed and (g.kind != "speedup" or low.get(g.model, 0.0) >= g.limit)
+        out.append(replace(g, passed=clear, status="passed" if clear else "inconclusive",
+                           message=g.message + ("" if clear else f"; inconclusive: {contention_line(c)}")))
+    return out
+
+
+def verdict(gates: Sequence[GateResult]) -> str:
+    """passed, failed (any gate failed) or inconclusive (none failed, one undecided)."""
+    statuses = {g.status for g in gates}
+    return "failed" if "failed" in statuses else "inconclusive" if "inconclusive" in statuses else "passed"
