@@ -377,8 +377,23 @@ def _gates(run: _Run, acc_src) -> None:
             run.benchmark, lat = _latency_gates(cfg, run.first_onnx, run.final)
         run.bar.advance()
         run.gates = gates + lat
-    if not all(g.passed for g in run.gates):
-        run.fail(1, "gate(s) failed: " + ", ".join(g.name for g in run.gates if not g.passed))
+    _judge(run)
+
+
+def _judge(run: _Run) -> None:
+    """A failed gate fails the release (exit 1); else a timing gate the machine's load
+    left undecided makes it inconclusive (exit 6): no model ships, and no CI reads a pass."""
+    if all(g.passed for g in run.gates):
+        return
+    failed = [g.name for g in run.gates if g.status != "inconclusive" and not g.passed]
+    if failed:
+        run.fail(1, "gate(s) failed: " + ", ".join(failed))
+        return
+    undecided = [g for g in run.gates if g.status == "inconclusive"]
+    why = undecided[0].message.rpartition("inconclusive: ")[2]
+    run.fail(6, "gate(s) inconclusive: " + ", ".join(g.name for g in undecided), "inconclusive",
+             f"{', '.join(g.name for g in undecided)} not decided: the machine was busy ({why})",
+             "rerun when no other CPU-heavy work runs beside it, or give the gate more time ([gates.latency] seconds)")
 
 
 def _pipeline(run: _Run, config, provider: str | None = None) -> None:
@@ -537,8 +552,7 @@ def _deploy(run: _Run) -> None:
     except OnnxforgeError as exc:
         run.fail(int(exc.exit_code), f"{type(exc).__name__}: {exc.message}", "error", exc.message, exc.hint)
         return
-    if not all(g.passed for g in run.gates):
-        run.fail(1, "gate(s) failed: " + ", ".join(g.name for g in run.gates if not g.passed))
+    _judge(run)
 
 
 def _planned_gates(cfg: ReleaseConfig | None) -> tuple[str, ...]:
