@@ -152,7 +152,12 @@ def choose_dynamic_recipe(
     timed = [c for c in built if c.passed]
     fp32_p50 = None
     if timed:
-        built, fp32_p50 = _time(src, built, dims, inputs, bench_seconds * max(1, len(timed)), seed)
+        built, fp32_p50, load = _time(src, built, dims, inputs, bench_seconds * max(1, len(timed)), seed)
+        if not load.clean:  # _pick keeps plain unless another is faster beyond the interval: sound under load too
+            from onnxforge.stats import contention_line
+
+            notes.append(f"recipe: timed on a busy machine ({contention_line(load)}): plain is kept unless a "
+                         "candidate is faster beyond the noise")
     ok = [c for c in built if c.passed and c.p50_ms is not None]
     best = _pick(ok)
     if best is None:
@@ -356,7 +361,7 @@ def _time(src: Path, built: list[Candidate], dims, inputs, seconds: float, seed:
         out.append(_replace(c, p50_ms=round(float(np.median(ms)), 4), speedup=round(s[0], 4),
                             ci95=(round(s[1], 4), round(s[2], 4)),
                             vs_plain=tuple(round(v, 4) for v in vs) if vs else None))
-    return out, round(float(np.median(lat[0])), 4)
+    return out, round(float(np.median(lat[0])), 4), rep.contention
 
 
 def paired_speedup(ref_ms, other_ms, seed: int = 0) -> tuple[float, float, float]:
