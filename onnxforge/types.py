@@ -125,6 +125,7 @@ class BenchmarkResult:
     histogram_edges: tuple[float, ...] = ()  # ms, len(histogram) + 1 bin edges
     latencies_ms: tuple[float, ...] = ()  # raw, only with --save-latencies
     sha256: str = ""
+    cpu_ms: tuple[float, float] = (0.0, 0.0)  # p50, p99 of the process's CPU time per call (every thread's)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class Comparison:
     against: str
     speedup: float
     ci95: tuple[float, float]
+    bounds: tuple[float, float] | None = None  # on loaded rounds: what they prove of the quiet speed-up (gates.settle)
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,7 @@ class SpeedCheck:
     ci95: tuple[float, float]
     iterations: int
     contention: Contention | None = None
+    bounds: tuple[float, float] | None = None  # on loaded rounds: what they prove of the quiet speed-up
 
 
 @dataclass(frozen=True)

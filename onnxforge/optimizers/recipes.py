@@ -153,11 +153,12 @@ def choose_dynamic_recipe(
     fp32_p50 = None
     if timed:
         built, fp32_p50, load = _time(src, built, dims, inputs, bench_seconds * max(1, len(timed)), seed)
-        if not load.clean:  # _pick keeps plain unless another is faster beyond the interval: sound under load too
+        if not load.clean:  # loaded rounds favour whichever candidate needs fewer CPUs: no choice on them
             from onnxforge.stats import contention_line
 
-            notes.append(f"recipe: timed on a busy machine ({contention_line(load)}): plain is kept unless a "
-                         "candidate is faster beyond the noise")
+            notes.append(f"recipe: timed on a busy machine ({contention_line(load)}): plain int8 is kept")
+            built = [c if c.name == "plain" or not c.passed else _replace(c, passed=False, note="not chosen: timed "
+                                                                                 "on a busy machine") for c in built]
     ok = [c for c in built if c.passed and c.p50_ms is not None]
     best = _pick(ok)
     if best is None:

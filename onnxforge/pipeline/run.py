@@ -391,8 +391,10 @@ def _judge(run: _Run) -> None:
     if failed:
         run.fail(1, "gate(s) failed: " + ", ".join(failed))
         return
+    from onnxforge.stats import contention_line
+
     undecided = [g for g in run.gates if g.status == "inconclusive"]
-    why = undecided[0].message.rpartition("inconclusive: ")[2]
+    why = contention_line(run.benchmark.contention) if run.benchmark and run.benchmark.contention else "see the gates"
     run.fail(6, "gate(s) inconclusive: " + ", ".join(g.name for g in undecided), "inconclusive",
              f"{', '.join(g.name for g in undecided)} not decided: the machine was busy ({why})",
              "rerun when no other CPU-heavy work runs beside it, or give the gate more time ([gates.latency] seconds)")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -256,13 +257,14 @@ class _Tally:
 
 
 def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: float | None,
-          threads: int = 1) -> tuple[list[list[int]], Contention]:
+          threads: int = 1) -> tuple[list[list[int]], list[list[int]], Contention]:
     """Warm-up, then interleaved rounds (one call per row each) until the budget holds
     that many clean rounds: ``iterations``, or ``duration`` seconds and at least 10
     rounds. Rounds are judged in windows (stats.contaminated); a contaminated window's
     rounds are discarded and more taken, up to EXTEND times the budget. Returns the
     nanoseconds per call of the clean rounds when enough were had (at least half the
-    budget), else of every round, and what the CPU was like."""
+    budget), else of every round; the process's CPU time around each call (every
+    thread's: what the call cost, whatever the load); and what the CPU was like."""
     from onnxforge.progress import task
     from onnxforge.stats import EXTEND, WINDOW_S
 
@@ -274,6 +276,9 @@ def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: f
         for r in rows:
             r.once()
     lat: list[list[int]] = [[] for _ in rows]
+    cpu: list[list[int]] = [[] for _ in rows]
+    cpu_ns = time.process_time_ns
+    over = _cpu_overhead(cpu_ns)
     seconds = duration or 2.0
     t0 = time.perf_counter()
     opened, first = _Clock.now(cpus if judge else None), 0
@@ -293,7 +298,9 @@ def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: f
     with task(f"timing {len(rows)} row(s)", total=iterations if iterations is not None else seconds, detail=True) as bar:
         while True:
             for i, r in enumerate(rows):
+                c0 = cpu_ns()
                 lat[i].append(r.once())
+                cpu[i].append(max(0, cpu_ns() - c0 - over))
             t.rounds += 1
             now = time.perf_counter()
             open_s = now - opened.wall
@@ -305,10 +312,27 @@ def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: f
                 marks.append(opened)
                 if enough() or capped():
                     break
-    return _kept(lat, t, loop, iterations, seconds)
+    return _kept(lat, cpu, t, loop, iterations, seconds)
 
 
-def _kept(lat, t: _Tally, loop: _Clock, iterations, seconds) -> tuple[list[list[int]], Contention]:
+def _cpu_overhead(cpu_ns) -> int:
+    """The CPU time the clock reads and a call of ``once`` cost by themselves (median of
+    a no-op's), taken off each call's CPU time so a tiny model's is not mostly overhead."""
+    from time import perf_counter_ns
+
+    def noop() -> int:
+        t0 = perf_counter_ns()
+        return perf_counter_ns() - t0
+
+    samples = []
+    for _ in range(101):
+        c0 = cpu_ns()
+        noop()
+        samples.append(cpu_ns() - c0)
+    return sorted(samples)[50]
+
+
+def _kept(lat, cpu, t: _Tally, loop: _Clock, iterations, seconds):
     end = _Clock.now(None)
     wall = max(end.wall - loop.wall, 1e-9)
     if iterations is not None:
@@ -319,17 +343,31 @@ def _kept(lat, t: _Tally, loop: _Clock, iterations, seconds) -> tuple[list[list[
                    cpu_share=round((end.ours - loop.ours) / (wall * t.threads), 3),
                    other_load=round(t.other / wall, 2), seconds=round(wall, 3), clean=clean or not t.judge,
                    judged="none" if not t.judge else "proc" if loop.busy is not None else "process")
-    if clean and t.judge and c.discarded:  # the clean rounds alone; else every round, and the gates say inconclusive
-        lat = [[row[k] for k in t.clean] for row in lat]
-    return lat, c
+    if clean and t.judge and c.discarded:  # the clean rounds alone; else every round, and the gates bound the verdict
+        lat, cpu = [[row[k] for k in t.clean] for row in lat], [[row[k] for k in t.clean] for row in cpu]
+    return lat, cpu, c
 
 
-def _result(r: _Row, ns: Sequence[int], *, threads, seed, save_latencies, placement, popts, notes) -> BenchmarkResult:
+def _bounds(ref: BenchmarkResult, other: BenchmarkResult) -> tuple[float, float]:
+    """What loaded rounds prove of the speed-up a quiet machine would show: load only
+    slows a call, and no call runs faster than its CPU time spread over every thread.
+    So quiet ref / other lies between (ref's CPU / threads) / other's loaded median and
+    ref's loaded median / (other's CPU / threads)."""
+    lo = ref.cpu_ms[0] / ref.threads / other.latency.p50 if other.latency.p50 else 0.0
+    hi = ref.latency.p50 / (other.cpu_ms[0] / other.threads) if other.cpu_ms[0] else math.inf
+    return round(lo, 4), round(hi, 4)
+
+
+def _result(r: _Row, ns: Sequence[int], cpu_ns: Sequence[int], *, threads, seed, save_latencies, placement, popts,
+            notes) -> BenchmarkResult:
+    import numpy as np
+
     from onnxforge.runtime import short_provider
     from onnxforge.stats import histogram_with_edges, latency_stats
 
     ms = [v / 1e6 for v in ns]
     stats, cv = latency_stats(ms, seed)
+    cpu_ms = np.percentile(np.asarray(cpu_ns, dtype=np.float64) / 1e6, [50, 99]) if len(cpu_ns) else (0.0, 0.0)
     counts, edges = histogram_with_edges(ms)
     if cv > HIGH_CV:
         notes.append(f"{Path(r.model).name} ({short_provider(r.provider)}, batch {r.batch}): coefficient of "
@@ -341,6 +379,7 @@ def _result(r: _Row, ns: Sequence[int], *, threads, seed, save_latencies, placem
         placement=_placement(r.model, r.provider, popts.get(r.provider), threads) if placement else None,
         memory={"session_bytes": r.session_bytes, "peak_rss_bytes": _peak_rss()},
         histogram=counts, histogram_edges=edges, latencies_ms=tuple(ms) if save_latencies else (), sha256=r.sha256,
+        cpu_ms=(round(float(cpu_ms[0]), 6), round(float(cpu_ms[1]), 6)),
     )
 
 
@@ -398,16 +437,17 @@ def benchmark(
     if spinning is False:
         notes.append("intra-op spinning off: several sessions share this process")
     with exclusive_timing(", ".join(dict.fromkeys(Path(m).name for m in models))):
-        lat, contention = _time(rows, warmup, iterations, duration, n_threads)
-    results = [_result(r, ns, threads=n_threads, seed=seed, save_latencies=save_latencies, placement=placement,
-                       popts=popts, notes=notes) for r, ns in zip(rows, lat)]
-    comparisons = [Comparison(results[i].model, results[0].model, *_point_ci(speedup_ci(lat[0], lat[i], seed)))
+        lat, cpu, contention = _time(rows, warmup, iterations, duration, n_threads)
+    results = [_result(r, ns, c, threads=n_threads, seed=seed, save_latencies=save_latencies, placement=placement,
+                       popts=popts, notes=notes) for r, ns, c in zip(rows, lat, cpu)]
+    comparisons = [Comparison(results[i].model, results[0].model, *_point_ci(speedup_ci(lat[0], lat[i], seed)),
+                              bounds=None if contention.clean else _bounds(results[0], results[i]))
                    for i in range(1, len(results))]
     gates = latency_gates(results, max_p50_ms, max_p99_ms) + speedup_gates(comparisons, min_speedup)
     if base_line is not None:
         gates += baseline_gates(results, base_line, max_regression, notes)
-    if not contention.clean:  # the figures include loaded rounds: a gate they do not clear is undecided
-        gates = settle(gates, comparisons, contention)
+    if not contention.clean:  # the figures include loaded rounds: a gate decided only where its bounds decide it
+        gates = settle(gates, results, comparisons, contention)
     return BenchmarkReport(tuple(results), tuple(comparisons), tuple(gates), all(g.passed for g in gates),
                            environment(), tuple(dict.fromkeys(notes)), contention, verdict(gates))
 
