@@ -348,13 +348,14 @@ def _kept(lat, cpu, t: _Tally, loop: _Clock, iterations, seconds):
     return lat, cpu, c
 
 
-def _bounds(ref: BenchmarkResult, other: BenchmarkResult) -> tuple[float, float]:
+def _bounds(ref: BenchmarkResult, other: BenchmarkResult, floors: bool = True) -> tuple[float, float]:
     """What loaded rounds prove of the speed-up a quiet machine would show: load only
     slows a call, and no call runs faster than its CPU time spread over every thread.
     So quiet ref / other lies between (ref's CPU / threads) / other's loaded median and
-    ref's loaded median / (other's CPU / threads)."""
-    lo = ref.cpu_ms[0] / ref.threads / other.latency.p50 if other.latency.p50 else 0.0
-    hi = ref.latency.p50 / (other.cpu_ms[0] / other.threads) if other.cpu_ms[0] else math.inf
+    ref's loaded median / (other's CPU / threads). Without ``floors`` (a spinning
+    pool) CPU time bounds nothing: (0, inf)."""
+    lo = ref.cpu_ms[0] / ref.threads / other.latency.p50 if other.latency.p50 and floors else 0.0
+    hi = ref.latency.p50 / (other.cpu_ms[0] / other.threads) if other.cpu_ms[0] and floors else math.inf
     return round(lo, 4), round(hi, 4)
 
 
@@ -440,14 +441,16 @@ def benchmark(
         lat, cpu, contention = _time(rows, warmup, iterations, duration, n_threads)
     results = [_result(r, ns, c, threads=n_threads, seed=seed, save_latencies=save_latencies, placement=placement,
                        popts=popts, notes=notes) for r, ns, c in zip(rows, lat, cpu)]
+    # a spinning pool burns CPU waiting for work: then CPU time says nothing of the work a call needs
+    floors = spinning is False or contention.threads == 1
     comparisons = [Comparison(results[i].model, results[0].model, *_point_ci(speedup_ci(lat[0], lat[i], seed)),
-                              bounds=None if contention.clean else _bounds(results[0], results[i]))
+                              bounds=None if contention.clean else _bounds(results[0], results[i], floors))
                    for i in range(1, len(results))]
     gates = latency_gates(results, max_p50_ms, max_p99_ms) + speedup_gates(comparisons, min_speedup)
     if base_line is not None:
         gates += baseline_gates(results, base_line, max_regression, notes)
     if not contention.clean:  # the figures include loaded rounds: a gate decided only where its bounds decide it
-        gates = settle(gates, results, comparisons, contention)
+        gates = settle(gates, results, comparisons, contention, floors)
     return BenchmarkReport(tuple(results), tuple(comparisons), tuple(gates), all(g.passed for g in gates),
                            environment(), tuple(dict.fromkeys(notes)), contention, verdict(gates))
 
