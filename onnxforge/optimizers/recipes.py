@@ -150,17 +150,19 @@ def choose_dynamic_recipe(
                 built[i] = _replace(c, passed=False, note=f"min cosine {c.min_cosine:.6f} is more than {MAX_COSINE_DROP} "
                                                          f"below plain int8's {ref.min_cosine:.6f}")
     timed = [c for c in built if c.passed]
-    fp32_p50 = None
+    fp32_p50, load = None, None
     if timed:
         built, fp32_p50, load = _time(src, built, dims, inputs, bench_seconds * max(1, len(timed)), seed)
-        if not load.clean:  # loaded rounds favour whichever candidate needs fewer CPUs: no choice on them
-            from onnxforge.stats import contention_line
-
-            notes.append(f"recipe: timed on a busy machine ({contention_line(load)}): plain int8 is kept")
-            built = [c if c.name == "plain" or not c.passed else _replace(c, passed=False, note="not chosen: timed "
-                                                                                 "on a busy machine") for c in built]
     ok = [c for c in built if c.passed and c.p50_ms is not None]
     best = _pick(ok)
+    plain = next((c for c in ok if c.name == "plain"), None)
+    if load is not None and not load.clean and plain is not None and best is not plain:
+        # loaded rounds favour whichever candidate needs fewer CPUs: no choice is made on them
+        from onnxforge.stats import contention_line
+
+        notes.append(f"recipe: timed on a busy machine ({contention_line(load)}): kept plain int8 rather than "
+                     f"{best.name}")
+        best = plain
     if best is None:
         notes.append("no recipe candidate passed its checks; quantized the graph as given")
         return RecipeChoice("plain", str(plain_fp32), tuple(built), fp32_p50, tuple(notes))

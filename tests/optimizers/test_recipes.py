@@ -55,7 +55,8 @@ def test_auto_recipe_times_both_candidates_and_keeps_the_faster(cli, bert, tmp_p
     assert fused["details"]["fp32_check_max_abs"] < 1e-4
     vs = cands["fused"]["vs_plain"]
     assert vs[1] <= vs[0] <= vs[2]
-    assert rec["chosen"] == ("fused" if vs[1] > 1.0 else "plain")  # kept only when faster beyond the noise
+    busy = any("timed on a busy machine" in n for n in result(r)["notes"])  # then no choice is made on loaded rounds
+    assert rec["chosen"] == ("fused" if vs[1] > 1.0 and not busy else "plain")  # kept only when faster beyond the noise
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert ("QAttention" in ops) == (rec["chosen"] == "fused")
     assert _cos_to(bert, out, _padded()) > 0.99  # padded masks survive whichever was kept
