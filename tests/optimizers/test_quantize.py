@@ -85,7 +85,8 @@ def test_dynamic_transformer_encoder(cli, tmp_path):
 
 def test_old_cnn_static_random_smoke(cli, light, tmp_path):
     r = cli("quantize", "static", light / "light_squeezenet.onnx", "-o", tmp_path / "q.onnx",
-            "--calibration", "random", "--samples", "4", "--bench-seconds", "0.3", "--min-speedup", "0", "--min-cosine", "0", "--json")
+            "--calibration", "random", "--samples", "4", "--bench-seconds", "0.3", "--min-speedup", "0",
+            "--min-cosine", "0", "--json")
     assert r.code == 0, r.err + r.out
     res = result(r)
     assert any("smoke test" in n for n in res["notes"])
@@ -93,7 +94,8 @@ def test_old_cnn_static_random_smoke(cli, light, tmp_path):
 
 
 def test_external_data_model(cli, fx, tmp_path):
-    r = cli("quantize", "dynamic", fx / "ext" / "ext.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.3", "--min-speedup", "0",
+    r = cli("quantize", "dynamic", fx / "ext" / "ext.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.3",
+            "--min-speedup", "0",
             "--json", "--external-data")
     assert r.code == 0, r.err + r.out
     assert (tmp_path / "q.onnx.data").exists() or (tmp_path / "q.onnx").stat().st_size > 16000
@@ -114,7 +116,8 @@ def test_budgets_and_keep_failed(cli, fx, tmp_path):
 
 
 def test_fallback_excludes_sensitive_nodes(cli, fx, tmp_path):
-    common = ["--calibration", "random", "--samples", "8", "--bench-seconds", "0.2", "--min-speedup", "0", "--atol", "1e-3", "--json"]
+    common = ["--calibration", "random", "--samples", "8", "--bench-seconds", "0.2", "--min-speedup", "0", "--atol",
+              "1e-3", "--json"]
     r = cli("quantize", "static", fx / "chain.onnx", "-o", tmp_path / "a.onnx", *common)
     assert r.code == 1  # int8 everywhere misses a 1e-3 budget
     r = cli("quantize", "static", fx / "chain.onnx", "-o", tmp_path / "b.onnx", *common, "--fallback", "--max-trials", "5")
@@ -163,7 +166,8 @@ def test_histogram_memory_refused(cli, fx, tmp_path):
 
 
 def test_already_quantized(cli, fx, tmp_path):
-    assert cli("quantize", "dynamic", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--min-speedup", "0").code == 0
+    assert cli("quantize", "dynamic", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2",
+               "--min-speedup", "0").code == 0
     r = cli("quantize", "dynamic", tmp_path / "q.onnx", "-o", tmp_path / "qq.onnx")
     assert r.code == 3 and "already quantized" in r.err
 
@@ -208,7 +212,8 @@ def test_folder_of_samples(cli, fx, tmp_path):
 
 
 def test_int8_larger_than_fp32_says_why(cli, fx, tmp_path):
-    r = cli("quantize", "dynamic", fx / "tiny.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--min-speedup", "0", "--json")
+    r = cli("quantize", "dynamic", fx / "tiny.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2",
+            "--min-speedup", "0", "--json")
     assert r.code == 0, r.err
     res = result(r)
     assert res["after"]["file_bytes"] > res["before"]["file_bytes"]  # 12 weights: the quantization overhead wins
@@ -239,7 +244,8 @@ def test_generated_inputs_keep_the_ranges_the_converter_recorded(cli, tmp_path):
         assert r.code == 0, r.err
     r = cli("quantize", "dynamic", model, "-o", tmp_path / "d.onnx", "--bench-seconds", "0.2", "--min-speedup", "0")
     assert r.code == 0, r.err
-    r = cli("quantize", "static", model, "-o", tmp_path / "s.onnx", "--calibration", "random", "--bench-seconds", "0.2", "--min-speedup", "0",
+    r = cli("quantize", "static", model, "-o", tmp_path / "s.onnx", "--calibration", "random", "--bench-seconds",
+            "0.2", "--min-speedup", "0",
             "--min-cosine", "0")
     assert r.code == 0, r.err
 
@@ -262,6 +268,7 @@ def test_a_float64_table_beside_float32_weights_does_not_block_quantization(cli,
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     helper.set_model_props(m, {"onnxforge.val_ranges": '{"idx": [0, 9]}'})
     onnx.save(m, str(model))
-    r = cli("quantize", "dynamic", model, "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--min-speedup", "0", "--min-cosine", "0.9")
+    r = cli("quantize", "dynamic", model, "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--min-speedup", "0",
+            "--min-cosine", "0.9")
     assert r.code == 0, r.err
     assert any(n.op_type == "MatMulInteger" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)

@@ -64,7 +64,8 @@ def test_auto_recipe_times_both_candidates_and_keeps_the_faster(cli, bert, tmp_p
 
 @pytest.mark.slow
 def test_fused_recipe_keeps_padding_and_plain_recipe_skips_candidates(cli, bert, tmp_path):
-    r = cli("quantize", "dynamic", bert, "-o", tmp_path / "f.onnx", "--recipe", "fused", "--bench-seconds", "0.3", "--min-speedup", "0",
+    r = cli("quantize", "dynamic", bert, "-o", tmp_path / "f.onnx", "--recipe", "fused", "--bench-seconds", "0.3",
+            "--min-speedup", "0",
             "--json")
     assert r.code == 0, r.err + r.out
     assert result(r)["details"]["recipe"]["chosen"] == "fused"
@@ -73,7 +74,8 @@ def test_fused_recipe_keeps_padding_and_plain_recipe_skips_candidates(cli, bert,
     assert len(qatt) == 2 and all(n.input[5] for n in qatt)  # mask_index attached to each
     feeds = _padded()
     assert _cos_to(bert, tmp_path / "f.onnx", feeds) > 0.99
-    r = cli("quantize", "dynamic", bert, "-o", tmp_path / "p.onnx", "--recipe", "plain", "--bench-seconds", "0.3", "--min-speedup", "0",
+    r = cli("quantize", "dynamic", bert, "-o", tmp_path / "p.onnx", "--recipe", "plain", "--bench-seconds", "0.3",
+            "--min-speedup", "0",
             "--json")
     rec = result(r)["details"]["recipe"]
     assert rec["chosen"] == "plain" and [c["name"] for c in rec["candidates"]] == ["plain"]
@@ -88,7 +90,8 @@ def test_fused_recipe_on_a_model_large_enough_for_the_lean_path(cli, bert, tmp_p
     from onnxforge.optimizers import lean_quant
 
     monkeypatch.setattr(lean_quant, "LEAN_MIN_BYTES", 0)  # this tiny BERT stands in for a BERT-large
-    r = cli("quantize", "dynamic", bert, "-o", tmp_path / "f.onnx", "--recipe", "fused", "--bench-seconds", "0.3", "--min-speedup", "0",
+    r = cli("quantize", "dynamic", bert, "-o", tmp_path / "f.onnx", "--recipe", "fused", "--bench-seconds", "0.3",
+            "--min-speedup", "0",
             "--json")
     assert r.code == 0, r.err + r.out
     res = result(r)
@@ -99,7 +102,8 @@ def test_fused_recipe_on_a_model_large_enough_for_the_lean_path(cli, bert, tmp_p
 
 
 def test_no_attention_means_no_candidates(cli, fx, tmp_path):
-    r = cli("quantize", "dynamic", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--min-speedup", "0", "--json")
+    r = cli("quantize", "dynamic", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2",
+            "--min-speedup", "0", "--json")
     assert r.code == 0, r.err
     rec = result(r)["details"]["recipe"]
     assert rec["chosen"] == "plain" and len(rec["candidates"]) == 1
