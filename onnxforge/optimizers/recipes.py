@@ -154,15 +154,7 @@ def choose_dynamic_recipe(
     if timed:
         built, fp32_p50, load = _time(src, built, dims, inputs, bench_seconds * max(1, len(timed)), seed)
     ok = [c for c in built if c.passed and c.p50_ms is not None]
-    best = _pick(ok)
-    plain = next((c for c in ok if c.name == "plain"), None)
-    if load is not None and not load.clean and plain is not None and best is not plain:
-        # loaded rounds favour whichever candidate needs fewer CPUs: no choice is made on them
-        from onnxforge.stats import contention_line
-
-        notes.append(f"recipe: timed on a busy machine ({contention_line(load)}): kept plain int8 rather than "
-                     f"{best.name}")
-        best = plain
+    best = _unloaded_pick(ok, load, notes)
     if best is None:
         notes.append("no recipe candidate passed its checks; quantized the graph as given")
         return RecipeChoice("plain", str(plain_fp32), tuple(built), fp32_p50, tuple(notes))
@@ -170,6 +162,19 @@ def choose_dynamic_recipe(
                      for c in built)
     notes.append(f"recipe: kept {best.name} (int8 candidates, same run: {line})")
     return RecipeChoice(best.name, best.fp32_model, tuple(built), fp32_p50, tuple(notes))
+
+
+def _unloaded_pick(ok: list[Candidate], load, notes: list) -> Candidate | None:
+    """_pick, except that rounds timed on a busy machine choose nothing: they favour
+    whichever candidate needs fewer CPUs, so plain int8 is kept."""
+    best = _pick(ok)
+    plain = next((c for c in ok if c.name == "plain"), None)
+    if load is None or load.clean or plain is None or best is plain:
+        return best
+    from onnxforge.stats import contention_line
+
+    notes.append(f"recipe: timed on a busy machine ({contention_line(load)}): kept plain int8 rather than {best.name}")
+    return plain
 
 
 def _pick(ok: list[Candidate]) -> Candidate | None:
