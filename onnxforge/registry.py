@@ -15,8 +15,8 @@ from typing import Any, Callable, Literal, Optional
 
 from onnxforge.errors import UsageError
 from onnxforge.options import (Batch, Bytes, CalibrationSamples, Concurrency, Fraction, Heads, HiddenSize, LoadSeconds,
-                               MaxBatch, Names, Percent, PosFloat, PosInt, Samples, Seconds, Seed, Threads, Tolerance,
-                               Trials, option)
+                               MaxBatch, Names, NonNegFloat, Percent, PosFloat, PosInt, Samples, Seconds, Seed, Threads,
+                               Tolerance, Trials, option)
 from onnxforge.specs import (
     check_specs, check_val_ranges, is_per_output_value, is_shape_value, parse_bytes, parse_comma_list, parse_dims,
     parse_dynamic, parse_input_norms, parse_literals, parse_opsets, parse_per_output, parse_shapes, parse_val_ranges,
@@ -278,8 +278,10 @@ class QuantOptions(CheckOptions):
                                                   "off).", example=("--min-cosine", "0.995"))
     max_mismatch: Optional[Fraction] = option(None, "Budget: fraction of top-1 labels allowed to change (e.g. 0.01).",
                                               example=("--max-mismatch", "0.02"))
-    min_speedup: Optional[PosFloat] = option(None, "Budget: int8 must be at least this much faster than fp32.",
-                                             example=("--min-speedup", "1.1"))
+    min_speedup: Optional[NonNegFloat] = option(
+        None, "Budget: int8 at least this fast against fp32, timed side by side (default 1.0: never slower; 0 "
+              "turns it off; in a release no budget unless set: its latency gate decides).",
+        example=("--min-speedup", "1.1"))
     fallback: bool = option(False, "On a failed parity budget, leave the most sensitive nodes in fp32, a few more "
                                    "each trial.", flag="--fallback/--no-fallback", example=("--fallback",))
     max_trials: Trials = option(4, "Trials for --fallback.", example=("--max-trials", "6"))

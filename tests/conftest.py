@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,3 +151,20 @@ def _reports_matched_their_schemas(_check_written_reports):
     failures = list(_schema_failures)
     _schema_failures.clear()
     assert not failures, "a report breaks its JSON Schema (onnxforge/schemas/):\n" + "\n".join(failures)
+
+
+@contextlib.contextmanager
+def cpu_burner(cpu: int, count: int = 1):
+    """``count`` busy-looping processes pinned to CPU ``cpu``: a process pinned there too
+    gets a measurable part of that CPU only (the scheduler shares it out)."""
+    def pin() -> None:
+        os.sched_setaffinity(0, {cpu})
+
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=pin) for _ in range(count)]
+    try:
+        time.sleep(0.2)  # running before the timed process starts
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

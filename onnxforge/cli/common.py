@@ -183,7 +183,8 @@ def console(stderr: bool = False):
 def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True, kind: str | None = None,
          html: Path | None = None) -> None:
     """Print the result (JSON only, or a table), write --report and --html, and exit 1 on
-    a failed check."""
+    a failed check (6 when the result's status is inconclusive: no check failed, a
+    timing gate could not be decided on this loaded machine)."""
     from onnxforge import report as rep
     from onnxforge.report.tables import render
 
@@ -200,7 +201,8 @@ def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True
     else:
         render(result, console(), verbose=STATE.verbosity >= 1)
     if not passed:
-        raise typer.Exit(int(ExitCode.CHECK_FAILED))
+        inconclusive = getattr(result, "status", "") == "inconclusive"
+        raise typer.Exit(int(ExitCode.INCONCLUSIVE if inconclusive else ExitCode.CHECK_FAILED))
 
 
 class _StderrHandler(logging.StreamHandler):

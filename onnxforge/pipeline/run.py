@@ -216,6 +216,8 @@ def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Pa
         training, source, extra["weights"] = module.training, module.take(), None  # built once, weights in
         if training:
             source.train()
+    if getattr(sc.options, "min_speedup", 0.0) is None:  # quantize's own budget: the latency gate decides once
+        extra["min_speedup"] = 0.0
     opts = dataclasses.replace(sc.options, force=True, **extra)
     fn = function_of(sc.step)
     return fn(source if sc.run == "convert" else current, target, opts)
@@ -379,8 +381,25 @@ def _gates(run: _Run, acc_src) -> None:
             run.benchmark, lat = _latency_gates(cfg, run.first_onnx, run.final)
         run.bar.advance()
         run.gates = gates + lat
-    if not all(g.passed for g in run.gates):
-        run.fail(1, "gate(s) failed: " + ", ".join(g.name for g in run.gates if not g.passed))
+    _judge(run)
+
+
+def _judge(run: _Run) -> None:
+    """A failed gate fails the release (exit 1); else a timing gate the machine's load
+    left undecided makes it inconclusive (exit 6): no model ships, and no CI reads a pass."""
+    if all(g.passed for g in run.gates):
+        return
+    failed = [g.name for g in run.gates if g.status != "inconclusive" and not g.passed]
+    if failed:
+        run.fail(1, "gate(s) failed: " + ", ".join(failed))
+        return
+    from onnxforge.stats import contention_line
+
+    undecided = [g for g in run.gates if g.status == "inconclusive"]
+    why = contention_line(run.benchmark.contention) if run.benchmark and run.benchmark.contention else "see the gates"
+    run.fail(6, "gate(s) inconclusive: " + ", ".join(g.name for g in undecided), "inconclusive",
+             f"{', '.join(g.name for g in undecided)} not decided: the machine was busy ({why})",
+             "rerun when no other CPU-heavy work runs beside it, or give the gate more time ([gates.latency] seconds)")
 
 
 def _pipeline(run: _Run, config, provider: str | None = None) -> None:
@@ -555,8 +574,7 @@ def _deploy(run: _Run) -> None:
     except OnnxforgeError as exc:
         run.fail(int(exc.exit_code), f"{type(exc).__name__}: {exc.message}", "error", exc.message, exc.hint)
         return
-    if not all(g.passed for g in run.gates):
-        run.fail(1, "gate(s) failed: " + ", ".join(g.name for g in run.gates if not g.passed))
+    _judge(run)
 
 
 def _planned_gates(cfg: ReleaseConfig | None) -> tuple[str, ...]:

@@ -56,7 +56,7 @@ def test_static_qdq_keeps_digits_accuracy(cli, digits, tmp_path, kind):
     model, calib, test_npz, Xte, yte = digits[kind]
     out = tmp_path / "q.onnx"
     r = cli("quantize", "static", model, "-o", out, "--calibration", calib, "--inputs", test_npz,
-            "--max-mismatch", "0.05", "--bench-seconds", "0.5", "--json")
+            "--max-mismatch", "0.05", "--bench-seconds", "0.5", "--min-speedup", "0", "--json")
     assert r.code == 0, r.err + r.out
     res = result(r)
     fp32, int8 = accuracy(model, Xte, yte), accuracy(out, Xte, yte)
@@ -77,7 +77,7 @@ def test_dynamic_transformer_encoder(cli, tmp_path):
 
     onnxforge.convert_torch(f"{M}:encoder", tmp_path / "enc.onnx", inputs=["x:float32:batchxseqx16"])
     r = cli("quantize", "dynamic", "--allow-generated-data", tmp_path / "enc.onnx", "-o", tmp_path / "q.onnx", "--dim", "batch=2",
-            "--dim", "seq=8", "--bench-seconds", "0.5", "--json")
+            "--dim", "seq=8", "--bench-seconds", "0.5", "--min-speedup", "0", "--json")
     assert r.code == 0, r.err + r.out
     res = result(r)
     assert "MatMulInteger" in res["after"]["ops"] or "DynamicQuantizeMatMul" in res["after"]["ops"]
@@ -87,7 +87,8 @@ def test_dynamic_transformer_encoder(cli, tmp_path):
 
 def test_old_cnn_static_random_smoke(cli, light, tmp_path):
     r = cli("quantize", "static", "--allow-generated-data", light / "light_squeezenet.onnx", "-o", tmp_path / "q.onnx",
-            "--calibration", "random", "--samples", "4", "--bench-seconds", "0.3", "--min-cosine", "0", "--json")
+            "--calibration", "random", "--samples", "4", "--bench-seconds", "0.3", "--min-speedup", "0",
+            "--min-cosine", "0", "--json")
     assert r.code == 0, r.err + r.out
     res = result(r)
     assert any("smoke test" in n for n in res["notes"])
@@ -96,6 +97,7 @@ def test_old_cnn_static_random_smoke(cli, light, tmp_path):
 
 def test_external_data_model(cli, fx, tmp_path):
     r = cli("quantize", "dynamic", "--allow-generated-data", fx / "ext" / "ext.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.3",
+            "--min-speedup", "0",
             "--json", "--external-data")
     assert r.code == 0, r.err + r.out
     assert (tmp_path / "q.onnx.data").exists() or (tmp_path / "q.onnx").stat().st_size > 16000
@@ -104,16 +106,20 @@ def test_external_data_model(cli, fx, tmp_path):
 def test_budgets_and_keep_failed(cli, fx, tmp_path):
     r = cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--min-speedup", "100",
             "--bench-seconds", "0.3", "--json")
-    assert r.code == 1 and not (tmp_path / "q.onnx").exists()
     res = result(r)
-    assert res["details"]["min_speedup"] == 100 and not res["passed"]
+    # a speed budget missed fails (1) on clean rounds, or where loaded rounds prove it; else it is undecided (6)
+    sp = res["speed"]
+    assert r.code == (1 if sp["contention"]["clean"] or sp["bounds"][1] < 100 else 6), r.err
+    assert not (tmp_path / "q.onnx").exists()
+    assert res["details"]["min_speedup"] == 100 and not res["passed"] and res["status"] in ("failed", "inconclusive")
     r = cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--min-speedup", "100",
             "--bench-seconds", "0.3", "--keep-failed")
-    assert r.code == 1 and (tmp_path / "q.failed.onnx").exists()
+    assert r.code in (1, 6) and (tmp_path / "q.failed.onnx").exists()
 
 
 def test_fallback_excludes_sensitive_nodes(cli, fx, tmp_path):
-    common = ["--calibration", "random", "--samples", "8", "--bench-seconds", "0.2", "--atol", "1e-3", "--json"]
+    common = ["--calibration", "random", "--samples", "8", "--bench-seconds", "0.2", "--min-speedup", "0", "--atol",
+              "1e-3", "--json"]
     r = cli("quantize", "static", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "a.onnx", *common)
     assert r.code == 1  # int8 everywhere misses a 1e-3 budget
     r = cli("quantize", "static", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "b.onnx", *common, "--fallback", "--max-trials", "5")
@@ -162,7 +168,8 @@ def test_histogram_memory_refused(cli, fx, tmp_path):
 
 
 def test_already_quantized(cli, fx, tmp_path):
-    assert cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2").code == 0
+    assert cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2",
+               "--min-speedup", "0").code == 0
     r = cli("quantize", "dynamic", "--allow-generated-data", tmp_path / "q.onnx", "-o", tmp_path / "qq.onnx")
     assert r.code == 3 and "already quantized" in r.err
 
@@ -202,12 +209,13 @@ def test_folder_of_samples(cli, fx, tmp_path):
         (tmp_path / "cal" / str(i)).mkdir(parents=True)
         np.save(tmp_path / "cal" / str(i) / "x.npy", np.random.default_rng(i).random((2, 16), dtype=np.float32))
     r = cli("quantize", "static", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--calibration", tmp_path / "cal",
-            "--bench-seconds", "0.2", "--json")
+            "--bench-seconds", "0.2", "--min-speedup", "0", "--json")
     assert r.code == 0, r.err
 
 
 def test_int8_larger_than_fp32_says_why(cli, fx, tmp_path):
-    r = cli("quantize", "dynamic", "--allow-generated-data", fx / "tiny.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--json")
+    r = cli("quantize", "dynamic", "--allow-generated-data", fx / "tiny.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2",
+            "--min-speedup", "0", "--json")
     assert r.code == 0, r.err
     res = result(r)
     assert res["after"]["file_bytes"] > res["before"]["file_bytes"]  # 12 weights: the quantization overhead wins
@@ -236,9 +244,10 @@ def test_generated_inputs_keep_the_ranges_the_converter_recorded(cli, tmp_path):
     for extra in ([], ["--placement"]):
         r = cli("benchmark", model, "--duration", "0.2", *extra)
         assert r.code == 0, r.err
-    r = cli("quantize", "dynamic", "--allow-generated-data", model, "-o", tmp_path / "d.onnx", "--bench-seconds", "0.2")
+    r = cli("quantize", "dynamic", "--allow-generated-data", model, "-o", tmp_path / "d.onnx", "--bench-seconds", "0.2", "--min-speedup", "0")
     assert r.code == 0, r.err
-    r = cli("quantize", "static", "--allow-generated-data", model, "-o", tmp_path / "s.onnx", "--calibration", "random", "--bench-seconds", "0.2",
+    r = cli("quantize", "static", "--allow-generated-data", model, "-o", tmp_path / "s.onnx", "--calibration", "random", "--bench-seconds",
+            "0.2", "--min-speedup", "0",
             "--min-cosine", "0")
     assert r.code == 0, r.err
 
@@ -261,7 +270,8 @@ def test_a_float64_table_beside_float32_weights_does_not_block_quantization(cli,
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     helper.set_model_props(m, {"onnxforge.val_ranges": '{"idx": [0, 9]}'})
     onnx.save(m, str(model))
-    r = cli("quantize", "dynamic", "--allow-generated-data", model, "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--min-cosine", "0.9")
+    r = cli("quantize", "dynamic", "--allow-generated-data", model, "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--min-speedup", "0",
+            "--min-cosine", "0.9")
     assert r.code == 0, r.err
     assert any(n.op_type == "MatMulInteger" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
 
