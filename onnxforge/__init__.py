@@ -7,6 +7,7 @@ never imports torch, sklearn or onnxsim.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -25,12 +26,37 @@ _API = {
     "quantize_static": "onnxforge.optimizers.quantize:quantize_static",
     "release": "onnxforge.pipeline.run:release",
     "doctor": "onnxforge.environment:doctor",
+    "package": "onnxforge.serving.package:package",
+    "serve_check": "onnxforge.serving.check:serve_check",
+    "run_zoo": "onnxforge.zoo.run:run_zoo",
+    "ZooRun": "onnxforge.zoo.run:ZooRun",
 }
+
+if TYPE_CHECKING:  # what type checkers see (`X as X`: re-exported under mypy --strict); at run time
+    # __getattr__ imports each on first use
+    from onnxforge.converters.sklearn import convert_sklearn as convert_sklearn
+    from onnxforge.converters.torch import convert_torch as convert_torch
+    from onnxforge.environment import doctor as doctor
+    from onnxforge.inspection import inspect_model as inspect
+    from onnxforge.optimizers.fp16 import quantize_fp16 as quantize_fp16
+    from onnxforge.optimizers.quantize import quantize as quantize
+    from onnxforge.optimizers.quantize import quantize_dynamic as quantize_dynamic
+    from onnxforge.optimizers.quantize import quantize_static as quantize_static
+    from onnxforge.optimizers.simplify import simplify as simplify
+    from onnxforge.pipeline.run import release as release
+    from onnxforge.runners import open_runner as open_runner
+    from onnxforge.serving.check import serve_check as serve_check
+    from onnxforge.serving.package import package as package
+    from onnxforge.validators.benchmark import benchmark as benchmark
+    from onnxforge.validators.compare import compare as compare
+    from onnxforge.validators.parity import validate as validate
+    from onnxforge.zoo.run import ZooRun as ZooRun
+    from onnxforge.zoo.run import run_zoo as run_zoo
 
 __all__ = ["__version__", *_API]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     target = _API.get(name)
     if target is None:
         raise AttributeError(f"module 'onnxforge' has no attribute {name!r}")
@@ -40,5 +66,5 @@ def __getattr__(name: str):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(__all__)

@@ -1,7 +1,9 @@
 """The error tree. Every error a user can cause carries an exit code and a hint.
 
 A failed *check* is not an error: checks return reports with ``passed`` and the CLI
-turns ``passed == False`` into exit code 1. Exceptions mean the work could not be done.
+turns ``passed == False`` into exit code 1 (6 when the report's status is
+``inconclusive``: a timing gate taken on a loaded machine). Exceptions mean the work
+could not be done.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ class ExitCode(IntEnum):
     BAD_INPUT = 3
     CONVERSION_FAILED = 4
     MISSING_DEPENDENCY = 5
+    INCONCLUSIVE = 6  # a timing gate the machine's load left undecided: neither a pass nor a fail
     INTERNAL = 70
     INTERRUPTED = 130
     TERMINATED = 143  # SIGTERM, as shells report it (128 + 15)

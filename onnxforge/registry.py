@@ -15,11 +15,12 @@ from typing import Any, Callable, Literal, Optional
 
 from onnxforge.errors import UsageError
 from onnxforge.options import (Batch, Bytes, CalibrationSamples, Concurrency, Fraction, Heads, HiddenSize, LoadSeconds,
-                               MaxBatch, Names, Percent, PosFloat, PosInt, Samples, Seconds, Seed, Threads, Tolerance,
-                               Trials, option)
+                               MaxBatch, Names, NonNegFloat, Percent, PosFloat, PosInt, Samples, Seconds, Seed, Threads,
+                               Tolerance, Trials, option)
 from onnxforge.specs import (
     check_specs, check_val_ranges, is_per_output_value, is_shape_value, parse_bytes, parse_comma_list, parse_dims,
-    parse_dynamic, parse_literals, parse_opsets, parse_per_output, parse_shapes, parse_val_ranges,
+    parse_dynamic, parse_input_norms, parse_literals, parse_opsets, parse_per_output, parse_shapes, parse_val_ranges,
+    check_input_norms,
 )
 
 
@@ -32,6 +33,13 @@ def _tol(what: str, default_text: str):
 
 def _check_dynamic(items) -> None:
     parse_dynamic(items)
+
+
+def _input_norms(why: str):
+    return option({}, "Image normalisation of a float input: NAME:imagenet (or clip, half) or "
+                      f"NAME:MEAN1,MEAN2,MEAN3/STD1,STD2,STD3 (no NAME: every float input). {why}",
+                  flag="--input-norm", metavar="NAME:NORM", toml="model.input_norms", parse=parse_input_norms,
+                  check=check_input_norms, example=("--input-norm", "x:imagenet"))
 
 
 # Hugging Face tasks (Optimum's names) -> the transformers Auto class that loads them
@@ -121,6 +129,9 @@ class ConvertTorchOptions(OutputOptions):
         {}, "Random input range NAME:[LO,HI] (or [LO,HI] for all inputs).", flag="--val-range",
         metavar="NAME:[LO,HI]", toml="model.val_ranges", parse=parse_val_ranges, check=check_val_ranges,
         example=("--val-range", "x:[0,2]"))
+    input_norms: dict[str, str] = _input_norms("Recorded in the model: later checks (validate, quantize) "
+                                               "generate that input as normalised images (default: a Hugging Face "
+                                               "folder's preprocessor_config.json).")
     task: Optional[str] = option(None, "For a Hugging Face source: the task (Optimum's names: feature-extraction, "
                                        "text-classification, fill-mask, image-classification ...; default: from "
                                        "the config's architecture).", toml="model.task",
@@ -258,12 +269,19 @@ class QuantOptions(CheckOptions):
                               flag="--preprocess/--no-preprocess", example=("--no-preprocess",))
     check_samples: Samples = option(4, "Random samples for the parity check (when no --inputs).",
                                    example=("--check-samples", "8"))
+    input_norms: dict[str, str] = _input_norms("Generated check inputs of that input are normalised images "
+                                               "(default: what the converter recorded).")
+    allow_generated_data: bool = option(
+        False, "Sign an int8 verdict taken on generated inputs (without it, int8 needs --inputs, or real "
+               "--calibration data for static).", example=("--allow-generated-data",))
     min_cosine: Optional[Fraction] = option(0.99, "Budget: cosine similarity of every output to fp32 (0 turns it "
                                                   "off).", example=("--min-cosine", "0.995"))
     max_mismatch: Optional[Fraction] = option(None, "Budget: fraction of top-1 labels allowed to change (e.g. 0.01).",
                                               example=("--max-mismatch", "0.02"))
-    min_speedup: Optional[PosFloat] = option(None, "Budget: int8 must be at least this much faster than fp32.",
-                                             example=("--min-speedup", "1.1"))
+    min_speedup: Optional[NonNegFloat] = option(
+        None, "Budget: int8 at least this fast against fp32, timed side by side (default 1.0: never slower; 0 "
+              "turns it off; in a release no budget unless set: its latency gate decides).",
+        example=("--min-speedup", "1.1"))
     fallback: bool = option(False, "On a failed parity budget, leave the most sensitive nodes in fp32, a few more "
                                    "each trial.", flag="--fallback/--no-fallback", example=("--fallback",))
     max_trials: Trials = option(4, "Trials for --fallback.", example=("--max-trials", "6"))
@@ -334,7 +352,7 @@ class PackageOptions:
     target: Literal["mlflow", "mlserver", "triton"] = option(
         "mlserver", "mlserver (Seldon's server), mlflow (an MLflow model), triton (a model repository).", toml=None,
         example=("--target", "triton"))
-    name: Optional[str] = option(None, "Model name in the server (default: the release folder's or model's name).",
+    name: Optional[str] = option(None, "Model name in the server (default: the release's name, else the model file's stem).",
                                  check=_check_model_name, example=("--name", "digits"))
     provider: str = option("cpu", "Execution provider the server runs on.", check=lambda v: _check_provider(v),
                            example=("--provider", "cuda"))

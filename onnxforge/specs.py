@@ -97,7 +97,9 @@ def parse_key_values(items: Iterable[str], what: str, sep: str = "=") -> dict[st
 
 
 def parse_dims(items: Iterable[str]) -> dict[str, int]:
-    """``--dim batch=8`` -> {"batch": 8}."""
+    """``--dim batch=8`` -> {"batch": 8}. A dynamic dim with no name (skl2onnx writes
+    them) is named by position: ``--dim 0=64`` (axis 0 of every input whose axis 0 is
+    dynamic and unnamed) or ``--dim X:0=64`` (axis 0 of input X)."""
     out = {}
     for k, v in parse_key_values(items, "--dim").items():
         if not v.isdigit() or int(v) < 1:
@@ -129,6 +131,67 @@ def check_val_ranges(ranges: Mapping[str, Sequence[float]]) -> None:
     for name, (lo, hi) in ranges.items():
         if hi < lo:
             raise UsageError(f"range of {name or 'every input'} is [{lo}, {hi}]: high < low")
+
+
+# normalisation constants of the common image pipelines (torchvision's and Hugging Face's
+# ImageNet defaults; OpenAI CLIP's; the "[-1, 1]" of many ViT checkpoints)
+NORM_PRESETS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+_NORM_NAMES = {"imagenet": "ImageNet", "clip": "CLIP", "half": "[-1, 1]"}
+
+
+def input_norm(spec, where: str = "--input-norm") -> dict:
+    """One input's normalisation, {"mean": [...], "std": [...], "label": ...}, from a
+    preset name (``imagenet``, ``clip``, ``half``), ``M1,M2,M3/S1,S2,S3`` or a dict of the
+    same keys (recorded metadata). Generated values are (U[0, 1) - mean) / std per channel."""
+    import math
+
+    hint = ("write NAME:imagenet (or clip, half) or NAME:MEAN1,MEAN2,MEAN3/STD1,STD2,STD3, "
+            "e.g. pixel_values:0.5,0.5,0.5/0.25,0.25,0.25")
+    if isinstance(spec, Mapping):
+        mean, std, label = spec.get("mean"), spec.get("std"), str(spec.get("label") or "")
+    elif str(spec).strip().lower() in NORM_PRESETS:
+        key = str(spec).strip().lower()
+        (mean, std), label = NORM_PRESETS[key], _NORM_NAMES[key]
+    else:
+        m_text, slash, s_text = str(spec).partition("/")
+        try:
+            mean, std = [float(v) for v in m_text.split(",")], [float(v) for v in s_text.split(",")]
+        except ValueError:
+            mean = std = None
+        if not slash:
+            mean = None
+        label = ""
+    try:
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    except (TypeError, ValueError):
+        raise UsageError(f"bad {where} {spec!r}", hint=hint) from None
+    if not mean or len(mean) != len(std) or not all(map(math.isfinite, mean + std)) or min(std) <= 0:
+        raise UsageError(f"bad {where} {spec!r}: {len(mean)} mean(s), {len(std)} std(s)" if len(mean) != len(std)
+                         else f"bad {where} {spec!r}: finite means and positive stds are needed", hint=hint)
+    label = label or next((_NORM_NAMES[k] for k, (m, sd) in NORM_PRESETS.items()
+                           if all(abs(a - b) < 1e-3 for a, b in zip(mean + std, m + sd)) and len(mean) == len(m)), "")
+    return {"mean": list(mean), "std": list(std), "label": label}
+
+
+def parse_input_norms(items: Iterable[str]) -> dict[str, str]:
+    """``--input-norm pixel_values:imagenet`` or ``x:0.5,0.5,0.5/0.25,0.25,0.25``; a bare
+    value applies to every float input (key ""), as ``--val-range`` does. The spec text is
+    kept (it is what a TOML says); input_norm() reads it."""
+    out = {}
+    for item in items:
+        name, _, spec = item.rpartition(":")
+        input_norm(spec, "--input-norm" + (f" for {name}" if name else ""))
+        out[name] = spec
+    return out
+
+
+def check_input_norms(norms: Mapping[str, object]) -> None:
+    for name, spec in norms.items():
+        input_norm(spec, f"input norm of {name or 'every input'}")
 
 
 def parse_per_output(items: Iterable[str], what: str = "--atol"):
@@ -261,11 +324,13 @@ def resolve_shape(spec: TensorSpec, dims: Mapping[str, int] | None = None, defau
     """
     dims = dims or {}
     out = []
-    for d in spec.shape:
+    for i, d in enumerate(spec.shape):
         if isinstance(d, int):
             out.append(d)
         elif d is not None and d in dims:
             out.append(dims[d])
+        elif d is None and (f"{spec.name}:{i}" in dims or str(i) in dims):
+            out.append(dims.get(f"{spec.name}:{i}", dims.get(str(i))))
         elif default is not None:
             out.append(default)
         else:
@@ -277,10 +342,26 @@ def check_dims(dims: Mapping[str, int] | None, specs: Sequence[TensorSpec], what
     """A value for a dim the model does not have is a mistake (the user believes they
     tested it): refuse it, naming the dims that exist."""
     known = sorted({d for s in specs for d in s.shape if isinstance(d, str)})
-    unknown = sorted(set(dims or {}) - set(known))
+    unnamed = _unnamed_dims(specs)
+    unknown = sorted(set(dims or {}) - set(known) - set(unnamed))
     if unknown:
+        by_pos = sorted({k for k in unnamed if ":" not in k})
+        pos = (f"; its unnamed dynamic dims go by position: {', '.join(f'{k}=N' for k in by_pos)} (that axis of "
+               f"every input where it is unnamed) or {', '.join(f'{k}=N' for k in unnamed if ':' in k)}") if unnamed else ""
         raise UsageError(f"{what} {', '.join(unknown)}: the model has no such dim",
-                         hint=f"its symbolic dims are: {', '.join(known) or 'none (every dim is fixed)'}")
+                         hint=f"its symbolic dims are: {', '.join(known) or 'none'}{pos}"
+                         + ("" if known or unnamed else " (every dim is fixed)"))
+
+
+def _unnamed_dims(specs: Sequence[TensorSpec]) -> list[str]:
+    """The --dim keys of dynamic dims without a name: "INPUT:AXIS" and "AXIS"."""
+    keys = [f"{s.name}:{i}" for s in specs for i, d in enumerate(s.shape) if d is None]
+    return [*dict.fromkeys(k.rsplit(":", 1)[1] for k in keys), *keys]
+
+
+def dim_keys(specs: Sequence[TensorSpec]) -> set[str]:
+    """Every key --dim may name for these inputs: symbolic names and unnamed dims' positions."""
+    return {d for s in specs for d in s.shape if isinstance(d, str)} | set(_unnamed_dims(specs))
 
 
 def check_allocatable(shapes: Mapping[str, tuple], dtypes: Mapping[str, str]) -> None:
@@ -339,17 +420,21 @@ def generate_inputs(
     seed: int = 0,
     dims: Mapping[str, int] | None = None,
     val_ranges: Mapping[str, tuple[float, float]] | None = None,
+    norms: Mapping[str, object] | None = None,
     default_dim: int = 1,
 ) -> dict:
     """Seeded random inputs. Floats ~ U(lo, hi) (default [0, 1)), ints in [lo, hi]
     (default [0, 10]: safe as indices into small embeddings), bools fair coins. A 2-D
     integer or bool input named like a padding mask (``attention_mask``, ``*_mask``)
     with no range of its own is one: ones, later rows padded with trailing zeros, never
-    an all-zero row (random 0..10 "masks" masked whole rows, where frameworks differ)."""
+    an all-zero row (random 0..10 "masks" masked whole rows, where frameworks differ).
+    A float input with a norm (``norms``: input_norm() specs by name, "" for all) is a
+    normalised image: (U(lo, hi) - mean) / std along its channel axis (1, else the last)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     val_ranges = val_ranges or {}
+    norms = norms or {}
     shapes = {s.name: resolve_shape(s, dims, default_dim) for s in specs}
     check_allocatable(shapes, {s.name: s.dtype for s in specs})
     out = {}
@@ -368,9 +453,54 @@ def generate_inputs(
             arr = rng.integers(int(lo), int(hi), size=shape, endpoint=True).astype(dt)
         else:
             lo, hi = lo_hi or (0.0, 1.0)
-            arr = (lo + (hi - lo) * rng.random(shape, dtype=np.float64)).astype(dt)
+            arr = lo + (hi - lo) * rng.random(shape, dtype=np.float64)
+            norm = norms.get(s.name, norms.get(""))
+            arr = (_normalise(arr, input_norm(norm), s.name) if norm is not None else arr).astype(dt)
         out[s.name] = arr
     return out
+
+
+def _normalise(arr, norm: Mapping, name: str):
+    import numpy as np
+
+    mean, std = np.asarray(norm["mean"]), np.asarray(norm["std"])
+    if mean.size == 1:
+        return (arr - mean[0]) / std[0]
+    axes = [a for a in (1, arr.ndim - 1) if 0 <= a < arr.ndim and arr.shape[a] == mean.size]  # NCHW, else NHWC
+    if not axes:
+        raise UsageError(f"input {name} {list(arr.shape)} has no axis of {mean.size} channels for its "
+                         f"{mean.size} normalisation means", hint="give as many means and stds as the input has "
+                                                                   "channels (axis 1, or the last axis)")
+    where = [1] * arr.ndim
+    where[axes[0]] = mean.size
+    return (arr - mean.reshape(where)) / std.reshape(where)
+
+
+def describe_generated(specs: Sequence[TensorSpec], *, seed: int = 0, val_ranges: Mapping | None = None,
+                       norms: Mapping | None = None) -> str:
+    """How generate_inputs made its float inputs, in words: what a verdict on them says."""
+    val_ranges, norms = val_ranges or {}, norms or {}
+    parts = []
+    for s in specs:
+        if s.dtype not in ("float16", "float32", "float64", "bfloat16"):
+            continue
+        norm = norms.get(s.name, norms.get(""))
+        lo, hi = val_ranges.get(s.name, val_ranges.get("", (0.0, 1.0)))
+        noise = f"uniform [{lo:g},{hi:g}) noise"
+        if norm is not None:
+            n = input_norm(norm)
+            noise = (f"{n['label']}-normalised images" if n["label"] else "images normalised with mean " +
+                     ",".join(f"{v:g}" for v in n["mean"]) + ", std " + ",".join(f"{v:g}" for v in n["std"]))
+            noise += f" from [{lo:g},{hi:g})" if (lo, hi) != (0.0, 1.0) else ""
+        parts.append((s.name, noise))
+    kinds = {p[1] for p in parts}
+    if not parts:
+        body = "within the model's input ranges" if val_ranges else "random values"
+    elif len(kinds) == 1:
+        body = parts[0][1]
+    else:
+        body = "; ".join(f"{n}: {k}" for n, k in parts)
+    return f"generated ({body}, seed {seed})"
 
 
 # ----------------------------------------------------------------------------- loading

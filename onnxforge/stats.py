@@ -81,3 +81,41 @@ def sparkline(counts: Sequence[int]) -> str:
     blocks = " ▁▂▃▄▅▆▇█"
     top = max(counts) if counts else 0
     return "".join(blocks[min(8, math.ceil(8 * c / top))] if top else " " for c in counts)
+
+
+# ----------------------------------------------------------------------------- CPU contention
+# A timing round is only evidence when the timed process had the CPUs it asked for.
+# Each window of rounds (at least WINDOW_S, so /proc/stat's 10 ms ticks resolve it) is
+# contaminated when the CPUs left by other work are fewer than MIN_FREE of the threads
+# the rows use, or, single-threaded, when the process itself ran less than MIN_FREE of
+# the wall time (that measure is exact; with several threads a quiet run need not use
+# them all, so only the other load is judged). A run shorter than WINDOW_S is judged on
+# the process's CPU time alone. 0.85: /proc/stat's tick sampling is
+# within about 0.1 CPU over 0.25 s, and a 15% slice of lost CPU is what turned the
+# README's release gate from 1.3x to 0.98x.
+
+WINDOW_S = 0.25
+MIN_FREE = 0.85
+EXTEND = 3  # clean rounds are sought for at most this many times the timing budget
+
+
+def contaminated(wall: float, ours: float, busy: float | None, cpus: int, threads: int) -> bool:
+    """Whether a window of ``wall`` seconds, in which this process ran ``ours`` CPU
+    seconds and its ``cpus`` CPUs were busy ``busy`` seconds (None: unknown), left the
+    timed rows less than they asked for."""
+    if wall <= 0:
+        return False
+    if threads == 1 and ours / wall < MIN_FREE:
+        return True
+    if busy is None or wall < WINDOW_S:  # a few ticks: /proc/stat cannot tell load from rounding
+        return False
+    others = max(0.0, busy - ours) / wall
+    return cpus - others < MIN_FREE * threads
+
+
+def contention_line(c) -> str:
+    """A Contention in words: what the timed process got, and what was thrown away."""
+    what = (f"got {c.cpu_share:.0%} of {c.threads} CPU{'s' if c.threads != 1 else ''}"
+            + (f" (other load {c.other_load:.1f} CPUs on its {c.cpus})" if c.judged == "proc" else "")
+            + f" over {c.rounds} rounds; {c.discarded} rounds discarded")
+    return what + ("" if c.clean else f"; too few clean rounds in {EXTEND}x the budget")

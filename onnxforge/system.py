@@ -26,6 +26,25 @@ def affinity_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def busy_seconds(cpus) -> float | None:
+    """Seconds the CPUs ``cpus`` (ids) have been busy since boot, from /proc/stat: user,
+    nice, system, irq, softirq and steal (time a hypervisor gave another guest is time
+    this one did not get); None where /proc/stat is not readable. Counted in clock
+    ticks (10 ms each, USER_HZ), so a caller compares readings a few hundred ms apart."""
+    want = {f"cpu{c}" for c in cpus}
+    try:
+        with open("/proc/stat") as f:
+            lines = [ln.split() for ln in f if ln.startswith("cpu")]
+    except OSError:
+        return None
+    ticks = 0
+    for parts in lines:
+        if parts[0] in want:
+            v = [int(x) for x in parts[1:9]] + [0] * (8 - len(parts[1:9]))
+            ticks += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]  # user nice system (idle iowait) irq softirq steal
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def cgroup_cpu_limit(root: str | os.PathLike | None = None) -> float | None:
     """The cgroup's CPU quota in CPUs (v2 cpu.max, v1 cfs_quota_us / cfs_period_us), or None."""
     base = cgroup_root(root)

@@ -62,6 +62,8 @@ class OutputDiff:
     # of them); the first bin [0, smallest nonzero error) holds the exact matches
     error_histogram: tuple[int, ...] = ()
     error_edges: tuple[float, ...] = ()
+    mismatches: int | None = None  # labels: how many differ (ties included)
+    ties: int = 0  # labels that differ where the reference's top-2 scores tie (not failures)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class ParityReport:
     problems: tuple[str, ...] = ()  # structural failures: missing outputs, shape mismatches
     localized: Localization | None = None  # first diverging node (--localize)
     notes: tuple[str, ...] = ()  # e.g. outputs paired by position
+    # where the inputs came from: {"source": "given" | "saved" | "generated", "how": "..."}
+    data: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,7 @@ class BenchmarkResult:
     histogram_edges: tuple[float, ...] = ()  # ms, len(histogram) + 1 bin edges
     latencies_ms: tuple[float, ...] = ()  # raw, only with --save-latencies
     sha256: str = ""
+    cpu_ms: tuple[float, float] = (0.0, 0.0)  # p50, p99 of the process's CPU time per call (every thread's)
 
 
 @dataclass(frozen=True)
@@ -135,12 +140,15 @@ class Comparison:
     against: str
     speedup: float
     ci95: tuple[float, float]
+    bounds: tuple[float, float] | None = None  # on loaded rounds: what they prove of the quiet speed-up (gates.settle)
 
 
 @dataclass(frozen=True)
 class GateResult:
     """One gate's verdict. ``value`` and ``limit`` are those of the criterion that
-    decided (the failing one, or the binding one when all passed)."""
+    decided (the failing one, or the binding one when all passed). ``status`` is
+    passed, failed or inconclusive (a timing gate the machine's load left undecided:
+    ``passed`` is False then, so no reader takes it for a pass)."""
 
     name: str  # "max_p50_ms", "min_speedup", "baseline", "parity:convert", "accuracy" ...
     passed: bool
@@ -149,6 +157,28 @@ class GateResult:
     message: str
     kind: str = ""  # latency | speedup | baseline | parity | accuracy
     model: str = ""  # the model the gate judged
+    status: str = ""  # passed | failed | inconclusive; empty: from ``passed``
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            object.__setattr__(self, "status", "passed" if self.passed else "failed")
+
+@dataclass(frozen=True)
+class Contention:
+    """The CPU a timing loop got, measured per window of rounds (benchmark.py): this
+    process's CPU time against wall x threads, and the other load on its CPUs
+    (/proc/stat, steal included). Rounds of a contaminated window are discarded and
+    more are taken; ``clean`` says whether enough clean rounds were had in the budget."""
+
+    cpus: int  # CPUs in the affinity mask
+    threads: int  # intra-op threads the rows use (at most ``cpus``)
+    rounds: int  # timed rounds in all
+    discarded: int  # rounds of contaminated windows
+    cpu_share: float  # this process's CPU time / (wall x threads), over all rounds
+    other_load: float  # CPUs busy with other work (and steal) on ours, mean over all rounds
+    seconds: float  # wall time of the timed rounds
+    clean: bool  # enough clean rounds: the figures are those of the clean rounds
+    judged: str = "proc"  # proc (/proc/stat and process CPU), process (CPU time only), none (not a CPU provider)
 
 
 @dataclass(frozen=True)
@@ -159,6 +189,12 @@ class BenchmarkReport:
     passed: bool
     environment: Mapping[str, object]
     notes: tuple[str, ...] = ()
+    contention: Contention | None = None
+    status: str = ""  # passed | failed | inconclusive; empty: from ``passed``
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            object.__setattr__(self, "status", "passed" if self.passed else "failed")
 
 
 @dataclass(frozen=True)
@@ -214,6 +250,8 @@ class SpeedCheck:
     speedup: float
     ci95: tuple[float, float]
     iterations: int
+    contention: Contention | None = None
+    bounds: tuple[float, float] | None = None  # on loaded rounds: what they prove of the quiet speed-up
 
 
 @dataclass(frozen=True)
@@ -251,6 +289,11 @@ class StepResult:
     trials: tuple[QuantTrial, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    status: str = ""  # passed | failed | inconclusive (quantize's speed budget on a loaded machine)
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            object.__setattr__(self, "status", "passed" if self.passed else "failed")
 
 
 @dataclass(frozen=True)
@@ -294,3 +337,4 @@ class ReleaseReport:
     raised_at: int | None = None  # the index of the step that raised, if one did
     packages: tuple = ()  # serving.PackageResult per [package] target
     serve_check: Any = None  # serving.ServeCheckReport, with [serve_check]
+    name: str = ""  # the release's name (its config folder's): packages and report titles carry it

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,3 +97,74 @@ def default_sigint() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# ----------------------------------------------------------------------------- schemas
+
+SCHEMA_OF = {"report.json": "report", "zoo-report.json": "zoo-report"}
+_schema_failures: list[str] = []
+
+
+def schema_errors(name: str, doc) -> list[str]:
+    """What in ``doc`` breaks the published schema ``name`` (onnxforge/schemas/)."""
+    import json
+
+    import jsonschema
+
+    from onnxforge.jsonschemas import FOLDER, file_name
+
+    cache = schema_errors.__dict__.setdefault("validators", {})
+    if name not in cache:
+        cache[name] = jsonschema.Draft202012Validator(json.loads((FOLDER / file_name(name)).read_text()))
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message[:300]}"
+            for e in cache[name].iter_errors(doc)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _check_written_reports():
+    """Every report.json and zoo-report.json onnxforge writes in the test process
+    (releases and zoos run through the `cli` fixture or the library) is checked against
+    its published JSON Schema as it is written; _reports_matched_their_schemas fails
+    the test that wrote one that does not match. A check never stops the write: the
+    code under test runs as it would."""
+    import json
+
+    import onnxforge.fileio as fileio
+
+    write = fileio.atomic_write_text
+
+    def checked(target, text: str) -> None:
+        name = SCHEMA_OF.get(Path(target).name)
+        if name is not None:
+            errors = schema_errors(name, json.loads(text))
+            _schema_failures.extend(f"{target}: {e}" for e in errors[:5])
+        write(target, text)
+
+    fileio.atomic_write_text = checked
+    yield
+    fileio.atomic_write_text = write
+
+
+@pytest.fixture(autouse=True)
+def _reports_matched_their_schemas(_check_written_reports):
+    yield
+    failures = list(_schema_failures)
+    _schema_failures.clear()
+    assert not failures, "a report breaks its JSON Schema (onnxforge/schemas/):\n" + "\n".join(failures)
+
+
+@contextlib.contextmanager
+def cpu_burner(cpu: int, count: int = 1):
+    """``count`` busy-looping processes pinned to CPU ``cpu``: a process pinned there too
+    gets a measurable part of that CPU only (the scheduler shares it out)."""
+    def pin() -> None:
+        os.sched_setaffinity(0, {cpu})
+
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=pin) for _ in range(count)]
+    try:
+        time.sleep(0.2)  # running before the timed process starts
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

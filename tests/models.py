@@ -394,3 +394,21 @@ def data_dependent():
             return x * 3.0
 
     return Branchy()
+
+
+def knn_integer():
+    """k-NN on integer features: many rows have their 5th and 6th neighbours equidistant."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 8, size=(540, 4)).astype(np.float64)
+    y = (X.sum(1) + rng.integers(0, 3, 540) > 15).astype(int)
+    return KNeighborsClassifier(5).fit(X, y)
+
+
+def boundary_logreg():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    return LogisticRegression().fit(X, (X[:, 0] + 0.3 * X[:, 1] > 0.1).astype(int))

@@ -39,7 +39,8 @@ def test_no_import_cycles():
     lead back from B to A."""
     import grimp
 
-    g = grimp.build_graph("onnxforge")
+    # __init__.py's `if TYPE_CHECKING:` imports never run: they show mypy the lazy exports
+    g = grimp.build_graph("onnxforge", exclude_type_checking_imports=True)
     cycles = []
     for a in sorted(g.modules):
         for b in sorted(g.find_modules_directly_imported_by(a)):

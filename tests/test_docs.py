@@ -5,8 +5,9 @@ validated, the generated pages equal what the code writes now, and every link la
   sub-commands); the README's tour runs for real on the bundled fixtures.
 - ``toml``: a release config loads through the release's own loader (in a copy of the
   example's folder, so its files exist); a zoo file through the zoo's.
-- ``yaml``: parses, and every ``onnxforge`` line in its ``run:`` steps parses as above.
-- ``python``: compiles (the README's "From Python" example also runs: test_api).
+- ``yaml``: a GitHub or GitLab job that works in a user's repository on a read-only
+  token, and every ``onnxforge`` line in its ``run:`` steps parses as above.
+- ``python``: compiles (the README's "From Python" block also runs: test_readme_python.py).
 """
 
 from __future__ import annotations
@@ -140,19 +141,39 @@ def test_every_toml_block_loads(where, text, tmp_path):
 YAMLS = blocks("yaml")
 
 
+def _installs_from_checkout(line: str) -> bool:
+    """`pip install -e .` or `-c constraints.txt`: only onnxforge's own checkout has them."""
+    return "pip install" in line and bool(re.search(r"(-e\s+\S*\.|constraints\.txt)", line))
+
+
 @pytest.mark.parametrize("where, text", [(f"{f}:{n}", t) for f, n, t in YAMLS], ids=[f"{f}:{n}" for f, n, _ in YAMLS])
-def test_every_yaml_block_is_a_workflow(where, text, tmp_path):
+def test_every_yaml_block_works_in_a_users_repository(where, text, tmp_path):
+    """A CI example runs in the user's own repository on a default (read-only) token:
+    no install from onnxforge's checkout, and a junit publisher with the permission it
+    needs (annotate-only for forks)."""
     import yaml
 
     doc = yaml.safe_load(text)
+    assert isinstance(doc, dict), where
+    assert not [line for line in text.splitlines() if _installs_from_checkout(line)], \
+        f"{where}: installs onnxforge from its own checkout; a user's repository has neither"
     if "jobs" not in doc:  # GitLab CI: jobs at the top, each with a script
         assert all(isinstance(job.get("script"), list) for job in doc.values()), f"{where}: a GitLab job lacks script"
         return
+    top = doc.get("permissions", {})
     for name, job in doc["jobs"].items():
-        assert "runs-on" in job and job.get("steps"), f"{where}: job {name} lacks runs-on or steps"
+        assert "runs-on" in job and isinstance(job.get("steps"), list), f"{where}: job {name} lacks runs-on or steps"
+        perms = job.get("permissions", top)
         for step in job["steps"]:
-            assert ("uses" in step) != ("run" in step), f"{where}: job {name}: a step needs uses or run"
-    if shutil.which("actionlint"):  # the real linter where installed (the dev extra brings it)
+            assert ("uses" in step) != ("run" in step), f"{where}: job {name}: a step needs uses or run: {step}"
+            if str(step.get("uses", "")).startswith("mikepenz/action-junit-report"):
+                assert perms.get("checks") == "write", \
+                    f"{where}: job {name}: action-junit-report needs permissions: checks: write"
+                assert "annotate_only" in step.get("with", {}), \
+                    f"{where}: job {name}: a fork's read-only token needs annotate_only"
+        for expr in re.findall(r"\$\{\{(.*?)\}\}", yaml.safe_dump(job)):
+            assert expr.count("(") == expr.count(")"), f"{where}: {expr}"
+    if shutil.which("actionlint"):  # the real linter where installed (its pip wheel downloads it from GitHub)
         whole = text if ("on" in doc or True in doc) else "on: push\n" + text  # YAML reads `on:` as True
         (tmp_path / "w.yml").write_text(whole)
         r = subprocess.run(["actionlint", "-shellcheck=", str(tmp_path / "w.yml")], capture_output=True, text=True)

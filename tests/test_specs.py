@@ -161,3 +161,48 @@ def test_parse_dynamic_one_or_several_axes():
 def test_parse_dynamic_refuses(bad):
     with pytest.raises(UsageError, match="bad --dynamic"):
         parse_dynamic([bad])
+
+
+def test_generated_images_are_normalised_per_channel():
+    """#24: with a norm, a float input is (U[0,1) - mean) / std along its channel axis
+    (axis 1, else the last), not [0, 1) noise; a preset and explicit constants agree."""
+    from onnxforge.specs import input_norm
+
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    specs = [TensorSpec("pixel_values", "float32", (16, 3, 32, 32)), TensorSpec("nhwc", "float32", (16, 32, 32, 3)),
+             TensorSpec("ids", "int64", (2, 4))]
+    a = generate_inputs(specs, seed=0, norms={"pixel_values": "imagenet", "nhwc": "0.485,0.456,0.406/0.229,0.224,0.225"})
+    for arr, axes in ((a["pixel_values"], (0, 2, 3)), (a["nhwc"], (0, 1, 2))):
+        assert arr.dtype == np.float32
+        np.testing.assert_allclose(arr.mean(axis=axes), (0.5 - mean) / std, atol=0.02)
+        np.testing.assert_allclose(arr.std(axis=axes), np.sqrt(1 / 12) / std, rtol=0.02)
+    assert a["ids"].min() >= 0 and a["ids"].max() <= 10  # ints untouched
+    # a raw range (--val-range) is what gets normalised: [0, 255] pixels with 0-255 constants
+    b = generate_inputs(specs[:1], val_ranges={"pixel_values": (0, 255)}, norms={"": "127.5,127.5,127.5/50,50,50"})
+    np.testing.assert_allclose(b["pixel_values"].mean(axis=(0, 2, 3)), 0.0, atol=0.05)
+    assert input_norm("imagenet")["label"] == "ImageNet"
+    assert input_norm({"mean": [0.5] * 3, "std": [0.5] * 3})["label"] == "[-1, 1]"  # recorded constants named
+
+
+@pytest.mark.parametrize("bad", ["x:imagenett", "x:0.5,0.5/0.2", "x:0.5/0", "x:0.5/nan", "x:0.5,0.5"])
+def test_input_norm_grammar_is_checked(bad):
+    from onnxforge.specs import parse_input_norms
+
+    with pytest.raises(UsageError) as e:
+        parse_input_norms([bad])
+    assert "--input-norm for x" in e.value.message and "imagenet" in e.value.hint
+
+
+def test_input_norm_without_a_channel_axis_is_refused():
+    with pytest.raises(UsageError, match="no axis of 3 channels"):
+        generate_inputs([TensorSpec("x", "float32", (2, 4))], norms={"x": "imagenet"})
+
+
+def test_describe_generated_says_how():
+    from onnxforge.specs import describe_generated
+
+    specs = [TensorSpec("pixel_values", "float32", (1, 3, 4, 4))]
+    assert describe_generated(specs) == "generated (uniform [0,1) noise, seed 0)"
+    assert describe_generated(specs, seed=3, norms={"pixel_values": "imagenet"}) == \
+        "generated (ImageNet-normalised images, seed 3)"
+    assert "images normalised with mean 0.1,0.2,0.3, std 1,2,3" in describe_generated(specs, norms={"": "0.1,0.2,0.3/1,2,3"})

@@ -45,6 +45,8 @@ COMMANDS = {
     "doctor": ("onnxforge.cli.doctor:doctor_cmd", "Show versions, the onnxruntime build, which execution providers "
                                                   "initialise, CPU and ISA, container limits, GPUs, and which extras "
                                                   "are installed."),
+    "schema": ("onnxforge.cli.schema:schema_cmd", "Print the JSON Schema of release.toml, zoo.toml, report.json or "
+                                                  "zoo-report.json (stdout holds only the schema)."),
     "zoo": ("onnxforge.cli.zoo:app", "Release many models at once (locally in parallel, on Ray, or as a CI matrix), "
                                      "with one verdict."),
 }

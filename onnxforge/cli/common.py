@@ -69,6 +69,12 @@ ValRangeOpt = Annotated[
     Optional[list[str]],
     typer.Option("--val-range", help="Random input range NAME:[LO,HI] (or [LO,HI] for all).", metavar="NAME:[LO,HI]"),
 ]
+InputNormOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--input-norm", help="Generate a float input as normalised images: NAME:imagenet (or clip, half) or "
+                                      "NAME:MEAN1,MEAN2,MEAN3/STD1,STD2,STD3 (no NAME: every float input; default: "
+                                      "what the model recorded).", metavar="NAME:NORM"),
+]
 # Counts take their maximum from options.LIMITS (one table for every command and TOML key).
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for generated inputs.", min=0, max=LIMITS["seed"])]
 SamplesOpt = Annotated[int, typer.Option("--samples", help="Number of random input samples.", min=1,
@@ -177,7 +183,8 @@ def console(stderr: bool = False):
 def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True, kind: str | None = None,
          html: Path | None = None) -> None:
     """Print the result (JSON only, or a table), write --report and --html, and exit 1 on
-    a failed check."""
+    a failed check (6 when the result's status is inconclusive: no check failed, a
+    timing gate could not be decided on this loaded machine)."""
     from onnxforge import report as rep
     from onnxforge.report.tables import render
 
@@ -194,7 +201,8 @@ def emit(result: Any, *, as_json: bool, report: Path | None, passed: bool = True
     else:
         render(result, console(), verbose=STATE.verbosity >= 1)
     if not passed:
-        raise typer.Exit(int(ExitCode.CHECK_FAILED))
+        inconclusive = getattr(result, "status", "") == "inconclusive"
+        raise typer.Exit(int(ExitCode.INCONCLUSIVE if inconclusive else ExitCode.CHECK_FAILED))
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -7,7 +7,7 @@ import typer
 
 from onnxforge.cli.common import (
     AtolOpt, DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, RtolOpt, SamplesOpt, SeedOpt,
-    ThreadsOpt, TrustPickleOpt, ValRangeOpt, check_outputs, complete_choices, emit, number, wants_json,
+    ThreadsOpt, TrustPickleOpt, ValRangeOpt, InputNormOpt, check_outputs, complete_choices, emit, number, wants_json,
 )
 from onnxforge.options import LIMITS
 from onnxforge.runtime import PROVIDERS
@@ -24,6 +24,7 @@ def validate_cmd(
     seed: SeedOpt = 0,
     dim: DimOpt = None,
     val_range: ValRangeOpt = None,
+    input_norm: InputNormOpt = None,
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
     check_stat: Annotated[str, typer.Option("--check-stat", "--check-error-stat", help="Statistic that must be within tolerance: elementwise (elemwise), max, mean, median, p99.", metavar="STAT")] = "elementwise",
@@ -47,7 +48,7 @@ def validate_cmd(
 ) -> None:
     """Compare two models' outputs on the same inputs; exit 1 when they differ past tolerance."""
     from onnxforge.progress import task as progress
-    from onnxforge.specs import parse_dims, parse_key_values, parse_per_output, parse_val_ranges
+    from onnxforge.specs import parse_dims, parse_input_norms, parse_key_values, parse_per_output, parse_val_ranges
     from onnxforge.validators.compare import make_tolerance
     from onnxforge.validators.parity import validate
 
@@ -61,6 +62,7 @@ def validate_cmd(
             reference, candidate,
             inputs=str(inputs) if inputs else None, samples=samples, seed=seed,
             dims=parse_dims(dim or []), val_ranges=parse_val_ranges(val_range or []),
+            input_norms=parse_input_norms(input_norm or []),
             provider=provider, ref_provider=ref_provider,
             tolerance=make_tolerance(parse_per_output(atol or [], "--atol"), parse_per_output(rtol or [], "--rtol")),
             check_stat=check_stat, min_cosine=min_cosine, min_agreement=min_agreement, task=task, top_k=top_k,

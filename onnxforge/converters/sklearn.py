@@ -199,13 +199,16 @@ def _skl2onnx_options(est, o: ConvertSklearnOptions) -> tuple[dict, Any]:
             opts.setdefault(type(e), {})["zipmap"] = o.zipmap
     if o.options:
         opts.setdefault(type(final_estimator(est)), {}).update(o.options)
+    from skl2onnx import get_latest_tested_opset_version
+
     opset: Any = o.target_opset
     if isinstance(opset, dict):
         opset = {("" if k in ("ai.onnx", "") else k): v for k, v in opset.items()}
+        # skl2onnx's converters need the main opset as soon as any domain is given
+        # ("op_version must be specified"): --opset ai.onnx.ml=3 alone means skl2onnx's default main one
+        opset.setdefault("", get_latest_tested_opset_version())
     if _register_boosting(est):
         # onnxmltools' tree converters emit ai.onnx.ml 3 nodes; skl2onnx must be told
-        from skl2onnx import get_latest_tested_opset_version
-
         main = opset.get("") if isinstance(opset, dict) else opset
         opset = {"": main or get_latest_tested_opset_version(), "ai.onnx.ml": 3}
     return opts, opset
@@ -236,7 +239,8 @@ def convert_sklearn(source: Any, output: str | Path, options: ConvertSklearnOpti
                             hint="give a sample with the training columns")
     if data is None:
         data = generate_inputs(specs, seed=o.seed, dims={}, default_dim=200, val_ranges={"": (-3.0, 3.0)})
-    onx = _convert(est, specs, o)
+    onx = _convert(est, specs, o, notes)
+    opsets = _used_opsets(onx)
     if not o.zipmap and any(out.type.HasField("sequence_type") for out in onx.graph.output):
         notes.append("an output is still a ZipMap sequence (the estimator's converter ignores zipmap=False)")
     from onnxforge.artifacts import finish, save_scratch
@@ -248,24 +252,65 @@ def convert_sklearn(source: Any, output: str | Path, options: ConvertSklearnOpti
             notes.append("parity check skipped (--no-check)")
         return finish(tmp / target.name, target, step="convert:sklearn", passed=all(c.passed for c in checks),
                       options=o, lineage=("convert:sklearn",), checks=checks, notes=notes,
+                      metadata={"onnxforge.target_opset": ",".join(f"{k}={v}" for k, v in opsets.items())},
                       details={"estimator": type(est).__name__, "inputs": [str(s) for s in specs],
                                "outputs": [out.name for out in onx.graph.output], "zipmap": o.zipmap,
-                               "double": o.double, "rows_checked": int(len(next(iter(data.values()))))})
+                               "double": o.double, "opsets": opsets, "rows_checked": int(len(next(iter(data.values()))))})
 
 
-def _convert(est, specs, o: ConvertSklearnOptions):
-    from skl2onnx import convert_sklearn as _skl_convert
-
+def _convert(est, specs, o: ConvertSklearnOptions, notes: list):
+    """skl2onnx's model, with the opsets it was written for. When the user named no
+    ai.onnx.ml opset and skl2onnx's default one is past what it can write for the
+    estimator (IsolationForest's LabelEncoder: ai.onnx.ml 4 > 3), convert again with the
+    highest it names; an ai.onnx.ml opset the user gave stays theirs (the error names the
+    pair that works)."""
     opts, opset = _skl2onnx_options(est, o)
     try:
-        with _numpy_scalar_attributes():
-            onx = _skl_convert(est, initial_types=_initial_types(specs, o.double), options=opts or None,
-                               target_opset=opset)
+        onx = _skl2onnx(est, specs, o, opts, opset)
     except Exception as exc:
-        raise _conversion_error(est, exc) from None
+        ml = _ml_opset_wanted(exc)
+        if ml is None:
+            raise _conversion_error(est, exc) from None
+        pair = {"": _main_opset(opset), "ai.onnx.ml": ml}
+        user_ml = isinstance(o.target_opset, dict) and "ai.onnx.ml" in o.target_opset
+        try:
+            onx = _skl2onnx(est, specs, o, opts, pair)
+        except Exception:
+            raise _conversion_error(est, exc) from None
+        if user_ml:
+            raise _conversion_error(est, exc, works=pair) from None
+        notes.append(f"opsets ai.onnx {pair['']} + ai.onnx.ml {ml}: skl2onnx cannot write {type(est).__name__} "
+                     f"for its default ai.onnx.ml opset, {ml} is the highest it can")
     onx.doc_string = ""
     onx.graph.name = type(est).__name__  # skl2onnx names the graph with a random uuid: reruns must match
     return onx
+
+
+def _skl2onnx(est, specs, o: ConvertSklearnOptions, opts: dict, opset):
+    from skl2onnx import convert_sklearn as _skl_convert
+
+    with _numpy_scalar_attributes():
+        return _skl_convert(est, initial_types=_initial_types(specs, o.double), options=opts or None,
+                            target_opset=opset)
+
+
+def _ml_opset_wanted(exc: Exception) -> int | None:
+    """The ai.onnx.ml opset skl2onnx asks for when a converter wrote a newer one than it
+    supports (skl2onnx's _update_domain_version: "You need to specify
+    target_opset={'ai.onnx.ml': 3}")."""
+    m = re.search(r"target_opset=\{'ai\.onnx\.ml': (\d+)\}", str(exc))
+    return int(m.group(1)) if m else None
+
+
+def _main_opset(opset) -> int:
+    from skl2onnx import get_latest_tested_opset_version
+
+    main = opset.get("") if isinstance(opset, dict) else opset
+    return main or get_latest_tested_opset_version()
+
+
+def _used_opsets(onx) -> dict[str, int]:
+    return {(op.domain or "ai.onnx"): op.version for op in onx.opset_import}
 
 
 @contextlib.contextmanager
@@ -292,7 +337,7 @@ def _numpy_scalar_attributes():
         helper.make_attribute = original
 
 
-def _conversion_error(est, exc: Exception) -> ConversionError:
+def _conversion_error(est, exc: Exception, works: Mapping[str, int] | None = None) -> ConversionError:
     text = str(exc)
     m = re.search(r"type '?<class '([\w.]+)'>", text)
     if type(exc).__name__ in ("MissingShapeCalculator", "MissingConverter") or "Unable to find a shape calculator" in text:
@@ -306,8 +351,12 @@ def _conversion_error(est, exc: Exception) -> ConversionError:
             "replace the step or register a custom converter",
         )
     m = re.search(r"target_opset=\{'([\w.]+)': (\d+)\}", text)
-    hint = (f"pass --target-opset {m.group(1)}={m.group(2)} (with the main opset: --target-opset 17)" if m
-            else "try --target-opset, --double, or --option KEY=VALUE for the estimator")
+    if works:
+        hint = f"it converts with --opset {works['']} --opset ai.onnx.ml={works['ai.onnx.ml']} (or drop --opset ai.onnx.ml)"
+    elif m:
+        hint = f"pass --opset {'' if m.group(1) == '' else m.group(1) + '='}{m.group(2)}"
+    else:
+        hint = "try --opset, --double, or --option KEY=VALUE for the estimator"
     return ConversionError(f"skl2onnx failed on {type(est).__name__}: {first_line(exc)}", hint=hint)
 
 
@@ -332,12 +381,81 @@ def _parity(est, model_path: Path, data: Mapping[str, Any], specs, o: ConvertSkl
         raise ConversionError(f"the converted model does not load in onnxruntime ({exc.message.split('(', 1)[-1].rstrip(')')})",
                               hint=hint) from None
     ref = sklearn_runner(est, [s.name for s in specs], cand.outputs)
-    rep = validate(ref, cand, input_samples=[dict(data)], tolerance=make_tolerance(o.atol, o.rtol))
-    bad = ", ".join(x.name for x in rep.outputs if not x.passed)
-    if bad and _has_trees(est) and not o.double:
-        f64 = any(getattr(v, "dtype", None) is not None and v.dtype == "float64" for v in data.values())
-        hint = (f"{bad} differ: the ONNX model reads float32, and float32 rounding flips tree thresholds"
-                + (" (the sample holds float64 values; check with the float32 data the model will get)" if f64 else "")
-                + "; fit the model on float32 data (X.astype('float32')) or convert with --double (regressors)")
-        rep = replace(rep, problems=rep.problems + (hint,))
-    return rep
+    made = {"source": "generated", "how": f"generated (uniform [-3,3) rows, seed {o.seed})"} if o.sample is None else \
+        {"source": "given", "how": f"the sample {o.sample if isinstance(o.sample, (str, Path)) else 'given'}"}
+    rep = validate(ref, cand, input_samples=[dict(data)], tolerance=make_tolerance(o.atol, o.rtol), data=made)
+    if rep.passed:
+        return rep
+    why = _neighbour_ties(est, cand, data, rep) or _tree_jumps(est, specs, data, rep, o)
+    return replace(rep, problems=rep.problems + (why,)) if why else rep
+
+
+def _neighbour_ties(est, cand, data: Mapping[str, Any], rep: ParityReport) -> str:
+    """A nearest-neighbours model whose labels differ on rows where the k-th and (k+1)-th
+    training points are equidistant (integer features make such ties common): which of
+    them counts is arbitrary, and ONNX's TopK picks another than scikit-learn."""
+    import numpy as np
+
+    final = final_estimator(est)
+    k = getattr(final, "n_neighbors", None)
+    if not hasattr(final, "kneighbors") or not isinstance(k, int) or len(data) != 1:
+        return ""
+    X = next(iter(data.values()))
+    Xt = est[:-1].transform(X) if hasattr(est, "steps") and len(est.steps) > 1 else X
+    dist, _ = final.kneighbors(np.asarray(Xt, dtype=np.float64), n_neighbors=min(k + 1, final.n_samples_fit_))
+    if dist.shape[1] <= k:
+        return ""
+    tied = np.isclose(dist[:, k - 1], dist[:, k], rtol=1e-12, atol=0)
+    label = next((d for d in rep.outputs if d.mismatches), None)
+    if label is None:
+        return ""
+    ref = np.asarray(est.predict(X)).reshape(-1)
+    from onnxforge.validators.compare import labels_equal
+    from onnxforge.validators.parity import cast_floats
+
+    got = np.asarray(cand(cast_floats(data, cand.inputs))[label.name]).reshape(-1)
+    differ = ~labels_equal(ref, got)
+    on_ties = int((differ & tied).sum())
+    if not on_ties or on_ties < differ.sum():
+        return ""
+    return (f"{on_ties} of {ref.size} labels differ on rows where the source's scores tie (the {k}th and {k + 1}th "
+            f"nearest training points are equidistant on {int(tied.sum())} rows, so which one votes is arbitrary; "
+            "the probabilities differ on those rows too): this is expected, not a wrong model. Check on rows "
+            "without exact distance ties (continuous features), where both pick the same neighbours")
+
+
+def _tree_jumps(est, specs, data: Mapping[str, Any], rep: ParityReport, o: ConvertSklearnOptions) -> str:
+    """A tree model whose float outputs are off on few rows by a jump (the rest agree):
+    a value near a split threshold lands on the other side once the ONNX model reads it
+    as float32 (thresholds are float32 there too)."""
+    if o.double or not _has_trees(est):
+        return ""
+    bad = [d for d in rep.outputs if not d.passed]
+    if not bad:
+        return ""
+    floats = [d for d in bad if d.mismatches is None]
+    if any(d.mismatch_fraction > 0.1 for d in floats):
+        return ""  # drift on many rows: not threshold rounding
+    worst = max((d.max_abs for d in floats), default=0.0)
+    f64 = any(getattr(v, "dtype", None) is not None and v.dtype == "float64" for v in data.values())
+    fix = ("convert with --double (this estimator converts and runs in double precision)" if _double_runs(est, specs, o)
+           else "fit the model on float32 data (X.astype('float32')): every threshold is then a float32 value "
+           "(--double does not help: onnxruntime has no double kernel for this estimator's outputs)")
+    return (f"{', '.join(d.name for d in bad)} differ on few rows by a jump"
+            + (f" (max error {worst:.3g})" if floats else "") + ": float32 threshold rounding in tree splits "
+            "— the ONNX model reads float32, so a value near a split threshold falls on the other side"
+            + (" (the sample holds float64 values; check with the float32 data the model will get)" if f64 else "")
+            + f"; {fix}")
+
+
+def _double_runs(est, specs, o: ConvertSklearnOptions) -> bool:
+    """Whether --double would help: skl2onnx converts the estimator for double inputs and
+    onnxruntime loads the result (it has no double kernel for most tree ensembles)."""
+    import onnxruntime as ort
+
+    try:
+        onx = _convert(est, specs, replace(o, double=True), [])
+        ort.InferenceSession(onx.SerializeToString(), providers=["CPUExecutionProvider"])
+        return True
+    except Exception:
+        return False

@@ -87,7 +87,8 @@ def _example(loaded, o: ConvertTorchOptions, dyn: dict) -> Example:
                 if isinstance(d, str):
                     dyn.setdefault(s.name, {}).setdefault(axis, d)
         dims = {label: EXAMPLE_DIM for axes in dyn.values() for label in axes.values()}
-        arrays = generate_inputs(specs, seed=o.seed, dims=dims, default_dim=EXAMPLE_DIM, val_ranges=o.val_ranges)
+        arrays = generate_inputs(specs, seed=o.seed, dims=dims, default_dim=EXAMPLE_DIM, val_ranges=o.val_ranges,
+                                 norms=o.input_norms)
         return _tensors_by_name(arrays, loaded, o.input_names)
     if loaded.example_args is not None:
         args = tuple(loaded.example_args)
@@ -108,11 +109,12 @@ def _check_dynamic(dyn: dict, ex: Example) -> None:
                 raise UsageError(f"--dynamic {n}:{axis}: input {n} has rank {rank}")
 
 
-def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict]:
-    """(the loaded source, its dynamic axes, its input value ranges). A Hugging Face
-    folder or hf:ID brings its own inputs, axes and ranges (runners/hf.py); --dynamic
-    and --val-range override them name by name."""
-    from onnxforge.runners.hf import hf_val_ranges, is_hf_source, load_hf
+def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict, dict]:
+    """(the loaded source, its dynamic axes, its input value ranges, its input norms). A
+    Hugging Face folder or hf:ID brings its own inputs, axes, ranges and norms (its
+    image processor's; runners/hf.py); --dynamic, --val-range and --input-norm override
+    them name by name."""
+    from onnxforge.runners.hf import hf_input_norms, hf_val_ranges, is_hf_source, load_hf
     from onnxforge.runners.sources import LoadedTorch, load_torch
     from onnxforge.specs import parse_dynamic
 
@@ -120,17 +122,24 @@ def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict]
     if is_hf_source(source):
         import torch
 
-        m = load_hf(str(source), task=o.task, allow_download=o.allow_download)
+        given = bool(o.inputs) or o.example_inputs is not None
+        m = load_hf(str(source), task=o.task, allow_download=o.allow_download, inputs_given=given)
         notes.append(f"Hugging Face {type(m.module).__name__} (task {m.task}): {'; '.join(m.notes)}")
         kw = {k: torch.from_numpy(v) for k, v in m.examples.items()}
-        return (LoadedTorch(m.module, "huggingface", (), None, kw), {**m.dynamic, **dyn},
-                {**{k: v for k, v in hf_val_ranges(m.module.config).items() if k in m.names}, **o.val_ranges})
+        norms, pixel_ranges = hf_input_norms(source, m.names, o.allow_download)
+        if norms:
+            notes.append("checks generate pixel_values as the image processor makes them (preprocessor_config.json: "
+                         "image_mean, image_std, rescale_factor); recorded in the model")
+        ranges = {**pixel_ranges, **{k: v for k, v in hf_val_ranges(m.module.config).items() if k in m.names}}
+        # --input specs name their own dynamic axes (symbolic dims); the folder's apply to its own inputs
+        return (LoadedTorch(m.module, "huggingface", (), None, kw), {**({} if given else m.dynamic), **dyn},
+                {**ranges, **o.val_ranges}, {**norms, **o.input_norms})
     loaded = load_torch(source, weights=o.weights, trust_pickle=o.trust_pickle, notes=notes)
     if getattr(loaded.module, "training", False) and loaded.kind != "export":
         notes.append("the model was in training mode; exported in eval mode (dropout off, BatchNorm running stats)")
     if hasattr(loaded.module, "eval") and loaded.kind != "export":
         loaded.module.eval()
-    return loaded, dyn, dict(o.val_ranges)
+    return loaded, dyn, dict(o.val_ranges), dict(o.input_norms)
 
 
 def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions | None = None, /,
@@ -150,9 +159,9 @@ def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions 
     target = check_output_path(output, force=o.force, inputs=(source if isinstance(source, (str, Path)) else None,
                                                               o.weights, o.example_inputs))
     notes: list[str] = []
-    loaded, dyn, ranges = _load(source, o, notes)
-    if ranges != o.val_ranges:
-        o = replace(o, val_ranges=ranges)
+    loaded, dyn, ranges, norms = _load(source, o, notes)
+    if ranges != o.val_ranges or norms != o.input_norms:
+        o = replace(o, val_ranges=ranges, input_norms=norms)
     ex = _example(loaded, o, dyn)
     empty = [n for n, t in zip(ex.names, ex.tensors) if t.numel() == 0]
     if empty:
@@ -226,16 +235,40 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
         checks: list[ParityReport] = []
         if o.check:
             checks = _parity_checks(module, tmp_model, ex, dyn, out_names, make_tolerance(o.atol, o.rtol), o.seed,
-                                    loaded.keyword, o.val_ranges, reference)
+                                    loaded.keyword, o.val_ranges, reference, _example_data(loaded, o))
         else:
             notes.append("parity check skipped (--no-check)")
-        ranges = {"onnxforge.val_ranges": json.dumps(o.val_ranges)} if o.val_ranges else {}
         return finish(tmp_model, target, step="convert:torch", passed=all(c.passed for c in checks), options=o,
-                      lineage=("convert:torch",), checks=checks, notes=notes, metadata=ranges,
+                      lineage=("convert:torch",), checks=checks, notes=notes, metadata=_recorded_inputs(o),
                       details={"exporter": used, "source_kind": loaded.kind, "inputs": list(ex.names),
                                "outputs": out_names,
                                "dynamic": {k: {str(a): v for a, v in ax.items()} for k, ax in dyn.items()},
                                "weight_bytes": weight_bytes})
+
+
+def _example_data(loaded, o: ConvertTorchOptions) -> dict:
+    """Where the example inputs came from, as every check states it (ParityReport.data)."""
+    from onnxforge.specs import describe_generated, parse_spec
+
+    if o.example_inputs is not None:
+        return {"source": "given", "how": f"example inputs {o.example_inputs}"}
+    if o.inputs:
+        return {"source": "generated", "how": describe_generated([parse_spec(s) for s in o.inputs], seed=o.seed,
+                                                                  val_ranges=o.val_ranges, norms=o.input_norms)}
+    if loaded.kind == "huggingface":
+        return {"source": "generated", "how": "generated (example inputs from the model's config)"}
+    return {"source": "saved", "how": "the program's own example inputs"}
+
+
+def _recorded_inputs(o: ConvertTorchOptions) -> dict:
+    """What later checks need to generate valid, realistic inputs, as metadata_props:
+    value ranges (a mask stays a mask) and image normalisations."""
+    from onnxforge.specs import input_norm
+
+    out = {"onnxforge.val_ranges": json.dumps(o.val_ranges)} if o.val_ranges else {}
+    if o.input_norms:
+        out["onnxforge.input_norms"] = json.dumps({k: input_norm(v) for k, v in o.input_norms.items()})
+    return out
 
 
 def role_names(inputs) -> dict[str, str]:
@@ -441,7 +474,7 @@ def _dynamic_shapes(torch, ex: Example, dyn):
     return {**dict(zip(ex.names, positional)), **{n: axes(n) for n in ex.kwargs}}
 
 
-def _check(ref, cand, feeds: dict, tol, label: str) -> ParityReport:
+def _check(ref, cand, feeds: dict, tol, label: str, data: dict | None = None) -> ParityReport:
     """One parity check of the ONNX model against torch outputs on ``feeds``: the
     module runs first (its failure is the user's), then the ONNX model (its failure is
     a failed check, reported)."""
@@ -451,7 +484,7 @@ def _check(ref, cand, feeds: dict, tol, label: str) -> ParityReport:
     torch_out = ref(feeds)
     saved = Runner(label="torch", kind="saved", outputs=tuple(torch_out), saved_outputs=(torch_out,))
     try:
-        rep = validate(saved, cand, input_samples=[feeds], tolerance=tol)
+        rep = validate(saved, cand, input_samples=[feeds], tolerance=tol, data=data)
     except BadInputError as exc:
         return ParityReport("torch", f"onnx ({label})", 1, (), False, problems=(f"{label}: {exc.message}",))
     from dataclasses import replace
@@ -460,7 +493,7 @@ def _check(ref, cand, feeds: dict, tol, label: str) -> ParityReport:
 
 
 def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, seed, keyword,
-                   ranges, reference=None) -> list[ParityReport]:
+                   ranges, reference=None, example_data=None) -> list[ParityReport]:
     """Parity on the example inputs, then once per dynamic label at a second size.
     ``reference`` makes the reference runner when it is not the exported module."""
     import numpy as np
@@ -472,7 +505,7 @@ def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, s
     ref = reference() if reference else torch_runner(module, out_names, keyword=keyword)
     cand = onnx_runner(model_path, "cpu", label="onnx")
     base = {n: contiguous(to_numpy(t)) for n, t in zip(ex.names, ex.tensors)}
-    reports = [_check(ref, cand, base, tol, "example inputs")]
+    reports = [_check(ref, cand, base, tol, "example inputs", example_data)]
     rng = np.random.default_rng(seed + 1)
     for label in sorted({l for axes in dyn.values() for l in axes.values()}):
         where = [(n, a) for n, axes in dyn.items() for a, l in axes.items() if l == label]
@@ -491,7 +524,9 @@ def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, s
             valid = ranges.get(n, ranges.get(""))
             mask = valid is None and looks_like_mask(n, shape, arr.dtype)
             feeds[n] = padding_mask(tuple(shape)).astype(arr.dtype) if mask else _resample(arr, tuple(shape), rng, valid)
-        rep = _check(ref, cand, feeds, tol, f"{label}={feeds[where[0][0]].shape[where[0][1]]}")
+        size = f"{label}={feeds[where[0][0]].shape[where[0][1]]}"
+        rep = _check(ref, cand, feeds, tol, size, {"source": "generated", "how": f"generated (uniform within each "
+                                                   f"example input's range, at {size}, seed {seed + 1})"})
         if not rep.passed and not rep.outputs:
             rep = ParityReport(rep.reference, rep.candidate, 1, (), False, problems=tuple(
                 p + f" — the exporter may have baked dynamic axis {label} in as a constant" for p in rep.problems))

@@ -24,7 +24,8 @@ log = logging.getLogger("onnxforge")
 
 
 def iter_samples(data: str | Path, specs: Sequence[TensorSpec], *, samples: int | None, seed: int = 0,
-                 dims: Mapping[str, int] | None = None, val_ranges: Mapping | None = None) -> tuple[int, Iterator[dict]]:
+                 dims: Mapping[str, int] | None = None, val_ranges: Mapping | None = None,
+                 norms: Mapping | None = None) -> tuple[int, Iterator[dict]]:
     """(number of samples, iterator over them). Every sample is checked against the
     model's inputs (names, dtype, rank, fixed dims) and for NaN/Inf before it is used."""
     import numpy as np
@@ -34,7 +35,8 @@ def iter_samples(data: str | Path, specs: Sequence[TensorSpec], *, samples: int 
     names = [s.name for s in specs]
     if str(data) == "random":
         n = samples or 32
-        return n, (generate_inputs(specs, seed=seed + i, dims=dims, val_ranges=val_ranges) for i in range(n))
+        return n, (generate_inputs(specs, seed=seed + i, dims=dims, val_ranges=val_ranges, norms=norms)
+                   for i in range(n))
     p = Path(data)
     if not p.exists():
         raise BadInputError(f"calibration data not found: {p}", hint="give a .npz, a folder of samples, or 'random'")

@@ -150,11 +150,11 @@ def choose_dynamic_recipe(
                 built[i] = _replace(c, passed=False, note=f"min cosine {c.min_cosine:.6f} is more than {MAX_COSINE_DROP} "
                                                          f"below plain int8's {ref.min_cosine:.6f}")
     timed = [c for c in built if c.passed]
-    fp32_p50 = None
+    fp32_p50, load = None, None
     if timed:
-        built, fp32_p50 = _time(src, built, dims, inputs, bench_seconds * max(1, len(timed)), seed)
+        built, fp32_p50, load = _time(src, built, dims, inputs, bench_seconds * max(1, len(timed)), seed)
     ok = [c for c in built if c.passed and c.p50_ms is not None]
-    best = _pick(ok)
+    best = _unloaded_pick(ok, load, notes)
     if best is None:
         notes.append("no recipe candidate passed its checks; quantized the graph as given")
         return RecipeChoice("plain", str(plain_fp32), tuple(built), fp32_p50, tuple(notes))
@@ -162,6 +162,19 @@ def choose_dynamic_recipe(
                      for c in built)
     notes.append(f"recipe: kept {best.name} (int8 candidates, same run: {line})")
     return RecipeChoice(best.name, best.fp32_model, tuple(built), fp32_p50, tuple(notes))
+
+
+def _unloaded_pick(ok: list[Candidate], load, notes: list) -> Candidate | None:
+    """_pick, except that rounds timed on a busy machine choose nothing: they favour
+    whichever candidate needs fewer CPUs, so plain int8 is kept."""
+    best = _pick(ok)
+    plain = next((c for c in ok if c.name == "plain"), None)
+    if load is None or load.clean or plain is None or best is plain:
+        return best
+    from onnxforge.stats import contention_line
+
+    notes.append(f"recipe: timed on a busy machine ({contention_line(load)}): kept plain int8 rather than {best.name}")
+    return plain
 
 
 def _pick(ok: list[Candidate]) -> Candidate | None:
@@ -285,16 +298,17 @@ def _check_samples(src, alt: Candidate | None, dims, inputs, samples, seed, mask
     """The step's check inputs (its --inputs, or seeded random ones) plus padded-mask
     samples for every input the attention rewrite reads as a mask."""
     from onnxforge.optimizers.attention import padded_mask_inputs
-    from onnxforge.runners.onnx import inputs_and_ranges
+    from onnxforge.runners.onnx import input_norms_of, inputs_and_ranges
     from onnxforge.specs import generate_inputs, load_samples
 
     specs, ranges = inputs_and_ranges(src)
+    norms = None if inputs else input_norms_of(src)
     sym = {d for s in specs for d in s.shape if isinstance(d, str)}
     d = {**{k: 2 for k in sym}, **dict(dims or {})}
     if inputs:
         feeds = load_samples(inputs, names=[s.name for s in specs])
     else:
-        feeds = [generate_inputs(specs, seed=seed + i, dims=d, val_ranges=ranges) for i in range(samples)]
+        feeds = [generate_inputs(specs, seed=seed + i, dims=d, val_ranges=ranges, norms=norms) for i in range(samples)]
     masks = tuple(mask_inputs) or tuple((alt.details.get("mask_inputs") if alt else ()) or ())
     if masks:
         pd = {**{k: max(v, 3) for k, v in d.items()}}  # room for rows with different padding
@@ -356,7 +370,7 @@ def _time(src: Path, built: list[Candidate], dims, inputs, seconds: float, seed:
         out.append(_replace(c, p50_ms=round(float(np.median(ms)), 4), speedup=round(s[0], 4),
                             ci95=(round(s[1], 4), round(s[2], 4)),
                             vs_plain=tuple(round(v, 4) for v in vs) if vs else None))
-    return out, round(float(np.median(lat[0])), 4)
+    return out, round(float(np.median(lat[0])), 4), rep.contention
 
 
 def paired_speedup(ref_ms, other_ms, seed: int = 0) -> tuple[float, float, float]:

@@ -168,7 +168,7 @@ def _source(model: dict, base: Path) -> str:
 def _model_keys(framework: str) -> dict[str, str]:
     """[model] key -> the convert option it sets, for this framework."""
     if framework == "onnx":
-        return {"val_ranges": "val_ranges"}
+        return {"val_ranges": "val_ranges", "input_norms": "input_norms"}
     cls = STEPS[f"convert.{framework}"].options
     return {place[1]: f.name for f, o in fields_of(cls) if (place := toml_place(f, o)) and place[0] == "model"}
 
@@ -207,16 +207,78 @@ def _step(i: int, table, framework: str, model: dict, data: dict, base: Path) ->
     opts = validate_options(step.options, values, where, keys=names)
     if run == "quantize.static" and not opts.calibration:
         raise UsageError(f"{where}: quantize.static needs data.calibration", hint='add [data] calibration = "calib.npz"')
+    if run in ("quantize.dynamic", "quantize.static"):
+        from dataclasses import replace
+
+        from onnxforge.optimizers.quantize import refuse_generated_data
+
+        # the step checks on data.validation when there is one (pipeline/run.py)
+        keys = {"inputs": '[data] validation = "val.npz"', "calibration": '[data] calibration = "calib.npz"',
+                "allow_generated_data": f"{where}.allow_generated_data = true"}
+        try:
+            refuse_generated_data(replace(opts, inputs=data.get("validation")), run.split(".")[1], flag=keys.get)
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc.message}", hint=exc.hint) from None
     sp = validate_options(StepParity, _table(f"{where}.parity", parity), f"{where}.parity") if parity is not None else None
     return StepConfig(run=run, step=step, options=opts, parity=sp)
 
 
-def load_config(path: str | os.PathLike) -> ReleaseConfig:
-    """Parse and validate a release.toml (see the module docstring)."""
+DICT_CONFIG = "<dict>"  # ReleaseConfig.path of a config given as data
+
+
+@dataclass(frozen=True)
+class ConfigData:
+    """A release config given as data (the tables ``tomllib`` would read from the file),
+    with the folder its relative paths resolve against."""
+
+    tables: Mapping[str, Any]
+    base_dir: Path
+
+    @classmethod
+    def of(cls, tables: Mapping[str, Any], base_dir: str | os.PathLike | None = None) -> ConfigData:
+        base = Path(base_dir if base_dir is not None else ".").resolve()  # resolved now: a later chdir moves nothing
+        if not base.is_dir():
+            raise BadInputError(f"base_dir {base} is not a folder", hint="relative paths in the config resolve there")
+        return cls(_plain(tables), base)
+
+
+def _plain(value: Any) -> Any:
+    """A config given as data, as TOML would have read it: tables as dicts, a Path as
+    its string (Python callers pass them), nothing shared with the caller's objects."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def release_name(config: str | os.PathLike) -> str:
+    """A release's name: its config's folder name when the file is release.toml (one
+    folder per model), else the file's stem (digits.toml). Packages, report titles and
+    the zoo's folders are named with it."""
+    if str(config) == DICT_CONFIG:  # a config given as data has no file to be named after
+        return "release"
+    p = Path(config)
+    return p.resolve().parent.name if p.name == "release.toml" else p.stem
+
+
+def load_config(config: str | os.PathLike | Mapping[str, Any] | ConfigData,
+                base_dir: str | os.PathLike | None = None) -> ReleaseConfig:
+    """Parse and validate a release.toml (see the module docstring), or the same tables
+    given as data (a dict): its relative paths are then relative to ``base_dir``, by
+    default the current directory."""
     from onnxforge.fileio import load_toml
 
-    p, cfg = load_toml(path, "release config")
-    base = p.parent.resolve()
+    if isinstance(config, Mapping):
+        config = ConfigData.of(config, base_dir)
+    elif base_dir is not None:
+        raise UsageError("base_dir is for a config given as data (a dict)",
+                         hint="paths in a release.toml are relative to the file")
+    if isinstance(config, ConfigData):
+        p, cfg, base = Path(DICT_CONFIG), _plain(config.tables), config.base_dir
+    else:
+        p, cfg = load_toml(config, "release config")
+        base = p.parent.resolve()
     for k in cfg:
         if k not in SECTIONS:
             raise UsageError(f"unknown section [{k}]", hint=suggest(k, SECTIONS))

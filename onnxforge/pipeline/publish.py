@@ -23,7 +23,7 @@ from pathlib import Path
 
 from onnxforge.errors import BadInputError
 
-from onnxforge.pipeline.config import ReleaseConfig
+from onnxforge.pipeline.config import DICT_CONFIG, ConfigData, ReleaseConfig
 from onnxforge.types import ReleaseReport
 
 
@@ -190,11 +190,18 @@ def rebase(obj, old: Path, new: Path):
 
 
 def input_hashes(cfg: ReleaseConfig | None, config) -> dict:
+    import hashlib
+
     from onnxforge.fileio import sha256_file
 
+    if isinstance(config, ConfigData):  # no file: the hash of the data, as canonical JSON
+        text = json.dumps(config.tables, sort_keys=True, default=str).encode()
+        own = {f"config:{DICT_CONFIG}": hashlib.sha256(text).hexdigest()}
+    else:
+        own = {f"config:{Path(config).name}": sha256_file(config)} if Path(config).is_file() else {}
     if cfg is None:
-        return {f"config:{Path(config).name}": sha256_file(config)} if Path(config).is_file() else {}
-    files = {"config": cfg.path}
+        return own
+    files = {}
     head = cfg.source if Path(cfg.source).is_file() else cfg.source.rpartition(":")[0]  # a file, or a factory's file
     if Path(head).is_file():
         files["source"] = head
@@ -205,7 +212,7 @@ def input_hashes(cfg: ReleaseConfig | None, config) -> dict:
         v = getattr(cfg.data, k)
         if v and Path(v).is_file():
             files[k] = v
-    return {f"{k}:{Path(v).name}": sha256_file(v) for k, v in files.items()}
+    return {**own, **{f"{k}:{Path(v).name}": sha256_file(v) for k, v in files.items()}}
 
 
 def publish(final: Path, out: Path, cfg: ReleaseConfig, steps, inputs_sha, vers) -> dict:

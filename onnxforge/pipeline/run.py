@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from onnxforge.errors import BadInputError, OnnxforgeError, Terminated, UsageError
 from onnxforge.progress import task
-from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config, with_provider
+from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config, release_name, with_provider
 from onnxforge.runners import Runner
 from onnxforge.types import GateResult, LedgerRow, ReleaseReport, StepResult, Tolerance
 
@@ -216,6 +216,8 @@ def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Pa
         training, source, extra["weights"] = module.training, module.take(), None  # built once, weights in
         if training:
             source.train()
+    if getattr(sc.options, "min_speedup", 0.0) is None:  # quantize's own budget: the latency gate decides once
+        extra["min_speedup"] = 0.0
     opts = dataclasses.replace(sc.options, force=True, **extra)
     fn = function_of(sc.step)
     return fn(source if sc.run == "convert" else current, target, opts)
@@ -254,14 +256,15 @@ def _or(v, default):
 def _generated_feeds(cfg: ReleaseConfig, model_path) -> dict:
     """Inputs for the ledger when there is no data.validation: seeded, at 2 for every
     symbolic dim, within the model's val_ranges (a BERT mask stays a mask)."""
-    from onnxforge.runners.onnx import inputs_and_ranges
+    from onnxforge.runners.onnx import input_norms_of, inputs_and_ranges
     from onnxforge.specs import generate_inputs
 
     specs, recorded = inputs_and_ranges(model_path)
     # the ranges convert recorded (a Hugging Face model's vocabulary and mask), then the config's own
     ranges = {**(recorded or {}), **{k: tuple(v) for k, v in cfg.model.get("val_ranges", {}).items()}}
+    norms = {**(input_norms_of(model_path) or {}), **cfg.model.get("input_norms", {})}
     return generate_inputs(specs, seed=0, dims={d: 2 for s in specs for d in s.shape if isinstance(d, str)},
-                           val_ranges=ranges)
+                           val_ranges=ranges, norms=norms)
 
 
 @dataclass
@@ -270,6 +273,7 @@ class _Run:
 
     stage: Path
     out: Path | None = None
+    name: str = ""  # the release's name (release_name): packages and report titles
     cfg: ReleaseConfig | None = None
     steps: list = field(default_factory=list)
     ledger: list = field(default_factory=list)
@@ -377,8 +381,25 @@ def _gates(run: _Run, acc_src) -> None:
             run.benchmark, lat = _latency_gates(cfg, run.first_onnx, run.final)
         run.bar.advance()
         run.gates = gates + lat
-    if not all(g.passed for g in run.gates):
-        run.fail(1, "gate(s) failed: " + ", ".join(g.name for g in run.gates if not g.passed))
+    _judge(run)
+
+
+def _judge(run: _Run) -> None:
+    """A failed gate fails the release (exit 1); else a timing gate the machine's load
+    left undecided makes it inconclusive (exit 6): no model ships, and no CI reads a pass."""
+    if all(g.passed for g in run.gates):
+        return
+    failed = [g.name for g in run.gates if g.status != "inconclusive" and not g.passed]
+    if failed:
+        run.fail(1, "gate(s) failed: " + ", ".join(failed))
+        return
+    from onnxforge.stats import contention_line
+
+    undecided = [g for g in run.gates if g.status == "inconclusive"]
+    why = contention_line(run.benchmark.contention) if run.benchmark and run.benchmark.contention else "see the gates"
+    run.fail(6, "gate(s) inconclusive: " + ", ".join(g.name for g in undecided), "inconclusive",
+             f"{', '.join(g.name for g in undecided)} not decided: the machine was busy ({why})",
+             "rerun when no other CPU-heavy work runs beside it, or give the gate more time ([gates.latency] seconds)")
 
 
 def _pipeline(run: _Run, config, provider: str | None = None) -> None:
@@ -412,16 +433,25 @@ def _phases(cfg: ReleaseConfig) -> int:
             + (cfg.serve_check is not None))
 
 
-def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out", *, keep_steps: bool = True,
-            force: bool = False, provider: str | None = None) -> ReleaseReport:
+def release(config: str | os.PathLike | Mapping[str, Any], out_dir: str | os.PathLike = "release-out", *,
+            keep_steps: bool = True, force: bool = False, provider: str | None = None,
+            base_dir: str | os.PathLike | None = None) -> ReleaseReport:
     """Run the pipeline a release.toml describes; see the module docstring. Every exit
     — a failed gate, a bad config, an error, an internal error, Ctrl-C or SIGTERM —
     writes the reports; the release is built in a scratch folder beside OUT_DIR and
     moved in at the end (publish.py), so OUT_DIR never mixes two releases.
+    ``config``: the file, or its tables as data (a dict), whose relative paths resolve
+    against ``base_dir`` (default: the current directory).
     ``provider`` replaces the latency gate's provider (a zoo target's)."""
     from onnxforge.fileio import folder_lock
+    from onnxforge.pipeline.config import ConfigData
     from onnxforge.pipeline.publish import check_inputs_kept, check_out_dir, planned_files
 
+    if isinstance(config, Mapping):
+        config = ConfigData.of(config, base_dir)
+    elif base_dir is not None:
+        raise UsageError("base_dir is for a config given as data (a dict)",
+                         hint="paths in a release.toml are relative to the file")
     t_start = time.perf_counter()
     out = Path(out_dir)
     with folder_lock(out):  # before any check: two releases into one OUT_DIR, the second fails at once
@@ -430,6 +460,15 @@ def release(config: str | os.PathLike, out_dir: str | os.PathLike = "release-out
             check_inputs_kept(out, release_inputs(cfg, config))
         check_out_dir(out, force, planned_files(cfg, keep_steps))
         return _release(out, config, keep_steps, provider, t_start)
+
+
+def _name(config, out: Path) -> str:
+    """The release's name (its config's: see release_name), usable as a folder name;
+    the output folder's when the config is not a file."""
+    from onnxforge.serving.package import safe_model_name
+
+    raw = release_name(config) if isinstance(config, (str, os.PathLike)) and str(config) else ""
+    return safe_model_name(raw or out.resolve().name)
 
 
 def _config_or_none(config) -> ReleaseConfig | None:
@@ -445,7 +484,7 @@ def _release(out: Path, config, keep_steps: bool, provider: str | None, t_start:
     from onnxforge.pipeline.publish import stage_dir
 
     with stage_dir(out) as stage, task("release") as bar:
-        run = _Run(stage=stage, out=out, bar=bar)
+        run = _Run(stage=stage, out=out, bar=bar, name=_name(config, out))
         (stage / "steps").mkdir()
         try:
             _pipeline(run, config, provider)
@@ -501,7 +540,7 @@ def _report(run: _Run, config, outputs, inputs_sha, vers, t_start) -> ReleaseRep
         status=run.status if not passed else "passed", error=run.error, hint=run.hint,
         planned_steps=tuple(s.run for s in cfg.steps) if cfg else (), planned_gates=_planned_gates(cfg),
         step_seconds=tuple(run.step_seconds), raised_at=run.raised_at, packages=tuple(run.packages),
-        serve_check=run.serve_check)
+        serve_check=run.serve_check, name=run.name)
 
 
 def _deploy(run: _Run) -> None:
@@ -510,13 +549,11 @@ def _deploy(run: _Run) -> None:
     import dataclasses
 
     from onnxforge.serving.check import serve_check
-    from onnxforge.serving.package import package, safe_model_name
+    from onnxforge.serving.package import package
 
-    # packaged from the stage, but named after the release's folder (as `package OUT` names it)
-    name = safe_model_name((run.out or run.stage).resolve().name)
     try:
-        for opts in run.cfg.packages:
-            opts = opts if opts.name else dataclasses.replace(opts, name=name)
+        for opts in run.cfg.packages:  # named after the release, not its output folder
+            opts = opts if opts.name else dataclasses.replace(opts, name=run.name)
             with task(f"package {opts.target}"):
                 res = package(run.stage, run.stage / opts.target, opts)
             run.bar.advance()
@@ -537,8 +574,7 @@ def _deploy(run: _Run) -> None:
     except OnnxforgeError as exc:
         run.fail(int(exc.exit_code), f"{type(exc).__name__}: {exc.message}", "error", exc.message, exc.hint)
         return
-    if not all(g.passed for g in run.gates):
-        run.fail(1, "gate(s) failed: " + ", ".join(g.name for g in run.gates if not g.passed))
+    _judge(run)
 
 
 def _planned_gates(cfg: ReleaseConfig | None) -> tuple[str, ...]:

@@ -244,7 +244,8 @@ def _ok(passed: bool | None) -> tuple[str, str]:
 
 def _gates(gates: Sequence[Any]) -> str:
     return _table(("gate", "result", "value", "limit", "detail"),
-                  [(g.name, _ok(g.passed), num(g.value), num(g.limit), g.message) for g in gates], numeric=(2, 3))
+                  [(g.name, ("inconclusive", "bad") if getattr(g, "status", "") == "inconclusive" else _ok(g.passed),
+                    num(g.value), num(g.limit), g.message) for g in gates], numeric=(2, 3))
 
 
 def parity_section(rep: Any, heading: str | None = None) -> str:
@@ -359,7 +360,7 @@ def html_report(result: Any) -> str:
         return _release_page(result)
     if kind == "BenchmarkReport":
         sections = [_verdict_section(result.gates, result.passed), benchmark_section(result)]
-        return _page("onnxforge benchmark", result.passed, "PASSED" if result.passed else "FAILED",
+        return _page("onnxforge benchmark", result.passed, result.status.upper(),
                      f"{len(result.results)} row(s)", sections)
     if kind == "ParityReport":
         sections = ["<h2>Parity</h2>", parity_section(result)]
@@ -387,7 +388,8 @@ def _release_page(r: Any) -> str:
     if r.outputs:
         sections.append("<h2>Outputs</h2>" + _table(("file", "sha256"), list(r.outputs.items())))
     status = TITLES.get(r.status, r.status.upper())
-    return _page("onnxforge release", r.passed, status, f"{len(r.steps)} step(s) in {r.seconds} s", sections)
+    title = f"{r.name}: onnxforge release" if r.name else "onnxforge release"
+    return _page(title, r.passed, status, f"{len(r.steps)} step(s) in {r.seconds} s", sections)
 
 
 def write_html(path: str | Path, result: Any) -> None:

@@ -7,11 +7,13 @@ from pathlib import Path
 from onnxforge.types import ReleaseReport
 
 
-TITLES = {"passed": "PASSED", "failed": "FAILED", "error": "ERROR", "interrupted": "INTERRUPTED"}
+TITLES = {"passed": "PASSED", "failed": "FAILED", "inconclusive": "INCONCLUSIVE", "error": "ERROR", "interrupted": "INTERRUPTED"}
 
 
 def markdown(r: ReleaseReport) -> str:
-    lines = [f"# onnxforge release: {TITLES.get(r.status, r.status.upper())}", ""]
+    # the status right after the prefix: CI jobs grep the step summary for it
+    named = f" ({r.name})" if r.name else ""
+    lines = [f"# onnxforge release: {TITLES.get(r.status, r.status.upper())}{named}", ""]
     if r.failure:
         lines += [f"**Failure:** {_cell(r.failure)} (exit {r.exit_code})", ""]
     if r.hint:
@@ -41,7 +43,8 @@ def markdown(r: ReleaseReport) -> str:
                          f"{f'{c.speedup:.2f}x [{c.ci95[0]:.2f}-{c.ci95[1]:.2f}]' if c else '1.00x'} |")
     lines += ["", "## Gates", "", "| gate | result | detail |", "|---|---|---|"]
     for g in r.gates:
-        lines.append(f"| {_cell(g.name)} | {'pass' if g.passed else 'FAIL'} | {_cell(g.message)} |")
+        mark = "pass" if g.passed else "INCONCLUSIVE" if g.status == "inconclusive" else "FAIL"
+        lines.append(f"| {_cell(g.name)} | {mark} | {_cell(g.message)} |")
     for name in [n for n in r.planned_gates if n not in {g.name for g in r.gates}]:
         lines.append(f"| {_cell(name)} | not evaluated | - |")
     if r.outputs:

@@ -34,11 +34,15 @@ def _esc(x: Any) -> str:
     return escape(str(x))
 
 
-def _mark(passed: bool) -> str:
+def _mark(passed: bool, status: str = "") -> str:
+    if status == "inconclusive":
+        return "[yellow]inconclusive[/]"
     return "[green]pass[/]" if passed else "[red]FAIL[/]"
 
 
-def _verdict(passed: bool) -> str:
+def _verdict(passed: bool, status: str = "") -> str:
+    if status == "inconclusive":
+        return "[yellow]INCONCLUSIVE[/]"
     return "[green]PASSED[/]" if passed else "[red]FAILED[/]"
 
 
@@ -105,6 +109,11 @@ PARITY_COLS = [Col("output", "left", text=True), Col("shape", keep=6), Col("max 
 def _render_parity(report, console, verbose: bool = False) -> None:
     rows = []
     for d in report.outputs:
+        if d.mismatches is not None:  # labels compare as labels: how many differ, no error sizes
+            ties = f" ({d.ties} tie{'s' * (d.ties != 1)})" if d.ties else ""
+            rows.append([_esc(d.name), "x".join(map(str, d.shape)) or "scalar", "-", "-", "-", "-",
+                         f"{d.mismatches}{ties}", "-", f"{d.label_agreement:.2%}", "exact", _mark(d.passed)])
+            continue
         rows.append([_esc(d.name), "x".join(map(str, d.shape)) or "scalar", num(d.max_abs), num(d.max_rel),
                      num(d.mean_abs), num(d.p99_abs), f"{d.mismatch_fraction:.2%}", num(d.cosine, 6),
                      f"{d.label_agreement:.2%}" if d.label_agreement is not None else "-",
@@ -112,8 +121,11 @@ def _render_parity(report, console, verbose: bool = False) -> None:
     title = _esc(f"parity: {report.candidate} vs {report.reference} ({report.samples} sample(s), "
                  f"check={report.check_stat})")
     fit_table(console, title, PARITY_COLS, rows, verbose=verbose)
+    if report.data:
+        console.print(f"data: {_esc(report.data.get('how', report.data.get('source', '')))}", overflow="fold",
+                      highlight=False)
     for d in report.outputs:
-        for why in (d.nonfinite, d.message if not d.passed else ""):
+        for why in (d.nonfinite, d.message if not d.passed or d.ties else ""):
             if why:
                 console.print(f"  {_esc(d.name)}: {_esc(why)}", overflow="fold", highlight=False)
     for p in report.problems:
@@ -145,6 +157,10 @@ def _render_step(res, console, verbose: bool = False) -> None:
         console.print(f"speed: fp32 p50 {num(sp.reference_p50_ms)} ms, new p50 {num(sp.p50_ms)} ms: "
                       f"[bold]{sp.speedup:.2f}x[/] (95% CI {sp.ci95[0]:.2f}-{sp.ci95[1]:.2f}, "
                       f"{sp.iterations} interleaved runs each)")
+        if sp.contention and sp.contention.judged != "none":
+            from onnxforge.stats import contention_line
+
+            console.print(f"timing: {_esc(contention_line(sp.contention))}", overflow="fold")
     if res.before and res.after and res.step.startswith("quantize"):
         ratio = res.after.file_bytes / max(1, res.before.file_bytes)
         console.print(f"size: {_fmt_bytes(res.before.file_bytes)} -> {_fmt_bytes(res.after.file_bytes)} ({ratio:.0%})")
@@ -158,7 +174,7 @@ def _render_step(res, console, verbose: bool = False) -> None:
     for n in res.notes:
         console.print(f"note: {_esc(n)}", overflow="fold")
     where = res.output if res.written else f"nothing written (would be {res.output})"
-    console.print(f"{_esc(res.step)}: {_verdict(res.passed)} -> {_esc(where)}", overflow="fold")
+    console.print(f"{_esc(res.step)}: {_verdict(res.passed, res.status)} -> {_esc(where)}", overflow="fold")
 
 
 def _render_trials(trials, console, verbose: bool) -> None:
@@ -214,7 +230,11 @@ def _render_benchmark(rep, console, gates: bool = True, verbose: bool = False) -
             console.print(f"placement {_esc(Path(r.model).name)} ({_esc(r.requested_provider)}): {_esc(where)} nodes",
                           overflow="fold")
     for g in rep.gates if gates else ():
-        console.print(f"{_mark(g.passed)} {_esc(g.name)}: {_esc(g.message)}", overflow="fold")
+        console.print(f"{_mark(g.passed, g.status)} {_esc(g.name)}: {_esc(g.message)}", overflow="fold")
+    if rep.contention and rep.contention.judged != "none":
+        from onnxforge.stats import contention_line
+
+        console.print(f"timing: {_esc(contention_line(rep.contention))}", overflow="fold")
     env = rep.environment
     cpu = env.get("cpu", {})
     isa = ", ".join(k for k, v in cpu.get("isa", {}).items() if v)
@@ -223,7 +243,7 @@ def _render_benchmark(rep, console, gates: bool = True, verbose: bool = False) -
     for n in rep.notes:
         console.print(f"note: {_esc(n)}", overflow="fold")
     if rep.gates and gates:
-        console.print(_verdict(rep.passed))
+        console.print(_verdict(rep.passed, rep.status))
 
 
 LEDGER_COLS = [Col("#"), Col("step", "left", text=True), Col("time", keep=3), Col("check", "left"),
@@ -237,7 +257,7 @@ def _ledger_rows(r) -> list[list[str]]:
         row = r.ledger[i] if i < len(r.ledger) else None
         outs = row.parity.outputs if row and row.parity else ()
         secs = r.step_seconds[i] if i < len(r.step_seconds) else None
-        rows.append([str(i), _esc(s.step), f"{secs:.1f} s" if secs is not None else "-", _mark(s.passed),
+        rows.append([str(i), _esc(s.step), f"{secs:.1f} s" if secs is not None else "-", _mark(s.passed, s.status),
                      _esc(row.against) if row else "-", num(max(o.max_abs for o in outs)) if outs else "-",
                      num(min(o.cosine for o in outs), 6) if outs else "-",
                      f"{row.accuracy:.4f}" if row and row.accuracy is not None else "-",
@@ -254,13 +274,15 @@ def _render_release(r, console, verbose: bool = False) -> None:
         console.print(f"package {_esc(p.target)}: {_verdict(p.passed)} -> {_esc(p.out_dir)}", overflow="fold")
     fit_table(console, "verdict", [Col("gate", "left", text=True), Col("result", "left"),
                                    Col("detail", "left", text=True)],
-              [[_esc(g.name), _mark(g.passed), _esc(g.message)] for g in r.gates], verbose=verbose)
+              [[_esc(g.name), _mark(g.passed, g.status), _esc(g.message)] for g in r.gates], verbose=verbose)
     if r.failure:
         console.print(f"[red]failure:[/] {_esc(r.failure)}", overflow="fold")
     for k, v in r.outputs.items():  # a hash on its own line when the width cannot hold both
         sep = "  " if console.width >= len(k) + len(v) + 10 else "\n  "
         console.print(f"{_esc(k)}{sep}sha256 {v}", overflow="fold", highlight=False)
-    console.print(("[green]RELEASE PASSED[/]" if r.passed else "[red]RELEASE FAILED[/]") + f" ({r.seconds} s)")
+    head = ("[green]RELEASE PASSED[/]" if r.passed else "[yellow]RELEASE INCONCLUSIVE[/]"
+            if r.status == "inconclusive" else "[red]RELEASE FAILED[/]")
+    console.print(head + f" ({r.seconds} s)")
 
 
 def _render_package(res, console, verbose: bool = False) -> None:

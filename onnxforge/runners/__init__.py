@@ -29,6 +29,10 @@ class Runner:
     path: str | None = None
     provider: str | None = None
     val_ranges: Mapping[str, tuple[float, float]] | None = None  # valid input values (an ONNX model's metadata)
+    # a label output -> the score output it is the argmax of (a classifier's probabilities): a
+    # label that differs where those scores tie is a tie, not a failure (compare.py)
+    label_scores: Mapping[str, str] | None = None
+    input_norms: Mapping[str, Any] | None = None  # image normalisations (specs.input_norm; an ONNX model's metadata)
 
     def __call__(self, feeds: Mapping[str, Any]) -> dict:
         if self.fn is None:

@@ -202,7 +202,9 @@ def _open_folder(spec, allow_download: bool):
     return transformers, folder, config
 
 
-def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False) -> HFModel:
+def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False, inputs_given: bool = False) -> HFModel:
+    """The folder's model and its example inputs. ``inputs_given``: the caller has --input
+    specs or --inputs data, so a model whose inputs the config does not tell still loads."""
     transformers, folder, config = _open_folder(spec, allow_download)
     t = _task(config, task)
     arch = _architecture(config)
@@ -214,8 +216,14 @@ def load_hf(spec: str, *, task: str | None = None, allow_download: bool = False)
         cls, why = declared_class(transformers, spec, arch), f"loaded as {arch}, the class config.json declares"
     check_model_memory(spec, cls, config)
     module = _from_pretrained(cls, spec, folder, allow_download, f"as {cls.__name__}")
-    names, examples, dynamic, source = _inputs(module, config, _token_inputs(transformers, folder, config))
-    return HFModel(module, names, examples, dynamic, t, (why, f"inputs {', '.join(names)} ({source})"))
+    try:
+        names, examples, dynamic, source = _inputs(module, config, _token_inputs(transformers, folder, config))
+    except BadInputError:
+        if not inputs_given:
+            raise
+        names, examples, dynamic, source = (), {}, {}, "from --input"
+    inputs = "inputs from --input / --inputs" if inputs_given else f"inputs {', '.join(names)} ({source})"
+    return HFModel(module, names, examples, dynamic, t, (why, inputs))
 
 
 def _architecture(config) -> str:
@@ -328,10 +336,22 @@ def _inputs(module, config, tokenizer: tuple) -> tuple[tuple[str, ...], dict, di
         examples["pixel_values"] = rng.standard_normal((2, channels, size, size)).astype(np.float32)
         dynamic = {"pixel_values": {0: BATCH}}
         source = "from the config"
+    elif "input_features" in params and "decoder_input_ids" not in params and _mel_shape(config):
+        # speech encoders with a head (WhisperForAudioClassification): what the feature extractor
+        # makes, log-mel frames [batch, num_mel_bins, 2 * max_source_positions] (the encoder takes no other length)
+        examples["input_features"] = rng.standard_normal((2, *_mel_shape(config))).astype(np.float32)
+        dynamic = {"input_features": {0: BATCH}}
+        source = "the feature extractor's, shaped from the config"
     else:
         raise BadInputError(f"cannot tell the inputs of {type(module).__name__} (its forward takes "
-                            f"{', '.join(list(params)[:6])})", hint="export it from a factory with --input specs")
+                            f"{', '.join(list(params)[:6])})",
+                            hint="name them with --input NAME:DTYPE:SHAPE (or --inputs sample.npz)")
     return tuple(examples), examples, dynamic, source
+
+
+def _mel_shape(config) -> tuple[int, int] | None:
+    mels, positions = getattr(config, "num_mel_bins", None), getattr(config, "max_source_positions", None)
+    return (int(mels), 2 * int(positions)) if isinstance(mels, int) and isinstance(positions, int) else None
 
 
 def hf_val_ranges(config) -> dict:
@@ -344,6 +364,31 @@ def hf_val_ranges(config) -> dict:
         if types:
             out["token_type_ids"] = (0.0, float(types - 1))
     return out
+
+
+def hf_input_norms(spec, names, allow_download: bool = False) -> tuple[dict, dict]:
+    """(norms, ranges) of pixel inputs from the folder's preprocessor_config.json (read as
+    JSON; nothing runs): an image processor rescales to [0, 255 * rescale_factor] and
+    normalises with image_mean/image_std, so checks generate pixel_values that way."""
+    import json
+
+    path = Path(_folder(str(spec), allow_download)) / "preprocessor_config.json"
+    if "pixel_values" not in names or not path.is_file():
+        return {}, {}
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}, {}
+    if not isinstance(cfg, dict):
+        return {}, {}
+    mean, std = cfg.get("image_mean"), cfg.get("image_std")
+    scale = cfg.get("rescale_factor", 1 / 255) if cfg.get("do_rescale", True) else 1.0
+    hi = 255 * float(scale) if isinstance(scale, (int, float)) and not isinstance(scale, bool) else 1.0
+    ranges = {} if abs(hi - 1.0) < 1e-6 else {"pixel_values": (0.0, hi)}
+    if cfg.get("do_normalize", True) is False or mean is None or std is None:
+        return {}, ranges
+    to_list = (lambda v: v if isinstance(v, list) else [v])
+    return {"pixel_values": {"mean": to_list(mean), "std": to_list(std), "label": ""}}, ranges
 
 
 def load_reference(spec, *, task: str | None = None, allow_download: bool = False, loaded: Any = None):

@@ -79,7 +79,11 @@ def sklearn_runner(est, input_names: Sequence[str] | None = None, output_names: 
             out = dict(zip(output_names, out.values()))  # skl2onnx's order, the ONNX model's names
         return out
 
-    return Runner(label=label or f"sklearn:{type(est).__name__}", kind="sklearn", fn=run)
+    from sklearn.base import is_classifier
+
+    names = list(output_names or ("label", "probabilities"))
+    ties = {names[0]: names[1]} if is_classifier(est) and len(names) == 2 else None
+    return Runner(label=label or f"sklearn:{type(est).__name__}", kind="sklearn", fn=run, label_scores=ties)
 
 
 def sklearn_source_runner(spec: Any, *, label: str | None = None, trust: Sequence[str] = (),

@@ -25,10 +25,17 @@ of a model's ``environment_tarball``, reads MLSERVER_* settings from a ``.env`` 
 puts the folder first on ``sys.path``. Unless ``trust_code``, check_folder_code refuses
 all of that before anything starts: implementations must be onnxforge's runtime or one
 of MLServer's own (``mlserver.*``, ``mlserver_*``), settings.json may hold only the keys
-in SERVER_KEYS, and the folder may hold no importable module. The folder's settings.json
-also beats MLSERVER_HOST/ports, so the server is started through a small launcher that
-sets 127.0.0.1 and the picked ports on the loaded settings (a folder asking for
-``0.0.0.0`` is served on 127.0.0.1 all the same).
+in SERVER_KEYS, and the folder (and each folder holding a model-settings.json, which
+MLServer also puts on ``sys.path``) may hold no importable module, except the runtime the
+package ships: ``onnxforge_runtime.py``, accepted only when its sha256 is that of this
+onnxforge's serving/mlserver_runtime.py (an edited copy is code of the folder's own). The
+server runs with PYTHONPYCACHEPREFIX in serve-check's own scratch folder, so a
+``__pycache__`` in the folder (a forged .pyc Python would run instead of the checked .py,
+or the harmless one `mlserver start` leaves) is never read, and nothing is written into
+the folder.
+The folder's settings.json also beats MLSERVER_HOST/ports, so the server is started
+through a small launcher that sets 127.0.0.1 and the picked ports on the loaded settings
+(a folder asking for ``0.0.0.0`` is served on 127.0.0.1 all the same).
 
 A failed check gives ``passed=False`` with the reasons; an exception means the check
 could not be run (no mlserver installed, the folder is not a package, the server did not
@@ -228,6 +235,7 @@ SERVER_KEYS = frozenset({
     "cache_size", "cors_settings",
 })
 RUNTIME_PREFIXES = ("onnxforge.serving.mlserver_runtime.", "mlserver.", "mlserver_")
+SHIPPED_PREFIX = "onnxforge_runtime."  # the runtime file the package writes beside model-settings.json
 _MODULE_SUFFIXES = (".py", ".pyc", ".pyw", ".so", ".pyd")
 
 
@@ -240,6 +248,8 @@ def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> No
     def refuse(what: str):
         raise BadInputError(f"{folder}: {what}; serving it runs code from the folder, so it is refused", hint=hint)
 
+    from onnxforge.serving.package import RUNTIME_FILE
+
     found = sorted(folder.rglob("model-settings.json"))[:1000]
     for path in found:
         settings = _settings_json(path)
@@ -247,9 +257,13 @@ def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> No
         params = settings.get("parameters") if isinstance(settings.get("parameters"), dict) else {}
         if trust_code:
             continue
-        if not isinstance(impl, str) or not impl.startswith(RUNTIME_PREFIXES):
+        shipped = isinstance(impl, str) and impl.startswith(SHIPPED_PREFIX)
+        if not isinstance(impl, str) or not (shipped or impl.startswith(RUNTIME_PREFIXES)):
             refuse(f"{path.relative_to(folder)} names the implementation {impl!r}, which is neither onnxforge's "
                    "runtime nor one of MLServer's")
+        if shipped and not _our_runtime(path.parent / RUNTIME_FILE):
+            refuse(f"{(path.parent / RUNTIME_FILE).relative_to(folder)} is missing or not this onnxforge's "
+                   "runtime (its sha256 differs from onnxforge/serving/mlserver_runtime.py)")
         for key in ("environment_path", "environment_tarball"):
             if params.get(key):
                 refuse(f"{path.relative_to(folder)} sets parameters.{key} (MLServer runs that environment's Python)")
@@ -262,9 +276,21 @@ def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> No
         return
     if (folder / ".env").exists():
         refuse(".env holds MLSERVER_* settings MLServer would read")
-    for entry in sorted(folder.iterdir()):
-        if entry.suffix in _MODULE_SUFFIXES or (entry / "__init__.py").exists():
-            refuse(f"it holds the Python module {entry.name} (MLServer puts the folder first on sys.path)")
+    for where in sorted({folder} | {p.parent for p in found}):
+        for entry in sorted(where.iterdir()):
+            name = str(entry.relative_to(folder))
+            if entry.name == RUNTIME_FILE and _our_runtime(entry):
+                continue
+            if entry.suffix in _MODULE_SUFFIXES or (entry / "__init__.py").exists():
+                refuse(f"it holds the Python module {name} (MLServer puts the folder first on sys.path)")
+
+
+def _our_runtime(path: Path) -> bool:
+    """True when ``path`` is a byte copy of the runtime this onnxforge ships."""
+    from onnxforge.fileio import sha256_file
+    from onnxforge.serving.package import runtime_source
+
+    return path.is_file() and sha256_file(path) == sha256_file(runtime_source())
 
 
 def _log_tail(log: Path, n: int = 15) -> str:
@@ -377,8 +403,9 @@ def mlserver_process(folder: str | os.PathLike, *, timeout: float = 60.0, log_di
             http_port, grpc_port, metrics_port = free_ports(3)
             cmd = _mlserver_command(folder, http_port, grpc_port, metrics_port)
             log = log_root / f"mlserver-{attempt}.log"
-            env = dict(os.environ, MLSERVER_HOST="127.0.0.1", MLSERVER_HTTP_PORT=str(http_port),
-                       MLSERVER_GRPC_PORT=str(grpc_port), MLSERVER_METRICS_PORT=str(metrics_port))
+            env = dict(os.environ, PYTHONPYCACHEPREFIX=str(log_root / "pycache"), MLSERVER_HOST="127.0.0.1",
+                       MLSERVER_HTTP_PORT=str(http_port), MLSERVER_GRPC_PORT=str(grpc_port),
+                       MLSERVER_METRICS_PORT=str(metrics_port))
             with open(log, "wb") as logf:
                 proc = subprocess.Popen(cmd, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=logf,
                                         stderr=subprocess.STDOUT, start_new_session=True)

@@ -2,16 +2,20 @@
 
 Targets
 -------
-- ``mlserver``: ``OUT/model-settings.json`` (our ``OnnxRuntimeModel`` runtime),
+- ``mlserver``: ``OUT/model-settings.json`` (implementation
+  ``onnxforge_runtime.OnnxRuntimeModel``), ``OUT/onnxforge_runtime.py`` (a byte copy of
+  serving/mlserver_runtime.py: it imports only mlserver, onnxruntime and numpy),
   ``OUT/settings.json`` (server settings without ports), ``OUT/model.onnx``,
-  ``OUT/requirements.txt`` (onnxforge, onnxruntime and onnx pinned). Serve it with
-  ``mlserver start OUT`` where onnxforge[serve] is installed, or ``mlserver build OUT``.
+  ``OUT/requirements.txt`` (mlserver, onnxruntime and numpy pinned to the versions
+  installed here, the ones the golden outputs came from; no onnxforge). Serve it with
+  ``mlserver start OUT`` anywhere those three are installed, or ``mlserver build OUT``.
 - ``mlflow``: an MLflow model written by ``mlflow.onnx.save_model`` (the onnx flavor:
-  MLmodel, model.onnx, requirements.txt pinned to the onnxruntime version, signature,
-  input example, metadata), plus the same model-settings.json/settings.json so
-  ``mlserver start OUT`` serves the folder with our runtime (MLServer's own MLflow
-  runtime needs the full ``mlflow`` package). Proof: ``mlflow.pyfunc.load_model``
-  round trip against the golden outputs.
+  MLmodel, one self-contained model.onnx, requirements.txt pinned to the onnxruntime
+  version, signature, input example, metadata), plus the same model-settings.json,
+  settings.json and onnxforge_runtime.py so ``mlserver start OUT`` (and serve-check)
+  serves the folder without onnxforge (MLServer's own MLflow runtime needs the full
+  ``mlflow`` package). Proof: ``mlflow.pyfunc.load_model`` round trip against the
+  golden outputs.
 - ``triton``: a model repository ``OUT/NAME/config.pbtxt`` + ``OUT/NAME/1/model.onnx``.
   Proof: the config parses with tritonclient's ModelConfig protobuf and matches the model.
 
@@ -21,7 +25,8 @@ was packaged, from where, with which settings), ``inputs.npz`` and ``golden.npz`
 inputs and the outputs of the packaged model.onnx on ONNX Runtime in this process),
 and the release's ``manifest.json`` / ``report.json`` when packaged from a release.
 The folder name has a hyphen so that it can never be imported as a module: MLServer
-puts the model folder on ``sys.path``.
+puts the model folder on ``sys.path``. Every file is written 0644 and every folder 0755
+whatever the umask: a server in a container often runs as another, non-root user.
 
 Golden inputs: ``inputs=`` when given; for a release folder, the validation data named
 in its report.json (labels dropped); else seeded generated inputs (``seed``, ``dims``).
@@ -48,7 +53,10 @@ log = logging.getLogger("onnxforge")
 
 TARGETS = ("mlflow", "mlserver", "triton")
 EXTRA_DIR = "onnxforge-package"
-RUNTIME = "onnxforge.serving.mlserver_runtime.OnnxRuntimeModel"
+RUNTIME_FILE = "onnxforge_runtime.py"  # not "mlserver*": the folder is first on the server's sys.path
+RUNTIME = "onnxforge_runtime.OnnxRuntimeModel"
+# The protobuf limit: a model below it is written as one file (no external data to lose or mis-permission)
+ONE_FILE_LIMIT = 2**31 - 2**24
 INPUTS_FILE = "inputs.npz"
 GOLDEN_FILE = "golden.npz"
 # Rows kept in the MLflow input example: it is documentation, not the validation set.
@@ -182,19 +190,20 @@ def _stage(job: _Job, o):
         if o.target == "mlserver":
             copy_model(job.src.model, stage / "model.onnx")
             _write_mlserver_config(stage, job.name, job.ins, job.outs, o.provider, o.threads)
-            (stage / "requirements.txt").write_text(_server_requirements(job.src))
+            (stage / "requirements.txt").write_text(_server_requirements(job.src, job.notes))
         elif o.target == "triton":
             from onnxforge.serving.triton import check_triton_config, write_triton
 
             model_dir = stage / job.name
             write_triton(job.src.model, model_dir, job.name, job.ins, job.outs, provider=o.provider,
                          threads=o.threads, max_batch_size=o.max_batch_size)
-            checks, problems = check_triton_config(model_dir, job.src.model)
+            checks, problems = check_triton_config(model_dir, job.src.model, provider=o.provider, threads=o.threads)
         else:
             _write_mlflow(job.src, stage, job.ins, job.outs, job.samples, o.provider, o.threads)
             _write_mlserver_config(stage, job.name, job.ins, job.outs, o.provider, o.threads)
             proof = _mlflow_proof(stage, job.samples, job.goldens, job.tol)
         _write_extra(model_dir / EXTRA_DIR, job, o)
+        _readable_by_all(stage)
         passed = not problems and (proof is None or proof.passed)
         written = passed or o.keep_failed
         files = {}
@@ -204,6 +213,21 @@ def _stage(job: _Job, o):
                 os.replace(job.out, tmp / "old")  # removed with the scratch folder
             os.replace(stage, job.out)
     return written, passed, proof, checks, problems, files
+
+
+def _readable_by_all(folder: Path) -> None:
+    """0755 folders and 0644 files, whatever the umask or the writer (mlflow.onnx writes
+    external data 0600; temp files are 0600): the server's user is often not ours."""
+    folder.chmod(0o755)
+    for p in folder.rglob("*"):
+        if not p.is_symlink():  # chmod follows a link, out of the folder
+            p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def runtime_source() -> Path:
+    """The MLServer runtime's source file, which every folder ships as onnxforge_runtime.py
+    (read, not imported: importing it imports mlserver)."""
+    return Path(__file__).with_name("mlserver_runtime.py")
 
 
 def _write_extra(extra: Path, job: _Job, o) -> None:
@@ -274,7 +298,11 @@ def safe_model_name(raw: str) -> str:
 
 
 def _model_name(name: str | None, src: _Source) -> str:
-    raw = name or (src.release.resolve().name if src.release else src.model.stem)
+    """--name, else the release's name (its report.json's; the folder's for an older
+    release), else the model file's stem: never the output folder (release-out)."""
+    released = (src.report or {}).get("name")
+    raw = name or (released if isinstance(released, str) and released else None) or (
+        src.release.resolve().name if src.release else src.model.stem)
     clean = safe_model_name(raw)
     if name and clean != name:
         raise UsageError(f"bad model name {name!r}", hint="use letters, digits, '_', '-' and '.'")
@@ -386,19 +414,24 @@ def _release_runtime_version(src: _Source) -> str | None:
 # ----------------------------------------------------------------------------- mlserver
 
 
-def _server_requirements(src: _Source) -> str:
+def _server_requirements(src: _Source, notes: list[str]) -> str:
     """What the server's environment needs (``mlserver build`` installs it into an
-    image): the runtime module is onnxforge's, the onnxruntime the release was checked with."""
-    import onnx
+    image): exactly what onnxforge_runtime.py imports, at the versions installed here
+    (the golden outputs came from this onnxruntime). No onnxforge: it is on no index."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    from onnxforge import __version__
+    import numpy
+    import onnxruntime as ort
 
-    runtime = _release_runtime_version(src)
-    if runtime is None:
-        import onnxruntime as ort
-
-        runtime = ort.__version__
-    return f"onnxforge=={__version__}\nonnxruntime=={runtime}\nonnx=={onnx.__version__}\n"
+    try:
+        server = f"mlserver=={version('mlserver')}"
+    except PackageNotFoundError:
+        server = "mlserver>=1.7,<2"
+        notes.append("mlserver is not installed here: requirements.txt asks for mlserver>=1.7,<2, untested")
+    released = _release_runtime_version(src)
+    if released and released != ort.__version__:
+        notes.append(f"the release ran onnxruntime {released}; the package pins {ort.__version__}, installed here")
+    return f"{server}\nonnxruntime=={ort.__version__}\nnumpy=={numpy.__version__}\n"
 
 
 def _write_mlserver_config(folder: Path, name: str, ins, outs, provider: str, threads: int | None) -> None:
@@ -415,6 +448,7 @@ def _write_mlserver_config(folder: Path, name: str, ins, outs, provider: str, th
         "outputs": [{"name": s.name, "datatype": v2_datatype(s), "shape": v2_shape(s)} for s in outs],
     }
     (folder / "model-settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+    shutil.copyfile(runtime_source(), folder / RUNTIME_FILE)
     # Server-wide settings. No ports or host here: a settings file beats the MLSERVER_*
     # environment, and serve-check (or a deployment) sets those. parallel_workers 0
     # runs inference in the server process: ORT has its own thread pool, and a worker
@@ -480,7 +514,7 @@ def _write_mlflow(src: _Source, stage: Path, ins, outs, samples, provider: str, 
     import onnx
 
     from onnxforge.errors import require
-    from onnxforge.fileio import load_onnx
+    from onnxforge.fileio import external_data_files, load_onnx
     from onnxforge.runtime import resolve_provider
 
     require("mlflow", "serve")
@@ -495,11 +529,16 @@ def _write_mlflow(src: _Source, stage: Path, ins, outs, samples, provider: str, 
     if providers[0] != "CPUExecutionProvider":
         providers.append("CPUExecutionProvider")
     session_options = {"intra_op_num_threads": threads} if threads else None
+    # One file unless the protobuf limit forbids it: mlflow's default (external data)
+    # writes the weights 0600 in a second file.
+    external = external_data_files(load_onnx(src.model, load_external_data=False))
+    big = src.model.stat().st_size + sum(external.values()) >= ONE_FILE_LIMIT
     model = load_onnx(src.model)
     # mlflow wants to create the folder itself
     stage.rmdir()
     mlflow.onnx.save_model(
         model, str(stage), signature=_mlflow_signature(ins, outs), input_example=_example(samples[0], ins),
+        save_as_external_data=big,
         pip_requirements=[f"onnxruntime=={runtime_version}", f"onnx=={onnx.__version__}"],
         onnx_execution_providers=providers, onnx_session_options=session_options,
         metadata={"onnxforge": _mlflow_metadata(src)},

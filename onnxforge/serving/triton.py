@@ -147,9 +147,18 @@ def parse_config(path: str | os.PathLike):
         raise BadInputError(f"{path} does not parse as a Triton ModelConfig: {exc}") from None
 
 
-def check_triton_config(model_dir: str | os.PathLike, model: str | os.PathLike | None = None) -> tuple[list[str], list[str]]:
-    """Parse ``model_dir/config.pbtxt`` and check it against ``model_dir/1/model.onnx``
-    (and, when given, that this file is a copy of ``model``). Returns (checks, problems)."""
+def check_triton_config(model_dir: str | os.PathLike, model: str | os.PathLike | None = None, *,
+                        provider: str | None = None, threads: int | None = None) -> tuple[list[str], list[str]]:
+    """Parse ``model_dir/config.pbtxt`` and check every field against
+    ``model_dir/1/model.onnx`` (and, when given, that this file is a copy of ``model``,
+    and that the instance kind and threads are ``provider``'s and ``threads``). Returns
+    (checks that held, problems); a problem reads "FIELD: expected X, found Y".
+
+    Batching as Triton reads it: max_batch_size > 0 needs one symbolic first dim on every
+    input and output (a fixed one is a mismatch) and then dims exclude it; with 0 the
+    dims are the model's whole shape. A symbolic model dim is -1 (or a size, which
+    Triton accepts as a restriction); a fixed one must be that size. Tensors are matched
+    by name: Triton does not care about their order."""
     from onnxforge.fileio import load_onnx, sha256_file
     from onnxforge.specs import model_io_specs
 
@@ -158,30 +167,51 @@ def check_triton_config(model_dir: str | os.PathLike, model: str | os.PathLike |
     mc = _model_config_module()
     served = model_dir / "1" / "model.onnx"
     ins, outs = model_io_specs(load_onnx(served, load_external_data=False))
-    checks, problems = [], []
+    checks: list[str] = []
+    problems: list[str] = []
 
-    def check(ok: bool, what: str):
-        (checks if ok else problems).append(what)
+    def field(what: str, expected, found, ok: bool | None = None, why: str = "") -> None:
+        if expected == found if ok is None else ok:
+            checks.append(f"{what}: {found}{why}")
+        else:
+            problems.append(f"{what}: expected {expected}, found {found}{why}")
 
-    check(cfg.name == model_dir.name, f"name {cfg.name!r} is the model folder's name {model_dir.name!r}")
-    check(cfg.platform == "onnxruntime_onnx", f"platform is {cfg.platform!r}")
+    field("name", repr(model_dir.name), repr(cfg.name), why=" (the model folder's name)")
+    field("platform", "'onnxruntime_onnx'", repr(cfg.platform or cfg.backend),
+          ok=cfg.platform == "onnxruntime_onnx" or (not cfg.platform and cfg.backend == "onnxruntime"))
+    has_batch = batch_dim(ins, outs)
     batched = cfg.max_batch_size > 0
-    check(not batched or batch_dim(ins, outs),
-          f"max_batch_size {cfg.max_batch_size}: " + ("first dim is a batch dim" if batch_dim(ins, outs) else "no batch dim"))
-    check(batched == cfg.HasField("dynamic_batching"), "dynamic_batching set exactly when batching")
+    field("max_batch_size", "0 (the model has no symbolic first dim shared by every input and output)",
+          cfg.max_batch_size, ok=has_batch or not batched, why=" (the first dim is the batch dim)" if batched else "")
+    field("dynamic_batching", "set" if batched else "absent (max_batch_size 0)",
+          "set" if cfg.HasField("dynamic_batching") else "absent" + ("" if batched else " (max_batch_size 0)"))
+    note = " (max_batch_size > 0: without the batch dim)" if batched else ""
     for kind, got, specs in (("input", cfg.input, ins), ("output", cfg.output, outs)):
-        check([t.name for t in got] == [s.name for s in specs],
-              f"{kind} names {[t.name for t in got]} match the model's {[s.name for s in specs]}")
-        for t, s in zip(got, specs):
-            want_type = mc.DataType.Value(_triton_type(s))
-            check(t.data_type == want_type, f"{kind} {s.name}: {mc.DataType.Name(t.data_type)} for {s.dtype}")
+        by_name = {t.name: t for t in got}
+        field(f"{kind} names", sorted(s.name for s in specs), sorted(by_name))
+        for s in specs:
+            t = by_name.get(s.name)
+            if t is None:
+                continue
+            field(f"{kind} {s.name} data_type", _triton_type(s), mc.DataType.Name(t.data_type), why=f" ({s.dtype})")
             dims, reshape = _dims(s, batched)
-            check(list(t.dims) == dims and t.HasField("reshape") == reshape
-                  and (not reshape or list(t.reshape.shape) == []),
-                  f"{kind} {s.name}: dims {list(t.dims)} for model shape {list(s.shape)}"
-                  + (" (batch dim stripped)" if batched else ""))
-    check(len(cfg.instance_group) == 1 and cfg.instance_group[0].count >= 1,
-          f"instance_group {[mc.ModelInstanceGroup.Kind.Name(g.kind) for g in cfg.instance_group]}")
+            found = list(t.dims)
+            ok = len(found) == len(dims) and all(f == e or (e == -1 and f > 0) for e, f in zip(dims, found))
+            field(f"{kind} {s.name} dims", dims, found, ok=ok, why=f" for model shape {list(s.shape)}{note}")
+            want_reshape = "[ ] (batch only)" if reshape else "absent"
+            got_reshape = (f"{list(t.reshape.shape) or '[ ]'}" + (" (batch only)" if not t.reshape.shape else "")
+                           if t.HasField("reshape") else "absent")
+            field(f"{kind} {s.name} reshape", want_reshape, got_reshape)
+    kinds = [mc.ModelInstanceGroup.Kind.Name(g.kind) for g in cfg.instance_group]
+    want_kind = _INSTANCE[_provider_key(provider)][0] if provider else None
+    one = len(cfg.instance_group) == 1 and cfg.instance_group[0].count >= 1
+    field("instance_group", f"one group of {want_kind or 'any kind'}, count >= 1", kinds,
+          ok=one and (want_kind is None or kinds[0] == want_kind))
+    if provider is not None:
+        params = cfg.parameters
+        got = params["intra_op_thread_count"].string_value if "intra_op_thread_count" in params else "absent"
+        field("parameters.intra_op_thread_count", str(threads) if threads else "absent", got)
     if model is not None:
-        check(sha256_file(served) == sha256_file(model), "1/model.onnx is a byte copy of the source model")
+        same = sha256_file(served) == sha256_file(model)
+        field("1/model.onnx", "a byte copy of the source model", "a byte copy" if same else "another file", ok=same)
     return checks, problems

@@ -20,14 +20,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from onnxforge.errors import BadInputError, UsageError
-from onnxforge.types import BenchmarkReport, BenchmarkResult, Comparison
+from onnxforge.types import BenchmarkReport, BenchmarkResult, Comparison, Contention
 
 log = logging.getLogger("onnxforge")
 
@@ -209,39 +210,165 @@ def _probe(row: _Row) -> None:
                             "`onnxforge inspect`") from None
 
 
-def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: float | None) -> list[list[int]]:
-    """Warm-up, then interleaved rounds (one call per row each) until the count or the
-    clock is reached (at least 10 rounds); nanoseconds per call."""
-    from onnxforge.progress import task
+@dataclass
+class _Clock:
+    """Where a window of rounds began: wall, this process's CPU time (every thread's,
+    ORT's pool included) and the busy time of its CPUs (None: not judged)."""
 
+    wall: float
+    ours: float
+    busy: float | None
+
+    @classmethod
+    def now(cls, cpus) -> "_Clock":
+        from onnxforge.system import busy_seconds
+
+        return cls(time.perf_counter(), time.process_time(), busy_seconds(cpus) if cpus else None)
+
+
+@dataclass
+class _Tally:
+    """The timing loop's bookkeeping: rounds so far, the clean ones, and the totals a
+    Contention reports."""
+
+    cpus: tuple
+    threads: int
+    judge: bool
+    clean: list = field(default_factory=list)  # indices of the clean rounds
+    rounds: int = 0
+    clean_seconds: float = 0.0
+    other: float = 0.0
+
+    def window(self, since: _Clock, first_round: int, lookback: _Clock) -> _Clock:
+        """Close the window of rounds since ``first_round``; judged over ``lookback``
+        (at least WINDOW_S back, so a short last window is not judged on a few ticks)."""
+        from onnxforge.stats import contaminated
+
+        now = _Clock.now(self.cpus if self.judge else None)
+        wall, ours = now.wall - lookback.wall, now.ours - lookback.ours
+        busy = now.busy - lookback.busy if now.busy is not None and lookback.busy is not None else None
+        bad = self.judge and contaminated(wall, ours, busy, len(self.cpus), self.threads)
+        if busy is not None and wall > 0:
+            self.other += max(0.0, busy - ours) / wall * (now.wall - since.wall)
+        if not bad:
+            self.clean.extend(range(first_round, self.rounds))
+            self.clean_seconds += now.wall - since.wall
+        return now
+
+
+def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: float | None,
+          threads: int = 1) -> tuple[list[list[int]], list[list[int]], Contention]:
+    """Warm-up, then interleaved rounds (one call per row each) until the budget holds
+    that many clean rounds: ``iterations``, or ``duration`` seconds and at least 10
+    rounds. Rounds are judged in windows (stats.contaminated); a contaminated window's
+    rounds are discarded and more taken, up to EXTEND times the budget. Returns the
+    nanoseconds per call of the clean rounds when enough were had (at least half the
+    budget), else of every round; the process's CPU time around each call (every
+    thread's: what the call cost, whatever the load); and what the CPU was like."""
+    from onnxforge.progress import task
+    from onnxforge.stats import EXTEND, WINDOW_S
+
+    cpus = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
+    judge = all(r.provider == "CPUExecutionProvider" for r in rows)
+    t = _Tally(cpus, max(1, min(threads, len(cpus) or threads)), judge)
+    marks = [_Clock.now(cpus if judge else None)]  # window starts (and the warm-up's), for the lookback
     for _ in range(warmup):
         for r in rows:
             r.once()
     lat: list[list[int]] = [[] for _ in rows]
+    cpu: list[list[int]] = [[] for _ in rows]
+    cpu_ns = time.process_time_ns
+    over = _cpu_overhead(cpu_ns)
     seconds = duration or 2.0
-    deadline = None if iterations is not None else time.perf_counter() + seconds
     t0 = time.perf_counter()
-    rounds = 0
+    opened, first = _Clock.now(cpus if judge else None), 0
+    loop = opened
+    marks.append(opened)
+
+    def enough(extra_rounds=0, extra_s=0.0) -> bool:
+        if iterations is not None:
+            return len(t.clean) + extra_rounds >= iterations
+        return t.clean_seconds + extra_s >= seconds and len(t.clean) + extra_rounds >= 10
+
+    def capped() -> bool:
+        if iterations is not None:
+            return t.rounds >= EXTEND * iterations
+        return t.rounds >= 10 and time.perf_counter() - t0 >= EXTEND * seconds
+
     with task(f"timing {len(rows)} row(s)", total=iterations if iterations is not None else seconds, detail=True) as bar:
         while True:
             for i, r in enumerate(rows):
+                c0 = cpu_ns()
                 lat[i].append(r.once())
-            rounds += 1
-            bar.update(rounds if iterations is not None else time.perf_counter() - t0)
-            if iterations is not None:
-                if rounds >= iterations:
+                cpu[i].append(max(0, cpu_ns() - c0 - over))
+            t.rounds += 1
+            now = time.perf_counter()
+            open_s = now - opened.wall
+            bar.update(len(t.clean) + t.rounds - first if iterations is not None else min(seconds, t.clean_seconds + open_s))
+            done = enough(t.rounds - first, open_s) or capped()
+            if open_s >= WINDOW_S or done:
+                back = next((m for m in reversed(marks) if now - m.wall >= WINDOW_S), marks[0])
+                opened, first = t.window(opened, first, back), t.rounds
+                marks.append(opened)
+                if enough() or capped():
                     break
-            elif rounds >= 10 and time.perf_counter() >= deadline:
-                break
-    return lat
+    return _kept(lat, cpu, t, loop, iterations, seconds)
 
 
-def _result(r: _Row, ns: Sequence[int], *, threads, seed, save_latencies, placement, popts, notes) -> BenchmarkResult:
+def _cpu_overhead(cpu_ns) -> int:
+    """The CPU time the clock reads and a call of ``once`` cost by themselves (median of
+    a no-op's), taken off each call's CPU time so a tiny model's is not mostly overhead."""
+    from time import perf_counter_ns
+
+    def noop() -> int:
+        t0 = perf_counter_ns()
+        return perf_counter_ns() - t0
+
+    samples = []
+    for _ in range(101):
+        c0 = cpu_ns()
+        noop()
+        samples.append(cpu_ns() - c0)
+    return sorted(samples)[50]
+
+
+def _kept(lat, cpu, t: _Tally, loop: _Clock, iterations, seconds):
+    end = _Clock.now(None)
+    wall = max(end.wall - loop.wall, 1e-9)
+    if iterations is not None:
+        clean = len(t.clean) >= max(min(10, iterations), -(-iterations // 2))
+    else:
+        clean = len(t.clean) >= 10 and t.clean_seconds >= seconds / 2
+    c = Contention(cpus=len(t.cpus), threads=t.threads, rounds=t.rounds, discarded=t.rounds - len(t.clean),
+                   cpu_share=round((end.ours - loop.ours) / (wall * t.threads), 3),
+                   other_load=round(t.other / wall, 2), seconds=round(wall, 3), clean=clean or not t.judge,
+                   judged="none" if not t.judge else "proc" if loop.busy is not None else "process")
+    if clean and t.judge and c.discarded:  # the clean rounds alone; else every round, and the gates bound the verdict
+        lat, cpu = [[row[k] for k in t.clean] for row in lat], [[row[k] for k in t.clean] for row in cpu]
+    return lat, cpu, c
+
+
+def _bounds(ref: BenchmarkResult, other: BenchmarkResult, floors: bool = True) -> tuple[float, float]:
+    """What loaded rounds prove of the speed-up a quiet machine would show: load only
+    slows a call, and no call runs faster than its CPU time spread over every thread.
+    So quiet ref / other lies between (ref's CPU / threads) / other's loaded median and
+    ref's loaded median / (other's CPU / threads). Without ``floors`` (a spinning
+    pool) CPU time bounds nothing: (0, inf)."""
+    lo = ref.cpu_ms[0] / ref.threads / other.latency.p50 if other.latency.p50 and floors else 0.0
+    hi = ref.latency.p50 / (other.cpu_ms[0] / other.threads) if other.cpu_ms[0] and floors else math.inf
+    return round(lo, 4), round(hi, 4)
+
+
+def _result(r: _Row, ns: Sequence[int], cpu_ns: Sequence[int], *, threads, seed, save_latencies, placement, popts,
+            notes) -> BenchmarkResult:
+    import numpy as np
+
     from onnxforge.runtime import short_provider
     from onnxforge.stats import histogram_with_edges, latency_stats
 
     ms = [v / 1e6 for v in ns]
     stats, cv = latency_stats(ms, seed)
+    cpu_ms = np.percentile(np.asarray(cpu_ns, dtype=np.float64) / 1e6, [50, 99]) if len(cpu_ns) else (0.0, 0.0)
     counts, edges = histogram_with_edges(ms)
     if cv > HIGH_CV:
         notes.append(f"{Path(r.model).name} ({short_provider(r.provider)}, batch {r.batch}): coefficient of "
@@ -253,6 +380,7 @@ def _result(r: _Row, ns: Sequence[int], *, threads, seed, save_latencies, placem
         placement=_placement(r.model, r.provider, popts.get(r.provider), threads) if placement else None,
         memory={"session_bytes": r.session_bytes, "peak_rss_bytes": _peak_rss()},
         histogram=counts, histogram_edges=edges, latencies_ms=tuple(ms) if save_latencies else (), sha256=r.sha256,
+        cpu_ms=(round(float(cpu_ms[0]), 6), round(float(cpu_ms[1]), 6)),
     )
 
 
@@ -286,7 +414,8 @@ def benchmark(
     from onnxforge.runtime import environment, resolve_provider
     from onnxforge.system import cpu_quota
     from onnxforge.stats import speedup_ci
-    from onnxforge.validators.gates import baseline_gates, latency_gates, load_baseline, speedup_gates
+    from onnxforge.validators.gates import (baseline_gates, latency_gates, load_baseline, settle, speedup_gates,
+                                            verdict)
 
     if not models:
         raise UsageError("no model to benchmark")
@@ -309,16 +438,21 @@ def benchmark(
     if spinning is False:
         notes.append("intra-op spinning off: several sessions share this process")
     with exclusive_timing(", ".join(dict.fromkeys(Path(m).name for m in models))):
-        lat = _time(rows, warmup, iterations, duration)
-    results = [_result(r, ns, threads=n_threads, seed=seed, save_latencies=save_latencies, placement=placement,
-                       popts=popts, notes=notes) for r, ns in zip(rows, lat)]
-    comparisons = [Comparison(results[i].model, results[0].model, *_point_ci(speedup_ci(lat[0], lat[i], seed)))
+        lat, cpu, contention = _time(rows, warmup, iterations, duration, n_threads)
+    results = [_result(r, ns, c, threads=n_threads, seed=seed, save_latencies=save_latencies, placement=placement,
+                       popts=popts, notes=notes) for r, ns, c in zip(rows, lat, cpu)]
+    # a spinning pool burns CPU waiting for work: then CPU time says nothing of the work a call needs
+    floors = spinning is False or contention.threads == 1
+    comparisons = [Comparison(results[i].model, results[0].model, *_point_ci(speedup_ci(lat[0], lat[i], seed)),
+                              bounds=None if contention.clean else _bounds(results[0], results[i], floors))
                    for i in range(1, len(results))]
     gates = latency_gates(results, max_p50_ms, max_p99_ms) + speedup_gates(comparisons, min_speedup)
     if base_line is not None:
         gates += baseline_gates(results, base_line, max_regression, notes)
+    if not contention.clean:  # the figures include loaded rounds: a gate decided only where its bounds decide it
+        gates = settle(gates, results, comparisons, contention, floors)
     return BenchmarkReport(tuple(results), tuple(comparisons), tuple(gates), all(g.passed for g in gates),
-                           environment(), tuple(dict.fromkeys(notes)))
+                           environment(), tuple(dict.fromkeys(notes)), contention, verdict(gates))
 
 
 def _point_ci(t: tuple[float, float, float]) -> tuple[float, tuple[float, float]]:

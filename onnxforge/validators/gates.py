@@ -5,11 +5,12 @@ kind and the model it judged, so callers select gates by field, never by message
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Sequence
 
 from onnxforge.errors import BadInputError, UsageError
-from onnxforge.types import BenchmarkResult, Comparison, GateResult
+from onnxforge.types import BenchmarkResult, Comparison, Contention, GateResult
 
 
 def load_baseline(path: str) -> dict:
@@ -84,3 +85,43 @@ def baseline_gates(results: Sequence[BenchmarkResult], base: dict, max_regressio
         raise BadInputError("the baseline holds no result for these models, providers and batch sizes",
                             hint="it is a benchmark of another model; save a baseline of this one with --report")
     return gates
+
+
+def settle(gates: Sequence[GateResult], results: Sequence[BenchmarkResult], comparisons: Sequence[Comparison],
+           c: Contention, floors: bool = True) -> list[GateResult]:
+    """The gates of a timing without enough clean rounds: its figures include loaded
+    rounds, which bound what a quiet machine would measure without giving it. Load only
+    slows a call, so the loaded latency is an upper bound; no call runs faster than its
+    CPU time spread over every thread, so CPU time / threads is a lower bound (and a
+    speed-up lies between Comparison.bounds). A gate passes or fails only where its
+    bound decides it; else it is inconclusive. Without ``floors`` (a spinning thread
+    pool, whose CPU time is not work) there is no lower bound: nothing fails."""
+    from dataclasses import replace
+
+    from onnxforge.stats import contention_line
+
+    bounds = {x.model: x.bounds for x in comparisons}
+    out = []
+    for g in gates:
+        if g.kind not in ("latency", "speedup", "baseline"):
+            out.append(g)
+            continue
+        if g.kind == "speedup":
+            lo, hi = bounds.get(g.model) or (0.0, math.inf)
+            status, why = ("passed" if lo >= g.limit else "failed" if hi < g.limit else "inconclusive",
+                           f"quiet speed-up between {lo:.2f}x and {hi:.2f}x")
+        else:
+            r = next(r for r in results if g.message.startswith(_tag(r) + ":"))
+            floor = (r.cpu_ms[1] if g.name == "max_p99_ms" else r.cpu_ms[0]) / r.threads if floors else 0.0
+            status = "passed" if g.passed else "failed" if floor > g.limit else "inconclusive"
+            why = f"CPU time per call / threads {floor:.3f} ms"
+        out.append(replace(g, passed=status == "passed", status=status,
+                           message=f"{g.message}; {status} on a busy machine ({why}): {contention_line(c)}"
+                           if status != "passed" or g.kind == "speedup" else g.message))
+    return out
+
+
+def verdict(gates: Sequence[GateResult]) -> str:
+    """passed, failed (any gate failed) or inconclusive (none failed, one undecided)."""
+    statuses = {g.status for g in gates}
+    return "failed" if "failed" in statuses else "inconclusive" if "inconclusive" in statuses else "passed"

@@ -122,25 +122,33 @@ def pair_outputs(ref_names: Sequence[str], cand_names: Sequence[str], user_map: 
     return pairs, "outputs paired by position (no names match): " + ", ".join(f"{r}={c}" for r, c in pairs.items())
 
 
-def _samples(ref: Runner, cand: Runner, specs, *, inputs, input_samples, samples, seed, dims, val_ranges) -> list:
-    from onnxforge.specs import generate_inputs, load_samples
+def _samples(ref: Runner, cand: Runner, specs, *, inputs, input_samples, samples, seed, dims, val_ranges,
+             norms, data=None) -> tuple[list, dict]:
+    """The input samples and where they came from ({"source": given | saved | generated,
+    "how": ...}): every verdict says whether it was taken on the user's data."""
+    from onnxforge.specs import describe_generated, generate_inputs, load_samples
 
     names = [s.name for s in specs]
     if input_samples is not None:
-        return [dict(s) for s in input_samples]
+        return [dict(s) for s in input_samples], dict(data or {"source": "given",
+                                                              "how": f"{len(input_samples)} sample(s)"})
     if inputs:
-        return load_samples(inputs, names=names)
+        feeds = load_samples(inputs, names=names)
+        return feeds, {"source": "given", "how": f"{inputs} ({len(feeds)} sample(s))"}
     if ref.saved_inputs or cand.saved_inputs:
         raw = ref.saved_inputs or cand.saved_inputs
         keys = list(raw[0]) if raw else []
         rename = dict(zip(keys, names)) if names and len(keys) == len(names) and not set(keys) & set(names) else {}
-        return [{rename.get(k, k): v for k, v in s.items()} for s in raw]
+        return ([{rename.get(k, k): v for k, v in s.items()} for s in raw],
+                {"source": "saved", "how": "the inputs saved with the outputs"})
     if ref.kind == "saved" or cand.kind == "saved":
         raise UsageError("saved outputs are compared on the inputs they were made from",
                          hint="pass --inputs with those inputs (saved with --save-inputs)")
     if not specs:
         raise UsageError("no side declares its inputs", hint="pass --input NAME:DTYPE:SHAPE or --inputs FILE")
-    return [generate_inputs(specs, seed=seed + i, dims=dims, val_ranges=val_ranges) for i in range(samples)]
+    return ([generate_inputs(specs, seed=seed + i, dims=dims, val_ranges=val_ranges, norms=norms)
+             for i in range(samples)],
+            {"source": "generated", "how": describe_generated(specs, seed=seed, val_ranges=val_ranges, norms=norms)})
 
 
 def _check_not_empty(feeds: list[dict]) -> None:
@@ -209,10 +217,12 @@ def validate(
     *,
     inputs: str | None = None,
     input_samples: Sequence[Mapping[str, object]] | None = None,
+    data: Mapping[str, str] | None = None,
     samples: int = 1,
     seed: int = 0,
     dims: Mapping[str, int] | None = None,
     val_ranges: Mapping[str, tuple[float, float]] | None = None,
+    input_norms: Mapping[str, object] | None = None,
     provider: str = "cpu",
     ref_provider: str = "cpu",
     tolerance: Tolerance = DEFAULT_TOLERANCE,
@@ -225,7 +235,8 @@ def validate(
     **criteria,
 ) -> ParityReport:
     """Run both sides on the same inputs and compare. ``criteria`` go to compare():
-    check_stat, min_cosine, min_agreement, task, top_k."""
+    check_stat, min_cosine, min_agreement, task, top_k. ``data`` says where
+    ``input_samples`` came from ({"source": ..., "how": ...}; default: given)."""
     from onnxforge.specs import check_dims, check_sample_fits, save_samples
 
     ref = _open(reference, ref_provider, threads, source_options)
@@ -239,8 +250,9 @@ def validate(
     if dims and (ref.inputs or cand.inputs):
         check_dims(dims, (*ref.inputs, *cand.inputs))  # a dim either side has
     val_ranges = val_ranges or ref.val_ranges or cand.val_ranges
-    feeds = _samples(ref, cand, specs, inputs=inputs, input_samples=input_samples, samples=samples, seed=seed,
-                     dims=dims, val_ranges=val_ranges)
+    norms = input_norms or ref.input_norms or cand.input_norms
+    feeds, data = _samples(ref, cand, specs, inputs=inputs, input_samples=input_samples, samples=samples, seed=seed,
+                           dims=dims, val_ranges=val_ranges, norms=norms, data=data)
     _check_not_empty(feeds)
 
     def feed_for(side: Runner, sample: Mapping[str, object]) -> dict:
@@ -264,10 +276,11 @@ def validate(
     cand_named = [{**{r: o[c] for r, c in pairs.items() if c in o}, **{k: v for k, v in o.items() if k not in paired}}
                   for o in cand_out]
     ref_out, squeezed = _align_squeezed(ref_out, cand_named)
+    if ref.label_scores and "label_scores" not in criteria:
+        criteria["label_scores"] = ref.label_scores
     report = compare(ref_out, cand_named, tolerance, reference=ref.label, candidate=cand.label, **criteria)
     notes = tuple(n for n in (note, squeezed) if n)
-    if notes:
-        report = replace(report, notes=report.notes + notes)
+    report = replace(report, notes=report.notes + notes, data=data)
     if save_inputs:
         save_samples(save_inputs, feeds)
     if save_outputs:
@@ -290,26 +303,28 @@ def _localize(ref: Runner, cand: Runner, sample, feed_for, tolerance):
 
 def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = None, samples: int = 1, seed: int = 0,
                   dims: Mapping[str, int] | None = None, label: str = "", second_shape: bool = True,
-                  **criteria) -> list[ParityReport]:
+                  input_norms: Mapping[str, object] | None = None, **criteria) -> list[ParityReport]:
     """Parity of ``after`` against ``before`` (two ONNX files) on the given inputs (or
     seeded random ones), and, for models with symbolic dims, again at another size of
     each, which proves that the dims stayed dynamic."""
     from onnxforge.artifacts import symbolic_dims
     from onnxforge.runners.onnx import onnx_runner
+    from onnxforge.specs import dim_keys
 
     ref = onnx_runner(before, "cpu", label=Path(before).name)
     cand = onnx_runner(after, "cpu", label=label or Path(after).name)
     # a step checks its dims against its input once; an intermediate model may have pinned some
-    dims = {k: v for k, v in (dims or {}).items() if k in symbolic_dims(before)}
+    dims = {k: v for k, v in (dims or {}).items() if k in dim_keys(ref.inputs)}
     sym = [d for d in symbolic_dims(before) if d not in dims]
     base = {**{d: 2 for d in sym}, **dims}
     reports = [validate(ref, cand, inputs=inputs, samples=samples, seed=seed, dims=base, tolerance=tolerance,
-                        **criteria)]
+                        input_norms=input_norms, **criteria)]
     if second_shape and sym and not inputs:
         second = {**base, **{d: 3 for d in sym}}
         where = ", ".join(f"{d}=3" for d in sym)
         try:
-            rep = validate(ref, cand, samples=1, seed=seed + 1, dims=second, tolerance=tolerance, **criteria)
+            rep = validate(ref, cand, samples=1, seed=seed + 1, dims=second, tolerance=tolerance,
+                           input_norms=input_norms, **criteria)
             rep = replace(rep, candidate=f"{rep.candidate} ({where})")
         except BadInputError as exc:
             rep = ParityReport(ref.label, f"{cand.label} ({where})", 1, (), False,

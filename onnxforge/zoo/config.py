@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from onnxforge.pipeline.config import release_name
+
 from onnxforge.errors import BadInputError, UsageError
 from onnxforge.options import PosFloat, Retries, option, suggest, validate_options
 
@@ -92,10 +94,6 @@ class ZooConfig:
     zoo: ZooSection
     targets: tuple[Target, ...]
     entries: tuple[Entry, ...]
-
-
-def release_name(config: Path) -> str:
-    return config.parent.name if config.name == "release.toml" else config.stem
 
 
 def _table(where: str, value) -> dict:

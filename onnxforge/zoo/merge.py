@@ -21,9 +21,9 @@ from onnxforge.errors import BadInputError, UsageError
 
 ENTRY_FILE = "zoo-entry.json"
 NOT_RUN = "not run"
-STATUSES = ("passed", "failed", "error", "interrupted", NOT_RUN)
+STATUSES = ("passed", "failed", "inconclusive", "error", "interrupted", NOT_RUN)
 # what a release's report.json may pair with each status (pipeline.run sets them together)
-EXIT_CODES = {"passed": (0,), "failed": (1,), "error": (2, 3, 4, 5, 70), "interrupted": (130, 143)}
+EXIT_CODES = {"passed": (0,), "failed": (1,), "inconclusive": (6,), "error": (2, 3, 4, 5, 70), "interrupted": (130, 143)}
 
 
 @dataclass(frozen=True)

@@ -226,7 +226,29 @@ def _nested_model(ws, folder):
     (folder / "more" / "model-settings.json").write_text(json.dumps({"name": "more", "implementation": "os.system"}))
 
 
+def _edited_runtime(ws, folder):
+    """The shipped runtime with a line added: no longer onnxforge's, whatever its name."""
+    with open(folder / "onnxforge_runtime.py", "a") as f:
+        f.write(_payload_module(ws))
+
+
+def forged_bytecode(ws, folder):
+    """A .pyc that claims the shipped runtime's mtime and size: Python would run it
+    instead of the checked source (tests/adversarial/test_code.py serves such a folder)."""
+    import importlib._bootstrap_external as bx
+    import sys
+
+    src = folder / "onnxforge_runtime.py"
+    st = src.stat()
+    code = compile(_payload_module(ws), str(src), "exec")
+    (folder / "__pycache__").mkdir()
+    pyc = folder / "__pycache__" / f"onnxforge_runtime.{sys.implementation.cache_tag}.pyc"
+    pyc.write_bytes(bx._code_to_timestamp_pyc(code, int(st.st_mtime), st.st_size))
+
+
 SERVE_EDITS = {
+    "edited_runtime": _edited_runtime,
+    "no_runtime": lambda ws, f: (f / "onnxforge_runtime.py").unlink(),
     "impl": _evil_impl,
     "shadow": _shadowing_module,
     "repository": _evil_repository,
@@ -251,6 +273,8 @@ def _serve_case(title, name, clue):
 
 
 CASES += [
+    _serve_case("shipped runtime edited", "edited_runtime", "onnxforge_runtime.py is missing or not"),
+    _serve_case("shipped runtime removed", "no_runtime", "onnxforge_runtime.py is missing or not"),
     _serve_case("implementation from the folder", "impl", "evil.Runtime"),
     _serve_case("module shadowing onnxruntime", "shadow", "onnxruntime.py"),
     _serve_case("settings.json repository class", "repository", "model_repository_implementation"),

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 from cases import MARKER
-from cases_code import dynamic_pt2, edit_program
+from cases_code import dynamic_pt2, edit_program, forged_bytecode
 
 pytestmark = pytest.mark.slow  # exports torch models, starts onnxforge processes
 
@@ -112,6 +112,30 @@ def test_serve_check_serves_on_loopback_whatever_settings_json_says(tmp_path):
     assert stopped == [True]
     rep = serve_check(folder, duration=0.5, concurrency=1, protocols=("rest",))
     assert rep.passed, rep.failures
+
+
+def test_a_forged_pycache_beside_the_runtime_is_never_run(tmp_path):
+    """A .pyc claiming the shipped runtime's mtime and size would run instead of the
+    checked source; serve-check's server reads bytecode only from its own scratch folder,
+    so the folder serves (a harmless __pycache__ that `mlserver start` left is no reason
+    to refuse it) and the payload never runs."""
+    import importlib.util
+
+    if importlib.util.find_spec("mlserver") is None:  # not imported here: its protobufs clash with tritonclient's
+        pytest.skip("mlserver is not installed (pip install 'onnxforge[serve]')")
+    sys.path.insert(0, str(ROOT))
+    from fixtures import make_fixtures as mf
+    from onnxforge.serving import package
+
+    mf.onnx_tiny(tmp_path / "tiny.onnx")
+    folder = tmp_path / "srv"
+    package(str(tmp_path / "tiny.onnx"), folder, target="mlserver")
+    forged_bytecode(tmp_path, folder)
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    r = _onnxforge(["serve-check", folder, "--duration", "0.5", "--concurrency", "1"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / MARKER).exists(), "the forged bytecode ran"
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # nothing written into the folder
 
 
 def test_trust_code_lets_a_folder_name_its_own_runtime(tmp_path):

@@ -43,7 +43,7 @@ def _wait_for(pred, timeout=60.0):
 def test_sigterm_cleans_up_and_exits_143(ws, tmp_path):
     """What CI runners and `timeout` send: scratch folders go, nothing is published."""
     out = tmp_path / "q"
-    p = _start(["quantize", "dynamic", ws / "in" / "chain.onnx", "-o", out / "q.onnx", "--bench-seconds", "60"],
+    p = _start(["quantize", "dynamic", "--allow-generated-data", ws / "in" / "chain.onnx", "-o", out / "q.onnx", "--bench-seconds", "60"],
                ws / "cwd")
     assert _wait_for(lambda: any(out.glob(".onnxforge-*")))  # it is working in its scratch folder
     time.sleep(1.0)
@@ -58,7 +58,8 @@ def test_interrupted_release_never_leaves_a_stale_verdict(ws, tmp_path):
     out = tmp_path / "rel"
     cfg = release_config(ws, "slow", **{"steps.1.bench_seconds": 30.0})
     first = subprocess.run([sys.executable, "-m", "onnxforge", "release", release_config(ws, "fast"), "-o", out],
-                           capture_output=True, text=True, cwd=ws / "cwd")
+                           capture_output=True, text=True, cwd=ws / "cwd",
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's onnxforge, as _start
     assert first.returncode == 0, first.stderr
     p = _start(["release", cfg, "-o", out, "--force"], ws / "cwd")
     # the simplify step is published; the quantize step is now in its 30 s timing
@@ -77,7 +78,7 @@ def test_interrupted_release_never_leaves_a_stale_verdict(ws, tmp_path):
 
 def test_second_concurrent_writer_fails(ws, tmp_path):
     out = tmp_path / "same.onnx"
-    args = ["quantize", "dynamic", ws / "in" / "chain.onnx", "-o", out, "--bench-seconds", "1"]
+    args = ["quantize", "dynamic", "--allow-generated-data", ws / "in" / "chain.onnx", "-o", out, "--bench-seconds", "1", "--min-speedup", "0"]
     a, b = _start(args, ws / "cwd"), _start(args, ws / "cwd")
     (_, ea), (_, eb) = a.communicate(timeout=120), b.communicate(timeout=120)
     assert sorted([a.returncode, b.returncode]) == [0, 3], (ea, eb)
@@ -96,8 +97,8 @@ def test_quantize_external_data_is_honoured(ws, tmp_path):
     from onnxforge.cli.app import main
 
     out = tmp_path / "q.onnx"
-    assert main(["quantize", "dynamic", str(ws / "in" / "tiny.onnx"), "-o", str(out), "--external-data",
-                 "--bench-seconds", "0.2", "--json"]) == 0
+    assert main(["quantize", "dynamic", "--allow-generated-data", str(ws / "in" / "tiny.onnx"), "-o", str(out), "--external-data",
+                 "--bench-seconds", "0.2", "--min-speedup", "0", "--json"]) == 0
     import onnx
     from onnx.external_data_helper import uses_external_data
 

@@ -88,7 +88,38 @@ def test_float32_threshold_flips_fail_with_hint(cli, tmp_path, data):
     assert r.code == 1
     res = result(r)
     assert not res["written"] and not (tmp_path / "h.onnx").exists()
-    assert any("flips tree thresholds" in p and "float64" in p for p in res["checks"][0]["problems"])
+    [why] = res["checks"][0]["problems"]
+    assert "float32 threshold rounding in tree splits" in why and "float64" in why and "few rows by a jump" in why
+    assert "--double does not help" in why  # onnxruntime has no double kernel for HistGradientBoosting's outputs
+
+
+def test_knn_integer_features_names_distance_ties(cli, tmp_path):
+    """Labels flip on rows whose k-th and (k+1)-th neighbours are equidistant: still a
+    failure, but named; the table shows labels as a count, and no 1e+307 relative error."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.integers(0, 8, size=(540, 4)).astype(np.float64))
+    r = cli("convert", "sklearn", f"{M}:knn_integer", "-o", tmp_path / "k.onnx", "--sample", tmp_path / "x.npy")
+    assert r.code == 1
+    assert "labels differ on rows where the source's scores tie" in r.out and "this is expected" in r.out
+    assert "e+30" not in r.out and "exact" in r.out
+
+
+def test_label_ties_on_the_decision_boundary_pass(cli, tmp_path):
+    """Rows on a logistic regression's boundary: probabilities 0.5/0.5, float32 flips the
+    label. Those are ties (counted and reported), not failures."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tm", M)
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    m = tm.boundary_logreg()
+    x1 = np.random.default_rng(1).normal(size=300)
+    np.save(tmp_path / "x.npy", np.stack([-(m.intercept_[0] + m.coef_[0, 1] * x1) / m.coef_[0, 0], x1], 1))
+    r = cli("convert", "sklearn", f"{M}:boundary_logreg", "-o", tmp_path / "b.onnx", "--sample", tmp_path / "x.npy",
+            "--json")
+    assert r.code == 0, r.err + r.out
+    label = result(r)["checks"][0]["outputs"][0]
+    assert label["ties"] > 0 and label["mismatches"] == label["ties"] and "counted as ties" in label["message"]
 
 
 def test_double_for_linear_models(cli, tmp_path, data):
@@ -194,16 +225,39 @@ def test_options_and_target_opset(cli, tmp_path, data):
 
 
 def test_isolation_forest_every_output_checked(cli, tmp_path, data):
-    """skl2onnx needs ai.onnx.ml 3 for it: the hint names the flag, and then both the
+    """skl2onnx's default ai.onnx.ml opset (4) is past what it writes for IsolationForest:
+    the convert picks ai.onnx.ml 3 itself, says so and records the pair; then both the
     label and the scores are compared."""
-    r = cli("convert", "sklearn", f"{M}:isolation_forest", "-o", tmp_path / "i.onnx", "--sample", data / "bc32.npy")
-    assert r.code == 4 and "--target-opset ai.onnx.ml=3" in r.err
     r = cli("convert", "sklearn", f"{M}:isolation_forest", "-o", tmp_path / "i.onnx", "--sample", data / "bc32.npy",
-            "--target-opset", "17", "--target-opset", "ai.onnx.ml=3", "--json")
+            "--json")
     assert r.code == 0, r.err + r.out
-    outs = {o["name"]: o for o in result(r)["checks"][0]["outputs"]}
+    res = result(r)
+    assert res["details"]["opsets"]["ai.onnx.ml"] == 3
+    assert any("ai.onnx.ml 3" in n for n in res["notes"])
+    outs = {o["name"]: o for o in res["checks"][0]["outputs"]}
     assert set(outs) == {"label", "scores"} and outs["label"]["label_agreement"] == 1.0
     assert outs["scores"]["max_abs"] < 1e-5
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "i.onnx")).metadata_props}
+    assert "ai.onnx.ml=3" in meta["onnxforge.target_opset"]
+
+
+@pytest.mark.parametrize("flags,code,opsets", [
+    (["--target-opset", "17"], 0, {"ai.onnx": 17, "ai.onnx.ml": 3}),  # main given, ai.onnx.ml chosen
+    (["--target-opset", "ai.onnx.ml=3"], 0, None),  # README's flag alone was "op_version must be specified"
+    (["--target-opset", "17", "--target-opset", "ai.onnx.ml=3"], 0, {"ai.onnx": 17, "ai.onnx.ml": 3}),
+    (["--target-opset", "17", "--target-opset", "ai.onnx.ml=4"], 4, None),  # the user's pair stays theirs
+])
+def test_isolation_forest_opset_flags(cli, tmp_path, data, flags, code, opsets):
+    r = cli("convert", "sklearn", f"{M}:isolation_forest", "-o", tmp_path / "i.onnx", "--sample", data / "bc32.npy",
+            *flags, "--json")
+    assert r.code == code, r.err + r.out
+    if code:
+        assert "--opset 17 --opset ai.onnx.ml=3" in r.err and not (tmp_path / "i.onnx").exists()
+        return
+    res = result(r)
+    assert res["details"]["opsets"]["ai.onnx.ml"] == 3
+    if opsets:
+        assert res["details"]["opsets"] == opsets
 
 
 @pytest.mark.parametrize("factory", ["xgb_classifier", "lgbm_classifier"])

@@ -1,4 +1,6 @@
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -54,7 +56,7 @@ def test_static_qdq_keeps_digits_accuracy(cli, digits, tmp_path, kind):
     model, calib, test_npz, Xte, yte = digits[kind]
     out = tmp_path / "q.onnx"
     r = cli("quantize", "static", model, "-o", out, "--calibration", calib, "--inputs", test_npz,
-            "--max-mismatch", "0.05", "--bench-seconds", "0.5", "--json")
+            "--max-mismatch", "0.05", "--bench-seconds", "0.5", "--min-speedup", "0", "--json")
     assert r.code == 0, r.err + r.out
     res = result(r)
     fp32, int8 = accuracy(model, Xte, yte), accuracy(out, Xte, yte)
@@ -74,8 +76,8 @@ def test_dynamic_transformer_encoder(cli, tmp_path):
     import onnxforge
 
     onnxforge.convert_torch(f"{M}:encoder", tmp_path / "enc.onnx", inputs=["x:float32:batchxseqx16"])
-    r = cli("quantize", "dynamic", tmp_path / "enc.onnx", "-o", tmp_path / "q.onnx", "--dim", "batch=2",
-            "--dim", "seq=8", "--bench-seconds", "0.5", "--json")
+    r = cli("quantize", "dynamic", "--allow-generated-data", tmp_path / "enc.onnx", "-o", tmp_path / "q.onnx", "--dim", "batch=2",
+            "--dim", "seq=8", "--bench-seconds", "0.5", "--min-speedup", "0", "--json")
     assert r.code == 0, r.err + r.out
     res = result(r)
     assert "MatMulInteger" in res["after"]["ops"] or "DynamicQuantizeMatMul" in res["after"]["ops"]
@@ -84,8 +86,9 @@ def test_dynamic_transformer_encoder(cli, tmp_path):
 
 
 def test_old_cnn_static_random_smoke(cli, light, tmp_path):
-    r = cli("quantize", "static", light / "light_squeezenet.onnx", "-o", tmp_path / "q.onnx",
-            "--calibration", "random", "--samples", "4", "--bench-seconds", "0.3", "--min-cosine", "0", "--json")
+    r = cli("quantize", "static", "--allow-generated-data", light / "light_squeezenet.onnx", "-o", tmp_path / "q.onnx",
+            "--calibration", "random", "--samples", "4", "--bench-seconds", "0.3", "--min-speedup", "0",
+            "--min-cosine", "0", "--json")
     assert r.code == 0, r.err + r.out
     res = result(r)
     assert any("smoke test" in n for n in res["notes"])
@@ -93,28 +96,33 @@ def test_old_cnn_static_random_smoke(cli, light, tmp_path):
 
 
 def test_external_data_model(cli, fx, tmp_path):
-    r = cli("quantize", "dynamic", fx / "ext" / "ext.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.3",
+    r = cli("quantize", "dynamic", "--allow-generated-data", fx / "ext" / "ext.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.3",
+            "--min-speedup", "0",
             "--json", "--external-data")
     assert r.code == 0, r.err + r.out
     assert (tmp_path / "q.onnx.data").exists() or (tmp_path / "q.onnx").stat().st_size > 16000
 
 
 def test_budgets_and_keep_failed(cli, fx, tmp_path):
-    r = cli("quantize", "dynamic", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--min-speedup", "100",
+    r = cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--min-speedup", "100",
             "--bench-seconds", "0.3", "--json")
-    assert r.code == 1 and not (tmp_path / "q.onnx").exists()
     res = result(r)
-    assert res["details"]["min_speedup"] == 100 and not res["passed"]
-    r = cli("quantize", "dynamic", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--min-speedup", "100",
+    # a speed budget missed fails (1) on clean rounds, or where loaded rounds prove it; else it is undecided (6)
+    sp = res["speed"]
+    assert r.code == (1 if sp["contention"]["clean"] or sp["bounds"][1] < 100 else 6), r.err
+    assert not (tmp_path / "q.onnx").exists()
+    assert res["details"]["min_speedup"] == 100 and not res["passed"] and res["status"] in ("failed", "inconclusive")
+    r = cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--min-speedup", "100",
             "--bench-seconds", "0.3", "--keep-failed")
-    assert r.code == 1 and (tmp_path / "q.failed.onnx").exists()
+    assert r.code in (1, 6) and (tmp_path / "q.failed.onnx").exists()
 
 
 def test_fallback_excludes_sensitive_nodes(cli, fx, tmp_path):
-    common = ["--calibration", "random", "--samples", "8", "--bench-seconds", "0.2", "--atol", "1e-3", "--json"]
-    r = cli("quantize", "static", fx / "chain.onnx", "-o", tmp_path / "a.onnx", *common)
+    common = ["--calibration", "random", "--samples", "8", "--bench-seconds", "0.2", "--min-speedup", "0", "--atol",
+              "1e-3", "--json"]
+    r = cli("quantize", "static", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "a.onnx", *common)
     assert r.code == 1  # int8 everywhere misses a 1e-3 budget
-    r = cli("quantize", "static", fx / "chain.onnx", "-o", tmp_path / "b.onnx", *common, "--fallback", "--max-trials", "5")
+    r = cli("quantize", "static", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "b.onnx", *common, "--fallback", "--max-trials", "5")
     res = result(r)
     trials = res["trials"]
     assert len(trials) >= 2 and trials[-1]["excluded_nodes"]
@@ -160,8 +168,9 @@ def test_histogram_memory_refused(cli, fx, tmp_path):
 
 
 def test_already_quantized(cli, fx, tmp_path):
-    assert cli("quantize", "dynamic", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2").code == 0
-    r = cli("quantize", "dynamic", tmp_path / "q.onnx", "-o", tmp_path / "qq.onnx")
+    assert cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2",
+               "--min-speedup", "0").code == 0
+    r = cli("quantize", "dynamic", "--allow-generated-data", tmp_path / "q.onnx", "-o", tmp_path / "qq.onnx")
     assert r.code == 3 and "already quantized" in r.err
 
 
@@ -172,7 +181,7 @@ def test_float16_models_are_refused(cli, fx, tmp_path, io):
     half = tmp_path / "half.onnx"
     assert cli("quantize", "fp16", fx / "tiny.onnx", "-o", half, *io).code == 0
     for mode in (["dynamic"], ["static", "--calibration", "random"]):
-        r = cli("quantize", *mode, half, "-o", tmp_path / "q.onnx")
+        r = cli("quantize", *mode, half, "-o", tmp_path / "q.onnx", "--allow-generated-data")
         assert r.code == 3 and "float16 weights" in r.err and "hint:" in r.err, r.err
         assert not (tmp_path / "q.onnx").exists()
 
@@ -190,7 +199,7 @@ def test_float64_models_are_refused_not_passed_unquantized(cli, tmp_path):
     model = tmp_path / "f64.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(model))
     for mode in (["dynamic"], ["static", "--calibration", "random"], ["fp16"]):
-        r = cli("quantize", *mode, model, "-o", tmp_path / "q.onnx")
+        r = cli("quantize", *mode, model, "-o", tmp_path / "q.onnx", *([] if mode == ["fp16"] else ["--allow-generated-data"]))
         assert r.code == 3 and "float64 weights" in r.err and "hint:" in r.err, (mode, r.err)
         assert not (tmp_path / "q.onnx").exists()
 
@@ -200,12 +209,13 @@ def test_folder_of_samples(cli, fx, tmp_path):
         (tmp_path / "cal" / str(i)).mkdir(parents=True)
         np.save(tmp_path / "cal" / str(i) / "x.npy", np.random.default_rng(i).random((2, 16), dtype=np.float32))
     r = cli("quantize", "static", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--calibration", tmp_path / "cal",
-            "--bench-seconds", "0.2", "--json")
+            "--bench-seconds", "0.2", "--min-speedup", "0", "--json")
     assert r.code == 0, r.err
 
 
 def test_int8_larger_than_fp32_says_why(cli, fx, tmp_path):
-    r = cli("quantize", "dynamic", fx / "tiny.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--json")
+    r = cli("quantize", "dynamic", "--allow-generated-data", fx / "tiny.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2",
+            "--min-speedup", "0", "--json")
     assert r.code == 0, r.err
     res = result(r)
     assert res["after"]["file_bytes"] > res["before"]["file_bytes"]  # 12 weights: the quantization overhead wins
@@ -234,9 +244,10 @@ def test_generated_inputs_keep_the_ranges_the_converter_recorded(cli, tmp_path):
     for extra in ([], ["--placement"]):
         r = cli("benchmark", model, "--duration", "0.2", *extra)
         assert r.code == 0, r.err
-    r = cli("quantize", "dynamic", model, "-o", tmp_path / "d.onnx", "--bench-seconds", "0.2")
+    r = cli("quantize", "dynamic", "--allow-generated-data", model, "-o", tmp_path / "d.onnx", "--bench-seconds", "0.2", "--min-speedup", "0")
     assert r.code == 0, r.err
-    r = cli("quantize", "static", model, "-o", tmp_path / "s.onnx", "--calibration", "random", "--bench-seconds", "0.2",
+    r = cli("quantize", "static", "--allow-generated-data", model, "-o", tmp_path / "s.onnx", "--calibration", "random", "--bench-seconds",
+            "0.2", "--min-speedup", "0",
             "--min-cosine", "0")
     assert r.code == 0, r.err
 
@@ -259,6 +270,68 @@ def test_a_float64_table_beside_float32_weights_does_not_block_quantization(cli,
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     helper.set_model_props(m, {"onnxforge.val_ranges": '{"idx": [0, 9]}'})
     onnx.save(m, str(model))
-    r = cli("quantize", "dynamic", model, "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--min-cosine", "0.9")
+    r = cli("quantize", "dynamic", "--allow-generated-data", model, "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--min-speedup", "0",
+            "--min-cosine", "0.9")
     assert r.code == 0, r.err
     assert any(n.op_type == "MatMulInteger" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
+
+
+def test_int8_on_generated_data_alone_is_refused(cli, fx, tmp_path):
+    """#24: an int8 verdict on [0, 1) noise passed where real images failed. Without real
+    data (--inputs, or real calibration for static) quantize is a usage error, before any
+    work, unless --allow-generated-data; the verdict then says its data was generated."""
+    out = tmp_path / "q.onnx"
+    for argv in (("dynamic",), ("static", "--calibration", "random")):
+        r = cli("quantize", *argv, fx / "tiny.onnx", "-o", out)
+        assert r.code == 2 and r.err.count("error:") == 1, r.err
+        assert "needs real input data" in r.err and "--allow-generated-data" in r.err and "--inputs" in r.err
+        assert not out.exists()
+    r = cli("quantize", "dynamic", fx / "tiny.onnx", "-o", out, "--allow-generated-data", "--bench-seconds", "0.2")
+    assert r.code == 0, r.err
+    assert "data: generated (uniform [0,1) noise, seed 0)" in r.out
+    np.savez(tmp_path / "in.npz", x=np.random.default_rng(0).random((2, 4), dtype=np.float32))
+    r = cli("quantize", "dynamic", fx / "tiny.onnx", "-o", tmp_path / "q2.onnx", "--inputs", tmp_path / "in.npz",
+            "--bench-seconds", "0.2", "--json")
+    assert r.code == 0, r.err
+    assert result(r)["checks"][0]["data"]["source"] == "given"
+
+
+def test_static_with_real_calibration_is_checked_on_it(cli, fx, tmp_path):
+    """Real calibration data is real data: the check runs on it (and says so), not on noise."""
+    np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).random((8, 1, 4), dtype=np.float32))
+    r = cli("quantize", "static", fx / "tiny.onnx", "-o", tmp_path / "q.onnx", "--calibration", tmp_path / "cal.npz",
+            "--bench-seconds", "0.2", "--json")
+    assert r.code == 0, r.err
+    data = result(r)["checks"][0]["data"]
+    assert data["source"] == "given" and "calibration data" in data["how"] and "first 4 sample(s)" in data["how"]
+
+
+def test_python_api_refuses_generated_data_too(fx, tmp_path):
+    from onnxforge import quantize_dynamic
+    from onnxforge.errors import UsageError
+
+    with pytest.raises(UsageError, match="needs real input data"):
+        quantize_dynamic(fx / "tiny.onnx", tmp_path / "q.onnx")
+    res = quantize_dynamic(fx / "tiny.onnx", tmp_path / "q.onnx", allow_generated_data=True, bench_seconds=0.2)
+    assert res.passed and res.checks[0].data["source"] == "generated"
+
+
+def test_quantize_checks_on_the_recorded_norm(cli, tmp_path):
+    """A model that recorded its image normalisation is quantized and checked on images
+    normalised that way (--input-norm overrides it)."""
+    factory = tmp_path / "net.py"
+    factory.write_text("import torch\n\ndef build():\n    torch.manual_seed(0)\n    return torch.nn.Sequential("
+                       "torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 5))\n")
+    m = tmp_path / "m.onnx"
+    r = cli("convert", "torch", f"{factory}:build", "--input", "x:float32:batchx3x8x8", "--input-norm", "x:imagenet",
+            "-o", m)
+    assert r.code == 0, r.err
+    props = {p.key: p.value for p in onnx.load(m).metadata_props}
+    assert json.loads(props["onnxforge.input_norms"])["x"]["mean"] == [0.485, 0.456, 0.406]
+    r = cli("quantize", "dynamic", m, "-o", tmp_path / "q.onnx", "--allow-generated-data", "--bench-seconds", "0.2")
+    assert r.code == 0, r.err
+    assert "data: generated (ImageNet-normalised images, seed 0)" in r.out
+    r = cli("quantize", "dynamic", m, "-o", tmp_path / "q2.onnx", "--allow-generated-data", "--bench-seconds", "0.2",
+            "--input-norm", "x:clip", "--json")
+    assert r.code == 0, r.err
+    assert "CLIP-normalised" in result(r)["checks"][0]["data"]["how"]

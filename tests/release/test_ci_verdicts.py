@@ -106,8 +106,44 @@ def test_failing_release_is_red_everywhere(kind, project, tmp_path, monkeypatch,
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     got = main(["release", str(project / f"{kind}.toml"), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())["result"]
+    if kind in ("latency", "speed-up") and all(g["status"] != "failed" for g in rep["gates"]):
+        assert not rep["benchmark"]["contention"]["clean"]
+        code, status = 6, "inconclusive"  # a loaded machine: the timing gate is undecided, never a pass
     assert got == code, err
     _check_verdict(tmp_path / "out", code, status, summary, err)
+
+
+def test_timing_gate_on_a_loaded_machine_is_inconclusive(project, tmp_path):
+    """A CPU burner pinned beside the release: its latency gate is neither passed nor
+    failed but inconclusive (exit 6), JUnit says so with an error carrying the CPU share."""
+    from conftest import cpu_burner
+
+    from fixtures import make_fixtures as mf
+
+    mf.onnx_chain(project / "wide.onnx", width=512)  # calls of milliseconds: the burner lands inside them
+    # simplify changes nothing here: a speed-up of about 1, which loaded rounds cannot put above or below 1.0
+    (project / "loaded.toml").write_text(_toml({"model": {"source": "wide.onnx", "framework": "onnx"},
+                                                "steps": [{"run": "simplify"}],
+                                                "gates": {"latency": {"provider": "cpu", "dims": {"batch": 256},
+                                                                      "seconds": 0.3, "min_speedup": 1.0}}}))
+    cpu = max(os.sched_getaffinity(0))
+    with cpu_burner(cpu):
+        r = subprocess.run([sys.executable, "-m", "onnxforge", "release", str(project / "loaded.toml"), "-o",
+                            str(tmp_path / "out")], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_ACTIONS": "true",
+                                "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")},
+                           preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    assert r.returncode == 6, r.stderr
+    _check_verdict(tmp_path / "out", 6, "inconclusive", tmp_path / "summary.md", r.stderr)
+    assert "error: release inconclusive: min_speedup not decided: the machine was busy (" in r.stderr
+    suite = ET.parse(tmp_path / "out" / "junit.xml").getroot()
+    case = suite.find("testcase[@name='min_speedup']")
+    assert case.find("error") is not None and case.find("failure") is None
+    assert "rounds discarded" in case.find("error").get("message")
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())["result"]
+    [gate] = [g for g in rep["gates"] if g["name"] == "min_speedup"]
+    assert gate["status"] == "inconclusive" and gate["passed"] is False
 
 
 def test_internal_error_still_writes_the_verdict(project, tmp_path, monkeypatch, capsys):
@@ -165,7 +201,8 @@ def test_docs_ci_commands_run(tmp_path):
     assert lines, "docs/ci.md shows no onnxforge command"
     import shutil
 
-    shutil.copytree(ROOT / "fixtures", tmp_path / "fixtures")  # a checkout, as the CI job sees it
+    # a user's repository, as the CI job sees it: their release.toml (the sklearn example) at its root
+    shutil.copytree(ROOT / "fixtures" / "example-sklearn", tmp_path, dirs_exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_STEP_SUMMARY": str(tmp_path / "s.md")}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     for line in lines:

@@ -4,6 +4,7 @@ refusal is still written (fast: nothing is converted)."""
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,9 @@ def test_dry_run_plans_without_work(cli, tmp_path):
     (lambda c: c["steps"][2].update(samples="ten"), 2, "steps[2].samples: must be an integer"),
     (lambda c: c["steps"][2].update(percentile=150.0), 2, "steps[2].percentile: must be less than or equal to 100"),
     (lambda c: c.update(extra={"a": 1}), 2, "unknown section [extra]"),
+    # #24: an int8 step that would be checked on generated data alone must say it accepts that
+    (lambda c: (c["data"].pop("validation"), c["gates"].pop("accuracy"), c["steps"][2].clear(),
+                c["steps"][2].update(run="quantize.dynamic")), 2, "steps[2].allow_generated_data = true"),
 ])
 def test_bad_configs_refused_before_work(cli, tmp_path, mutate, code, needle):
     cfg = _config(tmp_path, mutate)
@@ -97,3 +101,33 @@ def test_latency_dims_of_a_sklearn_release_are_checked_before_work(cli, tmp_path
     (tmp_path / "release.toml").write_text(text)
     r = cli("release", tmp_path / "release.toml", "-o", tmp_path / "out", "--dry-run")
     assert r.code == 2 and "gates.latency.dims: the model has no dim nosuch" in r.err, r.err
+
+
+@pytest.mark.slow  # a real release (simplify runs onnxsim)
+def test_release_takes_the_config_as_data(fx, tmp_path, monkeypatch):
+    """release() takes the TOML's tables as a dict: relative paths resolve against
+    base_dir (a Path is fine as a value), else the current directory; the report's
+    inputs carry the data's hash in place of a file's."""
+    import shutil
+
+    import onnxforge
+    from onnxforge.errors import BadInputError, UsageError
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(fx / "tiny.onnx", models / "model.onnx")
+    tables = {"model": {"source": Path("model.onnx"), "framework": "onnx"}, "steps": [{"run": "simplify"}]}
+    rep = onnxforge.release(tables, tmp_path / "out", base_dir=models)
+    assert rep.passed and rep.exit_code == 0, rep.failure
+    assert set(rep.inputs) == {"config:<dict>", "source:model.onnx"}
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["result"]["config"]["model"]["source"] == \
+        str(models / "model.onnx")
+    assert tables["model"]["source"] == Path("model.onnx")  # the caller's dict is left as it was
+
+    monkeypatch.chdir(models)
+    assert onnxforge.release(tables, tmp_path / "out2").passed
+    with pytest.raises(UsageError, match="base_dir is for a config given as data"):
+        onnxforge.release(tmp_path / "release.toml", tmp_path / "out3", base_dir=models)
+    with pytest.raises(BadInputError, match="not a folder"):
+        onnxforge.release(tables, tmp_path / "out3", base_dir=tmp_path / "missing")
+    assert not (tmp_path / "out3").exists()

@@ -84,3 +84,21 @@ def fp16_model(path: Path) -> Path:
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
     return path
+
+
+def wide_model(path: Path) -> Path:
+    """x[batch,256] -> y[batch,8]: an 8 KiB weight, past the 1 KiB above which
+    mlflow.onnx's default writes weights as external data."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((256, 8)).astype(np.float32), "W")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "wide",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 256])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    return path

@@ -16,7 +16,7 @@ pytestmark = [requires_serve, pytest.mark.slow]
 
 
 def _config(tmp_path, extra: str) -> str:
-    src = tmp_path / "src"
+    src = tmp_path / "digits"  # the release's name: its config's folder
     shutil.copytree(SK_EXAMPLE, src)
     text = (src / "release.toml").read_text().replace('latency = { provider = "cpu",',
                                                         'latency = { provider = "cpu", seconds = 0.3,')
@@ -35,14 +35,18 @@ def test_release_packages_and_serve_checks(cli, tmp_path):
     assert all(gates[f"package:{t}"]["passed"] for t in ("mlflow", "mlserver", "triton"))
     assert gates["serve_check"]["passed"] and rep["serve_check"]["parity"]["grpc"]["passed"]
     assert (out / "mlserver" / "model-settings.json").is_file() and (out / "mlflow" / "MLmodel").is_file()
-    # named after the release folder, every run the same (it was the scratch folder's random name)
-    assert [p.name for p in (out / "triton").iterdir()] == ["rel"]
-    assert 'name: "rel"' in (out / "triton" / "rel" / "config.pbtxt").read_text()
-    assert json.loads((out / "mlserver" / "model-settings.json").read_text())["name"] == "rel"
+    # named after the release (its config's folder), not the output folder "rel"
+    assert [p.name for p in (out / "triton").iterdir()] == ["digits"]
+    assert 'name: "digits"' in (out / "triton" / "digits" / "config.pbtxt").read_text()
+    assert json.loads((out / "mlserver" / "model-settings.json").read_text())["name"] == "digits"
+    assert rep["name"] == "digits"
+    assert (out / "report.md").read_text().startswith("# onnxforge release: PASSED (digits)\n")
+    assert "<title>digits: onnxforge release: PASSED</title>" in (out / "report.html").read_text()
+    assert ET.parse(out / "junit.xml").getroot().get("name") == "onnxforge release digits"
     info = json.loads((out / "mlserver" / "onnxforge-package" / "package.json").read_text())
     assert info["source"] == ".."  # the release folder, wherever it is copied to
     for p in rep["packages"]:  # paths in the report point into OUT, not the deleted scratch folder
-        assert p["model_name"] == "rel" and Path(p["out_dir"]).is_dir() and Path(p["model_dir"]).is_dir()
+        assert p["model_name"] == "digits" and Path(p["out_dir"]).is_dir() and Path(p["model_dir"]).is_dir()
     assert all(Path(s["output"]).is_file() for s in rep["steps"])
     assert ".onnxforge-" not in (out / "report.json").read_text().replace(".onnxforge-release", "")
     cases = {c.get("name") for c in ET.parse(out / "junit.xml").getroot().iter("testcase")}
@@ -51,6 +55,10 @@ def test_release_packages_and_serve_checks(cli, tmp_path):
     r = cli("serve-check", out / "mlserver", "--duration", "0.3", "--concurrency", "1", "--protocol", "rest", "--json")
     assert r.code == 0, r.err
     assert json.loads(r.out)["kind"] == "serve-check"
+    # packaging the release folder again keeps the release's name
+    r = cli("package", out, "-o", tmp_path / "again", "--target", "mlserver", "--json")
+    assert r.code == 0, r.err
+    assert result(r)["model_name"] == "digits"
 
 
 def test_package_config_is_checked_before_work(cli, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serve_models import labeled_model, requires_serve, sklearn_release
+from serve_models import labeled_model, requires_serve, sklearn_release, wide_model
 
 from onnxforge.errors import BadInputError, UsageError
 from onnxforge.fileio import sha256_file
@@ -37,7 +37,7 @@ def _ort(model, feeds):
 
 def test_mlserver_folder_from_a_model(models, tmp_path):
     from onnxforge.serving import package
-    from onnxforge.serving.package import load_package
+    from onnxforge.serving.package import load_package, runtime_source
 
     src = models / "labeled.onnx"
     before = sha256_file(src)
@@ -45,7 +45,8 @@ def test_mlserver_folder_from_a_model(models, tmp_path):
     assert res.passed and res.written and res.model_name == "labeled"
     out = tmp_path / "m"
     settings = json.loads((out / "model-settings.json").read_text())
-    assert settings["implementation"] == "onnxforge.serving.mlserver_runtime.OnnxRuntimeModel"
+    assert settings["implementation"] == "onnxforge_runtime.OnnxRuntimeModel"
+    assert (out / "onnxforge_runtime.py").read_bytes() == runtime_source().read_bytes()
     assert settings["parameters"] == {"uri": "./model.onnx", "extra": {"provider": "cpu", "threads": 2}}
     assert settings["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
     assert [(o["name"], o["datatype"], o["shape"]) for o in settings["outputs"]] == [
@@ -54,8 +55,11 @@ def test_mlserver_folder_from_a_model(models, tmp_path):
     assert not {"http_port", "grpc_port", "host"} & set(server)  # left to the environment
     import onnxruntime
 
-    reqs = (out / "requirements.txt").read_text().split()
-    assert f"onnxruntime=={onnxruntime.__version__}" in reqs and reqs[0].startswith("onnxforge==")
+    from importlib.metadata import version
+
+    # exactly what onnxforge_runtime.py imports, as installed here; onnxforge is on no index
+    assert (out / "requirements.txt").read_text().split() == [
+        f"mlserver=={version('mlserver')}", f"onnxruntime=={onnxruntime.__version__}", f"numpy=={np.__version__}"]
     assert sha256_file(out / "model.onnx") == before == sha256_file(src)  # a copy; the source untouched
     info, inputs, golden = load_package(out)
     assert info["target"] == "mlserver" and info["threads"] == 2
@@ -288,3 +292,102 @@ def test_where_the_golden_inputs_come_from(models, tmp_path):
     res = package(rel, rel / "mlserver", target="mlserver", dims={"batch": 2})
     assert "generated" in res.inputs_from and any("/gone/val.npz" in n for n in res.notes)
     assert res.model_name == "rel"
+
+
+@pytest.mark.parametrize("target", ["mlserver", "mlflow", "triton"])
+def test_every_file_is_readable_by_any_user(tmp_path, target):
+    """A server in a container often runs as another user: 0644 files and 0755 folders
+    whatever the umask, and the MLflow model in one file (mlflow.onnx's default wrote
+    the weights of this 8 KiB model to a second file, mode 0600)."""
+    import os
+    import stat
+
+    from onnxforge.serving import package
+
+    src = wide_model(tmp_path / "wide.onnx")
+    old = os.umask(0o077)
+    try:
+        res = package(src, tmp_path / "out", target=target)
+    finally:
+        os.umask(old)
+    assert res.passed
+    paths = [tmp_path / "out", *sorted((tmp_path / "out").rglob("*"))]
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.lstat().st_mode)) for p in paths}
+    assert modes == {k: ("0o755" if (tmp_path / k).is_dir() else "0o644") for k in modes}
+    models = [p for p in paths if p.suffix == ".onnx"]
+    assert len(models) == 1 and not [p for p in paths if p.is_file() and p.suffix == "" and p.name != "MLmodel"]
+    from onnxforge.fileio import external_data_files, load_onnx
+
+    assert external_data_files(load_onnx(models[0], load_external_data=False)) == {}
+
+
+def test_shipped_runtime_imports_only_mlserver_onnxruntime_numpy_and_agrees_with_v2():
+    """onnxforge_runtime.py is copied into folders where onnxforge is not installed: it
+    may import nothing of onnxforge, and its datatype table must be v2.py's (read, not
+    imported: importing it imports mlserver)."""
+    import ast
+
+    from onnxforge.serving.package import runtime_source
+    from onnxforge.serving.v2 import V2_DATATYPES
+
+    tree = ast.parse(runtime_source().read_text())
+    roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    roots |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert roots <= {"__future__", "math", "re", "mlserver", "onnxruntime", "numpy"}, roots
+    tables = {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign) for t in n.targets}
+    ort_names = {"float": "float32", "double": "float64", "string": "str"}
+    as_v2 = {ort_names.get(k[7:-1], k[7:-1]): v for k, v in tables["V2_OF_ORT"].items()}
+    assert as_v2 == V2_DATATYPES
+    assert {v: ("str" if n == "object" else n) for v, n in tables["NUMPY_OF_V2"].items()} == {
+        v: k for k, v in V2_DATATYPES.items()}
+
+
+@pytest.mark.parametrize("model, find, put, problem", [
+    ("labeled", "data_type: TYPE_FP32", "data_type: TYPE_FP16",
+     "input x data_type: expected TYPE_FP32, found TYPE_FP16 (float32)"),
+    ("labeled", 'name: "x"', 'name: "y"', "input names: expected ['x'], found ['y']"),
+    ("labeled", 'name: "label"', 'name: "labels"', "output names: expected ['label', 'scores'], found ['labels', 'scores']"),
+    ("labeled", "dims: [ 4 ]", "dims: [ 5 ]", "input x dims: expected [4], found [5] for model shape ['batch', 4] "
+     "(max_batch_size > 0: without the batch dim)"),
+    ("labeled", "dims: [ 4 ]", "dims: [ -1, 4 ]", "input x dims: expected [4], found [-1, 4]"),
+    ("labeled", "reshape: { shape: [ ] }", "", "output label reshape: expected [ ] (batch only), found absent"),
+    ("labeled", "dynamic_batching { }", "", "dynamic_batching: expected set, found absent"),
+    ("labeled", "KIND_CPU", "KIND_GPU", "instance_group: expected one group of KIND_CPU, count >= 1, found ['KIND_GPU']"),
+    ("labeled", 'platform: "onnxruntime_onnx"', 'platform: "tensorflow_savedmodel"',
+     "platform: expected 'onnxruntime_onnx', found 'tensorflow_savedmodel'"),
+    ("fixed", "max_batch_size: 0", "max_batch_size: 8",
+     "max_batch_size: expected 0 (the model has no symbolic first dim shared by every input and output), found 8"),
+    ("fixed", "data_type: TYPE_INT64", "data_type: TYPE_INT32", "output label data_type: expected TYPE_INT64, found"),
+], ids=["dtype", "input-name", "output-name", "dim", "batch-in-dims", "reshape", "dynamic-batching", "kind",
+        "platform", "fixed-batch", "output-dtype"])
+def test_triton_config_checked_field_by_field(models, tmp_path, model, find, put, problem):
+    """A hand-edited config.pbtxt: the field, what the model needs and what the file says."""
+    from onnxforge.serving import check_triton_config, package
+
+    assert package(models / f"{model}.onnx", tmp_path / "repo", target="triton", name="m").passed
+    path = tmp_path / "repo" / "m" / "config.pbtxt"
+    text = path.read_text()
+    assert find in text
+    path.write_text(text.replace(find, put, 1))
+    checks, problems = check_triton_config(tmp_path / "repo" / "m", models / f"{model}.onnx", provider="cpu")
+    assert any(p.startswith(problem) for p in problems), problems
+    assert checks  # the rest still held
+
+
+def test_triton_mismatch_is_exit_1_at_package_time(cli, models, tmp_path, monkeypatch):
+    """A writer bug (the config written from a wrong spec) fails the package: exit 1, the
+    problem line names the field, and nothing is written."""
+    from dataclasses import replace
+
+    from onnxforge.serving import triton
+
+    real = triton.config_text
+
+    def from_a_wrong_spec(name, ins, outs, **kwargs):
+        return real(name, [replace(s, dtype="float64") for s in ins], outs, **kwargs)
+
+    monkeypatch.setattr(triton, "config_text", from_a_wrong_spec)
+    r = cli("package", models / "labeled.onnx", "-o", tmp_path / "repo", "--target", "triton")
+    assert r.code == 1, r.err
+    assert "problem: input x data_type: expected TYPE_FP32, found TYPE_FP64 (float32)" in r.out
+    assert not (tmp_path / "repo").exists()

@@ -195,3 +195,37 @@ def test_exclusive_timing_unusable_lock_is_bad_input(cli, fx, tmp_path, monkeypa
     monkeypatch.setenv("ONNXFORGE_BENCH_LOCK", str(tmp_path / "no" / "such" / "dir" / "bench.lock"))
     r = cli("benchmark", fx / "tiny.onnx", "--iterations", "5")
     assert r.code == 3 and "benchmark lock" in r.err and "hint:" in r.err
+
+
+@pytest.fixture(scope="module")
+def sklearn_onnx(tmp_path_factory):
+    """A real skl2onnx model: its batch dim is dynamic and has no name."""
+    pytest.importorskip("skl2onnx")
+    import onnx
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.linear_model import LinearRegression
+
+    X = np.random.default_rng(0).normal(size=(20, 4))
+    onx = convert_sklearn(LinearRegression().fit(X, X[:, 0]), initial_types=[("X", FloatTensorType([None, 4]))])
+    assert not onx.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # unnamed
+    path = tmp_path_factory.mktemp("skl") / "lin.onnx"
+    onnx.save(onx, str(path))
+    return path
+
+
+def test_unnamed_dynamic_dims_by_position(cli, sklearn_onnx, tmp_path):
+    """--dim N=64 on a sklearn model: the hint names the positional keys; --dim 0=64 and
+    --dim X:0=64 size axis 0, in benchmark and validate alike."""
+    r = cli("benchmark", sklearn_onnx, "--dim", "N=64", "--iterations", "5", "--warmup", "1")
+    assert r.code == 2 and "0=N" in r.err and "X:0=N" in r.err and "every dim is fixed" not in r.err
+    for key in ("0", "X:0"):
+        r = cli("benchmark", sklearn_onnx, "--dim", f"{key}=64", "--iterations", "5", "--warmup", "1", "--json")
+        assert r.code == 0, r.err
+        [row] = res(r)["results"]
+        assert row["shapes"]["X"] == [64, 4] and row["batch"] == 64
+    r = cli("validate", sklearn_onnx, sklearn_onnx, "--dim", "0=7", "--save-inputs", tmp_path / "in.npz")
+    assert r.code == 0, r.err
+    assert np.load(tmp_path / "in.npz")["X"].shape == (7, 4)
+    r = cli("validate", sklearn_onnx, sklearn_onnx, "--dim", "1=7")
+    assert r.code == 2 and "no such dim" in r.err  # axis 1 is fixed

@@ -25,7 +25,7 @@ def test_statistics_on_hand_made_case():
     d = compare_output("y", [ref], [cand], atol=0.2, rtol=0.0)
     assert d.max_abs == pytest.approx(0.5)
     assert d.mean_abs == pytest.approx(0.15, rel=1e-6)
-    assert d.max_rel == pytest.approx(0.1 / np.finfo(np.float64).tiny)  # ref 0 -> huge relative error
+    assert d.max_rel == pytest.approx(0.25)  # ref 0 (within atol) has no relative error worth showing (was 1e+307)
     assert d.mismatch_fraction == pytest.approx(0.25)  # only 2.0 -> 2.5 is outside 0.2
     assert not d.passed and "1 of 4 elements" in d.message
     # the same case passes when rtol covers it: 0.5 <= 0.2 + 0.25 * 2
@@ -75,6 +75,21 @@ def test_labels_exact_and_agreement():
     assert compare_output("label", [ref], [cand], atol=0, rtol=0, min_agreement=0.8).passed
     s = compare_output("label", [np.array(["a", "b"])], [np.array(["a", "b"])], atol=0, rtol=0)
     assert s.passed and s.label_agreement == 1.0
+
+
+def test_label_ties_are_counted_not_failed():
+    """A label that differs where the reference's top-2 scores tie within the scores'
+    tolerance is a tie; any other difference still fails."""
+    ref_lab, cand_lab = np.array([0, 1, 1, 0]), np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.5, 0.5 + 1e-9], [0.2, 0.8], [0.7, 0.3]])
+    outs = lambda lab: {"label": lab, "probabilities": probs}  # noqa: E731
+    rep = compare(outs(ref_lab), outs(cand_lab), Tolerance(1e-4, 1e-3), label_scores={"label": "probabilities"})
+    d = rep.outputs[0]
+    assert not rep.passed and d.mismatches == 2 and d.ties == 1 and "1 of 4 labels differ beyond ties" in d.message
+    cand_lab[3] = 0
+    rep = compare(outs(ref_lab), outs(cand_lab), Tolerance(1e-4, 1e-3), label_scores={"label": "probabilities"})
+    assert rep.passed and rep.outputs[0].ties == 1 and "counted as ties" in rep.outputs[0].message
+    assert not compare(outs(ref_lab), outs(cand_lab), Tolerance(1e-4, 1e-3)).passed  # no scores named: exact
 
 
 def test_classification_agreement_and_topk():

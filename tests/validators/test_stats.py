@@ -49,3 +49,17 @@ def test_histogram_edges():
     assert edges[0] == 1.0 and edges[-1] == pytest.approx(np.percentile(ms, 99))
     assert all(a < b for a, b in zip(edges, edges[1:]))
     assert histogram_with_edges([3.0] * 5) == ((5,), (3.0, 3.0))
+
+
+def test_contaminated_windows():
+    from onnxforge.stats import contaminated
+
+    # single-threaded: the process's own CPU time decides (exact)
+    assert contaminated(1.0, 0.45, None, cpus=1, threads=1)
+    assert not contaminated(1.0, 0.97, 1.0, cpus=1, threads=1)
+    # several threads: the CPUs other work left (busy minus ours; steal counts as busy)
+    assert contaminated(1.0, 1.0, 2.0, cpus=2, threads=2)  # one CPU of two taken by others
+    assert not contaminated(1.0, 1.2, 1.3, cpus=2, threads=2)
+    assert not contaminated(1.0, 1.0, 2.0, cpus=2, threads=1)  # the other CPU busy: ours is free
+    # a window shorter than /proc/stat can resolve is judged on the process alone
+    assert not contaminated(0.05, 0.05, 0.05 + 0.02, cpus=1, threads=1)

@@ -177,3 +177,48 @@ def test_outputs_named_differently_pair_by_position_or_map(cli, fx, tmp_path):
     assert r.code == 0, r.err
     r = cli("validate", fx / "tiny.onnx", swapped, "--map", "logits=scores", "--map", "probs=p", "--json")
     assert r.code == 1  # paired wrongly on purpose: the values differ
+
+
+def _image_model(path, norms=None):
+    """y = Relu(x) on [batch, 3, 8, 8], with onnxforge.input_norms recorded as a converter would."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    if norms is not None:
+        helper.set_model_props(m, {"onnxforge.input_norms": json.dumps(norms)})
+    onnx.save(m, path)
+    return path
+
+
+def test_generated_inputs_follow_the_recorded_norm_and_say_so(cli, tmp_path):
+    """#24: a model that recorded its input normalisation is checked on normalised images,
+    not [0, 1) noise, and the verdict says its data was generated, and how."""
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    m = _image_model(tmp_path / "m.onnx", {"x": {"mean": mean, "std": std, "label": ""}})
+    r = cli("validate", m, m, "--samples", "1", "--dim", "batch=64", "--save-inputs", tmp_path / "in.npz", "--json")
+    assert r.code == 0, r.err
+    x = np.load(tmp_path / "in.npz")["x"]
+    np.testing.assert_allclose(x.mean(axis=(0, 2, 3)), (0.5 - np.array(mean)) / std, atol=0.02)
+    np.testing.assert_allclose(x.std(axis=(0, 2, 3)), np.sqrt(1 / 12) / np.array(std), rtol=0.02)
+    data = json.loads(r.out)["result"]["data"]
+    assert data["source"] == "generated" and "images normalised with mean 0.5,0.4,0.3, std 0.2,0.25,0.3" in data["how"]
+    # --input-norm says it for a model that recorded nothing; the human output names it
+    plain = _image_model(tmp_path / "plain.onnx")
+    r = cli("validate", plain, plain, "--input-norm", "x:imagenet", "--save-inputs", tmp_path / "in2.npz", "--seed", "2")
+    assert r.code == 0, r.err
+    assert "data: generated (ImageNet-normalised images, seed 2)" in r.out
+    assert np.load(tmp_path / "in2.npz")["x"].min() < -1.5  # (0 - 0.485) / 0.229 = -2.1 at the low end
+
+
+def test_the_verdict_says_where_its_data_came_from(cli, fx, tmp_path):
+    """#24: every verdict says whether it ran on generated data (and how) or the user's."""
+    r = cli("validate", fx / "tiny.onnx", fx / "tiny.onnx")
+    assert r.code == 0 and "data: generated (uniform [0,1) noise, seed 0)" in r.out
+    np.savez(tmp_path / "in.npz", x=np.ones((2, 4), np.float32))
+    r = cli("validate", fx / "tiny.onnx", fx / "tiny.onnx", "--inputs", tmp_path / "in.npz", "--json")
+    assert r.code == 0, r.err
+    data = json.loads(r.out)["result"]["data"]
+    assert data["source"] == "given" and data["how"].endswith("in.npz (1 sample(s))")
