@@ -41,7 +41,7 @@ def test_verdict_exit_code_and_every_release(three):
     assert json.loads(r.stdout)["result"] == rep  # --json prints the same envelope (workers print nothing there)
     assert json.loads((out.parent / "envelope.json").read_text())["result"] == rep  # and --report holds it
     assert rep["status"] == "failed" and not rep["passed"] and rep["executor"] == "local" and rep["jobs"] == 2
-    assert rep["counts"] == {"passed": 2, "failed": 1, "error": 0, "interrupted": 0, "not run": 0}
+    assert rep["counts"] == {"passed": 2, "failed": 1, "error": 0, "interrupted": 0, "inconclusive": 0, "not run": 0}
     by = {x["name"]: x for x in rep["releases"]}
     assert list(by) == ["alpha", "beta", "gamma"]
     assert by["gamma"]["status"] == "failed" and by["gamma"]["exit_code"] == 1
