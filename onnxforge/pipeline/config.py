@@ -364,7 +364,7 @@ def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
         specs, _ = model_io_specs(load_onnx(source, load_external_data=False))
         return sorted({d for s in specs for d in s.shape if isinstance(d, str)})
     if framework == "sklearn" and not model.get("inputs"):
-        return []  # skl2onnx leaves the batch dim unnamed: a dims key names nothing
+        return ["0"]  # skl2onnx leaves the batch dim unnamed: only its position names it (dims = { "0" = 64 })
     names = {d for s in model.get("inputs", ()) for d in parse_spec(s).shape if isinstance(d, str)}
     names |= {label for axes in parse_dynamic(model.get("dynamic", ())).values() for label in axes.values()}
     if names or model.get("inputs"):
@@ -389,7 +389,8 @@ def _check_dims(framework, source, model, steps, gates) -> None:
         unknown = sorted(set(dims) - set(known))
         if unknown:
             raise UsageError(f"{where}: the model has no dim {', '.join(unknown)}",
-                             hint=f"its symbolic dims are: {', '.join(known) or 'none (its dims are fixed or unnamed)'}")
+                             hint=f"its symbolic dims are: {', '.join(known) or 'none (its dims are fixed or unnamed)'}"
+                             + ("; \"0\" is the unnamed batch axis of every input" if known == ["0"] else ""))
 
 
 def _gates(table, data: DataSection) -> dict:

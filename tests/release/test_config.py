@@ -101,6 +101,11 @@ def test_latency_dims_of_a_sklearn_release_are_checked_before_work(cli, tmp_path
     (tmp_path / "release.toml").write_text(text)
     r = cli("release", tmp_path / "release.toml", "-o", tmp_path / "out", "--dry-run")
     assert r.code == 2 and "gates.latency.dims: the model has no dim nosuch" in r.err, r.err
+    assert '"0" is the unnamed batch axis' in r.err
+    # the unnamed batch axis goes by position, as --dim 0=64 does on the command line
+    (tmp_path / "release.toml").write_text(text.replace("nosuch = 3", '"0" = 64'))
+    r = cli("release", tmp_path / "release.toml", "-o", tmp_path / "out", "--dry-run")
+    assert r.code == 0, r.err
 
 
 @pytest.mark.slow  # a real release (simplify runs onnxsim)
