@@ -93,6 +93,29 @@ def test_float32_threshold_flips_fail_with_hint(cli, tmp_path, data):
     assert "--double does not help" in why  # onnxruntime has no double kernel for HistGradientBoosting's outputs
 
 
+def test_lightgbm_threshold_rounding_is_named(tmp_path):
+    """#24's LightGBM case: rows whose float64 values sit just past a split threshold
+    fall on the other side once the ONNX model reads them as float32 (converted through
+    onnxmltools); the failure names the cause and the fix that applies."""
+    import lightgbm as lgb
+    from sklearn.datasets import load_diabetes
+
+    import onnxforge
+
+    X, y = load_diabetes(return_X_y=True)
+    est = lgb.LGBMRegressor(n_estimators=100, verbose=-1).fit(X, y)
+    splits = est.booster_.trees_to_dataframe().dropna(subset=["threshold"]).sample(15, random_state=0)
+    rows = np.random.default_rng(0).choice(len(X), 15, replace=False)
+    for i, (_, split) in zip(rows, splits.iterrows()):
+        X[i, int(split["split_feature"].split("_")[-1])] = split["threshold"] + 1e-12
+    np.save(tmp_path / "x.npy", X)
+    res = onnxforge.convert_sklearn(est, tmp_path / "l.onnx", sample=tmp_path / "x.npy")
+    assert not res.passed and not (tmp_path / "l.onnx").exists()
+    [why] = res.checks[0].problems
+    assert "float32 threshold rounding in tree splits" in why and "few rows by a jump" in why, why
+    assert "X.astype('float32')" in why
+
+
 def test_knn_integer_features_names_distance_ties(cli, tmp_path):
     """Labels flip on rows whose k-th and (k+1)-th neighbours are equidistant: still a
     failure, but named; the table shows labels as a count, and no 1e+307 relative error."""
