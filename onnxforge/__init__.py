@@ -24,6 +24,7 @@ _API = {
     "quantize": "onnxforge.optimizers.quantize:quantize",
     "quantize_dynamic": "onnxforge.optimizers.quantize:quantize_dynamic",
     "quantize_static": "onnxforge.optimizers.quantize:quantize_static",
+    "surgeon": "onnxforge.optimizers.surgeon:surgeon",
     "release": "onnxforge.pipeline.run:release",
     "doctor": "onnxforge.environment:doctor",
     "package": "onnxforge.serving.package:package",
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # what type checkers see (`X as X`: re-exported under mypy --
     from onnxforge.optimizers.quantize import quantize_dynamic as quantize_dynamic
     from onnxforge.optimizers.quantize import quantize_static as quantize_static
     from onnxforge.optimizers.simplify import simplify as simplify
+    from onnxforge.optimizers.surgeon import surgeon as surgeon
     from onnxforge.pipeline.run import release as release
     from onnxforge.runners import open_runner as open_runner
     from onnxforge.serving.check import serve_check as serve_check

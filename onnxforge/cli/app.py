@@ -42,6 +42,8 @@ COMMANDS = {
     "serve-check": ("step:serve-check", "Start a packaged model in a real MLServer on 127.0.0.1, check its answers "
                                         "over REST and gRPC against the golden outputs, send malformed requests, run "
                                         "a bounded load, and stop it."),
+    "surgeon": ("onnxforge.cli.surgeon:app", "Cut, re-point, rename or clean an ONNX graph; each result is loaded in "
+                                             "ONNX Runtime and checked against the original's own tensors."),
     "doctor": ("onnxforge.cli.doctor:doctor_cmd", "Show versions, the onnxruntime build, which execution providers "
                                                   "initialise, CPU and ISA, container limits, GPUs, and which extras "
                                                   "are installed."),
