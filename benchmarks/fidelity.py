@@ -42,9 +42,9 @@ def main() -> None:
     a = ap.parse_args()
 
     from fixtures.make_fixtures import onnx_chain, onnx_tiny
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
     from onnxforge.runtime import create_session
-    from onnxforge.system import cpu_quota
+    from onnxforge.core.system import cpu_quota
     from onnxforge.specs import generate_inputs, model_io_specs
     from onnxforge.validators.benchmark import benchmark
 

@@ -95,7 +95,7 @@ def transformer_case(label: str, factory: str, d: Path, seconds: float, wait: bo
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     import onnxforge
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
     from onnxforge.optimizers.attention import padded_mask_inputs
     from onnxforge.optimizers.simplify import run_transformer
     from onnxforge.specs import generate_inputs, model_io_specs
@@ -175,7 +175,7 @@ def cnn_case(d: Path, seconds: float, wait: bool) -> dict:
     code = (
         "import sys, json; sys.path.insert(0, %r)\n"
         "import onnxforge\n"
-        "from onnxforge.system import proc_kib\n"
+        "from onnxforge.core.system import proc_kib\n"
         "import onnxruntime.quantization\n"
         "base = proc_kib('/proc/self/status', 'VmRSS')\n"
         "onnxforge.quantize(%r, %r, mode='static', calibration=%r, force=True, bench_seconds=0.5)\n"

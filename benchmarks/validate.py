@@ -25,7 +25,7 @@ def main() -> None:
     import numpy as np
 
     from fixtures.make_fixtures import onnx_chain
-    from onnxforge.types import Tolerance
+    from onnxforge.core.types import Tolerance
     from onnxforge.validators.compare import compare
     from onnxforge.validators.parity import validate
 

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from onnxforge.errors import BadInputError
-from onnxforge.types import ModelArtifact, ParityReport, StepResult
+from onnxforge.core.errors import BadInputError
+from onnxforge.core.types import ModelArtifact, ParityReport, StepResult
 
 LINEAGE_KEY = "onnxforge.lineage"
 
@@ -20,7 +20,7 @@ def model_path(model: str | os.PathLike | ModelArtifact) -> Path:
 
 def lineage_of(model: str | os.PathLike | ModelArtifact) -> tuple[str, ...]:
     """The steps that made a model: from its artifact, else from its metadata."""
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
 
     if isinstance(model, ModelArtifact):
         return tuple(model.lineage)
@@ -33,7 +33,7 @@ def lineage_of(model: str | os.PathLike | ModelArtifact) -> tuple[str, ...]:
 
 def save_scratch(model, path: Path) -> Path:
     """Scratch models keep weights in a data file (see fileio.inline_external_data)."""
-    from onnxforge.fileio import save_onnx
+    from onnxforge.core.fileio import save_onnx
 
     return save_onnx(model, path, external_data=True)
 
@@ -52,7 +52,7 @@ def set_metadata(path: Path, items: Mapping[str, str]) -> None:
 
 
 def symbolic_dims(path) -> list[str]:
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
     from onnxforge.specs import model_io_specs
 
     ins, _ = model_io_specs(load_onnx(path, load_external_data=False))
@@ -77,7 +77,7 @@ def finish(
     ``options`` carries keep_failed, force and external_data (registry.OutputOptions);
     ``fields`` are the StepResult's typed extras (before, after, speed ...). The
     onnxforge.* metadata of ``inherit_from`` (the step's input) carries over."""
-    from onnxforge.fileio import (PROTOBUF_LIMIT, external_data_files, failed_name, inline_external_data, load_onnx,
+    from onnxforge.core.fileio import (PROTOBUF_LIMIT, external_data_files, failed_name, inline_external_data, load_onnx,
                                   publish_model)
 
     inherited = _onnxforge_metadata(inherit_from) if inherit_from is not None else {}
@@ -101,7 +101,7 @@ def finish(
 
 
 def _onnxforge_metadata(model) -> dict:
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
 
     m = load_onnx(model_path(model), load_external_data=False)
     return {p.key: p.value for p in m.metadata_props if p.key.startswith("onnxforge.") and p.key != LINEAGE_KEY}
@@ -111,7 +111,7 @@ def make_artifact(path: str | os.PathLike, lineage: tuple[str, ...], specs_from:
     """The artifact for a written model. ``specs_from``: a copy of the same model with
     external data, read instead of ``path`` so a large inline model is not parsed again."""
     from onnxforge.specs import model_io_specs
-    from onnxforge.fileio import load_onnx, sha256_file
+    from onnxforge.core.fileio import load_onnx, sha256_file
 
     m = load_onnx(specs_from or path, load_external_data=False)
     ins, outs = model_io_specs(m)

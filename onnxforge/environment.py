@@ -101,7 +101,7 @@ def check_provider(full: str, model: bytes | None = None) -> ProviderCheck:
     """Make a one-node session on ``full`` and see whether it is the active provider."""
     import onnxruntime as ort
 
-    from onnxforge.errors import first_line
+    from onnxforge.core.errors import first_line
     from onnxforge.runtime import available_providers, session_options, short_provider
 
     available = full in available_providers()
@@ -165,7 +165,7 @@ def doctor(require: Sequence[str] = ()) -> DoctorReport:
 
     from onnxforge import __version__
     from onnxforge.runtime import PROVIDERS, installed_runtime_packages, resolve_provider, runtime_conflict_note
-    from onnxforge.system import (affinity_cpus, available_memory, cgroup_cpu_limit, cpu_info, cpu_quota,
+    from onnxforge.core.system import (affinity_cpus, available_memory, cgroup_cpu_limit, cpu_info, cpu_quota,
                                   host_available_memory, memory_limit)
 
     wanted = [resolve_provider(p) for p in require]  # an unknown name is a usage error, before any work

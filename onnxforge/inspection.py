@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from onnxforge.types import GraphSummary, ModelInfo
+from onnxforge.core.types import GraphSummary, ModelInfo
 
 
 def _tensor_bytes(t) -> tuple[int, int]:
@@ -27,7 +27,7 @@ def _tensor_bytes(t) -> tuple[int, int]:
 def inspect_model(path: str | os.PathLike, *, runtime: bool = True) -> ModelInfo:
     """Everything `onnxforge inspect` shows, as data. Does not read external data,
     but checks that its files exist."""
-    from onnxforge.fileio import external_data_files, load_onnx
+    from onnxforge.core.fileio import external_data_files, load_onnx
     from onnxforge.runtime import support_verdict
     from onnxforge.specs import model_io_specs
 
@@ -72,7 +72,7 @@ def inspect_model(path: str | os.PathLike, *, runtime: bool = True) -> ModelInfo
 def _ops(model) -> set[tuple[str, str]]:
     """(domain, op type) of every node, subgraphs and local functions included, less the
     calls of the model's own functions."""
-    from onnxforge.fileio import walk_graphs
+    from onnxforge.core.fileio import walk_graphs
 
     local = {(f.domain, f.name) for f in model.functions}
     found = {(n.domain if n.domain != "ai.onnx" else "", n.op_type) for g, _ in walk_graphs(model) for n in g.node}
@@ -90,7 +90,7 @@ def _runtime_verdict(model, path: Path, opsets, ext) -> dict:
     so a tensor claiming 10^12 elements costs nothing), then, where cheap, ORT's own
     session on the model and its data. "runs this model: no" with the reasons, as for
     an op ORT lacks (exit 1)."""
-    from onnxforge.fileio import _all_tensors
+    from onnxforge.core.fileio import _all_tensors
     from onnxforge.runtime import support_verdict
 
     ops = _ops(model)
@@ -158,7 +158,7 @@ def _tensor_problem(t, base: Path) -> str | None:
 def _ort_refuses(path: Path) -> str | None:
     """ORT's own verdict: a session on the model (no graph optimization, one thread),
     on CUDA as well where it is available, as validate would make one."""
-    from onnxforge.errors import BadInputError, MissingDependencyError
+    from onnxforge.core.errors import BadInputError, MissingDependencyError
     from onnxforge.runtime import available_providers, create_session
 
     provider = "cuda" if "CUDAExecutionProvider" in available_providers() else "cpu"
@@ -175,7 +175,7 @@ def check_model(path: str | os.PathLike, *, full: bool = True) -> None:
     """onnx.checker on a path (works for models over 2 GB); raises BadInputError."""
     import onnx
 
-    from onnxforge.errors import BadInputError, first_line
+    from onnxforge.core.errors import BadInputError, first_line
 
     try:
         onnx.checker.check_model(str(path), full_check=full)

@@ -57,7 +57,7 @@ def generate(name: str) -> dict:
 def _fields(cls, defs: dict, table: str = "") -> dict[str, dict]:
     """key -> schema of ``cls``'s fields that a TOML file sets in ``table`` ("" the
     section's own), aliases included; help as the description. TOML has no null."""
-    from onnxforge.options import _adapter, alias_keys, fields_of, toml_place
+    from onnxforge.core.options import _adapter, alias_keys, fields_of, toml_place
 
     schema = _adapter(cls).json_schema()
     defs.update(schema.get("$defs", {}))
@@ -175,7 +175,7 @@ def _as_written(s: Any) -> Any:
 
 
 def _release_report(defs: dict) -> dict:
-    from onnxforge.types import ReleaseReport
+    from onnxforge.core.types import ReleaseReport
 
     return _envelope(ReleaseReport, "release", defs, "onnxforge release report (report.json)")
 
@@ -187,7 +187,7 @@ def _zoo_report(defs: dict) -> dict:
 
 
 def write_all(folders: list[Path]) -> None:
-    from onnxforge.fileio import atomic_write_text
+    from onnxforge.core.fileio import atomic_write_text
 
     for name in NAMES:
         text = dumps(generate(name))

@@ -13,8 +13,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional
 
-from onnxforge.errors import UsageError
-from onnxforge.options import (Batch, Bytes, CalibrationSamples, Concurrency, Fraction, Heads, HiddenSize, LoadSeconds,
+from onnxforge.core.errors import UsageError
+from onnxforge.core.options import (Batch, Bytes, CalibrationSamples, Concurrency, Fraction, Heads, HiddenSize, LoadSeconds,
                                MaxBatch, Names, NonNegFloat, Percent, PosFloat, PosInt, Samples, Seconds, Seed, Threads,
                                Tolerance, Trials, option)
 from onnxforge.specs import (

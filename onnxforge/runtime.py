@@ -8,8 +8,8 @@ import os
 import re
 from typing import Mapping, Sequence
 
-from onnxforge.errors import BadInputError, MissingDependencyError, UsageError, did_you_mean, first_line
-from onnxforge.system import cpu_info, cpu_quota
+from onnxforge.core.errors import BadInputError, MissingDependencyError, UsageError, did_you_mean, first_line
+from onnxforge.core.system import cpu_info, cpu_quota
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -113,7 +113,7 @@ def session_options(
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[optimization]
-    from onnxforge.logs import configure_ort
+    from onnxforge.core.logs import configure_ort
 
     configure_ort()
     so.log_severity_level = 3 if _verbose() else 4
@@ -121,7 +121,7 @@ def session_options(
 
 
 def _verbose() -> bool:
-    from onnxforge.logs import _VERBOSITY
+    from onnxforge.core.logs import _VERBOSITY
 
     return _VERBOSITY["level"] >= 1
 

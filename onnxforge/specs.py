@@ -17,8 +17,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from onnxforge.errors import BadInputError, UsageError
-from onnxforge.types import Dim, TensorSpec
+from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.core.types import Dim, TensorSpec
 
 DTYPES = (
     "float16", "float32", "float64", "bfloat16",
@@ -368,7 +368,7 @@ def check_allocatable(shapes: Mapping[str, tuple], dtypes: Mapping[str, str]) ->
     """Refuse inputs larger than the memory that is free, before allocating them."""
     import math
 
-    from onnxforge.system import available_memory
+    from onnxforge.core.system import available_memory
 
     total = 0
     for name, shape in shapes.items():
@@ -525,7 +525,7 @@ def read_csv(path: str | os.PathLike) -> dict:
 
     import numpy as np
 
-    from onnxforge.fileio import check_readable_file
+    from onnxforge.core.fileio import check_readable_file
 
     p = check_readable_file(path, "CSV")
     try:
@@ -607,7 +607,7 @@ def read_npz(path, what: str = "") -> dict:
     manager" error)."""
     import numpy as np
 
-    from onnxforge.errors import first_line
+    from onnxforge.core.errors import first_line
 
     where = f"{what}: " if what else ""
     hint = "save it with numpy.savez(path, INPUT=array, ...)"
@@ -718,7 +718,7 @@ def save_samples(path: str | os.PathLike, samples: Sequence[Mapping[str, object]
 
     import numpy as np
 
-    from onnxforge.fileio import atomic_write_bytes
+    from onnxforge.core.fileio import atomic_write_bytes
 
     if len(samples) == 1:
         arrays = dict(samples[0])

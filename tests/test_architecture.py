@@ -73,7 +73,7 @@ def test_step_functions_take_their_options_as_one_object():
 
 def test_registry_declarations_are_complete():
     """Every option has help, unique CLI flags (aliases too), and an example that sets a non-default value."""
-    from onnxforge.options import fields_of, flag_of
+    from onnxforge.core.options import fields_of, flag_of
     from onnxforge.registry import STEPS
 
     for step in STEPS.values():

@@ -4,7 +4,7 @@ import onnx
 import pytest
 
 from conftest import json_result
-from onnxforge.errors import BadInputError
+from onnxforge.core.errors import BadInputError
 from onnxforge.inspection import inspect_model
 
 
@@ -155,7 +155,7 @@ def test_inspection_has_a_budget_for_control_flow(cli, tmp_path):
     """20 If levels took inspect and simplify past 90 s (ORT alone: 246 s for a 2 MB model
     nested 14 deep in both branches); past the documented budget they are refused."""
     from fixtures.make_fixtures import onnx_nested_if as nested_if
-    from onnxforge.fileio import MAX_GRAPH_DEPTH, MAX_SUBGRAPHS
+    from onnxforge.core.fileio import MAX_GRAPH_DEPTH, MAX_SUBGRAPHS
 
     onnx.save(nested_if(MAX_GRAPH_DEPTH), str(tmp_path / "deep_ok.onnx"))
     assert cli("inspect", tmp_path / "deep_ok.onnx").code == 0
@@ -172,7 +172,7 @@ def test_inspection_has_a_budget_for_control_flow(cli, tmp_path):
 def test_the_budget_counts_attributes_that_declare_no_type(cli, tmp_path):
     """Old exporters leave AttributeProto.type unset: a subgraph there is still a subgraph."""
     from fixtures.make_fixtures import onnx_nested_if
-    from onnxforge.fileio import MAX_GRAPH_DEPTH
+    from onnxforge.core.fileio import MAX_GRAPH_DEPTH
 
     m = onnx_nested_if(MAX_GRAPH_DEPTH + 1)
     stack = [m.graph]

@@ -14,7 +14,7 @@ def test_rewriter_caches_let_the_last_graph_go(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
     from onnxscript.rewriter import ort_fusions
 
-    from onnxforge.memory import drop_rewriter_caches, release_memory
+    from onnxforge.core.memory import drop_rewriter_caches, release_memory
 
     w = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
     g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
@@ -41,7 +41,7 @@ def test_a_dead_weak_proxy_does_not_stop_the_sweep():
     pytest.importorskip("onnxscript")
     import onnxscript.rewriter._matcher  # noqa: F401  (the sweep only looks when it is imported)
 
-    from onnxforge.memory import drop_rewriter_caches
+    from onnxforge.core.memory import drop_rewriter_caches
 
     class Gone:
         pass

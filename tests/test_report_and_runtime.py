@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from onnxforge import report
-from onnxforge.errors import ExitCode, MissingDependencyError, UsageError
+from onnxforge.core.errors import ExitCode, MissingDependencyError, UsageError
 from onnxforge.runtime import (
     cpu_quota,
     create_session,
@@ -14,7 +14,7 @@ from onnxforge.runtime import (
     runtime_support,
     support_verdict,
 )
-from onnxforge.types import OutputDiff, ParityReport, TensorSpec
+from onnxforge.core.types import OutputDiff, ParityReport, TensorSpec
 
 
 def test_envelope_is_strict_json():

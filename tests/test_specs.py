@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from onnxforge.errors import BadInputError, UsageError
+from onnxforge.core.errors import BadInputError, UsageError
 from onnxforge.specs import (
     parse_dynamic,
     check_sample_fits,
@@ -13,7 +13,7 @@ from onnxforge.specs import (
     resolve_shape,
     save_samples,
 )
-from onnxforge.types import TensorSpec
+from onnxforge.core.types import TensorSpec
 
 
 @pytest.mark.parametrize(

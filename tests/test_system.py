@@ -4,7 +4,7 @@ folder (v1 and v2 hierarchies), and the calibration memory guard reading them.""
 import numpy as np
 import pytest
 
-from onnxforge.system import (affinity_cpus, available_memory, cgroup_cpu_limit, cpu_quota, host_available_memory,
+from onnxforge.core.system import (affinity_cpus, available_memory, cgroup_cpu_limit, cpu_quota, host_available_memory,
                               memory_limit)
 
 GiB = 2**30

@@ -25,11 +25,11 @@ def test_mypy_strict_infers_the_result_types(tmp_path):
     assert r.returncode == 0 and "Success: no issues found" in r.stdout, r.stdout + r.stderr
     revealed = re.findall(r'Revealed type is "([^"]+)"', r.stdout)
     assert revealed == [
-        "onnxforge.types.StepResult",  # convert_torch
-        "onnxforge.types.StepResult",  # quantize_static
-        "onnxforge.types.SpeedCheck | None",  # q.speed (the README's example reads it)
-        "onnxforge.types.ParityReport",  # validate
-        "onnxforge.types.ReleaseReport",  # release of a dict
+        "onnxforge.core.types.StepResult",  # convert_torch
+        "onnxforge.core.types.StepResult",  # quantize_static
+        "onnxforge.core.types.SpeedCheck | None",  # q.speed (the README's example reads it)
+        "onnxforge.core.types.ParityReport",  # validate
+        "onnxforge.core.types.ReleaseReport",  # release of a dict
         "bool",  # release of a file, .passed
         "onnxforge.serving.package.PackageResult",
         "onnxforge.serving.check.ServeCheckReport",

@@ -99,7 +99,7 @@ class LazyGroup(TyperGroup):
 
     def resolve_command(self, ctx, args):
         """Typer suggests from ``self.commands``, which fills lazily: suggest from the table."""
-        from onnxforge.errors import did_you_mean
+        from onnxforge.core.errors import did_you_mean
 
         try:
             return super().resolve_command(ctx, args)
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     from onnxforge.cli.common import Terminated, write_error_report
-    from onnxforge.system import run_caches
+    from onnxforge.core.system import run_caches
 
     args = _several_values(_hoist(sys.argv[1:] if argv is None else list(argv)))
     debug = "--debug" in args
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         elif not is_quiet_exit(e):
             report_error(e, STATE.debug or debug)
     finally:
-        from onnxforge.progress import set_reporter
+        from onnxforge.core.progress import set_reporter
 
         set_reporter(None)  # the next run (or library call in this process) installs its own
         if previous is not None and not STATE.terminated:  # terminated: on_sigterm stays to absorb repeats
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         report = _report_path(args)
         if report and not STATE.report_written:
             write_error_report(report, exc or RuntimeError(f"exit {code}"), code)
-        from onnxforge.fileio import remove_created_dirs
+        from onnxforge.core.fileio import remove_created_dirs
 
         remove_created_dirs()
     sys.stdout.flush()

@@ -8,7 +8,7 @@ from onnxforge.cli.common import (
     DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ShapeOpt, ValRangeOpt, check_outputs, emit, number,
     complete_choices, wants_json,
 )
-from onnxforge.options import LIMITS
+from onnxforge.core.options import LIMITS
 from onnxforge.runtime import PROVIDERS
 
 
@@ -55,7 +55,7 @@ def benchmark_cmd(
     html: HtmlOpt = None,
 ) -> None:
     """Measure latency on ONNX Runtime providers (interleaved rows, confidence intervals, CI gates)."""
-    from onnxforge.progress import task
+    from onnxforge.core.progress import task
     from onnxforge.specs import parse_dims, parse_key_values, parse_shape_text, parse_val_ranges
     from onnxforge.validators.benchmark import benchmark
 

@@ -21,7 +21,7 @@ def doctor_cmd(
     """Show versions, the onnxruntime build, which execution providers initialise, CPU and
     ISA, container limits, GPUs, and which extras are installed."""
     from onnxforge.environment import doctor
-    from onnxforge.errors import MissingDependencyError
+    from onnxforge.core.errors import MissingDependencyError
 
     as_json = wants_json(json_, fmt)
     check_outputs(force, (), report=report)

@@ -16,9 +16,9 @@ import typer
 
 from onnxforge.cli.common import (FormatOpt, complete_choices, JsonOpt, OutputOpt, PrintStepOpt, ReportOpt, check_outputs, emit,
                                   wants_json)
-from onnxforge.errors import UsageError
-from onnxforge.progress import task
-from onnxforge.options import (Opt, base_type, choices_of, default_of, fields_of, flag_of, non_defaults, toml_key,
+from onnxforge.core.errors import UsageError
+from onnxforge.core.progress import task
+from onnxforge.core.options import (Opt, base_type, choices_of, default_of, fields_of, flag_of, non_defaults, toml_key,
                                toml_place, toml_value, upper_bound, validate_options)
 from onnxforge.registry import STEPS, StepDef
 

@@ -9,7 +9,7 @@ from onnxforge.cli.common import (
     AtolOpt, DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, RtolOpt, SamplesOpt, SeedOpt,
     ThreadsOpt, TrustPickleOpt, ValRangeOpt, InputNormOpt, check_outputs, complete_choices, emit, number, wants_json,
 )
-from onnxforge.options import LIMITS
+from onnxforge.core.options import LIMITS
 from onnxforge.runtime import PROVIDERS
 
 
@@ -47,7 +47,7 @@ def validate_cmd(
     html: HtmlOpt = None,
 ) -> None:
     """Compare two models' outputs on the same inputs; exit 1 when they differ past tolerance."""
-    from onnxforge.progress import task as progress
+    from onnxforge.core.progress import task as progress
     from onnxforge.specs import parse_dims, parse_input_norms, parse_key_values, parse_per_output, parse_val_ranges
     from onnxforge.validators.compare import make_tolerance
     from onnxforge.validators.parity import validate

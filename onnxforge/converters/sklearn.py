@@ -21,10 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from onnxforge.errors import BadInputError, ConversionError, MissingDependencyError, UsageError, first_line, require
+from onnxforge.core.errors import BadInputError, ConversionError, MissingDependencyError, UsageError, first_line, require
 from onnxforge.registry import ConvertSklearnOptions
 from onnxforge.runners.sklearn import final_estimator
-from onnxforge.types import ParityReport, StepResult, TensorSpec
+from onnxforge.core.types import ParityReport, StepResult, TensorSpec
 
 log = logging.getLogger("onnxforge")
 
@@ -218,8 +218,8 @@ def convert_sklearn(source: Any, output: str | Path, options: ConvertSklearnOpti
                     **kwargs) -> StepResult:
     """Convert a fitted estimator or pipeline and check it against predict /
     predict_proba / transform. Options: ConvertSklearnOptions (object or keywords)."""
-    from onnxforge.fileio import check_output_path, scratch_dir
-    from onnxforge.options import resolve
+    from onnxforge.core.fileio import check_output_path, scratch_dir
+    from onnxforge.core.options import resolve
     from onnxforge.runners.sources import load_sklearn
     from onnxforge.specs import generate_inputs
 
@@ -367,7 +367,7 @@ def _has_trees(est) -> bool:
 
 def _parity(est, model_path: Path, data: Mapping[str, Any], specs, o: ConvertSklearnOptions) -> ParityReport:
     """Every output of the ONNX model against the estimator on the same rows."""
-    from onnxforge.errors import OnnxforgeError
+    from onnxforge.core.errors import OnnxforgeError
     from onnxforge.runners.onnx import onnx_runner
     from onnxforge.runners.sklearn import sklearn_runner
     from onnxforge.validators.compare import make_tolerance

@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from onnxforge.errors import BadInputError, ConversionError, UsageError, first_line
-from onnxforge.logs import quiet_third_party
+from onnxforge.core.errors import BadInputError, ConversionError, UsageError, first_line
+from onnxforge.core.logs import quiet_third_party
 from onnxforge.registry import ConvertTorchOptions
-from onnxforge.types import ParityReport, StepResult
+from onnxforge.core.types import ParityReport, StepResult
 
 log = logging.getLogger("onnxforge")
 
@@ -151,9 +151,9 @@ def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions 
     pickled module (``trust_pickle``).
     Options: ConvertTorchOptions, as an object or keyword arguments.
     """
-    from onnxforge.errors import require
-    from onnxforge.fileio import check_output_path
-    from onnxforge.options import resolve
+    from onnxforge.core.errors import require
+    from onnxforge.core.fileio import check_output_path
+    from onnxforge.core.options import resolve
     torch = require("torch", "torch")
     o = resolve(ConvertTorchOptions, options, kwargs)
     target = check_output_path(output, force=o.force, inputs=(source if isinstance(source, (str, Path)) else None,
@@ -201,7 +201,7 @@ def _hf_reference(source: str, o: ConvertTorchOptions, module):
 def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, o, notes,
                       reference=None) -> StepResult:
     from onnxforge.artifacts import finish
-    from onnxforge.fileio import scratch_dir
+    from onnxforge.core.fileio import scratch_dir
     from onnxforge.inspection import check_model
     from onnxforge.validators.compare import make_tolerance
 
@@ -412,7 +412,7 @@ def _export(torch, model, ex: Example, path: Path, out_names, dyn, opset, export
 def _check_written_opset(path: Path, opset: int | None) -> None:
     """The dynamo exporter converts to a requested opset and, when its converter fails,
     silently keeps its own (18): a model at another opset than asked is a failure."""
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
 
     if opset is None:
         return

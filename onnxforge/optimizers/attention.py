@@ -94,7 +94,7 @@ def _link_data(model, src_dir: Path, dst_dir: Path) -> None:
     file with several links (its guard against hard-link attacks)."""
     import shutil
 
-    from onnxforge.fileio import external_data_files
+    from onnxforge.core.fileio import external_data_files
 
     for f in external_data_files(model):
         target = dst_dir / f
@@ -107,7 +107,7 @@ def run_attention_rewrite(src: Path, dst: Path) -> dict:
     """The simplify engine after transformer fusions: the rewrite, checked against its
     input on padded-mask and random inputs. Nothing to rewrite, or a failed check,
     keeps the model before it (StepNotApplicable: a fallback with a note, not a failure)."""
-    from onnxforge.errors import StepNotApplicable
+    from onnxforge.core.errors import StepNotApplicable
     from onnxforge.validators.compare import DEFAULT_TOLERANCE
 
     if not attention_nodes(_graph(src)):
@@ -325,7 +325,7 @@ def padding_bias_source(model, bias: str, base_dir: Path) -> tuple[str, float] |
     except _NotAPaddingBias as exc:
         return str(exc)
     except Exception as exc:  # the cut-out graph does not run: not something we can prove
-        from onnxforge.errors import first_line
+        from onnxforge.core.errors import first_line
 
         return f"the bias sub-graph could not be evaluated ({type(exc).__name__}: {first_line(exc, 160)})"
 

@@ -17,8 +17,8 @@ import math
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from onnxforge.errors import BadInputError
-from onnxforge.types import TensorSpec
+from onnxforge.core.errors import BadInputError
+from onnxforge.core.types import TensorSpec
 
 log = logging.getLogger("onnxforge")
 
@@ -154,7 +154,7 @@ def activation_bytes(model_path, dims: Mapping[str, int], sample_shapes: Mapping
     import onnx
     from onnx import shape_inference
 
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
 
     m = load_onnx(model_path, load_external_data=False)
     for vi in m.graph.input:

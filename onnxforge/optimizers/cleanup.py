@@ -103,7 +103,7 @@ def run_cleanup(src: Path, dst: Path) -> dict:
     from onnx import helper
 
     from onnxforge.artifacts import save_scratch
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
 
     m = load_onnx(src)
     g = m.graph

@@ -84,7 +84,7 @@ def eligible(model, *, op_types: Sequence[str] | None, per_channel: bool, weight
 def decide(src, op_types, per_channel: bool, weight_type: str, notes: list) -> bool:
     """Whether ``quantize()`` takes this path: models of LEAN_MIN_BYTES of weights or more
     that it quantizes as ORT would. The reason goes to ``notes`` either way."""
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
     from onnxforge.inspection import inspect_model
 
     if inspect_model(src, runtime=False).parameter_bytes < LEAN_MIN_BYTES:
@@ -110,7 +110,7 @@ class _DataWriter:
     def put(self, tensor, data: bytes | None = None, copy_from: tuple[Path, int, int] | None = None) -> None:
         from onnx import TensorProto
 
-        from onnxforge.fileio import copy_range
+        from onnxforge.core.fileio import copy_range
 
         pad = (-self.offset) % ALIGN
         if pad:

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from onnxforge.errors import BadInputError, ConversionError, UsageError, first_line
+from onnxforge.core.errors import BadInputError, ConversionError, UsageError, first_line
 from onnxforge.optimizers.lean_quant import decide as decide_lean
 from onnxforge.registry import DynamicOptions, StaticOptions
-from onnxforge.types import ParityReport, QuantTrial, SpeedCheck, StepResult, Tolerance
+from onnxforge.core.types import ParityReport, QuantTrial, SpeedCheck, StepResult, Tolerance
 
 log = logging.getLogger("onnxforge")
 
@@ -45,7 +45,7 @@ _INTEGER_TO_FLOAT = {"ConvInteger": "Conv", "MatMulInteger": "MatMul", "QLinearC
 
 
 def isa_defaults() -> dict:
-    from onnxforge.system import cpu_info
+    from onnxforge.core.system import cpu_info
 
     info = cpu_info()
     isa = info["isa"]
@@ -76,8 +76,8 @@ def _preprocess(src: Path, dst: Path, notes: list) -> Path:
     on failure continue with the original model and say so."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from onnxforge.fileio import working_dir
-    from onnxforge.logs import quiet_third_party
+    from onnxforge.core.fileio import working_dir
+    from onnxforge.core.logs import quiet_third_party
 
     src, dst = Path(src).resolve(), Path(dst).resolve()
     try:
@@ -94,7 +94,7 @@ def _preprocess(src: Path, dst: Path, notes: list) -> Path:
 def _initializers_not_inputs(src: Path, dst: Path, notes: list) -> Path:
     """Old exporters (IR < 4) list initializers as graph inputs too; ORT's calibration
     then asks for them as feeds. Drop them from the inputs in a copy."""
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
     from onnxforge.artifacts import save_scratch
 
     m = load_onnx(src, load_external_data=False)  # the graph tells; the weights only when a copy is needed
@@ -132,7 +132,7 @@ def _load_check(path: Path) -> str | None:
 
 def quantize_dynamic(model, output: str | Path, options: DynamicOptions | None = None, /, **kwargs) -> StepResult:
     """int8 weights, activations quantized per call. Options: DynamicOptions."""
-    from onnxforge.options import resolve
+    from onnxforge.core.options import resolve
 
     o = resolve(DynamicOptions, options, kwargs)
     refuse_generated_data(o, "dynamic")
@@ -141,7 +141,7 @@ def quantize_dynamic(model, output: str | Path, options: DynamicOptions | None =
 
 def quantize_static(model, output: str | Path, options: StaticOptions | None = None, /, **kwargs) -> StepResult:
     """int8 weights and activations, ranges from calibration data. Options: StaticOptions."""
-    from onnxforge.options import resolve
+    from onnxforge.core.options import resolve
 
     o = resolve(StaticOptions, options, kwargs)
     if not o.calibration:
@@ -209,7 +209,7 @@ def _non_fp32_weights(m) -> tuple[str, int]:
 
 def _quantize(model, output, o, mode: str) -> StepResult:
     from onnxforge.artifacts import model_path
-    from onnxforge.fileio import check_output_path, external_data_files, load_onnx, scratch_dir
+    from onnxforge.core.fileio import check_output_path, external_data_files, load_onnx, scratch_dir
     from onnxforge.inspection import summary
     from onnxforge.specs import model_io_specs
 
@@ -314,7 +314,7 @@ def _for_graph(job: _Job, fp32) -> _Job:
     quantizer turns into QAttention (it holds the model in memory, as below 1 GiB)."""
     from dataclasses import replace
 
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
     from onnxforge.optimizers.lean_quant import eligible
 
     lean = job.lean and eligible(load_onnx(fp32, load_external_data=False), op_types=job.o.op_types or None,
@@ -388,7 +388,7 @@ def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ran
                      "(calibrated QDQ) or --per-channel, or --exclude-op for the ops whose int8 kernels are slow "
                      "here; --min-speedup 0 accepts a slower model")
     elif fast == "inconclusive":
-        from onnxforge.stats import contention_line
+        from onnxforge.core.stats import contention_line
 
         notes.append(f"speed budget not decided: int8 at {figures}, budget {budget:g}x, but the machine was busy "
                      f"({contention_line(speed.contention)}; a quiet machine would measure between "
@@ -483,7 +483,7 @@ def _speed(src, q, dims, inputs, seconds, val_ranges=None) -> SpeedCheck:
 
 def _check_calibration_memory(model, specs, o, notes, val_ranges=None, norms=None) -> None:
     from onnxforge.optimizers.calibration import activation_bytes, histogram_memory_estimate, iter_samples
-    from onnxforge.system import available_memory
+    from onnxforge.core.system import available_memory
 
     n, it = iter_samples(o.calibration, specs, samples=o.samples, seed=o.seed, dims=o.dims, val_ranges=val_ranges,
                          norms=norms)
@@ -506,8 +506,8 @@ def _check_calibration_memory(model, specs, o, notes, val_ranges=None, norms=Non
 def _run_ort_quantizer(job: _Job, out: Path, excluded: list, excluded_ops: list) -> None:
     from onnxruntime.quantization import quantize_dynamic
 
-    from onnxforge.fileio import load_onnx
-    from onnxforge.logs import quiet_third_party
+    from onnxforge.core.fileio import load_onnx
+    from onnxforge.core.logs import quiet_third_party
 
     o = job.o
     nodes_excluded = list(excluded)
@@ -540,9 +540,9 @@ def _run_ort_quantizer(job: _Job, out: Path, excluded: list, excluded_ops: list)
 def _run_static(job: _Job, out: Path, common: dict) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
-    from onnxforge.logs import quiet_third_party
+    from onnxforge.core.logs import quiet_third_party
     from onnxforge.optimizers.calibration import StreamingReader, iter_samples
-    from onnxforge.progress import task
+    from onnxforge.core.progress import task
 
     o = job.o
     n, it = iter_samples(o.calibration, job.specs, samples=o.samples, seed=o.seed, dims=o.dims,

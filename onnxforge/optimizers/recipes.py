@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from onnxforge.types import ParityReport, Tolerance
+from onnxforge.core.types import ParityReport, Tolerance
 
 log = logging.getLogger("onnxforge")
 
@@ -105,7 +105,7 @@ def choose_dynamic_recipe(
 ) -> RecipeChoice:
     """Pick the graph to hand to the dynamic quantizer. ``quantize(fp32, out)`` runs the
     quantizer with the step's options; ``plain_fp32`` is the pre-processed input."""
-    from onnxforge.errors import UsageError
+    from onnxforge.core.errors import UsageError
 
     if recipe not in RECIPES:
         raise UsageError(f"unknown recipe {recipe!r}", hint="use " + ", ".join(RECIPES))
@@ -133,7 +133,7 @@ def choose_dynamic_recipe(
             quantize(Path(c.fp32_model), q)
             reports = _parity(src, q, samples_sets, budget)
         except Exception as exc:  # the quantizer's own failure on this graph: drop it, say why
-            from onnxforge.errors import first_line
+            from onnxforge.core.errors import first_line
 
             built.append(Candidate(c.name, c.fp32_model, None, False, note=f"quantization failed: {first_line(exc, 200)}",
                                    details=c.details, seconds=round(time.perf_counter() - t0, 2)))
@@ -171,7 +171,7 @@ def _unloaded_pick(ok: list[Candidate], load, notes: list) -> Candidate | None:
     plain = next((c for c in ok if c.name == "plain"), None)
     if load is None or load.clean or plain is None or best is plain:
         return best
-    from onnxforge.stats import contention_line
+    from onnxforge.core.stats import contention_line
 
     notes.append(f"recipe: timed on a busy machine ({contention_line(load)}): kept plain int8 rather than {best.name}")
     return plain
@@ -197,7 +197,7 @@ def _replace(c: Candidate, **kw) -> Candidate:
 def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
     """The fused or rewritten fp32 graph, checked against ``src``; None when there is
     nothing to fuse or no Attention that would quantize."""
-    from onnxforge.fileio import external_data_files, load_onnx
+    from onnxforge.core.fileio import external_data_files, load_onnx
     from onnxforge.optimizers.attention import rewrite_for_quantization
 
     t0 = time.perf_counter()
@@ -218,7 +218,7 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
         try:
             info = fuse_attention(src, fused)
         except Exception as exc:
-            from onnxforge.errors import first_line
+            from onnxforge.core.errors import first_line
 
             notes.append(f"recipe: transformer fusions failed ({type(exc).__name__}: {first_line(exc, 160)})")
             return None
@@ -252,7 +252,7 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
 
 
 def _has_softmax(path) -> bool:
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
 
     return any(n.op_type == "Softmax" for n in load_onnx(path, load_external_data=False).graph.node)
 
@@ -279,7 +279,7 @@ def _rename_data(model_path: Path, old_model_name: str) -> None:
     """save_scratch names the data file after the model; keep it consistent after a rename."""
     import onnx
 
-    from onnxforge.fileio import external_data_files
+    from onnxforge.core.fileio import external_data_files
 
     m = onnx.load(str(model_path), load_external_data=False)
     files = external_data_files(m)

@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from onnxforge.errors import BadInputError, StepNotApplicable, UsageError, first_line
-from onnxforge.logs import swallowed
+from onnxforge.core.errors import BadInputError, StepNotApplicable, UsageError, first_line
+from onnxforge.core.logs import swallowed
 from onnxforge.optimizers.cleanup import run_cleanup
 from onnxforge.registry import SimplifyOptions
-from onnxforge.types import EngineRun, StepResult
+from onnxforge.core.types import EngineRun, StepResult
 
 
 ORT_LEVELS = ("basic", "extended", "all")
@@ -57,9 +57,9 @@ def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mappi
     default no constant larger than the model's own size + 1 MB is folded;
     ``max_constant_size`` sets the limit instead."""
     from onnxforge.artifacts import save_scratch
-    from onnxforge.errors import require
-    from onnxforge.fileio import PROTOBUF_LIMIT, external_data_files, load_onnx
-    from onnxforge.logs import native_stderr, quiet_third_party
+    from onnxforge.core.errors import require
+    from onnxforge.core.fileio import PROTOBUF_LIMIT, external_data_files, load_onnx
+    from onnxforge.core.logs import native_stderr, quiet_third_party
 
     onnxsim = require("onnxsim", "all")
     small = load_onnx(src, load_external_data=False)
@@ -103,8 +103,8 @@ def run_transformer(src: Path, dst: Path, *, model_type: str, num_heads: int = 0
     from onnxruntime.transformers.optimizer import optimize_model
 
     from onnxforge.artifacts import save_scratch
-    from onnxforge.fileio import working_dir
-    from onnxforge.logs import quiet_third_party
+    from onnxforge.core.fileio import working_dir
+    from onnxforge.core.logs import quiet_third_party
 
     src = Path(src).resolve()  # before the chdir below: a relative path would resolve inside it
     with quiet_third_party(), working_dir(Path(dst).resolve().parent):
@@ -136,9 +136,9 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
     from onnxscript.rewriter import ort_fusions
 
     from onnxforge.artifacts import save_scratch
-    from onnxforge.fileio import load_onnx
-    from onnxforge.logs import quiet_third_party
-    from onnxforge.memory import release_memory
+    from onnxforge.core.fileio import load_onnx
+    from onnxforge.core.logs import quiet_third_party
+    from onnxforge.core.memory import release_memory
     from onnxforge.optimizers.lean_quant import gemm_as_matmul
 
     proto = load_onnx(src)
@@ -214,9 +214,9 @@ def simplify(model, output: str | Path, options: SimplifyOptions | None = None, 
     """Run the engines in order, each checked; see the module docstring. ``model``: a
     path or the ModelArtifact of the step before. Options: SimplifyOptions."""
     from onnxforge.artifacts import model_path
-    from onnxforge.fileio import check_output_path, load_onnx, scratch_dir
+    from onnxforge.core.fileio import check_output_path, load_onnx, scratch_dir
     from onnxforge.inspection import summary
-    from onnxforge.options import resolve
+    from onnxforge.core.options import resolve
     from onnxforge.validators.compare import make_tolerance
 
     o = resolve(SimplifyOptions, options, kwargs)
@@ -255,7 +255,7 @@ def _engine_run(rec: dict) -> EngineRun:
 
 def _finish(src, current, target, tmp, o, ctx, model, before, engines, checks, notes, t_all) -> StepResult:
     from onnxforge.artifacts import finish, lineage_of, save_scratch
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
     from onnxforge.inspection import summary
     from onnxforge.validators.parity import check_against
 
@@ -286,7 +286,7 @@ def _finish(src, current, target, tmp, o, ctx, model, before, engines, checks, n
 def _pins(src, shapes, dims) -> tuple[dict, dict]:
     """Input shapes to fix (from --shape, and from --dim for inputs whose symbolic dims
     it all covers), and the symbolic-dim values the checks must use with them."""
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
     from onnxforge.specs import model_io_specs
 
     from onnxforge.specs import check_dims

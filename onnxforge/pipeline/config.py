@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
-from onnxforge.errors import BadInputError, UsageError
-from onnxforge.options import (Fraction, NonNegFloat, PosFloat, PosInt, Seconds, Threads, fields_of, option, suggest,
+from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.core.options import (Fraction, NonNegFloat, PosFloat, PosInt, Seconds, Threads, fields_of, option, suggest,
                                toml_place)
-from onnxforge.options import alias_keys, validate_options
+from onnxforge.core.options import alias_keys, validate_options
 from onnxforge.registry import RUN_NAMES, STEPS, StepDef, step_for
 
 FRAMEWORKS = ("torch", "sklearn", "onnx")
@@ -140,7 +140,7 @@ def _resolve_paths(cls, values: dict, base: Path, where: str) -> dict:
 
 
 def _source(model: dict, base: Path) -> str:
-    from onnxforge.fileio import check_readable_file
+    from onnxforge.core.fileio import check_readable_file
     from onnxforge.runners.sources import is_factory
 
     src = model.get("source")
@@ -267,7 +267,7 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | ConfigData,
     """Parse and validate a release.toml (see the module docstring), or the same tables
     given as data (a dict): its relative paths are then relative to ``base_dir``, by
     default the current directory."""
-    from onnxforge.fileio import load_toml
+    from onnxforge.core.fileio import load_toml
 
     if isinstance(config, Mapping):
         config = ConfigData.of(config, base_dir)
@@ -358,7 +358,7 @@ def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
     from onnxforge.specs import parse_dynamic, parse_spec
 
     if framework == "onnx":
-        from onnxforge.fileio import load_onnx
+        from onnxforge.core.fileio import load_onnx
         from onnxforge.specs import model_io_specs
 
         specs, _ = model_io_specs(load_onnx(source, load_external_data=False))
@@ -438,7 +438,7 @@ def with_provider(cfg: ReleaseConfig, provider: str | None) -> ReleaseConfig:
 
 def plan(cfg: ReleaseConfig) -> dict:
     """What --dry-run prints: the resolved config, each step's full options."""
-    from onnxforge.options import non_defaults
+    from onnxforge.core.options import non_defaults
 
     return {"config": cfg.path, "model": dict(cfg.raw["model"]), "data": dataclasses.asdict(cfg.data),
             "steps": [{"run": s.run, "step": s.step.name, "options": non_defaults(s.options),

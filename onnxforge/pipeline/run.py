@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from onnxforge.errors import BadInputError, OnnxforgeError, Terminated, UsageError
-from onnxforge.progress import task
+from onnxforge.core.errors import BadInputError, OnnxforgeError, Terminated, UsageError
+from onnxforge.core.progress import task
 from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config, release_name, with_provider
 from onnxforge.runners import Runner
-from onnxforge.types import GateResult, LedgerRow, ReleaseReport, StepResult, Tolerance
+from onnxforge.core.types import GateResult, LedgerRow, ReleaseReport, StepResult, Tolerance
 
 log = logging.getLogger("onnxforge")
 
@@ -36,7 +36,7 @@ def _declared_types(cfg: ReleaseConfig) -> dict[str, str] | None:
     from onnxforge.specs import parse_spec
 
     if cfg.framework == "onnx":
-        from onnxforge.fileio import load_onnx
+        from onnxforge.core.fileio import load_onnx
         from onnxforge.specs import model_io_specs
 
         return {s.name: s.dtype for s in model_io_specs(load_onnx(cfg.source, load_external_data=False))[0]}
@@ -186,7 +186,7 @@ def _feeds_key(feeds) -> str:
 
 
 def _let_go(source: Runner) -> None:
-    from onnxforge.memory import release_memory
+    from onnxforge.core.memory import release_memory
 
     if isinstance(source.fn, _Memo):
         source.fn.drop()
@@ -393,7 +393,7 @@ def _judge(run: _Run) -> None:
     if failed:
         run.fail(1, "gate(s) failed: " + ", ".join(failed))
         return
-    from onnxforge.stats import contention_line
+    from onnxforge.core.stats import contention_line
 
     undecided = [g for g in run.gates if g.status == "inconclusive"]
     why = contention_line(run.benchmark.contention) if run.benchmark and run.benchmark.contention else "see the gates"
@@ -443,7 +443,7 @@ def release(config: str | os.PathLike | Mapping[str, Any], out_dir: str | os.Pat
     ``config``: the file, or its tables as data (a dict), whose relative paths resolve
     against ``base_dir`` (default: the current directory).
     ``provider`` replaces the latency gate's provider (a zoo target's)."""
-    from onnxforge.fileio import folder_lock
+    from onnxforge.core.fileio import folder_lock
     from onnxforge.pipeline.config import ConfigData
     from onnxforge.pipeline.publish import check_inputs_kept, check_out_dir, planned_files
 

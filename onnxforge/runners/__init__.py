@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from onnxforge.errors import BadInputError, UsageError
-from onnxforge.types import TensorSpec
+from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.core.types import TensorSpec
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onnxforge.errors import BadInputError, MissingDependencyError, UsageError, first_line, require
+from onnxforge.core.errors import BadInputError, MissingDependencyError, UsageError, first_line, require
 
 from onnxforge.registry import HF_TASKS as TASKS
 
@@ -166,7 +166,7 @@ def check_model_memory(spec, cls, config) -> None:
     cost) and refuse one that would not fit in half the available memory."""
     import torch
 
-    from onnxforge.system import available_memory
+    from onnxforge.core.system import available_memory
 
     try:
         build = getattr(cls, "from_config", None) or cls._from_config  # Auto classes / a model class itself
@@ -259,7 +259,7 @@ def reference_class(transformers, spec, config, task: str | None):
 
 
 def _from_pretrained(cls, spec, folder, allow_download: bool, what: str):
-    from onnxforge.logs import quiet_third_party
+    from onnxforge.core.logs import quiet_third_party
 
     try:
         with quiet_third_party():
@@ -284,7 +284,7 @@ def _token_inputs(transformers, folder, config) -> tuple[tuple[str, ...] | None,
     tells. A RoBERTa exported with token_type_ids took an input its tokenizer never makes."""
     import json
 
-    from onnxforge.logs import quiet_third_party
+    from onnxforge.core.logs import quiet_third_party
 
     tok_config = Path(folder) / "tokenizer_config.json"
     try:

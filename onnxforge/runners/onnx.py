@@ -7,7 +7,7 @@ from onnxforge.runners import Runner
 
 def onnx_runner(path, provider: str = "cpu", *, label: str | None = None, threads: int | None = None,
                 optimization: str = "all") -> Runner:
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
     from onnxforge.runtime import create_session, run_session
     from onnxforge.specs import model_io_specs
 
@@ -24,7 +24,7 @@ def onnx_runner(path, provider: str = "cpu", *, label: str | None = None, thread
 def inputs_and_ranges(path) -> tuple[list, dict | None]:
     """A model file's input specs and the input ranges its converter recorded, read
     without its weights: what every place that generates inputs for it needs."""
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
     from onnxforge.specs import model_io_specs
 
     model = load_onnx(path, load_external_data=False)
@@ -33,7 +33,7 @@ def inputs_and_ranges(path) -> tuple[list, dict | None]:
 
 def input_norms_of(path) -> dict | None:
     """The input normalisations a model file's converter recorded, read without its weights."""
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
 
     return recorded_input_norms(load_onnx(path, load_external_data=False))
 
@@ -52,7 +52,7 @@ def recorded_input_norms(model) -> dict | None:
     """Input normalisations the converter recorded (onnxforge.input_norms: an image
     processor's mean/std, or --input-norm): later checks generate normalised images
     rather than [0, 1) noise. An entry that does not read as one is dropped."""
-    from onnxforge.errors import UsageError
+    from onnxforge.core.errors import UsageError
     from onnxforge.specs import input_norm
 
     found = _recorded(model, "onnxforge.input_norms")

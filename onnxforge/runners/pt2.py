@@ -41,7 +41,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
-from onnxforge.errors import BadInputError, MissingDependencyError, first_line
+from onnxforge.core.errors import BadInputError, MissingDependencyError, first_line
 
 
 def _rel(name: str) -> str:
@@ -349,7 +349,7 @@ def check_sizes(path: Path) -> None:
     The file's bytes and every member's are held at once (the archive is read into
     memory, then torch reads each member out of it), against what is available (the
     cgroup's limit included)."""
-    from onnxforge.system import available_memory
+    from onnxforge.core.system import available_memory
 
     budget = available_memory()
     try:
@@ -448,7 +448,7 @@ def load_program(path: Path, *, trust_pickle: bool = False, notes: list | None =
     """The ExportedProgram in a .pt2, loaded safely unless ``trust_pickle``."""
     import torch
 
-    from onnxforge.logs import quiet_third_party
+    from onnxforge.core.logs import quiet_third_party
 
     check_sizes(path)
     data = path.read_bytes()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from onnxforge.errors import BadInputError
+from onnxforge.core.errors import BadInputError
 from onnxforge.runners import Runner
 
 

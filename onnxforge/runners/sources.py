@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from onnxforge.errors import BadInputError, ConversionError, first_line, require
+from onnxforge.core.errors import BadInputError, ConversionError, first_line, require
 
 log = logging.getLogger("onnxforge")
 
@@ -190,7 +190,7 @@ def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = 
         if weights:
             _load_weights(model, weights)
         return LoadedTorch(model, "factory")
-    from onnxforge.fileio import check_readable_file
+    from onnxforge.core.fileio import check_readable_file
 
     path = check_readable_file(spec, "torch source")
     names = _zip_names(path)
@@ -261,7 +261,7 @@ def source_name(spec: Any) -> str:
 def _load_weights(model, weights: str) -> None:
     import torch
 
-    from onnxforge.fileio import check_readable_file
+    from onnxforge.core.fileio import check_readable_file
 
     p = check_readable_file(weights, "weights")
     try:
@@ -298,7 +298,7 @@ def load_sklearn(source: Any, *, trust: Sequence[str] = (), trust_pickle: bool =
         est = call_factory(spec, "a fitted scikit-learn estimator")
         _check_estimator(est, spec)
         return est
-    from onnxforge.fileio import check_readable_file
+    from onnxforge.core.fileio import check_readable_file
 
     path = check_readable_file(spec, "sklearn source")
     if path.suffix == ".skops":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from onnxforge.errors import BadInputError, first_line
+from onnxforge.core.errors import BadInputError, first_line
 from onnxforge.runners import Runner
 
 

@@ -58,9 +58,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from onnxforge.errors import BadInputError, MissingDependencyError, UsageError
-from onnxforge.progress import task
-from onnxforge.types import LatencyStats, ParityReport, Tolerance
+from onnxforge.core.errors import BadInputError, MissingDependencyError, UsageError
+from onnxforge.core.progress import task
+from onnxforge.core.types import LatencyStats, ParityReport, Tolerance
 
 PROTOCOLS = ("rest", "grpc")
 # A stuck server must not hold a CI job: per-request timeout, and a stop after this many errors.
@@ -287,7 +287,7 @@ def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> No
 
 def _our_runtime(path: Path) -> bool:
     """True when ``path`` is a byte copy of the runtime this onnxforge ships."""
-    from onnxforge.fileio import sha256_file
+    from onnxforge.core.fileio import sha256_file
     from onnxforge.serving.package import runtime_source
 
     return path.is_file() and sha256_file(path) == sha256_file(runtime_source())
@@ -471,7 +471,7 @@ class GrpcClient:
     """``raw``: send raw_input_contents (needed when the model has an FP16 tensor)."""
 
     def __init__(self, server: Server, timeout: float = REQUEST_TIMEOUT_S, raw: bool = False):
-        from onnxforge.errors import require
+        from onnxforge.core.errors import require
 
         grpc = require("grpc", "serve")
         require("tritonclient.grpc", "serve")
@@ -519,7 +519,7 @@ def needs_raw(info: Mapping) -> bool:
 
 def served_parity(server: Server, protocol: str, inputs: Sequence[Mapping], golden: Sequence[Mapping],
                   tol: Tolerance, *, raw: bool = False) -> ParityReport:
-    from onnxforge.errors import first_line
+    from onnxforge.core.errors import first_line
     from onnxforge.validators.compare import compare
 
     label = f"mlserver over {protocol}"
@@ -618,7 +618,7 @@ def run_load(server: Server, feeds: Mapping[str, object], *, protocol: str = "re
              duration: float = 5.0, rows: int = 1, warmup: int = 5, raw: bool = False) -> LoadStats:
     """``concurrency`` threads, each with its own connection, sending the same request
     back to back for ``duration`` seconds; stops early after MAX_LOAD_ERRORS errors."""
-    from onnxforge.errors import first_line
+    from onnxforge.core.errors import first_line
     from onnxforge.serving.v2 import json_request
 
     stop = threading.Event()
@@ -724,7 +724,7 @@ def serve_check(folder: str | os.PathLike, options=None, /, **kwargs) -> ServeCh
     tolerance: default the one stored by package; ``timeout``: seconds to wait for the
     model to be ready; ``max_p99_ms``: a gate on the served p99 under load; ``log_dir``
     keeps the server log."""
-    from onnxforge.options import resolve
+    from onnxforge.core.options import resolve
     from onnxforge.registry import ServeCheckOptions
     from onnxforge.serving.package import load_package
 

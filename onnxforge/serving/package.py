@@ -46,8 +46,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from onnxforge.errors import BadInputError, UsageError
-from onnxforge.types import ParityReport, TensorSpec, Tolerance
+from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.core.types import ParityReport, TensorSpec, Tolerance
 
 log = logging.getLogger("onnxforge")
 
@@ -116,7 +116,7 @@ def package(source: str | os.PathLike, out_dir: str | os.PathLike, options=None,
     ``inputs``/``seed``/``dims``: where the golden inputs come from (see the module doc).
     ``keep_failed``: write the folder even when the proof fails.
     """
-    from onnxforge.options import resolve
+    from onnxforge.core.options import resolve
     from onnxforge.registry import PackageOptions
 
     o = resolve(PackageOptions, options, kwargs)
@@ -156,7 +156,7 @@ class _Job:
 
 
 def _prepare(source, out: Path, o) -> _Job:
-    from onnxforge.fileio import check_readable_file, load_onnx
+    from onnxforge.core.fileio import check_readable_file, load_onnx
     from onnxforge.serving.v2 import v2_datatype
     from onnxforge.specs import model_io_specs
     from onnxforge.validators.compare import make_tolerance
@@ -180,7 +180,7 @@ def _prepare(source, out: Path, o) -> _Job:
 
 def _stage(job: _Job, o):
     """Write the target in a scratch folder beside OUT, prove it, rename it into place."""
-    from onnxforge.fileio import copy_model, scratch_dir, sha256_file
+    from onnxforge.core.fileio import copy_model, scratch_dir, sha256_file
 
     with scratch_dir(job.out) as tmp:
         stage = tmp / "stage"
@@ -389,7 +389,7 @@ def _spec_json(s: TensorSpec) -> dict:
 def _package_info(target, src: _Source, name, ins, outs, provider, threads, tol: Tolerance, inputs_from, n) -> dict:
     import onnxruntime as ort
 
-    from onnxforge.fileio import sha256_file
+    from onnxforge.core.fileio import sha256_file
 
     return {
         "schema_version": 1, "target": target, "model_name": name,
@@ -464,7 +464,7 @@ def _write_mlserver_config(folder: Path, name: str, ins, outs, provider: str, th
 def _tracking_client(uri: str):
     """An MlflowClient for ``uri``, checked with one cheap call before anything is
     written, so a bad store fails the command up front."""
-    from onnxforge.errors import MissingDependencyError, first_line, require
+    from onnxforge.core.errors import MissingDependencyError, first_line, require
 
     require("mlflow", "serve")
     if uri.startswith(("sqlite:", "postgresql", "mysql")):
@@ -513,8 +513,8 @@ def _example(sample: Mapping, ins) -> dict:
 def _write_mlflow(src: _Source, stage: Path, ins, outs, samples, provider: str, threads: int | None) -> None:
     import onnx
 
-    from onnxforge.errors import require
-    from onnxforge.fileio import external_data_files, load_onnx
+    from onnxforge.core.errors import require
+    from onnxforge.core.fileio import external_data_files, load_onnx
     from onnxforge.runtime import resolve_provider
 
     require("mlflow", "serve")
@@ -626,7 +626,7 @@ def _log_to_mlflow(client, out: Path, src: _Source, uri: str, experiment: str, r
 
     from mlflow.entities import Metric, Param
 
-    from onnxforge.errors import first_line
+    from onnxforge.core.errors import first_line
 
     try:
         exp = client.get_experiment_by_name(experiment)

@@ -24,8 +24,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from onnxforge.errors import BadInputError, UsageError
-from onnxforge.types import TensorSpec
+from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.core.types import TensorSpec
 
 TRITON_TYPES = {
     "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
@@ -110,7 +110,7 @@ def _escape(name: str) -> str:
 
 def write_triton(model: Path, model_dir: Path, name: str, ins, outs, *, provider: str = "cpu",
                  threads: int | None = None, max_batch_size: int = 64) -> None:
-    from onnxforge.fileio import copy_model
+    from onnxforge.core.fileio import copy_model
 
     if max_batch_size < 0:
         raise UsageError(f"bad max_batch_size {max_batch_size}: must be >= 0")
@@ -123,7 +123,7 @@ def write_triton(model: Path, model_dir: Path, name: str, ins, outs, *, provider
 def _model_config_module():
     import importlib.util
 
-    from onnxforge.errors import MissingDependencyError
+    from onnxforge.core.errors import MissingDependencyError
 
     spec = importlib.util.find_spec("tritonclient")
     if spec is None or not spec.submodule_search_locations:
@@ -159,7 +159,7 @@ def check_triton_config(model_dir: str | os.PathLike, model: str | os.PathLike |
     dims are the model's whole shape. A symbolic model dim is -1 (or a size, which
     Triton accepts as a restriction); a fixed one must be that size. Tensors are matched
     by name: Triton does not care about their order."""
-    from onnxforge.fileio import load_onnx, sha256_file
+    from onnxforge.core.fileio import load_onnx, sha256_file
     from onnxforge.specs import model_io_specs
 
     model_dir = Path(model_dir)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import struct
 from typing import Mapping, Sequence
 
-from onnxforge.errors import BadInputError
-from onnxforge.types import TensorSpec
+from onnxforge.core.errors import BadInputError
+from onnxforge.core.types import TensorSpec
 
 V2_DATATYPES = {
     "bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from onnxforge.errors import BadInputError, UsageError
-from onnxforge.types import BenchmarkReport, BenchmarkResult, Comparison, Contention
+from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.core.types import BenchmarkReport, BenchmarkResult, Comparison, Contention
 
 log = logging.getLogger("onnxforge")
 
@@ -36,7 +36,7 @@ HIGH_CV = 0.10
 
 
 def _rss() -> int:
-    from onnxforge.system import proc_kib
+    from onnxforge.core.system import proc_kib
 
     return proc_kib("/proc/self/status", "VmRSS") or 0
 
@@ -66,7 +66,7 @@ class _Row:
 
 def _feeds_for(specs, *, batch, dims, shapes, inputs, seed, val_ranges):
     from onnxforge.specs import check_dims, check_sample_fits, generate_inputs, load_samples
-    from onnxforge.types import TensorSpec
+    from onnxforge.core.types import TensorSpec
 
     check_dims(dims, specs)
     if inputs:
@@ -169,7 +169,7 @@ def _placement(model: str, provider: str, provider_options, threads) -> dict[str
 
 
 def _open_rows(models, fulls, popts, batches, *, threads, inter_threads, spinning, io_binding, feed_args) -> list[_Row]:
-    from onnxforge.fileio import check_readable_file, sha256_file
+    from onnxforge.core.fileio import check_readable_file, sha256_file
     from onnxforge.runners.onnx import inputs_and_ranges
     from onnxforge.runtime import create_session
 
@@ -200,7 +200,7 @@ def _open_rows(models, fulls, popts, batches, *, threads, inter_threads, spinnin
 
 def _probe(row: _Row) -> None:
     """One untimed call: a model that fails at run time is bad input, said once."""
-    from onnxforge.errors import first_line
+    from onnxforge.core.errors import first_line
 
     try:
         row.once()
@@ -221,7 +221,7 @@ class _Clock:
 
     @classmethod
     def now(cls, cpus) -> "_Clock":
-        from onnxforge.system import busy_seconds
+        from onnxforge.core.system import busy_seconds
 
         return cls(time.perf_counter(), time.process_time(), busy_seconds(cpus) if cpus else None)
 
@@ -242,7 +242,7 @@ class _Tally:
     def window(self, since: _Clock, first_round: int, lookback: _Clock) -> _Clock:
         """Close the window of rounds since ``first_round``; judged over ``lookback``
         (at least WINDOW_S back, so a short last window is not judged on a few ticks)."""
-        from onnxforge.stats import contaminated
+        from onnxforge.core.stats import contaminated
 
         now = _Clock.now(self.cpus if self.judge else None)
         wall, ours = now.wall - lookback.wall, now.ours - lookback.ours
@@ -265,8 +265,8 @@ def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: f
     nanoseconds per call of the clean rounds when enough were had (at least half the
     budget), else of every round; the process's CPU time around each call (every
     thread's: what the call cost, whatever the load); and what the CPU was like."""
-    from onnxforge.progress import task
-    from onnxforge.stats import EXTEND, WINDOW_S
+    from onnxforge.core.progress import task
+    from onnxforge.core.stats import EXTEND, WINDOW_S
 
     cpus = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
     judge = all(r.provider == "CPUExecutionProvider" for r in rows)
@@ -364,7 +364,7 @@ def _result(r: _Row, ns: Sequence[int], cpu_ns: Sequence[int], *, threads, seed,
     import numpy as np
 
     from onnxforge.runtime import short_provider
-    from onnxforge.stats import histogram_with_edges, latency_stats
+    from onnxforge.core.stats import histogram_with_edges, latency_stats
 
     ms = [v / 1e6 for v in ns]
     stats, cv = latency_stats(ms, seed)
@@ -412,8 +412,8 @@ def benchmark(
 ) -> BenchmarkReport:
     """Benchmark each model on each provider (and batch size), interleaved; see the module docstring."""
     from onnxforge.runtime import environment, resolve_provider
-    from onnxforge.system import cpu_quota
-    from onnxforge.stats import speedup_ci
+    from onnxforge.core.system import cpu_quota
+    from onnxforge.core.stats import speedup_ci
     from onnxforge.validators.gates import (baseline_gates, latency_gates, load_baseline, settle, speedup_gates,
                                             verdict)
 

@@ -18,8 +18,8 @@ import math
 from dataclasses import replace
 from typing import Mapping, Sequence
 
-from onnxforge.errors import UsageError
-from onnxforge.types import OutputDiff, ParityReport, Tolerance
+from onnxforge.core.errors import UsageError
+from onnxforge.core.types import OutputDiff, ParityReport, Tolerance
 
 CHECK_STATS = ("elementwise", "max", "mean", "median", "p99")
 CHECK_STAT_ALIASES = {"elemwise": "elementwise"}  # Polygraphy's spelling

@@ -9,12 +9,12 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from onnxforge.errors import BadInputError, UsageError
-from onnxforge.types import BenchmarkResult, Comparison, Contention, GateResult
+from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.core.types import BenchmarkResult, Comparison, Contention, GateResult
 
 
 def load_baseline(path: str) -> dict:
-    from onnxforge.fileio import check_readable_file
+    from onnxforge.core.fileio import check_readable_file
     from onnxforge.report import SCHEMA_VERSION
 
     p = check_readable_file(path, "baseline")
@@ -98,7 +98,7 @@ def settle(gates: Sequence[GateResult], results: Sequence[BenchmarkResult], comp
     pool, whose CPU time is not work) there is no lower bound: nothing fails."""
     from dataclasses import replace
 
-    from onnxforge.stats import contention_line
+    from onnxforge.core.stats import contention_line
 
     bounds = {x.model: x.bounds for x in comparisons}
     out = []

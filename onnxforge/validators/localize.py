@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-from onnxforge.types import Localization, Tolerance
+from onnxforge.core.types import Localization, Tolerance
 from onnxforge.validators.compare import compare_output
 
 
@@ -29,7 +29,7 @@ def _session_for(model, provider: str, tmpdir):
     its external data beside it."""
     from pathlib import Path
 
-    from onnxforge.fileio import PROTOBUF_LIMIT, save_onnx
+    from onnxforge.core.fileio import PROTOBUF_LIMIT, save_onnx
     from onnxforge.runtime import create_session
 
     if model.ByteSize() < PROTOBUF_LIMIT:
@@ -47,7 +47,7 @@ def shared_intermediates(ref_path, cand_path, feeds: Mapping[str, object], *, re
     The models on disk are never modified."""
     import tempfile
 
-    from onnxforge.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx
     from onnxforge.runtime import run_session
 
     ref_m = load_onnx(ref_path)

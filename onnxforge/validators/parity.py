@@ -16,9 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from onnxforge.errors import BadInputError, UsageError
+from onnxforge.core.errors import BadInputError, UsageError
 from onnxforge.runners import Runner
-from onnxforge.types import ParityReport, TensorSpec, Tolerance
+from onnxforge.core.types import ParityReport, TensorSpec, Tolerance
 from onnxforge.validators.compare import DEFAULT_TOLERANCE, compare
 
 
@@ -186,7 +186,7 @@ def _align_squeezed(ref_out: list[dict], cand_out: list[dict]) -> tuple[list[dic
 
 def _outputs(side: Runner, feeds: list, feed_for) -> list[dict]:
     if side.kind != "saved":
-        from onnxforge.progress import task
+        from onnxforge.core.progress import task
 
         outs = []
         with task(f"run {side.label}", total=len(feeds), detail=True) as bar:  # a torch model can take minutes
@@ -204,7 +204,7 @@ def _outputs(side: Runner, feeds: list, feed_for) -> list[dict]:
 def _open(side: str | Runner, provider: str, threads, source_options) -> Runner:
     if isinstance(side, Runner):
         return side
-    from onnxforge.progress import task
+    from onnxforge.core.progress import task
     from onnxforge.runners import open_runner
 
     with task(f"load {Path(str(side)).name}", detail=True):  # importing torch alone takes seconds
@@ -291,7 +291,7 @@ def validate(
 
 
 def _localize(ref: Runner, cand: Runner, sample, feed_for, tolerance):
-    from onnxforge.types import Localization
+    from onnxforge.core.types import Localization
     from onnxforge.validators.localize import localize_divergence
 
     if ref.kind != "onnx" or cand.kind != "onnx":

@@ -139,7 +139,7 @@ def test_a_forged_pycache_beside_the_runtime_is_never_run(tmp_path):
 
 
 def test_trust_code_lets_a_folder_name_its_own_runtime(tmp_path):
-    from onnxforge.errors import BadInputError
+    from onnxforge.core.errors import BadInputError
     from onnxforge.serving.check import check_folder_code
 
     (tmp_path / "model-settings.json").write_text(json.dumps({"name": "m", "implementation": "mine.Runtime"}))

@@ -11,7 +11,7 @@ import typer
 
 from conftest import ROOT, json_result
 from onnxforge.cli.app import _hoist, _several_values, app
-from onnxforge.errors import UsageError
+from onnxforge.core.errors import UsageError
 
 # A positional argument (and -o) each command needs before its options parse.
 POSITIONAL = {
@@ -87,7 +87,7 @@ def test_several_values_stop_at_positionals():
 def test_one_option_under_two_names_is_refused(cli):
     r = cli("convert", "sklearn", "m.skops", "-o", "b.onnx", "--opset", "17", "--target-opset", "18", "--print-step")
     assert r.code == 0  # one field, repeated on the CLI: the grammar merges them (17, then 18 for ai.onnx)
-    from onnxforge.options import validate_options
+    from onnxforge.core.options import validate_options
     from onnxforge.registry import ConvertTorchOptions
 
     with pytest.raises(UsageError, match="set the same option"):
@@ -133,7 +133,7 @@ def test_benchmark_shape_and_perf_test_spellings_end_to_end(cli, fx):
 
 
 def test_median_statistic():
-    from onnxforge.types import Tolerance
+    from onnxforge.core.types import Tolerance
     from onnxforge.validators.compare import compare
 
     ref = {"y": np.ones(100)}

@@ -295,7 +295,7 @@ def test_padding_mask_rows():
     import numpy as np
 
     from onnxforge.specs import generate_inputs, looks_like_mask, padding_mask
-    from onnxforge.types import TensorSpec
+    from onnxforge.core.types import TensorSpec
 
     m = padding_mask((4, 8))
     assert m[0].sum() == 8 and (m.sum(axis=1) >= 1).all() and (np.diff(m, axis=1) <= 0).all()  # trailing zeros only

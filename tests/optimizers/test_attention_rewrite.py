@@ -146,7 +146,7 @@ def test_unequal_qkv_sizes_are_kept(tmp_path):
 
 def test_padded_mask_inputs():
     from onnxforge.optimizers.attention import padded_mask_inputs
-    from onnxforge.types import TensorSpec
+    from onnxforge.core.types import TensorSpec
 
     specs = [TensorSpec("ids", "int64", ("batch", "seq")), TensorSpec("attention_mask", "int64", ("batch", "seq"))]
     right, holes = padded_mask_inputs(specs, ("attention_mask",), dims={"batch": 3, "seq": 8})
@@ -158,7 +158,7 @@ def test_padded_mask_inputs():
 
 def test_check_padded_catches_a_lost_mask_and_writes_elsewhere(tmp_path):
     from onnxforge.optimizers.attention import check_padded, rewrite_for_quantization
-    from onnxforge.types import Tolerance
+    from onnxforge.core.types import Tolerance
 
     src = _attention_model(tmp_path / "a.onnx")
     onnx.save_model(onnx.load(str(src)), str(tmp_path / "ext.onnx"), save_as_external_data=True,

@@ -309,7 +309,7 @@ def test_static_with_real_calibration_is_checked_on_it(cli, fx, tmp_path):
 
 def test_python_api_refuses_generated_data_too(fx, tmp_path):
     from onnxforge import quantize_dynamic
-    from onnxforge.errors import UsageError
+    from onnxforge.core.errors import UsageError
 
     with pytest.raises(UsageError, match="needs real input data"):
         quantize_dynamic(fx / "tiny.onnx", tmp_path / "q.onnx")

@@ -16,7 +16,7 @@ def _config(tmp_path, mutate) -> str:
         shutil.copy(EXAMPLE / name, tmp_path / name)
     cfg.pop("package", None)  # packaging has tests of its own (tests/serving)
     mutate(cfg)
-    from onnxforge.options import toml_value
+    from onnxforge.core.options import toml_value
 
     lines = []
     for sec in ("model", "data"):

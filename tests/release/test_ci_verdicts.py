@@ -24,7 +24,7 @@ SCHEMA = ROOT / "tests" / "data" / "junit.xsd"
 
 
 def _toml(cfg: dict) -> str:
-    from onnxforge.options import toml_value
+    from onnxforge.core.options import toml_value
 
     lines = []
     for sec, table in cfg.items():

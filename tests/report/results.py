@@ -9,7 +9,7 @@ import math
 from onnxforge.environment import DoctorReport, ExtraStatus, ProviderCheck
 from onnxforge.serving.check import LoadStats, RequestCheck, ServeCheckReport
 from onnxforge.serving.package import PackageResult
-from onnxforge.types import (
+from onnxforge.core.types import (
     BenchmarkReport, BenchmarkResult, Comparison, EngineRun, GateResult, GraphSummary, LatencyStats, LedgerRow,
     ModelInfo, OutputDiff, ParityReport, QuantTrial, ReleaseReport, SpeedCheck, StepResult, TensorSpec,
 )

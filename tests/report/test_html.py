@@ -132,7 +132,7 @@ def test_degenerate_histograms_still_draw():
     import numpy as np
 
     from onnxforge.report.html import error_svg, latency_svg
-    from onnxforge.stats import histogram_with_edges
+    from onnxforge.core.stats import histogram_with_edges
     from onnxforge.validators.compare import compare_output
     from results import bench_result
 

@@ -18,7 +18,7 @@ import pytest
 from conftest import default_sigint
 from serve_models import fp16_model, labeled_model, requires_serve, sklearn_release, string_label_model
 
-from onnxforge.errors import BadInputError, UsageError
+from onnxforge.core.errors import BadInputError, UsageError
 
 pytestmark = requires_serve
 

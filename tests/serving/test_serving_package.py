@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from serve_models import labeled_model, requires_serve, sklearn_release, wide_model
 
-from onnxforge.errors import BadInputError, UsageError
-from onnxforge.fileio import sha256_file
+from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.core.fileio import sha256_file
 
 pytestmark = requires_serve
 
@@ -210,7 +210,7 @@ def test_mlflow_model_from_a_release(sk_release, tmp_path):
 def test_mlflow_proof_fails_past_tolerance(sk_release, tmp_path):
     from onnxforge.serving import package
     from onnxforge.serving.package import _mlflow_proof, load_package
-    from onnxforge.types import Tolerance
+    from onnxforge.core.types import Tolerance
 
     package(sk_release, tmp_path / "mlf", target="mlflow")
     _, inputs, golden = load_package(tmp_path / "mlf")
@@ -316,7 +316,7 @@ def test_every_file_is_readable_by_any_user(tmp_path, target):
     assert modes == {k: ("0o755" if (tmp_path / k).is_dir() else "0o644") for k in modes}
     models = [p for p in paths if p.suffix == ".onnx"]
     assert len(models) == 1 and not [p for p in paths if p.is_file() and p.suffix == "" and p.name != "MLmodel"]
-    from onnxforge.fileio import external_data_files, load_onnx
+    from onnxforge.core.fileio import external_data_files, load_onnx
 
     assert external_data_files(load_onnx(models[0], load_external_data=False)) == {}
 

@@ -12,7 +12,7 @@ def res(r):
 
 
 def test_single_model(cli, fx):
-    from onnxforge.system import cpu_quota
+    from onnxforge.core.system import cpu_quota
 
     r = cli("benchmark", fx / "tiny.onnx", "--iterations", "50", "--warmup", "2", "--json", "--save-latencies")
     assert r.code == 0, r.err

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from onnxforge.errors import UsageError
-from onnxforge.types import Tolerance
+from onnxforge.core.errors import UsageError
+from onnxforge.core.types import Tolerance
 from onnxforge.specs import parse_per_output
 from onnxforge.validators.compare import compare, compare_output, make_tolerance
 

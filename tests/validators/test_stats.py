@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from onnxforge.stats import histogram, latency_stats, median_ci, sparkline, speedup_ci
+from onnxforge.core.stats import histogram, latency_stats, median_ci, sparkline, speedup_ci
 
 
 def test_latency_stats_known_values():
@@ -41,7 +41,7 @@ def test_histogram_and_sparkline():
 
 
 def test_histogram_edges():
-    from onnxforge.stats import histogram_with_edges
+    from onnxforge.core.stats import histogram_with_edges
 
     ms = list(np.linspace(1.0, 2.0, 1000)) + [50.0]  # one stall
     counts, edges = histogram_with_edges(ms)
@@ -52,7 +52,7 @@ def test_histogram_edges():
 
 
 def test_contaminated_windows():
-    from onnxforge.stats import contaminated
+    from onnxforge.core.stats import contaminated
 
     # single-threaded: the process's own CPU time decides (exact)
     assert contaminated(1.0, 0.45, None, cpus=1, threads=1)

@@ -35,7 +35,7 @@ def test_localize_finds_first_diverging_node(cli, fx):
 
 
 def test_localize_reports_when_nothing_shared_diverges(fx):
-    from onnxforge.types import Tolerance
+    from onnxforge.core.types import Tolerance
     from onnxforge.validators.localize import localize_divergence
 
     x = {"x": np.ones((1, 16), np.float32)}

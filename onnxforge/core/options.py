@@ -23,7 +23,7 @@ from typing import Annotated, Any, Callable, Mapping
 
 from annotated_types import Ge, Gt, Le
 
-from onnxforge.errors import UsageError, did_you_mean
+from onnxforge.core.errors import UsageError, did_you_mean
 
 # Types used in declarations. Bounds live in the type so pydantic checks them.
 PosInt = Annotated[int, Ge(1)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from onnxforge.types import LatencyStats
+from onnxforge.core.types import LatencyStats
 
 BOOTSTRAP_MAX_N = 5000
 

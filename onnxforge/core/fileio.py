@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from onnxforge.errors import BadInputError, first_line
+from onnxforge.core.errors import BadInputError, first_line
 
 PROTOBUF_LIMIT = 2 * 1024**3 - 1  # protobuf refuses to serialize messages >= 2 GiB
 
@@ -41,7 +41,7 @@ def load_toml(path: str | os.PathLike, what: str) -> tuple[Path, dict]:
     usage error naming the line."""
     import tomllib
 
-    from onnxforge.errors import UsageError
+    from onnxforge.core.errors import UsageError
 
     p = check_readable_file(path, what)
     try:
