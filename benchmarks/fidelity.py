@@ -43,9 +43,9 @@ def main() -> None:
 
     from fixtures.make_fixtures import onnx_chain, onnx_tiny
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.runtime import create_session
+    from onnxforge.backends.onnx.runtime import create_session
     from onnxforge.core.system import cpu_quota
-    from onnxforge.specs import generate_inputs, model_io_specs
+    from onnxforge.data.specs import generate_inputs, model_io_specs
     from onnxforge.validators.benchmark import benchmark
 
     tmp = Path(tempfile.mkdtemp())

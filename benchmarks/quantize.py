@@ -98,7 +98,7 @@ def transformer_case(label: str, factory: str, d: Path, seconds: float, wait: bo
     from onnxforge.core.fileio import load_onnx
     from onnxforge.optimizers.attention import padded_mask_inputs
     from onnxforge.optimizers.simplify import run_transformer
-    from onnxforge.specs import generate_inputs, model_io_specs
+    from onnxforge.data.specs import generate_inputs, model_io_specs
 
     fp32 = d / f"{factory}.onnx"
     onnxforge.convert_torch(f"{MODELS}:{factory}", fp32, inputs=BERT_INPUTS, val_ranges=BERT_RANGES, force=True)

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _API = {
-    "inspect": "onnxforge.inspection:inspect_model",
+    "inspect": "onnxforge.backends.onnx.inspection:inspect_model",
     "validate": "onnxforge.validators.parity:validate",
     "compare": "onnxforge.validators.compare:compare",
-    "open_runner": "onnxforge.runners:open_runner",
+    "open_runner": "onnxforge.backends:open_runner",
     "convert_torch": "onnxforge.converters.torch:convert_torch",
     "convert_sklearn": "onnxforge.converters.sklearn:convert_sklearn",
     "benchmark": "onnxforge.validators.benchmark:benchmark",
@@ -25,7 +25,7 @@ _API = {
     "quantize_dynamic": "onnxforge.optimizers.quantize:quantize_dynamic",
     "quantize_static": "onnxforge.optimizers.quantize:quantize_static",
     "release": "onnxforge.pipeline.run:release",
-    "doctor": "onnxforge.environment:doctor",
+    "doctor": "onnxforge.backends.environment:doctor",
     "package": "onnxforge.serving.package:package",
     "serve_check": "onnxforge.serving.check:serve_check",
     "run_zoo": "onnxforge.zoo.run:run_zoo",
@@ -36,15 +36,15 @@ if TYPE_CHECKING:  # what type checkers see (`X as X`: re-exported under mypy --
     # __getattr__ imports each on first use
     from onnxforge.converters.sklearn import convert_sklearn as convert_sklearn
     from onnxforge.converters.torch import convert_torch as convert_torch
-    from onnxforge.environment import doctor as doctor
-    from onnxforge.inspection import inspect_model as inspect
+    from onnxforge.backends.environment import doctor as doctor
+    from onnxforge.backends.onnx.inspection import inspect_model as inspect
     from onnxforge.optimizers.fp16 import quantize_fp16 as quantize_fp16
     from onnxforge.optimizers.quantize import quantize as quantize
     from onnxforge.optimizers.quantize import quantize_dynamic as quantize_dynamic
     from onnxforge.optimizers.quantize import quantize_static as quantize_static
     from onnxforge.optimizers.simplify import simplify as simplify
     from onnxforge.pipeline.run import release as release
-    from onnxforge.runners import open_runner as open_runner
+    from onnxforge.backends import open_runner as open_runner
     from onnxforge.serving.check import serve_check as serve_check
     from onnxforge.serving.package import package as package
     from onnxforge.validators.benchmark import benchmark as benchmark

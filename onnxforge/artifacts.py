@@ -51,14 +51,6 @@ def set_metadata(path: Path, items: Mapping[str, str]) -> None:
     onnx.save_model(m, str(path))
 
 
-def symbolic_dims(path) -> list[str]:
-    from onnxforge.core.fileio import load_onnx
-    from onnxforge.specs import model_io_specs
-
-    ins, _ = model_io_specs(load_onnx(path, load_external_data=False))
-    return sorted({d for s in ins for d in s.shape if isinstance(d, str)})
-
-
 def finish(
     scratch_model: Path,
     target: Path,
@@ -110,7 +102,7 @@ def _onnxforge_metadata(model) -> dict:
 def make_artifact(path: str | os.PathLike, lineage: tuple[str, ...], specs_from: str | os.PathLike | None = None):
     """The artifact for a written model. ``specs_from``: a copy of the same model with
     external data, read instead of ``path`` so a large inline model is not parsed again."""
-    from onnxforge.specs import model_io_specs
+    from onnxforge.data.specs import model_io_specs
     from onnxforge.core.fileio import load_onnx, sha256_file
 
     m = load_onnx(specs_from or path, load_external_data=False)

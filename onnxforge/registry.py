@@ -17,7 +17,7 @@ from onnxforge.core.errors import UsageError
 from onnxforge.core.options import (Batch, Bytes, CalibrationSamples, Concurrency, Fraction, Heads, HiddenSize, LoadSeconds,
                                MaxBatch, Names, NonNegFloat, Percent, PosFloat, PosInt, Samples, Seconds, Seed, Threads,
                                Tolerance, Trials, option)
-from onnxforge.specs import (
+from onnxforge.data.specs import (
     check_specs, check_val_ranges, is_per_output_value, is_shape_value, parse_bytes, parse_comma_list, parse_dims,
     parse_dynamic, parse_input_norms, parse_literals, parse_opsets, parse_per_output, parse_shapes, parse_val_ranges,
     check_input_norms,
@@ -42,20 +42,9 @@ def _input_norms(why: str):
                   check=check_input_norms, example=("--input-norm", "x:imagenet"))
 
 
-# Hugging Face tasks (Optimum's names) -> the transformers Auto class that loads them
-HF_TASKS = {
-    "feature-extraction": "AutoModel",
-    "text-classification": "AutoModelForSequenceClassification",
-    "token-classification": "AutoModelForTokenClassification",
-    "question-answering": "AutoModelForQuestionAnswering",
-    "fill-mask": "AutoModelForMaskedLM",
-    "text-generation": "AutoModelForCausalLM",
-    "image-classification": "AutoModelForImageClassification",
-    "image-feature-extraction": "AutoModel",
-}
-
-
 def _check_task(v: str) -> None:
+    from onnxforge.backends.torch.hf import TASKS as HF_TASKS
+
     if v not in HF_TASKS:
         raise UsageError(f"unknown task {v!r}", hint="use one of: " + ", ".join(HF_TASKS))
 
@@ -339,7 +328,7 @@ def _check_model_name(name: str) -> None:
 
 
 def _check_provider(name: str) -> None:
-    from onnxforge.runtime import resolve_provider
+    from onnxforge.backends.onnx.runtime import resolve_provider
 
     resolve_provider(name)
 

@@ -97,5 +97,5 @@ def test_public_functions_are_not_shadowed_by_submodules():
     subs = {m.name for m in pkgutil.iter_modules(onnxforge.__path__)}
     assert not subs & set(onnxforge._API), subs & set(onnxforge._API)
     importlib.import_module("onnxforge.pipeline.run")
-    importlib.import_module("onnxforge.environment")
+    importlib.import_module("onnxforge.backends.environment")
     assert callable(onnxforge.release) and callable(onnxforge.doctor)

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from conftest import ROOT, json_result
-from onnxforge.environment import EXTRAS, check_provider, gpus, runtime_build
+from onnxforge.backends.environment import EXTRAS, check_provider, gpus, runtime_build
 
 
 def test_doctor_json_on_this_machine(cli):

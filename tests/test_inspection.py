@@ -5,7 +5,7 @@ import pytest
 
 from conftest import json_result
 from onnxforge.core.errors import BadInputError
-from onnxforge.inspection import inspect_model
+from onnxforge.backends.onnx.inspection import inspect_model
 
 
 def test_resnet50_light(light):

@@ -6,7 +6,7 @@ import pytest
 
 from onnxforge import report
 from onnxforge.core.errors import ExitCode, MissingDependencyError, UsageError
-from onnxforge.runtime import (
+from onnxforge.backends.onnx.runtime import (
     cpu_quota,
     create_session,
     resolve_provider,
@@ -73,7 +73,7 @@ def test_cpu_quota_positive():
 
 
 def test_runtime_package_conflict_note():
-    from onnxforge.runtime import installed_runtime_packages, runtime_conflict_note
+    from onnxforge.backends.onnx.runtime import installed_runtime_packages, runtime_conflict_note
 
     assert "onnxruntime" in installed_runtime_packages() or any(
         p.startswith("onnxruntime-") for p in installed_runtime_packages())

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from onnxforge.core.errors import BadInputError, UsageError
-from onnxforge.specs import (
+from onnxforge.data.specs import (
     parse_dynamic,
     check_sample_fits,
     generate_inputs,
@@ -166,7 +166,7 @@ def test_parse_dynamic_refuses(bad):
 def test_generated_images_are_normalised_per_channel():
     """#24: with a norm, a float input is (U[0,1) - mean) / std along its channel axis
     (axis 1, else the last), not [0, 1) noise; a preset and explicit constants agree."""
-    from onnxforge.specs import input_norm
+    from onnxforge.data.specs import input_norm
 
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     specs = [TensorSpec("pixel_values", "float32", (16, 3, 32, 32)), TensorSpec("nhwc", "float32", (16, 32, 32, 3)),
@@ -186,7 +186,7 @@ def test_generated_images_are_normalised_per_channel():
 
 @pytest.mark.parametrize("bad", ["x:imagenett", "x:0.5,0.5/0.2", "x:0.5/0", "x:0.5/nan", "x:0.5,0.5"])
 def test_input_norm_grammar_is_checked(bad):
-    from onnxforge.specs import parse_input_norms
+    from onnxforge.data.specs import parse_input_norms
 
     with pytest.raises(UsageError) as e:
         parse_input_norms([bad])
@@ -199,7 +199,7 @@ def test_input_norm_without_a_channel_axis_is_refused():
 
 
 def test_describe_generated_says_how():
-    from onnxforge.specs import describe_generated
+    from onnxforge.data.specs import describe_generated
 
     specs = [TensorSpec("pixel_values", "float32", (1, 3, 4, 4))]
     assert describe_generated(specs) == "generated (uniform [0,1) noise, seed 0)"

@@ -9,7 +9,7 @@ from onnxforge.cli.common import (
     complete_choices, wants_json,
 )
 from onnxforge.core.options import LIMITS
-from onnxforge.runtime import PROVIDERS
+from onnxforge.backends.onnx.runtime import PROVIDERS
 
 
 def _parse_regression(text: str) -> float:
@@ -56,7 +56,7 @@ def benchmark_cmd(
 ) -> None:
     """Measure latency on ONNX Runtime providers (interleaved rows, confidence intervals, CI gates)."""
     from onnxforge.core.progress import task
-    from onnxforge.specs import parse_dims, parse_key_values, parse_shape_text, parse_val_ranges
+    from onnxforge.data.specs import parse_dims, parse_key_values, parse_shape_text, parse_val_ranges
     from onnxforge.validators.benchmark import benchmark
 
     as_json = wants_json(json_, fmt)

@@ -14,7 +14,7 @@ import typer
 
 from onnxforge.core.errors import ExitCode, OnnxforgeError, Terminated, did_you_mean  # noqa: F401 - Terminated: the CLI's name for it
 from onnxforge.core.options import LIMITS
-from onnxforge.runtime import PROVIDERS
+from onnxforge.backends.onnx.runtime import PROVIDERS
 
 log = logging.getLogger("onnxforge")
 
@@ -107,12 +107,12 @@ def several_values_flags() -> dict:
     declare theirs in the registry (Opt.several)."""
 
     def tolerance(text: str) -> bool:  # specs is imported only when one of these flags is on the line
-        from onnxforge.specs import is_per_output_value
+        from onnxforge.data.specs import is_per_output_value
 
         return is_per_output_value(text)
 
     def shape(text: str) -> bool:
-        from onnxforge.specs import is_shape_value
+        from onnxforge.data.specs import is_shape_value
 
         return is_shape_value(text)
 

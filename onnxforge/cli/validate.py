@@ -10,7 +10,7 @@ from onnxforge.cli.common import (
     ThreadsOpt, TrustPickleOpt, ValRangeOpt, InputNormOpt, check_outputs, complete_choices, emit, number, wants_json,
 )
 from onnxforge.core.options import LIMITS
-from onnxforge.runtime import PROVIDERS
+from onnxforge.backends.onnx.runtime import PROVIDERS
 
 
 def validate_cmd(
@@ -48,7 +48,7 @@ def validate_cmd(
 ) -> None:
     """Compare two models' outputs on the same inputs; exit 1 when they differ past tolerance."""
     from onnxforge.core.progress import task as progress
-    from onnxforge.specs import parse_dims, parse_input_norms, parse_key_values, parse_per_output, parse_val_ranges
+    from onnxforge.data.specs import parse_dims, parse_input_norms, parse_key_values, parse_per_output, parse_val_ranges
     from onnxforge.validators.compare import make_tolerance
     from onnxforge.validators.parity import validate
 

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from onnxforge.core.errors import BadInputError, ConversionError, MissingDependencyError, UsageError, first_line, require
 from onnxforge.registry import ConvertSklearnOptions
-from onnxforge.runners.sklearn import final_estimator
+from onnxforge.backends.sklearn.runner import final_estimator
 from onnxforge.core.types import ParityReport, StepResult, TensorSpec
 
 log = logging.getLogger("onnxforge")
@@ -117,7 +117,7 @@ def _specs_and_data(est, o: ConvertSklearnOptions, notes: list) -> tuple[list[Te
     estimator sees the data as given, the ONNX model the data cast to its input type."""
     import numpy as np
 
-    from onnxforge.specs import load_samples, parse_spec
+    from onnxforge.data.specs import load_samples, parse_spec
 
     ftype = "float64" if o.double else "float32"
     if o.sample is not None and not isinstance(o.sample, (str, Path)):
@@ -140,7 +140,7 @@ def _specs_and_data(est, o: ConvertSklearnOptions, notes: list) -> tuple[list[Te
 
 
 def _csv_specs(est, sample, ftype: str) -> tuple[list[TensorSpec], dict]:
-    from onnxforge.specs import read_csv
+    from onnxforge.data.specs import read_csv
 
     cols = read_csv(sample)
     expected = list(getattr(est, "feature_names_in_", []))
@@ -220,8 +220,8 @@ def convert_sklearn(source: Any, output: str | Path, options: ConvertSklearnOpti
     predict_proba / transform. Options: ConvertSklearnOptions (object or keywords)."""
     from onnxforge.core.fileio import check_output_path, scratch_dir
     from onnxforge.core.options import resolve
-    from onnxforge.runners.sources import load_sklearn
-    from onnxforge.specs import generate_inputs
+    from onnxforge.backends.sklearn.sources import load_sklearn
+    from onnxforge.data.specs import generate_inputs
 
     require("skl2onnx", "sklearn")
     o = resolve(ConvertSklearnOptions, options, {k: v for k, v in kwargs.items() if k != "sample"})
@@ -368,8 +368,8 @@ def _has_trees(est) -> bool:
 def _parity(est, model_path: Path, data: Mapping[str, Any], specs, o: ConvertSklearnOptions) -> ParityReport:
     """Every output of the ONNX model against the estimator on the same rows."""
     from onnxforge.core.errors import OnnxforgeError
-    from onnxforge.runners.onnx import onnx_runner
-    from onnxforge.runners.sklearn import sklearn_runner
+    from onnxforge.backends.onnx.runner import onnx_runner
+    from onnxforge.backends.sklearn.runner import sklearn_runner
     from onnxforge.validators.compare import make_tolerance
     from onnxforge.validators.parity import validate
 

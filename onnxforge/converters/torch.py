@@ -42,7 +42,7 @@ class Example:
 
 
 def _forward_names(module, n: int) -> list[str]:
-    from onnxforge.runners.torch import forward_parameters
+    from onnxforge.backends.torch.runner import forward_parameters
 
     names = [k for k, kind in forward_parameters(module).items() if kind != "keyword"]
     return names[:n] if len(names) >= n else [f"input_{i}" for i in range(n)]
@@ -51,7 +51,7 @@ def _forward_names(module, n: int) -> list[str]:
 def _tensors_by_name(arrays: Mapping[str, Any], loaded, input_names) -> Example:
     """Named arrays as an Example: by keyword for a program that takes keywords, by
     forward()'s parameter names where the arrays carry them, else by position."""
-    from onnxforge.runners.torch import bind_inputs, tensor
+    from onnxforge.backends.torch.runner import bind_inputs, tensor
 
     tensors = {k: tensor(v) for k, v in arrays.items()}
     keyword = tuple(loaded.keyword)
@@ -72,7 +72,7 @@ def _tensors_by_name(arrays: Mapping[str, Any], loaded, input_names) -> Example:
 
 
 def _example(loaded, o: ConvertTorchOptions, dyn: dict) -> Example:
-    from onnxforge.specs import generate_inputs, load_samples, parse_spec
+    from onnxforge.data.specs import generate_inputs, load_samples, parse_spec
 
     if o.example_inputs is not None:
         return _tensors_by_name(load_samples(o.example_inputs)[0], loaded, o.input_names)
@@ -114,9 +114,9 @@ def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict,
     Hugging Face folder or hf:ID brings its own inputs, axes, ranges and norms (its
     image processor's; runners/hf.py); --dynamic, --val-range and --input-norm override
     them name by name."""
-    from onnxforge.runners.hf import hf_input_norms, hf_val_ranges, is_hf_source, load_hf
-    from onnxforge.runners.sources import LoadedTorch, load_torch
-    from onnxforge.specs import parse_dynamic
+    from onnxforge.backends.torch.hf import hf_input_norms, hf_val_ranges, is_hf_source, load_hf
+    from onnxforge.backends.torch.sources import LoadedTorch, load_torch
+    from onnxforge.data.specs import parse_dynamic
 
     dyn = parse_dynamic(o.dynamic)
     if is_hf_source(source):
@@ -168,7 +168,7 @@ def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions 
         raise BadInputError(f"example input {empty[0]} has no elements: there is nothing to check the export on",
                             hint="give every dim a size of at least 1 (symbolic dims are exported at 2)")
     _check_dynamic(dyn, ex)
-    from onnxforge.runners.torch import call_module, flatten_outputs
+    from onnxforge.backends.torch.runner import call_module, flatten_outputs
 
     # run the module once: proves the inputs fit, and names the outputs
     flat = flatten_outputs(call_module(loaded.module, ex.args, "the model fails on the example inputs",
@@ -190,8 +190,8 @@ def _hf_reference(source: str, o: ConvertTorchOptions, module):
     the converter's load, every output it returns compared by name, so a wrong class
     cannot agree with itself."""
     def make():
-        from onnxforge.runners.hf import load_reference
-        from onnxforge.runners.torch import torch_runner
+        from onnxforge.backends.torch.hf import load_reference
+        from onnxforge.backends.torch.runner import torch_runner
 
         ref = load_reference(source, task=o.task, allow_download=o.allow_download, loaded=module)
         return torch_runner(ref, o.output_names or None)
@@ -202,7 +202,7 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
                       reference=None) -> StepResult:
     from onnxforge.artifacts import finish
     from onnxforge.core.fileio import scratch_dir
-    from onnxforge.inspection import check_model
+    from onnxforge.backends.onnx.inspection import check_model
     from onnxforge.validators.compare import make_tolerance
 
     module = loaded.module
@@ -248,7 +248,7 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
 
 def _example_data(loaded, o: ConvertTorchOptions) -> dict:
     """Where the example inputs came from, as every check states it (ParityReport.data)."""
-    from onnxforge.specs import describe_generated, parse_spec
+    from onnxforge.data.specs import describe_generated, parse_spec
 
     if o.example_inputs is not None:
         return {"source": "given", "how": f"example inputs {o.example_inputs}"}
@@ -263,7 +263,7 @@ def _example_data(loaded, o: ConvertTorchOptions) -> dict:
 def _recorded_inputs(o: ConvertTorchOptions) -> dict:
     """What later checks need to generate valid, realistic inputs, as metadata_props:
     value ranges (a mask stays a mask) and image normalisations."""
-    from onnxforge.specs import input_norm
+    from onnxforge.data.specs import input_norm
 
     out = {"onnxforge.val_ranges": json.dumps(o.val_ranges)} if o.val_ranges else {}
     if o.input_norms:
@@ -351,7 +351,7 @@ def widen_dynamic_example(ex: Example, dyn) -> tuple[Example, list[str]]:
     import numpy as np
     import torch
 
-    from onnxforge.runners.torch import to_numpy
+    from onnxforge.backends.torch.runner import to_numpy
 
     tensors = dict(zip(ex.names, ex.tensors))
     sizes: dict[str, set[int]] = {}
@@ -478,7 +478,7 @@ def _check(ref, cand, feeds: dict, tol, label: str, data: dict | None = None) ->
     """One parity check of the ONNX model against torch outputs on ``feeds``: the
     module runs first (its failure is the user's), then the ONNX model (its failure is
     a failed check, reported)."""
-    from onnxforge.runners import Runner
+    from onnxforge.backends import Runner
     from onnxforge.validators.parity import validate
 
     torch_out = ref(feeds)
@@ -498,9 +498,9 @@ def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, s
     ``reference`` makes the reference runner when it is not the exported module."""
     import numpy as np
 
-    from onnxforge.runners.onnx import onnx_runner
-    from onnxforge.runners.torch import contiguous, to_numpy, torch_runner
-    from onnxforge.specs import looks_like_mask, padding_mask
+    from onnxforge.backends.onnx.runner import onnx_runner
+    from onnxforge.backends.torch.runner import contiguous, to_numpy, torch_runner
+    from onnxforge.data.specs import looks_like_mask, padding_mask
 
     ref = reference() if reference else torch_runner(module, out_names, keyword=keyword)
     cand = onnx_runner(model_path, "cpu", label="onnx")

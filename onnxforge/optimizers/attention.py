@@ -133,9 +133,9 @@ def _graph(path: Path):
 def check_padded(ref: Path, cand: Path, mask_inputs, tolerance, *, seed: int = 0) -> str:
     """'' when ``cand`` matches ``ref`` within ``tolerance`` on right-padded, holed and
     random inputs; else what differed."""
-    from onnxforge.runners.onnx import onnx_runner as onnx_side
-    from onnxforge.runners.onnx import recorded_val_ranges
-    from onnxforge.specs import generate_inputs, model_io_specs
+    from onnxforge.backends.onnx.runner import onnx_runner as onnx_side
+    from onnxforge.backends.onnx.runner import recorded_val_ranges
+    from onnxforge.data.specs import generate_inputs, model_io_specs
     from onnxforge.validators.parity import validate
 
     graph = _graph(ref)
@@ -459,7 +459,7 @@ def padded_mask_inputs(specs, mask_inputs, *, dims: dict, seed: int = 0, val_ran
     seeded random as usual. This is the check ORT's silent mask drop cannot pass."""
     import numpy as np
 
-    from onnxforge.specs import generate_inputs, padding_mask, resolve_shape
+    from onnxforge.data.specs import generate_inputs, padding_mask, resolve_shape
 
     out = []
     for k, kind in enumerate(("right-padded", "holes")):

@@ -26,7 +26,7 @@ def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None,
 
     from onnxforge.artifacts import finish, lineage_of, model_path, save_scratch
     from onnxforge.core.fileio import check_output_path, load_onnx, scratch_dir
-    from onnxforge.inspection import summary
+    from onnxforge.backends.onnx.inspection import summary
     from onnxforge.core.options import resolve
     from onnxforge.validators.compare import make_tolerance
     from onnxforge.validators.parity import check_against
@@ -39,7 +39,7 @@ def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None,
     if 1 not in kinds and kinds & {10, 11}:  # no float32 weight: nothing would be converted, and it "passed"
         raise BadInputError(f"{src} is already fp16" if 10 in kinds else f"{src} has float64 weights: fp16 conversion "
                             "converts float32 only", hint="convert the fp32 model (model.float() in torch)")
-    from onnxforge.specs import check_dims, model_io_specs
+    from onnxforge.data.specs import check_dims, model_io_specs
 
     check_dims(o.dims, model_io_specs(m)[0])
     before = summary(src)

@@ -85,7 +85,7 @@ def decide(src, op_types, per_channel: bool, weight_type: str, notes: list) -> b
     """Whether ``quantize()`` takes this path: models of LEAN_MIN_BYTES of weights or more
     that it quantizes as ORT would. The reason goes to ``notes`` either way."""
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.inspection import inspect_model
+    from onnxforge.backends.onnx.inspection import inspect_model
 
     if inspect_model(src, runtime=False).parameter_bytes < LEAN_MIN_BYTES:
         return False

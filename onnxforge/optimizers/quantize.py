@@ -210,8 +210,8 @@ def _non_fp32_weights(m) -> tuple[str, int]:
 def _quantize(model, output, o, mode: str) -> StepResult:
     from onnxforge.artifacts import model_path
     from onnxforge.core.fileio import check_output_path, external_data_files, load_onnx, scratch_dir
-    from onnxforge.inspection import summary
-    from onnxforge.specs import model_io_specs
+    from onnxforge.backends.onnx.inspection import summary
+    from onnxforge.data.specs import model_io_specs
 
     src = model_path(model)
     m = load_onnx(src, load_external_data=False)
@@ -226,11 +226,11 @@ def _quantize(model, output, o, mode: str) -> StepResult:
                             hint="export the model in float32 (model.float() in torch)" if kind == "float64" else
                             "quantize the fp32 model; fp16 and int8 are alternatives, not steps in a row")
     specs, _ = model_io_specs(m)
-    from onnxforge.specs import check_dims
+    from onnxforge.data.specs import check_dims
 
     check_dims(o.dims, specs)
     has_ext = bool(external_data_files(m))
-    from onnxforge.runners.onnx import recorded_input_norms, recorded_val_ranges
+    from onnxforge.backends.onnx.runner import recorded_input_norms, recorded_val_ranges
 
     ranges = recorded_val_ranges(m)  # generated inputs stay valid: a BERT's token_type_ids in [0, 1]
     norms = o.input_norms or recorded_input_norms(m)  # generated images normalised as the model expects
@@ -374,7 +374,7 @@ def _quantize_loadable(job: _Job, qpath: Path, excluded: list, excluded_ops: lis
 
 def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ranking, before, notes, details):
     from onnxforge.artifacts import finish, lineage_of
-    from onnxforge.inspection import summary
+    from onnxforge.backends.onnx.inspection import summary
 
     o = job.o
     budget = speed_budget(o)
@@ -460,7 +460,7 @@ def _check_on_calibration(job: _Job, q: Path, calibration, criteria: dict) -> Pa
     """Static int8 with real calibration data and no --inputs is checked on the first
     --check-samples calibration samples: real data, though the ranges were fitted on it."""
     from onnxforge.optimizers.calibration import iter_samples
-    from onnxforge.runners.onnx import onnx_runner
+    from onnxforge.backends.onnx.runner import onnx_runner
     from onnxforge.validators.parity import validate
 
     o = job.o
@@ -566,7 +566,7 @@ def rank_sensitive_nodes(fp32_path, q_path, specs, dims, seed, val_ranges=None, 
     both QDQ and dynamic models, matched by tensor name)."""
     import numpy as np
 
-    from onnxforge.specs import generate_inputs
+    from onnxforge.data.specs import generate_inputs
     from onnxforge.validators.localize import shared_intermediates
 
     fm, shared, a, b = shared_intermediates(fp32_path, q_path,

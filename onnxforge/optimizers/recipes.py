@@ -83,7 +83,7 @@ class RecipeChoice:
 
 def attention_ops(path) -> int:
     from onnxforge.optimizers.simplify import ATTENTION_OPS, op_count
-    from onnxforge.inspection import summary
+    from onnxforge.backends.onnx.inspection import summary
 
     ops = summary(path).ops
     return sum(op_count(ops, op) for op in ATTENTION_OPS)
@@ -298,8 +298,8 @@ def _check_samples(src, alt: Candidate | None, dims, inputs, samples, seed, mask
     """The step's check inputs (its --inputs, or seeded random ones) plus padded-mask
     samples for every input the attention rewrite reads as a mask."""
     from onnxforge.optimizers.attention import padded_mask_inputs
-    from onnxforge.runners.onnx import input_norms_of, inputs_and_ranges
-    from onnxforge.specs import generate_inputs, load_samples
+    from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges
+    from onnxforge.data.specs import generate_inputs, load_samples
 
     specs, ranges = inputs_and_ranges(src)
     norms = None if inputs else input_norms_of(src)
@@ -317,7 +317,7 @@ def _check_samples(src, alt: Candidate | None, dims, inputs, samples, seed, mask
 
 
 def _parity(ref: Path, cand: Path, feeds: Sequence[dict], budget: Budget) -> list[ParityReport]:
-    from onnxforge.runners.onnx import onnx_runner as onnx_side
+    from onnxforge.backends.onnx.runner import onnx_runner as onnx_side
     from onnxforge.validators.parity import validate
 
     r, c = onnx_side(ref, "cpu"), onnx_side(cand, "cpu")
@@ -345,7 +345,7 @@ def _time(src: Path, built: list[Candidate], dims, inputs, seconds: float, seed:
 
     import numpy as np
 
-    from onnxforge.runners.onnx import inputs_and_ranges
+    from onnxforge.backends.onnx.runner import inputs_and_ranges
 
     timed = [c for c in built if c.passed]
     models = [str(src)] + [c.int8_model for c in timed]

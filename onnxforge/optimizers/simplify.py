@@ -89,7 +89,7 @@ def _constant_nodes(model) -> int:
 def run_ort(src: Path, dst: Path, *, level: str) -> dict:
     import onnxruntime as ort
 
-    from onnxforge.runtime import session_options
+    from onnxforge.backends.onnx.runtime import session_options
 
     so = session_options(optimization=level)
     so.optimized_model_filepath = str(dst)
@@ -181,7 +181,7 @@ def _run_engine(name: str, fn, current: Path, dst: Path, ctx: dict) -> tuple[Pat
     """Run one engine and check its output against its input. Returns (the model
     after it, its record, its checks); an engine that raises or fails its check falls
     back to ``current``."""
-    from onnxforge.inspection import summary
+    from onnxforge.backends.onnx.inspection import summary
     from onnxforge.validators.parity import check_against
 
     if name.startswith("transformer"):
@@ -215,7 +215,7 @@ def simplify(model, output: str | Path, options: SimplifyOptions | None = None, 
     path or the ModelArtifact of the step before. Options: SimplifyOptions."""
     from onnxforge.artifacts import model_path
     from onnxforge.core.fileio import check_output_path, load_onnx, scratch_dir
-    from onnxforge.inspection import summary
+    from onnxforge.backends.onnx.inspection import summary
     from onnxforge.core.options import resolve
     from onnxforge.validators.compare import make_tolerance
 
@@ -256,7 +256,7 @@ def _engine_run(rec: dict) -> EngineRun:
 def _finish(src, current, target, tmp, o, ctx, model, before, engines, checks, notes, t_all) -> StepResult:
     from onnxforge.artifacts import finish, lineage_of, save_scratch
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.inspection import summary
+    from onnxforge.backends.onnx.inspection import summary
     from onnxforge.validators.parity import check_against
 
     if current == src:  # nothing applied: the output is a copy of the input
@@ -287,9 +287,9 @@ def _pins(src, shapes, dims) -> tuple[dict, dict]:
     """Input shapes to fix (from --shape, and from --dim for inputs whose symbolic dims
     it all covers), and the symbolic-dim values the checks must use with them."""
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.specs import model_io_specs
+    from onnxforge.data.specs import model_io_specs
 
-    from onnxforge.specs import check_dims
+    from onnxforge.data.specs import check_dims
 
     ins, _ = model_io_specs(load_onnx(src, load_external_data=False))
     check_dims(dims, ins)
@@ -323,7 +323,7 @@ def _fusion_engines(current: Path, dst: Path, ctx: dict, *, model_type: str, num
     optimizer leaves, and have broken models ORT's did not). The first whose output
     passes parity and fuses attention wins, else the first that passes; an engine that
     raises or fails is named in the record (its traceback in the log with --debug)."""
-    from onnxforge.inspection import summary
+    from onnxforge.backends.onnx.inspection import summary
     from onnxforge.validators.parity import check_against
 
     engines = [("onnxruntime.transformers", lambda s, d: run_transformer(s, d, model_type=model_type,

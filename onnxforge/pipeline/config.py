@@ -141,7 +141,7 @@ def _resolve_paths(cls, values: dict, base: Path, where: str) -> dict:
 
 def _source(model: dict, base: Path) -> str:
     from onnxforge.core.fileio import check_readable_file
-    from onnxforge.runners.sources import is_factory
+    from onnxforge.backends.base import is_factory
 
     src = model.get("source")
     if src is None:
@@ -355,11 +355,11 @@ def _deploy(cfg: Mapping, base: Path) -> tuple[tuple, tuple | None]:
 def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
     """The symbolic dims the released model will have, when the config tells: an ONNX
     source's own, or the names in model.inputs and model.dynamic (None: unknown here)."""
-    from onnxforge.specs import parse_dynamic, parse_spec
+    from onnxforge.data.specs import parse_dynamic, parse_spec
 
     if framework == "onnx":
         from onnxforge.core.fileio import load_onnx
-        from onnxforge.specs import model_io_specs
+        from onnxforge.data.specs import model_io_specs
 
         specs, _ = model_io_specs(load_onnx(source, load_external_data=False))
         return sorted({d for s in specs for d in s.shape if isinstance(d, str)})
@@ -371,7 +371,7 @@ def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
         return sorted(names)
     if framework == "torch" and source.endswith(".pt2"):  # its own dims, named as convert names them
         from onnxforge.converters.torch import role_names
-        from onnxforge.runners.sources import pt2_input_dims
+        from onnxforge.backends.torch.sources import pt2_input_dims
 
         dims = pt2_input_dims(Path(source))
         return None if dims is None else sorted(set(role_names(dims).values()))
@@ -405,14 +405,14 @@ def _gates(table, data: DataSection) -> dict:
                              hint='add [data] validation = "val.npz" holding the inputs and a "labels" array')
         _labels_present(data)
     if "latency" in out:
-        from onnxforge.runtime import resolve_provider
+        from onnxforge.backends.onnx.runtime import resolve_provider
 
         resolve_provider(out["latency"].provider)
     return out
 
 
 def _labels_present(data: DataSection) -> None:
-    from onnxforge.specs import read_npz
+    from onnxforge.data.specs import read_npz
 
     files = list(read_npz(data.validation, "data.validation"))
     if data.labels not in files:
@@ -427,7 +427,7 @@ def with_provider(cfg: ReleaseConfig, provider: str | None) -> ReleaseConfig:
     lat = cfg.gate("latency")
     if provider is None or lat is None or provider == lat.provider:
         return cfg
-    from onnxforge.runtime import resolve_provider
+    from onnxforge.backends.onnx.runtime import resolve_provider
 
     resolve_provider(provider)  # unknown or inactive: the same error as in the file
     gates = {**cfg.gates, "latency": dataclasses.replace(lat, provider=provider)}

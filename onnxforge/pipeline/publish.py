@@ -221,7 +221,7 @@ def publish(final: Path, out: Path, cfg: ReleaseConfig, steps, inputs_sha, vers)
     import shutil
 
     from onnxforge.core.fileio import atomic_write_text, external_data_files, load_onnx, publish_model, scratch_dir, sha256_file
-    from onnxforge.specs import model_io_specs
+    from onnxforge.data.specs import model_io_specs
 
     target = out / "model.onnx"
     m = load_onnx(final, load_external_data=False)

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 from onnxforge.core.errors import BadInputError, OnnxforgeError, Terminated, UsageError
 from onnxforge.core.progress import task
 from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config, release_name, with_provider
-from onnxforge.runners import Runner
+from onnxforge.backends import Runner
 from onnxforge.core.types import GateResult, LedgerRow, ReleaseReport, StepResult, Tolerance
 
 log = logging.getLogger("onnxforge")
@@ -33,11 +33,11 @@ log = logging.getLogger("onnxforge")
 
 def _declared_types(cfg: ReleaseConfig) -> dict[str, str] | None:
     """The input dtypes the source declares (ONNX source, model.inputs), if it does."""
-    from onnxforge.specs import parse_spec
+    from onnxforge.data.specs import parse_spec
 
     if cfg.framework == "onnx":
         from onnxforge.core.fileio import load_onnx
-        from onnxforge.specs import model_io_specs
+        from onnxforge.data.specs import model_io_specs
 
         return {s.name: s.dtype for s in model_io_specs(load_onnx(cfg.source, load_external_data=False))[0]}
     if cfg.model.get("inputs"):
@@ -52,7 +52,7 @@ def _as_declared(cfg: ReleaseConfig, arrays: dict) -> dict:
     each ONNX model gets it cast to what it declares (validate, _ledger_row)."""
     import numpy as np
 
-    from onnxforge.specs import numpy_dtype
+    from onnxforge.data.specs import numpy_dtype
 
     types = _declared_types(cfg)
     out = {}
@@ -72,7 +72,7 @@ def _as_declared(cfg: ReleaseConfig, arrays: dict) -> dict:
 
 def _validation(cfg: ReleaseConfig) -> tuple[dict | None, Any]:
     """Validation inputs (one batch, as the model declares them) and labels, or (None, None)."""
-    from onnxforge.specs import read_npz
+    from onnxforge.data.specs import read_npz
 
     if cfg.data.validation is None:
         return None, None
@@ -114,14 +114,14 @@ def _source(cfg: ReleaseConfig) -> tuple[Runner, Path | None, Any]:
     The runner's outputs are memoized per input (_Memo): the ledger feeds every step the
     same inputs, so the model itself is let go after the first row. For GPT-2-large each
     copy is 3.1 GB, and the release held four at its peak (source, convert's, two sessions)."""
-    from onnxforge.runners import open_runner
+    from onnxforge.backends import open_runner
 
     if cfg.framework == "onnx":
         runner = _onnx(cfg.source)
         return dataclasses.replace(runner, fn=_Memo(runner.fn, lambda: _onnx(cfg.source).fn)), Path(cfg.source), None
 
     def load():
-        from onnxforge.runners.hf import is_hf_source
+        from onnxforge.backends.torch.hf import is_hf_source
 
         kind = "factory" if _is_factory(cfg.source) else "hf" if is_hf_source(cfg.source) else cfg.framework
         return open_runner(cfg.source, kind=kind, label="source", weights=cfg.model.get("weights"),
@@ -130,7 +130,7 @@ def _source(cfg: ReleaseConfig) -> tuple[Runner, Path | None, Any]:
 
     module = None
     if cfg.framework == "torch" and _is_factory(cfg.source):
-        from onnxforge.runners.sources import load_torch
+        from onnxforge.backends.torch.sources import load_torch
 
         module = load_torch(cfg.source, weights=cfg.model.get("weights"),
                             trust_pickle=cfg.model.get("trust_pickle", False)).module
@@ -194,13 +194,13 @@ def _let_go(source: Runner) -> None:
 
 
 def _is_factory(spec: str) -> bool:
-    from onnxforge.runners.sources import is_factory
+    from onnxforge.backends.base import is_factory
 
     return is_factory(spec)
 
 
 def _onnx(path) -> Runner:
-    from onnxforge.runners.onnx import onnx_runner
+    from onnxforge.backends.onnx.runner import onnx_runner
 
     return onnx_runner(path, "cpu", label=Path(path).name)
 
@@ -256,8 +256,8 @@ def _or(v, default):
 def _generated_feeds(cfg: ReleaseConfig, model_path) -> dict:
     """Inputs for the ledger when there is no data.validation: seeded, at 2 for every
     symbolic dim, within the model's val_ranges (a BERT mask stays a mask)."""
-    from onnxforge.runners.onnx import input_norms_of, inputs_and_ranges
-    from onnxforge.specs import generate_inputs
+    from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges
+    from onnxforge.data.specs import generate_inputs
 
     specs, recorded = inputs_and_ranges(model_path)
     # the ranges convert recorded (a Hugging Face model's vocabulary and mask), then the config's own
@@ -415,7 +415,7 @@ def _pipeline(run: _Run, config, provider: str | None = None) -> None:
     run.first_onnx = source_path
     check_inputs = None
     if feeds is not None:  # the validation inputs without labels, for each step's own check
-        from onnxforge.specs import save_samples
+        from onnxforge.data.specs import save_samples
 
         check_inputs = str(run.stage / ".validation-inputs.npz")
         save_samples(check_inputs, [feeds])
@@ -529,7 +529,7 @@ def _finish(run: _Run, config, out: Path, keep_steps: bool, t_start: float) -> R
 
 
 def _report(run: _Run, config, outputs, inputs_sha, vers, t_start) -> ReleaseReport:
-    from onnxforge.runtime import environment
+    from onnxforge.backends.onnx.runtime import environment
 
     cfg = run.cfg
     passed = run.failure is None

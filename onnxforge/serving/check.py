@@ -688,7 +688,7 @@ def in_process_latency(model: str | os.PathLike, feeds: Mapping[str, object], *,
                        threads: int | None = None, spinning: bool | None = None, seconds: float = 2.0,
                        warmup: int = 5) -> LatencyStats:
     """session.run on the same session settings as the server's runtime."""
-    from onnxforge.runtime import create_session
+    from onnxforge.backends.onnx.runtime import create_session
 
     sess = create_session(model, provider, threads=threads, spinning=spinning)
     feeds = dict(feeds)

@@ -158,7 +158,7 @@ class _Job:
 def _prepare(source, out: Path, o) -> _Job:
     from onnxforge.core.fileio import check_readable_file, load_onnx
     from onnxforge.serving.v2 import v2_datatype
-    from onnxforge.specs import model_io_specs
+    from onnxforge.data.specs import model_io_specs
     from onnxforge.validators.compare import make_tolerance
 
     src = _resolve_source(source)
@@ -169,7 +169,7 @@ def _prepare(source, out: Path, o) -> _Job:
     ins, outs = model_io_specs(proto)
     for s in ins + outs:
         v2_datatype(s)  # refuses ZipMap outputs and other non-tensors up front
-    from onnxforge.runners.onnx import recorded_val_ranges
+    from onnxforge.backends.onnx.runner import recorded_val_ranges
 
     ranges = recorded_val_ranges(proto)
     del proto
@@ -313,7 +313,7 @@ def _model_name(name: str | None, src: _Source) -> str:
 
 
 def _golden_inputs(src: _Source, specs, inputs, seed, dims, val_ranges=None) -> tuple[list[dict], str, list[str]]:
-    from onnxforge.specs import check_sample_fits, generate_inputs, load_samples
+    from onnxforge.data.specs import check_sample_fits, generate_inputs, load_samples
 
     notes: list[str] = []
     names = [s.name for s in specs]
@@ -348,7 +348,7 @@ def _model_dtypes(sample: Mapping, specs) -> dict:
 def _run_goldens(model: Path, samples, threads) -> list[dict]:
     """The packaged file's outputs on ORT's CPU provider, in this process: the served
     model must answer like this."""
-    from onnxforge.runtime import create_session, run_session
+    from onnxforge.backends.onnx.runtime import create_session, run_session
 
     sess = create_session(model, "cpu", threads=threads)
     return [run_session(sess, s) for s in samples]
@@ -358,7 +358,7 @@ def _save_arrays(path: Path, samples: Sequence[Mapping]) -> None:
     """save_samples with strings as numpy unicode (np.load refuses pickled objects)."""
     import numpy as np
 
-    from onnxforge.specs import save_samples
+    from onnxforge.data.specs import save_samples
 
     save_samples(path, [{k: (np.asarray(v, dtype=str) if np.asarray(v).dtype.kind == "O" else v)
                          for k, v in s.items()} for s in samples])
@@ -366,7 +366,7 @@ def _save_arrays(path: Path, samples: Sequence[Mapping]) -> None:
 
 def load_package(model_dir: str | os.PathLike) -> tuple[dict, list[dict], list[dict]]:
     """package.json, the inputs and the golden outputs of a packaged model folder."""
-    from onnxforge.specs import load_samples
+    from onnxforge.data.specs import load_samples
 
     extra = Path(model_dir) / EXTRA_DIR
     if not (extra / "package.json").is_file():
@@ -494,7 +494,7 @@ def _mlflow_signature(ins, outs):
     from mlflow.types import Schema
     from mlflow.types import TensorSpec as MlflowTensorSpec
 
-    from onnxforge.specs import numpy_dtype
+    from onnxforge.data.specs import numpy_dtype
 
     def schema(specs):
         return Schema([MlflowTensorSpec(numpy_dtype(s.dtype), tuple(d if isinstance(d, int) else -1 for d in s.shape),
@@ -515,7 +515,7 @@ def _write_mlflow(src: _Source, stage: Path, ins, outs, samples, provider: str, 
 
     from onnxforge.core.errors import require
     from onnxforge.core.fileio import external_data_files, load_onnx
-    from onnxforge.runtime import resolve_provider
+    from onnxforge.backends.onnx.runtime import resolve_provider
 
     require("mlflow", "serve")
     import mlflow.onnx

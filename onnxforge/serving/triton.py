@@ -65,7 +65,7 @@ def _dims(s: TensorSpec, batched: bool) -> tuple[list[int], bool]:
 
 
 def _provider_key(provider: str) -> str:
-    from onnxforge.runtime import resolve_provider, short_provider
+    from onnxforge.backends.onnx.runtime import resolve_provider, short_provider
 
     key = short_provider(resolve_provider(provider))
     if key not in _INSTANCE:
@@ -160,7 +160,7 @@ def check_triton_config(model_dir: str | os.PathLike, model: str | os.PathLike |
     Triton accepts as a restriction); a fixed one must be that size. Tensors are matched
     by name: Triton does not care about their order."""
     from onnxforge.core.fileio import load_onnx, sha256_file
-    from onnxforge.specs import model_io_specs
+    from onnxforge.data.specs import model_io_specs
 
     model_dir = Path(model_dir)
     cfg = parse_config(model_dir / "config.pbtxt")

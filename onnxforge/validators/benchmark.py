@@ -65,7 +65,7 @@ class _Row:
 
 
 def _feeds_for(specs, *, batch, dims, shapes, inputs, seed, val_ranges):
-    from onnxforge.specs import check_dims, check_sample_fits, generate_inputs, load_samples
+    from onnxforge.data.specs import check_dims, check_sample_fits, generate_inputs, load_samples
     from onnxforge.core.types import TensorSpec
 
     check_dims(dims, specs)
@@ -142,16 +142,16 @@ def _placement(model: str, provider: str, provider_options, threads) -> dict[str
     import os
     import tempfile
 
-    from onnxforge.runtime import create_session, run_session
-    from onnxforge.specs import generate_inputs
+    from onnxforge.backends.onnx.runtime import create_session, run_session
+    from onnxforge.data.specs import generate_inputs
 
     with tempfile.TemporaryDirectory() as tmp:
-        from onnxforge.runtime import session_options
+        from onnxforge.backends.onnx.runtime import session_options
 
         so = session_options(threads=threads, profiling=True)
         so.profile_file_prefix = os.path.join(tmp, "profile")
         sess = create_session(model, provider, provider_options=provider_options, options=so)
-        from onnxforge.runners.onnx import inputs_and_ranges
+        from onnxforge.backends.onnx.runner import inputs_and_ranges
 
         specs, ranges = inputs_and_ranges(model)
         run_session(sess, generate_inputs(specs, seed=0, val_ranges=ranges))
@@ -170,8 +170,8 @@ def _placement(model: str, provider: str, provider_options, threads) -> dict[str
 
 def _open_rows(models, fulls, popts, batches, *, threads, inter_threads, spinning, io_binding, feed_args) -> list[_Row]:
     from onnxforge.core.fileio import check_readable_file, sha256_file
-    from onnxforge.runners.onnx import inputs_and_ranges
-    from onnxforge.runtime import create_session
+    from onnxforge.backends.onnx.runner import inputs_and_ranges
+    from onnxforge.backends.onnx.runtime import create_session
 
     rows: list[_Row] = []
     for m in models:
@@ -363,7 +363,7 @@ def _result(r: _Row, ns: Sequence[int], cpu_ns: Sequence[int], *, threads, seed,
             notes) -> BenchmarkResult:
     import numpy as np
 
-    from onnxforge.runtime import short_provider
+    from onnxforge.backends.onnx.runtime import short_provider
     from onnxforge.core.stats import histogram_with_edges, latency_stats
 
     ms = [v / 1e6 for v in ns]
@@ -411,7 +411,7 @@ def benchmark(
     max_regression: float = 0.10,
 ) -> BenchmarkReport:
     """Benchmark each model on each provider (and batch size), interleaved; see the module docstring."""
-    from onnxforge.runtime import environment, resolve_provider
+    from onnxforge.backends.onnx.runtime import environment, resolve_provider
     from onnxforge.core.system import cpu_quota
     from onnxforge.core.stats import speedup_ci
     from onnxforge.validators.gates import (baseline_gates, latency_gates, load_baseline, settle, speedup_gates,

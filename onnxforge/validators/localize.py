@@ -30,7 +30,7 @@ def _session_for(model, provider: str, tmpdir):
     from pathlib import Path
 
     from onnxforge.core.fileio import PROTOBUF_LIMIT, save_onnx
-    from onnxforge.runtime import create_session
+    from onnxforge.backends.onnx.runtime import create_session
 
     if model.ByteSize() < PROTOBUF_LIMIT:
         return create_session(model.SerializeToString(), provider, optimization="basic")
@@ -48,7 +48,7 @@ def shared_intermediates(ref_path, cand_path, feeds: Mapping[str, object], *, re
     import tempfile
 
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.runtime import run_session
+    from onnxforge.backends.onnx.runtime import run_session
 
     ref_m = load_onnx(ref_path)
     cand_m = load_onnx(cand_path)

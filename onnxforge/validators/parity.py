@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from onnxforge.core.errors import BadInputError, UsageError
-from onnxforge.runners import Runner
+from onnxforge.backends import Runner
 from onnxforge.core.types import ParityReport, TensorSpec, Tolerance
 from onnxforge.validators.compare import DEFAULT_TOLERANCE, compare
 
@@ -49,7 +49,7 @@ def cast_floats(sample: Mapping[str, object], specs: Sequence[TensorSpec]) -> di
     deployment would); other dtypes are left to check_sample_fits to refuse."""
     import numpy as np
 
-    from onnxforge.specs import numpy_dtype
+    from onnxforge.data.specs import numpy_dtype
 
     want = {s.name: s.dtype for s in specs}
     out = {}
@@ -126,7 +126,7 @@ def _samples(ref: Runner, cand: Runner, specs, *, inputs, input_samples, samples
              norms, data=None) -> tuple[list, dict]:
     """The input samples and where they came from ({"source": given | saved | generated,
     "how": ...}): every verdict says whether it was taken on the user's data."""
-    from onnxforge.specs import describe_generated, generate_inputs, load_samples
+    from onnxforge.data.specs import describe_generated, generate_inputs, load_samples
 
     names = [s.name for s in specs]
     if input_samples is not None:
@@ -205,7 +205,7 @@ def _open(side: str | Runner, provider: str, threads, source_options) -> Runner:
     if isinstance(side, Runner):
         return side
     from onnxforge.core.progress import task
-    from onnxforge.runners import open_runner
+    from onnxforge.backends import open_runner
 
     with task(f"load {Path(str(side)).name}", detail=True):  # importing torch alone takes seconds
         return open_runner(side, provider, threads=threads, **(source_options or {}))
@@ -237,7 +237,7 @@ def validate(
     """Run both sides on the same inputs and compare. ``criteria`` go to compare():
     check_stat, min_cosine, min_agreement, task, top_k. ``data`` says where
     ``input_samples`` came from ({"source": ..., "how": ...}; default: given)."""
-    from onnxforge.specs import check_dims, check_sample_fits, save_samples
+    from onnxforge.data.specs import check_dims, check_sample_fits, save_samples
 
     ref = _open(reference, ref_provider, threads, source_options)
     cand = _open(candidate, provider, threads, source_options)
@@ -307,9 +307,9 @@ def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = N
     """Parity of ``after`` against ``before`` (two ONNX files) on the given inputs (or
     seeded random ones), and, for models with symbolic dims, again at another size of
     each, which proves that the dims stayed dynamic."""
-    from onnxforge.artifacts import symbolic_dims
-    from onnxforge.runners.onnx import onnx_runner
-    from onnxforge.specs import dim_keys
+    from onnxforge.backends.onnx.inspection import symbolic_dims
+    from onnxforge.backends.onnx.runner import onnx_runner
+    from onnxforge.data.specs import dim_keys
 
     ref = onnx_runner(before, "cpu", label=Path(before).name)
     cand = onnx_runner(after, "cpu", label=label or Path(after).name)

@@ -46,7 +46,7 @@ def _check_name(value: str) -> None:
 
 
 def _check_provider(value: str) -> None:
-    from onnxforge.runtime import resolve_provider
+    from onnxforge.backends.onnx.runtime import resolve_provider
 
     resolve_provider(value)  # a typo fails here, before any release runs
 

@@ -168,7 +168,7 @@ def test_pt2_spec_context_cannot_import_a_module(dyn, tmp_path, kind, context):
 
 
 def test_pt2_grammar_takes_what_torch_writes_and_nothing_else():
-    from onnxforge.runners.pt2 import _expression_ok, _target_ok
+    from onnxforge.backends.torch.pt2 import _expression_ok, _target_ok
 
     sym = "Symbol('s0', positive=True, integer=True)"
     for e in (sym, f"FloorDiv({sym}, Integer(2))", f"Min({sym}, Symbol('s1', integer=True))",

@@ -39,7 +39,7 @@ def project(tmp_path_factory):
     """A chain model, validation data labelled by it, good and bad calibration data."""
     from fixtures import make_fixtures as mf
 
-    from onnxforge.runners.onnx import onnx_runner
+    from onnxforge.backends.onnx.runner import onnx_runner
 
     d = tmp_path_factory.mktemp("proj")
     mf.onnx_chain(d / "chain.onnx")

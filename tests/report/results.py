@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from onnxforge.environment import DoctorReport, ExtraStatus, ProviderCheck
+from onnxforge.backends.environment import DoctorReport, ExtraStatus, ProviderCheck
 from onnxforge.serving.check import LoadStats, RequestCheck, ServeCheckReport
 from onnxforge.serving.package import PackageResult
 from onnxforge.core.types import (

@@ -5,7 +5,7 @@ import pytest
 
 from onnxforge.core.errors import UsageError
 from onnxforge.core.types import Tolerance
-from onnxforge.specs import parse_per_output
+from onnxforge.data.specs import parse_per_output
 from onnxforge.validators.compare import compare, compare_output, make_tolerance
 
 

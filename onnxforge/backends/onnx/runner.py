@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from onnxforge.runners import Runner
+from onnxforge.backends.base import Runner
 
 
 def onnx_runner(path, provider: str = "cpu", *, label: str | None = None, threads: int | None = None,
                 optimization: str = "all") -> Runner:
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.runtime import create_session, run_session
-    from onnxforge.specs import model_io_specs
+    from onnxforge.backends.onnx.runtime import create_session, run_session
+    from onnxforge.data.specs import model_io_specs
 
     model = load_onnx(path, load_external_data=False)  # clear errors before ORT's
     ins, _ = model_io_specs(model)
@@ -25,7 +25,7 @@ def inputs_and_ranges(path) -> tuple[list, dict | None]:
     """A model file's input specs and the input ranges its converter recorded, read
     without its weights: what every place that generates inputs for it needs."""
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.specs import model_io_specs
+    from onnxforge.data.specs import model_io_specs
 
     model = load_onnx(path, load_external_data=False)
     return model_io_specs(model)[0], recorded_val_ranges(model)
@@ -53,7 +53,7 @@ def recorded_input_norms(model) -> dict | None:
     processor's mean/std, or --input-norm): later checks generate normalised images
     rather than [0, 1) noise. An entry that does not read as one is dropped."""
     from onnxforge.core.errors import UsageError
-    from onnxforge.specs import input_norm
+    from onnxforge.data.specs import input_norm
 
     found = _recorded(model, "onnxforge.input_norms")
     if not isinstance(found, dict):

@@ -102,7 +102,7 @@ def check_provider(full: str, model: bytes | None = None) -> ProviderCheck:
     import onnxruntime as ort
 
     from onnxforge.core.errors import first_line
-    from onnxforge.runtime import available_providers, session_options, short_provider
+    from onnxforge.backends.onnx.runtime import available_providers, session_options, short_provider
 
     available = full in available_providers()
     if not available:
@@ -164,7 +164,7 @@ def doctor(require: Sequence[str] = ()) -> DoctorReport:
     import onnxruntime as ort
 
     from onnxforge import __version__
-    from onnxforge.runtime import PROVIDERS, installed_runtime_packages, resolve_provider, runtime_conflict_note
+    from onnxforge.backends.onnx.runtime import PROVIDERS, installed_runtime_packages, resolve_provider, runtime_conflict_note
     from onnxforge.core.system import (affinity_cpus, available_memory, cgroup_cpu_limit, cpu_info, cpu_quota,
                                   host_available_memory, memory_limit)
 

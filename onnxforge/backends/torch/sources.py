@@ -1,31 +1,23 @@
-"""Loading source models: torch (.pt2, TorchScript, factories, pickles) and sklearn
-(.skops, joblib/pickle, factories). `convert`, `validate` and the release share this code.
+"""Loading torch sources (.pt2, TorchScript, factories, pickles). `convert`, `validate`
+and the release share this code.
 
 Unpickling runs arbitrary code, so whole pickled models load only with
-``trust_pickle``; a .pt2 is checked part by part first (pt2.py); .skops files load
-only trusted types. A factory (``module:function``) runs its own code by design: the
-user names it to build the model. See docs/security.md.
+``trust_pickle``; a .pt2 is checked part by part first (pt2.py). A factory
+(``module:function``) runs its own code by design: the user names it to build the
+model. See docs/security.md.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib
-import importlib.util
-import logging
-import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from onnxforge.core.errors import BadInputError, ConversionError, first_line, require
-
-log = logging.getLogger("onnxforge")
+from onnxforge.backends.base import call_factory, cwd_importable, is_factory
+from onnxforge.core.errors import BadInputError, first_line, require
 
 TORCH_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".jit", ".bin")
-SKLEARN_SUFFIXES = (".skops", ".joblib", ".pkl", ".pickle")
 
 
 @dataclass(frozen=True)
@@ -40,64 +32,6 @@ class LoadedTorch:
     def keyword(self) -> tuple[str, ...]:
         """Inputs the module takes by name (a program exported with keyword arguments)."""
         return tuple(self.example_kwargs)
-
-
-def is_factory(spec: str) -> bool:
-    """'pkg.mod:fn' or 'path/file.py:fn' (a ':' after the last path separator)."""
-    head, sep, fn = spec.rpartition(":")
-    return bool(sep and head and fn.isidentifier() and not Path(spec).exists())
-
-
-@contextlib.contextmanager
-def cwd_importable():
-    """The current directory on sys.path while a user's module or a trusted pickle's
-    classes are imported: `python -m onnxforge` has it there, the `onnxforge` console
-    script does not, and the same command must work under both."""
-    cwd = str(Path.cwd())
-    added = "" not in sys.path and cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        yield
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
-
-
-def call_factory(spec: str, what: str):
-    head, _, fn_name = spec.rpartition(":")
-    try:
-        if head.endswith(".py") or "/" in head or "\\" in head:
-            path = Path(head)
-            if not path.is_file():
-                raise BadInputError(f"factory file not found: {path}", hint="write it as path/to/file.py:function")
-            # a stable name: it ends up in the exported nodes' metadata, and reruns must match
-            name = "_onnxforge_factory_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-            spec_ = importlib.util.spec_from_file_location(name, path)
-            mod = importlib.util.module_from_spec(spec_)
-            sys.modules[name] = mod
-            sys.path.insert(0, str(path.parent.resolve()))
-            try:
-                spec_.loader.exec_module(mod)
-            finally:
-                sys.path.remove(str(path.parent.resolve()))
-        else:
-            if "" not in sys.path and str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))  # kept: the factory may import more when called
-            mod = importlib.import_module(head)
-    except BadInputError:
-        raise
-    except Exception as exc:
-        raise BadInputError(f"cannot import {head!r} for factory {spec} ({type(exc).__name__}: {first_line(exc)})",
-                            hint="check the module path; it is imported from the current directory") from None
-    fn = getattr(mod, fn_name, None)
-    if fn is None or not callable(fn):
-        raise BadInputError(f"{head} has no callable {fn_name!r}", hint=f"define def {fn_name}(): returning {what}")
-    try:
-        return fn()
-    except Exception as exc:
-        raise BadInputError(f"factory {spec} raised {type(exc).__name__}: {first_line(exc)}",
-                            hint="run the factory by hand to debug it (or pass --debug)") from exc
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -116,7 +50,7 @@ def is_pt2_archive(path: Path, names: Sequence[str]) -> bool:
     torchvision model was refused as a corrupted .pt2."""
     from torch.export.pt2_archive import constants as c
 
-    from onnxforge.runners.pt2 import _rel
+    from onnxforge.backends.torch.pt2 import _rel
 
     rel = {_rel(n): n for n in names}
     if "serialized_exported_program.json" in rel:
@@ -137,7 +71,7 @@ def pt2_input_dims(path: Path) -> list[tuple[str, bool, list]] | None:
     import json
     import re
 
-    from onnxforge.runners.pt2 import _rel
+    from onnxforge.backends.torch.pt2 import _rel
 
     names = _zip_names(path)
     if not is_pt2_archive(path, names):
@@ -166,7 +100,7 @@ def pt2_input_dims(path: Path) -> list[tuple[str, bool, list]] | None:
 
 
 def _is_torchscript(names: Sequence[str]) -> bool:
-    from onnxforge.runners.pt2 import _rel  # below the archive's root folder, as for a .pt2
+    from onnxforge.backends.torch.pt2 import _rel  # below the archive's root folder, as for a .pt2
 
     return any(_rel(n).startswith("code/") or _rel(n) == "constants.pkl" for n in names)
 
@@ -195,7 +129,7 @@ def load_torch(source: Any, *, weights: str | None = None, trust_pickle: bool = 
     path = check_readable_file(spec, "torch source")
     names = _zip_names(path)
     if is_pt2_archive(path, names) or path.suffix == ".pt2" and not _is_torchscript(names):
-        from onnxforge.runners.pt2 import load_program
+        from onnxforge.backends.torch.pt2 import load_program
 
         ep = load_program(path, trust_pickle=trust_pickle, notes=notes)
         args, kwargs = _example_inputs(ep)
@@ -254,10 +188,6 @@ def _example_inputs(ep) -> tuple[tuple | None, dict]:
     return (tuple(args) if args or kwargs else None), dict(kwargs)
 
 
-def source_name(spec: Any) -> str:
-    return spec if isinstance(spec, str) else type(spec).__name__
-
-
 def _load_weights(model, weights: str) -> None:
     import torch
 
@@ -284,77 +214,3 @@ def _load_weights(model, weights: str) -> None:
                  "shape mismatches" if sizes else ""]
         raise BadInputError(f"weights {p} do not match the model: " + "; ".join(x for x in parts if x),
                             hint="the factory must build the architecture the weights were saved from") from None
-
-
-# ----------------------------------------------------------------------------- sklearn
-
-
-def load_sklearn(source: Any, *, trust: Sequence[str] = (), trust_pickle: bool = False):
-    """A fitted estimator from a live object, a factory, a .skops file, or (trusted) a pickle."""
-    if not isinstance(source, (str, Path)):
-        return source
-    spec = str(source)
-    if is_factory(spec):
-        est = call_factory(spec, "a fitted scikit-learn estimator")
-        _check_estimator(est, spec)
-        return est
-    from onnxforge.core.fileio import check_readable_file
-
-    path = check_readable_file(spec, "sklearn source")
-    if path.suffix == ".skops":
-        sio = require("skops.io", "sklearn")
-        try:
-            untrusted = sio.get_untrusted_types(file=str(path))
-        except Exception as exc:
-            raise BadInputError(f"{path}: not a readable .skops file ({first_line(exc)})",
-                                hint="write it with skops.io.dump(estimator, path)") from None
-        refused = [t for t in untrusted if t not in trust and not trust_pickle]
-        if refused:
-            raise BadInputError(
-                f"{path} needs types that are not trusted by default: {', '.join(refused)}",
-                hint="review them, then pass --trust TYPE for each (or --trust-pickle to trust all)",
-            )
-        est = sio.load(str(path), trusted=list(untrusted))
-    elif path.suffix in (".joblib", ".pkl", ".pickle"):
-        if not trust_pickle:
-            raise BadInputError(
-                f"{path} is a pickle; unpickling runs arbitrary code, so it is refused",
-                hint="pass --trust-pickle if you trust the file, or save with skops.io.dump to a .skops file",
-            )
-        import joblib
-
-        try:
-            with cwd_importable():
-                est = joblib.load(str(path))
-        except Exception as exc:
-            raise BadInputError(f"{path}: cannot unpickle ({type(exc).__name__}: {first_line(exc)})") from None
-    else:
-        raise BadInputError(f"unsupported sklearn source {path}",
-                            hint="give a .skops file, a factory module:function, or a .joblib/.pkl with --trust-pickle")
-    _check_estimator(est, str(path))
-    return est
-
-
-def _check_estimator(est, where: str) -> None:
-    from sklearn.base import BaseEstimator
-    from sklearn.exceptions import NotFittedError
-    from sklearn.utils.validation import check_is_fitted
-
-    if not isinstance(est, BaseEstimator):
-        raise BadInputError(f"{where} gave {type(est).__name__}, not a scikit-learn estimator")
-    try:
-        check_is_fitted(est)
-    except NotFittedError:
-        raise BadInputError(f"{where} gave an unfitted {type(est).__name__}", hint="fit it before converting") from None
-    except TypeError:
-        pass
-
-
-def detect_framework(spec: str) -> str:
-    """torch or sklearn, from the file type or the factory's return value."""
-    p = Path(spec)
-    if p.suffix in SKLEARN_SUFFIXES:
-        return "sklearn"
-    if p.suffix in TORCH_SUFFIXES:
-        return "torch"
-    raise ConversionError(f"cannot tell whether {spec} is a torch or a sklearn source")

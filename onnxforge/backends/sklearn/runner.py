@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from onnxforge.core.errors import BadInputError, first_line
-from onnxforge.runners import Runner
+from onnxforge.backends.base import Runner
 
 
 def final_estimator(est):
@@ -88,7 +88,7 @@ def sklearn_runner(est, input_names: Sequence[str] | None = None, output_names: 
 
 def sklearn_source_runner(spec: Any, *, label: str | None = None, trust: Sequence[str] = (),
                           trust_pickle: bool = False, **_ignored) -> Runner:
-    from onnxforge.runners.sources import load_sklearn
+    from onnxforge.backends.sklearn.sources import load_sklearn
 
     est = load_sklearn(spec, trust=trust, trust_pickle=trust_pickle)
     return sklearn_runner(est, label=label)

@@ -28,8 +28,8 @@ def inspect_model(path: str | os.PathLike, *, runtime: bool = True) -> ModelInfo
     """Everything `onnxforge inspect` shows, as data. Does not read external data,
     but checks that its files exist."""
     from onnxforge.core.fileio import external_data_files, load_onnx
-    from onnxforge.runtime import support_verdict
-    from onnxforge.specs import model_io_specs
+    from onnxforge.backends.onnx.runtime import support_verdict
+    from onnxforge.data.specs import model_io_specs
 
     p = Path(path)
     model = load_onnx(p, load_external_data=False)
@@ -91,7 +91,7 @@ def _runtime_verdict(model, path: Path, opsets, ext) -> dict:
     session on the model and its data. "runs this model: no" with the reasons, as for
     an op ORT lacks (exit 1)."""
     from onnxforge.core.fileio import _all_tensors
-    from onnxforge.runtime import support_verdict
+    from onnxforge.backends.onnx.runtime import support_verdict
 
     ops = _ops(model)
     out = support_verdict(model.ir_version, opsets, ops)
@@ -159,7 +159,7 @@ def _ort_refuses(path: Path) -> str | None:
     """ORT's own verdict: a session on the model (no graph optimization, one thread),
     on CUDA as well where it is available, as validate would make one."""
     from onnxforge.core.errors import BadInputError, MissingDependencyError
-    from onnxforge.runtime import available_providers, create_session
+    from onnxforge.backends.onnx.runtime import available_providers, create_session
 
     provider = "cuda" if "CUDAExecutionProvider" in available_providers() else "cpu"
     try:
@@ -188,3 +188,11 @@ def summary(path: str | os.PathLike) -> GraphSummary:
     info = inspect_model(path, runtime=False)
     return GraphSummary(info.node_count, dict(info.op_histogram), info.parameter_bytes,
                         info.file_bytes + sum(info.external_data.values()))
+
+
+def symbolic_dims(path) -> list[str]:
+    from onnxforge.core.fileio import load_onnx
+    from onnxforge.data.specs import model_io_specs
+
+    ins, _ = model_io_specs(load_onnx(path, load_external_data=False))
+    return sorted({d for s in ins for d in s.shape if isinstance(d, str)})

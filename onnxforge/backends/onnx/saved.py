@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from onnxforge.core.errors import BadInputError
-from onnxforge.runners import Runner
+from onnxforge.backends.base import Runner
 
 
 def saved_runner(path) -> Runner:
-    from onnxforge.specs import load_samples
+    from onnxforge.data.specs import load_samples
 
     p = Path(path)
     if not p.exists():

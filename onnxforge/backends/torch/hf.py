@@ -39,7 +39,17 @@ from typing import Any
 
 from onnxforge.core.errors import BadInputError, MissingDependencyError, UsageError, first_line, require
 
-from onnxforge.registry import HF_TASKS as TASKS
+# Hugging Face tasks (Optimum's names) -> the transformers Auto class that loads them
+TASKS = {
+    "feature-extraction": "AutoModel",
+    "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
+    "fill-mask": "AutoModelForMaskedLM",
+    "text-generation": "AutoModelForCausalLM",
+    "image-classification": "AutoModelForImageClassification",
+    "image-feature-extraction": "AutoModel",
+}
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 BATCH, SEQUENCE, EXAMPLE_SEQ = "batch", "sequence", 8
@@ -406,7 +416,7 @@ def load_reference(spec, *, task: str | None = None, allow_download: bool = Fals
 def hf_runner(spec, *, label: str | None = None, task: str | None = None, allow_download: bool = False, **_ignored):
     """The reference runner of a Hugging Face source: its inputs bind to forward() by
     name, and every output the class returns is compared."""
-    from onnxforge.runners.torch import torch_runner
+    from onnxforge.backends.torch.runner import torch_runner
 
     module = load_reference(spec, task=task, allow_download=allow_download)
     return torch_runner(module, label=label or f"hf:{Path(str(spec)).name}")
