@@ -46,7 +46,7 @@ def main() -> None:
     from onnxforge.backends.onnx.runtime import create_session
     from onnxforge.core.system import cpu_quota
     from onnxforge.data.specs import generate_inputs, model_io_specs
-    from onnxforge.validators.benchmark import benchmark
+    from onnxforge.checks.benchmark import benchmark
 
     tmp = Path(tempfile.mkdtemp())
     cases = [

@@ -78,7 +78,7 @@ def _accuracy(ref, variants: dict, samples) -> dict:
 
 
 def _time(variants: dict, seconds: float, wait: bool, **kw) -> tuple[dict, dict]:
-    from onnxforge.validators.benchmark import benchmark
+    from onnxforge.checks.benchmark import benchmark
 
     quiet = wait_quiet() if wait else {"waited_s": 0, "loadavg": open("/proc/loadavg").read().split()[:3]}
     with ForeignCpu() as f:

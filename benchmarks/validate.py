@@ -26,8 +26,8 @@ def main() -> None:
 
     from fixtures.make_fixtures import onnx_chain
     from onnxforge.core.types import Tolerance
-    from onnxforge.validators.compare import compare
-    from onnxforge.validators.parity import validate
+    from onnxforge.checks.compare import compare
+    from onnxforge.checks.parity import validate
 
     rng = np.random.default_rng(0)
     rows = []

@@ -13,12 +13,12 @@ __version__ = "0.1.0"
 
 _API = {
     "inspect": "onnxforge.backends.onnx.inspection:inspect_model",
-    "validate": "onnxforge.validators.parity:validate",
-    "compare": "onnxforge.validators.compare:compare",
+    "validate": "onnxforge.checks.parity:validate",
+    "compare": "onnxforge.checks.compare:compare",
     "open_runner": "onnxforge.backends:open_runner",
     "convert_torch": "onnxforge.converters.torch:convert_torch",
     "convert_sklearn": "onnxforge.converters.sklearn:convert_sklearn",
-    "benchmark": "onnxforge.validators.benchmark:benchmark",
+    "benchmark": "onnxforge.checks.benchmark:benchmark",
     "simplify": "onnxforge.optimizers.simplify:simplify",
     "quantize_fp16": "onnxforge.optimizers.fp16:quantize_fp16",
     "quantize": "onnxforge.optimizers.quantize:quantize",
@@ -47,9 +47,9 @@ if TYPE_CHECKING:  # what type checkers see (`X as X`: re-exported under mypy --
     from onnxforge.backends import open_runner as open_runner
     from onnxforge.serving.check import serve_check as serve_check
     from onnxforge.serving.package import package as package
-    from onnxforge.validators.benchmark import benchmark as benchmark
-    from onnxforge.validators.compare import compare as compare
-    from onnxforge.validators.parity import validate as validate
+    from onnxforge.checks.benchmark import benchmark as benchmark
+    from onnxforge.checks.compare import compare as compare
+    from onnxforge.checks.parity import validate as validate
     from onnxforge.zoo.run import ZooRun as ZooRun
     from onnxforge.zoo.run import run_zoo as run_zoo
 

@@ -57,7 +57,7 @@ def benchmark_cmd(
     """Measure latency on ONNX Runtime providers (interleaved rows, confidence intervals, CI gates)."""
     from onnxforge.core.progress import task
     from onnxforge.data.specs import parse_dims, parse_key_values, parse_shape_text, parse_val_ranges
-    from onnxforge.validators.benchmark import benchmark
+    from onnxforge.checks.benchmark import benchmark
 
     as_json = wants_json(json_, fmt)
     check_outputs(force, (*models, inputs, baseline), report=report, html=html)

@@ -370,8 +370,8 @@ def _parity(est, model_path: Path, data: Mapping[str, Any], specs, o: ConvertSkl
     from onnxforge.core.errors import OnnxforgeError
     from onnxforge.backends.onnx.runner import onnx_runner
     from onnxforge.backends.sklearn.runner import sklearn_runner
-    from onnxforge.validators.compare import make_tolerance
-    from onnxforge.validators.parity import validate
+    from onnxforge.checks.compare import make_tolerance
+    from onnxforge.checks.parity import validate
 
     try:
         cand = onnx_runner(model_path, "cpu", label="onnx")
@@ -410,8 +410,8 @@ def _neighbour_ties(est, cand, data: Mapping[str, Any], rep: ParityReport) -> st
     if label is None:
         return ""
     ref = np.asarray(est.predict(X)).reshape(-1)
-    from onnxforge.validators.compare import labels_equal
-    from onnxforge.validators.parity import cast_floats
+    from onnxforge.checks.compare import labels_equal
+    from onnxforge.checks.parity import cast_floats
 
     got = np.asarray(cand(cast_floats(data, cand.inputs))[label.name]).reshape(-1)
     differ = ~labels_equal(ref, got)

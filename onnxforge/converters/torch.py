@@ -203,7 +203,7 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
     from onnxforge.artifacts import finish
     from onnxforge.core.fileio import scratch_dir
     from onnxforge.backends.onnx.inspection import check_model
-    from onnxforge.validators.compare import make_tolerance
+    from onnxforge.checks.compare import make_tolerance
 
     module = loaded.module
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters()) if hasattr(module, "parameters") else 0
@@ -479,7 +479,7 @@ def _check(ref, cand, feeds: dict, tol, label: str, data: dict | None = None) ->
     module runs first (its failure is the user's), then the ONNX model (its failure is
     a failed check, reported)."""
     from onnxforge.backends import Runner
-    from onnxforge.validators.parity import validate
+    from onnxforge.checks.parity import validate
 
     torch_out = ref(feeds)
     saved = Runner(label="torch", kind="saved", outputs=tuple(torch_out), saved_outputs=(torch_out,))

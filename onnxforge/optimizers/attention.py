@@ -108,7 +108,7 @@ def run_attention_rewrite(src: Path, dst: Path) -> dict:
     input on padded-mask and random inputs. Nothing to rewrite, or a failed check,
     keeps the model before it (StepNotApplicable: a fallback with a note, not a failure)."""
     from onnxforge.core.errors import StepNotApplicable
-    from onnxforge.validators.compare import DEFAULT_TOLERANCE
+    from onnxforge.checks.compare import DEFAULT_TOLERANCE
 
     if not attention_nodes(_graph(src)):
         raise StepNotApplicable("no Attention node to rewrite")
@@ -136,7 +136,7 @@ def check_padded(ref: Path, cand: Path, mask_inputs, tolerance, *, seed: int = 0
     from onnxforge.backends.onnx.runner import onnx_runner as onnx_side
     from onnxforge.backends.onnx.runner import recorded_val_ranges
     from onnxforge.data.specs import generate_inputs, model_io_specs
-    from onnxforge.validators.parity import validate
+    from onnxforge.checks.parity import validate
 
     graph = _graph(ref)
     specs, _ = model_io_specs(graph)

@@ -28,8 +28,8 @@ def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None,
     from onnxforge.core.fileio import check_output_path, load_onnx, scratch_dir
     from onnxforge.backends.onnx.inspection import summary
     from onnxforge.core.options import resolve
-    from onnxforge.validators.compare import make_tolerance
-    from onnxforge.validators.parity import check_against
+    from onnxforge.checks.compare import make_tolerance
+    from onnxforge.checks.parity import check_against
 
     o = resolve(Fp16Options, options, kwargs)
     src = model_path(model)

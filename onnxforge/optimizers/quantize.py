@@ -287,7 +287,7 @@ def _recipe(job: _Job, details: dict, notes: list) -> _Job:
     from dataclasses import replace
 
     from onnxforge.optimizers.recipes import Budget, choose_dynamic_recipe
-    from onnxforge.validators.compare import LOOSE, make_tolerance
+    from onnxforge.checks.compare import LOOSE, make_tolerance
 
     o = job.o
     tol = make_tolerance(o.atol, o.rtol, Tolerance(0.0, 0.0)) if (o.atol is not None or o.rtol is not None) else LOOSE
@@ -440,8 +440,8 @@ def _min_cos(checks: Sequence[ParityReport]) -> float | None:
 
 def _checks(job: _Job, q: Path) -> list[ParityReport]:
     """Cosine (and labels / elementwise when asked) of the int8 model against fp32."""
-    from onnxforge.validators.compare import LOOSE, make_tolerance
-    from onnxforge.validators.parity import check_against
+    from onnxforge.checks.compare import LOOSE, make_tolerance
+    from onnxforge.checks.parity import check_against
 
     o = job.o
     # no elementwise check unless asked; asking for one bound leaves the other at 0
@@ -461,7 +461,7 @@ def _check_on_calibration(job: _Job, q: Path, calibration, criteria: dict) -> Pa
     --check-samples calibration samples: real data, though the ranges were fitted on it."""
     from onnxforge.optimizers.calibration import iter_samples
     from onnxforge.backends.onnx.runner import onnx_runner
-    from onnxforge.validators.parity import validate
+    from onnxforge.checks.parity import validate
 
     o = job.o
     n, it = iter_samples(calibration, job.specs, samples=min(o.check_samples, o.samples or o.check_samples),
@@ -473,7 +473,7 @@ def _check_on_calibration(job: _Job, q: Path, calibration, criteria: dict) -> Pa
 
 
 def _speed(src, q, dims, inputs, seconds, val_ranges=None) -> SpeedCheck:
-    from onnxforge.validators.benchmark import benchmark
+    from onnxforge.checks.benchmark import benchmark
 
     rep = benchmark([str(src), str(q)], dims=dims, inputs=inputs, duration=seconds, warmup=5, val_ranges=val_ranges)
     c = rep.comparisons[0]
@@ -567,7 +567,7 @@ def rank_sensitive_nodes(fp32_path, q_path, specs, dims, seed, val_ranges=None, 
     import numpy as np
 
     from onnxforge.data.specs import generate_inputs
-    from onnxforge.validators.localize import shared_intermediates
+    from onnxforge.checks.localize import shared_intermediates
 
     fm, shared, a, b = shared_intermediates(fp32_path, q_path,
                                             generate_inputs(specs, seed=seed, dims=dims, val_ranges=val_ranges,

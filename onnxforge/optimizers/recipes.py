@@ -237,7 +237,7 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
         notes.append(f"recipe: none of the {len(rep.nodes)} Attention node(s) can take the form ORT quantizes "
                      f"({rep.nodes[0].reason})")
         return None
-    from onnxforge.validators.compare import DEFAULT_TOLERANCE
+    from onnxforge.checks.compare import DEFAULT_TOLERANCE
 
     checks = _parity(src, rewritten, _check_samples(src, None, None, None, 1, 0, mask_inputs=rep.mask_inputs),
                      Budget(DEFAULT_TOLERANCE))
@@ -318,7 +318,7 @@ def _check_samples(src, alt: Candidate | None, dims, inputs, samples, seed, mask
 
 def _parity(ref: Path, cand: Path, feeds: Sequence[dict], budget: Budget) -> list[ParityReport]:
     from onnxforge.backends.onnx.runner import onnx_runner as onnx_side
-    from onnxforge.validators.parity import validate
+    from onnxforge.checks.parity import validate
 
     r, c = onnx_side(ref, "cpu"), onnx_side(cand, "cpu")
     # one report per batch shape (padded-mask samples may use other dims than the rest)
@@ -341,7 +341,7 @@ def _why(r: ParityReport) -> str:
 
 def _time(src: Path, built: list[Candidate], dims, inputs, seconds: float, seed: int):
     """fp32 and every passing int8 candidate in one interleaved benchmark."""
-    from onnxforge.validators.benchmark import benchmark
+    from onnxforge.checks.benchmark import benchmark
 
     import numpy as np
 

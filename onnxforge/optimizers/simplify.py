@@ -182,7 +182,7 @@ def _run_engine(name: str, fn, current: Path, dst: Path, ctx: dict) -> tuple[Pat
     after it, its record, its checks); an engine that raises or fails its check falls
     back to ``current``."""
     from onnxforge.backends.onnx.inspection import summary
-    from onnxforge.validators.parity import check_against
+    from onnxforge.checks.parity import check_against
 
     if name.startswith("transformer"):
         return fn(current, dst, ctx)
@@ -217,7 +217,7 @@ def simplify(model, output: str | Path, options: SimplifyOptions | None = None, 
     from onnxforge.core.fileio import check_output_path, load_onnx, scratch_dir
     from onnxforge.backends.onnx.inspection import summary
     from onnxforge.core.options import resolve
-    from onnxforge.validators.compare import make_tolerance
+    from onnxforge.checks.compare import make_tolerance
 
     o = resolve(SimplifyOptions, options, kwargs)
     if not (o.onnxsim or o.ort_level or o.transformer):
@@ -257,7 +257,7 @@ def _finish(src, current, target, tmp, o, ctx, model, before, engines, checks, n
     from onnxforge.artifacts import finish, lineage_of, save_scratch
     from onnxforge.core.fileio import load_onnx
     from onnxforge.backends.onnx.inspection import summary
-    from onnxforge.validators.parity import check_against
+    from onnxforge.checks.parity import check_against
 
     if current == src:  # nothing applied: the output is a copy of the input
         current = tmp / "copy.onnx"
@@ -324,7 +324,7 @@ def _fusion_engines(current: Path, dst: Path, ctx: dict, *, model_type: str, num
     passes parity and fuses attention wins, else the first that passes; an engine that
     raises or fails is named in the record (its traceback in the log with --debug)."""
     from onnxforge.backends.onnx.inspection import summary
-    from onnxforge.validators.parity import check_against
+    from onnxforge.checks.parity import check_against
 
     engines = [("onnxruntime.transformers", lambda s, d: run_transformer(s, d, model_type=model_type,
                                                                          num_heads=num_heads, hidden_size=hidden_size)),

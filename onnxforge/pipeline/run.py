@@ -225,8 +225,8 @@ def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Pa
 
 def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: Runner, previous: Runner | None,
                 feeds: dict, labels) -> LedgerRow:
-    from onnxforge.validators.compare import DEFAULT_TOLERANCE, LOOSE
-    from onnxforge.validators.parity import cast_floats, validate
+    from onnxforge.checks.compare import DEFAULT_TOLERANCE, LOOSE
+    from onnxforge.checks.parity import cast_floats, validate
 
     gate = cfg.gate("parity")
     against_prev = gate is not None and gate.against == "previous"
@@ -355,7 +355,7 @@ def _deciding(row: LedgerRow) -> tuple[float, float, str]:
 
 
 def _latency_gates(cfg: ReleaseConfig, first: Path, final: Path):
-    from onnxforge.validators.benchmark import benchmark
+    from onnxforge.checks.benchmark import benchmark
 
     lat = cfg.gate("latency")
     models = [str(first)] if final == first else [str(first), str(final)]

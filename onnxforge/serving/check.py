@@ -520,7 +520,7 @@ def needs_raw(info: Mapping) -> bool:
 def served_parity(server: Server, protocol: str, inputs: Sequence[Mapping], golden: Sequence[Mapping],
                   tol: Tolerance, *, raw: bool = False) -> ParityReport:
     from onnxforge.core.errors import first_line
-    from onnxforge.validators.compare import compare
+    from onnxforge.checks.compare import compare
 
     label = f"mlserver over {protocol}"
     client = _client(server, protocol, raw)
@@ -768,7 +768,7 @@ def serve_check(folder: str | os.PathLike, options=None, /, **kwargs) -> ServeCh
 
 
 def _tolerance(o, info: Mapping) -> Tolerance:
-    from onnxforge.validators.compare import make_tolerance
+    from onnxforge.checks.compare import make_tolerance
 
     stored = _stored_tolerance(info)
     return make_tolerance(o.atol, o.rtol, stored) if (o.atol is not None or o.rtol is not None) else stored
@@ -792,7 +792,7 @@ def _failures(parity, malformed, load, max_p99_ms, gone: bool) -> list[str]:
 
 def _stored_tolerance(info: Mapping) -> Tolerance:
     t = info.get("tolerance") or {}
-    from onnxforge.validators.compare import DEFAULT_TOLERANCE
+    from onnxforge.checks.compare import DEFAULT_TOLERANCE
 
     return Tolerance(float(t.get("atol", DEFAULT_TOLERANCE.atol)), float(t.get("rtol", DEFAULT_TOLERANCE.rtol)),
                      {k: (float(v[0]), float(v[1])) for k, v in (t.get("per_output") or {}).items()})

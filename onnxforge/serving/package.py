@@ -159,7 +159,7 @@ def _prepare(source, out: Path, o) -> _Job:
     from onnxforge.core.fileio import check_readable_file, load_onnx
     from onnxforge.serving.v2 import v2_datatype
     from onnxforge.data.specs import model_io_specs
-    from onnxforge.validators.compare import make_tolerance
+    from onnxforge.checks.compare import make_tolerance
 
     src = _resolve_source(source)
     src = replace(src, label=_label(src, out))
@@ -572,7 +572,7 @@ def _num(x):
 def _mlflow_proof(stage: Path, samples, goldens, tol: Tolerance) -> ParityReport:
     import mlflow.pyfunc
 
-    from onnxforge.validators.compare import compare
+    from onnxforge.checks.compare import compare
 
     loaded = mlflow.pyfunc.load_model(str(stage))
     preds = []

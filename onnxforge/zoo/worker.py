@@ -86,7 +86,7 @@ def run_one(job: Job) -> dict:
     (name, target, node, attempts, this run's id, the timing phases). The release's
     own verdict is in its report.json; this returns where it ran."""
     from onnxforge.pipeline.run import release
-    from onnxforge.validators import benchmark as bench
+    from onnxforge.checks import benchmark as bench
 
     e = job.entry
     folder = Path(job.out) / e.folder

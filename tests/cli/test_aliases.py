@@ -60,7 +60,7 @@ def parse(command: str, args: list[str]):
             params.pop(k, None)
         return options_from_cli(step, params)
     if "check_stat" in params:
-        from onnxforge.validators.compare import check_stat_name
+        from onnxforge.checks.compare import check_stat_name
 
         params["check_stat"] = check_stat_name(params["check_stat"])
     return params
@@ -134,7 +134,7 @@ def test_benchmark_shape_and_perf_test_spellings_end_to_end(cli, fx):
 
 def test_median_statistic():
     from onnxforge.core.types import Tolerance
-    from onnxforge.validators.compare import compare
+    from onnxforge.checks.compare import compare
 
     ref = {"y": np.ones(100)}
     cand = {"y": 1 + np.r_[np.full(60, 1e-6), np.full(40, 1.0)]}  # most errors tiny, some large

@@ -170,7 +170,7 @@ def test_exclusive_timing_hook_serializes_processes(fx, tmp_path):
 
     from conftest import ROOT
 
-    code = ("import json, sys\nfrom onnxforge.validators.benchmark import TIMED, benchmark\n"
+    code = ("import json, sys\nfrom onnxforge.checks.benchmark import TIMED, benchmark\n"
             f"benchmark([r'{fx / 'tiny.onnx'}'], duration=0.3, warmup=1)\n"
             "print(json.dumps(TIMED))\n")
     env = {**os.environ, "ONNXFORGE_BENCH_LOCK": str(tmp_path / "bench.lock"), "PYTHONPATH": str(ROOT)}

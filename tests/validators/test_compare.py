@@ -6,7 +6,7 @@ import pytest
 from onnxforge.core.errors import UsageError
 from onnxforge.core.types import Tolerance
 from onnxforge.data.specs import parse_per_output
-from onnxforge.validators.compare import compare, compare_output, make_tolerance
+from onnxforge.checks.compare import compare, compare_output, make_tolerance
 
 
 def parse_tolerances(atol, rtol):

@@ -36,7 +36,7 @@ def test_localize_finds_first_diverging_node(cli, fx):
 
 def test_localize_reports_when_nothing_shared_diverges(fx):
     from onnxforge.core.types import Tolerance
-    from onnxforge.validators.localize import localize_divergence
+    from onnxforge.checks.localize import localize_divergence
 
     x = {"x": np.ones((1, 16), np.float32)}
     loc = localize_divergence(fx / "chain.onnx", fx / "chain.onnx", x, Tolerance())

@@ -414,7 +414,7 @@ def benchmark(
     from onnxforge.backends.onnx.runtime import environment, resolve_provider
     from onnxforge.core.system import cpu_quota
     from onnxforge.core.stats import speedup_ci
-    from onnxforge.validators.gates import (baseline_gates, latency_gates, load_baseline, settle, speedup_gates,
+    from onnxforge.checks.gates import (baseline_gates, latency_gates, load_baseline, settle, speedup_gates,
                                             verdict)
 
     if not models:

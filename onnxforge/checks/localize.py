@@ -9,7 +9,7 @@ import math
 from typing import Mapping
 
 from onnxforge.core.types import Localization, Tolerance
-from onnxforge.validators.compare import compare_output
+from onnxforge.checks.compare import compare_output
 
 
 def _with_all_outputs(model, keep: set[str]):

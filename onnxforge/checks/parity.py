@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 from onnxforge.core.errors import BadInputError, UsageError
 from onnxforge.backends import Runner
 from onnxforge.core.types import ParityReport, TensorSpec, Tolerance
-from onnxforge.validators.compare import DEFAULT_TOLERANCE, compare
+from onnxforge.checks.compare import DEFAULT_TOLERANCE, compare
 
 
 def _reference_precision(cand_specs, ref_specs, c2r) -> tuple[TensorSpec, ...]:
@@ -292,7 +292,7 @@ def validate(
 
 def _localize(ref: Runner, cand: Runner, sample, feed_for, tolerance):
     from onnxforge.core.types import Localization
-    from onnxforge.validators.localize import localize_divergence
+    from onnxforge.checks.localize import localize_divergence
 
     if ref.kind != "onnx" or cand.kind != "onnx":
         return Localization(None, "--localize needs two ONNX models")
