@@ -96,8 +96,8 @@ def transformer_case(label: str, factory: str, d: Path, seconds: float, wait: bo
 
     import onnxforge
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.optimizers.attention import padded_mask_inputs
-    from onnxforge.optimizers.simplify import run_transformer
+    from onnxforge.steps.quantize.attention import padded_mask_inputs
+    from onnxforge.steps.simplify.simplify import run_transformer
     from onnxforge.data.specs import generate_inputs, model_io_specs
 
     fp32 = d / f"{factory}.onnx"

@@ -93,7 +93,7 @@ def _table(props: dict, required: tuple[str, ...] = (), **extra) -> dict:
 def _model(defs: dict) -> dict:
     """[model]: source and framework, and the convert options placed there (per framework)."""
     from onnxforge.pipeline.config import FRAMEWORKS
-    from onnxforge.registry import STEPS
+    from onnxforge.steps import STEPS
 
     variants = []
     for fw in FRAMEWORKS:
@@ -111,7 +111,7 @@ def _model(defs: dict) -> dict:
 
 def _steps(defs: dict) -> dict:
     from onnxforge.pipeline.config import StepParity
-    from onnxforge.registry import STEPS
+    from onnxforge.steps import STEPS
 
     parity = _table(_fields(StepParity, defs), description="This step's own ledger criteria.")
     variants = [_table({**_fields(d.options, defs), "run": {"const": d.run}, "parity": parity}, ("run",),
@@ -121,7 +121,8 @@ def _steps(defs: dict) -> dict:
 
 def _release(defs: dict) -> dict:
     from onnxforge.pipeline.config import GATES, DataSection, PackageSection, ServeCheckSection
-    from onnxforge.registry import PackageOptions, ServeCheckOptions
+    from onnxforge.steps.package.options import PackageOptions
+    from onnxforge.steps.serve_check.options import ServeCheckOptions
 
     props = {
         "model": _model(defs),

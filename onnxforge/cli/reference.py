@@ -89,7 +89,7 @@ def _table(title: str, intro: str, rows: list[str], level: int = 2) -> list[str]
 
 def toml_reference() -> str:
     from onnxforge.pipeline.config import GATES, DataSection, PackageSection, ServeCheckSection, StepParity
-    from onnxforge.registry import STEPS, TOOLS
+    from onnxforge.steps import STEPS, TOOLS
 
     out = ["# release.toml reference", "",
            "Generated from the declarations the config loader validates with (`python -m "

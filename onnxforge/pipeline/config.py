@@ -21,7 +21,8 @@ from onnxforge.core.errors import BadInputError, UsageError
 from onnxforge.core.options import (Fraction, NonNegFloat, PosFloat, PosInt, Seconds, Threads, fields_of, option, suggest,
                                toml_place)
 from onnxforge.core.options import alias_keys, validate_options
-from onnxforge.registry import RUN_NAMES, STEPS, StepDef, step_for
+from onnxforge.steps import RUN_NAMES, STEPS, step_for
+from onnxforge.steps.base import StepDef
 
 FRAMEWORKS = ("torch", "sklearn", "onnx")
 SECTIONS = ("model", "data", "steps", "gates", "package", "serve_check")
@@ -76,7 +77,7 @@ GATES = {"parity": ParityGate, "accuracy": AccuracyGate, "latency": LatencyGate}
 
 @dataclass(frozen=True)
 class PackageSection:
-    """[package]: targets, and the package options (registry.PackageOptions) they share."""
+    """[package]: targets, and the package options (steps/package/options.py's PackageOptions) they share."""
 
     targets: tuple[Literal["mlflow", "mlserver", "triton"], ...] = option(
         (), "Deployable folders to write into OUT_DIR/TARGET after the gates pass.")
@@ -84,7 +85,7 @@ class PackageSection:
 
 @dataclass(frozen=True)
 class ServeCheckSection:
-    """[serve_check]: a gate on the packaged model served by MLServer (registry.ServeCheckOptions)."""
+    """[serve_check]: a gate on the packaged model served by MLServer (steps/serve_check/options.py's ServeCheckOptions)."""
 
     target: Literal["mlserver", "mlflow"] = option("mlserver", "Which packaged folder to serve.")
 
@@ -210,7 +211,7 @@ def _step(i: int, table, framework: str, model: dict, data: dict, base: Path) ->
     if run in ("quantize.dynamic", "quantize.static"):
         from dataclasses import replace
 
-        from onnxforge.optimizers.quantize import refuse_generated_data
+        from onnxforge.steps.quantize.quantize import refuse_generated_data
 
         # the step checks on data.validation when there is one (pipeline/run.py)
         keys = {"inputs": '[data] validation = "val.npz"', "calibration": '[data] calibration = "calib.npz"',
@@ -332,7 +333,8 @@ def _split(table: dict, cls, options_cls, where: str) -> tuple[dict, dict]:
 def _deploy(cfg: Mapping, base: Path) -> tuple[tuple, tuple | None]:
     """[package] and [serve_check], validated through the same declarations as the
     `package` and `serve-check` commands."""
-    from onnxforge.registry import PackageOptions, ServeCheckOptions
+    from onnxforge.steps.package.options import PackageOptions
+    from onnxforge.steps.serve_check.options import ServeCheckOptions
 
     packages: tuple = ()
     if "package" in cfg:
@@ -370,7 +372,7 @@ def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
     if names or model.get("inputs"):
         return sorted(names)
     if framework == "torch" and source.endswith(".pt2"):  # its own dims, named as convert names them
-        from onnxforge.converters.torch import role_names
+        from onnxforge.steps.convert.torch import role_names
         from onnxforge.backends.torch.sources import pt2_input_dims
 
         dims = pt2_input_dims(Path(source))

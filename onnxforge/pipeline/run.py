@@ -207,7 +207,8 @@ def _onnx(path) -> Runner:
 
 def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Path, check_inputs: str | None,
               module: _Module | None = None):
-    from onnxforge.registry import CheckOptions, function_of
+    from onnxforge.steps import function_of
+    from onnxforge.steps.base import CheckOptions
 
     target = steps_dir / f"{i:02d}-{sc.run.replace('.', '-')}.onnx"
     extra = {"inputs": check_inputs} if isinstance(sc.options, CheckOptions) and check_inputs else {}
@@ -465,7 +466,7 @@ def release(config: str | os.PathLike | Mapping[str, Any], out_dir: str | os.Pat
 def _name(config, out: Path) -> str:
     """The release's name (its config's: see release_name), usable as a folder name;
     the output folder's when the config is not a file."""
-    from onnxforge.serving.package import safe_model_name
+    from onnxforge.steps.package.package import safe_model_name
 
     raw = release_name(config) if isinstance(config, (str, os.PathLike)) and str(config) else ""
     return safe_model_name(raw or out.resolve().name)
@@ -548,8 +549,8 @@ def _deploy(run: _Run) -> None:
     (the stage), each a gate; the served model checked last."""
     import dataclasses
 
-    from onnxforge.serving.check import serve_check
-    from onnxforge.serving.package import package
+    from onnxforge.steps.serve_check.check import serve_check
+    from onnxforge.steps.package.package import package
 
     try:
         for opts in run.cfg.packages:  # named after the release, not its output folder

@@ -94,8 +94,9 @@ def test_serve_check_serves_on_loopback_whatever_settings_json_says(tmp_path):
         pytest.skip("mlserver is not installed (pip install 'onnxforge[serve]')")
     sys.path.insert(0, str(ROOT))
     from fixtures import make_fixtures as mf
-    from onnxforge.serving import package, serve_check
-    from onnxforge.serving.check import free_ports, mlserver_process
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.serve_check.check import serve_check
+    from onnxforge.steps.serve_check.check import free_ports, mlserver_process
 
     mf.onnx_tiny(tmp_path / "tiny.onnx")
     folder = tmp_path / "srv"
@@ -125,7 +126,7 @@ def test_a_forged_pycache_beside_the_runtime_is_never_run(tmp_path):
         pytest.skip("mlserver is not installed (pip install 'onnxforge[serve]')")
     sys.path.insert(0, str(ROOT))
     from fixtures import make_fixtures as mf
-    from onnxforge.serving import package
+    from onnxforge.steps.package.package import package
 
     mf.onnx_tiny(tmp_path / "tiny.onnx")
     folder = tmp_path / "srv"
@@ -140,7 +141,7 @@ def test_a_forged_pycache_beside_the_runtime_is_never_run(tmp_path):
 
 def test_trust_code_lets_a_folder_name_its_own_runtime(tmp_path):
     from onnxforge.core.errors import BadInputError
-    from onnxforge.serving.check import check_folder_code
+    from onnxforge.steps.serve_check.check import check_folder_code
 
     (tmp_path / "model-settings.json").write_text(json.dumps({"name": "m", "implementation": "mine.Runtime"}))
     (tmp_path / "mine.py").write_text("")

@@ -44,7 +44,7 @@ def test_the_table_is_there():
 def parse(command: str, args: list[str]):
     """What the command receives: our argv rewriting, then Click's parser (nothing runs)."""
     from onnxforge.cli.stepcmd import options_from_cli
-    from onnxforge.registry import STEPS, TOOLS
+    from onnxforge.steps import STEPS, TOOLS
 
     argv = _several_values(_hoist([*command.split(), *POSITIONAL[command], *args]))
     cmd = typer.main.get_command(app)
@@ -88,7 +88,7 @@ def test_one_option_under_two_names_is_refused(cli):
     r = cli("convert", "sklearn", "m.skops", "-o", "b.onnx", "--opset", "17", "--target-opset", "18", "--print-step")
     assert r.code == 0  # one field, repeated on the CLI: the grammar merges them (17, then 18 for ai.onnx)
     from onnxforge.core.options import validate_options
-    from onnxforge.registry import ConvertTorchOptions
+    from onnxforge.steps.convert.options import ConvertTorchOptions
 
     with pytest.raises(UsageError, match="set the same option"):
         validate_options(ConvertTorchOptions, {"opset": 17, "target_opset": 18})

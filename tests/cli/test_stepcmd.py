@@ -37,7 +37,7 @@ def _release_toml(name: str, printed: str, fx) -> str:
 def test_every_option_round_trips(name, cli, fx, tmp_path):
     from onnxforge.cli.stepcmd import options_from_cli
     from onnxforge.core.options import default_of, fields_of, toml_place
-    from onnxforge.registry import STEPS
+    from onnxforge.steps import STEPS
     from onnxforge.pipeline.config import load_config
 
     step = STEPS[name]

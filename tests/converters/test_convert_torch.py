@@ -251,7 +251,7 @@ def test_wrong_input_dtype(cli, tmp_path):
 
 
 def test_widen_dynamic_example_keeps_values_and_shared_labels():
-    from onnxforge.converters.torch import Example, widen_dynamic_example
+    from onnxforge.steps.convert.torch import Example, widen_dynamic_example
 
     ids = torch.arange(8).reshape(1, 8)
     mask = torch.ones(1, 8, dtype=torch.int64)

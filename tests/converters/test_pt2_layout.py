@@ -93,7 +93,7 @@ def test_pt2_dims_are_named_after_their_role(cli, tmp_path):
 
 
 def test_role_names():
-    from onnxforge.converters.torch import role_names
+    from onnxforge.steps.convert.torch import role_names
 
     assert role_names([("a", False, ["s1", 4]), ("b", False, ["s1", "s2"])]) == {"s1": "batch", "s2": "dim1"}
     # no dim shared by every input at axis 0: no batch; names that would repeat take their input's

@@ -75,7 +75,7 @@ def _cos(a, b):
 
 
 def test_padding_bias_becomes_mask_index_exactly(tmp_path):
-    from onnxforge.optimizers.attention import attention_nodes, rewrite_for_quantization
+    from onnxforge.steps.quantize.attention import attention_nodes, rewrite_for_quantization
 
     src = _attention_model(tmp_path / "a.onnx")
     rep = rewrite_for_quantization(src, tmp_path / "r.onnx")
@@ -97,7 +97,7 @@ def test_quantized_rewrite_keeps_the_mask_and_the_trap_without_it(tmp_path):
     its attention_bias loses the mask silently. Only padded masks show it."""
     from onnxruntime.quantization import quantize_dynamic
 
-    from onnxforge.optimizers.attention import rewrite_for_quantization
+    from onnxforge.steps.quantize.attention import rewrite_for_quantization
 
     src = _attention_model(tmp_path / "a.onnx")
     rewrite_for_quantization(src, tmp_path / "r.onnx")
@@ -123,7 +123,7 @@ def test_quantized_rewrite_keeps_the_mask_and_the_trap_without_it(tmp_path):
 
 @pytest.mark.parametrize("kind,why", [("causal", "not a padding mask"), ("positive", "not a padding mask")])
 def test_other_biases_are_kept(tmp_path, kind, why):
-    from onnxforge.optimizers.attention import rewrite_for_quantization
+    from onnxforge.steps.quantize.attention import rewrite_for_quantization
 
     src = _attention_model(tmp_path / "a.onnx", bias=kind)
     rep = rewrite_for_quantization(src, tmp_path / "r.onnx")
@@ -136,7 +136,7 @@ def test_other_biases_are_kept(tmp_path, kind, why):
 
 
 def test_unequal_qkv_sizes_are_kept(tmp_path):
-    from onnxforge.optimizers.attention import rewrite_for_quantization
+    from onnxforge.steps.quantize.attention import rewrite_for_quantization
 
     rep = rewrite_for_quantization(_attention_model(tmp_path / "a.onnx", qkv_equal=False), tmp_path / "r.onnx")
     (node,) = rep.nodes
@@ -145,7 +145,7 @@ def test_unequal_qkv_sizes_are_kept(tmp_path):
 
 
 def test_padded_mask_inputs():
-    from onnxforge.optimizers.attention import padded_mask_inputs
+    from onnxforge.steps.quantize.attention import padded_mask_inputs
     from onnxforge.core.types import TensorSpec
 
     specs = [TensorSpec("ids", "int64", ("batch", "seq")), TensorSpec("attention_mask", "int64", ("batch", "seq"))]
@@ -157,7 +157,7 @@ def test_padded_mask_inputs():
 
 
 def test_check_padded_catches_a_lost_mask_and_writes_elsewhere(tmp_path):
-    from onnxforge.optimizers.attention import check_padded, rewrite_for_quantization
+    from onnxforge.steps.quantize.attention import check_padded, rewrite_for_quantization
     from onnxforge.core.types import Tolerance
 
     src = _attention_model(tmp_path / "a.onnx")

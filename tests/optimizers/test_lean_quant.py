@@ -66,7 +66,7 @@ def test_same_as_ort_quantize_dynamic(tmp_path, weight_type, reduce_range, op_ty
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from onnxforge.optimizers.lean_quant import quantize_dynamic_lean
+    from onnxforge.steps.quantize.lean_quant import quantize_dynamic_lean
 
     src = _model(tmp_path / "m.onnx", external=True)
     ref, out = tmp_path / "ort.onnx", tmp_path / "lean.onnx"
@@ -91,7 +91,7 @@ def test_same_as_ort_quantize_dynamic(tmp_path, weight_type, reduce_range, op_ty
 
 
 def test_inline_model_and_refusals(tmp_path):
-    from onnxforge.optimizers.lean_quant import eligible, quantize_dynamic_lean
+    from onnxforge.steps.quantize.lean_quant import eligible, quantize_dynamic_lean
 
     src = _model(tmp_path / "m.onnx", external=False)  # weights inside the proto work too
     res = quantize_dynamic_lean(src, tmp_path / "q.onnx")

@@ -87,7 +87,7 @@ def test_fused_recipe_keeps_padding_and_plain_recipe_skips_candidates(cli, bert,
 def test_fused_recipe_on_a_model_large_enough_for_the_lean_path(cli, bert, tmp_path, monkeypatch):
     """The lean path refuses Attention: the fused candidate goes to ORT's quantizer (it
     used to fail there and be dropped quietly, even with --recipe fused)."""
-    from onnxforge.optimizers import lean_quant
+    from onnxforge.steps.quantize import lean_quant
 
     monkeypatch.setattr(lean_quant, "LEAN_MIN_BYTES", 0)  # this tiny BERT stands in for a BERT-large
     r = cli("quantize", "dynamic", "--allow-generated-data", bert, "-o", tmp_path / "f.onnx", "--recipe", "fused", "--bench-seconds", "0.3",
@@ -110,7 +110,7 @@ def test_no_attention_means_no_candidates(cli, fx, tmp_path):
 
 
 def test_lean_path_gives_the_same_model_as_ort(cli, fx, tmp_path, monkeypatch):
-    from onnxforge.optimizers import lean_quant
+    from onnxforge.steps.quantize import lean_quant
 
     common = ["--no-preprocess", "--bench-seconds", "0.2", "--min-speedup", "0", "--json", "--recipe", "plain"]
     r = cli("quantize", "dynamic", "--allow-generated-data", fx / "ext" / "ext.onnx", "-o", tmp_path / "ort.onnx", *common)

@@ -147,7 +147,7 @@ def test_timing_gate_on_a_loaded_machine_is_inconclusive(project, tmp_path):
 
 
 def test_internal_error_still_writes_the_verdict(project, tmp_path, monkeypatch, capsys):
-    import onnxforge.optimizers.simplify as simplify_mod
+    import onnxforge.steps.simplify.simplify as simplify_mod
     from onnxforge.cli.app import main
 
     def broken(*a, **k):

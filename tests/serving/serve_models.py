@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 SERVE_MISSING = [m for m in ("mlserver", "mlflow", "tritonclient", "sqlalchemy") if importlib.util.find_spec(m) is None]
-# find_spec does not import: this process must never import mlserver (see onnxforge/serving/check.py)
+# find_spec does not import: this process must never import mlserver (see onnxforge/steps/serve_check/check.py)
 requires_serve = pytest.mark.skipif(bool(SERVE_MISSING), reason=f"serve extra not installed: {SERVE_MISSING}")
 
 ROOT = Path(__file__).resolve().parents[2]

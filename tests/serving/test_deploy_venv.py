@@ -64,7 +64,7 @@ def _ort(model: Path, feeds: dict) -> dict:
 def mlserver_deploy(tmp_path_factory):
     """(the packaged MLServer folder, the source model, the venv's python) with only the
     folder's requirements.txt installed."""
-    from onnxforge.serving import package
+    from onnxforge.steps.package.package import package
 
     d = tmp_path_factory.mktemp("deploy-mlserver")
     src = labeled_model(d / "labeled.onnx")
@@ -87,8 +87,8 @@ def mlflow_venv(tmp_path_factory) -> Path:
 def test_mlserver_folder_serves_rest_and_grpc_without_onnxforge(mlserver_deploy, tmp_path):
     """`mlserver start FOLDER` from the venv: the runtime the folder ships answers V2 REST
     and gRPC like ORT in this process, and refuses a malformed request with a 400."""
-    from onnxforge.serving.check import GrpcClient, RestClient, Server, _wait_ready, free_ports, stop_group
-    from onnxforge.serving.package import load_package
+    from onnxforge.steps.serve_check.check import GrpcClient, RestClient, Server, _wait_ready, free_ports, stop_group
+    from onnxforge.steps.package.package import load_package
 
     folder, src, py = mlserver_deploy
     _no_onnxforge(py, folder)
@@ -125,7 +125,7 @@ def test_mlflow_folder_loads_without_onnxforge(mlflow_venv, tmp_path):
     """mlflow.pyfunc.load_model(folder).predict in a venv with only mlflow-skinny,
     onnxruntime and pandas: the same outputs as ORT here. The model has a weight over 1 KB, which
     mlflow.onnx would have written as external data (mode 0600)."""
-    from onnxforge.serving import package
+    from onnxforge.steps.package.package import package
 
     src = wide_model(tmp_path / "wide.onnx")
     folder = tmp_path / "wide-mlflow"

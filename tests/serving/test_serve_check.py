@@ -26,7 +26,7 @@ pytestmark = requires_serve
 # them in another order. The server loads it from the model folder (MLServer puts that
 # folder on sys.path).
 REORDERING_RUNTIME = '''
-from onnxforge.serving.mlserver_runtime import OnnxRuntimeModel
+from onnxforge.steps.package.mlserver_runtime import OnnxRuntimeModel
 
 
 class ReorderedOutputs(OnnxRuntimeModel):
@@ -48,7 +48,7 @@ def _gone(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def sk_folder(tmp_path_factory) -> Path:
-    from onnxforge.serving import package
+    from onnxforge.steps.package.package import package
 
     d = tmp_path_factory.mktemp("sk")
     rel = sklearn_release(d / "release")
@@ -58,7 +58,7 @@ def sk_folder(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_sklearn_release_served_over_rest_and_grpc(sk_folder, tmp_path):
-    from onnxforge.serving import serve_check
+    from onnxforge.steps.serve_check.check import serve_check
 
     rep = serve_check(sk_folder, concurrency=2, duration=1.0, log_dir=tmp_path)
     assert rep.passed, rep.failures
@@ -83,11 +83,12 @@ def test_sklearn_release_served_over_rest_and_grpc(sk_folder, tmp_path):
 
 @pytest.mark.slow  # a real MLServer process
 def test_string_labels_over_v2(tmp_path):
-    from onnxforge.serving import package, serve_check
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.serve_check.check import serve_check
 
     model = string_label_model(tmp_path / "strings.onnx")
     package(model, tmp_path / "srv", target="mlserver", dims={"N": 6}, seed=3)
-    from onnxforge.serving.package import load_package
+    from onnxforge.steps.package.package import load_package
 
     _, _, golden = load_package(tmp_path / "srv")
     assert golden[0]["label"].dtype.kind == "U"  # string labels, stored without pickling
@@ -101,7 +102,8 @@ def test_string_labels_over_v2(tmp_path):
 
 @pytest.mark.slow  # a real MLServer process
 def test_fp16_tensors_over_grpc_raw_contents(tmp_path):
-    from onnxforge.serving import package, serve_check
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.serve_check.check import serve_check
 
     package(fp16_model(tmp_path / "half.onnx"), tmp_path / "srv", target="mlserver", dims={"batch": 3})
     rep = serve_check(tmp_path / "srv", duration=0.3, concurrency=1, load_protocol="grpc")
@@ -112,7 +114,8 @@ def test_fp16_tensors_over_grpc_raw_contents(tmp_path):
 
 @pytest.mark.slow  # a real MLServer process
 def test_reordered_outputs_fail_served_parity(tmp_path):
-    from onnxforge.serving import package, serve_check
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.serve_check.check import serve_check
 
     package(labeled_model(tmp_path / "labeled.onnx"), tmp_path / "srv", target="mlserver", dims={"batch": 4})
     (tmp_path / "srv" / "reorder_runtime.py").write_text(REORDERING_RUNTIME)
@@ -132,7 +135,7 @@ def test_reordered_outputs_fail_served_parity(tmp_path):
 
 @pytest.mark.slow  # a real MLServer process
 def test_server_stopped_on_ctrl_c(sk_folder):
-    from onnxforge.serving.check import mlserver_process
+    from onnxforge.steps.serve_check.check import mlserver_process
 
     stopped: list = []
     with pytest.raises(KeyboardInterrupt):
@@ -151,7 +154,7 @@ def _servers_of(folder: Path) -> list[int]:
 def test_ctrl_c_during_the_load_stops_the_server(sk_folder):
     """As a user would: serve_check in its own process, Ctrl-C (SIGINT) in the middle
     of the load; the process ends with KeyboardInterrupt and no mlserver is left."""
-    code = f"from onnxforge.serving import serve_check; serve_check({str(sk_folder)!r}, duration=60, concurrency=2)"
+    code = f"from onnxforge.steps.serve_check.check import serve_check; serve_check({str(sk_folder)!r}, duration=60, concurrency=2)"
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=default_sigint)
     try:
@@ -173,7 +176,8 @@ def test_ctrl_c_during_the_load_stops_the_server(sk_folder):
 
 @pytest.mark.slow  # a real MLServer process
 def test_mlflow_folder_serves_too(tmp_path):
-    from onnxforge.serving import package, serve_check
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.serve_check.check import serve_check
 
     package(labeled_model(tmp_path / "labeled.onnx"), tmp_path / "mlf", target="mlflow", dims={"batch": 2})
     rep = serve_check(tmp_path / "mlf", duration=0, protocols=("grpc",))
@@ -181,7 +185,7 @@ def test_mlflow_folder_serves_too(tmp_path):
 
 
 def test_latency_stats_interval_holds_the_median():
-    from onnxforge.serving.check import latency_stats
+    from onnxforge.steps.serve_check.check import latency_stats
 
     ms = list(np.random.default_rng(0).exponential(2.0, 5001))
     st = latency_stats(ms)
@@ -191,7 +195,8 @@ def test_latency_stats_interval_holds_the_median():
 
 
 def test_what_serve_check_refuses(tmp_path):
-    from onnxforge.serving import package, serve_check
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.serve_check.check import serve_check
 
     model = labeled_model(tmp_path / "labeled.onnx")
     package(model, tmp_path / "repo", target="triton")
@@ -206,8 +211,8 @@ def test_what_serve_check_refuses(tmp_path):
 
 @pytest.mark.slow  # a real MLServer process
 def test_a_model_that_does_not_load_is_an_error_and_nothing_is_left(tmp_path):
-    from onnxforge.serving import package
-    from onnxforge.serving.check import mlserver_process
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.serve_check.check import mlserver_process
 
     package(labeled_model(tmp_path / "labeled.onnx"), tmp_path / "srv", target="mlserver")
     (tmp_path / "srv" / "model.onnx").write_bytes(b"not a model")

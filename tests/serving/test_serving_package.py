@@ -36,8 +36,8 @@ def _ort(model, feeds):
 
 
 def test_mlserver_folder_from_a_model(models, tmp_path):
-    from onnxforge.serving import package
-    from onnxforge.serving.package import load_package, runtime_source
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.package.package import load_package, runtime_source
 
     src = models / "labeled.onnx"
     before = sha256_file(src)
@@ -71,7 +71,7 @@ def test_mlserver_folder_from_a_model(models, tmp_path):
 
 
 def test_existing_output_needs_force_and_sources_are_protected(models, tmp_path):
-    from onnxforge.serving import package
+    from onnxforge.steps.package.package import package
 
     src = models / "labeled.onnx"
     out = tmp_path / "m"
@@ -96,7 +96,7 @@ def test_existing_output_needs_force_and_sources_are_protected(models, tmp_path)
     (lambda m, t: (m / "labeled.onnx", "mlflow", t), UsageError, "needs --mlflow-tracking-uri"),
 ])
 def test_bad_requests_are_one_line_errors(models, tmp_path, call, exc, needle):
-    from onnxforge.serving import package
+    from onnxforge.steps.package.package import package
 
     (models / "notes.txt").write_text("not a model")
     source, target, out = call(models, tmp_path / "o")
@@ -113,7 +113,7 @@ def test_bad_requests_are_one_line_errors(models, tmp_path, call, exc, needle):
 def test_failed_release_and_zipmap_outputs_are_refused(tmp_path, models):
     from onnx import TensorProto, helper
 
-    from onnxforge.serving import package
+    from onnxforge.steps.package.package import package
 
     failed = tmp_path / "failed-release"
     failed.mkdir()
@@ -134,8 +134,9 @@ def test_failed_release_and_zipmap_outputs_are_refused(tmp_path, models):
 
 
 def test_triton_repository_batched(models, tmp_path):
-    from onnxforge.serving import check_triton_config, package
-    from onnxforge.serving.triton import parse_config
+    from onnxforge.steps.package.triton import check_triton_config
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.package.triton import parse_config
 
     res = package(models / "labeled.onnx", tmp_path / "repo", target="triton", threads=3, name="clf")
     assert res.passed and not res.problems and len(res.checks) >= 8, res.problems
@@ -163,8 +164,8 @@ def test_triton_repository_batched(models, tmp_path):
 
 
 def test_triton_fixed_batch_and_gpu_instance(models, tmp_path):
-    from onnxforge.serving import package
-    from onnxforge.serving.triton import parse_config
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.package.triton import parse_config
 
     res = package(models / "fixed.onnx", tmp_path / "repo", target="triton", provider="cuda")
     assert res.passed, res.problems
@@ -181,7 +182,7 @@ def test_triton_fixed_batch_and_gpu_instance(models, tmp_path):
 def test_mlflow_model_from_a_release(sk_release, tmp_path):
     import yaml
 
-    from onnxforge.serving import package
+    from onnxforge.steps.package.package import package
 
     manifest = json.loads((sk_release / "manifest.json").read_text())
     res = package(sk_release, tmp_path / "mlf", target="mlflow")
@@ -208,8 +209,8 @@ def test_mlflow_model_from_a_release(sk_release, tmp_path):
 
 @pytest.mark.slow  # imports mlflow
 def test_mlflow_proof_fails_past_tolerance(sk_release, tmp_path):
-    from onnxforge.serving import package
-    from onnxforge.serving.package import _mlflow_proof, load_package
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.package.package import _mlflow_proof, load_package
     from onnxforge.core.types import Tolerance
 
     package(sk_release, tmp_path / "mlf", target="mlflow")
@@ -225,7 +226,7 @@ def test_mlflow_tracking_run_and_registry(sk_release, tmp_path):
     import mlflow.pyfunc
     from mlflow import MlflowClient
 
-    from onnxforge.serving import package
+    from onnxforge.steps.package.package import package
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     res = package(sk_release, tmp_path / "mlf", target="mlflow", mlflow_tracking_uri=uri, register="breast-cancer")
@@ -249,7 +250,7 @@ def test_mlflow_tracking_run_and_registry(sk_release, tmp_path):
 
 @pytest.mark.slow  # trains a model
 def test_mlflow_file_store_refused_before_writing(sk_release, tmp_path, monkeypatch):
-    from onnxforge.serving import package
+    from onnxforge.steps.package.package import package
 
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     with pytest.raises(BadInputError, match="cannot be used") as e:
@@ -261,7 +262,7 @@ def test_mlflow_file_store_refused_before_writing(sk_release, tmp_path, monkeypa
 def test_external_data_travels_with_the_model(tmp_path):
     from fixtures.make_fixtures import onnx_with_external_data
 
-    from onnxforge.serving import package
+    from onnxforge.steps.package.package import package
 
     src = onnx_with_external_data(tmp_path / "src")
     for target in ("mlserver", "triton"):
@@ -273,8 +274,8 @@ def test_external_data_travels_with_the_model(tmp_path):
 
 
 def test_where_the_golden_inputs_come_from(models, tmp_path):
-    from onnxforge.serving import package
-    from onnxforge.serving.package import load_package
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.package.package import load_package
 
     # explicit inputs are checked against the model
     np.savez(tmp_path / "in.npz", x=np.ones((2, 4), np.float32))
@@ -302,7 +303,7 @@ def test_every_file_is_readable_by_any_user(tmp_path, target):
     import os
     import stat
 
-    from onnxforge.serving import package
+    from onnxforge.steps.package.package import package
 
     src = wide_model(tmp_path / "wide.onnx")
     old = os.umask(0o077)
@@ -327,8 +328,8 @@ def test_shipped_runtime_imports_only_mlserver_onnxruntime_numpy_and_agrees_with
     imported: importing it imports mlserver)."""
     import ast
 
-    from onnxforge.serving.package import runtime_source
-    from onnxforge.serving.v2 import V2_DATATYPES
+    from onnxforge.steps.package.package import runtime_source
+    from onnxforge.steps.package.v2 import V2_DATATYPES
 
     tree = ast.parse(runtime_source().read_text())
     roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -362,7 +363,8 @@ def test_shipped_runtime_imports_only_mlserver_onnxruntime_numpy_and_agrees_with
         "platform", "fixed-batch", "output-dtype"])
 def test_triton_config_checked_field_by_field(models, tmp_path, model, find, put, problem):
     """A hand-edited config.pbtxt: the field, what the model needs and what the file says."""
-    from onnxforge.serving import check_triton_config, package
+    from onnxforge.steps.package.triton import check_triton_config
+    from onnxforge.steps.package.package import package
 
     assert package(models / f"{model}.onnx", tmp_path / "repo", target="triton", name="m").passed
     path = tmp_path / "repo" / "m" / "config.pbtxt"
@@ -379,7 +381,7 @@ def test_triton_mismatch_is_exit_1_at_package_time(cli, models, tmp_path, monkey
     problem line names the field, and nothing is written."""
     from dataclasses import replace
 
-    from onnxforge.serving import triton
+    from onnxforge.steps.package import triton
 
     real = triton.config_text
 

@@ -66,7 +66,7 @@ def finish(
     **fields,
 ) -> StepResult:
     """Publish a scratch model (or not, on failure) and build the StepResult.
-    ``options`` carries keep_failed, force and external_data (registry.OutputOptions);
+    ``options`` carries keep_failed, force and external_data (steps/base.py's OutputOptions);
     ``fields`` are the StepResult's typed extras (before, after, speed ...). The
     onnxforge.* metadata of ``inherit_from`` (the step's input) carries over."""
     from onnxforge.core.fileio import (PROTOBUF_LIMIT, external_data_files, failed_name, inline_external_data, load_onnx,

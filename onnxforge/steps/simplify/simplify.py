@@ -30,8 +30,8 @@ from typing import Callable, Mapping, Sequence
 
 from onnxforge.core.errors import BadInputError, StepNotApplicable, UsageError, first_line
 from onnxforge.core.logs import swallowed
-from onnxforge.optimizers.cleanup import run_cleanup
-from onnxforge.registry import SimplifyOptions
+from onnxforge.steps.simplify.cleanup import run_cleanup
+from onnxforge.steps.simplify.options import SimplifyOptions
 from onnxforge.core.types import EngineRun, StepResult
 
 
@@ -56,7 +56,7 @@ def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mappi
     that generates its weights (ONNX's vgg19 test model: 9.3 KB) grew to 513 MB. By
     default no constant larger than the model's own size + 1 MB is folded;
     ``max_constant_size`` sets the limit instead."""
-    from onnxforge.artifacts import save_scratch
+    from onnxforge.steps.artifacts import save_scratch
     from onnxforge.core.errors import require
     from onnxforge.core.fileio import PROTOBUF_LIMIT, external_data_files, load_onnx
     from onnxforge.core.logs import native_stderr, quiet_third_party
@@ -102,7 +102,7 @@ def run_ort(src: Path, dst: Path, *, level: str) -> dict:
 def run_transformer(src: Path, dst: Path, *, model_type: str, num_heads: int = 0, hidden_size: int = 0) -> dict:
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from onnxforge.artifacts import save_scratch
+    from onnxforge.steps.artifacts import save_scratch
     from onnxforge.core.fileio import working_dir
     from onnxforge.core.logs import quiet_third_party
 
@@ -135,11 +135,11 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
     import onnx_ir as ir
     from onnxscript.rewriter import ort_fusions
 
-    from onnxforge.artifacts import save_scratch
+    from onnxforge.steps.artifacts import save_scratch
     from onnxforge.core.fileio import load_onnx
     from onnxforge.core.logs import quiet_third_party
     from onnxforge.core.memory import release_memory
-    from onnxforge.optimizers.lean_quant import gemm_as_matmul
+    from onnxforge.steps.quantize.lean_quant import gemm_as_matmul
 
     proto = load_onnx(src)
     # onnxscript 0.7 drops the Reshapes around the dynamo export of GPT-2's Conv1D
@@ -165,7 +165,7 @@ def _plan(o: SimplifyOptions, pin: Mapping[str, list]) -> list[tuple[str, Callab
         plan.append((f"transformer:{o.transformer}", lambda s, d, ctx: _fusion_engines(
             s, d, ctx, model_type=o.transformer, num_heads=o.num_heads, hidden_size=o.hidden_size)))
         # fused Attention into the form that quantizes to QAttention (attention.py), kept only if it passes
-        from onnxforge.optimizers.attention import run_attention_rewrite
+        from onnxforge.steps.quantize.attention import run_attention_rewrite
 
         plan.append(("attention", run_attention_rewrite))
     if o.onnxsim:
@@ -213,7 +213,7 @@ def _run_engine(name: str, fn, current: Path, dst: Path, ctx: dict) -> tuple[Pat
 def simplify(model, output: str | Path, options: SimplifyOptions | None = None, /, **kwargs) -> StepResult:
     """Run the engines in order, each checked; see the module docstring. ``model``: a
     path or the ModelArtifact of the step before. Options: SimplifyOptions."""
-    from onnxforge.artifacts import model_path
+    from onnxforge.steps.artifacts import model_path
     from onnxforge.core.fileio import check_output_path, load_onnx, scratch_dir
     from onnxforge.backends.onnx.inspection import summary
     from onnxforge.core.options import resolve
@@ -254,7 +254,7 @@ def _engine_run(rec: dict) -> EngineRun:
 
 
 def _finish(src, current, target, tmp, o, ctx, model, before, engines, checks, notes, t_all) -> StepResult:
-    from onnxforge.artifacts import finish, lineage_of, save_scratch
+    from onnxforge.steps.artifacts import finish, lineage_of, save_scratch
     from onnxforge.core.fileio import load_onnx
     from onnxforge.backends.onnx.inspection import summary
     from onnxforge.checks.parity import check_against

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from onnxforge.core.errors import BadInputError, ConversionError, first_line
-from onnxforge.registry import Fp16Options
+from onnxforge.steps.quantize.options import Fp16Options
 from onnxforge.core.types import StepResult, Tolerance
 
 FP16_TOLERANCE = Tolerance(atol=1e-2, rtol=1e-2)
@@ -24,7 +24,7 @@ def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None,
 
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    from onnxforge.artifacts import finish, lineage_of, model_path, save_scratch
+    from onnxforge.steps.artifacts import finish, lineage_of, model_path, save_scratch
     from onnxforge.core.fileio import check_output_path, load_onnx, scratch_dir
     from onnxforge.backends.onnx.inspection import summary
     from onnxforge.core.options import resolve

@@ -82,7 +82,7 @@ class RecipeChoice:
 
 
 def attention_ops(path) -> int:
-    from onnxforge.optimizers.simplify import ATTENTION_OPS, op_count
+    from onnxforge.steps.simplify.simplify import ATTENTION_OPS, op_count
     from onnxforge.backends.onnx.inspection import summary
 
     ops = summary(path).ops
@@ -198,7 +198,7 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
     """The fused or rewritten fp32 graph, checked against ``src``; None when there is
     nothing to fuse or no Attention that would quantize."""
     from onnxforge.core.fileio import external_data_files, load_onnx
-    from onnxforge.optimizers.attention import rewrite_for_quantization
+    from onnxforge.steps.quantize.attention import rewrite_for_quantization
 
     t0 = time.perf_counter()
     m = load_onnx(src, load_external_data=False)
@@ -260,7 +260,7 @@ def _has_softmax(path) -> bool:
 def fuse_attention(src: Path, dst: Path) -> dict:
     """Transformer fusions that produce Attention: onnxscript's (dynamo exports), then
     ORT's BERT optimizer if onnxscript fused no attention (TorchScript exports)."""
-    from onnxforge.optimizers.simplify import run_onnxscript_fusions, run_transformer
+    from onnxforge.steps.simplify.simplify import run_onnxscript_fusions, run_transformer
 
     info = run_onnxscript_fusions(src, dst)
     n = attention_ops(dst)
@@ -297,7 +297,7 @@ def _rename_data(model_path: Path, old_model_name: str) -> None:
 def _check_samples(src, alt: Candidate | None, dims, inputs, samples, seed, mask_inputs=()) -> list[dict]:
     """The step's check inputs (its --inputs, or seeded random ones) plus padded-mask
     samples for every input the attention rewrite reads as a mask."""
-    from onnxforge.optimizers.attention import padded_mask_inputs
+    from onnxforge.steps.quantize.attention import padded_mask_inputs
     from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges
     from onnxforge.data.specs import generate_inputs, load_samples
 

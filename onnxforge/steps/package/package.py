@@ -102,7 +102,7 @@ def _label(src: _Source, out: Path) -> str:
 
 def package(source: str | os.PathLike, out_dir: str | os.PathLike, options=None, /, **kwargs) -> PackageResult:
     """Write ``out_dir`` for ``options.target`` from ``source`` (a .onnx file or a release
-    folder). Options: registry.PackageOptions, as an object or keywords.
+    folder). Options: steps/package/options.py's PackageOptions, as an object or keywords.
 
     ``provider``/``threads`` go into the serving config (MLServer parameters, MLflow's
     ONNX session options, Triton's instance_group and ORT backend parameters). The
@@ -117,7 +117,7 @@ def package(source: str | os.PathLike, out_dir: str | os.PathLike, options=None,
     ``keep_failed``: write the folder even when the proof fails.
     """
     from onnxforge.core.options import resolve
-    from onnxforge.registry import PackageOptions
+    from onnxforge.steps.package.options import PackageOptions
 
     o = resolve(PackageOptions, options, kwargs)
     if (o.mlflow_tracking_uri or o.register) and o.target != "mlflow":
@@ -157,7 +157,7 @@ class _Job:
 
 def _prepare(source, out: Path, o) -> _Job:
     from onnxforge.core.fileio import check_readable_file, load_onnx
-    from onnxforge.serving.v2 import v2_datatype
+    from onnxforge.steps.package.v2 import v2_datatype
     from onnxforge.data.specs import model_io_specs
     from onnxforge.checks.compare import make_tolerance
 
@@ -192,7 +192,7 @@ def _stage(job: _Job, o):
             _write_mlserver_config(stage, job.name, job.ins, job.outs, o.provider, o.threads)
             (stage / "requirements.txt").write_text(_server_requirements(job.src, job.notes))
         elif o.target == "triton":
-            from onnxforge.serving.triton import check_triton_config, write_triton
+            from onnxforge.steps.package.triton import check_triton_config, write_triton
 
             model_dir = stage / job.name
             write_triton(job.src.model, model_dir, job.name, job.ins, job.outs, provider=o.provider,
@@ -435,7 +435,7 @@ def _server_requirements(src: _Source, notes: list[str]) -> str:
 
 
 def _write_mlserver_config(folder: Path, name: str, ins, outs, provider: str, threads: int | None) -> None:
-    from onnxforge.serving.v2 import v2_datatype, v2_shape
+    from onnxforge.steps.package.v2 import v2_datatype, v2_shape
 
     extra: dict[str, Any] = {"provider": provider}
     if threads is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from onnxforge.core.errors import BadInputError, ConversionError, MissingDependencyError, UsageError, first_line, require
-from onnxforge.registry import ConvertSklearnOptions
+from onnxforge.steps.convert.options import ConvertSklearnOptions
 from onnxforge.backends.sklearn.runner import final_estimator
 from onnxforge.core.types import ParityReport, StepResult, TensorSpec
 
@@ -243,7 +243,7 @@ def convert_sklearn(source: Any, output: str | Path, options: ConvertSklearnOpti
     opsets = _used_opsets(onx)
     if not o.zipmap and any(out.type.HasField("sequence_type") for out in onx.graph.output):
         notes.append("an output is still a ZipMap sequence (the estimator's converter ignores zipmap=False)")
-    from onnxforge.artifacts import finish, save_scratch
+    from onnxforge.steps.artifacts import finish, save_scratch
 
     with scratch_dir(target) as tmp:
         save_scratch(onx, tmp / target.name)

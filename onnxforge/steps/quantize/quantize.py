@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from onnxforge.core.errors import BadInputError, ConversionError, UsageError, first_line
-from onnxforge.optimizers.lean_quant import decide as decide_lean
-from onnxforge.registry import DynamicOptions, StaticOptions
+from onnxforge.steps.quantize.lean_quant import decide as decide_lean
+from onnxforge.steps.quantize.options import DynamicOptions, StaticOptions
 from onnxforge.core.types import ParityReport, QuantTrial, SpeedCheck, StepResult, Tolerance
 
 log = logging.getLogger("onnxforge")
@@ -95,7 +95,7 @@ def _initializers_not_inputs(src: Path, dst: Path, notes: list) -> Path:
     """Old exporters (IR < 4) list initializers as graph inputs too; ORT's calibration
     then asks for them as feeds. Drop them from the inputs in a copy."""
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.artifacts import save_scratch
+    from onnxforge.steps.artifacts import save_scratch
 
     m = load_onnx(src, load_external_data=False)  # the graph tells; the weights only when a copy is needed
     inits = {t.name for t in m.graph.initializer}
@@ -208,7 +208,7 @@ def _non_fp32_weights(m) -> tuple[str, int]:
 
 
 def _quantize(model, output, o, mode: str) -> StepResult:
-    from onnxforge.artifacts import model_path
+    from onnxforge.steps.artifacts import model_path
     from onnxforge.core.fileio import check_output_path, external_data_files, load_onnx, scratch_dir
     from onnxforge.backends.onnx.inspection import summary
     from onnxforge.data.specs import model_io_specs
@@ -286,7 +286,7 @@ def _recipe(job: _Job, details: dict, notes: list) -> _Job:
     the fastest that keeps the parity budget (--recipe auto|plain|fused)."""
     from dataclasses import replace
 
-    from onnxforge.optimizers.recipes import Budget, choose_dynamic_recipe
+    from onnxforge.steps.quantize.recipes import Budget, choose_dynamic_recipe
     from onnxforge.checks.compare import LOOSE, make_tolerance
 
     o = job.o
@@ -315,7 +315,7 @@ def _for_graph(job: _Job, fp32) -> _Job:
     from dataclasses import replace
 
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.optimizers.lean_quant import eligible
+    from onnxforge.steps.quantize.lean_quant import eligible
 
     lean = job.lean and eligible(load_onnx(fp32, load_external_data=False), op_types=job.o.op_types or None,
                                  per_channel=job.o.per_channel, weight_type=job.types["weight_type"]) is None
@@ -373,7 +373,7 @@ def _quantize_loadable(job: _Job, qpath: Path, excluded: list, excluded_ops: lis
 
 
 def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ranking, before, notes, details):
-    from onnxforge.artifacts import finish, lineage_of
+    from onnxforge.steps.artifacts import finish, lineage_of
     from onnxforge.backends.onnx.inspection import summary
 
     o = job.o
@@ -459,7 +459,7 @@ def _checks(job: _Job, q: Path) -> list[ParityReport]:
 def _check_on_calibration(job: _Job, q: Path, calibration, criteria: dict) -> ParityReport:
     """Static int8 with real calibration data and no --inputs is checked on the first
     --check-samples calibration samples: real data, though the ranges were fitted on it."""
-    from onnxforge.optimizers.calibration import iter_samples
+    from onnxforge.steps.quantize.calibration import iter_samples
     from onnxforge.backends.onnx.runner import onnx_runner
     from onnxforge.checks.parity import validate
 
@@ -482,7 +482,7 @@ def _speed(src, q, dims, inputs, seconds, val_ranges=None) -> SpeedCheck:
 
 
 def _check_calibration_memory(model, specs, o, notes, val_ranges=None, norms=None) -> None:
-    from onnxforge.optimizers.calibration import activation_bytes, histogram_memory_estimate, iter_samples
+    from onnxforge.steps.quantize.calibration import activation_bytes, histogram_memory_estimate, iter_samples
     from onnxforge.core.system import available_memory
 
     n, it = iter_samples(o.calibration, specs, samples=o.samples, seed=o.seed, dims=o.dims, val_ranges=val_ranges,
@@ -520,7 +520,7 @@ def _run_ort_quantizer(job: _Job, out: Path, excluded: list, excluded_ops: list)
                   use_external_data_format=job.external)
     try:
         if job.mode == "dynamic" and job.lean:
-            from onnxforge.optimizers.lean_quant import quantize_dynamic_lean
+            from onnxforge.steps.quantize.lean_quant import quantize_dynamic_lean
 
             quantize_dynamic_lean(job.base, out, weight_type=job.types["weight_type"],
                                   reduce_range=job.types["reduce_range"], op_types=types,
@@ -541,7 +541,7 @@ def _run_static(job: _Job, out: Path, common: dict) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
     from onnxforge.core.logs import quiet_third_party
-    from onnxforge.optimizers.calibration import StreamingReader, iter_samples
+    from onnxforge.steps.quantize.calibration import StreamingReader, iter_samples
     from onnxforge.core.progress import task
 
     o = job.o

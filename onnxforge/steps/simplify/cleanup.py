@@ -102,7 +102,7 @@ def _passthrough(f: _Facts, n) -> str | None:
 def run_cleanup(src: Path, dst: Path) -> dict:
     from onnx import helper
 
-    from onnxforge.artifacts import save_scratch
+    from onnxforge.steps.artifacts import save_scratch
     from onnxforge.core.fileio import load_onnx
 
     m = load_onnx(src)

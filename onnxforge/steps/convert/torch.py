@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from onnxforge.core.errors import BadInputError, ConversionError, UsageError, first_line
 from onnxforge.core.logs import quiet_third_party
-from onnxforge.registry import ConvertTorchOptions
+from onnxforge.steps.convert.options import ConvertTorchOptions
 from onnxforge.core.types import ParityReport, StepResult
 
 log = logging.getLogger("onnxforge")
@@ -200,7 +200,7 @@ def _hf_reference(source: str, o: ConvertTorchOptions, module):
 
 def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, o, notes,
                       reference=None) -> StepResult:
-    from onnxforge.artifacts import finish
+    from onnxforge.steps.artifacts import finish
     from onnxforge.core.fileio import scratch_dir
     from onnxforge.backends.onnx.inspection import check_model
     from onnxforge.checks.compare import make_tolerance

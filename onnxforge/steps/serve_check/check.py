@@ -234,7 +234,7 @@ SERVER_KEYS = frozenset({
     "metrics_endpoint", "metrics_rest_server_prefix", "use_structured_logging", "gzip_enabled", "cache_enabled",
     "cache_size", "cors_settings",
 })
-RUNTIME_PREFIXES = ("onnxforge.serving.mlserver_runtime.", "mlserver.", "mlserver_")
+RUNTIME_PREFIXES = ("onnxforge.steps.package.mlserver_runtime.", "mlserver.", "mlserver_")
 SHIPPED_PREFIX = "onnxforge_runtime."  # the runtime file the package writes beside model-settings.json
 _MODULE_SUFFIXES = (".py", ".pyc", ".pyw", ".so", ".pyd")
 
@@ -248,7 +248,7 @@ def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> No
     def refuse(what: str):
         raise BadInputError(f"{folder}: {what}; serving it runs code from the folder, so it is refused", hint=hint)
 
-    from onnxforge.serving.package import RUNTIME_FILE
+    from onnxforge.steps.package.package import RUNTIME_FILE
 
     found = sorted(folder.rglob("model-settings.json"))[:1000]
     for path in found:
@@ -263,7 +263,7 @@ def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> No
                    "runtime nor one of MLServer's")
         if shipped and not _our_runtime(path.parent / RUNTIME_FILE):
             refuse(f"{(path.parent / RUNTIME_FILE).relative_to(folder)} is missing or not this onnxforge's "
-                   "runtime (its sha256 differs from onnxforge/serving/mlserver_runtime.py)")
+                   "runtime (its sha256 differs from onnxforge/steps/package/mlserver_runtime.py)")
         for key in ("environment_path", "environment_tarball"):
             if params.get(key):
                 refuse(f"{path.relative_to(folder)} sets parameters.{key} (MLServer runs that environment's Python)")
@@ -288,7 +288,7 @@ def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> No
 def _our_runtime(path: Path) -> bool:
     """True when ``path`` is a byte copy of the runtime this onnxforge ships."""
     from onnxforge.core.fileio import sha256_file
-    from onnxforge.serving.package import runtime_source
+    from onnxforge.steps.package.package import runtime_source
 
     return path.is_file() and sha256_file(path) == sha256_file(runtime_source())
 
@@ -456,7 +456,7 @@ class RestClient:
             raise
 
     def infer(self, feeds: Mapping[str, object]) -> dict:
-        from onnxforge.serving.v2 import from_json_tensor, json_request
+        from onnxforge.steps.package.v2 import from_json_tensor, json_request
 
         status, data = self.post(json.dumps(json_request(feeds)).encode())
         if status != 200:
@@ -483,7 +483,7 @@ class GrpcClient:
         self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
 
     def request(self, feeds: Mapping[str, object], **overrides):
-        from onnxforge.serving.v2 import grpc_request
+        from onnxforge.steps.package.v2 import grpc_request
 
         return grpc_request(self.pb, self.server.model_name, feeds, raw=self.raw, **overrides)
 
@@ -491,7 +491,7 @@ class GrpcClient:
         return self.stub.ModelInfer(req, timeout=self.timeout)
 
     def infer(self, feeds: Mapping[str, object]) -> dict:
-        from onnxforge.serving.v2 import from_grpc_response
+        from onnxforge.steps.package.v2 import from_grpc_response
 
         return from_grpc_response(self.call(self.request(feeds)))
 
@@ -538,7 +538,7 @@ def _malformed_cases(feeds: Mapping[str, object], specs: Sequence[Mapping]) -> l
     """(case, feeds, datatype overrides, shape overrides) for each malformed request."""
     import numpy as np
 
-    from onnxforge.serving.v2 import datatype_of
+    from onnxforge.steps.package.v2 import datatype_of
 
     first = specs[0]["name"]
     arr = np.asarray(feeds[first])
@@ -561,7 +561,7 @@ def _malformed_cases(feeds: Mapping[str, object], specs: Sequence[Mapping]) -> l
 
 def malformed_requests(server: Server, protocol: str, feeds: Mapping[str, object],
                        specs: Sequence[Mapping], *, raw: bool = False) -> list[RequestCheck]:
-    from onnxforge.serving.v2 import json_request
+    from onnxforge.steps.package.v2 import json_request
 
     results = []
     if protocol == "rest":
@@ -619,7 +619,7 @@ def run_load(server: Server, feeds: Mapping[str, object], *, protocol: str = "re
     """``concurrency`` threads, each with its own connection, sending the same request
     back to back for ``duration`` seconds; stops early after MAX_LOAD_ERRORS errors."""
     from onnxforge.core.errors import first_line
-    from onnxforge.serving.v2 import json_request
+    from onnxforge.steps.package.v2 import json_request
 
     stop = threading.Event()
     lock = threading.Lock()
@@ -719,14 +719,14 @@ def load_request(sample: Mapping[str, object], specs: Sequence[Mapping], batch: 
 
 def serve_check(folder: str | os.PathLike, options=None, /, **kwargs) -> ServeCheckReport:
     """Serve ``folder`` (written by ``package`` with target mlserver or mlflow) in MLServer
-    and check it. Options: registry.ServeCheckOptions (object or keywords). ``duration``
+    and check it. Options: steps/serve_check/options.py's ServeCheckOptions (object or keywords). ``duration``
     0 skips the load; ``batch``: rows of the first input sample per load request;
     tolerance: default the one stored by package; ``timeout``: seconds to wait for the
     model to be ready; ``max_p99_ms``: a gate on the served p99 under load; ``log_dir``
     keeps the server log."""
     from onnxforge.core.options import resolve
-    from onnxforge.registry import ServeCheckOptions
-    from onnxforge.serving.package import load_package
+    from onnxforge.steps.serve_check.options import ServeCheckOptions
+    from onnxforge.steps.package.package import load_package
 
     o = resolve(ServeCheckOptions, options, kwargs)
     settings = model_settings(folder)
