@@ -2,17 +2,9 @@ import numpy as np
 import pytest
 
 from onnxforge.core.errors import BadInputError, UsageError
-from onnxforge.data.specs import (
-    parse_dynamic,
-    check_sample_fits,
-    generate_inputs,
-    load_samples,
-    parse_dims,
-    parse_spec,
-    parse_val_ranges,
-    resolve_shape,
-    save_samples,
-)
+from onnxforge.data.specs import parse_dims, parse_dynamic, parse_spec, parse_val_ranges, resolve_shape
+from onnxforge.data.generate import generate_inputs
+from onnxforge.data.samples import check_sample_fits, load_samples, save_samples
 from onnxforge.core.types import TensorSpec
 
 
@@ -199,7 +191,7 @@ def test_input_norm_without_a_channel_axis_is_refused():
 
 
 def test_describe_generated_says_how():
-    from onnxforge.data.specs import describe_generated
+    from onnxforge.data.generate import describe_generated
 
     specs = [TensorSpec("pixel_values", "float32", (1, 3, 4, 4))]
     assert describe_generated(specs) == "generated (uniform [0,1) noise, seed 0)"

@@ -65,7 +65,9 @@ class _Row:
 
 
 def _feeds_for(specs, *, batch, dims, shapes, inputs, seed, val_ranges):
-    from onnxforge.data.specs import check_dims, check_sample_fits, generate_inputs, load_samples
+    from onnxforge.data.specs import check_dims
+    from onnxforge.data.generate import generate_inputs
+    from onnxforge.data.samples import check_sample_fits, load_samples
     from onnxforge.core.types import TensorSpec
 
     check_dims(dims, specs)
@@ -143,7 +145,7 @@ def _placement(model: str, provider: str, provider_options, threads) -> dict[str
     import tempfile
 
     from onnxforge.backends.onnx.runtime import create_session, run_session
-    from onnxforge.data.specs import generate_inputs
+    from onnxforge.data.generate import generate_inputs
 
     with tempfile.TemporaryDirectory() as tmp:
         from onnxforge.backends.onnx.runtime import session_options

@@ -126,7 +126,8 @@ def _samples(ref: Runner, cand: Runner, specs, *, inputs, input_samples, samples
              norms, data=None) -> tuple[list, dict]:
     """The input samples and where they came from ({"source": given | saved | generated,
     "how": ...}): every verdict says whether it was taken on the user's data."""
-    from onnxforge.data.specs import describe_generated, generate_inputs, load_samples
+    from onnxforge.data.generate import describe_generated, generate_inputs
+    from onnxforge.data.samples import load_samples
 
     names = [s.name for s in specs]
     if input_samples is not None:
@@ -237,7 +238,8 @@ def validate(
     """Run both sides on the same inputs and compare. ``criteria`` go to compare():
     check_stat, min_cosine, min_agreement, task, top_k. ``data`` says where
     ``input_samples`` came from ({"source": ..., "how": ...}; default: given)."""
-    from onnxforge.data.specs import check_dims, check_sample_fits, save_samples
+    from onnxforge.data.specs import check_dims
+    from onnxforge.data.samples import check_sample_fits, save_samples
 
     ref = _open(reference, ref_provider, threads, source_options)
     cand = _open(candidate, provider, threads, source_options)

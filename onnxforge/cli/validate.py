@@ -48,7 +48,8 @@ def validate_cmd(
 ) -> None:
     """Compare two models' outputs on the same inputs; exit 1 when they differ past tolerance."""
     from onnxforge.core.progress import task as progress
-    from onnxforge.data.specs import parse_dims, parse_input_norms, parse_key_values, parse_per_output, parse_val_ranges
+    from onnxforge.data.specs import (parse_dims, parse_input_norms, parse_key_values, parse_per_output,
+                                      parse_val_ranges)
     from onnxforge.checks.compare import make_tolerance
     from onnxforge.checks.parity import validate
 

@@ -414,7 +414,7 @@ def _gates(table, data: DataSection) -> dict:
 
 
 def _labels_present(data: DataSection) -> None:
-    from onnxforge.data.specs import read_npz
+    from onnxforge.data.samples import read_npz
 
     files = list(read_npz(data.validation, "data.validation"))
     if data.labels not in files:

@@ -72,7 +72,7 @@ def _as_declared(cfg: ReleaseConfig, arrays: dict) -> dict:
 
 def _validation(cfg: ReleaseConfig) -> tuple[dict | None, Any]:
     """Validation inputs (one batch, as the model declares them) and labels, or (None, None)."""
-    from onnxforge.data.specs import read_npz
+    from onnxforge.data.samples import read_npz
 
     if cfg.data.validation is None:
         return None, None
@@ -258,7 +258,7 @@ def _generated_feeds(cfg: ReleaseConfig, model_path) -> dict:
     """Inputs for the ledger when there is no data.validation: seeded, at 2 for every
     symbolic dim, within the model's val_ranges (a BERT mask stays a mask)."""
     from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges
-    from onnxforge.data.specs import generate_inputs
+    from onnxforge.data.generate import generate_inputs
 
     specs, recorded = inputs_and_ranges(model_path)
     # the ranges convert recorded (a Hugging Face model's vocabulary and mask), then the config's own
@@ -416,7 +416,7 @@ def _pipeline(run: _Run, config, provider: str | None = None) -> None:
     run.first_onnx = source_path
     check_inputs = None
     if feeds is not None:  # the validation inputs without labels, for each step's own check
-        from onnxforge.data.specs import save_samples
+        from onnxforge.data.samples import save_samples
 
         check_inputs = str(run.stage / ".validation-inputs.npz")
         save_samples(check_inputs, [feeds])

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from onnxforge.core.options import PosInt, Seed, Tolerance, option
-from onnxforge.data.specs import check_input_norms, is_per_output_value, parse_dims, parse_input_norms, parse_per_output
+from onnxforge.data.specs import (check_input_norms, is_per_output_value, parse_dims, parse_input_norms,
+                                  parse_per_output)
 
 
 def tol_option(what: str, default_text: str):

@@ -294,7 +294,7 @@ def test_generated_attention_masks_are_padding_masks(cli, tmp_path):
 def test_padding_mask_rows():
     import numpy as np
 
-    from onnxforge.data.specs import generate_inputs, looks_like_mask, padding_mask
+    from onnxforge.data.generate import generate_inputs, looks_like_mask, padding_mask
     from onnxforge.core.types import TensorSpec
 
     m = padding_mask((4, 8))

@@ -11,7 +11,7 @@ from onnxforge.backends.base import Runner
 
 
 def saved_runner(path) -> Runner:
-    from onnxforge.data.specs import load_samples
+    from onnxforge.data.samples import load_samples
 
     p = Path(path)
     if not p.exists():

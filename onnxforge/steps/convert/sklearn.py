@@ -117,7 +117,8 @@ def _specs_and_data(est, o: ConvertSklearnOptions, notes: list) -> tuple[list[Te
     estimator sees the data as given, the ONNX model the data cast to its input type."""
     import numpy as np
 
-    from onnxforge.data.specs import load_samples, parse_spec
+    from onnxforge.data.specs import parse_spec
+    from onnxforge.data.samples import load_samples
 
     ftype = "float64" if o.double else "float32"
     if o.sample is not None and not isinstance(o.sample, (str, Path)):
@@ -140,7 +141,7 @@ def _specs_and_data(est, o: ConvertSklearnOptions, notes: list) -> tuple[list[Te
 
 
 def _csv_specs(est, sample, ftype: str) -> tuple[list[TensorSpec], dict]:
-    from onnxforge.data.specs import read_csv
+    from onnxforge.data.samples import read_csv
 
     cols = read_csv(sample)
     expected = list(getattr(est, "feature_names_in_", []))
@@ -221,7 +222,7 @@ def convert_sklearn(source: Any, output: str | Path, options: ConvertSklearnOpti
     from onnxforge.core.fileio import check_output_path, scratch_dir
     from onnxforge.core.options import resolve
     from onnxforge.backends.sklearn.sources import load_sklearn
-    from onnxforge.data.specs import generate_inputs
+    from onnxforge.data.generate import generate_inputs
 
     require("skl2onnx", "sklearn")
     o = resolve(ConvertSklearnOptions, options, {k: v for k, v in kwargs.items() if k != "sample"})

@@ -72,7 +72,9 @@ def _tensors_by_name(arrays: Mapping[str, Any], loaded, input_names) -> Example:
 
 
 def _example(loaded, o: ConvertTorchOptions, dyn: dict) -> Example:
-    from onnxforge.data.specs import generate_inputs, load_samples, parse_spec
+    from onnxforge.data.specs import parse_spec
+    from onnxforge.data.generate import generate_inputs
+    from onnxforge.data.samples import load_samples
 
     if o.example_inputs is not None:
         return _tensors_by_name(load_samples(o.example_inputs)[0], loaded, o.input_names)
@@ -248,7 +250,8 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
 
 def _example_data(loaded, o: ConvertTorchOptions) -> dict:
     """Where the example inputs came from, as every check states it (ParityReport.data)."""
-    from onnxforge.data.specs import describe_generated, parse_spec
+    from onnxforge.data.specs import parse_spec
+    from onnxforge.data.generate import describe_generated
 
     if o.example_inputs is not None:
         return {"source": "given", "how": f"example inputs {o.example_inputs}"}
@@ -500,7 +503,7 @@ def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, s
 
     from onnxforge.backends.onnx.runner import onnx_runner
     from onnxforge.backends.torch.runner import contiguous, to_numpy, torch_runner
-    from onnxforge.data.specs import looks_like_mask, padding_mask
+    from onnxforge.data.generate import looks_like_mask, padding_mask
 
     ref = reference() if reference else torch_runner(module, out_names, keyword=keyword)
     cand = onnx_runner(model_path, "cpu", label="onnx")

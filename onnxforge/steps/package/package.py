@@ -313,7 +313,8 @@ def _model_name(name: str | None, src: _Source) -> str:
 
 
 def _golden_inputs(src: _Source, specs, inputs, seed, dims, val_ranges=None) -> tuple[list[dict], str, list[str]]:
-    from onnxforge.data.specs import check_sample_fits, generate_inputs, load_samples
+    from onnxforge.data.generate import generate_inputs
+    from onnxforge.data.samples import check_sample_fits, load_samples
 
     notes: list[str] = []
     names = [s.name for s in specs]
@@ -358,7 +359,7 @@ def _save_arrays(path: Path, samples: Sequence[Mapping]) -> None:
     """save_samples with strings as numpy unicode (np.load refuses pickled objects)."""
     import numpy as np
 
-    from onnxforge.data.specs import save_samples
+    from onnxforge.data.samples import save_samples
 
     save_samples(path, [{k: (np.asarray(v, dtype=str) if np.asarray(v).dtype.kind == "O" else v)
                          for k, v in s.items()} for s in samples])
@@ -366,7 +367,7 @@ def _save_arrays(path: Path, samples: Sequence[Mapping]) -> None:
 
 def load_package(model_dir: str | os.PathLike) -> tuple[dict, list[dict], list[dict]]:
     """package.json, the inputs and the golden outputs of a packaged model folder."""
-    from onnxforge.data.specs import load_samples
+    from onnxforge.data.samples import load_samples
 
     extra = Path(model_dir) / EXTRA_DIR
     if not (extra / "package.json").is_file():

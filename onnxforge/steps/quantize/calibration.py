@@ -30,7 +30,7 @@ def iter_samples(data: str | Path, specs: Sequence[TensorSpec], *, samples: int 
     model's inputs (names, dtype, rank, fixed dims) and for NaN/Inf before it is used."""
     import numpy as np
 
-    from onnxforge.data.specs import generate_inputs
+    from onnxforge.data.generate import generate_inputs
 
     names = [s.name for s in specs]
     if str(data) == "random":
@@ -81,7 +81,7 @@ def iter_samples(data: str | Path, specs: Sequence[TensorSpec], *, samples: int 
                 yield {k: arrays[k][i:i + 1] if batch_rows else arrays[k][i] for k in names}
 
         return n, _checked(gen(), specs, str(p))
-    from onnxforge.data.specs import load_samples
+    from onnxforge.data.samples import load_samples
 
     dirs = sorted([d for d in p.iterdir() if d.is_dir()], key=lambda d: (len(d.name), d.name))
     if dirs:
@@ -115,7 +115,7 @@ def _take(available: int, wanted: int | None, where) -> int:
 def _checked(it: Iterator[dict], specs, where) -> Iterator[dict]:
     import numpy as np
 
-    from onnxforge.data.specs import check_sample_fits
+    from onnxforge.data.samples import check_sample_fits
 
     for i, sample in enumerate(it):
         check_sample_fits(sample, specs, source=f"calibration sample {i} of {where}")

@@ -566,7 +566,7 @@ def rank_sensitive_nodes(fp32_path, q_path, specs, dims, seed, val_ranges=None, 
     both QDQ and dynamic models, matched by tensor name)."""
     import numpy as np
 
-    from onnxforge.data.specs import generate_inputs
+    from onnxforge.data.generate import generate_inputs
     from onnxforge.checks.localize import shared_intermediates
 
     fm, shared, a, b = shared_intermediates(fp32_path, q_path,

@@ -299,7 +299,8 @@ def _check_samples(src, alt: Candidate | None, dims, inputs, samples, seed, mask
     samples for every input the attention rewrite reads as a mask."""
     from onnxforge.steps.quantize.attention import padded_mask_inputs
     from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges
-    from onnxforge.data.specs import generate_inputs, load_samples
+    from onnxforge.data.generate import generate_inputs
+    from onnxforge.data.samples import load_samples
 
     specs, ranges = inputs_and_ranges(src)
     norms = None if inputs else input_norms_of(src)
