@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 # The extras of pyproject.toml: what each brings and what is off without it
-# (tests/test_doctor.py checks this table against pyproject.toml).
+# (tests/backends/test_doctor.py checks this table against pyproject.toml).
 EXTRAS = {
     "torch": (("torch", "onnxscript"), "convert torch; torch, .pt2 and Hugging Face sources in validate and release"),
     "sklearn": (("scikit-learn", "skl2onnx", "skops", "pandas"),

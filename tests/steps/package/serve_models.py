@@ -12,7 +12,7 @@ SERVE_MISSING = [m for m in ("mlserver", "mlflow", "tritonclient", "sqlalchemy")
 # find_spec does not import: this process must never import mlserver (see onnxforge/steps/serve_check/check.py)
 requires_serve = pytest.mark.skipif(bool(SERVE_MISSING), reason=f"serve extra not installed: {SERVE_MISSING}")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SK_EXAMPLE = ROOT / "fixtures" / "example-sklearn"
 
 
