@@ -1,7 +1,7 @@
 """JSON Schemas of the files onnxforge reads and writes, generated from the declarations
 that read and write them, so they cannot drift:
 
-- ``release`` (release.toml): the step registry's options in the tables they live in,
+- ``release`` (release.toml): the steps' options in the tables they live in,
   the gates and the package/serve_check sections (pipeline/config.py reads them through
   the same dataclasses, with pydantic);
 - ``zoo`` (zoo.toml): zoo/config.py's ZooSection and Target;

@@ -104,7 +104,7 @@ def several_values_flags() -> dict:
     """Flags of the hand-written commands (validate, benchmark) that take several values
     after one flag, as Polygraphy and onnxsim write them (``--atol 1e-5 out0:1e-4``),
     with the test a following token must pass to be one more value. The step commands
-    declare theirs in the registry (Opt.several)."""
+    declare theirs in their options classes (Opt.several)."""
 
     def tolerance(text: str) -> bool:  # specs is imported only when one of these flags is on the line
         from onnxforge.data.specs import is_per_output_value

@@ -1,4 +1,4 @@
-"""CLI commands generated from the step registry: each option field of a step becomes
+"""CLI commands generated from the step declarations (steps/<step>/): each option field of a step becomes
 a flag (its type, help, default and metavar from the declaration), values pass
 through the same validation as a release TOML, and ``--print-step`` prints the
 release config entry the command corresponds to."""
@@ -192,3 +192,12 @@ def step_command(name: str):
     command.__doc__ = step.summary
     command.__name__ = name.replace(".", "_").replace("-", "_")
     return command
+
+
+def mount_steps(app: typer.Typer, group: str) -> None:
+    """One subcommand per declared step named GROUP.MODE (``quantize.static`` ->
+    ``onnxforge quantize static``): a new mode or framework needs no edit here."""
+    for name in STEPS:
+        head, _, leaf = name.partition(".")
+        if head == group and leaf:
+            app.command(leaf)(step_command(name))

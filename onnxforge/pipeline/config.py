@@ -1,6 +1,6 @@
 """The release config (release.toml), checked completely before any work starts.
 
-The schema is derived from the step registry: a ``[[steps]]`` table takes the step's
+The schema is derived from the step declarations (steps/): a ``[[steps]]`` table takes the step's
 options whose TOML key lies in its own table, ``[model]`` the convert options that
 live there (``model.inputs``, ``model.weights`` ...), ``[data]`` the data options
 (``data.calibration``). The gates are declared below the same way. Every value is

@@ -7,7 +7,7 @@ interrupted — every release is read back from its folder (merge.py) and the co
 verdict is written (report.py): on every exit, like a release's own reports.
 
 Timing is exclusive: workers name a lock file in ONNXFORGE_BENCH_LOCK, and every
-benchmark's timing phase holds it (validators/benchmark.py), so on one machine only
+benchmark's timing phase holds it (checks/benchmark.py), so on one machine only
 one timing runs at a time while other releases convert and quantize.
 
 Infrastructure failures — the process running a release died (killed, out of memory,

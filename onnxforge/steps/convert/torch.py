@@ -2,7 +2,7 @@
 
 Export: the dynamo exporter (torch.export based) by default; ``exporter="auto"``
 falls back to the TorchScript exporter when dynamo fails, and says so. Outputs are
-named as runners/torch.py flattens them (``output``, dict keys, ``output_0`` ...).
+named as backends/torch/runner.py flattens them (``output``, dict keys, ``output_0`` ...).
 A .pt2 saved from keyword arguments keeps them: its inputs are the keyword names,
 and ``--inputs`` / ``--input`` feed them by name.
 """
@@ -25,7 +25,7 @@ log = logging.getLogger("onnxforge")
 
 EXAMPLE_DIM = 2  # torch.export specializes dims of size 0 and 1, so examples use 2
 SECOND_DIM = 3
-BATCH, SEQUENCE = "batch", "sequence"  # as runners/hf.py names a Hugging Face model's dims
+BATCH, SEQUENCE = "batch", "sequence"  # as backends/torch/hf.py names a Hugging Face model's dims
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def _check_dynamic(dyn: dict, ex: Example) -> None:
 def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict, dict]:
     """(the loaded source, its dynamic axes, its input value ranges, its input norms). A
     Hugging Face folder or hf:ID brings its own inputs, axes, ranges and norms (its
-    image processor's; runners/hf.py); --dynamic, --val-range and --input-norm override
+    image processor's; backends/torch/hf.py); --dynamic, --val-range and --input-norm override
     them name by name."""
     from onnxforge.backends.torch.hf import hf_input_norms, hf_val_ranges, is_hf_source, load_hf
     from onnxforge.backends.torch.sources import LoadedTorch, load_torch

@@ -4,7 +4,7 @@ Targets
 -------
 - ``mlserver``: ``OUT/model-settings.json`` (implementation
   ``onnxforge_runtime.OnnxRuntimeModel``), ``OUT/onnxforge_runtime.py`` (a byte copy of
-  serving/mlserver_runtime.py: it imports only mlserver, onnxruntime and numpy),
+  mlserver_runtime.py: it imports only mlserver, onnxruntime and numpy),
   ``OUT/settings.json`` (server settings without ports), ``OUT/model.onnx``,
   ``OUT/requirements.txt`` (mlserver, onnxruntime and numpy pinned to the versions
   installed here, the ones the golden outputs came from; no onnxforge). Serve it with

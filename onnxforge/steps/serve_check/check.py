@@ -28,7 +28,7 @@ of MLServer's own (``mlserver.*``, ``mlserver_*``), settings.json may hold only 
 in SERVER_KEYS, and the folder (and each folder holding a model-settings.json, which
 MLServer also puts on ``sys.path``) may hold no importable module, except the runtime the
 package ships: ``onnxforge_runtime.py``, accepted only when its sha256 is that of this
-onnxforge's serving/mlserver_runtime.py (an edited copy is code of the folder's own). The
+onnxforge's steps/package/mlserver_runtime.py (an edited copy is code of the folder's own). The
 server runs with PYTHONPYCACHEPREFIX in serve-check's own scratch folder, so a
 ``__pycache__`` in the folder (a forged .pyc Python would run instead of the checked .py,
 or the harmless one `mlserver start` leaves) is never read, and nothing is written into

@@ -171,7 +171,7 @@ def _plan(o: SimplifyOptions, pin: Mapping[str, list]) -> list[tuple[str, Callab
     if o.onnxsim:
         plan.append(("onnxsim", lambda s, d: run_onnxsim(s, d, skip=o.skip, shapes=pin,
                                                          max_constant_size=o.max_constant_size)))
-        plan.append(("cleanup", run_cleanup))  # optimizers/cleanup.py
+        plan.append(("cleanup", run_cleanup))  # cleanup.py
     if o.ort_level:
         plan.append((f"ort:{o.ort_level}", lambda s, d: run_ort(s, d, level=o.ort_level)))
     return plan
