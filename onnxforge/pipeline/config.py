@@ -24,7 +24,8 @@ from onnxforge.core.options import alias_keys, validate_options
 from onnxforge.steps import RUN_NAMES, STEPS, step_for
 from onnxforge.steps.base import StepDef
 
-FRAMEWORKS = ("torch", "sklearn", "onnx")
+# every framework with a convert step (steps/convert/step.py), and onnx, which needs none
+FRAMEWORKS = (*(name.partition(".")[2] for name in STEPS if name.startswith("convert.")), "onnx")
 SECTIONS = ("model", "data", "steps", "gates", "package", "serve_check")
 
 
