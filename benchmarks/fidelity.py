@@ -45,8 +45,8 @@ def main() -> None:
     from onnxforge.core.fileio import load_onnx
     from onnxforge.backends.onnx.runtime import create_session
     from onnxforge.core.system import cpu_quota
-    from onnxforge.data.specs import model_io_specs
     from onnxforge.data.generate import generate_inputs
+    from onnxforge.data.specs import model_io_specs
     from onnxforge.checks.benchmark import benchmark
 
     tmp = Path(tempfile.mkdtemp())

@@ -98,8 +98,8 @@ def transformer_case(label: str, factory: str, d: Path, seconds: float, wait: bo
     from onnxforge.core.fileio import load_onnx
     from onnxforge.steps.quantize.attention import padded_mask_inputs
     from onnxforge.steps.simplify.simplify import run_transformer
-    from onnxforge.data.specs import model_io_specs
     from onnxforge.data.generate import generate_inputs
+    from onnxforge.data.specs import model_io_specs
 
     fp32 = d / f"{factory}.onnx"
     onnxforge.convert_torch(f"{MODELS}:{factory}", fp32, inputs=BERT_INPUTS, val_ranges=BERT_RANGES, force=True)

@@ -65,9 +65,9 @@ class _Row:
 
 
 def _feeds_for(specs, *, batch, dims, shapes, inputs, seed, val_ranges):
-    from onnxforge.data.specs import check_dims
     from onnxforge.data.generate import generate_inputs
     from onnxforge.data.samples import check_sample_fits, load_samples
+    from onnxforge.data.specs import check_dims
     from onnxforge.core.types import TensorSpec
 
     check_dims(dims, specs)

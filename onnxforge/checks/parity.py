@@ -238,8 +238,8 @@ def validate(
     """Run both sides on the same inputs and compare. ``criteria`` go to compare():
     check_stat, min_cosine, min_agreement, task, top_k. ``data`` says where
     ``input_samples`` came from ({"source": ..., "how": ...}; default: given)."""
-    from onnxforge.data.specs import check_dims
     from onnxforge.data.samples import check_sample_fits, save_samples
+    from onnxforge.data.specs import check_dims
 
     ref = _open(reference, ref_provider, threads, source_options)
     cand = _open(candidate, provider, threads, source_options)

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from onnxforge.core.errors import BadInputError, UsageError
-from onnxforge.data.specs import parse_dims, parse_dynamic, parse_spec, parse_val_ranges, resolve_shape
 from onnxforge.data.generate import generate_inputs
 from onnxforge.data.samples import check_sample_fits, load_samples, save_samples
+from onnxforge.data.specs import parse_dims, parse_dynamic, parse_spec, parse_val_ranges, resolve_shape
 from onnxforge.core.types import TensorSpec
 
 

@@ -117,8 +117,8 @@ def _specs_and_data(est, o: ConvertSklearnOptions, notes: list) -> tuple[list[Te
     estimator sees the data as given, the ONNX model the data cast to its input type."""
     import numpy as np
 
-    from onnxforge.data.specs import parse_spec
     from onnxforge.data.samples import load_samples
+    from onnxforge.data.specs import parse_spec
 
     ftype = "float64" if o.double else "float32"
     if o.sample is not None and not isinstance(o.sample, (str, Path)):

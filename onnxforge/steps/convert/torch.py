@@ -72,9 +72,9 @@ def _tensors_by_name(arrays: Mapping[str, Any], loaded, input_names) -> Example:
 
 
 def _example(loaded, o: ConvertTorchOptions, dyn: dict) -> Example:
-    from onnxforge.data.specs import parse_spec
     from onnxforge.data.generate import generate_inputs
     from onnxforge.data.samples import load_samples
+    from onnxforge.data.specs import parse_spec
 
     if o.example_inputs is not None:
         return _tensors_by_name(load_samples(o.example_inputs)[0], loaded, o.input_names)
@@ -250,8 +250,8 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
 
 def _example_data(loaded, o: ConvertTorchOptions) -> dict:
     """Where the example inputs came from, as every check states it (ParityReport.data)."""
-    from onnxforge.data.specs import parse_spec
     from onnxforge.data.generate import describe_generated
+    from onnxforge.data.specs import parse_spec
 
     if o.example_inputs is not None:
         return {"source": "given", "how": f"example inputs {o.example_inputs}"}

@@ -135,8 +135,8 @@ def check_padded(ref: Path, cand: Path, mask_inputs, tolerance, *, seed: int = 0
     random inputs; else what differed."""
     from onnxforge.backends.onnx.runner import onnx_runner as onnx_side
     from onnxforge.backends.onnx.runner import recorded_val_ranges
-    from onnxforge.data.specs import model_io_specs
     from onnxforge.data.generate import generate_inputs
+    from onnxforge.data.specs import model_io_specs
     from onnxforge.checks.parity import validate
 
     graph = _graph(ref)
@@ -460,8 +460,8 @@ def padded_mask_inputs(specs, mask_inputs, *, dims: dict, seed: int = 0, val_ran
     seeded random as usual. This is the check ORT's silent mask drop cannot pass."""
     import numpy as np
 
-    from onnxforge.data.specs import resolve_shape
     from onnxforge.data.generate import generate_inputs, padding_mask
+    from onnxforge.data.specs import resolve_shape
 
     out = []
     for k, kind in enumerate(("right-padded", "holes")):
