@@ -79,6 +79,6 @@ def wait_quiet(threshold: float = 0.10, window: float = 5.0, max_wait: float = 9
 def paired_ratio(ref_ms, other_ms, seed: int = 0) -> tuple[float, float, float]:
     """Median over rounds of ref/other with its bootstrap 95% interval (rows interleaved,
     so both saw the same load in a round): the recipe chooser's own statistic."""
-    from onnxforge.optimizers.recipes import paired_speedup
+    from onnxforge.steps.quantize.recipes import paired_speedup
 
     return paired_speedup(ref_ms, other_ms, seed)

@@ -42,11 +42,12 @@ def main() -> None:
     a = ap.parse_args()
 
     from fixtures.make_fixtures import onnx_chain, onnx_tiny
-    from onnxforge.fileio import load_onnx
-    from onnxforge.runtime import create_session
-    from onnxforge.system import cpu_quota
-    from onnxforge.specs import generate_inputs, model_io_specs
-    from onnxforge.validators.benchmark import benchmark
+    from onnxforge.core.fileio import load_onnx
+    from onnxforge.backends.onnx.runtime import create_session
+    from onnxforge.core.system import cpu_quota
+    from onnxforge.data.generate import generate_inputs
+    from onnxforge.data.specs import model_io_specs
+    from onnxforge.checks.benchmark import benchmark
 
     tmp = Path(tempfile.mkdtemp())
     cases = [

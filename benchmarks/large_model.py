@@ -99,7 +99,7 @@ def run_step(name: str, args: list[str], work: Path) -> dict:
 
 
 def weight_bytes(model: Path) -> int:
-    from onnxforge.inspection import inspect_model
+    from onnxforge.backends.onnx.inspection import inspect_model
 
     return inspect_model(model).parameter_bytes
 

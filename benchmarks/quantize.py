@@ -78,7 +78,7 @@ def _accuracy(ref, variants: dict, samples) -> dict:
 
 
 def _time(variants: dict, seconds: float, wait: bool, **kw) -> tuple[dict, dict]:
-    from onnxforge.validators.benchmark import benchmark
+    from onnxforge.checks.benchmark import benchmark
 
     quiet = wait_quiet() if wait else {"waited_s": 0, "loadavg": open("/proc/loadavg").read().split()[:3]}
     with ForeignCpu() as f:
@@ -95,10 +95,11 @@ def transformer_case(label: str, factory: str, d: Path, seconds: float, wait: bo
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     import onnxforge
-    from onnxforge.fileio import load_onnx
-    from onnxforge.optimizers.attention import padded_mask_inputs
-    from onnxforge.optimizers.simplify import run_transformer
-    from onnxforge.specs import generate_inputs, model_io_specs
+    from onnxforge.core.fileio import load_onnx
+    from onnxforge.steps.quantize.attention import padded_mask_inputs
+    from onnxforge.steps.simplify.simplify import run_transformer
+    from onnxforge.data.generate import generate_inputs
+    from onnxforge.data.specs import model_io_specs
 
     fp32 = d / f"{factory}.onnx"
     onnxforge.convert_torch(f"{MODELS}:{factory}", fp32, inputs=BERT_INPUTS, val_ranges=BERT_RANGES, force=True)
@@ -175,7 +176,7 @@ def cnn_case(d: Path, seconds: float, wait: bool) -> dict:
     code = (
         "import sys, json; sys.path.insert(0, %r)\n"
         "import onnxforge\n"
-        "from onnxforge.system import proc_kib\n"
+        "from onnxforge.core.system import proc_kib\n"
         "import onnxruntime.quantization\n"
         "base = proc_kib('/proc/self/status', 'VmRSS')\n"
         "onnxforge.quantize(%r, %r, mode='static', calibration=%r, force=True, bench_seconds=0.5)\n"

@@ -86,7 +86,7 @@ def size_model(tmp: Path, target_ms: float, threads: int, batch: int) -> tuple[P
     """Layers so that one run takes about target_ms (measured with one layer first)."""
     import numpy as np
 
-    from onnxforge.serving.check import in_process_latency
+    from onnxforge.steps.serve_check.check import in_process_latency
 
     feeds = {"x": np.random.default_rng(1).random((batch, 512), dtype=np.float32)}
     one = in_process_latency(mlp(tmp / "one.onnx", 1, batch=batch), feeds, threads=threads, seconds=1.0).p50
@@ -113,8 +113,8 @@ def main() -> None:
 
     import numpy as np
 
-    from onnxforge.serving import package
-    from onnxforge.serving.check import in_process_latency, mlserver_process, run_load
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.serve_check.check import in_process_latency, mlserver_process, run_load
 
     print(wait_quiet(args.max_load, args.max_wait))
     levels = [int(c) for c in args.concurrency.split(",")]

@@ -54,7 +54,7 @@ def main() -> None:
     import onnxsim
 
     import onnxforge
-    from onnxforge.validators.benchmark import benchmark
+    from onnxforge.checks.benchmark import benchmark
 
     try:
         import onnxslim

@@ -25,9 +25,9 @@ def main() -> None:
     import numpy as np
 
     from fixtures.make_fixtures import onnx_chain
-    from onnxforge.types import Tolerance
-    from onnxforge.validators.compare import compare
-    from onnxforge.validators.parity import validate
+    from onnxforge.core.types import Tolerance
+    from onnxforge.checks.compare import compare
+    from onnxforge.checks.parity import validate
 
     rng = np.random.default_rng(0)
     rows = []

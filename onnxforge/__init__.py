@@ -12,46 +12,46 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _API = {
-    "inspect": "onnxforge.inspection:inspect_model",
-    "validate": "onnxforge.validators.parity:validate",
-    "compare": "onnxforge.validators.compare:compare",
-    "open_runner": "onnxforge.runners:open_runner",
-    "convert_torch": "onnxforge.converters.torch:convert_torch",
-    "convert_sklearn": "onnxforge.converters.sklearn:convert_sklearn",
-    "benchmark": "onnxforge.validators.benchmark:benchmark",
-    "simplify": "onnxforge.optimizers.simplify:simplify",
-    "quantize_fp16": "onnxforge.optimizers.fp16:quantize_fp16",
-    "quantize": "onnxforge.optimizers.quantize:quantize",
-    "quantize_dynamic": "onnxforge.optimizers.quantize:quantize_dynamic",
-    "quantize_static": "onnxforge.optimizers.quantize:quantize_static",
-    "surgeon": "onnxforge.optimizers.surgeon:surgeon",
+    "inspect": "onnxforge.backends.onnx.inspection:inspect_model",
+    "validate": "onnxforge.checks.parity:validate",
+    "compare": "onnxforge.checks.compare:compare",
+    "open_runner": "onnxforge.backends:open_runner",
+    "convert_torch": "onnxforge.steps.convert.torch:convert_torch",
+    "convert_sklearn": "onnxforge.steps.convert.sklearn:convert_sklearn",
+    "benchmark": "onnxforge.checks.benchmark:benchmark",
+    "simplify": "onnxforge.steps.simplify.simplify:simplify",
+    "quantize_fp16": "onnxforge.steps.quantize.fp16:quantize_fp16",
+    "quantize": "onnxforge.steps.quantize.quantize:quantize",
+    "quantize_dynamic": "onnxforge.steps.quantize.quantize:quantize_dynamic",
+    "quantize_static": "onnxforge.steps.quantize.quantize:quantize_static",
+    "surgeon": "onnxforge.steps.surgeon.surgeon:surgeon",
     "release": "onnxforge.pipeline.run:release",
-    "doctor": "onnxforge.environment:doctor",
-    "package": "onnxforge.serving.package:package",
-    "serve_check": "onnxforge.serving.check:serve_check",
+    "doctor": "onnxforge.backends.environment:doctor",
+    "package": "onnxforge.steps.package.package:package",
+    "serve_check": "onnxforge.steps.serve_check.check:serve_check",
     "run_zoo": "onnxforge.zoo.run:run_zoo",
     "ZooRun": "onnxforge.zoo.run:ZooRun",
 }
 
 if TYPE_CHECKING:  # what type checkers see (`X as X`: re-exported under mypy --strict); at run time
     # __getattr__ imports each on first use
-    from onnxforge.converters.sklearn import convert_sklearn as convert_sklearn
-    from onnxforge.converters.torch import convert_torch as convert_torch
-    from onnxforge.environment import doctor as doctor
-    from onnxforge.inspection import inspect_model as inspect
-    from onnxforge.optimizers.fp16 import quantize_fp16 as quantize_fp16
-    from onnxforge.optimizers.quantize import quantize as quantize
-    from onnxforge.optimizers.quantize import quantize_dynamic as quantize_dynamic
-    from onnxforge.optimizers.quantize import quantize_static as quantize_static
-    from onnxforge.optimizers.simplify import simplify as simplify
-    from onnxforge.optimizers.surgeon import surgeon as surgeon
+    from onnxforge.steps.convert.sklearn import convert_sklearn as convert_sklearn
+    from onnxforge.steps.convert.torch import convert_torch as convert_torch
+    from onnxforge.backends.environment import doctor as doctor
+    from onnxforge.backends.onnx.inspection import inspect_model as inspect
+    from onnxforge.steps.quantize.fp16 import quantize_fp16 as quantize_fp16
+    from onnxforge.steps.quantize.quantize import quantize as quantize
+    from onnxforge.steps.quantize.quantize import quantize_dynamic as quantize_dynamic
+    from onnxforge.steps.quantize.quantize import quantize_static as quantize_static
+    from onnxforge.steps.simplify.simplify import simplify as simplify
+    from onnxforge.steps.surgeon.surgeon import surgeon as surgeon
     from onnxforge.pipeline.run import release as release
-    from onnxforge.runners import open_runner as open_runner
-    from onnxforge.serving.check import serve_check as serve_check
-    from onnxforge.serving.package import package as package
-    from onnxforge.validators.benchmark import benchmark as benchmark
-    from onnxforge.validators.compare import compare as compare
-    from onnxforge.validators.parity import validate as validate
+    from onnxforge.backends import open_runner as open_runner
+    from onnxforge.steps.serve_check.check import serve_check as serve_check
+    from onnxforge.steps.package.package import package as package
+    from onnxforge.checks.benchmark import benchmark as benchmark
+    from onnxforge.checks.compare import compare as compare
+    from onnxforge.checks.parity import validate as validate
     from onnxforge.zoo.run import ZooRun as ZooRun
     from onnxforge.zoo.run import run_zoo as run_zoo
 

@@ -1,7 +1,7 @@
 """JSON Schemas of the files onnxforge reads and writes, generated from the declarations
 that read and write them, so they cannot drift:
 
-- ``release`` (release.toml): the step registry's options in the tables they live in,
+- ``release`` (release.toml): the steps' options in the tables they live in,
   the gates and the package/serve_check sections (pipeline/config.py reads them through
   the same dataclasses, with pydantic);
 - ``zoo`` (zoo.toml): zoo/config.py's ZooSection and Target;
@@ -57,7 +57,7 @@ def generate(name: str) -> dict:
 def _fields(cls, defs: dict, table: str = "") -> dict[str, dict]:
     """key -> schema of ``cls``'s fields that a TOML file sets in ``table`` ("" the
     section's own), aliases included; help as the description. TOML has no null."""
-    from onnxforge.options import _adapter, alias_keys, fields_of, toml_place
+    from onnxforge.core.options import _adapter, alias_keys, fields_of, toml_place
 
     schema = _adapter(cls).json_schema()
     defs.update(schema.get("$defs", {}))
@@ -93,7 +93,7 @@ def _table(props: dict, required: tuple[str, ...] = (), **extra) -> dict:
 def _model(defs: dict) -> dict:
     """[model]: source and framework, and the convert options placed there (per framework)."""
     from onnxforge.pipeline.config import FRAMEWORKS
-    from onnxforge.registry import STEPS
+    from onnxforge.steps import STEPS
 
     variants = []
     for fw in FRAMEWORKS:
@@ -111,7 +111,7 @@ def _model(defs: dict) -> dict:
 
 def _steps(defs: dict) -> dict:
     from onnxforge.pipeline.config import StepParity
-    from onnxforge.registry import STEPS
+    from onnxforge.steps import STEPS
 
     parity = _table(_fields(StepParity, defs), description="This step's own ledger criteria.")
     variants = [_table({**_fields(d.options, defs), "run": {"const": d.run}, "parity": parity}, ("run",),
@@ -121,7 +121,8 @@ def _steps(defs: dict) -> dict:
 
 def _release(defs: dict) -> dict:
     from onnxforge.pipeline.config import GATES, DataSection, PackageSection, ServeCheckSection
-    from onnxforge.registry import PackageOptions, ServeCheckOptions
+    from onnxforge.steps.package.options import PackageOptions
+    from onnxforge.steps.serve_check.options import ServeCheckOptions
 
     props = {
         "model": _model(defs),
@@ -175,7 +176,7 @@ def _as_written(s: Any) -> Any:
 
 
 def _release_report(defs: dict) -> dict:
-    from onnxforge.types import ReleaseReport
+    from onnxforge.core.types import ReleaseReport
 
     return _envelope(ReleaseReport, "release", defs, "onnxforge release report (report.json)")
 
@@ -187,7 +188,7 @@ def _zoo_report(defs: dict) -> dict:
 
 
 def write_all(folders: list[Path]) -> None:
-    from onnxforge.fileio import atomic_write_text
+    from onnxforge.core.fileio import atomic_write_text
 
     for name in NAMES:
         text = dumps(generate(name))

@@ -129,7 +129,7 @@ def _check_written_reports():
     code under test runs as it would."""
     import json
 
-    import onnxforge.fileio as fileio
+    import onnxforge.core.fileio as fileio
 
     write = fileio.atomic_write_text
 

@@ -1,6 +1,7 @@
 """The structure the code promises (docs/architecture.md), checked: the layer contract,
-no import cycles, small functions, step functions with few parameters, and a registry
-whose declarations are complete."""
+no import cycles, small functions, step functions with few parameters, step
+declarations that are complete, and steps and frameworks that are folders which
+register themselves."""
 
 import ast
 import inspect
@@ -13,8 +14,9 @@ PKG = ROOT / "onnxforge"
 
 
 def test_layer_contract_holds():
-    """import-linter's layers contract in pyproject.toml (cli > zoo > pipeline > converters,
-    optimizers, serving > validators > runners > core); the library never imports the CLI."""
+    """import-linter's contracts in pyproject.toml (cli > zoo > pipeline > steps > checks >
+    backends > report, data > core; the frameworks independent); the library never
+    imports the CLI."""
     r = subprocess.run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
                         "sys.exit(lint_imports_command())"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
@@ -64,17 +66,56 @@ def test_no_function_over_80_lines():
 
 
 def test_step_functions_take_their_options_as_one_object():
-    from onnxforge.registry import STEPS, function_of
+    from onnxforge.steps import STEPS, function_of
 
     for step in STEPS.values():
         params = inspect.signature(function_of(step)).parameters
         assert len(params) <= 4, (step.name, list(params))
 
 
-def test_registry_declarations_are_complete():
+def test_every_step_folder_is_registered_and_every_step_has_its_folder():
+    """A step is a folder, steps/<step>/: its code, options.py and step.py (its StepDefs),
+    collected by steps/__init__.py. A folder it does not collect would be a step no
+    command, release or schema knows; a step whose function or options live outside
+    its folder would be one a contributor cannot find."""
+    import importlib
+
+    from onnxforge import steps
+
+    folders = {p.name for p in (PKG / "steps").iterdir() if (p / "__init__.py").is_file()}
+    collected = {*steps.STEPS.values(), *steps.TOOLS.values()}
+    homes = {}
+    for d in collected:
+        folder = d.function.__module__.split(".")[2]
+        homes.setdefault(folder, set()).add(d)
+        assert d.function.__module__.startswith(f"onnxforge.steps.{folder}."), d.name
+        assert d.options.__module__ == f"onnxforge.steps.{folder}.options", (d.name, d.options.__module__)
+    assert set(homes) == folders, f"folders not collected: {folders - set(homes)}; steps without a folder: " \
+                                  f"{set(homes) - folders}"
+    for folder in folders:
+        declared = set(importlib.import_module(f"onnxforge.steps.{folder}.step").STEPS)
+        assert declared == homes[folder], folder
+
+
+def test_every_backend_folder_is_a_registered_framework():
+    """A framework is a folder, backends/<framework>/, whose package declares RUNNERS and
+    SUFFIXES; backends.frameworks() must import every such folder, and each runner it
+    registers must live in it."""
+    from onnxforge import backends
+
+    folders = {p.name for p in (PKG / "backends").iterdir() if (p / "__init__.py").is_file()}
+    registered = backends.frameworks()
+    assert set(registered) == folders
+    for name, fw in registered.items():
+        assert set(fw.SUFFIXES) <= set(fw.RUNNERS), name
+        for kind, make in fw.RUNNERS.items():
+            assert make.__module__.startswith(f"onnxforge.backends.{name}."), (name, kind, make.__module__)
+
+
+def test_step_declarations_are_complete():
     """Every option has help, unique CLI flags (aliases too), and an example that sets a non-default value."""
-    from onnxforge.options import fields_of, flag_of
-    from onnxforge.registry import STEPS
+    from onnxforge.core.options import fields_of, flag_of
+    from onnxforge.steps import STEPS
 
     for step in STEPS.values():
         flags = {}
@@ -97,5 +138,5 @@ def test_public_functions_are_not_shadowed_by_submodules():
     subs = {m.name for m in pkgutil.iter_modules(onnxforge.__path__)}
     assert not subs & set(onnxforge._API), subs & set(onnxforge._API)
     importlib.import_module("onnxforge.pipeline.run")
-    importlib.import_module("onnxforge.environment")
+    importlib.import_module("onnxforge.backends.environment")
     assert callable(onnxforge.release) and callable(onnxforge.doctor)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from onnxforge import report
-from onnxforge.errors import ExitCode, MissingDependencyError, UsageError
-from onnxforge.runtime import (
+from onnxforge.core.errors import ExitCode, MissingDependencyError, UsageError
+from onnxforge.backends.onnx.runtime import (
     cpu_quota,
     create_session,
     resolve_provider,
@@ -14,7 +14,7 @@ from onnxforge.runtime import (
     runtime_support,
     support_verdict,
 )
-from onnxforge.types import OutputDiff, ParityReport, TensorSpec
+from onnxforge.core.types import OutputDiff, ParityReport, TensorSpec
 
 
 def test_envelope_is_strict_json():
@@ -73,7 +73,7 @@ def test_cpu_quota_positive():
 
 
 def test_runtime_package_conflict_note():
-    from onnxforge.runtime import installed_runtime_packages, runtime_conflict_note
+    from onnxforge.backends.onnx.runtime import installed_runtime_packages, runtime_conflict_note
 
     assert "onnxruntime" in installed_runtime_packages() or any(
         p.startswith("onnxruntime-") for p in installed_runtime_packages())

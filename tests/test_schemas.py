@@ -96,7 +96,7 @@ def test_schemas_refuse_what_the_loaders_refuse():
 
 def test_report_schema_takes_non_finite_floats_as_written():
     from onnxforge.report import envelope
-    from onnxforge.types import ReleaseReport
+    from onnxforge.core.types import ReleaseReport
 
     rep = ReleaseReport(config={}, steps=(), ledger=(), benchmark=None, gates=(), passed=False, failure="x",
                         exit_code=1, outputs={}, inputs={}, environment={}, versions={}, seconds=float("nan"))

@@ -25,14 +25,14 @@ def test_mypy_strict_infers_the_result_types(tmp_path):
     assert r.returncode == 0 and "Success: no issues found" in r.stdout, r.stdout + r.stderr
     revealed = re.findall(r'Revealed type is "([^"]+)"', r.stdout)
     assert revealed == [
-        "onnxforge.types.StepResult",  # convert_torch
-        "onnxforge.types.StepResult",  # quantize_static
-        "onnxforge.types.SpeedCheck | None",  # q.speed (the README's example reads it)
-        "onnxforge.types.ParityReport",  # validate
-        "onnxforge.types.ReleaseReport",  # release of a dict
+        "onnxforge.core.types.StepResult",  # convert_torch
+        "onnxforge.core.types.StepResult",  # quantize_static
+        "onnxforge.core.types.SpeedCheck | None",  # q.speed (the README's example reads it)
+        "onnxforge.core.types.ParityReport",  # validate
+        "onnxforge.core.types.ReleaseReport",  # release of a dict
         "bool",  # release of a file, .passed
-        "onnxforge.serving.package.PackageResult",
-        "onnxforge.serving.check.ServeCheckReport",
+        "onnxforge.steps.package.package.PackageResult",
+        "onnxforge.steps.serve_check.check.ServeCheckReport",
         "onnxforge.zoo.merge.ZooReport",  # run_zoo
     ]
 
@@ -50,8 +50,8 @@ def test_import_stays_light():
 
 def test_top_level_exports():
     import onnxforge
-    from onnxforge.serving.check import serve_check
-    from onnxforge.serving.package import package
+    from onnxforge.steps.serve_check.check import serve_check
+    from onnxforge.steps.package.package import package
     from onnxforge.zoo.run import ZooRun, run_zoo
 
     assert (onnxforge.package, onnxforge.serve_check, onnxforge.run_zoo, onnxforge.ZooRun) == \

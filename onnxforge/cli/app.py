@@ -1,7 +1,7 @@
 """The Typer app. Commands live one per module; this file wires them and owns main().
 
 Commands are built on first use (``LazyGroup``): ``onnxforge --help`` lists them from
-the table below without importing the step registry or building ~150 options, which
+the table below without importing the step declarations or building ~150 options, which
 was most of its start-up; ``onnxforge simplify ...`` builds only ``simplify``.
 """
 
@@ -18,7 +18,7 @@ from onnxforge.cli.common import (STATE, exit_code_for, is_quiet_exit, is_stoppe
                                   setup_logging)
 
 # name -> (where the command comes from, its one-line help). "step:NAME" is a command
-# generated from the step registry (cli/stepcmd.py). The help here must match the
+# generated from the step declarations (steps/<step>/step.py, cli/stepcmd.py). The help here must match the
 # command's own (tests/cli/test_cli_foundation.py checks it).
 COMMANDS = {
     "inspect": ("onnxforge.cli.inspect:inspect_cmd", "Show a model's inputs, outputs, opsets, ops, parameters, "
@@ -52,7 +52,7 @@ COMMANDS = {
     "zoo": ("onnxforge.cli.zoo:app", "Release many models at once (locally in parallel, on Ray, or as a CI matrix), "
                                      "with one verdict."),
 }
-# Commands whose options come from the registry: their flags may take several values (Opt.several)
+# Commands whose options come from the step declarations: their flags may take several values (Opt.several)
 STEP_COMMANDS = ("convert", "simplify", "quantize", "package", "serve-check")
 
 
@@ -101,7 +101,7 @@ class LazyGroup(TyperGroup):
 
     def resolve_command(self, ctx, args):
         """Typer suggests from ``self.commands``, which fills lazily: suggest from the table."""
-        from onnxforge.errors import did_you_mean
+        from onnxforge.core.errors import did_you_mean
 
         try:
             return super().resolve_command(ctx, args)
@@ -174,7 +174,7 @@ def _several_values(args: list[str]) -> list[str]:
     from onnxforge.cli.common import several_values_flags
 
     flags = several_values_flags()
-    if any(a in STEP_COMMANDS for a in args):  # their flags are declared in the registry: import it only then
+    if any(a in STEP_COMMANDS for a in args):  # their flags are declared in steps/: import them only then
         from onnxforge.cli.stepcmd import several_values_flags as step_flags
 
         flags = {**step_flags(), **flags}
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     from onnxforge.cli.common import Terminated, write_error_report
-    from onnxforge.system import run_caches
+    from onnxforge.core.system import run_caches
 
     args = _several_values(_hoist(sys.argv[1:] if argv is None else list(argv)))
     debug = "--debug" in args
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         elif not is_quiet_exit(e):
             report_error(e, STATE.debug or debug)
     finally:
-        from onnxforge.progress import set_reporter
+        from onnxforge.core.progress import set_reporter
 
         set_reporter(None)  # the next run (or library call in this process) installs its own
         if previous is not None and not STATE.terminated:  # terminated: on_sigterm stays to absorb repeats
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         report = _report_path(args)
         if report and not STATE.report_written:
             write_error_report(report, exc or RuntimeError(f"exit {code}"), code)
-        from onnxforge.fileio import remove_created_dirs
+        from onnxforge.core.fileio import remove_created_dirs
 
         remove_created_dirs()
     sys.stdout.flush()

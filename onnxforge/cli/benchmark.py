@@ -8,8 +8,8 @@ from onnxforge.cli.common import (
     DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ShapeOpt, ValRangeOpt, check_outputs, emit, number,
     complete_choices, wants_json,
 )
-from onnxforge.options import LIMITS
-from onnxforge.runtime import PROVIDERS
+from onnxforge.core.options import LIMITS
+from onnxforge.backends.onnx.runtime import PROVIDERS
 
 
 def _parse_regression(text: str) -> float:
@@ -55,9 +55,9 @@ def benchmark_cmd(
     html: HtmlOpt = None,
 ) -> None:
     """Measure latency on ONNX Runtime providers (interleaved rows, confidence intervals, CI gates)."""
-    from onnxforge.progress import task
-    from onnxforge.specs import parse_dims, parse_key_values, parse_shape_text, parse_val_ranges
-    from onnxforge.validators.benchmark import benchmark
+    from onnxforge.core.progress import task
+    from onnxforge.data.specs import parse_dims, parse_key_values, parse_shape_text, parse_val_ranges
+    from onnxforge.checks.benchmark import benchmark
 
     as_json = wants_json(json_, fmt)
     check_outputs(force, (*models, inputs, baseline), report=report, html=html)

@@ -12,9 +12,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from onnxforge.errors import ExitCode, OnnxforgeError, Terminated, did_you_mean  # noqa: F401 - Terminated: the CLI's name for it
-from onnxforge.options import LIMITS
-from onnxforge.runtime import PROVIDERS
+from onnxforge.core.errors import ExitCode, OnnxforgeError, Terminated, did_you_mean  # noqa: F401 - Terminated: the CLI's name for it
+from onnxforge.core.options import LIMITS
+from onnxforge.backends.onnx.runtime import PROVIDERS
 
 log = logging.getLogger("onnxforge")
 
@@ -104,15 +104,15 @@ def several_values_flags() -> dict:
     """Flags of the hand-written commands (validate, benchmark) that take several values
     after one flag, as Polygraphy and onnxsim write them (``--atol 1e-5 out0:1e-4``),
     with the test a following token must pass to be one more value. The step commands
-    declare theirs in the registry (Opt.several)."""
+    declare theirs in their options classes (Opt.several)."""
 
     def tolerance(text: str) -> bool:  # specs is imported only when one of these flags is on the line
-        from onnxforge.specs import is_per_output_value
+        from onnxforge.data.specs import is_per_output_value
 
         return is_per_output_value(text)
 
     def shape(text: str) -> bool:
-        from onnxforge.specs import is_shape_value
+        from onnxforge.data.specs import is_shape_value
 
         return is_shape_value(text)
 
@@ -124,8 +124,8 @@ def check_outputs(force: bool, inputs, **outputs) -> None:
     """Before any work: every file the command will write (``--report`` ...) is not
     one of its inputs, not another of its outputs, and not an existing file unless
     ``--force``."""
-    from onnxforge.errors import UsageError
-    from onnxforge.fileio import check_output_path
+    from onnxforge.core.errors import UsageError
+    from onnxforge.core.fileio import check_output_path
 
     seen: dict = {}
     for name, path in outputs.items():
@@ -219,7 +219,7 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def setup_logging(verbosity: int, debug: bool = False) -> None:
-    from onnxforge.logs import TRACEBACKS, set_verbosity
+    from onnxforge.core.logs import TRACEBACKS, set_verbosity
 
     set_verbosity(verbosity)
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG

@@ -1,4 +1,4 @@
-"""`onnxforge doctor`: what onnxforge sees on this machine (onnxforge/environment.py)."""
+"""`onnxforge doctor`: what onnxforge sees on this machine (onnxforge/backends/environment.py)."""
 
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ def doctor_cmd(
 ) -> None:
     """Show versions, the onnxruntime build, which execution providers initialise, CPU and
     ISA, container limits, GPUs, and which extras are installed."""
-    from onnxforge.environment import doctor
-    from onnxforge.errors import MissingDependencyError
+    from onnxforge.backends.environment import doctor
+    from onnxforge.core.errors import MissingDependencyError
 
     as_json = wants_json(json_, fmt)
     check_outputs(force, (), report=report)
     res = doctor(require=tuple(require or ()))
     emit(res, as_json=as_json, report=report, passed=True)
     if not res.passed:  # the report is out; the exit code says what CI must know
-        from onnxforge.runtime import provider_hint, resolve_provider, runtime_conflict_note
+        from onnxforge.backends.onnx.runtime import provider_hint, resolve_provider, runtime_conflict_note
 
         wanted = {resolve_provider(r) for r in res.required}
         bad = next(c for c in res.providers if c.provider in wanted and not c.initialises)

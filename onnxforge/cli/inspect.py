@@ -17,7 +17,7 @@ def inspect_cmd(
 ) -> None:
     """Show a model's inputs, outputs, opsets, ops, parameters, external data, and whether
     the installed onnxruntime can run it."""
-    from onnxforge.inspection import inspect_model
+    from onnxforge.backends.onnx.inspection import inspect_model
 
     as_json = wants_json(json_, fmt)
     check_outputs(force, (model,), report=report)

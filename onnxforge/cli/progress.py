@@ -1,4 +1,4 @@
-"""The CLI's progress reporters (onnxforge.progress), on stderr:
+"""The CLI's progress reporters (onnxforge.core.progress), on stderr:
 
 - a terminal gets a live status (rich): one line per open task with its name, a bar
   where the total is known (calibration samples, benchmark seconds, release steps i/n)
@@ -123,7 +123,7 @@ def zoo_release_lines(prefix: str) -> PlainReporter:
 
 def install(verbosity: int) -> None:
     """The reporter for this run: live on a terminal, plain lines otherwise, none with -q."""
-    from onnxforge.progress import set_reporter
+    from onnxforge.core.progress import set_reporter
 
     if verbosity < 0:
         set_reporter(None)

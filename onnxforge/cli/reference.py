@@ -57,7 +57,7 @@ def cli_reference() -> str:
 
 
 def _default_text(f) -> str:
-    from onnxforge.options import default_of
+    from onnxforge.core.options import default_of
 
     d = default_of(f)
     if d in (None, (), {}, []):
@@ -70,7 +70,7 @@ def _default_text(f) -> str:
 def _rows(cls, table: str | None = None) -> list[str]:
     """One row per key of ``cls`` that a TOML sets in ``table`` ("" the step's own;
     None: every field, for the config's own sections)."""
-    from onnxforge.options import fields_of, toml_place, type_text
+    from onnxforge.core.options import fields_of, toml_place, type_text
 
     rows = []
     for f, o in fields_of(cls):
@@ -89,7 +89,7 @@ def _table(title: str, intro: str, rows: list[str], level: int = 2) -> list[str]
 
 def toml_reference() -> str:
     from onnxforge.pipeline.config import GATES, DataSection, PackageSection, ServeCheckSection, StepParity
-    from onnxforge.registry import STEPS, TOOLS
+    from onnxforge.steps import STEPS, TOOLS
 
     out = ["# release.toml reference", "",
            "Generated from the declarations the config loader validates with (`python -m "

@@ -15,9 +15,9 @@ def schema_cmd(
 ) -> None:
     """Print the JSON Schema of release.toml, zoo.toml, report.json or zoo-report.json
     (stdout holds only the schema)."""
-    from onnxforge.errors import UsageError
+    from onnxforge.core.errors import UsageError
     from onnxforge.jsonschemas import FOLDER, NAMES, file_name
-    from onnxforge.options import suggest
+    from onnxforge.core.options import suggest
 
     if name not in NAMES:
         close = suggest(name, NAMES)

@@ -1,4 +1,4 @@
-"""CLI commands generated from the step registry: each option field of a step becomes
+"""CLI commands generated from the step declarations (steps/<step>/): each option field of a step becomes
 a flag (its type, help, default and metavar from the declaration), values pass
 through the same validation as a release TOML, and ``--print-step`` prints the
 release config entry the command corresponds to."""
@@ -16,11 +16,12 @@ import typer
 
 from onnxforge.cli.common import (FormatOpt, complete_choices, JsonOpt, OutputOpt, PrintStepOpt, ReportOpt, check_outputs, emit,
                                   wants_json)
-from onnxforge.errors import UsageError
-from onnxforge.progress import task
-from onnxforge.options import (Opt, base_type, choices_of, default_of, fields_of, flag_of, non_defaults, toml_key,
+from onnxforge.core.errors import UsageError
+from onnxforge.core.progress import task
+from onnxforge.core.options import (Opt, base_type, choices_of, default_of, fields_of, flag_of, non_defaults, toml_key,
                                toml_place, toml_value, upper_bound, validate_options)
-from onnxforge.registry import STEPS, StepDef
+from onnxforge.steps import STEPS
+from onnxforge.steps.base import StepDef
 
 
 def _ordered(cls) -> list[tuple[dataclasses.Field, Opt]]:
@@ -82,7 +83,7 @@ def _param(cls, f, o) -> inspect.Parameter:
 def several_values_flags() -> dict[str, Any]:
     """Flags of the step commands that take several values after them (--atol 1e-5
     out0:1e-4), every spelling, with the test a following token must pass."""
-    from onnxforge.registry import TOOLS
+    from onnxforge.steps import TOOLS
 
     out = {}
     for step in (*STEPS.values(), *TOOLS.values()):
@@ -163,14 +164,14 @@ def _tail_params(step: StepDef) -> list[inspect.Parameter]:
 
 def step_command(name: str):
     """A Typer command function for a registered step (or tool: package, serve-check)."""
-    from onnxforge.registry import TOOLS
+    from onnxforge.steps import TOOLS
 
     step = STEPS[name] if name in STEPS else TOOLS[name]
     cls = step.options
     params = [*_fixed_params(step), *(_param(cls, f, o) for f, o in _ordered(cls)), *_tail_params(step)]
 
     def command(source: str, **kw) -> None:
-        from onnxforge.registry import function_of
+        from onnxforge.steps import function_of
 
         as_json = wants_json(kw.pop("json_"), kw.pop("fmt"))
         output, print_step, report = kw.pop("output", None), kw.pop("print_step", False), kw.pop("report")
@@ -191,3 +192,12 @@ def step_command(name: str):
     command.__doc__ = step.summary
     command.__name__ = name.replace(".", "_").replace("-", "_")
     return command
+
+
+def mount_steps(app: typer.Typer, group: str) -> None:
+    """One subcommand per declared step named GROUP.MODE (``quantize.static`` ->
+    ``onnxforge quantize static``): a new mode or framework needs no edit here."""
+    for name in STEPS:
+        head, _, leaf = name.partition(".")
+        if head == group and leaf:
+            app.command(leaf)(step_command(name))

@@ -35,9 +35,9 @@ def _names(values: list[str] | None) -> list[str]:
 
 def _run(operation: str, model: Path, output: Path, *, data, samples, seed, dim, atol, rtol, keep_failed, force,
          json_, fmt, report, **names) -> None:
-    from onnxforge.optimizers.surgeon import surgeon
-    from onnxforge.progress import task
-    from onnxforge.specs import parse_dims, parse_per_output
+    from onnxforge.steps.surgeon.surgeon import surgeon
+    from onnxforge.core.progress import task
+    from onnxforge.data.specs import parse_dims, parse_per_output
 
     as_json = wants_json(json_, fmt)
     check_outputs(force, (model, data), report=report)
@@ -98,7 +98,7 @@ def rename_cmd(
     fmt: FormatOpt = "table", report: ReportOpt = None,
 ) -> None:
     """Rename tensors; checked against the original's tensors under their old names."""
-    from onnxforge.specs import parse_key_values
+    from onnxforge.data.specs import parse_key_values
 
     _run("rename", model, output, data=data, samples=samples, seed=seed, dim=dim, atol=atol, rtol=rtol,
          keep_failed=keep_failed, force=force, json_=json_, fmt=fmt, report=report,

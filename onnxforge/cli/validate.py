@@ -9,8 +9,8 @@ from onnxforge.cli.common import (
     AtolOpt, DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, RtolOpt, SamplesOpt, SeedOpt,
     ThreadsOpt, TrustPickleOpt, ValRangeOpt, InputNormOpt, check_outputs, complete_choices, emit, number, wants_json,
 )
-from onnxforge.options import LIMITS
-from onnxforge.runtime import PROVIDERS
+from onnxforge.core.options import LIMITS
+from onnxforge.backends.onnx.runtime import PROVIDERS
 
 
 def validate_cmd(
@@ -47,10 +47,11 @@ def validate_cmd(
     html: HtmlOpt = None,
 ) -> None:
     """Compare two models' outputs on the same inputs; exit 1 when they differ past tolerance."""
-    from onnxforge.progress import task as progress
-    from onnxforge.specs import parse_dims, parse_input_norms, parse_key_values, parse_per_output, parse_val_ranges
-    from onnxforge.validators.compare import make_tolerance
-    from onnxforge.validators.parity import validate
+    from onnxforge.core.progress import task as progress
+    from onnxforge.data.specs import (parse_dims, parse_input_norms, parse_key_values, parse_per_output,
+                                      parse_val_ranges)
+    from onnxforge.checks.compare import make_tolerance
+    from onnxforge.checks.parity import validate
 
     as_json = wants_json(json_, fmt)
     check_outputs(force, (reference, candidate, inputs, weights), report=report, save_inputs=save_inputs,

@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 from onnxforge.cli.common import STATE, ForceOpt, FormatOpt, JsonOpt, ReportOpt, annotate, check_outputs, console
 from onnxforge.cli.common import complete_choices, is_stopped, wants_json
-from onnxforge.options import LIMITS
+from onnxforge.core.options import LIMITS
 
 
 class _RunByDefault(TyperGroup):
@@ -57,7 +57,7 @@ def zoo_run(
     """Run every release the zoo file lists, on each of its targets, into OUT/NAME[-TARGET]/,
     then write one verdict (zoo-report.json, zoo-report.md, junit.xml, report.html).
     Exit 0 only when every release passed, 1 when any did not."""
-    from onnxforge.errors import UsageError, did_you_mean
+    from onnxforge.core.errors import UsageError, did_you_mean
     from onnxforge.zoo.run import EXECUTORS, ZooRun, check_report, run_zoo, zoo_inputs
 
     as_json = wants_json(json_, fmt)
@@ -80,7 +80,7 @@ def zoo_run(
 
 
 def _print_matrix(zoo_file: Path, only, jobs) -> None:
-    from onnxforge.errors import UsageError
+    from onnxforge.core.errors import UsageError
     from onnxforge.zoo.config import load_zoo
     from onnxforge.zoo.matrix import matrix
 

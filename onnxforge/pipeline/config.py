@@ -1,6 +1,6 @@
 """The release config (release.toml), checked completely before any work starts.
 
-The schema is derived from the step registry: a ``[[steps]]`` table takes the step's
+The schema is derived from the step declarations (steps/): a ``[[steps]]`` table takes the step's
 options whose TOML key lies in its own table, ``[model]`` the convert options that
 live there (``model.inputs``, ``model.weights`` ...), ``[data]`` the data options
 (``data.calibration``). The gates are declared below the same way. Every value is
@@ -17,13 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
-from onnxforge.errors import BadInputError, UsageError
-from onnxforge.options import (Fraction, NonNegFloat, PosFloat, PosInt, Seconds, Threads, fields_of, option, suggest,
+from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.core.options import (Fraction, NonNegFloat, PosFloat, PosInt, Seconds, Threads, fields_of, option, suggest,
                                toml_place)
-from onnxforge.options import alias_keys, validate_options
-from onnxforge.registry import RUN_NAMES, STEPS, StepDef, step_for
+from onnxforge.core.options import alias_keys, validate_options
+from onnxforge.steps import RUN_NAMES, STEPS, step_for
+from onnxforge.steps.base import StepDef
 
-FRAMEWORKS = ("torch", "sklearn", "onnx")
+# every framework with a convert step (steps/convert/step.py), and onnx, which needs none
+FRAMEWORKS = (*(name.partition(".")[2] for name in STEPS if name.startswith("convert.")), "onnx")
 SECTIONS = ("model", "data", "steps", "gates", "package", "serve_check")
 
 
@@ -76,7 +78,7 @@ GATES = {"parity": ParityGate, "accuracy": AccuracyGate, "latency": LatencyGate}
 
 @dataclass(frozen=True)
 class PackageSection:
-    """[package]: targets, and the package options (registry.PackageOptions) they share."""
+    """[package]: targets, and the package options (steps/package/options.py's PackageOptions) they share."""
 
     targets: tuple[Literal["mlflow", "mlserver", "triton"], ...] = option(
         (), "Deployable folders to write into OUT_DIR/TARGET after the gates pass.")
@@ -84,7 +86,7 @@ class PackageSection:
 
 @dataclass(frozen=True)
 class ServeCheckSection:
-    """[serve_check]: a gate on the packaged model served by MLServer (registry.ServeCheckOptions)."""
+    """[serve_check]: a gate on the packaged model served by MLServer (steps/serve_check/options.py's ServeCheckOptions)."""
 
     target: Literal["mlserver", "mlflow"] = option("mlserver", "Which packaged folder to serve.")
 
@@ -140,8 +142,8 @@ def _resolve_paths(cls, values: dict, base: Path, where: str) -> dict:
 
 
 def _source(model: dict, base: Path) -> str:
-    from onnxforge.fileio import check_readable_file
-    from onnxforge.runners.sources import is_factory
+    from onnxforge.core.fileio import check_readable_file
+    from onnxforge.backends.base import is_factory
 
     src = model.get("source")
     if src is None:
@@ -210,7 +212,7 @@ def _step(i: int, table, framework: str, model: dict, data: dict, base: Path) ->
     if run in ("quantize.dynamic", "quantize.static"):
         from dataclasses import replace
 
-        from onnxforge.optimizers.quantize import refuse_generated_data
+        from onnxforge.steps.quantize.quantize import refuse_generated_data
 
         # the step checks on data.validation when there is one (pipeline/run.py)
         keys = {"inputs": '[data] validation = "val.npz"', "calibration": '[data] calibration = "calib.npz"',
@@ -267,7 +269,7 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | ConfigData,
     """Parse and validate a release.toml (see the module docstring), or the same tables
     given as data (a dict): its relative paths are then relative to ``base_dir``, by
     default the current directory."""
-    from onnxforge.fileio import load_toml
+    from onnxforge.core.fileio import load_toml
 
     if isinstance(config, Mapping):
         config = ConfigData.of(config, base_dir)
@@ -332,7 +334,8 @@ def _split(table: dict, cls, options_cls, where: str) -> tuple[dict, dict]:
 def _deploy(cfg: Mapping, base: Path) -> tuple[tuple, tuple | None]:
     """[package] and [serve_check], validated through the same declarations as the
     `package` and `serve-check` commands."""
-    from onnxforge.registry import PackageOptions, ServeCheckOptions
+    from onnxforge.steps.package.options import PackageOptions
+    from onnxforge.steps.serve_check.options import ServeCheckOptions
 
     packages: tuple = ()
     if "package" in cfg:
@@ -355,11 +358,11 @@ def _deploy(cfg: Mapping, base: Path) -> tuple[tuple, tuple | None]:
 def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
     """The symbolic dims the released model will have, when the config tells: an ONNX
     source's own, or the names in model.inputs and model.dynamic (None: unknown here)."""
-    from onnxforge.specs import parse_dynamic, parse_spec
+    from onnxforge.data.specs import parse_dynamic, parse_spec
 
     if framework == "onnx":
-        from onnxforge.fileio import load_onnx
-        from onnxforge.specs import model_io_specs
+        from onnxforge.core.fileio import load_onnx
+        from onnxforge.data.specs import model_io_specs
 
         specs, _ = model_io_specs(load_onnx(source, load_external_data=False))
         return sorted({d for s in specs for d in s.shape if isinstance(d, str)})
@@ -370,8 +373,8 @@ def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
     if names or model.get("inputs"):
         return sorted(names)
     if framework == "torch" and source.endswith(".pt2"):  # its own dims, named as convert names them
-        from onnxforge.converters.torch import role_names
-        from onnxforge.runners.sources import pt2_input_dims
+        from onnxforge.steps.convert.torch import role_names
+        from onnxforge.backends.torch.sources import pt2_input_dims
 
         dims = pt2_input_dims(Path(source))
         return None if dims is None else sorted(set(role_names(dims).values()))
@@ -406,14 +409,14 @@ def _gates(table, data: DataSection) -> dict:
                              hint='add [data] validation = "val.npz" holding the inputs and a "labels" array')
         _labels_present(data)
     if "latency" in out:
-        from onnxforge.runtime import resolve_provider
+        from onnxforge.backends.onnx.runtime import resolve_provider
 
         resolve_provider(out["latency"].provider)
     return out
 
 
 def _labels_present(data: DataSection) -> None:
-    from onnxforge.specs import read_npz
+    from onnxforge.data.samples import read_npz
 
     files = list(read_npz(data.validation, "data.validation"))
     if data.labels not in files:
@@ -428,7 +431,7 @@ def with_provider(cfg: ReleaseConfig, provider: str | None) -> ReleaseConfig:
     lat = cfg.gate("latency")
     if provider is None or lat is None or provider == lat.provider:
         return cfg
-    from onnxforge.runtime import resolve_provider
+    from onnxforge.backends.onnx.runtime import resolve_provider
 
     resolve_provider(provider)  # unknown or inactive: the same error as in the file
     gates = {**cfg.gates, "latency": dataclasses.replace(lat, provider=provider)}
@@ -439,7 +442,7 @@ def with_provider(cfg: ReleaseConfig, provider: str | None) -> ReleaseConfig:
 
 def plan(cfg: ReleaseConfig) -> dict:
     """What --dry-run prints: the resolved config, each step's full options."""
-    from onnxforge.options import non_defaults
+    from onnxforge.core.options import non_defaults
 
     return {"config": cfg.path, "model": dict(cfg.raw["model"]), "data": dataclasses.asdict(cfg.data),
             "steps": [{"run": s.run, "step": s.step.name, "options": non_defaults(s.options),

@@ -21,10 +21,10 @@ import json
 import os
 from pathlib import Path
 
-from onnxforge.errors import BadInputError
+from onnxforge.core.errors import BadInputError
 
 from onnxforge.pipeline.config import DICT_CONFIG, ConfigData, ReleaseConfig
-from onnxforge.types import ReleaseReport
+from onnxforge.core.types import ReleaseReport
 
 
 def versions() -> dict:
@@ -114,7 +114,7 @@ def check_inputs_kept(out: Path, inputs) -> None:
     """A release may be written into the folder that holds its inputs (the README's
     example does), but never over one: a source named model.onnx in OUT would be
     replaced by the released model, --force or not."""
-    from onnxforge.fileio import input_files, same_file
+    from onnxforge.core.fileio import input_files, same_file
 
     ins = input_files(*inputs)
     for name in KNOWN:
@@ -126,14 +126,14 @@ def check_inputs_kept(out: Path, inputs) -> None:
 
 @contextlib.contextmanager
 def stage_dir(out: Path):
-    from onnxforge.fileio import scratch_dir
+    from onnxforge.core.fileio import scratch_dir
 
     with scratch_dir(out.resolve()) as stage:  # beside OUT_DIR: moving in is a rename
         yield stage
 
 
 def swap_in(stage: Path, out: Path, *, keep_steps: bool, inputs) -> None:
-    from onnxforge.fileio import same_file, atomic_write_text, input_files, make_dirs
+    from onnxforge.core.fileio import same_file, atomic_write_text, input_files, make_dirs
 
     ins = input_files(*inputs)
     listed = previous_release(out) if out.is_dir() else None
@@ -192,7 +192,7 @@ def rebase(obj, old: Path, new: Path):
 def input_hashes(cfg: ReleaseConfig | None, config) -> dict:
     import hashlib
 
-    from onnxforge.fileio import sha256_file
+    from onnxforge.core.fileio import sha256_file
 
     if isinstance(config, ConfigData):  # no file: the hash of the data, as canonical JSON
         text = json.dumps(config.tables, sort_keys=True, default=str).encode()
@@ -220,8 +220,8 @@ def publish(final: Path, out: Path, cfg: ReleaseConfig, steps, inputs_sha, vers)
     renames: never a half-written model.onnx) and write its manifest."""
     import shutil
 
-    from onnxforge.fileio import atomic_write_text, external_data_files, load_onnx, publish_model, scratch_dir, sha256_file
-    from onnxforge.specs import model_io_specs
+    from onnxforge.core.fileio import atomic_write_text, external_data_files, load_onnx, publish_model, scratch_dir, sha256_file
+    from onnxforge.data.specs import model_io_specs
 
     target = out / "model.onnx"
     m = load_onnx(final, load_external_data=False)
@@ -245,7 +245,7 @@ def publish(final: Path, out: Path, cfg: ReleaseConfig, steps, inputs_sha, vers)
 
 
 def write_reports(report: ReleaseReport, out: Path, *, summary: bool = True) -> None:
-    from onnxforge.fileio import atomic_write_text
+    from onnxforge.core.fileio import atomic_write_text
     from onnxforge.report import dumps
     from onnxforge.report.html import write_html
     from onnxforge.report.junit import junit

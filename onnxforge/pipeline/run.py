@@ -22,22 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from onnxforge.errors import BadInputError, OnnxforgeError, Terminated, UsageError
-from onnxforge.progress import task
+from onnxforge.core.errors import BadInputError, OnnxforgeError, Terminated, UsageError
+from onnxforge.core.progress import task
 from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config, release_name, with_provider
-from onnxforge.runners import Runner
-from onnxforge.types import GateResult, LedgerRow, ReleaseReport, StepResult, Tolerance
+from onnxforge.backends import Runner
+from onnxforge.core.types import GateResult, LedgerRow, ReleaseReport, StepResult, Tolerance
 
 log = logging.getLogger("onnxforge")
 
 
 def _declared_types(cfg: ReleaseConfig) -> dict[str, str] | None:
     """The input dtypes the source declares (ONNX source, model.inputs), if it does."""
-    from onnxforge.specs import parse_spec
+    from onnxforge.data.specs import parse_spec
 
     if cfg.framework == "onnx":
-        from onnxforge.fileio import load_onnx
-        from onnxforge.specs import model_io_specs
+        from onnxforge.core.fileio import load_onnx
+        from onnxforge.data.specs import model_io_specs
 
         return {s.name: s.dtype for s in model_io_specs(load_onnx(cfg.source, load_external_data=False))[0]}
     if cfg.model.get("inputs"):
@@ -52,7 +52,7 @@ def _as_declared(cfg: ReleaseConfig, arrays: dict) -> dict:
     each ONNX model gets it cast to what it declares (validate, _ledger_row)."""
     import numpy as np
 
-    from onnxforge.specs import numpy_dtype
+    from onnxforge.data.specs import numpy_dtype
 
     types = _declared_types(cfg)
     out = {}
@@ -72,7 +72,7 @@ def _as_declared(cfg: ReleaseConfig, arrays: dict) -> dict:
 
 def _validation(cfg: ReleaseConfig) -> tuple[dict | None, Any]:
     """Validation inputs (one batch, as the model declares them) and labels, or (None, None)."""
-    from onnxforge.specs import read_npz
+    from onnxforge.data.samples import read_npz
 
     if cfg.data.validation is None:
         return None, None
@@ -114,14 +114,14 @@ def _source(cfg: ReleaseConfig) -> tuple[Runner, Path | None, Any]:
     The runner's outputs are memoized per input (_Memo): the ledger feeds every step the
     same inputs, so the model itself is let go after the first row. For GPT-2-large each
     copy is 3.1 GB, and the release held four at its peak (source, convert's, two sessions)."""
-    from onnxforge.runners import open_runner
+    from onnxforge.backends import open_runner
 
     if cfg.framework == "onnx":
         runner = _onnx(cfg.source)
         return dataclasses.replace(runner, fn=_Memo(runner.fn, lambda: _onnx(cfg.source).fn)), Path(cfg.source), None
 
     def load():
-        from onnxforge.runners.hf import is_hf_source
+        from onnxforge.backends.torch.hf import is_hf_source
 
         kind = "factory" if _is_factory(cfg.source) else "hf" if is_hf_source(cfg.source) else cfg.framework
         return open_runner(cfg.source, kind=kind, label="source", weights=cfg.model.get("weights"),
@@ -130,7 +130,7 @@ def _source(cfg: ReleaseConfig) -> tuple[Runner, Path | None, Any]:
 
     module = None
     if cfg.framework == "torch" and _is_factory(cfg.source):
-        from onnxforge.runners.sources import load_torch
+        from onnxforge.backends.torch.sources import load_torch
 
         module = load_torch(cfg.source, weights=cfg.model.get("weights"),
                             trust_pickle=cfg.model.get("trust_pickle", False)).module
@@ -186,7 +186,7 @@ def _feeds_key(feeds) -> str:
 
 
 def _let_go(source: Runner) -> None:
-    from onnxforge.memory import release_memory
+    from onnxforge.core.memory import release_memory
 
     if isinstance(source.fn, _Memo):
         source.fn.drop()
@@ -194,20 +194,21 @@ def _let_go(source: Runner) -> None:
 
 
 def _is_factory(spec: str) -> bool:
-    from onnxforge.runners.sources import is_factory
+    from onnxforge.backends.base import is_factory
 
     return is_factory(spec)
 
 
 def _onnx(path) -> Runner:
-    from onnxforge.runners.onnx import onnx_runner
+    from onnxforge.backends.onnx.runner import onnx_runner
 
     return onnx_runner(path, "cpu", label=Path(path).name)
 
 
 def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Path, check_inputs: str | None,
               module: _Module | None = None):
-    from onnxforge.registry import CheckOptions, function_of
+    from onnxforge.steps import function_of
+    from onnxforge.steps.base import CheckOptions
 
     target = steps_dir / f"{i:02d}-{sc.run.replace('.', '-')}.onnx"
     extra = {"inputs": check_inputs} if isinstance(sc.options, CheckOptions) and check_inputs else {}
@@ -225,8 +226,8 @@ def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Pa
 
 def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: Runner, previous: Runner | None,
                 feeds: dict, labels) -> LedgerRow:
-    from onnxforge.validators.compare import DEFAULT_TOLERANCE, LOOSE
-    from onnxforge.validators.parity import cast_floats, validate
+    from onnxforge.checks.compare import DEFAULT_TOLERANCE, LOOSE
+    from onnxforge.checks.parity import cast_floats, validate
 
     gate = cfg.gate("parity")
     against_prev = gate is not None and gate.against == "previous"
@@ -256,8 +257,8 @@ def _or(v, default):
 def _generated_feeds(cfg: ReleaseConfig, model_path) -> dict:
     """Inputs for the ledger when there is no data.validation: seeded, at 2 for every
     symbolic dim, within the model's val_ranges (a BERT mask stays a mask)."""
-    from onnxforge.runners.onnx import input_norms_of, inputs_and_ranges
-    from onnxforge.specs import generate_inputs
+    from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges
+    from onnxforge.data.generate import generate_inputs
 
     specs, recorded = inputs_and_ranges(model_path)
     # the ranges convert recorded (a Hugging Face model's vocabulary and mask), then the config's own
@@ -355,7 +356,7 @@ def _deciding(row: LedgerRow) -> tuple[float, float, str]:
 
 
 def _latency_gates(cfg: ReleaseConfig, first: Path, final: Path):
-    from onnxforge.validators.benchmark import benchmark
+    from onnxforge.checks.benchmark import benchmark
 
     lat = cfg.gate("latency")
     models = [str(first)] if final == first else [str(first), str(final)]
@@ -393,7 +394,7 @@ def _judge(run: _Run) -> None:
     if failed:
         run.fail(1, "gate(s) failed: " + ", ".join(failed))
         return
-    from onnxforge.stats import contention_line
+    from onnxforge.core.stats import contention_line
 
     undecided = [g for g in run.gates if g.status == "inconclusive"]
     why = contention_line(run.benchmark.contention) if run.benchmark and run.benchmark.contention else "see the gates"
@@ -415,7 +416,7 @@ def _pipeline(run: _Run, config, provider: str | None = None) -> None:
     run.first_onnx = source_path
     check_inputs = None
     if feeds is not None:  # the validation inputs without labels, for each step's own check
-        from onnxforge.specs import save_samples
+        from onnxforge.data.samples import save_samples
 
         check_inputs = str(run.stage / ".validation-inputs.npz")
         save_samples(check_inputs, [feeds])
@@ -443,7 +444,7 @@ def release(config: str | os.PathLike | Mapping[str, Any], out_dir: str | os.Pat
     ``config``: the file, or its tables as data (a dict), whose relative paths resolve
     against ``base_dir`` (default: the current directory).
     ``provider`` replaces the latency gate's provider (a zoo target's)."""
-    from onnxforge.fileio import folder_lock
+    from onnxforge.core.fileio import folder_lock
     from onnxforge.pipeline.config import ConfigData
     from onnxforge.pipeline.publish import check_inputs_kept, check_out_dir, planned_files
 
@@ -465,7 +466,7 @@ def release(config: str | os.PathLike | Mapping[str, Any], out_dir: str | os.Pat
 def _name(config, out: Path) -> str:
     """The release's name (its config's: see release_name), usable as a folder name;
     the output folder's when the config is not a file."""
-    from onnxforge.serving.package import safe_model_name
+    from onnxforge.steps.package.package import safe_model_name
 
     raw = release_name(config) if isinstance(config, (str, os.PathLike)) and str(config) else ""
     return safe_model_name(raw or out.resolve().name)
@@ -529,7 +530,7 @@ def _finish(run: _Run, config, out: Path, keep_steps: bool, t_start: float) -> R
 
 
 def _report(run: _Run, config, outputs, inputs_sha, vers, t_start) -> ReleaseReport:
-    from onnxforge.runtime import environment
+    from onnxforge.backends.onnx.runtime import environment
 
     cfg = run.cfg
     passed = run.failure is None
@@ -548,8 +549,8 @@ def _deploy(run: _Run) -> None:
     (the stage), each a gate; the served model checked last."""
     import dataclasses
 
-    from onnxforge.serving.check import serve_check
-    from onnxforge.serving.package import package
+    from onnxforge.steps.serve_check.check import serve_check
+    from onnxforge.steps.package.package import package
 
     try:
         for opts in run.cfg.packages:  # named after the release, not its output folder

@@ -73,7 +73,7 @@ def dumps(result: Any, kind: str | None = None) -> str:
 
 
 def write_report(path: str, result: Any, kind: str | None = None) -> None:
-    from onnxforge.fileio import atomic_write_text
+    from onnxforge.core.fileio import atomic_write_text
 
     atomic_write_text(path, dumps(result, kind) + "\n")
 
@@ -103,7 +103,7 @@ def read_report(path, cls: type, kind: str, hint: str) -> Any:
 
     from pydantic import TypeAdapter, ValidationError
 
-    from onnxforge.errors import BadInputError, first_line
+    from onnxforge.core.errors import BadInputError, first_line
 
     def bad(why: str) -> BadInputError:
         return BadInputError(f"{path}: {why}", hint=hint)

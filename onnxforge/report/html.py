@@ -394,6 +394,6 @@ def _release_page(r: Any) -> str:
 
 def write_html(path: str | Path, result: Any) -> None:
     """Write ``html_report(result)`` atomically (a temporary file, then renamed)."""
-    from onnxforge.fileio import atomic_write_text
+    from onnxforge.core.fileio import atomic_write_text
 
     atomic_write_text(str(path), html_report(result))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
-from onnxforge.types import ParityReport, ReleaseReport, StepResult
+from onnxforge.core.types import ParityReport, ReleaseReport, StepResult
 
 
 def why(p: ParityReport | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from onnxforge.types import ReleaseReport
+from onnxforge.core.types import ReleaseReport
 
 
 TITLES = {"passed": "PASSED", "failed": "FAILED", "inconclusive": "INCONCLUSIVE", "error": "ERROR", "interrupted": "INTERRUPTED"}

@@ -158,7 +158,7 @@ def _render_step(res, console, verbose: bool = False) -> None:
                       f"[bold]{sp.speedup:.2f}x[/] (95% CI {sp.ci95[0]:.2f}-{sp.ci95[1]:.2f}, "
                       f"{sp.iterations} interleaved runs each)")
         if sp.contention and sp.contention.judged != "none":
-            from onnxforge.stats import contention_line
+            from onnxforge.core.stats import contention_line
 
             console.print(f"timing: {_esc(contention_line(sp.contention))}", overflow="fold")
     if res.before and res.after and res.step.startswith("quantize"):
@@ -210,7 +210,7 @@ BENCH_COLS = [Col("model", "left", text=True), Col("provider", "left", keep=5), 
 
 
 def _render_benchmark(rep, console, gates: bool = True, verbose: bool = False) -> None:
-    from onnxforge.stats import sparkline
+    from onnxforge.core.stats import sparkline
 
     speed = {c.model: c for c in rep.comparisons}
     rows = []
@@ -232,7 +232,7 @@ def _render_benchmark(rep, console, gates: bool = True, verbose: bool = False) -
     for g in rep.gates if gates else ():
         console.print(f"{_mark(g.passed, g.status)} {_esc(g.name)}: {_esc(g.message)}", overflow="fold")
     if rep.contention and rep.contention.judged != "none":
-        from onnxforge.stats import contention_line
+        from onnxforge.core.stats import contention_line
 
         console.print(f"timing: {_esc(contention_line(rep.contention))}", overflow="fold")
     env = rep.environment

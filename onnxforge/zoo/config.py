@@ -31,8 +31,8 @@ from typing import Optional
 
 from onnxforge.pipeline.config import release_name
 
-from onnxforge.errors import BadInputError, UsageError
-from onnxforge.options import PosFloat, Retries, option, suggest, validate_options
+from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.core.options import PosFloat, Retries, option, suggest, validate_options
 
 SECTIONS = ("zoo", "targets")
 REPORT_FILES = ("zoo-report.json", "zoo-report.md", "junit.xml", "report.html")  # the verdict's files in OUT
@@ -46,7 +46,7 @@ def _check_name(value: str) -> None:
 
 
 def _check_provider(value: str) -> None:
-    from onnxforge.runtime import resolve_provider
+    from onnxforge.backends.onnx.runtime import resolve_provider
 
     resolve_provider(value)  # a typo fails here, before any release runs
 
@@ -193,7 +193,7 @@ def _targets(raw) -> tuple[Target, ...]:
 
 def load_zoo(path) -> ZooConfig:
     """Parse and validate a zoo.toml (see the module docstring)."""
-    from onnxforge.fileio import load_toml
+    from onnxforge.core.fileio import load_toml
 
     p, raw = load_toml(path, "zoo file")
     for k in raw:

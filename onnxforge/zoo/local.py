@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from onnxforge.errors import Terminated
+from onnxforge.core.errors import Terminated
 from onnxforge.zoo.merge import NOT_RUN
 from onnxforge.zoo.worker import STOP_GRACE, Job, run_one
 
@@ -42,7 +42,7 @@ def _worker(conn, level: int) -> None:
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
     os.dup2(2, 1)  # whatever a library prints goes to stderr: stdout is the zoo's (--json)
-    from onnxforge.logs import set_verbosity
+    from onnxforge.core.logs import set_verbosity
 
     set_verbosity(1 if level <= logging.INFO else 0)  # a new process: torch's FutureWarnings only with -v, as in one
     handler = logging.StreamHandler()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from onnxforge.errors import UsageError
+from onnxforge.core.errors import UsageError
 from onnxforge.zoo.config import ZooConfig, select
 
 GITHUB_MATRIX_LIMIT = 256  # jobs one matrix may generate (GitHub Actions' limit)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from onnxforge.errors import BadInputError, UsageError
+from onnxforge.core.errors import BadInputError, UsageError
 
 ENTRY_FILE = "zoo-entry.json"
 NOT_RUN = "not run"
@@ -259,7 +259,7 @@ def check_release(folder: Path) -> None:
     the folder has one) must read back through the classes that wrote them, and the
     verdict must agree with the report's own gates, exit code and the folder's files."""
     from onnxforge.report import read_report
-    from onnxforge.types import ReleaseReport
+    from onnxforge.core.types import ReleaseReport
 
     hint = "merge the folder as the release (or the zoo job) wrote it; rerun that release if it was changed since"
     r = read_report(folder / "report.json", ReleaseReport, "release", hint)
@@ -292,7 +292,7 @@ def verdict_disagreement(folder: Path, r) -> str | None:
 
 
 def _files_disagree(folder: Path, outputs: Mapping[str, str]) -> str | None:
-    from onnxforge.fileio import sha256_file
+    from onnxforge.core.fileio import sha256_file
 
     for name in ("model.onnx", "manifest.json"):
         if not (folder / name).is_file():
@@ -311,7 +311,7 @@ def _files_disagree(folder: Path, outputs: Mapping[str, str]) -> str | None:
 def check_merge_out(folders: Sequence[Path], out: Path) -> None:
     """The verdict goes into OUT: OUT must not be one of the release folders merged
     (``report_folders``), whose junit.xml and report.html it would replace (--force or not)."""
-    from onnxforge.fileio import same_file
+    from onnxforge.core.fileio import same_file
 
     for folder in folders:
         if same_file(Path(out), folder):

@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from onnxforge.errors import MissingDependencyError, require
+from onnxforge.core.errors import MissingDependencyError, require
 from onnxforge.zoo.config import Target, ZooSection
 from onnxforge.zoo.merge import NOT_RUN
 from onnxforge.zoo.worker import STOP_GRACE, Job, run_one
@@ -79,7 +79,7 @@ def _init(ray, address: str | None, cpus: int | None) -> None:
     """A local instance (``cpus`` CPUs, the CPU quota by default) when no address is
     given; its workers import onnxforge from where this process does."""
     import onnxforge
-    from onnxforge.system import cpu_quota
+    from onnxforge.core.system import cpu_quota
 
     kw = dict(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
     try:
@@ -92,7 +92,7 @@ def _init(ray, address: str | None, cpus: int | None) -> None:
             _probe(address)
             ray.init(address=address, **kw)
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError: Ray's own words, one line
-        from onnxforge.errors import first_line
+        from onnxforge.core.errors import first_line
 
         raise MissingDependencyError(f"cannot start or reach Ray at {address or 'a local instance'} "
                                      f"({type(exc).__name__}: {first_line(exc)})",

@@ -183,7 +183,7 @@ def page(rep: ZooReport, out: Path) -> str:
 
 def write_all(rep: ZooReport, out: Path) -> None:
     """All four files, each atomically; zoo-report.json last (the verdict CI reads)."""
-    from onnxforge.fileio import atomic_write_text
+    from onnxforge.core.fileio import atomic_write_text
     from onnxforge.report import dumps
 
     out = Path(out)

@@ -7,7 +7,7 @@ interrupted — every release is read back from its folder (merge.py) and the co
 verdict is written (report.py): on every exit, like a release's own reports.
 
 Timing is exclusive: workers name a lock file in ONNXFORGE_BENCH_LOCK, and every
-benchmark's timing phase holds it (validators/benchmark.py), so on one machine only
+benchmark's timing phase holds it (checks/benchmark.py), so on one machine only
 one timing runs at a time while other releases convert and quantize.
 
 Infrastructure failures — the process running a release died (killed, out of memory,
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from onnxforge.errors import BadInputError, OnnxforgeError, Terminated
+from onnxforge.core.errors import BadInputError, OnnxforgeError, Terminated
 from onnxforge.zoo.config import REPORT_FILES, Entry, ZooConfig
 from onnxforge.zoo.merge import ENTRY_FILE, NOT_RUN, ZooReport, ZooRelease
 from onnxforge.zoo.worker import WORK, Job
@@ -91,7 +91,7 @@ def zoo_inputs(zoo_file: str | os.PathLike) -> list[Path]:
 def check_report(out: Path, report: Path | None) -> None:
     """--report beside the zoo's verdict is fine; inside a release folder or over one of
     the verdict's files the zoo would overwrite it, or it a release's own report."""
-    from onnxforge.errors import UsageError
+    from onnxforge.core.errors import UsageError
 
     if report is None:
         return
@@ -186,7 +186,7 @@ def _execute(zr: ZooRun, cfg: ZooConfig, entries, run_id: str, outcomes: dict) -
         run_ray(jobs, address=zr.ray_address, cpus=zr.jobs, zoo=cfg.zoo, outcomes=outcomes, on_done=finished)
         return
     lock = env_lock or str(out / WORK / "bench.lock")
-    from onnxforge.fileio import make_dirs
+    from onnxforge.core.fileio import make_dirs
     from onnxforge.zoo.local import run_local
 
     make_dirs(out / WORK)
@@ -200,8 +200,8 @@ def run_zoo(zoo_file: str | os.PathLike, zr: ZooRun) -> ZooReport:
     combined verdict into OUT: zoo-report.json, zoo-report.md, junit.xml, report.html."""
     import dataclasses
 
-    from onnxforge.fileio import folder_lock
-    from onnxforge.system import cpu_quota
+    from onnxforge.core.fileio import folder_lock
+    from onnxforge.core.system import cpu_quota
     from onnxforge.zoo.config import load_zoo, select
 
     if zr.executor not in ("local", "ray"):

@@ -11,7 +11,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from onnxforge.errors import OnnxforgeError
+from onnxforge.core.errors import OnnxforgeError
 from onnxforge.zoo.config import Entry
 from onnxforge.zoo.merge import ENTRY_FILE, EntryPhase, ZooEntry
 
@@ -59,7 +59,7 @@ def _stamp(path: Path):
 
 
 def _write_entry(folder: Path, info: dict) -> None:
-    from onnxforge.fileio import atomic_write_text, make_dirs
+    from onnxforge.core.fileio import atomic_write_text, make_dirs
     from onnxforge.report import dumps
 
     make_dirs(folder)
@@ -72,7 +72,7 @@ def _progress(job: Job) -> None:
     reporter the caller named: the library itself never imports the CLI."""
     import importlib
 
-    from onnxforge.progress import set_reporter
+    from onnxforge.core.progress import set_reporter
 
     if job.progress is None:
         set_reporter(None)
@@ -86,7 +86,7 @@ def run_one(job: Job) -> dict:
     (name, target, node, attempts, this run's id, the timing phases). The release's
     own verdict is in its report.json; this returns where it ran."""
     from onnxforge.pipeline.run import release
-    from onnxforge.validators import benchmark as bench
+    from onnxforge.checks import benchmark as bench
 
     e = job.entry
     folder = Path(job.out) / e.folder

@@ -44,7 +44,7 @@ class _Payload:
 
 def _toml(d: dict) -> str:
     sys.path.insert(0, str(ROOT))
-    from onnxforge.options import toml_value
+    from onnxforge.core.options import toml_value
 
     lines = []
     for sec, table in d.items():

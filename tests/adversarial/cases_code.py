@@ -187,7 +187,7 @@ def _serve_setup(ws: Path) -> None:
     """The tiny model packaged for MLServer, and copies that each name code or hold bad settings."""
     import shutil
 
-    from onnxforge.serving import package
+    from onnxforge.steps.package.package import package
 
     d = ws / "in" / "serve"
     if (d / "ok").exists():

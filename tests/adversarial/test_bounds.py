@@ -76,7 +76,7 @@ def test_third_party_stderr_is_kept_off_ours(capfd, write):
     stay off the command's stderr, in the process the adversarial harness runs in too."""
     import traceback
 
-    from onnxforge.logs import native_stderr
+    from onnxforge.core.logs import native_stderr
 
     with native_stderr("a tool"):
         try:

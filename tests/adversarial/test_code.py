@@ -94,8 +94,9 @@ def test_serve_check_serves_on_loopback_whatever_settings_json_says(tmp_path):
         pytest.skip("mlserver is not installed (pip install 'onnxforge[serve]')")
     sys.path.insert(0, str(ROOT))
     from fixtures import make_fixtures as mf
-    from onnxforge.serving import package, serve_check
-    from onnxforge.serving.check import free_ports, mlserver_process
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.serve_check.check import serve_check
+    from onnxforge.steps.serve_check.check import free_ports, mlserver_process
 
     mf.onnx_tiny(tmp_path / "tiny.onnx")
     folder = tmp_path / "srv"
@@ -125,7 +126,7 @@ def test_a_forged_pycache_beside_the_runtime_is_never_run(tmp_path):
         pytest.skip("mlserver is not installed (pip install 'onnxforge[serve]')")
     sys.path.insert(0, str(ROOT))
     from fixtures import make_fixtures as mf
-    from onnxforge.serving import package
+    from onnxforge.steps.package.package import package
 
     mf.onnx_tiny(tmp_path / "tiny.onnx")
     folder = tmp_path / "srv"
@@ -139,8 +140,8 @@ def test_a_forged_pycache_beside_the_runtime_is_never_run(tmp_path):
 
 
 def test_trust_code_lets_a_folder_name_its_own_runtime(tmp_path):
-    from onnxforge.errors import BadInputError
-    from onnxforge.serving.check import check_folder_code
+    from onnxforge.core.errors import BadInputError
+    from onnxforge.steps.serve_check.check import check_folder_code
 
     (tmp_path / "model-settings.json").write_text(json.dumps({"name": "m", "implementation": "mine.Runtime"}))
     (tmp_path / "mine.py").write_text("")
@@ -168,7 +169,7 @@ def test_pt2_spec_context_cannot_import_a_module(dyn, tmp_path, kind, context):
 
 
 def test_pt2_grammar_takes_what_torch_writes_and_nothing_else():
-    from onnxforge.runners.pt2 import _expression_ok, _target_ok
+    from onnxforge.backends.torch.pt2 import _expression_ok, _target_ok
 
     sym = "Symbol('s0', positive=True, integer=True)"
     for e in (sym, f"FloorDiv({sym}, Integer(2))", f"Min({sym}, Symbol('s1', integer=True))",

@@ -11,7 +11,7 @@ import typer
 
 from conftest import ROOT, json_result
 from onnxforge.cli.app import _hoist, _several_values, app
-from onnxforge.errors import UsageError
+from onnxforge.core.errors import UsageError
 
 # A positional argument (and -o) each command needs before its options parse.
 POSITIONAL = {
@@ -44,7 +44,7 @@ def test_the_table_is_there():
 def parse(command: str, args: list[str]):
     """What the command receives: our argv rewriting, then Click's parser (nothing runs)."""
     from onnxforge.cli.stepcmd import options_from_cli
-    from onnxforge.registry import STEPS, TOOLS
+    from onnxforge.steps import STEPS, TOOLS
 
     argv = _several_values(_hoist([*command.split(), *POSITIONAL[command], *args]))
     cmd = typer.main.get_command(app)
@@ -60,7 +60,7 @@ def parse(command: str, args: list[str]):
             params.pop(k, None)
         return options_from_cli(step, params)
     if "check_stat" in params:
-        from onnxforge.validators.compare import check_stat_name
+        from onnxforge.checks.compare import check_stat_name
 
         params["check_stat"] = check_stat_name(params["check_stat"])
     return params
@@ -87,8 +87,8 @@ def test_several_values_stop_at_positionals():
 def test_one_option_under_two_names_is_refused(cli):
     r = cli("convert", "sklearn", "m.skops", "-o", "b.onnx", "--opset", "17", "--target-opset", "18", "--print-step")
     assert r.code == 0  # one field, repeated on the CLI: the grammar merges them (17, then 18 for ai.onnx)
-    from onnxforge.options import validate_options
-    from onnxforge.registry import ConvertTorchOptions
+    from onnxforge.core.options import validate_options
+    from onnxforge.steps.convert.options import ConvertTorchOptions
 
     with pytest.raises(UsageError, match="set the same option"):
         validate_options(ConvertTorchOptions, {"opset": 17, "target_opset": 18})
@@ -133,8 +133,8 @@ def test_benchmark_shape_and_perf_test_spellings_end_to_end(cli, fx):
 
 
 def test_median_statistic():
-    from onnxforge.types import Tolerance
-    from onnxforge.validators.compare import compare
+    from onnxforge.core.types import Tolerance
+    from onnxforge.checks.compare import compare
 
     ref = {"y": np.ones(100)}
     cand = {"y": 1 + np.r_[np.full(60, 1e-6), np.full(40, 1.0)]}  # most errors tiny, some large

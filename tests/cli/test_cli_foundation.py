@@ -125,7 +125,7 @@ def test_debug_shows_traceback_console_script(fx, tmp_path):
 def test_unsupported_ir_version_fails_check(cli, fx, tmp_path):
     import onnx
 
-    from onnxforge.runtime import runtime_support
+    from onnxforge.backends.onnx.runtime import runtime_support
 
     m = onnx.load(str(fx / "tiny.onnx"))
     m.ir_version = runtime_support()["max_ir_version"] + 1

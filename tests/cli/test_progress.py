@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT
 from onnxforge.cli import progress as cli_progress
-from onnxforge.progress import set_reporter, task
+from onnxforge.core.progress import set_reporter, task
 
 DONE = re.compile(r"^(\s*)(.+): done in (\d+\.\d) s$")
 

@@ -36,8 +36,8 @@ def _release_toml(name: str, printed: str, fx) -> str:
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_every_option_round_trips(name, cli, fx, tmp_path):
     from onnxforge.cli.stepcmd import options_from_cli
-    from onnxforge.options import default_of, fields_of, toml_place
-    from onnxforge.registry import STEPS
+    from onnxforge.core.options import default_of, fields_of, toml_place
+    from onnxforge.steps import STEPS
     from onnxforge.pipeline.config import load_config
 
     step = STEPS[name]
@@ -80,7 +80,7 @@ def test_cli_values_are_validated_like_toml(cli, fx, tmp_path):
 
 def test_library_keywords_are_validated(fx, tmp_path):
     import onnxforge
-    from onnxforge.errors import UsageError
+    from onnxforge.core.errors import UsageError
 
     with pytest.raises(UsageError, match="per_channel: must be true or false"):
         onnxforge.quantize(fx / "tiny.onnx", tmp_path / "q.onnx", per_channel="false")

@@ -14,9 +14,9 @@ def _config(tmp_path, mutate) -> str:
     cfg = tomllib.loads((EXAMPLE / "release.toml").read_text())
     for name in ("model.py", "weights.pt", "calib.npz", "val.npz"):
         shutil.copy(EXAMPLE / name, tmp_path / name)
-    cfg.pop("package", None)  # packaging has tests of its own (tests/serving)
+    cfg.pop("package", None)  # packaging has tests of its own (tests/steps/package)
     mutate(cfg)
-    from onnxforge.options import toml_value
+    from onnxforge.core.options import toml_value
 
     lines = []
     for sec in ("model", "data"):

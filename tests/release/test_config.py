@@ -116,7 +116,7 @@ def test_release_takes_the_config_as_data(fx, tmp_path, monkeypatch):
     import shutil
 
     import onnxforge
-    from onnxforge.errors import BadInputError, UsageError
+    from onnxforge.core.errors import BadInputError, UsageError
 
     models = tmp_path / "models"
     models.mkdir()

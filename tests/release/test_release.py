@@ -71,7 +71,7 @@ def test_example_release_passes_and_writes_everything(example_run):
     assert "onnxruntime" in rep["versions"] and "cpu" in rep["environment"]
     assert set(rep["inputs"]) >= {"config:release.toml", "weights:weights.pt", "calibration:calib.npz"}
     man = json.loads((a / "manifest.json").read_text())
-    from onnxforge.fileio import sha256_file
+    from onnxforge.core.fileio import sha256_file
 
     assert man["sha256"] == sha256_file(a / "model.onnx") == rep["outputs"]["model.onnx"]
     assert man["lineage"] == ["convert:torch", "simplify:onnxsim+cleanup", "quantize:static"]

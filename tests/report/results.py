@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import math
 
-from onnxforge.environment import DoctorReport, ExtraStatus, ProviderCheck
-from onnxforge.serving.check import LoadStats, RequestCheck, ServeCheckReport
-from onnxforge.serving.package import PackageResult
-from onnxforge.types import (
+from onnxforge.backends.environment import DoctorReport, ExtraStatus, ProviderCheck
+from onnxforge.steps.serve_check.check import LoadStats, RequestCheck, ServeCheckReport
+from onnxforge.steps.package.package import PackageResult
+from onnxforge.core.types import (
     BenchmarkReport, BenchmarkResult, Comparison, EngineRun, GateResult, GraphSummary, LatencyStats, LedgerRow,
     ModelInfo, OutputDiff, ParityReport, QuantTrial, ReleaseReport, SpeedCheck, StepResult, TensorSpec,
 )

@@ -132,8 +132,8 @@ def test_degenerate_histograms_still_draw():
     import numpy as np
 
     from onnxforge.report.html import error_svg, latency_svg
-    from onnxforge.stats import histogram_with_edges
-    from onnxforge.validators.compare import compare_output
+    from onnxforge.core.stats import histogram_with_edges
+    from onnxforge.checks.compare import compare_output
     from results import bench_result
 
     point = compare_output("y", [np.zeros(10)], [np.r_[np.zeros(5), np.full(5, 1e-4)]], atol=2e-4, rtol=0)

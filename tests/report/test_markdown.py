@@ -7,7 +7,7 @@ import re
 from results import release
 
 from onnxforge.report.markdown import markdown
-from onnxforge.types import StepResult
+from onnxforge.core.types import StepResult
 
 
 def test_odd_file_names_stay_in_their_cell():

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from onnxforge.errors import BadInputError
+from onnxforge.core.errors import BadInputError
 from onnxforge.report import read_report
 from onnxforge.zoo.merge import ZooEntry, phases_of
 from onnxforge.zoo.worker import _write_entry

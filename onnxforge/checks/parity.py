@@ -1,0 +1,336 @@
+"""Numerical parity: the one path every check in onnxforge takes. ``validate`` runs two
+runners (ONNX models on providers, torch or sklearn sources, saved outputs) on the
+same inputs and compares their outputs (compare.py); ``check_against`` is the check a
+step makes of its new model against the model before it.
+
+Inputs are named after the candidate when it declares names, generated at the
+reference's float precision, and cast to each side's declared float type, so an fp32
+model validates against its fp16-I/O version. Outputs pair by name; when no name
+matches and the counts do, by position (the report says so); ``input_map`` pairs
+inputs and outputs that are named differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.backends import Runner
+from onnxforge.core.types import ParityReport, TensorSpec, Tolerance
+from onnxforge.checks.compare import DEFAULT_TOLERANCE, compare
+
+
+def _reference_precision(cand_specs, ref_specs, c2r) -> tuple[TensorSpec, ...]:
+    ref_dtype = {s.name: s.dtype for s in ref_specs}
+    out = []
+    for s in cand_specs:
+        rd = ref_dtype.get(c2r.get(s.name, s.name))
+        if rd and rd.startswith("float") and s.dtype.startswith("float") and rd != s.dtype:
+            s = TensorSpec(s.name, rd, s.shape)
+        out.append(s)
+    return tuple(out)
+
+
+def _float64_as_declared(sample: Mapping[str, object], specs: Sequence[TensorSpec]) -> dict:
+    """float64 data for a torch side (it declares no input types): float32 unless the other
+    side declares that input float64 (numpy makes float64; a torch model's weights are
+    float32, and an input the export kept in float64 stays so)."""
+    import numpy as np
+
+    want = {s.name: s.dtype for s in specs}
+    return {k: np.asarray(v).astype(np.float32) if np.asarray(v).dtype == np.float64 and want.get(k) != "float64"
+            else v for k, v in sample.items()}
+
+
+def cast_floats(sample: Mapping[str, object], specs: Sequence[TensorSpec]) -> dict:
+    """Float inputs take the side's float type (float64 data feeds a float32 model as
+    deployment would); other dtypes are left to check_sample_fits to refuse."""
+    import numpy as np
+
+    from onnxforge.data.specs import numpy_dtype
+
+    want = {s.name: s.dtype for s in specs}
+    out = {}
+    for k, v in sample.items():
+        a = np.asarray(v)
+        d = want.get(k)
+        if d in ("float16", "float32", "float64", "bfloat16") and a.dtype.kind == "f" and a.dtype != numpy_dtype(d):
+            a = a.astype(numpy_dtype(d))
+        out[k] = a
+    return out
+
+
+def _input_mapping(ref: Runner, cand: Runner, user_map: Mapping[str, str]) -> dict[str, str]:
+    """candidate input name -> reference input name (identity where names match)."""
+    if not ref.inputs or not cand.inputs:
+        return {}
+    rnames = [s.name for s in ref.inputs]
+    cnames = [s.name for s in cand.inputs]
+    pairs = {r: c for r, c in user_map.items() if r in rnames or c in cnames}
+    for r, c in pairs.items():
+        if r not in rnames:
+            raise BadInputError(f"--map {r}={c}: the reference has no input {r!r} (it has {', '.join(rnames)})")
+        if c not in cnames:
+            raise BadInputError(f"--map {r}={c}: the candidate has no input {c!r} (it has {', '.join(cnames)})")
+    c2r = {c: r for r, c in pairs.items()}
+    for c in cnames:
+        if c not in c2r and c in rnames:
+            c2r[c] = c
+    unpaired_c = [c for c in cnames if c not in c2r]
+    unpaired_r = [r for r in rnames if r not in c2r.values()]
+    if unpaired_c or unpaired_r:
+        raise BadInputError(
+            f"input names differ: reference has {', '.join(unpaired_r) or '-'} unpaired, "
+            f"candidate has {', '.join(unpaired_c) or '-'} unpaired",
+            hint="pair them with --map REF_NAME=CAND_NAME (repeatable)",
+        )
+    return c2r
+
+
+def _check_names(ref: Runner, cand: Runner, ref_out: list, cand_out: list, user_map: Mapping[str, str],
+                 tolerance: Tolerance) -> None:
+    """A --map pair or a per-output tolerance naming nothing either model has would be
+    ignored, and the user would believe it was applied: refuse it, listing the names."""
+    r_in, c_in = [s.name for s in ref.inputs], [s.name for s in cand.inputs]
+    r_out = list(dict.fromkeys([*ref.outputs, *(ref_out[0] if ref_out else ())]))
+    c_out = list(dict.fromkeys([*cand.outputs, *(cand_out[0] if cand_out else ())]))
+    for r, c in user_map.items():
+        if r in r_in or c in c_in or (r in r_out and c in c_out):
+            continue
+        missing = "the candidate has no output" if r in r_out else "the reference has no output" if c in c_out else \
+            "neither model has an input or output"
+        raise UsageError(f"--map {r}={c}: {missing} named so",
+                         hint=f"reference inputs: {', '.join(r_in) or '-'}; outputs: {', '.join(r_out) or '-'}. "
+                              f"Candidate inputs: {', '.join(c_in) or '-'}; outputs: {', '.join(c_out) or '-'}")
+    unknown = sorted(set(tolerance.per_output) - set(r_out))
+    if unknown:
+        raise UsageError(f"--atol/--rtol {unknown[0]}: the reference has no output {unknown[0]!r}",
+                         hint=f"its outputs: {', '.join(r_out) or '-'}")
+
+
+def pair_outputs(ref_names: Sequence[str], cand_names: Sequence[str], user_map: Mapping[str, str]
+                 ) -> tuple[dict[str, str], str]:
+    """reference output -> candidate output, and a note when the pairing is not by name."""
+    pairs = {r: c for r, c in user_map.items() if r in ref_names and c in cand_names}
+    common = [n for n in ref_names if n in cand_names and n not in pairs]
+    pairs.update({n: n for n in common})
+    if pairs or len(ref_names) != len(cand_names):
+        return pairs, ""
+    pairs = dict(zip(ref_names, cand_names))
+    return pairs, "outputs paired by position (no names match): " + ", ".join(f"{r}={c}" for r, c in pairs.items())
+
+
+def _samples(ref: Runner, cand: Runner, specs, *, inputs, input_samples, samples, seed, dims, val_ranges,
+             norms, data=None) -> tuple[list, dict]:
+    """The input samples and where they came from ({"source": given | saved | generated,
+    "how": ...}): every verdict says whether it was taken on the user's data."""
+    from onnxforge.data.generate import describe_generated, generate_inputs
+    from onnxforge.data.samples import load_samples
+
+    names = [s.name for s in specs]
+    if input_samples is not None:
+        return [dict(s) for s in input_samples], dict(data or {"source": "given",
+                                                              "how": f"{len(input_samples)} sample(s)"})
+    if inputs:
+        feeds = load_samples(inputs, names=names)
+        return feeds, {"source": "given", "how": f"{inputs} ({len(feeds)} sample(s))"}
+    if ref.saved_inputs or cand.saved_inputs:
+        raw = ref.saved_inputs or cand.saved_inputs
+        keys = list(raw[0]) if raw else []
+        rename = dict(zip(keys, names)) if names and len(keys) == len(names) and not set(keys) & set(names) else {}
+        return ([{rename.get(k, k): v for k, v in s.items()} for s in raw],
+                {"source": "saved", "how": "the inputs saved with the outputs"})
+    if ref.kind == "saved" or cand.kind == "saved":
+        raise UsageError("saved outputs are compared on the inputs they were made from",
+                         hint="pass --inputs with those inputs (saved with --save-inputs)")
+    if not specs:
+        raise UsageError("no side declares its inputs", hint="pass --input NAME:DTYPE:SHAPE or --inputs FILE")
+    return ([generate_inputs(specs, seed=seed + i, dims=dims, val_ranges=val_ranges, norms=norms)
+             for i in range(samples)],
+            {"source": "generated", "how": describe_generated(specs, seed=seed, val_ranges=val_ranges, norms=norms)})
+
+
+def _check_not_empty(feeds: list[dict]) -> None:
+    import numpy as np
+
+    if not feeds:
+        raise BadInputError("no input samples", hint="give inputs with at least one sample")
+    for i, sample in enumerate(feeds):
+        for k, v in sample.items():
+            if np.asarray(v).size == 0:
+                raise BadInputError(f"input {k} of sample {i} has no elements (shape {list(np.shape(v))}): "
+                                    "there is nothing to compare", hint="give inputs with at least one element")
+
+
+def _align_squeezed(ref_out: list[dict], cand_out: list[dict]) -> tuple[list[dict], str]:
+    """Shapes that differ only by size-1 dims ([N] against [N, 1], as sklearn's predict
+    and skl2onnx's regressors do) are compared in the candidate's shape, with a note."""
+    import numpy as np
+
+    changed = {}
+    out = []
+    for r, c in zip(ref_out, cand_out):
+        r = dict(r)
+        for k, v in r.items():
+            a, b = np.asarray(v), np.asarray(c[k]) if k in c else None
+            if b is not None and a.shape != b.shape and a.size == b.size and \
+                    tuple(d for d in a.shape if d != 1) == tuple(d for d in b.shape if d != 1):
+                changed[k] = (a.shape, b.shape)
+                r[k] = a.reshape(b.shape)
+        out.append(r)
+    note = "; ".join(f"output {k}: reference {list(a)} vs candidate {list(b)}, compared as {list(b)}"
+                     for k, (a, b) in changed.items())
+    return out, note
+
+
+def _outputs(side: Runner, feeds: list, feed_for) -> list[dict]:
+    if side.kind != "saved":
+        from onnxforge.core.progress import task
+
+        outs = []
+        with task(f"run {side.label}", total=len(feeds), detail=True) as bar:  # a torch model can take minutes
+            for s in feeds:
+                outs.append(side(feed_for(side, s)))
+                bar.advance()
+        return outs
+    outs = [dict(o) for o in side.saved_outputs]
+    if len(outs) != len(feeds):
+        raise BadInputError(f"{side.label} holds outputs for {len(outs)} sample(s) but there are {len(feeds)} input "
+                            "sample(s)", hint="use the inputs the outputs were made from")
+    return outs
+
+
+def _open(side: str | Runner, provider: str, threads, source_options) -> Runner:
+    if isinstance(side, Runner):
+        return side
+    from onnxforge.core.progress import task
+    from onnxforge.backends import open_runner
+
+    with task(f"load {Path(str(side)).name}", detail=True):  # importing torch alone takes seconds
+        return open_runner(side, provider, threads=threads, **(source_options or {}))
+
+
+def validate(
+    reference: Any,
+    candidate: Any,
+    *,
+    inputs: str | None = None,
+    input_samples: Sequence[Mapping[str, object]] | None = None,
+    data: Mapping[str, str] | None = None,
+    samples: int = 1,
+    seed: int = 0,
+    dims: Mapping[str, int] | None = None,
+    val_ranges: Mapping[str, tuple[float, float]] | None = None,
+    input_norms: Mapping[str, object] | None = None,
+    provider: str = "cpu",
+    ref_provider: str = "cpu",
+    tolerance: Tolerance = DEFAULT_TOLERANCE,
+    input_map: Mapping[str, str] | None = None,
+    localize: bool = False,
+    save_inputs: str | None = None,
+    save_outputs: str | None = None,
+    threads: int | None = None,
+    source_options: Mapping[str, object] | None = None,
+    **criteria,
+) -> ParityReport:
+    """Run both sides on the same inputs and compare. ``criteria`` go to compare():
+    check_stat, min_cosine, min_agreement, task, top_k. ``data`` says where
+    ``input_samples`` came from ({"source": ..., "how": ...}; default: given)."""
+    from onnxforge.data.samples import check_sample_fits, save_samples
+    from onnxforge.data.specs import check_dims
+
+    ref = _open(reference, ref_provider, threads, source_options)
+    cand = _open(candidate, provider, threads, source_options)
+    if ref.kind == "saved" and cand.kind == "saved":
+        raise UsageError("both sides are saved outputs; at least one side must be a model")
+    c2r = _input_mapping(ref, cand, input_map or {})
+    # inputs are keyed by the candidate's names when it has named inputs, and
+    # generated at the reference's precision (fp32 for an fp16 candidate)
+    specs = _reference_precision(cand.inputs, ref.inputs, c2r) if cand.inputs else ref.inputs
+    if dims and (ref.inputs or cand.inputs):
+        check_dims(dims, (*ref.inputs, *cand.inputs))  # a dim either side has
+    val_ranges = val_ranges or ref.val_ranges or cand.val_ranges
+    norms = input_norms or ref.input_norms or cand.input_norms
+    feeds, data = _samples(ref, cand, specs, inputs=inputs, input_samples=input_samples, samples=samples, seed=seed,
+                           dims=dims, val_ranges=val_ranges, norms=norms, data=data)
+    _check_not_empty(feeds)
+
+    def feed_for(side: Runner, sample: Mapping[str, object]) -> dict:
+        other = cand if side is ref else ref
+        # a torch side cannot take float64 data for float32 weights: it gets what the ONNX side
+        # takes. A scikit-learn side keeps float64, its own precision: that comparison is what
+        # finds float32 threshold flips.
+        if side.kind == "torch" and not side.inputs and other.inputs:
+            sample = _float64_as_declared(sample, other.inputs)
+        out = {c2r.get(k, k): v for k, v in sample.items()} if side is ref and cand.inputs and c2r else dict(sample)
+        if side.inputs:
+            out = cast_floats(out, side.inputs)
+            check_sample_fits(out, side.inputs, source=f"inputs for {side.label}")
+        return out
+
+    ref_out, cand_out = _outputs(ref, feeds, feed_for), _outputs(cand, feeds, feed_for)
+    _check_names(ref, cand, ref_out, cand_out, input_map or {}, tolerance)
+    pairs, note = pair_outputs(list(ref_out[0]) if ref_out else [], list(cand_out[0]) if cand_out else [],
+                               input_map or {})
+    paired = set(pairs.values())
+    cand_named = [{**{r: o[c] for r, c in pairs.items() if c in o}, **{k: v for k, v in o.items() if k not in paired}}
+                  for o in cand_out]
+    ref_out, squeezed = _align_squeezed(ref_out, cand_named)
+    if ref.label_scores and "label_scores" not in criteria:
+        criteria["label_scores"] = ref.label_scores
+    report = compare(ref_out, cand_named, tolerance, reference=ref.label, candidate=cand.label, **criteria)
+    notes = tuple(n for n in (note, squeezed) if n)
+    report = replace(report, notes=report.notes + notes, data=data)
+    if save_inputs:
+        save_samples(save_inputs, feeds)
+    if save_outputs:
+        save_samples(save_outputs, ref_out)
+    if localize and not report.passed:
+        report = replace(report, localized=_localize(ref, cand, feeds[0], feed_for, tolerance))
+    return report
+
+
+def _localize(ref: Runner, cand: Runner, sample, feed_for, tolerance):
+    from onnxforge.core.types import Localization
+    from onnxforge.checks.localize import localize_divergence
+
+    if ref.kind != "onnx" or cand.kind != "onnx":
+        return Localization(None, "--localize needs two ONNX models")
+    return localize_divergence(ref.path, cand.path, feed_for(ref, sample), tolerance,
+                               ref_provider=ref.provider or "cpu", provider=cand.provider or "cpu",
+                               cand_feeds=feed_for(cand, sample))
+
+
+def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = None, samples: int = 1, seed: int = 0,
+                  dims: Mapping[str, int] | None = None, label: str = "", second_shape: bool = True,
+                  input_norms: Mapping[str, object] | None = None, **criteria) -> list[ParityReport]:
+    """Parity of ``after`` against ``before`` (two ONNX files) on the given inputs (or
+    seeded random ones), and, for models with symbolic dims, again at another size of
+    each, which proves that the dims stayed dynamic."""
+    from onnxforge.backends.onnx.inspection import symbolic_dims
+    from onnxforge.backends.onnx.runner import onnx_runner
+    from onnxforge.data.specs import dim_keys
+
+    ref = onnx_runner(before, "cpu", label=Path(before).name)
+    cand = onnx_runner(after, "cpu", label=label or Path(after).name)
+    # a step checks its dims against its input once; an intermediate model may have pinned some
+    dims = {k: v for k, v in (dims or {}).items() if k in dim_keys(ref.inputs)}
+    sym = [d for d in symbolic_dims(before) if d not in dims]
+    base = {**{d: 2 for d in sym}, **dims}
+    reports = [validate(ref, cand, inputs=inputs, samples=samples, seed=seed, dims=base, tolerance=tolerance,
+                        input_norms=input_norms, **criteria)]
+    if second_shape and sym and not inputs:
+        second = {**base, **{d: 3 for d in sym}}
+        where = ", ".join(f"{d}=3" for d in sym)
+        try:
+            rep = validate(ref, cand, samples=1, seed=seed + 1, dims=second, tolerance=tolerance,
+                           input_norms=input_norms, **criteria)
+            rep = replace(rep, candidate=f"{rep.candidate} ({where})")
+        except BadInputError as exc:
+            rep = ParityReport(ref.label, f"{cand.label} ({where})", 1, (), False,
+                               problems=(f"the new model does not run with {', '.join(sym)} changed: {exc.message}; "
+                                         "a dynamic dim became fixed",))
+        reports.append(rep)
+    return reports

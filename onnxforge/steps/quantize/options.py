@@ -1,0 +1,103 @@
+"""The options of every quantization mode (dynamic and static int8, fp16)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from onnxforge.core.errors import UsageError
+from onnxforge.core.options import (CalibrationSamples, Fraction, Names, NonNegFloat, Percent, Samples, Seconds,
+                                    Tolerance, Trials, option)
+from onnxforge.data.specs import parse_bytes, parse_comma_list
+from onnxforge.steps.base import CheckOptions, input_norms_option, tol_option
+
+
+@dataclass(frozen=True)
+class Fp16Options(CheckOptions):
+    keep_io_types: bool = option(True, "Keep fp32 inputs and outputs (default) or make them fp16.",
+                                 flag="--keep-io-types/--fp16-io", example=("--fp16-io",))
+    block_ops: Names = option((), "An op type to keep in fp32 (repeatable; added to ORT's default list).",
+                              flag="--block-op", metavar="OP", example=("--block-op", "Softmax"))
+    block_nodes: Names = option((), "A node name to keep in fp32 (repeatable).", flag="--block-node", metavar="NAME",
+                                example=("--block-node", "node_0"))
+    samples: Samples = option(1, "Random input samples for the check.", example=("--samples", "2"))
+    atol: Optional[Tolerance] = tol_option("atol", "1e-2: fp16 keeps about 3 digits")
+    rtol: Optional[Tolerance] = tol_option("rtol", "1e-2")
+
+
+IntType = Optional[Literal["int8", "uint8"]]
+
+
+@dataclass(frozen=True)
+class QuantOptions(CheckOptions):
+    """What dynamic and static int8 quantization share."""
+
+    weight_type: IntType = option(None, "int8 or uint8 (default: chosen for this CPU).", example=("--weight-type", "uint8"))
+    per_channel: bool = option(False, "Per-channel weight scales.", flag="--per-channel/--no-per-channel",
+                               example=("--per-channel",))
+    reduce_range: Optional[bool] = option(None, "7-bit weights (default: on for x86 without VNNI).",
+                                          flag="--reduce-range/--no-reduce-range", example=("--reduce-range",))
+    op_types: Names = option((), "Only quantize these op types: MatMul,Gemm,...", metavar="A,B",
+                             parse=parse_comma_list, example=("--op-types", "MatMul,Gemm"))
+    exclude_nodes: Names = option((), "A node to leave in fp32 (repeatable).", flag="--exclude-node", metavar="NAME",
+                                  example=("--exclude-node", "node_0"))
+    exclude_ops: Names = option((), "An op type to leave in fp32 (repeatable).", flag="--exclude-op", metavar="TYPE",
+                                example=("--exclude-op", "Conv"))
+    preprocess: bool = option(True, "Run ORT's quant_pre_process (shape inference and optimization) first.",
+                              flag="--preprocess/--no-preprocess", example=("--no-preprocess",))
+    check_samples: Samples = option(4, "Random samples for the parity check (when no --inputs).",
+                                   example=("--check-samples", "8"))
+    input_norms: dict[str, str] = input_norms_option("Generated check inputs of that input are normalised images "
+                                               "(default: what the converter recorded).")
+    allow_generated_data: bool = option(
+        False, "Sign an int8 verdict taken on generated inputs (without it, int8 needs --inputs, or real "
+               "--calibration data for static).", example=("--allow-generated-data",))
+    min_cosine: Optional[Fraction] = option(0.99, "Budget: cosine similarity of every output to fp32 (0 turns it "
+                                                  "off).", example=("--min-cosine", "0.995"))
+    max_mismatch: Optional[Fraction] = option(None, "Budget: fraction of top-1 labels allowed to change (e.g. 0.01).",
+                                              example=("--max-mismatch", "0.02"))
+    min_speedup: Optional[NonNegFloat] = option(
+        None, "Budget: int8 at least this fast against fp32, timed side by side (default 1.0: never slower; 0 "
+              "turns it off; in a release no budget unless set: its latency gate decides).",
+        example=("--min-speedup", "1.1"))
+    fallback: bool = option(False, "On a failed parity budget, leave the most sensitive nodes in fp32, a few more "
+                                   "each trial.", flag="--fallback/--no-fallback", example=("--fallback",))
+    max_trials: Trials = option(4, "Trials for --fallback.", example=("--max-trials", "6"))
+    bench_seconds: Seconds = option(2.0, "Seconds of interleaved fp32/int8 timing.",
+                                     example=("--bench-seconds", "0.5"))
+    atol: Optional[Tolerance] = tol_option("atol", "off: int8 is judged on cosine; one bound given leaves the other at 0")
+    rtol: Optional[Tolerance] = tol_option("rtol", "off")
+
+
+@dataclass(frozen=True)
+class DynamicOptions(QuantOptions):
+    recipe: Literal["auto", "plain", "fused"] = option(
+        "auto", "On a transformer, auto times plain int8 against fused attention that quantizes to QAttention and "
+                "keeps the fastest that passes the budget; plain quantizes the graph as given; fused the fused "
+                "graph.", example=("--recipe", "plain"))
+
+
+def _check_calibration(v: str) -> None:
+    if not v:
+        raise UsageError("empty calibration path", hint="give a .npz, a folder of samples, or 'random'")
+
+
+@dataclass(frozen=True)
+class StaticOptions(QuantOptions):
+    calibration: Optional[str] = option(None, "Calibration data: .npz with a sample axis, a folder of samples, or "
+                                              "'random' (a smoke test).", metavar="DATA", toml="data.calibration",
+                                        path=True, check=_check_calibration, example=("--calibration", "random"))
+    method: Literal["minmax", "entropy", "percentile", "distribution"] = option(
+        "minmax", "Calibration method: minmax, entropy, percentile, distribution.", example=("--method", "entropy"))
+    percentile: Percent = option(99.999, "For --method percentile: the percentile kept (0-100].",
+                                 example=("--percentile", "99.9"))
+    quant_format: Literal["qdq", "qoperator"] = option(
+        "qdq", "qdq (default) or qoperator. (--format is the output format, as everywhere.)", toml="format",
+        example=("--quant-format", "qoperator"))
+    samples: Optional[CalibrationSamples] = option(None, "Calibration samples to use (default: all).",
+                                       example=("--samples", "16"))
+    activation_type: IntType = option(None, "int8 or uint8 (default: chosen for this CPU).",
+                                      example=("--activation-type", "int8"))
+    max_memory: Optional[int | str] = option(None, "Refuse histogram calibration estimated above this (e.g. 4GiB; "
+                                                   "default: half the available memory).", metavar="SIZE",
+                                             normalize=parse_bytes, example=("--max-memory", "1GiB"))

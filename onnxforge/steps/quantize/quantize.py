@@ -1,0 +1,591 @@
+"""int8 quantization on ONNX Runtime: dynamic and static (with calibration), with
+parity, speed and size measured against the fp32 model, budgets, and an
+accuracy-aware fallback.
+
+Defaults by CPU (after ORT's quantization guide):
+- x86 with AVX-512 VNNI or AVX-VNNI: activations uint8, weights int8, no
+  reduce_range (VNNI's u8*s8 dot products do not saturate);
+- x86 with AVX2/AVX-512 but no VNNI: the same types with reduce_range (7-bit weights),
+  because VPMADDUBSW saturates on u8*s8 pairs;
+- ARM: int8 activations and weights (S8S8).
+Dynamic quantization always has uint8 activations (ORT computes their range per
+call). Static uses the QDQ format by default (portable; ORT fuses it on the CPU).
+
+The check: by default every output's cosine similarity to the fp32 output must
+be >= 0.99 (quantization noise leaves cosines above 0.999; a broken model falls
+far below); ``--atol/--rtol`` add an elementwise check; ``--max-mismatch F`` requires
+top-1 agreement >= 1-F on score outputs (labels compared as labels).
+A model the runtime cannot load is never emitted: an op type without an int8 kernel
+(ConvInteger with int8 weights, say) is left in fp32, and the report says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from onnxforge.core.errors import BadInputError, ConversionError, UsageError, first_line
+from onnxforge.steps.quantize.lean_quant import decide as decide_lean
+from onnxforge.steps.quantize.options import DynamicOptions, StaticOptions
+from onnxforge.core.types import ParityReport, QuantTrial, SpeedCheck, StepResult, Tolerance
+
+log = logging.getLogger("onnxforge")
+
+HISTOGRAM_METHODS = ("entropy", "percentile", "distribution")
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+                 "QLinearConv", "QLinearMatMul", "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulNBits"}
+# ORT op type produced -> the fp32 op type to leave unquantized when it has no kernel
+_INTEGER_TO_FLOAT = {"ConvInteger": "Conv", "MatMulInteger": "MatMul", "QLinearConv": "Conv",
+                     "QLinearMatMul": "MatMul", "QGemm": "Gemm", "QAttention": "Attention",
+                     "DynamicQuantizeLSTM": "LSTM", "QLinearAdd": "Add", "QLinearMul": "Mul"}
+
+
+def isa_defaults() -> dict:
+    from onnxforge.core.system import cpu_info
+
+    info = cpu_info()
+    isa = info["isa"]
+    arm = info["machine"].lower() in ("aarch64", "arm64") or isa.get("neon")
+    if arm:
+        return {"family": "arm", "activation_type": "int8", "weight_type": "int8", "reduce_range": False}
+    vnni = isa.get("avx512_vnni") or isa.get("avx_vnni")
+    family = "x86-vnni" if vnni else "x86-avx512" if isa.get("avx512f") else "x86-avx2" if isa.get("avx2") else "x86"
+    return {"family": family, "activation_type": "uint8", "weight_type": "int8", "reduce_range": not vnni}
+
+
+def _qtype(name: str):
+    from onnxruntime.quantization import QuantType
+
+    table = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    if name not in table:
+        raise UsageError(f"unknown quantization type {name!r}", hint="use int8 or uint8")
+    return table[name]
+
+
+def is_quantized(model) -> bool:
+    ops = {n.op_type for n in model.graph.node}
+    return bool(ops & QUANTIZED_OPS)
+
+
+def _preprocess(src: Path, dst: Path, notes: list) -> Path:
+    """ORT's recommended pre-processing (symbolic shape inference, optimization);
+    on failure continue with the original model and say so."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from onnxforge.core.fileio import working_dir
+    from onnxforge.core.logs import quiet_third_party
+
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    try:
+        with quiet_third_party(), working_dir(dst.parent):
+            quant_pre_process(str(src), str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                              external_data_location=dst.name + ".data")
+        return dst
+    except Exception as exc:
+        notes.append(f"pre-processing (quant_pre_process) failed, quantized without it: {type(exc).__name__}: "
+                     f"{first_line(exc, 200)}")
+        return src
+
+
+def _initializers_not_inputs(src: Path, dst: Path, notes: list) -> Path:
+    """Old exporters (IR < 4) list initializers as graph inputs too; ORT's calibration
+    then asks for them as feeds. Drop them from the inputs in a copy."""
+    from onnxforge.core.fileio import load_onnx
+    from onnxforge.steps.artifacts import save_scratch
+
+    m = load_onnx(src, load_external_data=False)  # the graph tells; the weights only when a copy is needed
+    inits = {t.name for t in m.graph.initializer}
+    keep = [i for i in m.graph.input if i.name not in inits]
+    if len(keep) == len(m.graph.input):
+        return src
+    m = load_onnx(src)
+    keep = [i for i in m.graph.input if i.name not in inits]
+    n = len(m.graph.input) - len(keep)
+    del m.graph.input[:]
+    m.graph.input.extend(keep)
+    if m.ir_version < 4:
+        m.ir_version = 4  # IR 4 is where initializers stopped being inputs
+    save_scratch(m, dst)
+    notes.append(f"{n} initializer(s) were also listed as graph inputs (old exporter); removed from the inputs")
+    return dst
+
+
+def _load_check(path: Path) -> str | None:
+    """None when ORT loads the model; else the fp32 op type that has no kernel."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return None
+    except Exception as exc:
+        text = str(exc)
+        m = re.search(r"implementation for (\w+)\(", text)
+        if m:
+            return _INTEGER_TO_FLOAT.get(m.group(1), m.group(1))
+        raise ConversionError(f"the quantized model does not load in onnxruntime ({first_line(exc)})",
+                              hint="exclude the failing op with --exclude-op") from None
+
+
+def quantize_dynamic(model, output: str | Path, options: DynamicOptions | None = None, /, **kwargs) -> StepResult:
+    """int8 weights, activations quantized per call. Options: DynamicOptions."""
+    from onnxforge.core.options import resolve
+
+    o = resolve(DynamicOptions, options, kwargs)
+    refuse_generated_data(o, "dynamic")
+    return _quantize(model, output, o, "dynamic")
+
+
+def quantize_static(model, output: str | Path, options: StaticOptions | None = None, /, **kwargs) -> StepResult:
+    """int8 weights and activations, ranges from calibration data. Options: StaticOptions."""
+    from onnxforge.core.options import resolve
+
+    o = resolve(StaticOptions, options, kwargs)
+    if not o.calibration:
+        raise UsageError("static quantization needs calibration data",
+                         hint="pass --calibration data.npz (or --calibration random for a smoke test)")
+    refuse_generated_data(o, "static")
+    return _quantize(model, output, o, "static")
+
+
+_DATA_FLAGS = {"inputs": "--inputs DATA", "calibration": "--calibration DATA",
+               "allow_generated_data": "--allow-generated-data"}
+
+
+def refuse_generated_data(o, mode: str, flag=_DATA_FLAGS.get) -> None:
+    """An int8 verdict is signed on real data only: --inputs, or (static) calibration
+    data, which the check then runs on. Noise flattered int8 (mobilenet_v3 passed at
+    cosine 0.994 on [0, 1) noise and failed on ImageNet-normalised images). The
+    choice of data is the user's to make, so its absence is a usage error (exit 2).
+    ``flag`` names the keys as the caller's door spells them (a TOML's)."""
+    real_calibration = mode == "static" and o.calibration and str(o.calibration) != "random"
+    if o.inputs or real_calibration or o.allow_generated_data:
+        return
+    data = f"{flag('inputs')} or real {flag('calibration')}" if mode == "static" else flag("inputs")
+    raise UsageError(f"quantize {mode}: an int8 verdict needs real input data, and none was given "
+                     f"({'calibration is random, ' if mode == 'static' else ''}the check would run on generated "
+                     "inputs)", hint=f"give {data} (samples of what the model will see), or "
+                                     f"{flag('allow_generated_data')} to accept a verdict on generated inputs")
+
+
+def quantize(model, output: str | Path, *, mode: str = "dynamic", **kwargs) -> StepResult:
+    """quantize_dynamic or quantize_static by ``mode``, with their options as keywords."""
+    if mode not in ("dynamic", "static"):
+        raise UsageError(f"unknown mode {mode!r}", hint="use dynamic or static (fp16: quantize_fp16)")
+    if mode == "dynamic" and kwargs.get("calibration") is None:
+        kwargs.pop("calibration", None)  # one call site for both modes
+    return (quantize_dynamic if mode == "dynamic" else quantize_static)(model, output, **kwargs)
+
+
+def _types(o, mode: str) -> dict:
+    chosen = isa_defaults()
+    return {"family": chosen["family"], "weight_type": o.weight_type or chosen["weight_type"],
+            "activation_type": (getattr(o, "activation_type", None) or chosen["activation_type"])
+            if mode == "static" else "uint8",
+            "reduce_range": chosen["reduce_range"] if o.reduce_range is None else o.reduce_range}
+
+
+def _non_fp32_weights(m) -> tuple[str, int]:
+    """Why int8 cannot quantize this model, as (type, count) of the weights feeding the ops
+    it quantizes (read without the data): any float16/bfloat16 ones, or float64 ones when
+    none is float32 (nothing would be quantized); ("", 0) when it can."""
+    from onnx import TensorProto
+
+    kinds = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16",
+             TensorProto.DOUBLE: "float64"}
+    types = {t.name: kinds[t.data_type] for t in m.graph.initializer if t.data_type in kinds}
+    found = [types[i] for n in m.graph.node if n.op_type in ("MatMul", "Gemm", "Conv", "Gather", "Attention")
+             for i in n.input[:2] if i in types]
+    half = [t for t in found if t in ("float16", "bfloat16")]
+    if half:  # any: a mostly-fp16 model "passed" with one Conv in int8
+        return half[0], len(half)
+    if found and "float32" not in found:  # float64 only: nothing would be quantized
+        return "float64", len(found)
+    return "", 0  # float64 beside float32 weights (a float64 lookup table) stays as it is
+
+
+def _quantize(model, output, o, mode: str) -> StepResult:
+    from onnxforge.steps.artifacts import model_path
+    from onnxforge.core.fileio import check_output_path, external_data_files, load_onnx, scratch_dir
+    from onnxforge.backends.onnx.inspection import summary
+    from onnxforge.data.specs import model_io_specs
+
+    src = model_path(model)
+    m = load_onnx(src, load_external_data=False)
+    if is_quantized(m):
+        ops = sorted({n.op_type for n in m.graph.node} & QUANTIZED_OPS)
+        raise BadInputError(f"{src} is already quantized (it has {', '.join(ops)})", hint="quantize the fp32 model")
+    kind, count = _non_fp32_weights(m)
+    # ORT's quantizers skip weights that are not float32: the model "passed" unquantized
+    # (float64: PASSED, size unchanged) or barely quantized, or failed to load (float16)
+    if kind:
+        raise BadInputError(f"{src} has {kind} weights ({count} of them): int8 quantization needs an fp32 model",
+                            hint="export the model in float32 (model.float() in torch)" if kind == "float64" else
+                            "quantize the fp32 model; fp16 and int8 are alternatives, not steps in a row")
+    specs, _ = model_io_specs(m)
+    from onnxforge.data.specs import check_dims
+
+    check_dims(o.dims, specs)
+    has_ext = bool(external_data_files(m))
+    from onnxforge.backends.onnx.runner import recorded_input_norms, recorded_val_ranges
+
+    ranges = recorded_val_ranges(m)  # generated inputs stay valid: a BERT's token_type_ids in [0, 1]
+    norms = o.input_norms or recorded_input_norms(m)  # generated images normalised as the model expects
+    del m
+    target = check_output_path(output, force=o.force, inputs=(src, o.inputs, getattr(o, "calibration", None)))
+    types = _types(o, mode)
+    notes: list[str] = []
+    details: dict = {"mode": mode, "cpu_family": types["family"], "weight_type": types["weight_type"],
+                     "activation_type": types["activation_type"] if mode == "static" else "uint8 (dynamic)",
+                     "reduce_range": types["reduce_range"], "per_channel": o.per_channel}
+    if mode == "static":
+        details.update(format=o.quant_format, method=o.method)
+        if str(o.calibration) == "random":
+            notes.append("calibration on random data: a smoke test, not a meaningful calibration")
+    log.info("quantize %s: weights %s, activations %s, reduce_range %s (%s)", mode, types["weight_type"],
+             details["activation_type"], types["reduce_range"], types["family"])
+    before = summary(src)
+    with scratch_dir(target) as tmp:
+        base = _initializers_not_inputs(src, tmp / "norm.onnx", notes)
+        # models too large for ORT's quantizer to hold quantize one initializer at a time (lean_quant.py)
+        lean = mode == "dynamic" and decide_lean(src, o.op_types, o.per_channel, types["weight_type"], notes)
+        base = _preprocess(base, tmp / "pre.onnx", notes) if o.preprocess and not lean else base
+        if mode == "static":
+            _check_calibration_memory(base, specs, o, notes, ranges, norms)
+        job = _Job(mode, src, base, tmp, specs, has_ext, types, o, lean, ranges, norms)
+        if mode == "dynamic":
+            job = _recipe(job, details, notes)
+        rec, qpath, checks, speed, trials, ranking = _trials(job, notes)
+        return _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ranking, before, notes,
+                                 details)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every quantization trial shares."""
+
+    mode: str
+    src: Path
+    base: Path  # the (pre-processed) fp32 model ORT's quantizer reads
+    tmp: Path
+    specs: tuple
+    external: bool
+    types: dict
+    o: Any
+    lean: bool = False
+    val_ranges: Any = None  # what the converter recorded (onnxforge.val_ranges)
+    norms: Any = None  # --input-norm, else what the converter recorded (onnxforge.input_norms)
+
+
+def _recipe(job: _Job, details: dict, notes: list) -> _Job:
+    """The graph the dynamic quantizer gets: on a transformer, the candidates of
+    recipes.py (plain int8; fused attention that quantizes to QAttention), timed, and
+    the fastest that keeps the parity budget (--recipe auto|plain|fused)."""
+    from dataclasses import replace
+
+    from onnxforge.steps.quantize.recipes import Budget, choose_dynamic_recipe
+    from onnxforge.checks.compare import LOOSE, make_tolerance
+
+    o = job.o
+    tol = make_tolerance(o.atol, o.rtol, Tolerance(0.0, 0.0)) if (o.atol is not None or o.rtol is not None) else LOOSE
+    mm = o.max_mismatch
+    choice = choose_dynamic_recipe(
+        job.src, job.base, job.tmp, recipe=o.recipe,
+        budget=Budget(tol, o.min_cosine or None, 1 - mm if mm is not None else None,
+                      "classification" if mm is not None else None),
+        dims=o.dims, inputs=o.inputs, samples=o.check_samples, seed=o.seed, bench_seconds=o.bench_seconds,
+        quantize=lambda fp32, out: _run_ort_quantizer(_for_graph(job, fp32), out, list(o.exclude_nodes),
+                                                      list(o.exclude_ops)))
+    details["recipe"] = choice.as_dict()
+    notes.extend(choice.notes)
+    chosen = _for_graph(job, choice.fp32_model)
+    if job.lean and not chosen.lean:
+        notes.append(f"the {choice.chosen} graph is quantized by ORT's quantizer, not one initializer at a time: "
+                     f"only it turns Attention into QAttention (it holds the model in memory)")
+    return chosen
+
+
+def _for_graph(job: _Job, fp32) -> _Job:
+    """The job for another fp32 graph (a recipe candidate). The lean path only where
+    that graph is eligible: a fused candidate holds Attention, which only ORT's
+    quantizer turns into QAttention (it holds the model in memory, as below 1 GiB)."""
+    from dataclasses import replace
+
+    from onnxforge.core.fileio import load_onnx
+    from onnxforge.steps.quantize.lean_quant import eligible
+
+    lean = job.lean and eligible(load_onnx(fp32, load_external_data=False), op_types=job.o.op_types or None,
+                                 per_channel=job.o.per_channel, weight_type=job.types["weight_type"]) is None
+    return replace(job, base=Path(fp32), lean=lean)
+
+
+def _trials(job: _Job, notes: list):
+    """Quantize, check, time; with --fallback, again with the most sensitive nodes left
+    in fp32 until parity passes or the trials run out. Returns the best trial."""
+    o = job.o
+    excluded, excluded_ops = list(o.exclude_nodes), list(o.exclude_ops)
+    trials: list[QuantTrial] = []
+    ranking: list[str] | None = None
+    best = None
+    for trial in range(o.max_trials if o.fallback else 1):
+        qpath = job.tmp / f"q{trial}.onnx"
+        t0 = time.perf_counter()
+        _quantize_loadable(job, qpath, excluded, excluded_ops, notes)
+        seconds = time.perf_counter() - t0
+        checks = _checks(job, qpath)
+        speed = _speed(job.src, qpath, o.dims, o.inputs, o.bench_seconds, job.val_ranges)
+        parity_ok = all(c.passed for c in checks)
+        rec = QuantTrial(trial, tuple(excluded), tuple(excluded_ops), parity_ok, _min_cos(checks), speed.speedup,
+                         speed.ci95, round(seconds, 3))
+        trials.append(rec)
+        if best is None or _better(rec, best[0]):
+            best = (rec, qpath, checks, speed)
+        if parity_ok and speed_verdict(speed, speed_budget(o)) == "passed":
+            best = (rec, qpath, checks, speed)
+            break
+        if not o.fallback or parity_ok:  # excluding nodes cannot make a model faster
+            break
+        if ranking is None:
+            ranking = rank_sensitive_nodes(job.src, qpath, job.specs, o.dims, o.seed, job.val_ranges, job.norms)
+        batch = [n for n in ranking if n not in excluded][: max(1, 2 ** trial)]
+        if not batch:
+            break
+        excluded.extend(batch)
+    return (*best, trials, ranking)
+
+
+def _quantize_loadable(job: _Job, qpath: Path, excluded: list, excluded_ops: list, notes: list) -> None:
+    """Run ORT's quantizer until the result loads: an op type without an int8 kernel
+    here is left in fp32 (and the report says so)."""
+    while True:
+        _run_ort_quantizer(job, qpath, excluded, excluded_ops)
+        missing = _load_check(qpath)
+        if missing is None:
+            return
+        if missing in excluded_ops:
+            raise ConversionError(f"the quantized model still has no kernel for {missing}")
+        excluded_ops.append(missing)
+        notes.append(f"onnxruntime has no int8 kernel for quantized {missing} here "
+                     f"(weights {job.types['weight_type']}); left {missing} in fp32")
+
+
+def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ranking, before, notes, details):
+    from onnxforge.steps.artifacts import finish, lineage_of
+    from onnxforge.backends.onnx.inspection import summary
+
+    o = job.o
+    budget = speed_budget(o)
+    fast = speed_verdict(speed, budget)
+    passed = rec.parity_passed and fast == "passed"
+    status = "failed" if not rec.parity_passed else fast
+    figures = f"{speed.speedup:.2f}x fp32's speed (95% CI {speed.ci95[0]:.2f}-{speed.ci95[1]:.2f})"
+    if fast == "failed":
+        notes.append(f"speed budget missed: int8 runs at {figures}, below --min-speedup {budget:g} "
+                     f"(fp32 p50 {speed.reference_p50_ms:.4g} ms, int8 {speed.p50_ms:.4g} ms): try `quantize static` "
+                     "(calibrated QDQ) or --per-channel, or --exclude-op for the ops whose int8 kernels are slow "
+                     "here; --min-speedup 0 accepts a slower model")
+    elif fast == "inconclusive":
+        from onnxforge.core.stats import contention_line
+
+        notes.append(f"speed budget not decided: int8 at {figures}, budget {budget:g}x, but the machine was busy "
+                     f"({contention_line(speed.contention)}; a quiet machine would measure between "
+                     f"{speed.bounds[0]:.2f}x and {speed.bounds[1]:.2f}x): rerun when it is quiet, or give it more "
+                     "--bench-seconds")
+    elif speed.speedup < 1.0:
+        notes.append(f"the int8 model is slower than fp32 here ({speed.speedup:.2f}x): "
+                     "on this CPU the quantized kernels do not pay for their overhead on this model")
+    after = summary(qpath)
+    if after.file_bytes > before.file_bytes:
+        notes.append(f"the int8 model is larger than fp32 ({before.file_bytes} -> {after.file_bytes} bytes): its "
+                     f"weights are small ({before.initializer_bytes} bytes), so the scales, zero points and "
+                     f"{after.nodes - before.nodes} added quantization nodes outweigh the 4x smaller weights")
+    details.update(excluded_nodes=list(rec.excluded_nodes), excluded_ops=list(rec.excluded_ops))
+    if ranking:
+        details["sensitivity"] = ranking[:20]
+    if budget is not None:
+        details["min_speedup"] = budget
+    return finish(qpath, target, step=f"quantize:{job.mode}", passed=passed, options=o, inherit_from=job.src,
+                  lineage=(*lineage_of(model), f"quantize:{job.mode}"), checks=checks, notes=notes, before=before,
+                  after=after, speed=speed, trials=tuple(trials), details=details, status=status)
+
+
+def speed_budget(o) -> float | None:
+    """The speed budget of a quantize step: --min-speedup; 1.0 (never slower than fp32)
+    when not given; 0 turns it off (a release's steps: its latency gate decides once)."""
+    return 1.0 if o.min_speedup is None else (o.min_speedup or None)
+
+
+def speed_verdict(speed: SpeedCheck, budget: float | None) -> str:
+    """passed, failed or inconclusive. On clean rounds the measured speed-up decides; on
+    a busy machine the bounds its rounds prove (gates.settle) decide, or nothing does."""
+    if budget is None:
+        return "passed"
+    if speed.contention is None or speed.contention.clean or speed.bounds is None:
+        return "passed" if speed.speedup >= budget else "failed"
+    lo, hi = speed.bounds
+    return "passed" if lo >= budget else "failed" if hi < budget else "inconclusive"
+
+
+def _better(a: QuantTrial, b: QuantTrial) -> bool:
+    return (a.parity_passed, a.min_cosine or 0, a.speedup) > (b.parity_passed, b.min_cosine or 0, b.speedup)
+
+
+def _min_cos(checks: Sequence[ParityReport]) -> float | None:
+    vals = [o.cosine for c in checks for o in c.outputs if o.label_agreement is None or o.topk_agreement is not None]
+    return min(vals) if vals else None
+
+
+def _checks(job: _Job, q: Path) -> list[ParityReport]:
+    """Cosine (and labels / elementwise when asked) of the int8 model against fp32."""
+    from onnxforge.checks.compare import LOOSE, make_tolerance
+    from onnxforge.checks.parity import check_against
+
+    o = job.o
+    # no elementwise check unless asked; asking for one bound leaves the other at 0
+    tol = make_tolerance(o.atol, o.rtol, Tolerance(0.0, 0.0)) if (o.atol is not None or o.rtol is not None) else LOOSE
+    mm = o.max_mismatch
+    criteria = dict(tolerance=tol, task="classification" if mm is not None else None,
+                    min_agreement=1 - mm if mm is not None else None, min_cosine=o.min_cosine or None)
+    calibration = getattr(o, "calibration", None)
+    if not o.inputs and calibration and str(calibration) != "random":
+        return [_check_on_calibration(job, q, calibration, criteria)]
+    return check_against(job.src, q, inputs=o.inputs, samples=o.check_samples, seed=o.seed, dims=o.dims, label="int8",
+                         second_shape=False, input_norms=job.norms, **criteria)
+
+
+def _check_on_calibration(job: _Job, q: Path, calibration, criteria: dict) -> ParityReport:
+    """Static int8 with real calibration data and no --inputs is checked on the first
+    --check-samples calibration samples: real data, though the ranges were fitted on it."""
+    from onnxforge.steps.quantize.calibration import iter_samples
+    from onnxforge.backends.onnx.runner import onnx_runner
+    from onnxforge.checks.parity import validate
+
+    o = job.o
+    n, it = iter_samples(calibration, job.specs, samples=min(o.check_samples, o.samples or o.check_samples),
+                         seed=o.seed, dims=o.dims)
+    feeds = [dict(s) for s, _ in zip(it, range(n))]
+    return validate(onnx_runner(job.src, "cpu", label=job.src.name), onnx_runner(q, "cpu", label="int8"),
+                    input_samples=feeds, data={"source": "given", "how": f"calibration data {calibration} (first "
+                                               f"{len(feeds)} sample(s); the ranges were fitted on them)"}, **criteria)
+
+
+def _speed(src, q, dims, inputs, seconds, val_ranges=None) -> SpeedCheck:
+    from onnxforge.checks.benchmark import benchmark
+
+    rep = benchmark([str(src), str(q)], dims=dims, inputs=inputs, duration=seconds, warmup=5, val_ranges=val_ranges)
+    c = rep.comparisons[0]
+    return SpeedCheck(rep.results[0].latency.p50, rep.results[1].latency.p50, round(c.speedup, 4),
+                      (round(c.ci95[0], 4), round(c.ci95[1], 4)), rep.results[0].latency.n, rep.contention, c.bounds)
+
+
+def _check_calibration_memory(model, specs, o, notes, val_ranges=None, norms=None) -> None:
+    from onnxforge.steps.quantize.calibration import activation_bytes, histogram_memory_estimate, iter_samples
+    from onnxforge.core.system import available_memory
+
+    n, it = iter_samples(o.calibration, specs, samples=o.samples, seed=o.seed, dims=o.dims, val_ranges=val_ranges,
+                         norms=norms)
+    first = next(iter(it))
+    per, unknown = activation_bytes(model, o.dims or {}, {k: v.shape for k, v in first.items()})
+    if o.method not in HISTOGRAM_METHODS:
+        return
+    need = histogram_memory_estimate(per, n)
+    limit = o.max_memory if o.max_memory is not None else available_memory() // 2
+    if unknown:
+        notes.append(f"memory estimate for {o.method} calibration leaves out {unknown} tensor(s) of unknown shape")
+    if need > limit:
+        raise BadInputError(
+            f"{o.method} calibration on {n} samples needs about {need / 2**30:.2f} GiB "
+            f"({per / 2**20:.1f} MiB of activations per sample), over the limit of {limit / 2**30:.2f} GiB",
+            hint=f"use fewer samples (--samples {max(1, int(limit // max(1, 2 * per)))}) or --method minmax, "
+            "or raise --max-memory")
+
+
+def _run_ort_quantizer(job: _Job, out: Path, excluded: list, excluded_ops: list) -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    from onnxforge.core.fileio import load_onnx
+    from onnxforge.core.logs import quiet_third_party
+
+    o = job.o
+    nodes_excluded = list(excluded)
+    if excluded_ops:
+        m = load_onnx(job.base, load_external_data=False)
+        nodes_excluded += [n.name for n in m.graph.node if n.op_type in excluded_ops and n.name]
+    types = [t for t in o.op_types if t not in excluded_ops] if o.op_types else None
+    common = dict(op_types_to_quantize=types, per_channel=o.per_channel, reduce_range=job.types["reduce_range"],
+                  weight_type=_qtype(job.types["weight_type"]), nodes_to_exclude=nodes_excluded or None,
+                  use_external_data_format=job.external)
+    try:
+        if job.mode == "dynamic" and job.lean:
+            from onnxforge.steps.quantize.lean_quant import quantize_dynamic_lean
+
+            quantize_dynamic_lean(job.base, out, weight_type=job.types["weight_type"],
+                                  reduce_range=job.types["reduce_range"], op_types=types,
+                                  nodes_to_exclude=nodes_excluded)
+        elif job.mode == "dynamic":
+            with quiet_third_party():
+                quantize_dynamic(str(job.base), str(out), **common)
+        else:
+            _run_static(job, out, common)
+    except (BadInputError, UsageError):
+        raise
+    except Exception as exc:
+        raise ConversionError(f"onnxruntime's quantize_{job.mode} failed: {type(exc).__name__}: {first_line(exc)}",
+                              hint="exclude the failing node or op type (--exclude-node / --exclude-op)") from None
+
+
+def _run_static(job: _Job, out: Path, common: dict) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    from onnxforge.core.logs import quiet_third_party
+    from onnxforge.steps.quantize.calibration import StreamingReader, iter_samples
+    from onnxforge.core.progress import task
+
+    o = job.o
+    n, it = iter_samples(o.calibration, job.specs, samples=o.samples, seed=o.seed, dims=o.dims,
+                         val_ranges=job.val_ranges, norms=job.norms)
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}
+    with task("calibration", total=n) as bar:
+        reader = StreamingReader(it, n, on_sample=lambda seen, total: bar.update(seen))
+        with quiet_third_party():
+            quantize_static(str(job.base), str(out), reader,
+                            quant_format=QuantFormat.QDQ if o.quant_format == "qdq" else QuantFormat.QOperator,
+                            activation_type=_qtype(job.types["activation_type"]), calibrate_method=methods[o.method],
+                            extra_options={"CalibPercentile": o.percentile} if o.method == "percentile" else None,
+                            **common)
+
+
+def rank_sensitive_nodes(fp32_path, q_path, specs, dims, seed, val_ranges=None, norms=None) -> list[str]:
+    """fp32 nodes ordered by how much error quantization adds at their output: the
+    relative error of each shared intermediate tensor minus the largest error among
+    that node's inputs (what ORT's qdq_loss_debug measures for QDQ models, here for
+    both QDQ and dynamic models, matched by tensor name)."""
+    import numpy as np
+
+    from onnxforge.data.generate import generate_inputs
+    from onnxforge.checks.localize import shared_intermediates
+
+    fm, shared, a, b = shared_intermediates(fp32_path, q_path,
+                                            generate_inputs(specs, seed=seed, dims=dims, val_ranges=val_ranges,
+                                                            norms=norms))
+    both = [o for _, _, o in shared if o in a and o in b]
+    err = {}
+    for n in both:
+        x, y = np.asarray(a[n], dtype=np.float64), np.asarray(b[n], dtype=np.float64)
+        if x.shape != y.shape or x.dtype.kind not in "fc":
+            continue
+        denom = np.linalg.norm(x)
+        err[n] = float(np.linalg.norm(x - y) / denom) if denom else float(np.linalg.norm(y))
+    scored = []
+    for node in fm.graph.node:
+        outs = [err[o] for o in node.output if o in err]
+        if not outs or not node.name:
+            continue
+        ins = [err[i] for i in node.input if i in err]
+        scored.append((max(outs) - (max(ins) if ins else 0.0), node.name))
+    scored.sort(reverse=True)
+    return [name for _, name in scored]

@@ -1,0 +1,1 @@
+"""Graph surgery: extract, set-outputs, rename, sanitize (surgeon.py), each result proven."""

@@ -1,0 +1,156 @@
+"""quantize dynamic's recipe candidates on a real tiny BERT (transformers config, dynamo
+export), and the lean path inside quantize()."""
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import ROOT
+from conftest import json_result as result
+
+M = f"{ROOT / 'tests' / 'models.py'}"
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import onnxforge
+
+    d = tmp_path_factory.mktemp("bert")
+    res = onnxforge.convert_torch(f"{M}:tiny_bert", d / "bert.onnx",
+                                  inputs=["input_ids:int64:batchxseq", "attention_mask:int64:batchxseq"],
+                                  val_ranges={"input_ids": (0, 99), "attention_mask": (1, 1)})
+    assert res.passed
+    return d / "bert.onnx"
+
+
+def _padded(batch=3, seq=8, seed=5):
+    rng = np.random.default_rng(seed)
+    mask = np.ones((batch, seq), np.int64)
+    for i in range(1, batch):
+        mask[i, seq - 2 * i:] = 0
+    return {"input_ids": rng.integers(0, 99, (batch, seq)), "attention_mask": mask}
+
+
+def _cos_to(ref_path, path, feeds):
+    import onnxruntime as ort
+
+    a = ort.InferenceSession(str(ref_path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    b = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    return min(float(x.ravel() @ y.ravel() / np.linalg.norm(x) / np.linalg.norm(y)) for x, y in zip(a, b))
+
+
+@pytest.mark.slow
+def test_auto_recipe_times_both_candidates_and_keeps_the_faster(cli, bert, tmp_path):
+    out = tmp_path / "q.onnx"
+    r = cli("quantize", "dynamic", "--allow-generated-data", bert, "-o", out, "--bench-seconds", "0.5", "--min-speedup", "0", "--json")
+    assert r.code == 0, r.err + r.out
+    rec = result(r)["details"]["recipe"]
+    cands = {c["name"]: c for c in rec["candidates"]}
+    assert set(cands) == {"plain", "fused"}
+    assert all(c["passed"] and c["p50_ms"] > 0 and c["ci95"][0] <= c["speedup"] <= c["ci95"][1] for c in cands.values())
+    fused = cands["fused"]
+    assert fused["details"]["quantizable_attention"] == 2 and fused["details"]["mask_inputs"] == ["attention_mask"]
+    assert fused["details"]["fp32_check_max_abs"] < 1e-4
+    vs = cands["fused"]["vs_plain"]
+    assert vs[1] <= vs[0] <= vs[2]
+    busy = any("timed on a busy machine" in n for n in result(r)["notes"])  # then no choice is made on loaded rounds
+    assert rec["chosen"] == ("fused" if vs[1] > 1.0 and not busy else "plain")  # kept only when faster beyond the noise
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert ("QAttention" in ops) == (rec["chosen"] == "fused")
+    assert _cos_to(bert, out, _padded()) > 0.99  # padded masks survive whichever was kept
+
+
+@pytest.mark.slow
+def test_fused_recipe_keeps_padding_and_plain_recipe_skips_candidates(cli, bert, tmp_path):
+    r = cli("quantize", "dynamic", "--allow-generated-data", bert, "-o", tmp_path / "f.onnx", "--recipe", "fused", "--bench-seconds", "0.3",
+            "--min-speedup", "0",
+            "--json")
+    assert r.code == 0, r.err + r.out
+    assert result(r)["details"]["recipe"]["chosen"] == "fused"
+    m = onnx.load(str(tmp_path / "f.onnx"))
+    qatt = [n for n in m.graph.node if n.op_type == "QAttention"]
+    assert len(qatt) == 2 and all(n.input[5] for n in qatt)  # mask_index attached to each
+    feeds = _padded()
+    assert _cos_to(bert, tmp_path / "f.onnx", feeds) > 0.99
+    r = cli("quantize", "dynamic", "--allow-generated-data", bert, "-o", tmp_path / "p.onnx", "--recipe", "plain", "--bench-seconds", "0.3",
+            "--min-speedup", "0",
+            "--json")
+    rec = result(r)["details"]["recipe"]
+    assert rec["chosen"] == "plain" and [c["name"] for c in rec["candidates"]] == ["plain"]
+    assert "QAttention" not in {n.op_type for n in onnx.load(str(tmp_path / "p.onnx")).graph.node}
+    assert cli("quantize", "dynamic", "--allow-generated-data", bert, "-o", tmp_path / "x.onnx", "--recipe", "nope").code == 2
+
+
+@pytest.mark.slow
+def test_fused_recipe_on_a_model_large_enough_for_the_lean_path(cli, bert, tmp_path, monkeypatch):
+    """The lean path refuses Attention: the fused candidate goes to ORT's quantizer (it
+    used to fail there and be dropped quietly, even with --recipe fused)."""
+    from onnxforge.steps.quantize import lean_quant
+
+    monkeypatch.setattr(lean_quant, "LEAN_MIN_BYTES", 0)  # this tiny BERT stands in for a BERT-large
+    r = cli("quantize", "dynamic", "--allow-generated-data", bert, "-o", tmp_path / "f.onnx", "--recipe", "fused", "--bench-seconds", "0.3",
+            "--min-speedup", "0",
+            "--json")
+    assert r.code == 0, r.err + r.out
+    res = result(r)
+    assert res["details"]["recipe"]["chosen"] == "fused"
+    assert any("quantized by ORT's quantizer, not one initializer at a time" in n for n in res["notes"])
+    assert "QAttention" in {n.op_type for n in onnx.load(str(tmp_path / "f.onnx")).graph.node}
+    assert _cos_to(bert, tmp_path / "f.onnx", _padded()) > 0.99
+
+
+def test_no_attention_means_no_candidates(cli, fx, tmp_path):
+    r = cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2",
+            "--min-speedup", "0", "--json")
+    assert r.code == 0, r.err
+    rec = result(r)["details"]["recipe"]
+    assert rec["chosen"] == "plain" and len(rec["candidates"]) == 1
+
+
+def test_lean_path_gives_the_same_model_as_ort(cli, fx, tmp_path, monkeypatch):
+    from onnxforge.steps.quantize import lean_quant
+
+    common = ["--no-preprocess", "--bench-seconds", "0.2", "--min-speedup", "0", "--json", "--recipe", "plain"]
+    r = cli("quantize", "dynamic", "--allow-generated-data", fx / "ext" / "ext.onnx", "-o", tmp_path / "ort.onnx", *common)
+    assert r.code == 0, r.err
+    assert not any("one initializer at a time" in n for n in result(r)["notes"])
+    monkeypatch.setattr(lean_quant, "LEAN_MIN_BYTES", 0)
+    r = cli("quantize", "dynamic", "--allow-generated-data", fx / "ext" / "ext.onnx", "-o", tmp_path / "lean.onnx", *common)
+    assert r.code == 0, r.err
+    assert any("one initializer at a time" in n for n in result(r)["notes"])
+    from onnx import numpy_helper
+
+    a = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "ort.onnx")).graph.initializer}
+    b = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "lean.onnx")).graph.initializer}
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_release_accepts_a_recipe(tmp_path):
+    from onnxforge.pipeline.config import load_config
+
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(g), str(tmp_path / "m.onnx"))
+    (tmp_path / "r.toml").write_text('[model]\nsource = "m.onnx"\nframework = "onnx"\n\n'
+                                     '[[steps]]\nrun = "quantize.dynamic"\nrecipe = "plain"\n'
+                                     'allow_generated_data = true\n')
+    assert load_config(tmp_path / "r.toml").steps[0].options.recipe == "plain"
+
+
+@pytest.mark.slow
+def test_simplify_transformer_rewrites_attention(cli, bert, tmp_path):
+    out = tmp_path / "s.onnx"
+    r = cli("simplify", bert, "-o", out, "--transformer", "bert", "--json")
+    assert r.code == 0, r.err + r.out
+    steps = {s["step"]: s for s in result(r)["engines"]}
+    assert steps["attention"]["status"] == "ok" and steps["attention"]["info"]["attention"]["quantizable"] == 2
+    m = onnx.load(str(out))
+    att = [n for n in m.graph.node if n.op_type == "Attention"]
+    assert len(att) == 2 and all(len(n.input) == 4 and n.input[3] for n in att)
+    assert not any(a.name == "qkv_hidden_sizes" for n in att for a in n.attribute)
+    assert _cos_to(bert, out, _padded()) > 0.99999
