@@ -276,6 +276,10 @@ def test_the_readme_tour_runs(tmp_path):
     shutil.copytree(ROOT / "fixtures", tmp_path / "fixtures")  # a checkout, as a newcomer has it
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     script = f'set -euo pipefail\nonnxforge() {{ "{sys.executable}" -m onnxforge "$@"; }}\n' + _tour()
-    r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    for _ in range(3):  # quantize's speed budget is undecidable on a busy machine (exit 6): only that is retried
+        r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        if r.returncode != 6:
+            break
+        assert "inconclusive" in r.stderr, r.stderr[-3000:]
     assert r.returncode == 0, r.stderr[-3000:]
     assert {"model.onnx", "model.sim.onnx", "model.int8.onnx", "clf.onnx"} <= {p.name for p in tmp_path.iterdir()}
