@@ -280,6 +280,6 @@ def test_the_readme_tour_runs(tmp_path):
         r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         if r.returncode != 6:
             break
-        assert "inconclusive" in r.stderr, r.stderr[-3000:]
+        assert "inconclusive" in (r.stdout + r.stderr).lower(), r.stderr[-3000:]
     assert r.returncode == 0, r.stderr[-3000:]
     assert {"model.onnx", "model.sim.onnx", "model.int8.onnx", "clf.onnx"} <= {p.name for p in tmp_path.iterdir()}
