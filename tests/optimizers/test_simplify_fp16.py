@@ -10,6 +10,7 @@ from conftest import json_result as result
 # slow: exports and simplifies torch models; the error paths that run no such work stay in the fast lane
 
 M = f"{ROOT / 'tests' / 'models.py'}"
+pytestmark = pytest.mark.xdist_group("simplify_fp16")  # torch_models: exported once, on one worker
 
 
 
