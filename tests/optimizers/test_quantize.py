@@ -340,10 +340,11 @@ def test_quantize_checks_on_the_recorded_norm(cli, tmp_path):
     assert r.code == 0, r.err
     props = {p.key: p.value for p in onnx.load(m).metadata_props}
     assert json.loads(props["onnxforge.input_norms"])["x"]["mean"] == [0.485, 0.456, 0.406]
-    r = cli("quantize", "dynamic", m, "-o", tmp_path / "q.onnx", "--allow-generated-data", "--bench-seconds", "0.2")
+    r = cli("quantize", "dynamic", m, "-o", tmp_path / "q.onnx", "--allow-generated-data", "--bench-seconds", "0.2",
+            "--min-speedup", "0")  # int8 of a conv this small is slower than fp32: not this test's subject
     assert r.code == 0, r.err
     assert "data: generated (ImageNet-normalised images, seed 0)" in r.out
     r = cli("quantize", "dynamic", m, "-o", tmp_path / "q2.onnx", "--allow-generated-data", "--bench-seconds", "0.2",
-            "--input-norm", "x:clip", "--json")
+            "--input-norm", "x:clip", "--min-speedup", "0", "--json")
     assert r.code == 0, r.err
     assert "CLIP-normalised" in result(r)["checks"][0]["data"]["how"]
