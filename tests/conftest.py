@@ -168,3 +168,166 @@ def cpu_burner(cpu: int, count: int = 1):
         for p in procs:
             p.kill()
             p.wait()
+
+
+# ----------------------------------------------------------------------------- xdist: shared builds, timing alone
+# The suite runs on pytest-xdist workers (pyproject's addopts). Two things need the workers
+# to agree: an artefact many modules read (a release, an export) is built once for the
+# whole run, and a test that times something runs while no other test does.
+
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", ...; None in a plain run
+_run = {"dir": None, "fd": None, "mode": None}
+
+
+def run_dir(tmp_path_factory) -> Path:
+    """A folder every worker of this run sees: xdist gives each worker a basetemp inside
+    the run's own; a plain run has one process and uses its basetemp."""
+    if _run["dir"] is None:
+        base = tmp_path_factory.getbasetemp()
+        _run["dir"] = base.parent if WORKER else base
+    return _run["dir"]
+
+
+@contextlib.contextmanager
+def _flocked(path: Path):
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+_SHARED: dict[str, Path] = {}  # fixture name -> its folder, for _shared_builds_untouched
+
+
+def shared_build(tmp_path_factory, name: str, build) -> Path:
+    """The folder ``name``, made once for the run by ``build(folder)`` in whichever worker
+    asks first (the others wait on a file lock, then read it). Tests read it and never
+    write into it: one that wants to change it copies it first. _shared_builds_untouched
+    fails the test that changed a file in it. A build that raised leaves no done-marker:
+    the next asker starts over."""
+    root = run_dir(tmp_path_factory) / "shared"
+    root.mkdir(exist_ok=True)
+    folder, done = root / name, root / f"{name}.sha256.json"
+    with _flocked(root / f"{name}.lock"):
+        if not done.exists():
+            import json
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.write_text(json.dumps(_digest(folder)))
+    _SHARED[name] = folder
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _shared_builds_untouched(request):
+    yield
+    import json
+
+    for name in set(request.fixturenames) & set(_SHARED):
+        folder = _SHARED[name]
+        want = json.loads((folder.parent / f"{name}.sha256.json").read_text())
+        now = _digest(folder)
+        changed = sorted(k for k in want.keys() | now.keys() if want.get(k) != now.get(k))
+        assert not changed, f"the test changed the shared build {name} (copy it first): {changed[:5]}"
+
+
+def _timing_fd(tmp_path_factory) -> int | None:
+    if not WORKER:  # one process: its tests already run one at a time
+        return None
+    if _run["fd"] is None:
+        _run["fd"] = os.open(run_dir(tmp_path_factory) / "timing.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    return _run["fd"]
+
+
+def _lock(mode) -> None:
+    import fcntl
+
+    if _run["fd"] is not None and mode != _run["mode"]:
+        fcntl.flock(_run["fd"], mode)  # a shared lock becomes exclusive (or back) on the same descriptor
+        _run["mode"] = mode
+
+
+@pytest.fixture(autouse=True)
+def _timing_alone(request, tmp_path_factory):
+    """A readers-writer lock across the workers: every test holds a shared flock on one
+    file, a test marked ``timing`` an exclusive one, so it times on an otherwise idle
+    suite (the timings judge the CPU they got and would come out inconclusive beside a
+    busy worker)."""
+    import fcntl
+
+    if _timing_fd(tmp_path_factory) is None:
+        yield
+        return
+    _lock(fcntl.LOCK_EX if request.node.get_closest_marker("timing") else fcntl.LOCK_SH)
+    try:
+        yield
+    finally:
+        _lock(fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def alone(tmp_path_factory):
+    """The exclusive side of _timing_alone for a module- or session-scoped fixture that
+    times (it runs before its first test takes the test's lock)."""
+    import fcntl
+
+    if _timing_fd(tmp_path_factory) is None:
+        yield
+        return
+    before = _run["mode"] or fcntl.LOCK_UN
+    _lock(fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        _lock(before)
+
+
+# ----------------------------------------------------------------------------- built once per run (tests/shared.py)
+
+@pytest.fixture(scope="session")
+def digits_release(tmp_path_factory) -> Path:
+    """The README's main job released once: cfg/release.toml, a/ (the release),
+    summary.md, exit_code."""
+    pytest.importorskip("torch")
+    import shared
+
+    return shared_build(tmp_path_factory, "digits_release", shared.digits_release)
+
+
+@pytest.fixture(scope="session")
+def sklearn_release(tmp_path_factory) -> Path:
+    """The sklearn example released once: release.toml and release/."""
+    pytest.importorskip("skl2onnx")
+    import shared
+
+    return shared_build(tmp_path_factory, "sklearn_release", shared.sklearn_release)
+
+
+@pytest.fixture(scope="session")
+def bert_onnx(tmp_path_factory) -> Path:
+    """models.py's tiny BERT exported once: bert.onnx."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import shared
+
+    return shared_build(tmp_path_factory, "bert_onnx", shared.bert_onnx) / "bert.onnx"
+
+
+@pytest.fixture(scope="session")
+def torch_exports(tmp_path_factory) -> Path:
+    """digits.onnx (the example's CNN), encoder.onnx and mlp.onnx (models.py), exported once."""
+    pytest.importorskip("torch")
+    import shared
+
+    return shared_build(tmp_path_factory, "torch_exports", shared.torch_exports)

@@ -272,6 +272,7 @@ def _tour() -> str:
 
 
 @pytest.mark.slow  # converts, quantizes and times the example: about 40 s
+@pytest.mark.timing  # quantize's default speed budget: inconclusive (exit 6) beside a busy worker
 def test_the_readme_tour_runs(tmp_path):
     shutil.copytree(ROOT / "fixtures", tmp_path / "fixtures")  # a checkout, as a newcomer has it
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

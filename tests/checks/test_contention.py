@@ -12,7 +12,9 @@ import pytest
 
 from conftest import ROOT, cpu_burner
 
-pytestmark = pytest.mark.slow  # starts processes and times models
+# starts processes and times models; its burners would load the other workers' tests, and
+# its premises (int8 slower than fp32 here) need a quiet machine: it runs alone
+pytestmark = [pytest.mark.slow, pytest.mark.timing]
 
 
 def _pinned(cpu: int, *args) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import ROOT, default_sigint
 
-pytestmark = pytest.mark.slow  # runs whole releases
+# slow: runs whole releases; the error paths that run no such work stay in the fast lane
 
 SCHEMA = ROOT / "tests" / "data" / "junit.xsd"
 
@@ -95,6 +95,7 @@ def _check_verdict(out: Path, code: int, status: str, summary: Path, err: str) -
     assert not (out / "model.onnx").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(FAILURES))
 def test_failing_release_is_red_everywhere(kind, project, tmp_path, monkeypatch, capsys):
     from onnxforge.cli.app import main
@@ -114,6 +115,8 @@ def test_failing_release_is_red_everywhere(kind, project, tmp_path, monkeypatch,
     _check_verdict(tmp_path / "out", code, status, summary, err)
 
 
+@pytest.mark.slow
+@pytest.mark.timing  # its CPU burner must not land on another test
 def test_timing_gate_on_a_loaded_machine_is_inconclusive(project, tmp_path):
     """A CPU burner pinned beside the release: its latency gate is neither passed nor
     failed but inconclusive (exit 6), JUnit says so with an error carrying the CPU share."""
@@ -146,6 +149,7 @@ def test_timing_gate_on_a_loaded_machine_is_inconclusive(project, tmp_path):
     assert gate["status"] == "inconclusive" and gate["passed"] is False
 
 
+@pytest.mark.slow
 def test_internal_error_still_writes_the_verdict(project, tmp_path, monkeypatch, capsys):
     import onnxforge.steps.simplify.simplify as simplify_mod
     from onnxforge.cli.app import main
@@ -169,6 +173,7 @@ def test_internal_error_still_writes_the_verdict(project, tmp_path, monkeypatch,
     assert suite.find("testcase[@name='1:quantize.static']/skipped") is not None  # never ran
 
 
+@pytest.mark.slow
 def test_sigint_writes_an_interrupted_verdict(project, tmp_path):
     (project / "slow.toml").write_text(_toml(_base(**{"steps.1.bench_seconds": 30.0})))
     summary = tmp_path / "summary.md"
@@ -196,6 +201,7 @@ def test_single_command_report_on_every_exit(cli, tmp_path):
     assert env["result"]["hint"]
 
 
+@pytest.mark.slow
 def test_docs_ci_commands_run(tmp_path):
     """docs/ci.md's job runs the commands it shows; run the same lines here."""
     doc = (ROOT / "docs" / "ci.md").read_text()

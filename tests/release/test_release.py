@@ -7,49 +7,18 @@ import pytest
 
 from conftest import json_result as result
 from release_helpers import EXAMPLE, SK_EXAMPLE, _config
+from shared import UNTIMED
 
-pytestmark = pytest.mark.slow  # runs whole releases
-
-
-
+# slow: runs whole releases; the error paths that run no such work stay in the fast lane
 
 
-# The README's example with its latency thresholds out of reach of a loaded machine: tests
-# never assert timings (benchmarks/ measure them); the gates are still evaluated and reported.
-UNTIMED = {"provider": "cpu", "dims": {"batch": 64}, "max_p50_ms": 1000.0, "min_speedup": 0.01, "seconds": 0.5}
+@pytest.fixture
+def example_run(digits_release):
+    """The README's main job, released once for the run (conftest.digits_release)."""
+    return int((digits_release / "exit_code").read_text()), digits_release, digits_release / "cfg" / "release.toml"
 
 
-def untimed_example(folder, package: bool = False) -> str:
-    def change(c):
-        c["gates"].update(latency=dict(UNTIMED))
-        if package:
-            c["package"] = {"targets": ["mlflow", "mlserver", "triton"]}
-
-    return _config(folder, change)
-
-
-@pytest.fixture(scope="module")
-def example_run(tmp_path_factory):
-    """The README's main job, once for the module."""
-    pytest.importorskip("torch")
-    from onnxforge.cli.app import main
-
-    out = tmp_path_factory.mktemp("rel")
-    import importlib.util
-
-    serve = all(importlib.util.find_spec(m) for m in ("mlserver", "mlflow", "tritonclient"))
-    cfg = untimed_example(tmp_path_factory.mktemp("cfg"), package=serve)
-    summary = out / "summary.md"
-    import os
-
-    os.environ["GITHUB_STEP_SUMMARY"] = str(summary)
-    try:
-        code = main(["release", str(cfg), "-o", str(out / "a"), "--json"])
-    finally:
-        del os.environ["GITHUB_STEP_SUMMARY"]
-    return code, out, cfg
-
-
+@pytest.mark.slow
 def test_example_release_passes_and_writes_everything(example_run):
     code, out, _ = example_run
     a = out / "a"
@@ -81,6 +50,7 @@ def test_example_release_passes_and_writes_everything(example_run):
     assert "# onnxforge release: PASSED" in (out / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_release_is_deterministic_and_refuses_to_overwrite(example_run, cli, tmp_path):
     _, out, cfg = example_run
     first = (out / "a" / "model.onnx").read_bytes()
@@ -92,14 +62,15 @@ def test_release_is_deterministic_and_refuses_to_overwrite(example_run, cli, tmp
     assert not (tmp_path / "b" / "steps").exists()
 
 
-def test_sklearn_example(cli, tmp_path):
-    r = cli("release", SK_EXAMPLE / "release.toml", "-o", tmp_path / "s", "--json")
-    assert r.code == 0, r.err + r.out
-    rep = result(r)
+@pytest.mark.slow
+def test_sklearn_example(sklearn_release):
+    rep = json.loads((sklearn_release / "release" / "report.json").read_text())["result"]
+    assert rep["passed"], rep["failure"]
     assert rep["ledger"][0]["parity"]["outputs"][0]["name"] == "label"
     assert rep["ledger"][0]["accuracy"] > 0.9
 
 
+@pytest.mark.slow
 def test_failing_gate_exit_1_no_model(cli, tmp_path):
     cfg = _config(tmp_path, lambda c: c["gates"].update(latency={"provider": "cpu", "max_p50_ms": 1e-6, "seconds": 0.5}))
     r = cli("release", cfg, "-o", tmp_path / "out", "--json")
@@ -111,6 +82,7 @@ def test_failing_gate_exit_1_no_model(cli, tmp_path):
     assert int(suite.get("failures")) >= 1
 
 
+@pytest.mark.slow
 def test_step_failing_midway(cli, tmp_path):
     def bad_calibration(c):
         np.savez(tmp_path / "bad_calib.npz", wrong=np.zeros((4, 1, 1, 8, 8), np.float32))
@@ -125,14 +97,10 @@ def test_step_failing_midway(cli, tmp_path):
     assert not (tmp_path / "out" / "model.onnx").exists() and (tmp_path / "out" / "report.json").exists()
 
 
-def test_onnx_source_release(cli, tmp_path):
+@pytest.mark.slow
+def test_onnx_source_release(cli, tmp_path, torch_exports):
     """framework = "onnx": no convert step; the ledger compares against the input model."""
-    import onnxforge
-
-    src = tmp_path / "digits.onnx"
-    res = onnxforge.convert_torch(f"{EXAMPLE / 'model.py'}:build", src, inputs=["x:float32:batchx1x8x8"],
-                                  weights=str(EXAMPLE / "weights.pt"))
-    assert res.passed
+    shutil.copy(torch_exports / "digits.onnx", tmp_path / "digits.onnx")
     shutil.copy(EXAMPLE / "val.npz", tmp_path / "val.npz")
     (tmp_path / "release.toml").write_text(
         '[model]\nsource = "digits.onnx"\nframework = "onnx"\n\n[data]\nvalidation = "val.npz"\n\n'
@@ -160,6 +128,7 @@ def test_release_never_writes_over_its_input(cli, fx, tmp_path):
     assert (tmp_path / name).read_bytes() == before
 
 
+@pytest.mark.slow
 def test_validation_dtypes_widen_safely_or_are_refused_before_work(cli, tmp_path):
     """int32 token ids for an int64 input are widened (as serving code does); float64
     ids are refused before any step runs, naming data.validation and the input."""
@@ -185,6 +154,7 @@ def test_validation_dtypes_widen_safely_or_are_refused_before_work(cli, tmp_path
     assert result(r)["steps"] == []  # nothing ran
 
 
+@pytest.mark.slow
 def test_float64_validation_data(cli, tmp_path):
     """numpy and scikit-learn make float64: the ledger feeds each model its declared types."""
     cfg = _config(tmp_path, lambda c: (c["gates"].update(latency=dict(UNTIMED)), c["steps"].pop()))
@@ -195,6 +165,7 @@ def test_float64_validation_data(cli, tmp_path):
     assert all(row["passed"] for row in result(r)["ledger"])
 
 
+@pytest.mark.slow
 def test_generated_inputs_respect_val_ranges(cli, tmp_path):
     """Without [data], the ledger generates inputs within model.val_ranges: token ids of
     an embedding stay below its size (the default range, 0..10, would index past it)."""
@@ -208,6 +179,7 @@ def test_generated_inputs_respect_val_ranges(cli, tmp_path):
     assert r.code == 0, r.err + r.out
 
 
+@pytest.mark.slow
 def test_outlier_detector_release_compares_every_output(cli, tmp_path):
     from conftest import ROOT as root
 
@@ -236,6 +208,7 @@ def _sk_copy(tmp_path, validation=None, **gates):
     return tmp_path / "release.toml"
 
 
+@pytest.mark.slow
 def test_float64_validation_feeds_a_sklearn_release(cli, tmp_path):
     """numpy and scikit-learn make float64; the converted model takes float32. The release
     ended exit 3 ('Unexpected input data type') with a JUnit that showed no failure."""
@@ -248,6 +221,7 @@ def test_float64_validation_feeds_a_sklearn_release(cli, tmp_path):
     assert result(r)["ledger"][0]["accuracy"] > 0.9
 
 
+@pytest.mark.slow
 def test_accuracy_numbers_that_mean_nothing_are_refused(cli, tmp_path):
     import numpy as np
 

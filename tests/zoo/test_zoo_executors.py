@@ -65,6 +65,7 @@ def local_verdict(zoo_file, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # shares local_verdict with test_ray_equals_local
 def test_matrix_jobs_and_merge_equal_local(zoo_file, local_verdict, tmp_path):
     """Each matrix entry as its own job (its own OUT, as on its own runner), each
     job's OUT/RELEASE uploaded, all downloaded into one folder, then merged."""
@@ -84,6 +85,7 @@ def test_matrix_jobs_and_merge_equal_local(zoo_file, local_verdict, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # with test_zoo_ray.py: one Ray instance at a time
 def test_ray_equals_local(zoo_file, local_verdict, tmp_path):
     pytest.importorskip("ray", reason="the Ray executor needs the scale extra: pip install 'onnxforge[scale]'")
     out = tmp_path / "out"

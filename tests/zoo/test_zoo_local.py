@@ -14,7 +14,9 @@ import pytest
 from conftest import ROOT, default_sigint
 from zoofix import make_zoo, verdict_view, wait_for, zoo_report
 
-pytestmark = pytest.mark.slow  # every test runs real zoos in worker processes
+# every test runs real zoos in worker processes; one xdist worker runs them all, so the
+# module's zoo (three) runs once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("zoo_local")]
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 

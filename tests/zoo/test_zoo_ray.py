@@ -15,7 +15,8 @@ from conftest import ROOT, default_sigint
 from zoofix import make_zoo, wait_for, zoo_report
 
 pytest.importorskip("ray", reason="the Ray executor needs the scale extra: pip install 'onnxforge[scale]'")
-pytestmark = pytest.mark.slow
+# one Ray instance at a time: the Ctrl-C test looks for any Ray task left on the machine
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 

@@ -193,9 +193,8 @@ def test_bad_flags(cli, tmp_path):
     assert cli("convert", "torch", f"{M}:mlp", "-o", tmp_path / "m.onnx").code == 2  # no example inputs
 
 
-def test_validate_accepts_torch_source(cli, tmp_path):
-    out = tmp_path / "mlp.onnx"
-    assert cli("convert", "torch", f"{M}:mlp", "-o", out, "--input", "x:float32:batchx8").code == 0
+def test_validate_accepts_torch_source(cli, tmp_path, torch_exports):
+    out = torch_exports / "mlp.onnx"
     r = cli("validate", f"{M}:mlp", out, "--samples", "2", "--dim", "batch=5", "--json")
     assert r.code == 0, r.err
     res = load_json(r)

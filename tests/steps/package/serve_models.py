@@ -51,24 +51,6 @@ def string_label_model(path: Path) -> Path:
     return path
 
 
-def sklearn_release(out: Path) -> Path:
-    """The README's sklearn example, released, with a 0.5 s latency gate instead of 3 s
-    (its gates are far from their limits; the timing is not what these tests check)."""
-    from onnxforge.pipeline.run import release
-
-    text = (SK_EXAMPLE / "release.toml").read_text()
-    for name in ("model.skops", "sample.npy", "val.npz"):
-        text = text.replace(f'"{name}"', f'"{SK_EXAMPLE / name}"')
-    text = text.replace('latency = { provider = "cpu",', 'latency = { provider = "cpu", seconds = 0.5,')
-    assert "seconds = 0.5" in text
-    out.mkdir(parents=True)
-    config = out.parent / "release.toml"
-    config.write_text(text)
-    rep = release(config, out)
-    assert rep.passed, rep.failure
-    return out
-
-
 def fp16_model(path: Path) -> Path:
     """x[batch,4] float16 -> y = relu(x) float16 and n = shape(x) int64: FP16 over V2
     travels as raw bytes on gRPC, beside a typed int64 output."""

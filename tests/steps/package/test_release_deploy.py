@@ -12,7 +12,8 @@ from serve_models import SK_EXAMPLE, requires_serve
 
 from conftest import json_result as result
 
-pytestmark = [requires_serve, pytest.mark.slow]
+pytestmark = requires_serve
+# the error paths that run no heavy work stay in the fast lane; the rest is marked slow
 
 
 def _config(tmp_path, extra: str) -> str:
@@ -24,6 +25,7 @@ def _config(tmp_path, extra: str) -> str:
     return src / "release.toml"
 
 
+@pytest.mark.slow
 def test_release_packages_and_serve_checks(cli, tmp_path):
     cfg = _config(tmp_path, '\n[package]\ntargets = ["mlflow", "mlserver", "triton"]\nthreads = 1\n\n'
                             '[serve_check]\ntarget = "mlserver"\nduration = 0.5\nconcurrency = 1\n')
@@ -73,6 +75,7 @@ def test_package_config_is_checked_before_work(cli, tmp_path):
     assert r.code == 2 and "unknown key package.force" in r.err
 
 
+@pytest.mark.slow
 def test_cli_package_three_targets(cli, tmp_path):
     import onnxforge
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import default_sigint
-from serve_models import fp16_model, labeled_model, requires_serve, sklearn_release, string_label_model
+from serve_models import fp16_model, labeled_model, requires_serve, string_label_model
 
 from onnxforge.core.errors import BadInputError, UsageError
 
@@ -47,11 +47,13 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def sk_folder(tmp_path_factory) -> Path:
+def sk_folder(tmp_path_factory, sklearn_release) -> Path:
+    import shutil
+
     from onnxforge.steps.package.package import package
 
-    d = tmp_path_factory.mktemp("sk")
-    rel = sklearn_release(d / "release")
+    rel = tmp_path_factory.mktemp("sk") / "release"
+    shutil.copytree(sklearn_release / "release", rel)  # the run's shared release stays as built
     package(rel, rel / "mlserver", target="mlserver")  # the README's layout: inside the release
     return rel / "mlserver"
 

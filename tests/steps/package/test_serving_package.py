@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serve_models import labeled_model, requires_serve, sklearn_release, wide_model
+from serve_models import labeled_model, requires_serve, wide_model
 
 from onnxforge.core.errors import BadInputError, UsageError
 from onnxforge.core.fileio import sha256_file
@@ -23,9 +23,9 @@ def models(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="module")
-def sk_release(tmp_path_factory) -> Path:
-    return sklearn_release(tmp_path_factory.mktemp("rel") / "release")
+@pytest.fixture
+def sk_release(sklearn_release) -> Path:
+    return sklearn_release / "release"  # built once for the run (conftest.sklearn_release)
 
 
 def _ort(model, feeds):

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT
 from conftest import json_result as result
 
-pytestmark = pytest.mark.slow  # quantizes and times models
+# slow: quantizes and times models; the error paths that run no such work stay in the fast lane
 
 M = f"{ROOT / 'tests' / 'models.py'}"
 
@@ -24,10 +24,10 @@ def accuracy(path, X, y) -> float:
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """The trained digits CNN that ships with the example (no training here), and a small
-    MLP trained for a few epochs (a second architecture: dense layers only)."""
-    pytest.importorskip("torch")
+def digits(tmp_path_factory, torch_exports):
+    """The trained digits CNN that ships with the example (no training here; exported once
+    for the run), and a small MLP trained for a few epochs (a second architecture: dense
+    layers only)."""
     import importlib.util
 
     import onnxforge
@@ -38,11 +38,8 @@ def digits(tmp_path_factory):
     d = tmp_path_factory.mktemp("digits")
     example = ROOT / "fixtures" / "example"
     val = np.load(example / "val.npz")
-    res = onnxforge.convert_torch(f"{example / 'model.py'}:build", d / "cnn.onnx", weights=str(example / "weights.pt"),
-                                  inputs=["x:float32:batchx1x8x8"])
-    assert res.passed
     np.savez(d / "cnn_test.npz", x=val["x"])
-    out = {"cnn": (d / "cnn.onnx", example / "calib.npz", d / "cnn_test.npz", val["x"], val["labels"])}
+    out = {"cnn": (torch_exports / "digits.onnx", example / "calib.npz", d / "cnn_test.npz", val["x"], val["labels"])}
     model, Xtr, Xte, ytr, yte = tm.train_digits("mlp", epochs=8)
     assert onnxforge.convert_torch(model, d / "mlp.onnx", inputs=["x:float32:batchx64"]).passed
     np.savez(d / "mlp_calib.npz", x=Xtr[:200])
@@ -51,6 +48,7 @@ def digits(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_static_qdq_keeps_digits_accuracy(cli, digits, tmp_path, kind):
     model, calib, test_npz, Xte, yte = digits[kind]
@@ -71,12 +69,9 @@ def test_static_qdq_keeps_digits_accuracy(cli, digits, tmp_path, kind):
     assert res["artifact"]["lineage"][-1] == "quantize:static"
 
 
-def test_dynamic_transformer_encoder(cli, tmp_path):
-    pytest.importorskip("torch")
-    import onnxforge
-
-    onnxforge.convert_torch(f"{M}:encoder", tmp_path / "enc.onnx", inputs=["x:float32:batchxseqx16"])
-    r = cli("quantize", "dynamic", "--allow-generated-data", tmp_path / "enc.onnx", "-o", tmp_path / "q.onnx", "--dim", "batch=2",
+@pytest.mark.slow
+def test_dynamic_transformer_encoder(cli, tmp_path, torch_exports):
+    r = cli("quantize", "dynamic", "--allow-generated-data", torch_exports / "encoder.onnx", "-o", tmp_path / "q.onnx", "--dim", "batch=2",
             "--dim", "seq=8", "--bench-seconds", "0.5", "--min-speedup", "0", "--json")
     assert r.code == 0, r.err + r.out
     res = result(r)
@@ -85,6 +80,7 @@ def test_dynamic_transformer_encoder(cli, tmp_path):
     assert res["details"]["cpu_family"].startswith(("x86", "arm"))
 
 
+@pytest.mark.slow
 def test_old_cnn_static_random_smoke(cli, light, tmp_path):
     r = cli("quantize", "static", "--allow-generated-data", light / "light_squeezenet.onnx", "-o", tmp_path / "q.onnx",
             "--calibration", "random", "--samples", "4", "--bench-seconds", "0.3", "--min-speedup", "0",
@@ -95,6 +91,7 @@ def test_old_cnn_static_random_smoke(cli, light, tmp_path):
     assert (tmp_path / "q.onnx").exists()
 
 
+@pytest.mark.slow
 def test_external_data_model(cli, fx, tmp_path):
     r = cli("quantize", "dynamic", "--allow-generated-data", fx / "ext" / "ext.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.3",
             "--min-speedup", "0",
@@ -103,6 +100,7 @@ def test_external_data_model(cli, fx, tmp_path):
     assert (tmp_path / "q.onnx.data").exists() or (tmp_path / "q.onnx").stat().st_size > 16000
 
 
+@pytest.mark.slow
 def test_budgets_and_keep_failed(cli, fx, tmp_path):
     r = cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--min-speedup", "100",
             "--bench-seconds", "0.3", "--json")
@@ -117,6 +115,7 @@ def test_budgets_and_keep_failed(cli, fx, tmp_path):
     assert r.code in (1, 6) and (tmp_path / "q.failed.onnx").exists()
 
 
+@pytest.mark.slow
 def test_fallback_excludes_sensitive_nodes(cli, fx, tmp_path):
     common = ["--calibration", "random", "--samples", "8", "--bench-seconds", "0.2", "--min-speedup", "0", "--atol",
               "1e-3", "--json"]
@@ -167,6 +166,7 @@ def test_histogram_memory_refused(cli, fx, tmp_path):
     assert r.code == 3 and "entropy calibration" in r.err and "--method minmax" in r.err
 
 
+@pytest.mark.slow
 def test_already_quantized(cli, fx, tmp_path):
     assert cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2",
                "--min-speedup", "0").code == 0
@@ -174,6 +174,7 @@ def test_already_quantized(cli, fx, tmp_path):
     assert r.code == 3 and "already quantized" in r.err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("io", [[], ["--fp16-io"]], ids=["fp32-io", "fp16-io"])
 def test_float16_models_are_refused(cli, fx, tmp_path, io):
     """ORT's quantizer leaves fp16 weights as they are: a ViT "passed" with only its patch
@@ -186,6 +187,7 @@ def test_float16_models_are_refused(cli, fx, tmp_path, io):
         assert not (tmp_path / "q.onnx").exists()
 
 
+@pytest.mark.slow
 def test_float64_models_are_refused_not_passed_unquantized(cli, tmp_path):
     """ORT's quantizers and fp16 converter skip float64 weights: all three modes said
     PASSED, "int8", with the model unchanged."""
@@ -204,6 +206,7 @@ def test_float64_models_are_refused_not_passed_unquantized(cli, tmp_path):
         assert not (tmp_path / "q.onnx").exists()
 
 
+@pytest.mark.slow
 def test_folder_of_samples(cli, fx, tmp_path):
     for i in range(5):
         (tmp_path / "cal" / str(i)).mkdir(parents=True)
@@ -213,6 +216,7 @@ def test_folder_of_samples(cli, fx, tmp_path):
     assert r.code == 0, r.err
 
 
+@pytest.mark.slow
 def test_int8_larger_than_fp32_says_why(cli, fx, tmp_path):
     r = cli("quantize", "dynamic", "--allow-generated-data", fx / "tiny.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2",
             "--min-speedup", "0", "--json")
@@ -222,6 +226,7 @@ def test_int8_larger_than_fp32_says_why(cli, fx, tmp_path):
     assert any("larger than fp32" in n and "scales, zero points" in n for n in res["notes"])
 
 
+@pytest.mark.slow
 def test_generated_inputs_keep_the_ranges_the_converter_recorded(cli, tmp_path):
     """A BERT export records token_type_ids in [0, 1] (onnxforge.val_ranges); benchmark,
     quantize's speed check and random calibration drew ints in [0, 10] and failed on
@@ -252,6 +257,7 @@ def test_generated_inputs_keep_the_ranges_the_converter_recorded(cli, tmp_path):
     assert r.code == 0, r.err
 
 
+@pytest.mark.slow
 def test_a_float64_table_beside_float32_weights_does_not_block_quantization(cli, tmp_path):
     """Only a model with nothing float32 to quantize is refused: a float64 lookup table
     (Gather) beside float32 MatMuls stays as it is, as ORT leaves it."""
@@ -276,6 +282,7 @@ def test_a_float64_table_beside_float32_weights_does_not_block_quantization(cli,
     assert any(n.op_type == "MatMulInteger" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
 
 
+@pytest.mark.slow
 def test_int8_on_generated_data_alone_is_refused(cli, fx, tmp_path):
     """#24: an int8 verdict on [0, 1) noise passed where real images failed. Without real
     data (--inputs, or real calibration for static) quantize is a usage error, before any
@@ -297,6 +304,7 @@ def test_int8_on_generated_data_alone_is_refused(cli, fx, tmp_path):
     assert result(r)["checks"][0]["data"]["source"] == "given"
 
 
+@pytest.mark.slow
 def test_static_with_real_calibration_is_checked_on_it(cli, fx, tmp_path):
     """Real calibration data is real data: the check runs on it (and says so), not on noise."""
     np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).random((8, 1, 4), dtype=np.float32))
@@ -307,6 +315,7 @@ def test_static_with_real_calibration_is_checked_on_it(cli, fx, tmp_path):
     assert data["source"] == "given" and "calibration data" in data["how"] and "first 4 sample(s)" in data["how"]
 
 
+@pytest.mark.slow
 def test_python_api_refuses_generated_data_too(fx, tmp_path):
     from onnxforge import quantize_dynamic
     from onnxforge.core.errors import UsageError
@@ -318,6 +327,7 @@ def test_python_api_refuses_generated_data_too(fx, tmp_path):
     assert res.passed and res.checks[0].data["source"] == "generated"
 
 
+@pytest.mark.slow
 def test_quantize_checks_on_the_recorded_norm(cli, tmp_path):
     """A model that recorded its image normalisation is quantized and checked on images
     normalised that way (--input-norm overrides it)."""

@@ -11,18 +11,9 @@ from conftest import json_result as result
 M = f"{ROOT / 'tests' / 'models.py'}"
 
 
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    import onnxforge
-
-    d = tmp_path_factory.mktemp("bert")
-    res = onnxforge.convert_torch(f"{M}:tiny_bert", d / "bert.onnx",
-                                  inputs=["input_ids:int64:batchxseq", "attention_mask:int64:batchxseq"],
-                                  val_ranges={"input_ids": (0, 99), "attention_mask": (1, 1)})
-    assert res.passed
-    return d / "bert.onnx"
+@pytest.fixture
+def bert(bert_onnx):
+    return bert_onnx  # models.py's tiny BERT (dynamo export), exported once for the run
 
 
 def _padded(batch=3, seq=8, seed=5):

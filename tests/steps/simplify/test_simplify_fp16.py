@@ -7,9 +7,10 @@ from onnx import helper
 from conftest import ROOT
 from conftest import json_result as result
 
-pytestmark = pytest.mark.slow  # exports and simplifies torch models
+# slow: exports and simplifies torch models; the error paths that run no such work stay in the fast lane
 
 M = f"{ROOT / 'tests' / 'models.py'}"
+pytestmark = pytest.mark.xdist_group("simplify_fp16")  # torch_models: exported once, on one worker
 
 
 
@@ -21,12 +22,10 @@ def torch_models(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("tm")
     onnxforge.convert_torch(f"{M}:cnn", d / "cnn.onnx", inputs=["x:float32:batchx3x16x16"])
-    onnxforge.convert_torch(f"{M}:tiny_bert", d / "bert.onnx",
-                            inputs=["input_ids:int64:batchxseq", "attention_mask:int64:batchxseq"],
-                            val_ranges={"input_ids": (0, 99), "attention_mask": (1, 1)})
     return d
 
 
+@pytest.mark.slow
 def test_simplify_cnn_keeps_dynamic_batch(cli, torch_models, tmp_path):
     out = tmp_path / "s.onnx"
     r = cli("simplify", torch_models / "cnn.onnx", "-o", out, "--json")
@@ -41,6 +40,7 @@ def test_simplify_cnn_keeps_dynamic_batch(cli, torch_models, tmp_path):
     assert {p.key: p.value for p in m.metadata_props}["onnxforge.lineage"] == "convert:torch,simplify:onnxsim+cleanup"
 
 
+@pytest.mark.slow
 def test_pinned_shape(cli, torch_models, tmp_path):
     r = cli("simplify", torch_models / "cnn.onnx", "-o", tmp_path / "p.onnx", "--dim", "batch=4", "--json")
     assert r.code == 0, r.err
@@ -50,8 +50,9 @@ def test_pinned_shape(cli, torch_models, tmp_path):
     assert r.code == 3 and "rank 3" in r.err
 
 
-def test_transformer_fusion_puts_attention_in(cli, torch_models, tmp_path):
-    r = cli("simplify", torch_models / "bert.onnx", "-o", tmp_path / "b.onnx", "--transformer", "bert", "--json")
+@pytest.mark.slow
+def test_transformer_fusion_puts_attention_in(cli, bert_onnx, tmp_path):
+    r = cli("simplify", bert_onnx, "-o", tmp_path / "b.onnx", "--transformer", "bert", "--json")
     assert r.code == 0, r.err
     res = result(r)
     ops = res["after"]["ops"]
@@ -60,6 +61,7 @@ def test_transformer_fusion_puts_attention_in(cli, torch_models, tmp_path):
     assert res["after"]["nodes"] < res["before"]["nodes"] / 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level,ort_only", [("basic", False), ("all", True)])
 def test_ort_offline(cli, torch_models, tmp_path, level, ort_only):
     r = cli("simplify", torch_models / "cnn.onnx", "-o", tmp_path / "o.onnx", "--ort", level, "--json")
@@ -69,6 +71,7 @@ def test_ort_offline(cli, torch_models, tmp_path, level, ort_only):
     assert any("ORT-only" in n for n in result(r)["notes"]) is ort_only
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["light_resnet50.onnx", "light_squeezenet.onnx", "light_inception_v1.onnx"])
 def test_old_models(cli, light, tmp_path, name):
     r = cli("simplify", light / name, "-o", tmp_path / name, "--json")
@@ -86,6 +89,7 @@ def _onnxsim_breaker(src, dst):
     return dst
 
 
+@pytest.mark.slow
 def test_failed_engine_falls_back(cli, fx, tmp_path):
     bad = _onnxsim_breaker(fx / "tiny.onnx", tmp_path / "bad.onnx")
     r = cli("simplify", bad, "-o", tmp_path / "s.onnx", "--json")
@@ -114,6 +118,7 @@ def test_bad_arguments(cli, fx, tmp_path):
     assert r.code == 0 and (tmp_path / "new" / "dir" / "x.onnx").exists()
 
 
+@pytest.mark.slow
 def test_input_never_modified(cli, fx, tmp_path):
     src = tmp_path / "in.onnx"
     shutil.copy(fx / "chain.onnx", src)
@@ -122,6 +127,7 @@ def test_input_never_modified(cli, fx, tmp_path):
     assert src.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_fp16(cli, torch_models, tmp_path):
     out = tmp_path / "h.onnx"
     r = cli("quantize", "fp16", torch_models / "cnn.onnx", "-o", out, "--json")
@@ -139,17 +145,15 @@ def test_fp16(cli, torch_models, tmp_path):
     assert r.code == 3 and "already fp16" in r.err
 
 
+@pytest.mark.slow
 def test_fp16_tight_tolerance_fails(cli, torch_models, tmp_path):
     r = cli("quantize", "fp16", torch_models / "cnn.onnx", "-o", tmp_path / "t.onnx", "--atol", "1e-9", "--rtol", "0")
     assert r.code == 1 and not (tmp_path / "t.onnx").exists()
 
 
-def test_simplify_never_adds_nodes(cli, tmp_path):
-    pytest.importorskip("torch")
-    import onnxforge
-
-    onnxforge.convert_torch(f"{M}:encoder", tmp_path / "enc.onnx", inputs=["x:float32:batchxseqx16"])
-    r = cli("simplify", tmp_path / "enc.onnx", "-o", tmp_path / "s.onnx", "--json")
+@pytest.mark.slow
+def test_simplify_never_adds_nodes(cli, tmp_path, torch_exports):
+    r = cli("simplify", torch_exports / "encoder.onnx", "-o", tmp_path / "s.onnx", "--json")
     assert r.code == 0, r.err
     res = result(r)
     steps = {s["step"]: s for s in res["engines"]}
@@ -158,6 +162,7 @@ def test_simplify_never_adds_nodes(cli, tmp_path):
     assert res["after"]["nodes"] < res["before"]["nodes"]
 
 
+@pytest.mark.slow
 def test_cleanup_removes_inference_dropout_and_folds_shape_slices(cli, light, tmp_path):
     r = cli("simplify", light / "light_squeezenet.onnx", "-o", tmp_path / "sq.onnx", "--json")
     assert r.code == 0, r.err
@@ -166,6 +171,7 @@ def test_cleanup_removes_inference_dropout_and_folds_shape_slices(cli, light, tm
     assert "Dropout" not in {n.op_type for n in onnx.load(str(tmp_path / "sq.onnx")).graph.node}
 
 
+@pytest.mark.slow
 def test_onnxsim_options(cli, light, tmp_path):
     # folding limit: with a tiny limit the ConstantOfShape weights of the light model stay unfolded
     r = cli("simplify", light / "light_squeezenet.onnx", "-o", tmp_path / "a.onnx", "--max-constant-size", "16", "--json")
@@ -177,6 +183,7 @@ def test_onnxsim_options(cli, light, tmp_path):
     assert r.code == 0, r.err
 
 
+@pytest.mark.slow
 def test_constant_folding_does_not_blow_up_a_model(cli, light, tmp_path):
     """ONNX's vgg19 test model generates its weights: folding them all made 9.3 KB into
     513 MB. By default the model may grow by its own size + 1 MB, and a note says what
@@ -188,6 +195,7 @@ def test_constant_folding_does_not_blow_up_a_model(cli, light, tmp_path):
     assert any("left unfolded" in n and "--max-constant-size" in n for n in result(r)["notes"])
 
 
+@pytest.mark.slow
 def test_a_failed_engine_shows_its_traceback_only_with_debug(cli, fx, tmp_path):
     bad = _onnxsim_breaker(fx / "tiny.onnx", tmp_path / "bad.onnx")
     quiet = cli("simplify", bad, "-o", tmp_path / "a.onnx", "--allow-skip")
