@@ -123,6 +123,7 @@ def test_validate_polygraphy_spellings_end_to_end(cli, fx):
     assert r.code == 2 and "median" in r.err and "hint:" in r.err
 
 
+@pytest.mark.timing  # counts clean rounds (-r 12): another test's load would discard some
 def test_benchmark_shape_and_perf_test_spellings_end_to_end(cli, fx):
     base = ("benchmark", fx / "tiny.onnx", "-r", "12", "-x", "1", "-e", "cpu", "--warmup", "1", "--json")
     shapes = [json_result(cli(*base, *flag))["results"][0]["shapes"]
