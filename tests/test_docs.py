@@ -274,13 +274,14 @@ def _tour() -> str:
 @pytest.mark.slow  # converts, quantizes and times the example: about 40 s
 @pytest.mark.timing  # quantize's default speed budget: inconclusive (exit 6) beside a busy worker
 def test_the_readme_tour_runs(tmp_path):
-    shutil.copytree(ROOT / "fixtures", tmp_path / "fixtures")  # a checkout, as a newcomer has it
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     script = f'set -euo pipefail\nonnxforge() {{ "{sys.executable}" -m onnxforge "$@"; }}\n' + _tour()
-    for _ in range(3):  # quantize's speed budget is undecidable on a busy machine (exit 6): only that is retried
-        r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    for attempt in range(3):  # quantize's speed budget is undecidable on a busy machine (exit 6): only that is retried
+        cwd = tmp_path / str(attempt)
+        shutil.copytree(ROOT / "fixtures", cwd / "fixtures")  # a checkout, as a newcomer has it
+        r = subprocess.run(["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
         if r.returncode != 6:
             break
         assert "inconclusive" in (r.stdout + r.stderr).lower(), r.stderr[-3000:]
     assert r.returncode == 0, r.stderr[-3000:]
-    assert {"model.onnx", "model.sim.onnx", "model.int8.onnx", "clf.onnx"} <= {p.name for p in tmp_path.iterdir()}
+    assert {"model.onnx", "model.sim.onnx", "model.int8.onnx", "clf.onnx"} <= {p.name for p in cwd.iterdir()}
