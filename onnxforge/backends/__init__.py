@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from onnxforge.backends.base import Runner
-from onnxforge.core.errors import BadInputError, ConversionError, UsageError
+from onnxforge.core.errors import BadInputError, UsageError
 
 __all__ = ["Runner", "frameworks", "kind_of", "open_runner"]
 
@@ -87,11 +87,3 @@ def open_runner(spec: Any, provider: str = "cpu", *, kind: str | None = None, th
 def _object_kind(obj) -> str:
     names = {c.__module__.split(".")[0] for c in type(obj).__mro__}
     return "torch" if "torch" in names else "sklearn"
-
-
-def detect_framework(spec: str) -> str:
-    """torch or sklearn, from the file type or the factory's return value."""
-    kind = _suffixes().get(Path(spec).suffix)
-    if kind in ("torch", "sklearn"):
-        return kind
-    raise ConversionError(f"cannot tell whether {spec} is a torch or a sklearn source")

@@ -14,7 +14,6 @@ import typer
 
 from onnxforge.core.errors import ExitCode, OnnxforgeError, Terminated, did_you_mean  # noqa: F401 - Terminated: the CLI's name for it
 from onnxforge.core.options import LIMITS
-from onnxforge.backends.onnx.runtime import PROVIDERS
 
 log = logging.getLogger("onnxforge")
 
@@ -54,10 +53,6 @@ HtmlOpt = Annotated[
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs (never an input).")]
 OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="Where to write the model (for package: the folder).", metavar="PATH")]
-InputSpecOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--input", help="Input spec NAME:DTYPE:SHAPE, e.g. x:float32:1x3x224x224 (repeatable).", metavar="SPEC"),
-]
 InputsOpt = Annotated[
     Optional[Path],
     typer.Option("--inputs", help="Input data: .npz, .npy, a folder of NAME.npy, or numbered sample folders.", metavar="PATH"),
@@ -81,8 +76,6 @@ SamplesOpt = Annotated[int, typer.Option("--samples", help="Number of random inp
                                          max=LIMITS["samples"])]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="ORT intra-op threads (default: the CPU quota).",
                                                    min=1, max=LIMITS["threads"])]
-ProviderOpt = Annotated[str, typer.Option("--provider", help="Execution provider: cpu, cuda, tensorrt, openvino, dml.",
-                                          autocompletion=complete_choices(PROVIDERS))]
 AtolOpt = Annotated[
     Optional[list[str]],
     typer.Option("--atol", help="Absolute tolerance, with per-output overrides: --atol 1e-4 logits:1e-3.", metavar="[NAME:]VALUE"),

@@ -271,10 +271,6 @@ def external_data_files(model, where=None) -> dict[str, int]:
     return files
 
 
-def missing_external_data(model, base: Path) -> list[str]:
-    return [f for f in external_data_files(model) if not (base / f).is_file()]
-
-
 def save_onnx(model, target: str | os.PathLike, *, external_data: bool | None = None, overwrite: bool = True) -> Path:
     """Write a model atomically. External data is used when asked or when the model
     would pass the protobuf limit; its file is named after the model and lies beside it.

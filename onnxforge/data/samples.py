@@ -150,8 +150,6 @@ def load_samples(
       ``test_data_set_0/``): one sample each, holding ``NAME.npy`` or ``input_N.pb``.
     - a folder of ``input_N.pb`` files: one sample (names by position from ``names``).
     """
-    import numpy as np
-
     p = Path(path)
     if not p.exists():
         raise BadInputError(f"inputs not found: {p}", hint="check the path")

@@ -25,9 +25,6 @@ def _fmt_bytes(n: float) -> str:
     return f"{n}"
 
 
-_fmt_num = num  # the name other modules knew
-
-
 def _esc(x: Any) -> str:
     from rich.markup import escape
 

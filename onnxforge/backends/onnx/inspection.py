@@ -28,7 +28,6 @@ def inspect_model(path: str | os.PathLike, *, runtime: bool = True) -> ModelInfo
     """Everything `onnxforge inspect` shows, as data. Does not read external data,
     but checks that its files exist."""
     from onnxforge.core.fileio import external_data_files, load_onnx
-    from onnxforge.backends.onnx.runtime import support_verdict
     from onnxforge.data.specs import model_io_specs
 
     p = Path(path)

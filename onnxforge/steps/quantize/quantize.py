@@ -284,8 +284,6 @@ def _recipe(job: _Job, details: dict, notes: list) -> _Job:
     """The graph the dynamic quantizer gets: on a transformer, the candidates of
     recipes.py (plain int8; fused attention that quantizes to QAttention), timed, and
     the fastest that keeps the parity budget (--recipe auto|plain|fused)."""
-    from dataclasses import replace
-
     from onnxforge.steps.quantize.recipes import Budget, choose_dynamic_recipe
     from onnxforge.checks.compare import LOOSE, make_tolerance
 

@@ -62,7 +62,6 @@ from onnxforge.core.errors import BadInputError, MissingDependencyError, UsageEr
 from onnxforge.core.progress import task
 from onnxforge.core.types import LatencyStats, ParityReport, Tolerance
 
-PROTOCOLS = ("rest", "grpc")
 # A stuck server must not hold a CI job: per-request timeout, and a stop after this many errors.
 REQUEST_TIMEOUT_S = 30.0
 MAX_LOAD_ERRORS = 1000

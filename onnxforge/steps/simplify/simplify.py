@@ -35,16 +35,9 @@ from onnxforge.steps.simplify.options import SimplifyOptions
 from onnxforge.core.types import EngineRun, StepResult
 
 
-ORT_LEVELS = ("basic", "extended", "all")
 FUSED_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention", "SkipLayerNormalization",
              "SkipSimplifiedLayerNormalization", "LayerNormalization", "EmbedLayerNormalization", "BiasGelu",
              "FastGelu", "Gelu", "BiasSplitGelu", "RotaryEmbedding", "SimplifiedLayerNormalization")
-
-
-def transformer_types() -> list[str]:
-    from onnxruntime.transformers.optimizer import MODEL_TYPES
-
-    return sorted(MODEL_TYPES)
 
 
 GROWTH_ALLOWANCE = 1 << 20  # a folded constant may add at most the model's own size + 1 MB by default
