@@ -247,9 +247,8 @@ def surgeon(operation: str, model, output: str | Path, options: SurgeonOptions |
         check = validate(ref, cand, inputs=o.inputs, samples=o.samples, seed=o.seed, dims=o.dims,
                          tolerance=make_tolerance(o.atol, o.rtol, Tolerance(*SURGERY_TOLERANCE)),
                          input_map=input_map or None)
-        inits = {t.name for t in new.graph.initializer}
         return finish(dst, target, step=f"surgeon:{operation}", passed=check.passed, options=o, inherit_from=src,
                       lineage=(*lineage_of(model), f"surgeon:{operation}"), checks=(check,), notes=notes,
                       before=summary(src), after=summary(dst),
-                      details={"inputs": [i.name for i in new.graph.input if i.name not in inits],
+                      details={"inputs": _graph_inputs(new),
                                "outputs": [x.name for x in new.graph.output]})
