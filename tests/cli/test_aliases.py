@@ -130,7 +130,8 @@ def test_benchmark_shape_and_perf_test_spellings_end_to_end(cli, fx):
               for flag in (["--shape", "x:3x4"], ["--input-shapes", "x:[3,4]"], ["--overwrite-input-shape", "x:3,4"])]
     assert shapes == [{"x": [3, 4]}] * 3
     row = json_result(cli(*base))["results"][0]
-    assert row["latency"]["n"] == 12 and row["threads"] == 1 and row["requested_provider"] == "cpu"
+    # 12 clean rounds; on a machine another process loads, every round of 3x the budget
+    assert row["latency"]["n"] in (12, 36) and row["threads"] == 1 and row["requested_provider"] == "cpu"
 
 
 def test_median_statistic():
