@@ -25,7 +25,7 @@ REGENERATE = "regenerate with `python -m onnxforge.jsonschemas`"
 PINNED = {
     ("release", 1): "106937a9899c1e925bc692e76ef60d39d18ceee8633d46fd5627c6ce989c06fd",
     ("zoo", 1): "d8e4f6923ff6c0438b239b89430bbff89bdf7f0dda0820c4dd70fb25be8133a2",
-    ("report", 1): "2fd8e760c3d9fc3ee3534f213986d4deacb6866678def696c3575c0a7f44d039",
+    ("report", 1): "12fbfb976e5ad0b6a70a43181da108593f1b2faea7372c368be6743c25ceebc8",
     ("zoo-report", 1): "e5f935fb2d7abbca1da538d8bb65421cf10ceedb36ac068e8ddcb56851429814",
 }
 
