@@ -254,14 +254,14 @@ def layerwise_svg(lw: Any) -> str | None:
     return _svg("".join(body), "error along depth")
 
 
-def layerwise_section(lw: Any) -> str:
-    """validate --layerwise: the error along depth, the tensors whose nodes add the most,
-    and every row a click away."""
+def layerwise_section(lw: Any, fig_id: str = "layerwise") -> str:
+    """validate --layerwise (or a release's failing step): the error along depth, the
+    tensors whose nodes add the most, and every row a click away."""
     by_name = {r.tensor: r for r in lw.rows}
-    out = ["<h2>Layer-wise error (first sample)</h2>"]
+    out = ["<h3>Layer-wise error (first sample)</h3>"]
     svg = layerwise_svg(lw)
     if svg:
-        out.append(_figure("layerwise", svg, "Relative error ||ref - cand|| / ||ref|| of every tensor both models "
+        out.append(_figure(fig_id, svg, "Relative error ||ref - cand|| / ||ref|| of every tensor both models "
                                              "compute, in the reference's order; red: the 5 whose nodes add the "
                                              "most error."))
 
@@ -271,7 +271,7 @@ def layerwise_section(lw: Any) -> str:
 
     headers = ("#", "tensor", "op", "node", "shape", "max abs", "mean abs", "cosine", "rel err", "growth")
     if lw.top:
-        out.append("<h3>Most error added</h3>" + _table(headers, [row(by_name[t]) for t in lw.top],
+        out.append("<p><strong>Most error added</strong></p>" + _table(headers, [row(by_name[t]) for t in lw.top],
                                                         numeric=(0, 5, 6, 7, 8, 9)))
     out.append(f"<details><summary>all {len(lw.rows)} shared tensors</summary>"
                f"{_table(headers, [row(r) for r in lw.rows], numeric=(0, 5, 6, 7, 8, 9))}</details>")
@@ -324,6 +324,8 @@ def parity_section(rep: Any, heading: str | None = None) -> str:
                                 cls="plot errors"))
     if figs:
         out.append('<div class="grid">' + "".join(figs) + "</div>")
+    if getattr(rep, "layerwise", None) is not None:
+        out.append(layerwise_section(rep.layerwise, f"layerwise-{_slug(heading or 'parity')}"))
     return "".join(out)
 
 
@@ -421,8 +423,6 @@ def html_report(result: Any) -> str:
                      f"{len(result.results)} row(s)", sections)
     if kind == "ParityReport":
         sections = ["<h2>Parity</h2>", parity_section(result)]
-        if result.layerwise is not None:
-            sections.append(layerwise_section(result.layerwise))
         return _page("onnxforge validate", result.passed, "PASSED" if result.passed else "FAILED",
                      escape(f"{result.candidate} vs {result.reference}"), sections)
     raise TypeError(f"no HTML report for a {kind}")

@@ -290,6 +290,10 @@ def _ledger_rows(r) -> list[list[str]]:
 def _render_release(r, console, verbose: bool = False) -> None:
     fit_table(console, "steps and parity ledger (each step against the source)", LEDGER_COLS, _ledger_rows(r),
               verbose=verbose)
+    for row in r.ledger:  # layerwise_on_failure
+        if row.parity is not None and row.parity.layerwise is not None:
+            console.print(f"step {_esc(row.step)} failed its parity check; tensor by tensor against its input:")
+            _render_layerwise(row.parity.layerwise, console, verbose)
     if r.benchmark:
         _render_benchmark(r.benchmark, console, gates=False, verbose=verbose)  # its gates are in the verdict
     for p in r.packages:
