@@ -241,9 +241,8 @@ def validate(
     """Run both sides on the same inputs and compare. ``criteria`` go to compare():
     check_stat, min_cosine, min_agreement, task, top_k. ``data`` says where
     ``input_samples`` came from ({"source": ..., "how": ...}; default: given).
-    ``layerwise`` compares every intermediate tensor two ONNX models share, on the first
-    sample; ``save_intermediates`` (names, or ``all``) writes some of them from both
-    sides to ``save_intermediates_to`` and implies it."""
+    ``layerwise``: checks.localize.layerwise on the first sample (two ONNX models);
+    ``save_intermediates`` (names or ``all``, to ``save_intermediates_to``) implies it."""
     from onnxforge.data.samples import check_sample_fits, save_samples
     from onnxforge.data.specs import check_dims
 
@@ -279,27 +278,31 @@ def validate(
 
     ref_out, cand_out = _outputs(ref, feeds, feed_for), _outputs(cand, feeds, feed_for)
     _check_names(ref, cand, ref_out, cand_out, input_map or {}, tolerance)
-    pairs, note = pair_outputs(list(ref_out[0]) if ref_out else [], list(cand_out[0]) if cand_out else [],
-                               input_map or {})
-    paired = set(pairs.values())
-    cand_named = [{**{r: o[c] for r, c in pairs.items() if c in o}, **{k: v for k, v in o.items() if k not in paired}}
-                  for o in cand_out]
-    ref_out, squeezed = _align_squeezed(ref_out, cand_named)
+    ref_out, cand_named, notes = _paired(ref_out, cand_out, input_map or {})
     if ref.label_scores and "label_scores" not in criteria:
         criteria["label_scores"] = ref.label_scores
     report = compare(ref_out, cand_named, tolerance, reference=ref.label, candidate=cand.label, **criteria)
-    notes = tuple(n for n in (note, squeezed) if n)
     report = replace(report, notes=report.notes + notes, data=data)
     if layerwise or save_intermediates:  # before the other files: a bad name writes none
         report = replace(report, layerwise=_layerwise(ref, cand, feeds[0], feed_for, save_intermediates,
                                                       save_intermediates_to))
-    if save_inputs:
-        save_samples(save_inputs, feeds)
-    if save_outputs:
-        save_samples(save_outputs, ref_out)
+    for path, written in ((save_inputs, feeds), (save_outputs, ref_out)):
+        if path:
+            save_samples(path, written)
     if localize and not report.passed:
         report = replace(report, localized=_localize(ref, cand, feeds[0], feed_for, tolerance))
     return report
+
+
+def _paired(ref_out: list[dict], cand_out: list[dict], user_map: Mapping[str, str]) -> tuple[list, list, tuple]:
+    """Both sides' outputs under the reference's names (pair_outputs, _align_squeezed),
+    and the notes saying how they were paired."""
+    pairs, note = pair_outputs(list(ref_out[0]) if ref_out else [], list(cand_out[0]) if cand_out else [], user_map)
+    paired = set(pairs.values())
+    cand_named = [{**{r: o[c] for r, c in pairs.items() if c in o}, **{k: v for k, v in o.items() if k not in paired}}
+                  for o in cand_out]
+    ref_out, squeezed = _align_squeezed(ref_out, cand_named)
+    return ref_out, cand_named, tuple(n for n in (note, squeezed) if n)
 
 
 def _localize(ref: Runner, cand: Runner, sample, feed_for, tolerance):
