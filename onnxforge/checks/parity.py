@@ -229,6 +229,9 @@ def validate(
     tolerance: Tolerance = DEFAULT_TOLERANCE,
     input_map: Mapping[str, str] | None = None,
     localize: bool = False,
+    layerwise: bool = False,
+    save_intermediates: Sequence[str] = (),
+    save_intermediates_to: str | None = None,
     save_inputs: str | None = None,
     save_outputs: str | None = None,
     threads: int | None = None,
@@ -237,7 +240,9 @@ def validate(
 ) -> ParityReport:
     """Run both sides on the same inputs and compare. ``criteria`` go to compare():
     check_stat, min_cosine, min_agreement, task, top_k. ``data`` says where
-    ``input_samples`` came from ({"source": ..., "how": ...}; default: given)."""
+    ``input_samples`` came from ({"source": ..., "how": ...}; default: given).
+    ``layerwise``: checks.localize.layerwise on the first sample (two ONNX models);
+    ``save_intermediates`` (names or ``all``, to ``save_intermediates_to``) implies it."""
     from onnxforge.data.samples import check_sample_fits, save_samples
     from onnxforge.data.specs import check_dims
 
@@ -245,6 +250,7 @@ def validate(
     cand = _open(candidate, provider, threads, source_options)
     if ref.kind == "saved" and cand.kind == "saved":
         raise UsageError("both sides are saved outputs; at least one side must be a model")
+    _check_layerwise(ref, cand, layerwise, save_intermediates, save_intermediates_to)
     c2r = _input_mapping(ref, cand, input_map or {})
     # inputs are keyed by the candidate's names when it has named inputs, and
     # generated at the reference's precision (fp32 for an fp16 candidate)
@@ -272,24 +278,31 @@ def validate(
 
     ref_out, cand_out = _outputs(ref, feeds, feed_for), _outputs(cand, feeds, feed_for)
     _check_names(ref, cand, ref_out, cand_out, input_map or {}, tolerance)
-    pairs, note = pair_outputs(list(ref_out[0]) if ref_out else [], list(cand_out[0]) if cand_out else [],
-                               input_map or {})
+    ref_out, cand_named, notes = _paired(ref_out, cand_out, input_map or {})
+    if ref.label_scores and "label_scores" not in criteria:
+        criteria["label_scores"] = ref.label_scores
+    report = compare(ref_out, cand_named, tolerance, reference=ref.label, candidate=cand.label, **criteria)
+    report = replace(report, notes=report.notes + notes, data=data)
+    if layerwise or save_intermediates:  # before the other files: a bad name writes none
+        report = replace(report, layerwise=_layerwise(ref, cand, feeds[0], feed_for, save_intermediates,
+                                                      save_intermediates_to))
+    for path, written in ((save_inputs, feeds), (save_outputs, ref_out)):
+        if path:
+            save_samples(path, written)
+    if localize and not report.passed:
+        report = replace(report, localized=_localize(ref, cand, feeds[0], feed_for, tolerance))
+    return report
+
+
+def _paired(ref_out: list[dict], cand_out: list[dict], user_map: Mapping[str, str]) -> tuple[list, list, tuple]:
+    """Both sides' outputs under the reference's names (pair_outputs, _align_squeezed),
+    and the notes saying how they were paired."""
+    pairs, note = pair_outputs(list(ref_out[0]) if ref_out else [], list(cand_out[0]) if cand_out else [], user_map)
     paired = set(pairs.values())
     cand_named = [{**{r: o[c] for r, c in pairs.items() if c in o}, **{k: v for k, v in o.items() if k not in paired}}
                   for o in cand_out]
     ref_out, squeezed = _align_squeezed(ref_out, cand_named)
-    if ref.label_scores and "label_scores" not in criteria:
-        criteria["label_scores"] = ref.label_scores
-    report = compare(ref_out, cand_named, tolerance, reference=ref.label, candidate=cand.label, **criteria)
-    notes = tuple(n for n in (note, squeezed) if n)
-    report = replace(report, notes=report.notes + notes, data=data)
-    if save_inputs:
-        save_samples(save_inputs, feeds)
-    if save_outputs:
-        save_samples(save_outputs, ref_out)
-    if localize and not report.passed:
-        report = replace(report, localized=_localize(ref, cand, feeds[0], feed_for, tolerance))
-    return report
+    return ref_out, cand_named, tuple(n for n in (note, squeezed) if n)
 
 
 def _localize(ref: Runner, cand: Runner, sample, feed_for, tolerance):
@@ -301,6 +314,23 @@ def _localize(ref: Runner, cand: Runner, sample, feed_for, tolerance):
     return localize_divergence(ref.path, cand.path, feed_for(ref, sample), tolerance,
                                ref_provider=ref.provider or "cpu", provider=cand.provider or "cpu",
                                cand_feeds=feed_for(cand, sample))
+
+
+def _check_layerwise(ref: Runner, cand: Runner, layerwise: bool, names: Sequence[str], to: str | None) -> None:
+    flag = "--layerwise" if layerwise else "--save-intermediates"
+    if (layerwise or names) and (ref.kind != "onnx" or cand.kind != "onnx"):
+        raise UsageError(f"{flag} needs two ONNX models (it reads their intermediate tensors)",
+                         hint="convert the source first, then compare the two .onnx files")
+    if bool(names) != bool(to):
+        raise UsageError("--save-intermediates NAMES and --save-intermediates-to PATH go together",
+                         hint="e.g. --save-intermediates all --save-intermediates-to layers.npz")
+
+
+def _layerwise(ref: Runner, cand: Runner, sample, feed_for, names: Sequence[str], to: str | None):
+    from onnxforge.checks.localize import layerwise
+
+    return layerwise(ref.path, cand.path, feed_for(ref, sample), ref_provider=ref.provider or "cpu",
+                     provider=cand.provider or "cpu", cand_feeds=feed_for(cand, sample), save=names, save_to=to)
 
 
 def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = None, samples: int = 1, seed: int = 0,

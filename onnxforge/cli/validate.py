@@ -34,6 +34,9 @@ def validate_cmd(
     top_k: Annotated[int, typer.Option("--top-k", help="k for top-k agreement.", min=1, max=LIMITS["top_k"])] = 5,
     map_: Annotated[Optional[list[str]], typer.Option("--map", help="Pair input names: REF=CAND (repeatable).", metavar="REF=CAND")] = None,
     localize: Annotated[bool, typer.Option("--localize", help="On failure, find the first node where two ONNX models diverge.")] = False,
+    layerwise: Annotated[bool, typer.Option("--layerwise", help="Compare every intermediate tensor two ONNX models share (first sample), in topological order; name the 5 whose nodes add the most error.")] = False,
+    save_intermediates: Annotated[Optional[list[str]], typer.Option("--save-intermediates", help="Intermediate tensors to write from both models (comma list, repeatable, or all); needs --save-intermediates-to.", metavar="NAMES")] = None,
+    save_intermediates_to: Annotated[Optional[Path], typer.Option("--save-intermediates-to", help="The .npz --save-intermediates writes (keys reference/NAME, candidate/NAME).", metavar="PATH")] = None,
     save_inputs: Annotated[Optional[Path], typer.Option("--save-inputs", help="Write the inputs used to this .npz.", metavar="PATH")] = None,
     save_outputs: Annotated[Optional[Path], typer.Option("--save-outputs", help="Write the reference's outputs to this .npz (golden outputs).", metavar="PATH")] = None,
     threads: ThreadsOpt = None,
@@ -55,7 +58,7 @@ def validate_cmd(
 
     as_json = wants_json(json_, fmt)
     check_outputs(force, (reference, candidate, inputs, weights), report=report, save_inputs=save_inputs,
-                  save_outputs=save_outputs, html=html)
+                  save_outputs=save_outputs, save_intermediates_to=save_intermediates_to, html=html)
     if task not in (None, "classification", "regression"):
         raise typer.BadParameter("use classification or regression", param_hint="--task")
     with progress("validate"):
@@ -67,7 +70,9 @@ def validate_cmd(
             provider=provider, ref_provider=ref_provider,
             tolerance=make_tolerance(parse_per_output(atol or [], "--atol"), parse_per_output(rtol or [], "--rtol")),
             check_stat=check_stat, min_cosine=min_cosine, min_agreement=min_agreement, task=task, top_k=top_k,
-            input_map=parse_key_values(map_ or [], "--map"), localize=localize,
+            input_map=parse_key_values(map_ or [], "--map"), localize=localize, layerwise=layerwise,
+            save_intermediates=tuple(save_intermediates or ()),
+            save_intermediates_to=str(save_intermediates_to) if save_intermediates_to else None,
             save_inputs=str(save_inputs) if save_inputs else None,
             save_outputs=str(save_outputs) if save_outputs else None, threads=threads,
             source_options={"trust_pickle": trust_pickle, "weights": weights, "trust": tuple(trust or ())},

@@ -76,6 +76,7 @@ class ParityReport:
     check_stat: str = "elementwise"
     problems: tuple[str, ...] = ()  # structural failures: missing outputs, shape mismatches
     localized: Localization | None = None  # first diverging node (--localize)
+    layerwise: Layerwise | None = None  # every shared intermediate tensor compared (--layerwise)
     notes: tuple[str, ...] = ()  # e.g. outputs paired by position
     # where the inputs came from: {"source": "given" | "saved" | "generated", "how": "..."}
     data: Mapping[str, str] = field(default_factory=dict)
@@ -93,6 +94,35 @@ class Localization:
     max_abs: float = 0.0
     max_rel: float = 0.0
     compared: int = 0
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One intermediate tensor both models compute, compared on the first sample."""
+
+    tensor: str  # the reference's name
+    node: str  # the reference node that produces it
+    op_type: str
+    index: int  # that node's position in the reference's (topological) node order
+    shape: tuple[int, ...]
+    max_abs: float
+    mean_abs: float
+    cosine: float
+    rel_err: float  # ||ref - cand|| / ||ref||
+    # rel_err minus the largest rel_err among the node's inputs (nearest compared
+    # ancestors; graph inputs and weights count as exact): the error this node added
+    growth: float
+    candidate_tensor: str = ""  # the candidate's name, when the quantizer renamed it
+
+
+@dataclass(frozen=True)
+class Layerwise:
+    """Every intermediate tensor two ONNX models share, in the reference's order."""
+
+    rows: tuple[LayerRow, ...]
+    top: tuple[str, ...] = ()  # the tensors whose nodes add the most error (largest growth first)
+    message: str = ""  # what was not compared, and why
+    saved: str = ""  # the .npz --save-intermediates-to wrote
 
 
 @dataclass(frozen=True)

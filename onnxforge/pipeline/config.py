@@ -49,6 +49,9 @@ class StepParity:
         normalize=lambda v: "elementwise" if v == "elemwise" else v)
     min_cosine: Optional[Fraction] = option(None, "Minimum cosine similarity of every output.")
     max_mismatch: Optional[Fraction] = option(None, "Fraction of top-1 labels allowed to change.")
+    layerwise_on_failure: bool = option(
+        False, "When a step fails this check, compare its model with the step's input tensor by tensor "
+               "(validate --layerwise) and put the table in the report.")
 
 
 @dataclass(frozen=True)

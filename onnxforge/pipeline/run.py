@@ -225,7 +225,7 @@ def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Pa
 
 
 def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: Runner, previous: Runner | None,
-                feeds: dict, labels) -> LedgerRow:
+                feeds: dict, labels, step_input: Path | None = None) -> LedgerRow:
     from onnxforge.checks.compare import DEFAULT_TOLERANCE, LOOSE
     from onnxforge.checks.parity import cast_floats, validate
 
@@ -242,12 +242,27 @@ def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: 
     rep = validate(ref, cand, input_samples=[feeds], tolerance=tol,
                    check_stat=crit.check_stat if crit else "elementwise", min_cosine=crit.min_cosine if crit else None,
                    task="classification" if mm is not None else None, min_agreement=1 - mm if mm is not None else None)
+    if not rep.passed and crit is not None and crit.layerwise_on_failure:
+        rep = _with_layerwise(rep, step_input, cand, feeds)
     acc = None
     if labels is not None:  # fed as the model declares its inputs (float64 data for a float32 model)
         acc = _accuracy(cand(cast_floats(feeds, cand.inputs)), labels,
                         cfg.gate("accuracy").output if cfg.gate("accuracy") else None)
     return LedgerRow(step=sc.run, model=str(result.output), against="previous" if against_prev else "source",
                      parity=rep, accuracy=acc, passed=rep.passed)
+
+
+def _with_layerwise(rep, step_input: Path | None, cand: Runner, feeds: dict):
+    """layerwise_on_failure: the failing step's model against the model it was given
+    (the first step's input is the source, not ONNX: a note says so)."""
+    from onnxforge.checks.parity import validate
+
+    if step_input is None or step_input.suffix != ".onnx":
+        return dataclasses.replace(rep, notes=rep.notes + (
+            "layerwise_on_failure: the step's input is not an ONNX model; nothing to compare tensor by tensor",))
+    lw = validate(_onnx(step_input), cand, input_samples=[feeds], layerwise=True).layerwise
+    return dataclasses.replace(rep, layerwise=lw, notes=rep.notes + (
+        f"layer-wise: {cand.label} against the step's input {step_input.name}",))
 
 
 def _or(v, default):
@@ -305,6 +320,7 @@ def _steps(run: _Run, source: Runner, source_path, feeds, labels, check_inputs, 
     cfg = run.cfg
     current = source_path
     previous = source
+    step_input = Path(source_path) if source_path else None  # the model the step was given
     gate = cfg.gate("parity")
     against_prev = gate is not None and gate.against == "previous"
     for i, sc in enumerate(cfg.steps):
@@ -321,7 +337,8 @@ def _steps(run: _Run, source: Runner, source_path, feeds, labels, check_inputs, 
             if run.first_onnx is None:
                 run.first_onnx = Path(res.output)
             row_feeds = feeds if feeds is not None else _generated_feeds(cfg, res.output)
-            run.ledger.append(_ledger_row(cfg, sc, res, source, previous, row_feeds, labels))
+            run.ledger.append(_ledger_row(cfg, sc, res, source, previous, row_feeds, labels, step_input))
+            step_input = Path(res.output)
             _let_go(source)  # its outputs on these inputs are kept
         run.bar.advance()
         previous = _onnx(res.output) if against_prev else None  # a session only where the ledger uses it

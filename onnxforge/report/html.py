@@ -222,6 +222,63 @@ def error_svg(d: Any) -> str | None:
     return _svg("".join(body), f"error histogram of {d.name}", EH, EW)
 
 
+def layerwise_svg(lw: Any) -> str | None:
+    """The relative error of every shared tensor along the reference's depth (log scale
+    when it spans more than 20x), the tensors whose nodes add the most error in red."""
+    rows = list(getattr(lw, "rows", ()))
+    vals = [r.rel_err for r in rows if math.isfinite(r.rel_err)]
+    if not vals:
+        return None
+    positive = [v for v in vals if v > 0]
+    lo, hi = (min(positive), max(positive)) if positive else (0.0, 1.0)
+    log = bool(positive) and hi / lo > 20
+    lo = lo / 1.5 if log else 0.0
+    hi = hi * (1.5 if log else 1.1) or 1.0
+    x = _Scale(0, max(1, len(rows) - 1), M["l"], W - M["r"])
+    y = _Scale(lo, hi, H - M["b"], M["t"], log=log)
+    ticks = _log_ticks(lo, hi) if log else _nice_ticks(lo, hi, 4)
+    body = [_y_axis(y, ticks, "relative error"),
+            _x_axis(x, _nice_ticks(0, max(1, len(rows) - 1)), "shared tensor, in the reference's order")]
+    clamp = (lambda v: min(max(v, lo), hi)) if log else (lambda v: v)
+    pts = [f"{x(i):.1f},{y(clamp(r.rel_err)):.1f}" for i, r in enumerate(rows) if math.isfinite(r.rel_err)]
+    body.append(f'<polyline class="series" points="{" ".join(pts)}" fill="none" stroke="{PALETTE[0]}" '
+                f'stroke-width="1.5"/>')
+    top = set(getattr(lw, "top", ()))
+    for i, r in enumerate(rows):
+        if not math.isfinite(r.rel_err):
+            continue
+        colour, radius = ("#cf222e", 4.5) if r.tensor in top else (PALETTE[0], 2.5)
+        body.append(f'<circle cx="{x(i):.1f}" cy="{y(clamp(r.rel_err)):.1f}" r="{radius}" fill="{colour}"><title>'
+                    f'{escape(f"{r.tensor} ({r.op_type}): rel err {num(r.rel_err)}, growth {num(r.growth)}")}'
+                    f'</title></circle>')
+    return _svg("".join(body), "error along depth")
+
+
+def layerwise_section(lw: Any, fig_id: str = "layerwise") -> str:
+    """validate --layerwise (or a release's failing step): the error along depth, the
+    tensors whose nodes add the most, and every row a click away."""
+    by_name = {r.tensor: r for r in lw.rows}
+    out = ["<h3>Layer-wise error (first sample)</h3>"]
+    svg = layerwise_svg(lw)
+    if svg:
+        out.append(_figure(fig_id, svg, "Relative error ||ref - cand|| / ||ref|| of every tensor both models "
+                                             "compute, in the reference's order; red: the 5 whose nodes add the "
+                                             "most error."))
+
+    def row(r) -> tuple:
+        return (r.index, (r.tensor, "name"), r.op_type, (r.node, "name"), "x".join(map(str, r.shape)) or "scalar",
+                num(r.max_abs), num(r.mean_abs), num(r.cosine, 6), num(r.rel_err), num(r.growth))
+
+    headers = ("#", "tensor", "op", "node", "shape", "max abs", "mean abs", "cosine", "rel err", "growth")
+    if lw.top:
+        out.append("<p><strong>Most error added</strong></p>" + _table(headers, [row(by_name[t]) for t in lw.top],
+                                                        numeric=(0, 5, 6, 7, 8, 9)))
+    out.append(f"<details><summary>all {len(lw.rows)} shared tensors</summary>"
+               f"{_table(headers, [row(r) for r in lw.rows], numeric=(0, 5, 6, 7, 8, 9))}</details>")
+    out += [f'<p class="meta">{escape(m)}</p>' for m in (lw.message, f"saved: {lw.saved}" if lw.saved else "") if m]
+    return "".join(out)
+
+
 # ----------------------------------------------------------------------------- tables and sections
 
 
@@ -267,6 +324,8 @@ def parity_section(rep: Any, heading: str | None = None) -> str:
                                 cls="plot errors"))
     if figs:
         out.append('<div class="grid">' + "".join(figs) + "</div>")
+    if getattr(rep, "layerwise", None) is not None:
+        out.append(layerwise_section(rep.layerwise, f"layerwise-{_slug(heading or 'parity')}"))
     return "".join(out)
 
 

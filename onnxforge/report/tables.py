@@ -135,7 +135,32 @@ def _render_parity(report, console, verbose: bool = False) -> None:
                       f"output {_esc(loc.output)}: max abs {num(loc.max_abs)}", overflow="fold")
     elif loc is not None:
         console.print(f"localize: {_esc(loc.message)}", overflow="fold")
+    if report.layerwise is not None:
+        _render_layerwise(report.layerwise, console, verbose)
     console.print(_verdict(report.passed))
+
+
+LAYER_COLS = [Col("#"), Col("tensor", "left", text=True), Col("op", "left", keep=2), Col("shape", keep=4),
+              Col("max abs"), Col("mean abs", keep=3), Col("cosine", keep=1), Col("rel err"), Col("growth"),
+              Col("candidate tensor", "left", text=True, verbose=True)]
+
+
+def _render_layerwise(lw, console, verbose: bool = False) -> None:
+    top = set(lw.top)
+    rows = [[str(r.index), _esc(r.tensor) + (" [bold]*[/]" if r.tensor in top else ""), _esc(r.op_type),
+             "x".join(map(str, r.shape)) or "scalar", num(r.max_abs), num(r.mean_abs), num(r.cosine, 6),
+             num(r.rel_err), f"{'+' if r.growth > 0 else ''}{num(r.growth)}", _esc(r.candidate_tensor or "-")]
+            for r in lw.rows]
+    fit_table(console, f"layer-wise, first sample ({len(lw.rows)} shared tensors, reference order)", LAYER_COLS,
+              rows, verbose=verbose)
+    by_name = {r.tensor: r for r in lw.rows}
+    if lw.top:
+        console.print("most error added (* above): " + ", ".join(
+            f"{_esc(t)} ({_esc(by_name[t].op_type)} {_esc(by_name[t].node or '-')}, +{num(by_name[t].growth)})"
+            for t in lw.top), overflow="fold", highlight=False)
+    for line in (lw.message, f"saved: {lw.saved}" if lw.saved else ""):
+        if line:
+            console.print(f"layer-wise: {_esc(line)}", overflow="fold", highlight=False)
 
 
 def _render_step(res, console, verbose: bool = False) -> None:
@@ -265,6 +290,10 @@ def _ledger_rows(r) -> list[list[str]]:
 def _render_release(r, console, verbose: bool = False) -> None:
     fit_table(console, "steps and parity ledger (each step against the source)", LEDGER_COLS, _ledger_rows(r),
               verbose=verbose)
+    for row in r.ledger:  # layerwise_on_failure
+        if row.parity is not None and row.parity.layerwise is not None:
+            console.print(f"step {_esc(row.step)} failed its parity check; tensor by tensor against its input:")
+            _render_layerwise(row.parity.layerwise, console, verbose)
     if r.benchmark:
         _render_benchmark(r.benchmark, console, gates=False, verbose=verbose)  # its gates are in the verdict
     for p in r.packages:

@@ -22,6 +22,7 @@ A model the runtime cannot load is never emitted: an op type without an int8 ker
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -559,31 +560,15 @@ def _run_static(job: _Job, out: Path, common: dict) -> None:
 
 def rank_sensitive_nodes(fp32_path, q_path, specs, dims, seed, val_ranges=None, norms=None) -> list[str]:
     """fp32 nodes ordered by how much error quantization adds at their output: the
-    relative error of each shared intermediate tensor minus the largest error among
-    that node's inputs (what ORT's qdq_loss_debug measures for QDQ models, here for
-    both QDQ and dynamic models, matched by tensor name)."""
-    import numpy as np
-
+    growth of checks.localize.layerwise (what ORT's qdq_loss_debug measures for QDQ
+    models, here for QDQ, QOperator and dynamic models)."""
     from onnxforge.data.generate import generate_inputs
-    from onnxforge.checks.localize import shared_intermediates
+    from onnxforge.checks.localize import layerwise
 
-    fm, shared, a, b = shared_intermediates(fp32_path, q_path,
-                                            generate_inputs(specs, seed=seed, dims=dims, val_ranges=val_ranges,
-                                                            norms=norms))
-    both = [o for _, _, o in shared if o in a and o in b]
-    err = {}
-    for n in both:
-        x, y = np.asarray(a[n], dtype=np.float64), np.asarray(b[n], dtype=np.float64)
-        if x.shape != y.shape or x.dtype.kind not in "fc":
-            continue
-        denom = np.linalg.norm(x)
-        err[n] = float(np.linalg.norm(x - y) / denom) if denom else float(np.linalg.norm(y))
-    scored = []
-    for node in fm.graph.node:
-        outs = [err[o] for o in node.output if o in err]
-        if not outs or not node.name:
-            continue
-        ins = [err[i] for i in node.input if i in err]
-        scored.append((max(outs) - (max(ins) if ins else 0.0), node.name))
-    scored.sort(reverse=True)
-    return [name for _, name in scored]
+    lw = layerwise(fp32_path, q_path, generate_inputs(specs, seed=seed, dims=dims, val_ranges=val_ranges,
+                                                      norms=norms))
+    best: dict[str, float] = {}
+    for r in lw.rows:
+        if r.node:
+            best[r.node] = max(best.get(r.node, -math.inf), r.growth)
+    return sorted(best, key=lambda n: (-best[n], n))
