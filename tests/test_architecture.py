@@ -81,6 +81,21 @@ def test_command_functions_take_at_most_8_parameters():
     assert max(args.values()) <= 8, {k: v for k, v in args.items() if v > 8}
 
 
+def test_command_help_has_one_source():
+    """Each command's help is written once, where the command is defined (a docstring, a
+    Typer app's help=, a StepDef's summary): no table or test keeps a copy."""
+    from onnxforge.cli.app import COMMANDS, command_help
+
+    def norm(text):
+        return " ".join(text.split())
+
+    texts = [norm(n.value) for path in PKG.rglob("*.py") for n in ast.walk(ast.parse(path.read_text()))
+             if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    for name in COMMANDS:
+        help_ = norm(command_help(name))
+        assert len(help_) > 20 and texts.count(help_) == 1, (name, help_, texts.count(help_))
+
+
 def test_step_functions_take_their_options_as_one_object():
     from onnxforge.steps import STEPS, function_of
 
