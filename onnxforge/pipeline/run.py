@@ -217,8 +217,8 @@ def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Pa
         training, source, extra["weights"] = module.training, module.take(), None  # built once, weights in
         if training:
             source.train()
-    if getattr(sc.options, "min_speedup", 0.0) is None:  # quantize's own budget: the latency gate decides once
-        extra["min_speedup"] = 0.0
+    if getattr(sc.options, "speed_budget", 0.0) is None:  # quantize's own budget: the latency gate decides once
+        extra["speed_budget"] = 0.0
     opts = dataclasses.replace(sc.options, force=True, **extra)
     fn = function_of(sc.step)
     return fn(source if sc.run == "convert" else current, target, opts)

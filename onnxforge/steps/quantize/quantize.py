@@ -381,10 +381,10 @@ def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ran
     status = "failed" if not rec.parity_passed else fast
     figures = f"{speed.speedup:.2f}x fp32's speed (95% CI {speed.ci95[0]:.2f}-{speed.ci95[1]:.2f})"
     if fast == "failed":
-        notes.append(f"speed budget missed: int8 runs at {figures}, below --min-speedup {budget:g} "
+        notes.append(f"speed budget missed: int8 runs at {figures}, below --speed-budget {budget:g} "
                      f"(fp32 p50 {speed.reference_p50_ms:.4g} ms, int8 {speed.p50_ms:.4g} ms): try `quantize static` "
                      "(calibrated QDQ) or --per-channel, or --exclude-op for the ops whose int8 kernels are slow "
-                     "here; --min-speedup 0 accepts a slower model")
+                     "here; --speed-budget 0 accepts a slower model")
     elif fast == "inconclusive":
         from onnxforge.core.stats import contention_line
 
@@ -404,16 +404,16 @@ def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ran
     if ranking:
         details["sensitivity"] = ranking[:20]
     if budget is not None:
-        details["min_speedup"] = budget
+        details["speed_budget"] = budget
     return finish(qpath, target, step=f"quantize:{job.mode}", passed=passed, options=o, inherit_from=job.src,
                   lineage=(*lineage_of(model), f"quantize:{job.mode}"), checks=checks, notes=notes, before=before,
                   after=after, speed=speed, trials=tuple(trials), details=details, status=status)
 
 
 def speed_budget(o) -> float | None:
-    """The speed budget of a quantize step: --min-speedup; 1.0 (never slower than fp32)
+    """The speed budget of a quantize step: --speed-budget; 1.0 (never slower than fp32)
     when not given; 0 turns it off (a release's steps: its latency gate decides once)."""
-    return 1.0 if o.min_speedup is None else (o.min_speedup or None)
+    return 1.0 if o.speed_budget is None else (o.speed_budget or None)
 
 
 def speed_verdict(speed: SpeedCheck, budget: float | None) -> str:
