@@ -347,6 +347,7 @@ def _time(src: Path, built: list[Candidate], dims, inputs, seconds: float, seed:
     import numpy as np
 
     from onnxforge.backends.onnx.runner import inputs_and_ranges
+    from onnxforge.core.stats import paired_speedup
 
     timed = [c for c in built if c.passed]
     models = [str(src)] + [c.int8_model for c in timed]
@@ -372,16 +373,3 @@ def _time(src: Path, built: list[Candidate], dims, inputs, seconds: float, seed:
                             ci95=(round(s[1], 4), round(s[2], 4)),
                             vs_plain=tuple(round(v, 4) for v in vs) if vs else None))
     return out, round(float(np.median(lat[0])), 4), rep.contention
-
-
-def paired_speedup(ref_ms, other_ms, seed: int = 0) -> tuple[float, float, float]:
-    """Median over rounds of ref/other and its bootstrap 95% interval. Rows are timed
-    interleaved, so both saw the same load in a round: on a shared machine this is
-    much tighter than a ratio of medians."""
-    import numpy as np
-
-    r = np.asarray(ref_ms, dtype=np.float64) / np.asarray(other_ms, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    boots = np.median(r[rng.integers(0, r.size, size=(1000, r.size))], axis=1)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return float(np.median(r)), float(lo), float(hi)
