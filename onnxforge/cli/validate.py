@@ -24,7 +24,7 @@ def validate_cmd(
     from onnxforge.core.progress import task as progress
     from onnxforge.data.specs import (parse_dims, parse_input_norms, parse_key_values, parse_per_output,
                                       parse_val_ranges)
-    from onnxforge.checks.compare import make_tolerance
+    from onnxforge.checks.compare import Criteria, make_tolerance
     from onnxforge.checks.parity import validate
 
     as_json = wants_json(out.json_, out.fmt)
@@ -33,6 +33,7 @@ def validate_cmd(
     if criteria.task not in (None, "classification", "regression"):
         raise typer.BadParameter("use classification or regression", param_hint="--task")
     c = criteria
+    agree = Criteria(c.check_stat, c.min_cosine, c.min_agreement, c.task, c.top_k)
     with progress("validate"):
         result = validate(
             reference, candidate,
@@ -41,8 +42,7 @@ def validate_cmd(
             input_norms=parse_input_norms(data.input_norm or []),
             provider=runtime.provider, ref_provider=runtime.ref_provider,
             tolerance=make_tolerance(parse_per_output(c.atol or [], "--atol"), parse_per_output(c.rtol or [], "--rtol")),
-            check_stat=c.check_stat, min_cosine=c.min_cosine, min_agreement=c.min_agreement, task=c.task,
-            top_k=c.top_k, input_map=parse_key_values(extra.map_ or [], "--map"), localize=extra.localize,
+            criteria=agree, input_map=parse_key_values(extra.map_ or [], "--map"), localize=extra.localize,
             save_inputs=str(extra.save_inputs) if extra.save_inputs else None,
             save_outputs=str(extra.save_outputs) if extra.save_outputs else None, threads=sides.threads,
             source_options=sides.source_options(),
