@@ -13,7 +13,7 @@ from onnxforge.cli.groups import (CriteriaOptions, FigureReportOptions, InputOpt
 def validate_cmd(
     reference: Annotated[str, typer.Argument(help="Reference: model.onnx, outputs.npz, an ONNX test-data folder, or a torch/sklearn source.", metavar="REFERENCE")],
     candidate: Annotated[str, typer.Argument(help="Candidate, in the same forms.", metavar="CANDIDATE")],
-    runtime: ProviderPairOptions,
+    providers: ProviderPairOptions,
     data: InputOptions,
     criteria: CriteriaOptions,
     extra: ValidateExtraOptions,
@@ -40,7 +40,7 @@ def validate_cmd(
             inputs=str(data.inputs) if data.inputs else None, samples=data.samples, seed=data.seed,
             dims=parse_dims(data.dim or []), val_ranges=parse_val_ranges(data.val_range or []),
             input_norms=parse_input_norms(data.input_norm or []),
-            provider=runtime.provider, ref_provider=runtime.ref_provider,
+            provider=providers.provider, ref_provider=providers.ref_provider,
             tolerance=make_tolerance(parse_per_output(c.atol or [], "--atol"), parse_per_output(c.rtol or [], "--rtol")),
             criteria=agree, input_map=parse_key_values(extra.map_ or [], "--map"), localize=extra.localize,
             save_inputs=str(extra.save_inputs) if extra.save_inputs else None,
