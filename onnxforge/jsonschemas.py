@@ -57,7 +57,7 @@ def generate(name: str) -> dict:
 def _fields(cls, defs: dict, table: str = "") -> dict[str, dict]:
     """key -> schema of ``cls``'s fields that a TOML file sets in ``table`` ("" the
     section's own), aliases included; help as the description. TOML has no null."""
-    from onnxforge.core.options import _adapter, alias_keys, fields_of, toml_place
+    from onnxforge.core.options import _adapter, alias_keys, deprecated_keys, fields_of, toml_place
 
     schema = _adapter(cls).json_schema()
     defs.update(schema.get("$defs", {}))
@@ -68,7 +68,7 @@ def _fields(cls, defs: dict, table: str = "") -> dict[str, dict]:
             continue
         s = _no_null({**schema["properties"][f.name], "description": o.help})
         for key in (place[1], *alias_keys(f, o)):
-            out[key] = s
+            out[key] = {**s, "deprecated": True} if key in deprecated_keys(o) else s
     return out
 
 

@@ -65,6 +65,37 @@ def test_no_function_over_80_lines():
     assert not long, "\n".join(long)
 
 
+def _command_functions():
+    """The hand-written CLI commands: ``*_cmd`` functions and those under ``@app.command``."""
+    for path, node in _functions():
+        decorated = any(isinstance(d, ast.Call) and getattr(d.func, "attr", "") == "command"
+                        for d in node.decorator_list)
+        if path.parts[1] == "cli" and (node.name.endswith("_cmd") or decorated):
+            yield path, node
+
+
+def test_command_functions_take_at_most_8_parameters():
+    """Flags come in option groups (cli/groups.py), not one parameter each: validate took 30."""
+    args = {f"{p}:{n.name}": len(n.args.args) + len(n.args.kwonlyargs) for p, n in _command_functions()}
+    assert len(args) >= 12 and "onnxforge/cli/validate.py:validate_cmd" in args, args
+    assert max(args.values()) <= 8, {k: v for k, v in args.items() if v > 8}
+
+
+def test_command_help_has_one_source():
+    """Each command's help is written once, where the command is defined (a docstring, a
+    Typer app's help=, a StepDef's summary): no table or test keeps a copy."""
+    from onnxforge.cli.app import COMMANDS, command_help
+
+    def norm(text):
+        return " ".join(text.split())
+
+    texts = [norm(n.value) for path in PKG.rglob("*.py") for n in ast.walk(ast.parse(path.read_text()))
+             if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    for name in COMMANDS:
+        help_ = norm(command_help(name))
+        assert len(help_) > 20 and texts.count(help_) == 1, (name, help_, texts.count(help_))
+
+
 def test_step_functions_take_their_options_as_one_object():
     from onnxforge.steps import STEPS, function_of
 

@@ -15,8 +15,8 @@ Any NaN or Inf in either side fails the output and is named in the report.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
-from typing import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
 
 from onnxforge.core.errors import UsageError
 from onnxforge.core.types import OutputDiff, ParityReport, Tolerance
@@ -39,6 +39,40 @@ def check_stat_name(name: str) -> str:
         raise UsageError(f"unknown --check-stat {name!r}",
                          hint="use one of: " + ", ".join(CHECK_STATS) + " (elemwise = elementwise)")
     return canon
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """What must hold, beside the tolerance, for two runs to agree. Built once per command
+    or step (validate's flags, a step's budget, a release's parity gate) and passed down
+    to every output's comparison."""
+
+    check_stat: str = "elementwise"
+    min_cosine: float | None = None
+    min_agreement: float | None = None  # labels (and top-1 with task classification) that must agree; None: all
+    task: str | None = None  # "classification": also the top-1 / top-k agreement of score outputs
+    top_k: int = 5
+    label_scores: Mapping[str, str] | None = None  # {label output: the reference's score output}: ties (_label_ties)
+
+    def __post_init__(self):
+        object.__setattr__(self, "check_stat", check_stat_name(self.check_stat))
+
+    @classmethod
+    def budget(cls, min_cosine: float | None = None, max_mismatch: float | None = None,
+               check_stat: str = "elementwise") -> "Criteria":
+        """A step's budget: a cosine, and at most ``max_mismatch`` of the top-1 labels changed."""
+        return cls(check_stat, min_cosine, None if max_mismatch is None else 1 - max_mismatch,
+                   None if max_mismatch is None else "classification")
+
+
+def criteria_of(criteria: Criteria | None, keywords: Mapping[str, Any]) -> Criteria:
+    """The caller's Criteria, or one built from the public API's keywords
+    (``validate(..., check_stat="max", min_cosine=0.99)``)."""
+    if criteria is None:
+        return Criteria(**keywords)
+    if keywords:
+        raise UsageError(f"give criteria or {', '.join(keywords)}, not both")
+    return criteria
 
 
 def make_tolerance(atol=None, rtol=None, default: Tolerance = DEFAULT_TOLERANCE) -> Tolerance:
@@ -208,16 +242,11 @@ def compare_output(
     *,
     atol: float,
     rtol: float,
-    check_stat: str = "elementwise",
-    min_cosine: float | None = None,
-    min_agreement: float | None = None,
-    task: str | None = None,
-    top_k: int = 5,
+    criteria: Criteria = Criteria(),
 ) -> OutputDiff:
     """Compare one output across samples (lists of arrays, one per sample)."""
     import numpy as np
 
-    check_stat = check_stat_name(check_stat)
     shape = tuple(_as_array(ref_list[0]).shape) if ref_list else ()
     for i, (r, c) in enumerate(zip(ref_list, cand_list)):
         r, c = _as_array(r), _as_array(c)
@@ -228,7 +257,7 @@ def compare_output(
     ref = np.concatenate([_as_array(r).reshape(-1) for r in ref_list]) if ref_list else np.zeros(0)
     cand = np.concatenate([_as_array(c).reshape(-1) for c in cand_list]) if cand_list else np.zeros(0)
     if _is_exact(ref) or _is_exact(cand):
-        return _labels(name, ref, cand, shape, min_agreement)
+        return _labels(name, ref, cand, shape, criteria.min_agreement)
 
     r64, c64 = ref.astype(np.float64), cand.astype(np.float64)
     notes, both = _nonfinite(r64, c64)
@@ -248,20 +277,20 @@ def compare_output(
     nr, nc = np.linalg.norm(rf), np.linalg.norm(cf)
     cosine = 1.0 if nr == 0 and nc == 0 else float(np.dot(rf, cf) / (nr * nc)) if nr and nc else 0.0
 
-    passed, why = _verdict(err, rel, within, check_stat, atol, rtol, max_abs)
+    passed, why = _verdict(err, rel, within, criteria.check_stat, atol, rtol, max_abs)
     messages = [] if passed else [why]
     if notes:
         passed = False
         messages.insert(0, "non-finite values: " + "; ".join(notes))
-    if min_cosine is not None and cosine < min_cosine:
+    if criteria.min_cosine is not None and cosine < criteria.min_cosine:
         passed = False
-        messages.append(f"cosine {cosine:.6f} < {min_cosine:g}")
+        messages.append(f"cosine {cosine:.6f} < {criteria.min_cosine:g}")
     label_agreement = topk = None
-    if task == "classification" and len(shape) >= 1 and shape[-1] > 1:
-        label_agreement, topk = _top_k(ref_list, cand_list, top_k)
-        if min_agreement is not None and label_agreement < min_agreement:
+    if criteria.task == "classification" and len(shape) >= 1 and shape[-1] > 1:
+        label_agreement, topk = _top_k(ref_list, cand_list, criteria.top_k)
+        if criteria.min_agreement is not None and label_agreement < criteria.min_agreement:
             passed = False
-            messages.append(f"top-1 agreement {label_agreement:.4f} < {min_agreement:g}")
+            messages.append(f"top-1 agreement {label_agreement:.4f} < {criteria.min_agreement:g}")
     counts, edges = error_histogram(err)
     return OutputDiff(name, max_abs, float(shown_rel.max()) if shown_rel.size else 0.0, float(err.mean()) if err.size else 0.0,
                       float(np.quantile(err, 0.99)) if err.size else 0.0, float(mismatch), cosine, bool(passed),
@@ -278,20 +307,20 @@ def compare(
     reference: str = "reference",
     candidate: str = "candidate",
     outputs: Sequence[str] | None = None,
-    **criteria,
+    criteria: Criteria | None = None,
+    **keywords,
 ) -> ParityReport:
     """Compare outputs of two runs (one dict per sample, or a single dict).
 
     Names first: an output the reference has and the candidate lacks is a failure.
     Outputs only the candidate has are ignored (a candidate may add outputs), unless
-    ``outputs`` names them. ``criteria``: check_stat, min_cosine, min_agreement,
-    task, top_k (see compare_output), and label_scores: {label output: the reference's
-    score output} for the tie-aware label check (_label_ties).
+    ``outputs`` names them. ``criteria`` (or its fields as keywords: check_stat,
+    min_cosine, min_agreement, task, top_k, label_scores) says what else must hold.
     """
     refs = [ref] if isinstance(ref, Mapping) else list(ref)
     cands = [cand] if isinstance(cand, Mapping) else list(cand)
-    criteria["check_stat"] = check_stat_name(criteria.get("check_stat", "elementwise"))
-    label_scores = dict(criteria.pop("label_scores", None) or {})
+    criteria = criteria_of(criteria, keywords)
+    label_scores = dict(criteria.label_scores or {})
     problems = []
     if len(refs) != len(cands):
         problems.append(f"reference has {len(refs)} sample(s), candidate {len(cands)}")
@@ -304,12 +333,12 @@ def compare(
                             + (f" (candidate has: {', '.join(cands[0])})" if "candidate" in missing and cands else ""))
             continue
         a, r = tol.for_output(name)
-        d = compare_output(name, [x[name] for x in refs], [x[name] for x in cands], atol=a, rtol=r, **criteria)
+        d = compare_output(name, [x[name] for x in refs], [x[name] for x in cands], atol=a, rtol=r, criteria=criteria)
         scores = label_scores.get(name)
         if d.mismatches and scores in refs[0] and all(scores in x for x in refs):
             sa, sr = tol.for_output(scores)
             d = _label_ties(d, [x[name] for x in refs], [x[name] for x in cands], [x[scores] for x in refs], sa, sr,
-                            criteria.get("min_agreement"))
+                            criteria.min_agreement)
         diffs.append(d)
     unknown = set(tol.per_output) - set(names)
     if unknown:
@@ -318,4 +347,4 @@ def compare(
     if not diffs and not problems:
         problems.append("no outputs to compare")
     return ParityReport(reference=reference, candidate=candidate, samples=len(refs), outputs=tuple(diffs),
-                        passed=passed, check_stat=criteria.get("check_stat", "elementwise"), problems=tuple(problems))
+                        passed=passed, check_stat=criteria.check_stat, problems=tuple(problems))

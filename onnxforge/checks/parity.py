@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 from onnxforge.core.errors import BadInputError, UsageError
 from onnxforge.backends import Runner
 from onnxforge.core.types import ParityReport, TensorSpec, Tolerance
-from onnxforge.checks.compare import DEFAULT_TOLERANCE, compare
+from onnxforge.checks.compare import DEFAULT_TOLERANCE, Criteria, compare, criteria_of
 
 
 def _reference_precision(cand_specs, ref_specs, c2r) -> tuple[TensorSpec, ...]:
@@ -236,16 +236,18 @@ def validate(
     save_outputs: str | None = None,
     threads: int | None = None,
     source_options: Mapping[str, object] | None = None,
-    **criteria,
+    criteria: Criteria | None = None,
+    **keywords,
 ) -> ParityReport:
-    """Run both sides on the same inputs and compare. ``criteria`` go to compare():
-    check_stat, min_cosine, min_agreement, task, top_k. ``data`` says where
-    ``input_samples`` came from ({"source": ..., "how": ...}; default: given).
+    """Run both sides on the same inputs and compare, by ``criteria`` (or its fields as
+    keywords: check_stat, min_cosine, ...; a scikit-learn reference adds label_scores).
+    ``data`` says where ``input_samples`` came from ({"source": ..., "how": ...}; default: given).
     ``layerwise``: checks.localize.layerwise on the first sample (two ONNX models);
     ``save_intermediates`` (names or ``all``, to ``save_intermediates_to``) implies it."""
     from onnxforge.data.samples import check_sample_fits, save_samples
     from onnxforge.data.specs import check_dims
 
+    criteria = criteria_of(criteria, keywords)  # before any model loads: a bad --check-stat is a usage error
     ref = _open(reference, ref_provider, threads, source_options)
     cand = _open(candidate, provider, threads, source_options)
     if ref.kind == "saved" and cand.kind == "saved":
@@ -279,9 +281,9 @@ def validate(
     ref_out, cand_out = _outputs(ref, feeds, feed_for), _outputs(cand, feeds, feed_for)
     _check_names(ref, cand, ref_out, cand_out, input_map or {}, tolerance)
     ref_out, cand_named, notes = _paired(ref_out, cand_out, input_map or {})
-    if ref.label_scores and "label_scores" not in criteria:
-        criteria["label_scores"] = ref.label_scores
-    report = compare(ref_out, cand_named, tolerance, reference=ref.label, candidate=cand.label, **criteria)
+    if ref.label_scores and criteria.label_scores is None:
+        criteria = replace(criteria, label_scores=ref.label_scores)
+    report = compare(ref_out, cand_named, tolerance, reference=ref.label, candidate=cand.label, criteria=criteria)
     report = replace(report, notes=report.notes + notes, data=data)
     if layerwise or save_intermediates:  # before the other files: a bad name writes none
         report = replace(report, layerwise=_layerwise(ref, cand, feeds[0], feed_for, save_intermediates,
@@ -335,7 +337,8 @@ def _layerwise(ref: Runner, cand: Runner, sample, feed_for, names: Sequence[str]
 
 def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = None, samples: int = 1, seed: int = 0,
                   dims: Mapping[str, int] | None = None, label: str = "", second_shape: bool = True,
-                  input_norms: Mapping[str, object] | None = None, **criteria) -> list[ParityReport]:
+                  input_norms: Mapping[str, object] | None = None,
+                  criteria: Criteria | None = None) -> list[ParityReport]:
     """Parity of ``after`` against ``before`` (two ONNX files) on the given inputs (or
     seeded random ones), and, for models with symbolic dims, again at another size of
     each, which proves that the dims stayed dynamic."""
@@ -350,13 +353,13 @@ def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = N
     sym = [d for d in symbolic_dims(before) if d not in dims]
     base = {**{d: 2 for d in sym}, **dims}
     reports = [validate(ref, cand, inputs=inputs, samples=samples, seed=seed, dims=base, tolerance=tolerance,
-                        input_norms=input_norms, **criteria)]
+                        input_norms=input_norms, criteria=criteria)]
     if second_shape and sym and not inputs:
         second = {**base, **{d: 3 for d in sym}}
         where = ", ".join(f"{d}=3" for d in sym)
         try:
             rep = validate(ref, cand, samples=1, seed=seed + 1, dims=second, tolerance=tolerance,
-                           input_norms=input_norms, **criteria)
+                           input_norms=input_norms, criteria=criteria)
             rep = replace(rep, candidate=f"{rep.candidate} ({where})")
         except BadInputError as exc:
             rep = ParityReport(ref.label, f"{cand.label} ({where})", 1, (), False,

@@ -17,40 +17,23 @@ from typer.core import TyperGroup
 from onnxforge.cli.common import (STATE, exit_code_for, is_quiet_exit, is_stopped, report_error, report_stopped,
                                   setup_logging)
 
-# name -> (where the command comes from, its one-line help). "step:NAME" is a command
-# generated from the step declarations (steps/<step>/step.py, cli/stepcmd.py). The help here must match the
-# command's own (tests/cli/test_cli_foundation.py checks it).
+# name -> where the command comes from: "module:attr" (a function or a Typer app), or
+# "step:NAME", a command generated from the step declarations (steps/<step>/step.py,
+# cli/stepcmd.py). Its help is written once, where it is defined (command_help reads it).
 COMMANDS = {
-    "inspect": ("onnxforge.cli.inspect:inspect_cmd", "Show a model's inputs, outputs, opsets, ops, parameters, "
-                                                      "external data, and whether the installed onnxruntime can run it."),
-    "validate": ("onnxforge.cli.validate:validate_cmd", "Compare two models' outputs on the same inputs; exit 1 when "
-                                                         "they differ past tolerance."),
-    "convert": ("onnxforge.cli.convert:app", "Convert a torch or scikit-learn model to ONNX, checked against the "
-                                             "source."),
-    "simplify": ("step:simplify", "Simplify a model (onnxsim, ORT offline optimization, transformer fusions), each "
-                                  "step checked."),
-    "quantize": ("onnxforge.cli.quantize:app", "Quantize a model: dynamic or static int8 (CPU), or fp16 (GPU)."),
-    "benchmark": ("onnxforge.cli.benchmark:benchmark_cmd", "Measure latency on ONNX Runtime providers (interleaved "
-                                                            "rows, confidence intervals, CI gates)."),
-    "release": ("onnxforge.cli.release:release_cmd", "Run the pipeline in CONFIG (convert, simplify, quantize ...), "
-                                                      "check every step against the source, benchmark, evaluate the "
-                                                      "gates, and write the release and its reports (on every exit: "
-                                                      "report.json, report.md, report.html, junit.xml)."),
-    "package": ("step:package", "Package a model or a release folder for a server: an MLflow model, an MLServer "
-                                "(Seldon) model folder, or a Triton model repository, with golden inputs and outputs, "
-                                "and prove it loads and answers."),
-    "serve-check": ("step:serve-check", "Start a packaged model in a real MLServer on 127.0.0.1, check its answers "
-                                        "over REST and gRPC against the golden outputs, send malformed requests, run "
-                                        "a bounded load, and stop it."),
-    "surgeon": ("onnxforge.cli.surgeon:app", "Cut, re-point, rename or clean an ONNX graph; each result is loaded in "
-                                             "ONNX Runtime and checked against the original's own tensors."),
-    "doctor": ("onnxforge.cli.doctor:doctor_cmd", "Show versions, the onnxruntime build, which execution providers "
-                                                  "initialise, CPU and ISA, container limits, GPUs, and which extras "
-                                                  "are installed."),
-    "schema": ("onnxforge.cli.schema:schema_cmd", "Print the JSON Schema of release.toml, zoo.toml, report.json or "
-                                                  "zoo-report.json (stdout holds only the schema)."),
-    "zoo": ("onnxforge.cli.zoo:app", "Release many models at once (locally in parallel, on Ray, or as a CI matrix), "
-                                     "with one verdict."),
+    "inspect": "onnxforge.cli.inspect:inspect_cmd",
+    "validate": "onnxforge.cli.validate:validate_cmd",
+    "convert": "onnxforge.cli.convert:app",
+    "simplify": "step:simplify",
+    "quantize": "onnxforge.cli.quantize:app",
+    "benchmark": "onnxforge.cli.benchmark:benchmark_cmd",
+    "release": "onnxforge.cli.release:release_cmd",
+    "package": "step:package",
+    "serve-check": "step:serve-check",
+    "surgeon": "onnxforge.cli.surgeon:app",
+    "doctor": "onnxforge.cli.doctor:doctor_cmd",
+    "schema": "onnxforge.cli.schema:schema_cmd",
+    "zoo": "onnxforge.cli.zoo:app",
 }
 # Commands whose options come from the step declarations: their flags may take several values (Opt.several)
 STEP_COMMANDS = ("convert", "simplify", "quantize", "package", "serve-check")
@@ -60,7 +43,7 @@ def build_command(name: str):
     """The click command for ``name`` (imports its module and builds its options)."""
     import importlib
 
-    where = COMMANDS[name][0]
+    where = COMMANDS[name]
     if where.startswith("step:"):
         from onnxforge.cli.stepcmd import step_command
 
@@ -73,6 +56,34 @@ def build_command(name: str):
     single = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
     single.command(name)(fn)
     return typer.main.get_command(single)
+
+
+def command_help(name: str) -> str:
+    """A command's help as its definition writes it (the function's docstring, the Typer
+    app's ``help=``, the StepDef's summary), read from the source without importing it:
+    ``onnxforge --help`` lists every command, and importing them all (the steps' functions
+    and options) took 500 ms on a loaded 2-core machine, where reading them takes 15-50 ms."""
+    import ast
+    from pathlib import Path
+
+    where = COMMANDS[name]
+    if where.startswith("step:"):
+        path, attr = f"steps/{where[5:].split('.')[0].replace('-', '_')}/step.py", where[5:]
+    else:
+        module, _, attr = where.partition(":")
+        path = module.removeprefix("onnxforge.").replace(".", "/") + ".py"
+    try:
+        tree = ast.parse((Path(__file__).resolve().parent.parent / path).read_text(encoding="utf-8"))
+    except OSError:  # an install without sources (.pyc only): the list loses its help, not the command
+        return ""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == attr:
+            return ast.get_docstring(node) or ""
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [attr]:
+            return next(k.value.value for k in node.value.keywords if k.arg == "help")
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "StepDef" and node.args[0].value == attr:
+            return node.args[3].value
+    raise LookupError(f"{where}: no help found")  # a test reads every command's
 
 
 class _Commands(dict):
@@ -117,7 +128,7 @@ class LazyGroup(TyperGroup):
 
         limit = formatter.width - 6 - max(len(n) for n in COMMANDS)
         with formatter.section("Commands"):
-            formatter.write_dl([(n, make_default_short_help(h, limit)) for n, (_, h) in COMMANDS.items()])
+            formatter.write_dl([(n, make_default_short_help(command_help(n), limit)) for n in COMMANDS])
 
 
 app = typer.Typer(

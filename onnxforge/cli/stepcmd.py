@@ -18,8 +18,8 @@ from onnxforge.cli.common import (FormatOpt, complete_choices, JsonOpt, OutputOp
                                   wants_json)
 from onnxforge.core.errors import UsageError
 from onnxforge.core.progress import task
-from onnxforge.core.options import (Opt, base_type, choices_of, default_of, fields_of, flag_of, non_defaults, toml_key,
-                               toml_place, toml_value, upper_bound, validate_options)
+from onnxforge.core.options import (Opt, base_type, choices_of, default_of, deprecated_keys, fields_of, flag_of,
+                                    non_defaults, toml_key, toml_place, toml_value, upper_bound, validate_options)
 from onnxforge.steps import STEPS
 from onnxforge.steps.base import StepDef
 
@@ -80,6 +80,14 @@ def _param(cls, f, o) -> inspect.Parameter:
                              annotation=Annotated[_cli_type(cls, f, o), info])
 
 
+def _deprecated_params(cls, f, o) -> list[inspect.Parameter]:
+    """A field's former flags: hidden parameters named by their key (options_from_cli
+    hands them to validate_options, which warns and renames)."""
+    return [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None,
+                              annotation=Annotated[_cli_type(cls, f, o), typer.Option(flag, hidden=True)])
+            for flag, key in zip(o.deprecated, deprecated_keys(o))]
+
+
 def several_values_flags() -> dict[str, Any]:
     """Flags of the step commands that take several values after them (--atol 1e-5
     out0:1e-4), every spelling, with the test a following token must pass."""
@@ -89,9 +97,15 @@ def several_values_flags() -> dict[str, Any]:
     for step in (*STEPS.values(), *TOOLS.values()):
         for f, o in fields_of(step.options):
             if o.several is not None:
-                for flag in (flag_of(f, o), *o.aliases):
+                for flag in (flag_of(f, o), *o.aliases, *o.deprecated):
                     out[flag] = o.several
     return out
+
+
+def _cli_value(o: Opt, v):
+    if o.parse is not None:
+        return o.parse(list(v) if isinstance(v, (list, tuple)) else [v])
+    return list(v) if isinstance(v, (list, tuple)) else v
 
 
 def options_from_cli(step: StepDef, given: dict[str, Any]):
@@ -99,13 +113,11 @@ def options_from_cli(step: StepDef, given: dict[str, Any]):
     values, names = {}, {}
     for f, o in fields_of(step.options):
         v = given.get(f.name)
-        if v is None:
-            continue
-        if o.parse is not None:
-            v = o.parse(list(v) if isinstance(v, (list, tuple)) else [v])
-        elif isinstance(v, (list, tuple)):
-            v = list(v)
-        values[f.name], names[f.name] = v, flag_of(f, o).split("/")[0]
+        if v is not None:
+            values[f.name], names[f.name] = _cli_value(o, v), flag_of(f, o).split("/")[0]
+        for flag, key in zip(o.deprecated, deprecated_keys(o)):
+            if given.get(key) is not None:
+                values[key], names[key] = _cli_value(o, given[key]), flag
     return validate_options(step.options, values, keys=names)
 
 
@@ -168,7 +180,8 @@ def step_command(name: str):
 
     step = STEPS[name] if name in STEPS else TOOLS[name]
     cls = step.options
-    params = [*_fixed_params(step), *(_param(cls, f, o) for f, o in _ordered(cls)), *_tail_params(step)]
+    params = [*_fixed_params(step), *(_param(cls, f, o) for f, o in _ordered(cls)),
+              *(p for f, o in _ordered(cls) for p in _deprecated_params(cls, f, o)), *_tail_params(step)]
 
     def command(source: str, **kw) -> None:
         from onnxforge.steps import function_of

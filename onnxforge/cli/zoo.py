@@ -15,7 +15,8 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from onnxforge.cli.common import STATE, ForceOpt, FormatOpt, JsonOpt, ReportOpt, annotate, check_outputs, console
+from onnxforge.cli.common import STATE, annotate, check_outputs, console
+from onnxforge.cli.groups import ReportOptions, grouped
 from onnxforge.cli.common import complete_choices, is_stopped, wants_json
 from onnxforge.core.options import LIMITS
 
@@ -37,6 +38,7 @@ OutOpt = Annotated[Path, typer.Option("-o", "--out-dir", help="Where the release
 
 
 @app.command("run")
+@grouped
 def zoo_run(
     zoo_file: Annotated[Path, typer.Argument(help="The zoo file (zoo.toml).", metavar="ZOO.toml")],
     out_dir: OutOpt = Path("zoo-out"),
@@ -49,10 +51,7 @@ def zoo_run(
                                                        "(default: start a local instance).")] = None,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this release (NAME or NAME-TARGET, "
                                                       "repeatable): one CI matrix job.", metavar="RELEASE")] = None,
-    force: ForceOpt = False,
-    json_: JsonOpt = False,
-    fmt: FormatOpt = "table",
-    report: ReportOpt = None,
+    out: ReportOptions = ReportOptions(),
 ) -> None:
     """Run every release the zoo file lists, on each of its targets, into OUT/NAME[-TARGET]/,
     then write one verdict (zoo-report.json, zoo-report.md, junit.xml, report.html).
@@ -60,7 +59,7 @@ def zoo_run(
     from onnxforge.core.errors import UsageError, did_you_mean
     from onnxforge.zoo.run import EXECUTORS, ZooRun, check_report, run_zoo, zoo_inputs
 
-    as_json = wants_json(json_, fmt)
+    as_json = wants_json(out.json_, out.fmt)
     if executor not in EXECUTORS:
         raise UsageError(f"--executor {executor!r}: unknown",
                          hint=f"{did_you_mean(executor, EXECUTORS)} use local, ray or matrix".lstrip())
@@ -71,12 +70,12 @@ def zoo_run(
                          hint="drop --jobs (cpus_per_release in the zoo file sets what each release reserves)")
     if executor == "matrix":
         return _print_matrix(zoo_file, only or (), jobs)
-    check_report(out_dir, report)
-    check_outputs(force, zoo_inputs(zoo_file), report=report)  # the releases' configs and sources too
-    rep = run_zoo(zoo_file, ZooRun(out_dir, executor, jobs, ray_address, tuple(only or ()), force,
+    check_report(out_dir, out.report)
+    check_outputs(out.force, zoo_inputs(zoo_file), report=out.report)  # the releases' configs and sources too
+    rep = run_zoo(zoo_file, ZooRun(out_dir, executor, jobs, ray_address, tuple(only or ()), out.force,
                                    on_done=None if STATE.verbosity < 0 else _progress,
                                    progress=None if STATE.verbosity < 0 else "onnxforge.cli.progress:zoo_release_lines"))
-    _finish(rep, out_dir, as_json, report)
+    _finish(rep, out_dir, as_json, out.report)
 
 
 def _print_matrix(zoo_file: Path, only, jobs) -> None:
@@ -90,16 +89,14 @@ def _print_matrix(zoo_file: Path, only, jobs) -> None:
 
 
 @app.command("merge")
+@grouped
 def zoo_merge(
     reports: Annotated[list[Path], typer.Argument(help="Each release's report.json (or its folder).",
                                                   metavar="REPORT.json")],
     out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where the verdict goes.", metavar="DIR")],
     zoo_file: Annotated[Optional[Path], typer.Option("--zoo", help="The zoo file: a release it lists whose report "
                                                      "is missing counts as an error.", metavar="ZOO.toml")] = None,
-    force: ForceOpt = False,
-    json_: JsonOpt = False,
-    fmt: FormatOpt = "table",
-    report: ReportOpt = None,
+    out: ReportOptions = ReportOptions(),
 ) -> None:
     """Build the combined verdict from release folders made elsewhere (a CI matrix's jobs):
     onnxforge zoo merge out/*/report.json -o out."""
@@ -108,16 +105,16 @@ def zoo_merge(
     from onnxforge.zoo.report import write_all
     from onnxforge.zoo.run import check_out, check_report
 
-    as_json = wants_json(json_, fmt)
+    as_json = wants_json(out.json_, out.fmt)
     folders = report_folders(reports)
     check_merge_out(folders, out_dir)
-    check_report(out_dir, report)
-    check_outputs(force, [*reports, *folders], report=report)
-    check_out(out_dir, force)
+    check_report(out_dir, out.report)
+    check_outputs(out.force, [*reports, *folders], report=out.report)
+    check_out(out_dir, out.force)
     expected = load_zoo(zoo_file).entries if zoo_file is not None else None
     rep = merge(reports, out_dir, expected)
     write_all(rep, out_dir)
-    _finish(rep, out_dir, as_json, report)
+    _finish(rep, out_dir, as_json, out.report)
 
 
 def _progress(record, done: int, total: int) -> None:

@@ -105,6 +105,10 @@ class Opt:
     # (--atol 1e-5 out0:1e-4): a token after the flag's value that passes this test is
     # taken as one more value (cli/app.py repeats the flag before it for Click).
     several: Callable[[str], bool] | None = None
+    # Former flags of a renamed field ("--min-speedup" of quantize, now --speed-budget):
+    # still accepted on the CLI (hidden), as a TOML key and a Python keyword, each use
+    # warned about on stderr; not in --help or the generated docs.
+    deprecated: tuple[str, ...] = ()
 
 
 def option(default: Any, help: str, **meta) -> Any:
@@ -126,12 +130,17 @@ def flag_of(f: dataclasses.Field, o: Opt) -> str:
 def alias_keys(f: dataclasses.Field, o: Opt) -> tuple[str, ...]:
     """Other TOML keys and Python keywords for a field, from its flags: the field
     target_opset (flag --opset) also answers to ``opset``, and opset (alias
-    --target-opset) to ``target_opset``. Only for fields in the step's own table."""
-    if o.toml != "" or not o.aliases:
+    --target-opset) to ``target_opset``; deprecated ones last. Only for fields in the
+    step's own table."""
+    if o.toml != "" or not (o.aliases or o.deprecated):
         return ()
-    flags = [flag_of(f, o).split("/")[0], *o.aliases]
+    flags = [flag_of(f, o).split("/")[0], *o.aliases, *o.deprecated]
     keys = (a[2:].replace("-", "_") for a in flags if a.startswith("--"))
     return tuple(dict.fromkeys(k for k in keys if k != f.name))
+
+
+def deprecated_keys(o: Opt) -> tuple[str, ...]:
+    return tuple(a[2:].replace("-", "_") for a in o.deprecated)
 
 
 def rename_aliases(cls, values: Mapping[str, Any], name=lambda k: k) -> dict[str, Any]:
@@ -144,7 +153,16 @@ def rename_aliases(cls, values: Mapping[str, Any], name=lambda k: k) -> dict[str
                 if f.name in out:
                     raise UsageError(f"{name(f.name)} and {name(key)} set the same option; give one")
                 out[f.name] = out.pop(key)
+                if key in deprecated_keys(o):
+                    _warn_deprecated(name(key), f, o)
     return out
+
+
+def _warn_deprecated(used: str, f: dataclasses.Field, o: Opt) -> None:
+    import logging
+
+    new = flag_of(f, o).split("/")[0] if used.startswith("--") else toml_place(f, o)[1]
+    logging.getLogger("onnxforge").warning("warning: %s is deprecated here: use %s", used, new)
 
 
 def default_of(f: dataclasses.Field):

@@ -1,7 +1,14 @@
-"""Latency statistics: percentiles, the 95% interval of the median (bootstrap up to
-5000 samples, then the distribution-free order-statistic interval), speed-up ratios
-with their interval, and the histogram (with its bin edges) behind the sparkline and
-the HTML report's latency plot."""
+"""Latency statistics, the one place every timing takes them from (benchmark, quantize's
+speed check and recipe search, the release's latency gate, serve-check's load):
+percentiles, the 95% interval of the median (bootstrap up to 5000 samples, then the
+distribution-free order-statistic interval), speed-up ratios with their interval, and
+the histogram (with its bin edges) behind the sparkline and the HTML report's latency
+plot.
+
+Two speed-ups: ``speedup_ci`` (ratio of the medians, each side resampled on its own:
+what ``benchmark`` reports and its gates judge) and ``paired_speedup`` (median of the
+per-round ratios: what the recipe search ranks by, where every candidate ran in the
+same rounds and a round's load cancels out of its ratio)."""
 
 from __future__ import annotations
 
@@ -56,6 +63,19 @@ def speedup_ci(base, other, seed: int = 0) -> tuple[float, float, float]:
     bl, bh = median_ci(b)
     ol, oh = median_ci(o)
     return point, bl / oh, bh / ol
+
+
+def paired_speedup(ref_ms, other_ms, seed: int = 0) -> tuple[float, float, float]:
+    """Median over rounds of ref/other and its bootstrap 95% interval. Rows are timed
+    interleaved, so both saw the same load in a round: on a shared machine this is
+    much tighter than a ratio of medians."""
+    import numpy as np
+
+    r = np.asarray(ref_ms, dtype=np.float64) / np.asarray(other_ms, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    boots = np.median(r[rng.integers(0, r.size, size=(1000, r.size))], axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return float(np.median(r)), float(lo), float(hi)
 
 
 def histogram(ms: Sequence[float], bins: int = 16) -> tuple[int, ...]:

@@ -217,8 +217,8 @@ def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Pa
         training, source, extra["weights"] = module.training, module.take(), None  # built once, weights in
         if training:
             source.train()
-    if getattr(sc.options, "min_speedup", 0.0) is None:  # quantize's own budget: the latency gate decides once
-        extra["min_speedup"] = 0.0
+    if getattr(sc.options, "speed_budget", 0.0) is None:  # quantize's own budget: the latency gate decides once
+        extra["speed_budget"] = 0.0
     opts = dataclasses.replace(sc.options, force=True, **extra)
     fn = function_of(sc.step)
     return fn(source if sc.run == "convert" else current, target, opts)
@@ -226,7 +226,7 @@ def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Pa
 
 def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: Runner, previous: Runner | None,
                 feeds: dict, labels, step_input: Path | None = None) -> LedgerRow:
-    from onnxforge.checks.compare import DEFAULT_TOLERANCE, LOOSE
+    from onnxforge.checks.compare import DEFAULT_TOLERANCE, LOOSE, Criteria
     from onnxforge.checks.parity import cast_floats, validate
 
     gate = cfg.gate("parity")
@@ -238,10 +238,8 @@ def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: 
         tol = LOOSE  # a step that states its own criteria (cosine, labels) only
     else:
         tol = Tolerance(_or(crit and crit.atol, DEFAULT_TOLERANCE.atol), _or(crit and crit.rtol, DEFAULT_TOLERANCE.rtol))
-    mm = crit.max_mismatch if crit else None
-    rep = validate(ref, cand, input_samples=[feeds], tolerance=tol,
-                   check_stat=crit.check_stat if crit else "elementwise", min_cosine=crit.min_cosine if crit else None,
-                   task="classification" if mm is not None else None, min_agreement=1 - mm if mm is not None else None)
+    agree = Criteria.budget(crit.min_cosine, crit.max_mismatch, crit.check_stat) if crit else Criteria()
+    rep = validate(ref, cand, input_samples=[feeds], tolerance=tol, criteria=agree)
     if not rep.passed and crit is not None and crit.layerwise_on_failure:
         rep = _with_layerwise(rep, step_input, cand, feeds)
     acc = None

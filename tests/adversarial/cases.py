@@ -310,14 +310,14 @@ CASES = [
     Case("inspect: external data outside the folder", A("inspect", _i("ext/outside.onnx")), 3, "outside"),
     # what must work, and leave nothing behind (ORT's pre-processing once wrote into the cwd)
     Case("quantize leaves nothing outside its output; exact zeros pass the default check",
-         A("quantize", "dynamic", "--allow-generated-data", T, "-o", _o("q_ok.onnx"), "--bench-seconds", "0.2", "--min-speedup", "0"), 0,
+         A("quantize", "dynamic", "--allow-generated-data", T, "-o", _o("q_ok.onnx"), "--bench-seconds", "0.2", "--speed-budget", "0"), 0,
          outputs=("out/q_ok.onnx",), one_line=False, slow=True),
     Case("static quantize leaves nothing outside its output",
          A("quantize", "static", "--allow-generated-data", CH, "-o", _o("qs_ok.onnx"), "--calibration", "random", "--samples", "4",
-           "--bench-seconds", "0.2", "--min-cosine", "0", "--min-speedup", "0"), 0, outputs=("out/qs_ok.onnx",), one_line=False,
+           "--bench-seconds", "0.2", "--min-cosine", "0", "--speed-budget", "0"), 0, outputs=("out/qs_ok.onnx",), one_line=False,
          slow=True),
     Case("a failed check leaves no folder behind", A("quantize", "dynamic", "--allow-generated-data", CH, "-o", _o("new/deeper/q.onnx"),
-                                                     "--atol", "1e-9", "--min-speedup", "0", "--bench-seconds", "0.2"),
+                                                     "--atol", "1e-9", "--speed-budget", "0", "--bench-seconds", "0.2"),
          1,
          one_line=False, slow=True),
     # the ones that already held: keep them holding

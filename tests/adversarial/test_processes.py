@@ -78,7 +78,7 @@ def test_interrupted_release_never_leaves_a_stale_verdict(ws, tmp_path):
 
 def test_second_concurrent_writer_fails(ws, tmp_path):
     out = tmp_path / "same.onnx"
-    args = ["quantize", "dynamic", "--allow-generated-data", ws / "in" / "chain.onnx", "-o", out, "--bench-seconds", "1", "--min-speedup", "0"]
+    args = ["quantize", "dynamic", "--allow-generated-data", ws / "in" / "chain.onnx", "-o", out, "--bench-seconds", "1", "--speed-budget", "0"]
     a, b = _start(args, ws / "cwd"), _start(args, ws / "cwd")
     (_, ea), (_, eb) = a.communicate(timeout=120), b.communicate(timeout=120)
     assert sorted([a.returncode, b.returncode]) == [0, 3], (ea, eb)
@@ -98,7 +98,7 @@ def test_quantize_external_data_is_honoured(ws, tmp_path):
 
     out = tmp_path / "q.onnx"
     assert main(["quantize", "dynamic", "--allow-generated-data", str(ws / "in" / "tiny.onnx"), "-o", str(out), "--external-data",
-                 "--bench-seconds", "0.2", "--min-speedup", "0", "--json"]) == 0
+                 "--bench-seconds", "0.2", "--speed-budget", "0", "--json"]) == 0
     import onnx
     from onnx.external_data_helper import uses_external_data
 

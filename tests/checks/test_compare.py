@@ -6,7 +6,7 @@ import pytest
 from onnxforge.core.errors import UsageError
 from onnxforge.core.types import Tolerance
 from onnxforge.data.specs import parse_per_output
-from onnxforge.checks.compare import compare, compare_output, make_tolerance
+from onnxforge.checks.compare import Criteria, compare, compare_output, make_tolerance
 
 
 def parse_tolerances(atol, rtol):
@@ -42,12 +42,12 @@ def test_statistics_on_hand_made_case():
 def test_check_stats(stat, atol, rtol, passed):
     ref = np.array([1.0, 2.0, 4.0, 3.0])
     cand = np.array([1.0, 2.5, 4.0, 3.1])
-    assert compare_output("y", [ref], [cand], atol=atol, rtol=rtol, check_stat=stat).passed is passed
+    assert compare_output("y", [ref], [cand], atol=atol, rtol=rtol, criteria=Criteria(stat)).passed is passed
 
 
 def test_unknown_check_stat():
     with pytest.raises(UsageError) as e:
-        compare_output("y", [np.zeros(1)], [np.zeros(1)], atol=0, rtol=0, check_stat="quantile")
+        Criteria(check_stat="quantile")
     assert "median" in e.value.hint  # the hint lists the statistics
 
 
@@ -72,7 +72,7 @@ def test_labels_exact_and_agreement():
     cand = np.array([0, 1, 2, 2, 0])
     d = compare_output("label", [ref], [cand], atol=1, rtol=1)
     assert not d.passed and d.label_agreement == pytest.approx(0.8) and "[3]" in d.message
-    assert compare_output("label", [ref], [cand], atol=0, rtol=0, min_agreement=0.8).passed
+    assert compare_output("label", [ref], [cand], atol=0, rtol=0, criteria=Criteria(min_agreement=0.8)).passed
     s = compare_output("label", [np.array(["a", "b"])], [np.array(["a", "b"])], atol=0, rtol=0)
     assert s.passed and s.label_agreement == 1.0
 
@@ -92,10 +92,24 @@ def test_label_ties_are_counted_not_failed():
     assert not compare(outs(ref_lab), outs(cand_lab), Tolerance(1e-4, 1e-3)).passed  # no scores named: exact
 
 
+def test_criteria_come_as_one_object_or_as_keywords_not_both():
+    """The library API keeps its keywords (compare(..., min_cosine=0.99)); inside, the
+    criteria travel as one Criteria, built once."""
+    ref, cand = {"y": np.array([1.0, 0.0])}, {"y": np.array([0.0, 1.0])}
+    by_keyword = compare(ref, cand, Tolerance(10, 0), min_cosine=0.99)
+    assert by_keyword == compare(ref, cand, Tolerance(10, 0), criteria=Criteria(min_cosine=0.99))
+    assert not by_keyword.passed
+    with pytest.raises(UsageError, match="not both"):
+        compare(ref, cand, criteria=Criteria(), min_cosine=0.5)
+    assert Criteria("elemwise").check_stat == "elementwise"
+    assert Criteria.budget(0.99, 0.01) == Criteria(min_cosine=0.99, min_agreement=0.99, task="classification")
+
+
 def test_classification_agreement_and_topk():
     ref = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5]])
     cand = np.array([[0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5]])  # sample 1 flips
-    d = compare_output("probs", [ref], [cand], atol=1.0, rtol=0, task="classification", top_k=2, min_agreement=0.9)
+    d = compare_output("probs", [ref], [cand], atol=1.0, rtol=0,
+                       criteria=Criteria(task="classification", top_k=2, min_agreement=0.9))
     assert d.label_agreement == pytest.approx(2 / 3)
     assert d.topk_agreement == pytest.approx(1.0)  # class 0 is second in sample 1
     assert not d.passed and "top-1 agreement" in d.message
@@ -104,7 +118,7 @@ def test_classification_agreement_and_topk():
 def test_min_cosine():
     ref = np.array([1.0, 0.0])
     cand = np.array([0.0, 1.0])
-    d = compare_output("y", [ref], [cand], atol=10, rtol=0, min_cosine=0.99)
+    d = compare_output("y", [ref], [cand], atol=10, rtol=0, criteria=Criteria(min_cosine=0.99))
     assert not d.passed and d.cosine == pytest.approx(0.0)
 
 

@@ -88,7 +88,7 @@ def test_quantize_slower_than_fp32_fails_with_the_figures(cli, fx, tmp_path):
     res = json_result(r)
     sp = res["speed"]
     assert sp["speedup"] < 1.0, sp  # the premise: this model is slower in int8 here
-    assert res["details"]["min_speedup"] == 1.0 and not res["passed"] and not (tmp_path / "q.onnx").exists()
+    assert res["details"]["speed_budget"] == 1.0 and not res["passed"] and not (tmp_path / "q.onnx").exists()
     if sp["contention"]["clean"]:
         assert r.code == 1 and res["status"] == "failed"
         assert any("speed budget missed" in n and f"{sp['speedup']:.2f}x" in n and "quantize static" in n
@@ -97,7 +97,7 @@ def test_quantize_slower_than_fp32_fails_with_the_figures(cli, fx, tmp_path):
         assert r.code == 6 and res["status"] == "inconclusive"
         assert any("speed budget not decided" in n and "got " in n for n in res["notes"]), res["notes"]
     r = cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2",
-            "--min-speedup", "0", "--json")
+            "--speed-budget", "0", "--json")
     assert r.code == 0 and (tmp_path / "q.onnx").exists(), r.err  # 0 turns the budget off
 
 

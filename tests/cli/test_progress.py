@@ -58,7 +58,7 @@ def test_every_command_reports_in_a_ci_log(cli, fx, tmp_path):
     for argv, name in ((["validate", m, m], "validate"),
                        (["benchmark", m, "--iterations", "5", "--warmup", "1"], "benchmark"),
                        (["simplify", m, "-o", tmp_path / "s.onnx"], "simplify"),
-                       (["quantize", "dynamic", "--allow-generated-data", m, "-o", tmp_path / "q.onnx", "--bench-seconds", "0.1", "--min-speedup", "0"],
+                       (["quantize", "dynamic", "--allow-generated-data", m, "-o", tmp_path / "q.onnx", "--bench-seconds", "0.1", "--speed-budget", "0"],
                         "quantize dynamic")):
         r = cli(*argv)
         assert r.code == 0, r.err

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from onnxforge.core.stats import histogram, latency_stats, median_ci, sparkline, speedup_ci
+from onnxforge.core.stats import histogram, latency_stats, median_ci, paired_speedup, sparkline, speedup_ci
 
 
 def test_latency_stats_known_values():
@@ -31,6 +31,27 @@ def test_speedup_ci():
     assert point == pytest.approx(2.0, rel=0.05) and lo < point < hi
     p2, lo2, hi2 = speedup_ci(a, a.copy())
     assert p2 == pytest.approx(1.0) and lo2 <= 1.0 <= hi2
+
+
+def test_paired_speedup_cancels_a_rounds_load():
+    """Interleaved rows meet the same load in a round: the per-round ratio drops it, the
+    ratio of medians does not."""
+    rng = np.random.default_rng(3)
+    load = rng.uniform(1, 3, 400)  # each round's slow-down, shared by both rows
+    ref, other = 10 * load * rng.normal(1, 0.01, 400), 5 * load * rng.normal(1, 0.01, 400)
+    point, lo, hi = paired_speedup(ref, other)
+    assert point == pytest.approx(2.0, rel=0.01) and lo < point < hi and hi - lo < 0.01
+    _, lo2, hi2 = speedup_ci(ref, other)
+    assert hi2 - lo2 > 10 * (hi - lo)
+
+
+def test_every_timing_takes_core_stats_figures():
+    """serve-check's load and in-process latency once had their own statistics (std
+    with ddof=0, the order-statistic interval at any n); now core.stats'."""
+    from onnxforge.steps.serve_check.check import latency_stats as serve_stats
+
+    ms = list(np.random.default_rng(4).exponential(2.0, 300))
+    assert serve_stats(ms) == latency_stats(ms)[0] and serve_stats([]) is None
 
 
 def test_histogram_and_sparkline():

@@ -92,5 +92,5 @@ def test_calibration_runs_in_a_container_without_a_limit(cli, fx, tmp_path, monk
         pytest.skip("the host itself has under 1 GiB free")
     np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).random((16, 8, 16), dtype=np.float32))
     r = cli("quantize", "static", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--calibration", tmp_path / "c.npz",
-            "--method", "entropy", "--bench-seconds", "0.2", "--min-speedup", "0")
+            "--method", "entropy", "--bench-seconds", "0.2", "--speed-budget", "0")
     assert r.code == 0 and "over the limit" not in r.err, r.err

@@ -56,10 +56,11 @@ class QuantOptions(CheckOptions):
                                                   "off).", example=("--min-cosine", "0.995"))
     max_mismatch: Optional[Fraction] = option(None, "Budget: fraction of top-1 labels allowed to change (e.g. 0.01).",
                                               example=("--max-mismatch", "0.02"))
-    min_speedup: Optional[NonNegFloat] = option(
+    # Was min_speedup / --min-speedup, which is the latency gate of benchmark and release.
+    speed_budget: Optional[NonNegFloat] = option(
         None, "Budget: int8 at least this fast against fp32, timed side by side (default 1.0: never slower; 0 "
               "turns it off; in a release no budget unless set: its latency gate decides).",
-        example=("--min-speedup", "1.1"))
+        example=("--speed-budget", "1.1"), deprecated=("--min-speedup",))
     fallback: bool = option(False, "On a failed parity budget, leave the most sensitive nodes in fp32, a few more "
                                    "each trial.", flag="--fallback/--no-fallback", example=("--fallback",))
     max_trials: Trials = option(4, "Trials for --fallback.", example=("--max-trials", "6"))

@@ -256,7 +256,7 @@ def _quantize(model, output, o, mode: str) -> StepResult:
         base = _preprocess(base, tmp / "pre.onnx", notes) if o.preprocess and not lean else base
         if mode == "static":
             _check_calibration_memory(base, specs, o, notes, ranges, norms)
-        job = _Job(mode, src, base, tmp, specs, has_ext, types, o, lean, ranges, norms)
+        job = _Job(mode, src, base, tmp, specs, has_ext, types, o, lean, ranges, norms, *_parity_budget(o))
         if mode == "dynamic":
             job = _recipe(job, details, notes)
         rec, qpath, checks, speed, trials, ranking = _trials(job, notes)
@@ -279,22 +279,28 @@ class _Job:
     lean: bool = False
     val_ranges: Any = None  # what the converter recorded (onnxforge.val_ranges)
     norms: Any = None  # --input-norm, else what the converter recorded (onnxforge.input_norms)
+    tolerance: Tolerance | None = None  # the parity budget, every trial's and every recipe candidate's
+    criteria: Any = None  # checks.compare.Criteria
+
+
+def _parity_budget(o) -> tuple[Tolerance, Any]:
+    """The int8 model against fp32: cosine and labels; elementwise only when asked (one
+    bound given leaves the other at 0)."""
+    from onnxforge.checks.compare import LOOSE, Criteria, make_tolerance
+
+    tol = make_tolerance(o.atol, o.rtol, Tolerance(0.0, 0.0)) if (o.atol is not None or o.rtol is not None) else LOOSE
+    return tol, Criteria.budget(o.min_cosine or None, o.max_mismatch)
 
 
 def _recipe(job: _Job, details: dict, notes: list) -> _Job:
     """The graph the dynamic quantizer gets: on a transformer, the candidates of
     recipes.py (plain int8; fused attention that quantizes to QAttention), timed, and
     the fastest that keeps the parity budget (--recipe auto|plain|fused)."""
-    from onnxforge.steps.quantize.recipes import Budget, choose_dynamic_recipe
-    from onnxforge.checks.compare import LOOSE, make_tolerance
+    from onnxforge.steps.quantize.recipes import choose_dynamic_recipe
 
     o = job.o
-    tol = make_tolerance(o.atol, o.rtol, Tolerance(0.0, 0.0)) if (o.atol is not None or o.rtol is not None) else LOOSE
-    mm = o.max_mismatch
     choice = choose_dynamic_recipe(
-        job.src, job.base, job.tmp, recipe=o.recipe,
-        budget=Budget(tol, o.min_cosine or None, 1 - mm if mm is not None else None,
-                      "classification" if mm is not None else None),
+        job.src, job.base, job.tmp, recipe=o.recipe, tolerance=job.tolerance, criteria=job.criteria,
         dims=o.dims, inputs=o.inputs, samples=o.check_samples, seed=o.seed, bench_seconds=o.bench_seconds,
         quantize=lambda fp32, out: _run_ort_quantizer(_for_graph(job, fp32), out, list(o.exclude_nodes),
                                                       list(o.exclude_ops)))
@@ -382,10 +388,10 @@ def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ran
     status = "failed" if not rec.parity_passed else fast
     figures = f"{speed.speedup:.2f}x fp32's speed (95% CI {speed.ci95[0]:.2f}-{speed.ci95[1]:.2f})"
     if fast == "failed":
-        notes.append(f"speed budget missed: int8 runs at {figures}, below --min-speedup {budget:g} "
+        notes.append(f"speed budget missed: int8 runs at {figures}, below --speed-budget {budget:g} "
                      f"(fp32 p50 {speed.reference_p50_ms:.4g} ms, int8 {speed.p50_ms:.4g} ms): try `quantize static` "
                      "(calibrated QDQ) or --per-channel, or --exclude-op for the ops whose int8 kernels are slow "
-                     "here; --min-speedup 0 accepts a slower model")
+                     "here; --speed-budget 0 accepts a slower model")
     elif fast == "inconclusive":
         from onnxforge.core.stats import contention_line
 
@@ -405,16 +411,16 @@ def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ran
     if ranking:
         details["sensitivity"] = ranking[:20]
     if budget is not None:
-        details["min_speedup"] = budget
+        details["speed_budget"] = budget
     return finish(qpath, target, step=f"quantize:{job.mode}", passed=passed, options=o, inherit_from=job.src,
                   lineage=(*lineage_of(model), f"quantize:{job.mode}"), checks=checks, notes=notes, before=before,
                   after=after, speed=speed, trials=tuple(trials), details=details, status=status)
 
 
 def speed_budget(o) -> float | None:
-    """The speed budget of a quantize step: --min-speedup; 1.0 (never slower than fp32)
+    """The speed budget of a quantize step: --speed-budget; 1.0 (never slower than fp32)
     when not given; 0 turns it off (a release's steps: its latency gate decides once)."""
-    return 1.0 if o.min_speedup is None else (o.min_speedup or None)
+    return 1.0 if o.speed_budget is None else (o.speed_budget or None)
 
 
 def speed_verdict(speed: SpeedCheck, budget: float | None) -> str:
@@ -439,23 +445,17 @@ def _min_cos(checks: Sequence[ParityReport]) -> float | None:
 
 def _checks(job: _Job, q: Path) -> list[ParityReport]:
     """Cosine (and labels / elementwise when asked) of the int8 model against fp32."""
-    from onnxforge.checks.compare import LOOSE, make_tolerance
     from onnxforge.checks.parity import check_against
 
     o = job.o
-    # no elementwise check unless asked; asking for one bound leaves the other at 0
-    tol = make_tolerance(o.atol, o.rtol, Tolerance(0.0, 0.0)) if (o.atol is not None or o.rtol is not None) else LOOSE
-    mm = o.max_mismatch
-    criteria = dict(tolerance=tol, task="classification" if mm is not None else None,
-                    min_agreement=1 - mm if mm is not None else None, min_cosine=o.min_cosine or None)
     calibration = getattr(o, "calibration", None)
     if not o.inputs and calibration and str(calibration) != "random":
-        return [_check_on_calibration(job, q, calibration, criteria)]
+        return [_check_on_calibration(job, q, calibration)]
     return check_against(job.src, q, inputs=o.inputs, samples=o.check_samples, seed=o.seed, dims=o.dims, label="int8",
-                         second_shape=False, input_norms=job.norms, **criteria)
+                         second_shape=False, input_norms=job.norms, tolerance=job.tolerance, criteria=job.criteria)
 
 
-def _check_on_calibration(job: _Job, q: Path, calibration, criteria: dict) -> ParityReport:
+def _check_on_calibration(job: _Job, q: Path, calibration) -> ParityReport:
     """Static int8 with real calibration data and no --inputs is checked on the first
     --check-samples calibration samples: real data, though the ranges were fitted on it."""
     from onnxforge.steps.quantize.calibration import iter_samples
@@ -468,7 +468,8 @@ def _check_on_calibration(job: _Job, q: Path, calibration, criteria: dict) -> Pa
     feeds = [dict(s) for s, _ in zip(it, range(n))]
     return validate(onnx_runner(job.src, "cpu", label=job.src.name), onnx_runner(q, "cpu", label="int8"),
                     input_samples=feeds, data={"source": "given", "how": f"calibration data {calibration} (first "
-                                               f"{len(feeds)} sample(s); the ranges were fitted on them)"}, **criteria)
+                                               f"{len(feeds)} sample(s); the ranges were fitted on them)"},
+                    tolerance=job.tolerance, criteria=job.criteria)
 
 
 def _speed(src, q, dims, inputs, seconds, val_ranges=None) -> SpeedCheck:

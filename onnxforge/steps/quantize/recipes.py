@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from onnxforge.checks.compare import Criteria
 from onnxforge.core.types import ParityReport, Tolerance
 
 log = logging.getLogger("onnxforge")
@@ -39,16 +40,6 @@ RECIPES = ("auto", "plain", "fused")
 MAX_COSINE_DROP = 0.001  # a faster candidate may not be less accurate than plain int8 by more
 FUSION_MAX_BYTES = 2 * 1024**3 - 1  # onnxscript's IR holds the whole model; above the protobuf limit, skip
 MIN_ROUNDS = 30  # interleaved rounds the candidates' timing gets at least (BERT-base: about 15 s)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """The quantize step's parity criteria, applied to every candidate."""
-
-    tolerance: Tolerance
-    min_cosine: float | None = None
-    min_agreement: float | None = None
-    task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +86,8 @@ def choose_dynamic_recipe(
     tmp: Path,
     *,
     quantize: Callable[[Path, Path], None],
-    budget: Budget,
+    tolerance: Tolerance,
+    criteria: Criteria | None = None,
     recipe: str = "auto",
     dims: Mapping[str, int] | None = None,
     inputs: str | None = None,
@@ -131,7 +123,7 @@ def choose_dynamic_recipe(
         q = tmp / f"recipe-{c.name}.int8.onnx"
         try:
             quantize(Path(c.fp32_model), q)
-            reports = _parity(src, q, samples_sets, budget)
+            reports = _parity(src, q, samples_sets, tolerance, criteria)
         except Exception as exc:  # the quantizer's own failure on this graph: drop it, say why
             from onnxforge.core.errors import first_line
 
@@ -240,7 +232,7 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
     from onnxforge.checks.compare import DEFAULT_TOLERANCE
 
     checks = _parity(src, rewritten, _check_samples(src, None, None, None, 1, 0, mask_inputs=rep.mask_inputs),
-                     Budget(DEFAULT_TOLERANCE))
+                     DEFAULT_TOLERANCE)
     secs = round(time.perf_counter() - t0, 2)
     if not all(c.passed for c in checks):
         return Candidate(name, str(rewritten), passed=False, seconds=secs, details=details,
@@ -317,7 +309,8 @@ def _check_samples(src, alt: Candidate | None, dims, inputs, samples, seed, mask
     return feeds
 
 
-def _parity(ref: Path, cand: Path, feeds: Sequence[dict], budget: Budget) -> list[ParityReport]:
+def _parity(ref: Path, cand: Path, feeds: Sequence[dict], tolerance: Tolerance,
+            criteria: Criteria | None = None) -> list[ParityReport]:
     from onnxforge.backends.onnx.runner import onnx_runner as onnx_side
     from onnxforge.checks.parity import validate
 
@@ -326,8 +319,7 @@ def _parity(ref: Path, cand: Path, feeds: Sequence[dict], budget: Budget) -> lis
     groups: dict[tuple, list[dict]] = {}
     for f in feeds:
         groups.setdefault(tuple(sorted((k, v.shape) for k, v in f.items())), []).append(f)
-    return [validate(r, c, input_samples=g, tolerance=budget.tolerance, min_cosine=budget.min_cosine,
-                     min_agreement=budget.min_agreement, task=budget.task) for g in groups.values()]
+    return [validate(r, c, input_samples=g, tolerance=tolerance, criteria=criteria) for g in groups.values()]
 
 
 def _min_cos(reports: Sequence[ParityReport]) -> float | None:
@@ -347,6 +339,7 @@ def _time(src: Path, built: list[Candidate], dims, inputs, seconds: float, seed:
     import numpy as np
 
     from onnxforge.backends.onnx.runner import inputs_and_ranges
+    from onnxforge.core.stats import paired_speedup
 
     timed = [c for c in built if c.passed]
     models = [str(src)] + [c.int8_model for c in timed]
@@ -372,16 +365,3 @@ def _time(src: Path, built: list[Candidate], dims, inputs, seconds: float, seed:
                             ci95=(round(s[1], 4), round(s[2], 4)),
                             vs_plain=tuple(round(v, 4) for v in vs) if vs else None))
     return out, round(float(np.median(lat[0])), 4), rep.contention
-
-
-def paired_speedup(ref_ms, other_ms, seed: int = 0) -> tuple[float, float, float]:
-    """Median over rounds of ref/other and its bootstrap 95% interval. Rows are timed
-    interleaved, so both saw the same load in a round: on a shared machine this is
-    much tighter than a ratio of medians."""
-    import numpy as np
-
-    r = np.asarray(ref_ms, dtype=np.float64) / np.asarray(other_ms, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    boots = np.median(r[rng.integers(0, r.size, size=(1000, r.size))], axis=1)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return float(np.median(r)), float(lo), float(hi)

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import signal
 import socket
@@ -598,19 +597,10 @@ def malformed_requests(server: Server, protocol: str, feeds: Mapping[str, object
 
 
 def latency_stats(ms: Sequence[float]) -> LatencyStats | None:
-    import numpy as np
+    """core.stats' figures of the successful requests (None when none succeeded)."""
+    from onnxforge.core.stats import latency_stats as stats_of
 
-    if not ms:
-        return None
-    a = np.sort(np.asarray(ms, dtype=np.float64))
-    n = a.size
-    # 95% interval of the median from order statistics (binomial, normal approximation):
-    # no resampling, so tens of thousands of in-process samples cost nothing.
-    half = 1.96 * math.sqrt(n) / 2
-    lo, hi = a[max(0, int(math.floor(n / 2 - half)))], a[min(n - 1, int(math.ceil(n / 2 + half)))]
-    q = lambda p: float(np.quantile(a, p))  # noqa: E731
-    return LatencyStats(n=int(n), mean=float(a.mean()), std=float(a.std()), min=float(a[0]), p50=q(0.5),
-                        p90=q(0.9), p95=q(0.95), p99=q(0.99), max=float(a[-1]), ci95=(float(lo), float(hi)))
+    return stats_of(ms)[0] if len(ms) else None
 
 
 def run_load(server: Server, feeds: Mapping[str, object], *, protocol: str = "rest", concurrency: int = 4,

@@ -10,6 +10,5 @@ from onnxforge.steps.surgeon.surgeon import surgeon
 
 STEPS = (
     StepDef("surgeon", surgeon, SurgeonOptions,
-            "Cut, re-point, rename or clean an ONNX graph; each result is loaded in ONNX Runtime and checked against "
-            "the original's own tensors.", run=""),
+            "The surgeon operations' shared options; the commands and their help are cli/surgeon.py's.", run=""),
 )

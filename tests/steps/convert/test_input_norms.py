@@ -50,7 +50,7 @@ def test_hf_image_processor_constants_are_recorded_and_used(cli, vit, tmp_path):
     np.testing.assert_allclose(px.std(axis=(0, 2, 3)), np.sqrt(1 / 12) / np.array(STD), rtol=0.02)
     assert "images normalised with mean 0.5,0.4,0.3, std 0.2,0.25,0.3" in result(r)["data"]["how"]
     # and so does quantize's check (with --allow-generated-data: no real images here)
-    r = cli("quantize", "dynamic", m, "-o", tmp_path / "q.onnx", "--allow-generated-data", "--bench-seconds", "0.2", "--min-speedup", "0",
+    r = cli("quantize", "dynamic", m, "-o", tmp_path / "q.onnx", "--allow-generated-data", "--bench-seconds", "0.2", "--speed-budget", "0",
             "--min-cosine", "0", "--json")
     assert r.code == 0, r.err
     assert "images normalised with mean 0.5,0.4,0.3" in result(r)["checks"][0]["data"]["how"]

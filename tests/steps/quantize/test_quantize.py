@@ -54,7 +54,7 @@ def test_static_qdq_keeps_digits_accuracy(cli, digits, tmp_path, kind):
     model, calib, test_npz, Xte, yte = digits[kind]
     out = tmp_path / "q.onnx"
     r = cli("quantize", "static", model, "-o", out, "--calibration", calib, "--inputs", test_npz,
-            "--max-mismatch", "0.05", "--bench-seconds", "0.5", "--min-speedup", "0", "--json")
+            "--max-mismatch", "0.05", "--bench-seconds", "0.5", "--speed-budget", "0", "--json")
     assert r.code == 0, r.err + r.out
     res = result(r)
     fp32, int8 = accuracy(model, Xte, yte), accuracy(out, Xte, yte)
@@ -72,7 +72,7 @@ def test_static_qdq_keeps_digits_accuracy(cli, digits, tmp_path, kind):
 @pytest.mark.slow
 def test_dynamic_transformer_encoder(cli, tmp_path, torch_exports):
     r = cli("quantize", "dynamic", "--allow-generated-data", torch_exports / "encoder.onnx", "-o", tmp_path / "q.onnx", "--dim", "batch=2",
-            "--dim", "seq=8", "--bench-seconds", "0.5", "--min-speedup", "0", "--json")
+            "--dim", "seq=8", "--bench-seconds", "0.5", "--speed-budget", "0", "--json")
     assert r.code == 0, r.err + r.out
     res = result(r)
     assert "MatMulInteger" in res["after"]["ops"] or "DynamicQuantizeMatMul" in res["after"]["ops"]
@@ -83,7 +83,7 @@ def test_dynamic_transformer_encoder(cli, tmp_path, torch_exports):
 @pytest.mark.slow
 def test_old_cnn_static_random_smoke(cli, light, tmp_path):
     r = cli("quantize", "static", "--allow-generated-data", light / "light_squeezenet.onnx", "-o", tmp_path / "q.onnx",
-            "--calibration", "random", "--samples", "4", "--bench-seconds", "0.3", "--min-speedup", "0",
+            "--calibration", "random", "--samples", "4", "--bench-seconds", "0.3", "--speed-budget", "0",
             "--min-cosine", "0", "--json")
     assert r.code == 0, r.err + r.out
     res = result(r)
@@ -94,7 +94,7 @@ def test_old_cnn_static_random_smoke(cli, light, tmp_path):
 @pytest.mark.slow
 def test_external_data_model(cli, fx, tmp_path):
     r = cli("quantize", "dynamic", "--allow-generated-data", fx / "ext" / "ext.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.3",
-            "--min-speedup", "0",
+            "--speed-budget", "0",
             "--json", "--external-data")
     assert r.code == 0, r.err + r.out
     assert (tmp_path / "q.onnx.data").exists() or (tmp_path / "q.onnx").stat().st_size > 16000
@@ -102,22 +102,22 @@ def test_external_data_model(cli, fx, tmp_path):
 
 @pytest.mark.slow
 def test_budgets_and_keep_failed(cli, fx, tmp_path):
-    r = cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--min-speedup", "100",
+    r = cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--speed-budget", "100",
             "--bench-seconds", "0.3", "--json")
     res = result(r)
     # a speed budget missed fails (1) on clean rounds, or where loaded rounds prove it; else it is undecided (6)
     sp = res["speed"]
     assert r.code == (1 if sp["contention"]["clean"] or sp["bounds"][1] < 100 else 6), r.err
     assert not (tmp_path / "q.onnx").exists()
-    assert res["details"]["min_speedup"] == 100 and not res["passed"] and res["status"] in ("failed", "inconclusive")
-    r = cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--min-speedup", "100",
+    assert res["details"]["speed_budget"] == 100 and not res["passed"] and res["status"] in ("failed", "inconclusive")
+    r = cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--speed-budget", "100",
             "--bench-seconds", "0.3", "--keep-failed")
     assert r.code in (1, 6) and (tmp_path / "q.failed.onnx").exists()
 
 
 @pytest.mark.slow
 def test_fallback_excludes_sensitive_nodes(cli, fx, tmp_path):
-    common = ["--calibration", "random", "--samples", "8", "--bench-seconds", "0.2", "--min-speedup", "0", "--atol",
+    common = ["--calibration", "random", "--samples", "8", "--bench-seconds", "0.2", "--speed-budget", "0", "--atol",
               "1e-3", "--json"]
     r = cli("quantize", "static", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "a.onnx", *common)
     assert r.code == 1  # int8 everywhere misses a 1e-3 budget
@@ -169,7 +169,7 @@ def test_histogram_memory_refused(cli, fx, tmp_path):
 @pytest.mark.slow
 def test_already_quantized(cli, fx, tmp_path):
     assert cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2",
-               "--min-speedup", "0").code == 0
+               "--speed-budget", "0").code == 0
     r = cli("quantize", "dynamic", "--allow-generated-data", tmp_path / "q.onnx", "-o", tmp_path / "qq.onnx")
     assert r.code == 3 and "already quantized" in r.err
 
@@ -212,14 +212,14 @@ def test_folder_of_samples(cli, fx, tmp_path):
         (tmp_path / "cal" / str(i)).mkdir(parents=True)
         np.save(tmp_path / "cal" / str(i) / "x.npy", np.random.default_rng(i).random((2, 16), dtype=np.float32))
     r = cli("quantize", "static", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--calibration", tmp_path / "cal",
-            "--bench-seconds", "0.2", "--min-speedup", "0", "--json")
+            "--bench-seconds", "0.2", "--speed-budget", "0", "--json")
     assert r.code == 0, r.err
 
 
 @pytest.mark.slow
 def test_int8_larger_than_fp32_says_why(cli, fx, tmp_path):
     r = cli("quantize", "dynamic", "--allow-generated-data", fx / "tiny.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2",
-            "--min-speedup", "0", "--json")
+            "--speed-budget", "0", "--json")
     assert r.code == 0, r.err
     res = result(r)
     assert res["after"]["file_bytes"] > res["before"]["file_bytes"]  # 12 weights: the quantization overhead wins
@@ -249,10 +249,10 @@ def test_generated_inputs_keep_the_ranges_the_converter_recorded(cli, tmp_path):
     for extra in ([], ["--placement"]):
         r = cli("benchmark", model, "--duration", "0.2", *extra)
         assert r.code == 0, r.err
-    r = cli("quantize", "dynamic", "--allow-generated-data", model, "-o", tmp_path / "d.onnx", "--bench-seconds", "0.2", "--min-speedup", "0")
+    r = cli("quantize", "dynamic", "--allow-generated-data", model, "-o", tmp_path / "d.onnx", "--bench-seconds", "0.2", "--speed-budget", "0")
     assert r.code == 0, r.err
     r = cli("quantize", "static", "--allow-generated-data", model, "-o", tmp_path / "s.onnx", "--calibration", "random", "--bench-seconds",
-            "0.2", "--min-speedup", "0",
+            "0.2", "--speed-budget", "0",
             "--min-cosine", "0")
     assert r.code == 0, r.err
 
@@ -276,7 +276,7 @@ def test_a_float64_table_beside_float32_weights_does_not_block_quantization(cli,
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     helper.set_model_props(m, {"onnxforge.val_ranges": '{"idx": [0, 9]}'})
     onnx.save(m, str(model))
-    r = cli("quantize", "dynamic", "--allow-generated-data", model, "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--min-speedup", "0",
+    r = cli("quantize", "dynamic", "--allow-generated-data", model, "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2", "--speed-budget", "0",
             "--min-cosine", "0.9")
     assert r.code == 0, r.err
     assert any(n.op_type == "MatMulInteger" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
@@ -294,12 +294,12 @@ def test_int8_on_generated_data_alone_is_refused(cli, fx, tmp_path):
         assert "needs real input data" in r.err and "--allow-generated-data" in r.err and "--inputs" in r.err
         assert not out.exists()
     r = cli("quantize", "dynamic", fx / "tiny.onnx", "-o", out, "--allow-generated-data", "--bench-seconds", "0.2",
-            "--min-speedup", "0")  # int8 of 12 weights is slower than fp32: not this test's subject
+            "--speed-budget", "0")  # int8 of 12 weights is slower than fp32: not this test's subject
     assert r.code == 0, r.err
     assert "data: generated (uniform [0,1) noise, seed 0)" in r.out
     np.savez(tmp_path / "in.npz", x=np.random.default_rng(0).random((2, 4), dtype=np.float32))
     r = cli("quantize", "dynamic", fx / "tiny.onnx", "-o", tmp_path / "q2.onnx", "--inputs", tmp_path / "in.npz",
-            "--bench-seconds", "0.2", "--min-speedup", "0", "--json")
+            "--bench-seconds", "0.2", "--speed-budget", "0", "--json")
     assert r.code == 0, r.err
     assert result(r)["checks"][0]["data"]["source"] == "given"
 
@@ -309,7 +309,7 @@ def test_static_with_real_calibration_is_checked_on_it(cli, fx, tmp_path):
     """Real calibration data is real data: the check runs on it (and says so), not on noise."""
     np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).random((8, 1, 4), dtype=np.float32))
     r = cli("quantize", "static", fx / "tiny.onnx", "-o", tmp_path / "q.onnx", "--calibration", tmp_path / "cal.npz",
-            "--bench-seconds", "0.2", "--min-speedup", "0", "--json")
+            "--bench-seconds", "0.2", "--speed-budget", "0", "--json")
     assert r.code == 0, r.err
     data = result(r)["checks"][0]["data"]
     assert data["source"] == "given" and "calibration data" in data["how"] and "first 4 sample(s)" in data["how"]
@@ -323,7 +323,7 @@ def test_python_api_refuses_generated_data_too(fx, tmp_path):
     with pytest.raises(UsageError, match="needs real input data"):
         quantize_dynamic(fx / "tiny.onnx", tmp_path / "q.onnx")
     res = quantize_dynamic(fx / "tiny.onnx", tmp_path / "q.onnx", allow_generated_data=True, bench_seconds=0.2,
-                           min_speedup=0)
+                           speed_budget=0)
     assert res.passed and res.checks[0].data["source"] == "generated"
 
 
@@ -341,10 +341,43 @@ def test_quantize_checks_on_the_recorded_norm(cli, tmp_path):
     props = {p.key: p.value for p in onnx.load(m).metadata_props}
     assert json.loads(props["onnxforge.input_norms"])["x"]["mean"] == [0.485, 0.456, 0.406]
     r = cli("quantize", "dynamic", m, "-o", tmp_path / "q.onnx", "--allow-generated-data", "--bench-seconds", "0.2",
-            "--min-speedup", "0")  # speed is not this test's subject
+            "--speed-budget", "0")  # speed is not this test's subject
     assert r.code == 0, r.err
     assert "data: generated (ImageNet-normalised images, seed 0)" in r.out
     r = cli("quantize", "dynamic", m, "-o", tmp_path / "q2.onnx", "--allow-generated-data", "--bench-seconds", "0.2",
-            "--input-norm", "x:clip", "--min-speedup", "0", "--json")
+            "--input-norm", "x:clip", "--speed-budget", "0", "--json")
     assert r.code == 0, r.err
     assert "CLIP-normalised" in result(r)["checks"][0]["data"]["how"]
+
+
+def test_min_speedup_is_the_deprecated_spelling_of_speed_budget(cli, fx, tmp_path):
+    """--min-speedup means the latency gate (benchmark, release); quantize's budget is
+    --speed-budget. The old flag, TOML key and keyword still work, each with a warning."""
+    import logging
+
+    from onnxforge.core.options import resolve
+    from onnxforge.pipeline.config import load_config
+    from onnxforge.steps.quantize.options import DynamicOptions
+
+    args = ("quantize", "dynamic", fx / "tiny.onnx", "-o", tmp_path / "q.onnx")
+    r = cli(*args, "--min-speedup", "0.5", "--print-step")
+    assert r.code == 0 and "speed_budget = 0.5" in r.out and "min_speedup" not in r.out, r.err
+    assert "warning: --min-speedup is deprecated here: use --speed-budget" in r.err, r.err
+    r = cli(*args, "--speed-budget", "0.5", "--print-step")
+    assert r.code == 0 and "speed_budget = 0.5" in r.out and r.err == "", r.err
+    r = cli(*args, "--min-speedup", "0.5", "--speed-budget", "1", "--print-step")
+    assert r.code == 2 and "--speed-budget and --min-speedup set the same option" in r.err, r.err
+    assert "--min-speedup" not in cli("quantize", "dynamic", "--help").out
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logging.getLogger("onnxforge").addHandler(handler)
+    try:
+        assert resolve(DynamicOptions, kwargs={"min_speedup": 0}).speed_budget == 0
+        cfg = load_config({"model": {"source": str(fx / "tiny.onnx"), "framework": "onnx"},
+                           "steps": [{"run": "quantize.dynamic", "min_speedup": 1.5, "allow_generated_data": True}]})
+    finally:
+        logging.getLogger("onnxforge").removeHandler(handler)
+    assert cfg.steps[0].options.speed_budget == 1.5
+    assert [r.getMessage() for r in seen] == ["warning: min_speedup is deprecated here: use speed_budget",
+                                              "warning: steps[0].min_speedup is deprecated here: use speed_budget"]

@@ -35,7 +35,7 @@ def _cos_to(ref_path, path, feeds):
 @pytest.mark.slow
 def test_auto_recipe_times_both_candidates_and_keeps_the_faster(cli, bert, tmp_path):
     out = tmp_path / "q.onnx"
-    r = cli("quantize", "dynamic", "--allow-generated-data", bert, "-o", out, "--bench-seconds", "0.5", "--min-speedup", "0", "--json")
+    r = cli("quantize", "dynamic", "--allow-generated-data", bert, "-o", out, "--bench-seconds", "0.5", "--speed-budget", "0", "--json")
     assert r.code == 0, r.err + r.out
     rec = result(r)["details"]["recipe"]
     cands = {c["name"]: c for c in rec["candidates"]}
@@ -56,7 +56,7 @@ def test_auto_recipe_times_both_candidates_and_keeps_the_faster(cli, bert, tmp_p
 @pytest.mark.slow
 def test_fused_recipe_keeps_padding_and_plain_recipe_skips_candidates(cli, bert, tmp_path):
     r = cli("quantize", "dynamic", "--allow-generated-data", bert, "-o", tmp_path / "f.onnx", "--recipe", "fused", "--bench-seconds", "0.3",
-            "--min-speedup", "0",
+            "--speed-budget", "0",
             "--json")
     assert r.code == 0, r.err + r.out
     assert result(r)["details"]["recipe"]["chosen"] == "fused"
@@ -66,7 +66,7 @@ def test_fused_recipe_keeps_padding_and_plain_recipe_skips_candidates(cli, bert,
     feeds = _padded()
     assert _cos_to(bert, tmp_path / "f.onnx", feeds) > 0.99
     r = cli("quantize", "dynamic", "--allow-generated-data", bert, "-o", tmp_path / "p.onnx", "--recipe", "plain", "--bench-seconds", "0.3",
-            "--min-speedup", "0",
+            "--speed-budget", "0",
             "--json")
     rec = result(r)["details"]["recipe"]
     assert rec["chosen"] == "plain" and [c["name"] for c in rec["candidates"]] == ["plain"]
@@ -82,7 +82,7 @@ def test_fused_recipe_on_a_model_large_enough_for_the_lean_path(cli, bert, tmp_p
 
     monkeypatch.setattr(lean_quant, "LEAN_MIN_BYTES", 0)  # this tiny BERT stands in for a BERT-large
     r = cli("quantize", "dynamic", "--allow-generated-data", bert, "-o", tmp_path / "f.onnx", "--recipe", "fused", "--bench-seconds", "0.3",
-            "--min-speedup", "0",
+            "--speed-budget", "0",
             "--json")
     assert r.code == 0, r.err + r.out
     res = result(r)
@@ -94,7 +94,7 @@ def test_fused_recipe_on_a_model_large_enough_for_the_lean_path(cli, bert, tmp_p
 
 def test_no_attention_means_no_candidates(cli, fx, tmp_path):
     r = cli("quantize", "dynamic", "--allow-generated-data", fx / "chain.onnx", "-o", tmp_path / "q.onnx", "--bench-seconds", "0.2",
-            "--min-speedup", "0", "--json")
+            "--speed-budget", "0", "--json")
     assert r.code == 0, r.err
     rec = result(r)["details"]["recipe"]
     assert rec["chosen"] == "plain" and len(rec["candidates"]) == 1
@@ -103,7 +103,7 @@ def test_no_attention_means_no_candidates(cli, fx, tmp_path):
 def test_lean_path_gives_the_same_model_as_ort(cli, fx, tmp_path, monkeypatch):
     from onnxforge.steps.quantize import lean_quant
 
-    common = ["--no-preprocess", "--bench-seconds", "0.2", "--min-speedup", "0", "--json", "--recipe", "plain"]
+    common = ["--no-preprocess", "--bench-seconds", "0.2", "--speed-budget", "0", "--json", "--recipe", "plain"]
     r = cli("quantize", "dynamic", "--allow-generated-data", fx / "ext" / "ext.onnx", "-o", tmp_path / "ort.onnx", *common)
     assert r.code == 0, r.err
     assert not any("one initializer at a time" in n for n in result(r)["notes"])
