@@ -239,11 +239,9 @@ def validate(
     criteria: Criteria | None = None,
     **keywords,
 ) -> ParityReport:
-    """Run both sides on the same inputs and compare, by ``criteria`` (or its fields as
-    keywords: check_stat, min_cosine, ...; a scikit-learn reference adds label_scores).
-    ``data`` says where ``input_samples`` came from ({"source": ..., "how": ...}; default: given).
-    ``layerwise``: checks.localize.layerwise on the first sample (two ONNX models);
-    ``save_intermediates`` (names or ``all``, to ``save_intermediates_to``) implies it."""
+    """Run both sides on the same inputs and compare, by ``criteria`` (or its fields as keywords).
+    ``data``: where ``input_samples`` came from. ``layerwise`` (implied by ``save_intermediates``,
+    names or ``all``): checks.localize.layerwise on the first sample of two ONNX models."""
     from onnxforge.data.samples import check_sample_fits, save_samples
     from onnxforge.data.specs import check_dims
 
