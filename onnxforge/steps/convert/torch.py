@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from onnxforge.core.errors import BadInputError, ConversionError, UsageError, first_line
 from onnxforge.core.logs import quiet_third_party
+from onnxforge.backends.torch.hf import WITH_PAST
 from onnxforge.steps.convert.options import ConvertTorchOptions
 from onnxforge.core.types import ParityReport, StepResult
 
@@ -160,6 +161,10 @@ def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions 
     o = resolve(ConvertTorchOptions, options, kwargs)
     target = check_output_path(output, force=o.force, inputs=(source if isinstance(source, (str, Path)) else None,
                                                               o.weights, o.example_inputs))
+    if o.task == WITH_PAST:
+        from onnxforge.steps.convert.with_past import convert_with_past
+
+        return convert_with_past(torch, source, target, o)
     notes: list[str] = []
     loaded, dyn, ranges, norms = _load(source, o, notes)
     if ranges != o.val_ranges or norms != o.input_norms:
