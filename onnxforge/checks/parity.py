@@ -230,17 +230,19 @@ def validate(
     input_map: Mapping[str, str] | None = None,
     localize: bool = False,
     save_inputs: str | None = None,
-    save_outputs: str | None = None,
-    threads: int | None = None,
+    save_outputs: str | None = None, threads: int | None = None,
     source_options: Mapping[str, object] | None = None,
-    **criteria,
+    generate_tokens: int | None = None, **criteria,
 ) -> ParityReport:
     """Run both sides on the same inputs and compare. ``criteria`` go to compare():
     check_stat, min_cosine, min_agreement, task, top_k. ``data`` says where
-    ``input_samples`` came from ({"source": ..., "how": ...}; default: given)."""
+    ``input_samples`` came from ({"source": ..., "how": ...}; default: given); a
+    candidate with a KV cache is judged by greedy generation (_generative)."""
     from onnxforge.data.samples import check_sample_fits, save_samples
     from onnxforge.data.specs import check_dims
 
+    if _generative(reference, candidate):  # ``generate_tokens``: how many
+        return _generation(reference, candidate, tolerance, generate_tokens, seed=seed, provider=provider)
     ref = _open(reference, ref_provider, threads, source_options)
     cand = _open(candidate, provider, threads, source_options)
     if ref.kind == "saved" and cand.kind == "saved":
@@ -290,6 +292,24 @@ def validate(
     if localize and not report.passed:
         report = replace(report, localized=_localize(ref, cand, feeds[0], feed_for, tolerance))
     return report
+
+
+def _generative(reference, candidate) -> bool:
+    """A candidate with a key/value cache (past_key_values.* inputs) against a Hugging
+    Face folder or another such model: compared by greedy generation of
+    ``generate_tokens`` new tokens (checks/generation.py), logits within the atol."""
+    from onnxforge.backends.torch.hf import is_hf_source
+    from onnxforge.checks.generation import is_with_past
+
+    return is_with_past(candidate) and (is_with_past(reference) or
+                                        (is_hf_source(reference) and not str(reference).endswith(".onnx")))
+
+
+def _generation(reference, candidate, tolerance: Tolerance, tokens: int | None, **kw) -> ParityReport:
+    from onnxforge.checks.generation import ATOL, TOKENS, generation_check
+
+    atol = ATOL if tolerance == DEFAULT_TOLERANCE else tolerance.for_output("logits")[0]
+    return generation_check(reference, candidate, tokens=tokens or TOKENS, atol=atol, **kw)
 
 
 def _localize(ref: Runner, cand: Runner, sample, feed_for, tolerance):

@@ -37,6 +37,7 @@ def validate_cmd(
     save_inputs: Annotated[Optional[Path], typer.Option("--save-inputs", help="Write the inputs used to this .npz.", metavar="PATH")] = None,
     save_outputs: Annotated[Optional[Path], typer.Option("--save-outputs", help="Write the reference's outputs to this .npz (golden outputs).", metavar="PATH")] = None,
     threads: ThreadsOpt = None,
+    generate_tokens: Annotated[Optional[int], typer.Option("--generate-tokens", help="A candidate with a key/value cache (past_key_values.* inputs) against its Hugging Face folder or another such model: greedy-decode this many new tokens with both and require the same ids (default 8).", min=1, max=LIMITS["tokens"])] = None,
     trust_pickle: TrustPickleOpt = False,
     weights: Annotated[Optional[str], typer.Option("--weights", help="state_dict for a torch factory side (weights_only=True).", metavar="PATH")] = None,
     trust: Annotated[Optional[list[str]], typer.Option("--trust", help="A type a .skops side may load (repeatable).", metavar="TYPE")] = None,
@@ -69,7 +70,7 @@ def validate_cmd(
             check_stat=check_stat, min_cosine=min_cosine, min_agreement=min_agreement, task=task, top_k=top_k,
             input_map=parse_key_values(map_ or [], "--map"), localize=localize,
             save_inputs=str(save_inputs) if save_inputs else None,
-            save_outputs=str(save_outputs) if save_outputs else None, threads=threads,
+            save_outputs=str(save_outputs) if save_outputs else None, threads=threads, generate_tokens=generate_tokens,
             source_options={"trust_pickle": trust_pickle, "weights": weights, "trust": tuple(trust or ())},
         )
     emit(result, as_json=as_json, report=report, passed=result.passed, html=html)

@@ -94,7 +94,7 @@ def _export_and_check(torch, source: str, w, target: Path, o: ConvertTorchOption
     from onnxforge.core.fileio import scratch_dir
     from onnxforge.core.logs import quiet_third_party
     from onnxforge.steps.artifacts import finish
-    from onnxforge.steps.convert.torch import _check_written_opset, _export_error, _export_failure, _export_hint
+    from onnxforge.steps.convert.exporting import check_written_opset, export_error, export_failure, export_hint
 
     notes = [*w.notes, "exported with the dynamo exporter (the cache layout needs torch.export's dynamic shapes)"]
     with scratch_dir(target) as tmp:
@@ -106,13 +106,13 @@ def _export_and_check(torch, source: str, w, target: Path, o: ConvertTorchOption
                                       output_names=list(w.outputs), opset_version=o.opset, dynamo=True,
                                       external_data=True, dynamic_shapes=w.dynamic, verbose=False)
             except Exception as exc:
-                msg = _export_error(exc, o.opset)
-                raise ConversionError(f"export failed: {msg}", hint=_export_hint(msg, o.opset, tried=("dynamo",))) \
+                msg = export_error(exc, o.opset)
+                raise ConversionError(f"export failed: {msg}", hint=export_hint(msg, o.opset, tried=("dynamo",))) \
                     from None
-            _check_written_opset(tmp_model, o.opset)
+            check_written_opset(tmp_model, o.opset)
             check_model(tmp_model)
         except (BadInputError, ConversionError) as exc:
-            raise _export_failure(exc, [], tmp_model, target) from None
+            raise export_failure(exc, [], tmp_model, target) from None
         _name_axes(tmp_model)
         checks = _checks(source, w, tmp_model, o) if o.check else []
         if not o.check:
@@ -147,7 +147,7 @@ def _checks(source: str, w, model_path: Path, o: ConvertTorchOptions) -> list:
     from onnxforge.backends.torch.runner import contiguous, to_numpy
     from onnxforge.checks.compare import make_tolerance
     from onnxforge.checks.generation import ATOL, generation_check
-    from onnxforge.steps.convert.torch import _check
+    from onnxforge.steps.convert.exporting import check_once
 
     def reference(feeds):
         import torch
@@ -158,7 +158,7 @@ def _checks(source: str, w, model_path: Path, o: ConvertTorchOptions) -> list:
 
     feeds = {n: contiguous(to_numpy(t)) for n, t in zip(w.names, w.examples)}
     tol = make_tolerance(o.atol, o.rtol)
-    example = _check(reference, onnx_runner(model_path, "cpu", label="onnx"), feeds, tol,
+    example = check_once(reference, onnx_runner(model_path, "cpu", label="onnx"), feeds, tol,
                      "example inputs, a cache of 4 tokens", {"source": "generated", "how": "4 prompt tokens (seed 0) "
                                                              "run through the model for a real cache, then 3 new"})
     atol = tol.for_output("logits")[0] if o.atol else ATOL
