@@ -333,6 +333,12 @@ def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = N
     from onnxforge.backends.onnx.runner import onnx_runner
     from onnxforge.data.specs import dim_keys
 
+    if _generative(str(before), str(after)):  # a decoder with its cache: greedy generation against ``before``
+        from onnxforge.checks.generation import generation_check
+
+        atol = tolerance.for_output("logits")[0]
+        return [generation_check(before, after, atol=atol, seed=seed, reference_label=Path(before).name,
+                                 candidate_label=f"{label or Path(after).name} (greedy, with its cache)")]
     ref = onnx_runner(before, "cpu", label=Path(before).name)
     cand = onnx_runner(after, "cpu", label=label or Path(after).name)
     # a step checks its dims against its input once; an intermediate model may have pinned some
