@@ -158,3 +158,47 @@ def test_weights_changed_fail_the_generation_check(exports, cli, tmp_path):
     assert r.code == 1, r.err
     g = result(r)["generation"]
     assert not g["passed"] and g["max_logit_error"] > 1e-3
+
+
+@pytest.mark.parametrize("mode,flags,logits_type", [
+    ("dynamic", ("--allow-generated-data", "--min-speedup", "0"), 1),  # int8: logits stay float32
+    ("fp16", ("--fp16-io",), 10),  # fp16 I/O, but the cache stays float32
+])
+def test_quantize_keeps_the_cache_dtype_and_still_generates(exports, cli, tmp_path, mode, flags, logits_type):
+    import onnx
+
+    _, out, _, _ = exports["llama"]
+    r = cli("quantize", mode, out / "model.onnx", "-o", tmp_path / "q.onnx", *flags, "--json")
+    assert r.code == 0, r.err
+    (check,) = result(r)["checks"]
+    g = check["generation"]
+    assert check["passed"] and (g["tokens_equal"], g["tokens"]) == (8, 8), g
+    print(f"llama {mode}: {g['tokens_equal']}/{g['tokens']} tokens equal against fp32, max logit error "
+          f"{g['max_logit_error']:.3g}")
+    m = onnx.load(str(tmp_path / "q.onnx"), load_external_data=False)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*m.graph.input, *m.graph.output)}
+    assert all(t == 1 for n, t in types.items() if n.startswith(("past_key_values.", "present."))), types
+    assert types["logits"] == logits_type
+
+
+def test_a_release_gates_on_generation(exports, cli, tmp_path):
+    """[gates.generation]: each ledger row greedy-decodes against the source folder, and
+    the gate requires every token equal; a final model without a cache fails it."""
+    src = exports["gpt2"][0]
+    toml = tmp_path / "release.toml"
+    steps = ('[[steps]]\nrun = "convert"\n\n[[steps]]\nrun = "quantize.dynamic"\nmin_speedup = 0\n'
+             'allow_generated_data = true\n')
+    toml.write_text(f'[model]\nsource = "{src}"\nframework = "torch"\ntask = "text-generation-with-past"\n\n{steps}\n'
+                    '[gates.generation]\ntokens = 4\natol = 1.0\n')
+    r = cli("release", toml, "-o", tmp_path / "out", "--json")
+    assert r.code == 0, r.out[-2000:] + r.err
+    res = result(r)
+    gate = next(g for g in res["gates"] if g["name"] == "generation")
+    assert gate["passed"] and gate["value"] == 1.0 and gate["kind"] == "generation", gate
+    assert [row["parity"]["generation"]["tokens_equal"] for row in res["ledger"]] == [4, 4]
+    toml.write_text(f'[model]\nsource = "{src}"\nframework = "torch"\n\n[[steps]]\nrun = "convert"\n\n'
+                    '[gates.generation]\n')
+    r = cli("release", toml, "-o", tmp_path / "plain", "--json")
+    assert r.code == 1, r.err
+    gate = next(g for g in result(r)["gates"] if g["name"] == "generation")
+    assert not gate["passed"] and "takes no key/value cache" in gate["message"]
