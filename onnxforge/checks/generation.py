@@ -161,7 +161,8 @@ def _why(gen: GenerationCheck) -> str:
                     if r != c)
         return (f"greedy tokens differ at step {step + 1} of {gen.tokens} ({gen.tokens_equal}/{gen.tokens} equal; "
                 f"logit error {gen.max_logit_error:.3g} before it)")
-    return f"logits differ by {gen.max_logit_error:.3g} at some step, over atol {gen.atol:g} (tokens equal)"
+    step = gen.step_errors.index(gen.max_logit_error) + 1
+    return f"logits differ by {gen.max_logit_error:.3g} at step {step}, over atol {gen.atol:g} (every token equal)"
 
 
 def _vocab(path) -> int:
