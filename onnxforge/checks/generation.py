@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from onnxforge.core.errors import BadInputError
+from onnxforge.backends import Runner
+from onnxforge.core.errors import BadInputError, UsageError
 from onnxforge.core.types import GenerationCheck, ParityReport, TensorSpec
 
 PAST, PRESENT = "past_key_values.", "present."
@@ -131,15 +132,18 @@ def generation_check(reference: Any, candidate: Any, *, tokens: int = TOKENS, at
     from onnxforge.backends.onnx.runner import onnx_runner
     from onnxforge.core.progress import task
 
-    cand = onnx_runner(candidate, provider, label=candidate_label or Path(str(candidate)).name)
-    ref_onnx = is_with_past(reference)
+    cand = candidate if isinstance(candidate, Runner) else \
+        onnx_runner(candidate, provider, label=candidate_label or Path(str(candidate)).name)
+    ref_onnx = isinstance(reference, Runner) or is_with_past(reference)
     with task("generation check", detail=True):
         if ref_onnx:
-            ref = onnx_runner(reference, "cpu", label=reference_label or Path(str(reference)).name)
+            ref = reference if isinstance(reference, Runner) else \
+                onnx_runner(reference, "cpu", label=reference_label or Path(str(reference)).name)
             vocab, label = _vocab(ref.path), ref.label
         else:
             model = reference if hasattr(reference, "forward") else _hf_model(reference, allow_download)
             vocab, label = int(model.config.vocab_size), reference_label or _label(reference, model)
+            _check_positions(model.config, tokens)
         rng = np.random.default_rng(seed)
         prompt = rng.integers(0, vocab, size=PROMPT, dtype=np.int64)
         ref_out = greedy_onnx(ref, prompt, tokens) if ref_onnx else greedy_torch(model, prompt, tokens)
@@ -153,6 +157,16 @@ def generation_check(reference: Any, candidate: Any, *, tokens: int = TOKENS, at
                         data={"source": "generated", "how": f"{PROMPT[0]} prompts of {PROMPT[1]} token ids below "
                                                             f"{vocab} (seed {seed}), {tokens} new tokens greedy"},
                         generation=gen)
+
+
+def _check_positions(config, tokens: int) -> None:
+    """A prompt and its new tokens past the model's positions would index out of its
+    position table: refused with the number it holds."""
+    most = next((getattr(config, k) for k in ("n_positions", "max_position_embeddings")
+                 if isinstance(getattr(config, k, None), int)), None)
+    if most is not None and PROMPT[1] + tokens > most:
+        raise UsageError(f"--generate-tokens {tokens}: with a {PROMPT[1]}-token prompt that is {PROMPT[1] + tokens} "
+                         f"positions; the model holds {most}", hint=f"use at most {most - PROMPT[1]}")
 
 
 def _why(gen: GenerationCheck) -> str:

@@ -219,8 +219,7 @@ def validate(
     inputs: str | None = None,
     input_samples: Sequence[Mapping[str, object]] | None = None,
     data: Mapping[str, str] | None = None,
-    samples: int = 1,
-    seed: int = 0,
+    samples: int = 1, seed: int = 0,
     dims: Mapping[str, int] | None = None,
     val_ranges: Mapping[str, tuple[float, float]] | None = None,
     input_norms: Mapping[str, object] | None = None,
@@ -241,10 +240,11 @@ def validate(
     from onnxforge.data.samples import check_sample_fits, save_samples
     from onnxforge.data.specs import check_dims
 
-    if _generative(reference, candidate):  # ``generate_tokens``: how many
-        return _generation(reference, candidate, tolerance, generate_tokens, seed=seed, provider=provider)
+    early = _open(candidate, provider, threads, source_options) if _onnx_candidate(reference, candidate) else None
+    if early is not None and _generative(reference, early):  # ``generate_tokens``: how many
+        return _generation(reference, early, tolerance, generate_tokens, seed=seed, provider=provider)
     ref = _open(reference, ref_provider, threads, source_options)
-    cand = _open(candidate, provider, threads, source_options)
+    cand = early or _open(candidate, provider, threads, source_options)
     if ref.kind == "saved" and cand.kind == "saved":
         raise UsageError("both sides are saved outputs; at least one side must be a model")
     c2r = _input_mapping(ref, cand, input_map or {})
@@ -294,15 +294,25 @@ def validate(
     return report
 
 
-def _generative(reference, candidate) -> bool:
+def _onnx_candidate(reference, candidate) -> bool:
+    """An .onnx candidate against a Hugging Face folder or an .onnx reference (told from
+    the paths alone): the candidate is opened first, to see whether it has a cache."""
+    from onnxforge.backends.torch.hf import is_hf_source
+
+    paths = isinstance(reference, (str, Path)) and isinstance(candidate, (str, Path))
+    return paths and str(candidate).endswith(".onnx") and (str(reference).endswith(".onnx") or is_hf_source(reference))
+
+
+def _generative(reference, cand: Runner) -> bool:
     """A candidate with a key/value cache (past_key_values.* inputs) against a Hugging
     Face folder or another such model: compared by greedy generation of
     ``generate_tokens`` new tokens (checks/generation.py), logits within the atol."""
     from onnxforge.backends.torch.hf import is_hf_source
-    from onnxforge.checks.generation import is_with_past
+    from onnxforge.checks.generation import has_past, is_with_past
 
-    return is_with_past(candidate) and (is_with_past(reference) or
-                                        (is_hf_source(reference) and not str(reference).endswith(".onnx")))
+    if cand.kind != "onnx" or not has_past(cand.inputs):
+        return False
+    return is_with_past(reference) if str(reference).endswith(".onnx") else is_hf_source(reference)
 
 
 def _generation(reference, candidate, tolerance: Tolerance, tokens: int | None, **kw) -> ParityReport:
@@ -333,14 +343,13 @@ def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = N
     from onnxforge.backends.onnx.runner import onnx_runner
     from onnxforge.data.specs import dim_keys
 
-    if _generative(str(before), str(after)):  # a decoder with its cache: greedy generation against ``before``
-        from onnxforge.checks.generation import generation_check
+    from onnxforge.checks.generation import generation_check, has_past
 
-        atol = tolerance.for_output("logits")[0]
-        return [generation_check(before, after, atol=atol, seed=seed, reference_label=Path(before).name,
-                                 candidate_label=f"{label or Path(after).name} (greedy, with its cache)")]
     ref = onnx_runner(before, "cpu", label=Path(before).name)
     cand = onnx_runner(after, "cpu", label=label or Path(after).name)
+    if has_past(ref.inputs) and has_past(cand.inputs):  # a decoder with its cache: greedy generation
+        return [generation_check(ref, replace(cand, label=f"{cand.label} (greedy, with its cache)"), seed=seed,
+                                 atol=tolerance.for_output("logits")[0])]
     # a step checks its dims against its input once; an intermediate model may have pinned some
     dims = {k: v for k, v in (dims or {}).items() if k in dim_keys(ref.inputs)}
     sym = [d for d in symbolic_dims(before) if d not in dims]
