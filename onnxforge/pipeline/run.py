@@ -227,7 +227,7 @@ def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Pa
 def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: Runner, previous: Runner | None,
                 feeds: dict, labels) -> LedgerRow:
     from onnxforge.checks.compare import DEFAULT_TOLERANCE, LOOSE
-    from onnxforge.checks.generation import is_with_past
+    from onnxforge.checks.generation import has_past
     from onnxforge.checks.parity import cast_floats, validate
 
     gate = cfg.gate("parity")
@@ -240,7 +240,7 @@ def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: 
     else:
         tol = Tolerance(_or(crit and crit.atol, DEFAULT_TOLERANCE.atol), _or(crit and crit.rtol, DEFAULT_TOLERANCE.rtol))
     mm = crit.max_mismatch if crit else None
-    if is_with_past(result.output):  # a decoder with its cache: judged by greedy generation (checks/generation.py)
+    if has_past(cand.inputs):  # a decoder with its cache: judged by greedy generation (checks/generation.py)
         return _generation_row(cfg, sc, result, ref, crit)
     rep = validate(ref, cand, input_samples=[feeds], tolerance=tol,
                    check_stat=crit.check_stat if crit else "elementwise", min_cosine=crit.min_cosine if crit else None,
