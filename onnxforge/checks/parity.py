@@ -219,8 +219,7 @@ def validate(
     inputs: str | None = None,
     input_samples: Sequence[Mapping[str, object]] | None = None,
     data: Mapping[str, str] | None = None,
-    samples: int = 1,
-    seed: int = 0,
+    samples: int = 1, seed: int = 0,
     dims: Mapping[str, int] | None = None,
     val_ranges: Mapping[str, tuple[float, float]] | None = None,
     input_norms: Mapping[str, object] | None = None,
@@ -233,21 +232,23 @@ def validate(
     save_intermediates: Sequence[str] = (),
     save_intermediates_to: str | None = None,
     save_inputs: str | None = None,
-    save_outputs: str | None = None,
-    threads: int | None = None,
+    save_outputs: str | None = None, threads: int | None = None,
     source_options: Mapping[str, object] | None = None,
-    criteria: Criteria | None = None,
-    **keywords,
+    generate_tokens: int | None = None, criteria: Criteria | None = None, **keywords,
 ) -> ParityReport:
     """Run both sides on the same inputs and compare, by ``criteria`` (or its fields as keywords).
     ``data``: where ``input_samples`` came from. ``layerwise`` (implied by ``save_intermediates``,
-    names or ``all``): checks.localize.layerwise on the first sample of two ONNX models."""
+    names or ``all``): checks.localize.layerwise on the first sample of two ONNX models. A
+    candidate with a KV cache is judged by greedy generation (_generative)."""
     from onnxforge.data.samples import check_sample_fits, save_samples
     from onnxforge.data.specs import check_dims
 
     criteria = criteria_of(criteria, keywords)  # before any model loads: a bad --check-stat is a usage error
+    early = _open(candidate, provider, threads, source_options) if _onnx_candidate(reference, candidate) else None
+    if early is not None and _generative(reference, early):  # ``generate_tokens``: how many
+        return _generation(reference, early, tolerance, generate_tokens, seed=seed, provider=provider)
     ref = _open(reference, ref_provider, threads, source_options)
-    cand = _open(candidate, provider, threads, source_options)
+    cand = early or _open(candidate, provider, threads, source_options)
     if ref.kind == "saved" and cand.kind == "saved":
         raise UsageError("both sides are saved outputs; at least one side must be a model")
     _check_layerwise(ref, cand, layerwise, save_intermediates, save_intermediates_to)
@@ -305,6 +306,34 @@ def _paired(ref_out: list[dict], cand_out: list[dict], user_map: Mapping[str, st
     return ref_out, cand_named, tuple(n for n in (note, squeezed) if n)
 
 
+def _onnx_candidate(reference, candidate) -> bool:
+    """An .onnx candidate against a Hugging Face folder or an .onnx reference (told from
+    the paths alone): the candidate is opened first, to see whether it has a cache."""
+    from onnxforge.backends.torch.hf import is_hf_source
+
+    paths = isinstance(reference, (str, Path)) and isinstance(candidate, (str, Path))
+    return paths and str(candidate).endswith(".onnx") and (str(reference).endswith(".onnx") or is_hf_source(reference))
+
+
+def _generative(reference, cand: Runner) -> bool:
+    """A candidate with a key/value cache (past_key_values.* inputs) against a Hugging
+    Face folder or another such model: compared by greedy generation of
+    ``generate_tokens`` new tokens (checks/generation.py), logits within the atol."""
+    from onnxforge.backends.torch.hf import is_hf_source
+    from onnxforge.checks.generation import has_past, is_with_past
+
+    if cand.kind != "onnx" or not has_past(cand.inputs):
+        return False
+    return is_with_past(reference) if str(reference).endswith(".onnx") else is_hf_source(reference)
+
+
+def _generation(reference, candidate, tolerance: Tolerance, tokens: int | None, **kw) -> ParityReport:
+    from onnxforge.checks.generation import ATOL, TOKENS, generation_check
+
+    atol = ATOL if tolerance == DEFAULT_TOLERANCE else tolerance.for_output("logits")[0]
+    return generation_check(reference, candidate, tokens=tokens or TOKENS, atol=atol, **kw)
+
+
 def _localize(ref: Runner, cand: Runner, sample, feed_for, tolerance):
     from onnxforge.core.types import Localization
     from onnxforge.checks.localize import localize_divergence
@@ -344,8 +373,13 @@ def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = N
     from onnxforge.backends.onnx.runner import onnx_runner
     from onnxforge.data.specs import dim_keys
 
+    from onnxforge.checks.generation import generation_check, has_past
+
     ref = onnx_runner(before, "cpu", label=Path(before).name)
     cand = onnx_runner(after, "cpu", label=label or Path(after).name)
+    if has_past(ref.inputs) and has_past(cand.inputs):  # a decoder with its cache: greedy generation
+        return [generation_check(ref, replace(cand, label=f"{cand.label} (greedy, with its cache)"), seed=seed,
+                                 atol=tolerance.for_output("logits")[0])]
     # a step checks its dims against its input once; an intermediate model may have pinned some
     dims = {k: v for k, v in (dims or {}).items() if k in dim_keys(ref.inputs)}
     sym = [d for d in symbolic_dims(before) if d not in dims]

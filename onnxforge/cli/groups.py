@@ -142,6 +142,10 @@ class ValidateExtraOptions:
         "--save-inputs", help="Write the inputs used to this .npz.", metavar="PATH")] = None
     save_outputs: Annotated[Optional[Path], typer.Option(
         "--save-outputs", help="Write the reference's outputs to this .npz (golden outputs).", metavar="PATH")] = None
+    generate_tokens: Annotated[Optional[int], typer.Option(
+        "--generate-tokens", help="A candidate with a key/value cache (past_key_values.* inputs) against its Hugging "
+                                  "Face folder or another such model: greedy-decode this many new tokens with both "
+                                  "and require the same ids (default 8).", min=1, max=LIMITS["tokens"])] = None
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ def validate_cmd(
             save_intermediates_to=str(extra.save_intermediates_to) if extra.save_intermediates_to else None,
             save_inputs=str(extra.save_inputs) if extra.save_inputs else None,
             save_outputs=str(extra.save_outputs) if extra.save_outputs else None, threads=sides.threads,
+            generate_tokens=extra.generate_tokens,
             source_options=sides.source_options(),
         )
     emit(result, as_json=as_json, report=out.report, passed=result.passed, html=out.html)

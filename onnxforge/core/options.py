@@ -57,6 +57,7 @@ LIMITS = {
     "heads": 4096,
     "hidden_size": 1 << 20,
     "bytes": 1 << 40,  # a size in bytes (--max-constant-size)
+    "tokens": 4096,  # new tokens a generation check decodes
 }
 Samples = Annotated[int, Ge(1), Le(LIMITS["samples"])]
 CalibrationSamples = Annotated[int, Ge(1), Le(LIMITS["calibration_samples"])]
@@ -67,6 +68,7 @@ Batch = Annotated[int, Ge(1), Le(LIMITS["batch"])]
 Trials = Annotated[int, Ge(1), Le(LIMITS["trials"])]
 Retries = Annotated[int, Ge(0), Le(LIMITS["retries"])]
 Seed = Annotated[int, Ge(0), Le(LIMITS["seed"])]
+Tokens = Annotated[int, Ge(1), Le(LIMITS["tokens"])]
 LoadSeconds = Annotated[float, Ge(0), Le(LIMITS["seconds"])]  # 0: none
 MaxBatch = Annotated[int, Ge(0), Le(LIMITS["batch"])]  # 0: no batching
 Heads = Annotated[int, Ge(0), Le(LIMITS["heads"])]  # 0: detect

@@ -80,6 +80,26 @@ class ParityReport:
     notes: tuple[str, ...] = ()  # e.g. outputs paired by position
     # where the inputs came from: {"source": "given" | "saved" | "generated", "how": "..."}
     data: Mapping[str, str] = field(default_factory=dict)
+    generation: GenerationCheck | None = None  # greedy decoding compared (models exported with past key/values)
+
+
+@dataclass(frozen=True)
+class GenerationCheck:
+    """Greedy decoding of ``tokens`` new tokens from the same prompt ids by both sides
+    (the candidate feeding its ``present.*`` outputs back as ``past_key_values.*``).
+    ``step_errors``: the max abs logit error of each step while every token before it
+    agreed (after a divergence the two sides decode different texts: not compared)."""
+
+    tokens: int  # N, new tokens decoded per prompt
+    batch: int
+    prompt_length: int
+    tokens_equal: int  # steps (of N) at which every prompt's token agreed, up to the first divergence
+    max_logit_error: float  # the largest of step_errors
+    step_errors: tuple[float, ...]
+    atol: float
+    passed: bool
+    reference_tokens: tuple[tuple[int, ...], ...] = ()
+    candidate_tokens: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)

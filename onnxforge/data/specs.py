@@ -317,7 +317,8 @@ def check_specs(items: Sequence[str]) -> None:
 
 
 def resolve_shape(spec: TensorSpec, dims: Mapping[str, int] | None = None, default: int = 1) -> tuple[int, ...]:
-    """Concrete shape: symbolic dims from ``dims``, unknown ones from ``default``.
+    """Concrete shape: symbolic dims from ``dims``, unknown ones from ``default``; a dim
+    named as a sum (``past_sequence_length + sequence_length``) is the sum of its terms.
 
     A symbolic dim with no value is an error unless a default is given, because
     silently picking 1 hides the shape the user meant to test.
@@ -325,8 +326,12 @@ def resolve_shape(spec: TensorSpec, dims: Mapping[str, int] | None = None, defau
     dims = dims or {}
     out = []
     for i, d in enumerate(spec.shape):
+        terms = d.split(" + ") if isinstance(d, str) and " + " in d else []
         if isinstance(d, int):
             out.append(d)
+        elif terms and all(t in dims or t.isdigit() or default is not None for t in terms):
+            # a sum of dims (a decoder's mask: "past_sequence_length + sequence_length") follows its terms
+            out.append(sum(int(t) if t.isdigit() else dims.get(t, default) for t in terms))
         elif d is not None and d in dims:
             out.append(dims[d])
         elif d is None and (f"{spec.name}:{i}" in dims or str(i) in dims):

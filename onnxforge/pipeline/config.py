@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
 from onnxforge.core.errors import BadInputError, UsageError
-from onnxforge.core.options import (Fraction, NonNegFloat, PosFloat, PosInt, Seconds, Threads, fields_of, option, suggest,
-                               toml_place)
+from onnxforge.core.options import (Fraction, NonNegFloat, PosFloat, PosInt, Seconds, Threads, Tokens, fields_of, option,
+                               suggest, toml_place)
 from onnxforge.core.options import alias_keys, validate_options
 from onnxforge.steps import RUN_NAMES, STEPS, step_for
 from onnxforge.steps.base import StepDef
@@ -76,7 +76,17 @@ class LatencyGate:
     dims: dict[str, PosInt] = option({}, "Symbolic dims to measure at (default 1 each).")
 
 
-GATES = {"parity": ParityGate, "accuracy": AccuracyGate, "latency": LatencyGate}
+@dataclass(frozen=True)
+class GenerationGate:
+    """Greedy generation of the final model (with its key/value cache, --task
+    text-generation-with-past) against the source folder: every token equal."""
+
+    tokens: Tokens = option(8, "New tokens decoded greedily from the same prompt ids by the source and the model.")
+    atol: Optional[NonNegFloat] = option(None, "Largest logit error at any step (default 1e-3; a quantized model "
+                                               "needs more).")
+
+
+GATES = {"parity": ParityGate, "accuracy": AccuracyGate, "latency": LatencyGate, "generation": GenerationGate}
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,7 @@ def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Pa
 def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: Runner, previous: Runner | None,
                 feeds: dict, labels, step_input: Path | None = None) -> LedgerRow:
     from onnxforge.checks.compare import DEFAULT_TOLERANCE, LOOSE, Criteria
+    from onnxforge.checks.generation import has_past
     from onnxforge.checks.parity import cast_floats, validate
 
     gate = cfg.gate("parity")
@@ -238,6 +239,8 @@ def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: 
         tol = LOOSE  # a step that states its own criteria (cosine, labels) only
     else:
         tol = Tolerance(_or(crit and crit.atol, DEFAULT_TOLERANCE.atol), _or(crit and crit.rtol, DEFAULT_TOLERANCE.rtol))
+    if has_past(cand.inputs):  # a decoder with its cache: judged by greedy generation (checks/generation.py)
+        return _generation_row(cfg, sc, result, ref, crit)
     agree = Criteria.budget(crit.min_cosine, crit.max_mismatch, crit.check_stat) if crit else Criteria()
     rep = validate(ref, cand, input_samples=[feeds], tolerance=tol, criteria=agree)
     if not rep.passed and crit is not None and crit.layerwise_on_failure:
@@ -261,6 +264,33 @@ def _with_layerwise(rep, step_input: Path | None, cand: Runner, feeds: dict):
     lw = validate(_onnx(step_input), cand, input_samples=[feeds], layerwise=True).layerwise
     return dataclasses.replace(rep, layerwise=lw, notes=rep.notes + (
         f"layer-wise: {cand.label} against the step's input {step_input.name}",))
+
+
+def _generation_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, ref: Runner, crit) -> LedgerRow:
+    """The ledger row of a model with a key/value cache: greedy decoding against the
+    source folder (or the step before, itself such a model), [gates.generation]'s tokens
+    and atol, else the step's or parity gate's atol."""
+    from onnxforge.checks.compare import DEFAULT_TOLERANCE
+    from onnxforge.checks.parity import validate
+
+    gen = cfg.gate("generation")
+    atol = gen.atol if gen is not None and gen.atol is not None else crit.atol if crit is not None else None
+    tol = DEFAULT_TOLERANCE if atol is None else Tolerance(atol, 0.0)
+    against = ref.path if ref.kind == "onnx" and ref.path else cfg.source
+    rep = validate(against, str(result.output), tolerance=tol, generate_tokens=gen.tokens if gen else None)
+    return LedgerRow(step=sc.run, model=str(result.output), against="source" if against == cfg.source else "previous",
+                     parity=rep, accuracy=None, passed=rep.passed)
+
+
+def _generation_gate(run: _Run) -> GateResult:
+    row = run.ledger[-1] if run.ledger else None
+    gen = row.parity.generation if row is not None and row.parity is not None else None
+    if gen is None:
+        return GateResult("generation", False, 0.0, 1.0, "the final model takes no key/value cache: export it with "
+                          "--task text-generation-with-past", kind="generation", model=str(run.final))
+    return GateResult("generation", gen.passed, gen.tokens_equal / gen.tokens, 1.0,
+                      f"{gen.tokens_equal}/{gen.tokens} greedy tokens equal, max logit error "
+                      f"{gen.max_logit_error:.3g} (atol {gen.atol:g})", kind="generation", model=str(run.final))
 
 
 def _or(v, default):
@@ -356,6 +386,10 @@ def _parity_gates(cfg: ReleaseConfig, ledger) -> list[GateResult]:
 def _deciding(row: LedgerRow) -> tuple[float, float, str]:
     """The criterion that decided a ledger row, with its value and limit."""
     p = row.parity
+    if p is not None and p.generation is not None:
+        g = p.generation
+        return g.tokens_equal / g.tokens, 1.0, f"{g.tokens_equal}/{g.tokens} greedy tokens equal, max logit error " \
+                                               f"{g.max_logit_error:.3g} (atol {g.atol:g})"
     if p is None or not p.outputs:
         return 0.0, 0.0, "; ".join(p.problems) if p else "not checked"
     bad = [o for o in p.outputs if not o.passed]
@@ -391,6 +425,8 @@ def _gates(run: _Run, acc_src) -> None:
         gates.append(GateResult("accuracy", drop <= acc_gate.max_drop + 1e-12, drop, acc_gate.max_drop,
                                 f"accuracy {acc_final:.4f} vs source {acc_src:.4f}: drop {drop:+.4f}, "
                                 f"limit {acc_gate.max_drop}", kind="accuracy", model=str(run.final)))
+    if cfg.gate("generation") is not None:
+        gates.append(_generation_gate(run))
     run.gates = gates
     if cfg.gate("latency") is not None:
         with task("latency gate"):
@@ -599,6 +635,8 @@ def _planned_gates(cfg: ReleaseConfig | None) -> tuple[str, ...]:
     names = [f"parity:{s.run}" for s in cfg.steps]
     if cfg.gate("accuracy") is not None:
         names.append("accuracy")
+    if cfg.gate("generation") is not None:
+        names.append("generation")
     lat = cfg.gate("latency")
     if lat is not None:
         names += [n for n, v in (("max_p50_ms", lat.max_p50_ms), ("max_p99_ms", lat.max_p99_ms),

@@ -311,9 +311,12 @@ def parity_section(rep: Any, heading: str | None = None) -> str:
              f"{d.mismatch_fraction:.2%}", num(d.cosine, 6), f"{d.atol:g} / {d.rtol:g}", _ok(d.passed),
              d.message or d.nonfinite) for d in rep.outputs]
     out = [f"<h3>{escape(heading or f'{rep.candidate} vs {rep.reference}')}</h3>",
-           f'<p class="meta">{rep.samples} sample(s), check {escape(rep.check_stat)}</p>',
-           _table(("output", "shape", "max abs", "max rel", "p99 abs", "mismatch", "cosine", "atol / rtol", "result",
-                   "why"), rows, numeric=(2, 3, 4, 5, 6))]
+           f'<p class="meta">{rep.samples} sample(s), check {escape(rep.check_stat)}</p>']
+    if rows or rep.generation is None:
+        out.append(_table(("output", "shape", "max abs", "max rel", "p99 abs", "mismatch", "cosine", "atol / rtol",
+                           "result", "why"), rows, numeric=(2, 3, 4, 5, 6)))
+    if rep.generation is not None:
+        out.append(_generation_table(rep.generation))
     out += [f"<p>problem: {escape(p)}</p>" for p in rep.problems]
     figs = []
     for i, d in enumerate(rep.outputs):
@@ -327,6 +330,19 @@ def parity_section(rep: Any, heading: str | None = None) -> str:
     if getattr(rep, "layerwise", None) is not None:
         out.append(layerwise_section(rep.layerwise, f"layerwise-{_slug(heading or 'parity')}"))
     return "".join(out)
+
+
+def _generation_table(g: Any) -> str:
+    """Greedy decoding step by step: each side's tokens (one per prompt) and the logit error."""
+    rows = []
+    for i in range(g.tokens):
+        ref = " ".join(str(t[i]) for t in g.reference_tokens)
+        cand = " ".join(str(t[i]) for t in g.candidate_tokens)
+        err = g.step_errors[i] if i < len(g.step_errors) else None
+        rows.append((i + 1, ref, cand, num(err) if err is not None else "-", _ok(ref == cand and (err or 0) <= g.atol)))
+    head = (f"<p>generation: {g.tokens_equal}/{g.tokens} greedy tokens equal ({g.batch} prompts of "
+            f"{g.prompt_length} tokens), max logit error {escape(num(g.max_logit_error))} (atol {g.atol:g})</p>")
+    return head + _table(("step", "reference tokens", "candidate tokens", "logit error", "result"), rows, numeric=(3,))
 
 
 def _slug(text: str) -> str:

@@ -117,7 +117,16 @@ def _render_parity(report, console, verbose: bool = False) -> None:
                      f"{d.atol:g}/{d.rtol:g}", _mark(d.passed)])
     title = _esc(f"parity: {report.candidate} vs {report.reference} ({report.samples} sample(s), "
                  f"check={report.check_stat})")
-    fit_table(console, title, PARITY_COLS, rows, verbose=verbose)
+    gen = report.generation
+    if gen is None or rows:
+        fit_table(console, title, PARITY_COLS, rows, verbose=verbose)
+    else:
+        console.print(f"[bold]{title}[/]", overflow="fold")
+    if gen is not None:
+        console.print(f"generation: {gen.tokens_equal}/{gen.tokens} greedy tokens equal ({gen.batch} prompts of "
+                      f"{gen.prompt_length} tokens), max logit error {num(gen.max_logit_error)} over "
+                      f"{len(gen.step_errors)} step(s) (atol {gen.atol:g}) {_mark(gen.passed)}", overflow="fold",
+                      highlight=False)
     if report.data:
         console.print(f"data: {_esc(report.data.get('how', report.data.get('source', '')))}", overflow="fold",
                       highlight=False)

@@ -198,3 +198,16 @@ def test_describe_generated_says_how():
     assert describe_generated(specs, seed=3, norms={"pixel_values": "imagenet"}) == \
         "generated (ImageNet-normalised images, seed 3)"
     assert "images normalised with mean 0.1,0.2,0.3, std 1,2,3" in describe_generated(specs, norms={"": "0.1,0.2,0.3/1,2,3"})
+
+
+def test_a_dim_named_as_a_sum_is_the_sum_of_its_terms():
+    """A decoder's mask is [batch_size, past_sequence_length + sequence_length]: generated
+    inputs must fit the cache and the new tokens together, whatever value the sum was given."""
+    from onnxforge.core.types import TensorSpec
+    from onnxforge.data.specs import resolve_shape
+
+    mask = TensorSpec("attention_mask", "int64", ("batch_size", "past_sequence_length + sequence_length"))
+    dims = {"batch_size": 2, "past_sequence_length": 3, "sequence_length": 4, "past_sequence_length + sequence_length": 2}
+    assert resolve_shape(mask, dims) == (2, 7)
+    assert resolve_shape(mask, {"past_sequence_length": 5}, default=1) == (1, 6)
+    assert resolve_shape(TensorSpec("x", "float32", ("n + 1",)), {"n": 2}) == (3,)

@@ -49,7 +49,9 @@ TASKS = {
     "text-generation": "AutoModelForCausalLM",
     "image-classification": "AutoModelForImageClassification",
     "image-feature-extraction": "AutoModel",
+    "text-generation-with-past": "AutoModelForCausalLM",  # exported with its KV cache (load_with_past)
 }
+WITH_PAST = "text-generation-with-past"
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 BATCH, SEQUENCE, EXAMPLE_SEQ = "batch", "sequence", 8
@@ -424,3 +426,119 @@ def hf_runner(spec, *, label: str | None = None, task: str | None = None, allow_
 
 def missing_transformers() -> MissingDependencyError:
     return MissingDependencyError("Hugging Face sources need transformers", hint="pip install transformers")
+
+
+# Optimum's and ORT GenAI's names for a decoder's cache inputs, outputs and axes
+PAST, PRESENT = "past_key_values", "present"
+BATCH_SIZE, SEQUENCE_LENGTH, PAST_LENGTH = "batch_size", "sequence_length", "past_sequence_length"
+TOTAL_LENGTH = "past_sequence_length + sequence_length"
+TOTAL_LABEL = "total_sequence_length"  # what torch.export calls it (a Dim name is an identifier); renamed after export
+PAST_EXAMPLE, STEP_EXAMPLE = 4, 3  # cache length and new tokens of the example (torch.export specializes 0 and 1)
+
+
+def cache_names(layers: int, prefix: str) -> list[str]:
+    return [f"{prefix}.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+
+
+@dataclass(frozen=True)
+class WithPast:
+    """A decoder wrapped to take and return its cache as flat tensors."""
+
+    module: Any  # the wrapper (nn.Module): forward(input_ids, attention_mask, [position_ids,] *past)
+    model: Any  # the causal LM inside it
+    names: tuple[str, ...]  # ONNX input names, in forward order
+    outputs: tuple[str, ...]  # logits, present.{i}.key / .value
+    examples: tuple  # torch tensors, in forward order: a real cache from a prefill of PAST_EXAMPLE tokens
+    dynamic: tuple  # torch.export dynamic_shapes, in forward order (the past as one nested tuple)
+    layers: int
+    notes: tuple[str, ...] = ()
+
+
+def load_with_past(spec, *, allow_download: bool = False) -> WithPast:
+    """A decoder-only text-generation folder (GPT-2, Llama ...) wrapped so its KV cache
+    is an input and an output: the layout of Optimum's text-generation-with-past. A model
+    of another kind (an encoder, an encoder-decoder) is refused: it has no such cache."""
+    transformers, folder, config = _open_folder(spec, allow_download)
+    arch = _architecture(config)
+    if getattr(config, "is_encoder_decoder", False) or _task(config, None) != "text-generation":
+        raise BadInputError(f"{spec}: --task {WITH_PAST} exports a decoder-only text-generation model; config.json "
+                            f"declares {arch or 'no architecture'}"
+                            + (" (an encoder-decoder)" if getattr(config, "is_encoder_decoder", False) else ""),
+                            hint="drop --task for the folder's own task (encoder-decoder models are not exported "
+                                 "with their cache yet)")
+    cls = declared_class(transformers, spec, arch)
+    check_model_memory(spec, cls, config)
+    model = _from_pretrained(cls, spec, folder, allow_download, f"as {cls.__name__}")
+    return _wrap_with_past(transformers, spec, model)
+
+
+def _cache_arg(model) -> str:
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"  # transformers 5 renamed it
+
+
+def _flat_cache(cache) -> list:
+    layers = getattr(cache, "layers", None)
+    if layers is not None:  # transformers 5: one object per layer
+        return [t for layer in layers for t in (layer.keys, layer.values)]
+    return [t for kv in cache.to_legacy_cache() for t in kv[:2]]
+
+
+def _wrap_with_past(transformers, spec, model) -> WithPast:
+    import torch
+
+    config = model.config
+    params = inspect.signature(model.forward).parameters
+    takes_positions = "position_ids" in params
+    arg = _cache_arg(model)
+    vocab = int(getattr(config, "vocab_size", 0) or 0)
+    if "input_ids" not in params or vocab < 1:
+        raise BadInputError(f"{spec}: {type(model).__name__} takes no input_ids with a vocabulary",
+                            hint=f"--task {WITH_PAST} exports token-in, logits-out decoders")
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, vocab, (2, PAST_EXAMPLE + STEP_EXAMPLE), generator=gen)
+    with torch.no_grad():
+        try:
+            out = model(input_ids=prompt[:, :PAST_EXAMPLE], use_cache=True, return_dict=True)
+            past = _flat_cache(out.past_key_values)
+        except Exception as exc:
+            raise BadInputError(f"{spec}: {type(model).__name__} does not return a key/value cache "
+                                f"({first_line(exc, 160)})", hint=f"--task {WITH_PAST} needs a model with use_cache") from None
+    layers = len(past) // 2
+
+    def make_cache(flat):
+        pairs = [(flat[2 * i], flat[2 * i + 1]) for i in range(layers)]
+        try:
+            return transformers.DynamicCache(ddp_cache_data=pairs, config=config)
+        except TypeError:  # transformers 4
+            return transformers.DynamicCache.from_legacy_cache(tuple(pairs))
+
+    class DecoderWithPast(torch.nn.Module):
+        """The cache as flat tensors in and out, around a model that takes a Cache object."""
+
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids, attention_mask, *rest):
+            positions, flat = (rest[0], rest[1:]) if takes_positions else (None, rest)
+            kw = {"position_ids": positions} if takes_positions else {}
+            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, return_dict=True,
+                          **{arg: make_cache(list(flat))}, **kw)
+            return (out.logits, *_flat_cache(out.past_key_values))
+
+    step = prompt[:, PAST_EXAMPLE:]
+    mask = torch.ones(prompt.shape, dtype=torch.int64)
+    positions = torch.arange(PAST_EXAMPLE, PAST_EXAMPLE + STEP_EXAMPLE).expand(2, STEP_EXAMPLE).contiguous()
+    dims = {k: torch.export.Dim(k) for k in (BATCH_SIZE, SEQUENCE_LENGTH, PAST_LENGTH, TOTAL_LABEL)}
+    tokens = {0: dims[BATCH_SIZE], 1: dims[SEQUENCE_LENGTH]}
+    heads = [tuple(t.shape) for t in past[:2]]
+    names = ("input_ids", "attention_mask", *(("position_ids",) if takes_positions else ()), *cache_names(layers, PAST))
+    examples = (step, mask, *((positions,) if takes_positions else ()), *past)
+    # forward's *rest (position_ids, then the cache) is one nested entry of dynamic_shapes
+    dynamic = (tokens, {0: dims[BATCH_SIZE], 1: dims[TOTAL_LABEL]},
+               (*((tokens,) if takes_positions else ()), *({0: dims[BATCH_SIZE], 2: dims[PAST_LENGTH]} for _ in past)))
+    note = (f"{type(model).__name__} exported with its key/value cache: {layers} layers, cache "
+            f"[{BATCH_SIZE}, {heads[0][1]}, {PAST_LENGTH}, {heads[0][3]}] per key and value")
+    return WithPast(DecoderWithPast(model).eval(), model, names, ("logits", *cache_names(layers, PRESENT)),
+                    examples, dynamic, layers, (note,))

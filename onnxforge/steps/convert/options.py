@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 from onnxforge.core.errors import UsageError
-from onnxforge.core.options import Names, Seed, Tolerance, option
+from onnxforge.core.options import Names, Seed, Tokens, Tolerance, option
 from onnxforge.data.specs import (check_specs, check_val_ranges, parse_dynamic, parse_literals, parse_opsets,
                                   parse_val_ranges)
 from onnxforge.steps.base import OutputOptions, input_norms_option, tol_option
@@ -67,8 +67,14 @@ class ConvertTorchOptions(OutputOptions):
                                                "folder's preprocessor_config.json).")
     task: Optional[str] = option(None, "For a Hugging Face source: the task (Optimum's names: feature-extraction, "
                                        "text-classification, fill-mask, image-classification ...; default: from "
-                                       "the config's architecture).", toml="model.task",
+                                       "the config's architecture). text-generation-with-past exports a decoder with "
+                                       "its key/value cache (past_key_values.* in, present.* out) and writes the "
+                                       "folder's config and tokenizer files beside the model.", toml="model.task",
                                  check=lambda v: _check_task(v), example=("--task", "feature-extraction"))
+    generate_tokens: Tokens = option(8, "With --task text-generation-with-past: greedy-decode this many new tokens "
+                                        "with the folder's model and with the ONNX model (feeding its cache back) "
+                                        "and require the same token ids.", toml="model.generate_tokens",
+                                     example=("--generate-tokens", "4"))
     allow_download: bool = option(False, "For hf:ORG/NAME: download from the Hugging Face hub when the model is not "
                                          "in the local cache (default: never).", toml="model.allow_download",
                                   example=("--allow-download",))

@@ -16,14 +16,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from onnxforge.core.errors import BadInputError, ConversionError, UsageError, first_line
+from onnxforge.core.errors import BadInputError, ConversionError, UsageError
 from onnxforge.core.logs import quiet_third_party
+from onnxforge.backends.torch.hf import WITH_PAST
+from onnxforge.steps.convert.exporting import (EXAMPLE_DIM, check_once, check_written_opset, export_error,
+                                               export_failure, export_hint)
 from onnxforge.steps.convert.options import ConvertTorchOptions
 from onnxforge.core.types import ParityReport, StepResult
 
 log = logging.getLogger("onnxforge")
 
-EXAMPLE_DIM = 2  # torch.export specializes dims of size 0 and 1, so examples use 2
 SECOND_DIM = 3
 BATCH, SEQUENCE = "batch", "sequence"  # as backends/torch/hf.py names a Hugging Face model's dims
 
@@ -160,6 +162,10 @@ def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions 
     o = resolve(ConvertTorchOptions, options, kwargs)
     target = check_output_path(output, force=o.force, inputs=(source if isinstance(source, (str, Path)) else None,
                                                               o.weights, o.example_inputs))
+    if o.task == WITH_PAST:
+        from onnxforge.steps.convert.with_past import convert_with_past
+
+        return convert_with_past(torch, source, target, o)
     notes: list[str] = []
     loaded, dyn, ranges, norms = _load(source, o, notes)
     if ranges != o.val_ranges or norms != o.input_norms:
@@ -228,7 +234,7 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
             del exportable
             check_model(tmp_model)
         except (BadInputError, ConversionError) as exc:  # the model we wrote is at fault, not the user's input
-            raise _export_failure(exc, widened, tmp_model, target) from None
+            raise export_failure(exc, widened, tmp_model, target) from None
         if loaded.program is not None:
             named = name_program_dims(tmp_model)
             if named:
@@ -332,20 +338,6 @@ def name_program_dims(path: Path) -> dict[str, str]:
     return names
 
 
-def _export_failure(exc, widened: list[str], tmp_model: Path, target: Path) -> ConversionError:
-    """An export that failed, or wrote a model onnx.checker refuses, as a conversion
-    error (exit 4) naming the output, not the scratch file; when the example was widened,
-    the likely cause: a forward() that needs size 1 on that axis."""
-    message = exc.message.replace(str(tmp_model), target.name).replace(f"{tmp_model.parent.name}/", "")
-    hint = exc.hint
-    if widened:
-        labels = ", ".join(widened)
-        hint = (f"onnxforge exported with {labels} widened from 1 to {EXAMPLE_DIM} (torch.export bakes sizes 0 and 1 "
-                f"in as constants); if forward() needs size 1 there (view(1, ...), squeeze(0)), drop --dynamic "
-                f"for {labels}, or make forward() work at any size")
-    return ConversionError(message, hint=hint)
-
-
 def widen_dynamic_example(ex: Example, dyn) -> tuple[Example, list[str]]:
     """The example to export with: a dim declared dynamic whose example size is 1 is
     widened to EXAMPLE_DIM (torch.export specializes sizes 0 and 1, baking the dim in as
@@ -390,7 +382,7 @@ def _export(torch, model, ex: Example, path: Path, out_names, dyn, opset, export
                     torch.onnx.export(model, ex.args, str(path), kwargs=dict(ex.kwargs) or None,
                                       input_names=list(ex.names), output_names=out_names, opset_version=opset,
                                       dynamo=True, external_data=True, dynamic_shapes=shapes, verbose=False)
-                _check_written_opset(path, opset)
+                check_written_opset(path, opset)
             else:
                 if not isinstance(model, torch.nn.Module):
                     raise ConversionError("the TorchScript exporter needs an nn.Module")
@@ -403,62 +395,13 @@ def _export(torch, model, ex: Example, path: Path, out_names, dyn, opset, export
                 notes.append(f"the dynamo exporter failed ({errors[0]}); exported with the TorchScript exporter")
             return which
         except Exception as exc:
-            msg = _export_error(exc, opset)
+            msg = export_error(exc, opset)
             errors.append(msg)
             log.info("%s exporter failed: %s", which, msg)
             for p in path.parent.iterdir():
                 p.unlink()
     raise ConversionError(f"export failed: {'; then '.join(errors)}",
-                          hint=_export_hint(" ".join(errors), opset, tried=order))
-
-
-def _check_written_opset(path: Path, opset: int | None) -> None:
-    """The dynamo exporter converts to a requested opset and, when its converter fails,
-    silently keeps its own (18): a model at another opset than asked is a failure."""
-    from onnxforge.core.fileio import load_onnx
-
-    if opset is None:
-        return
-    got = next((o.version for o in load_onnx(path, load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), 0)
-    if got != opset:
-        raise ConversionError(f"the dynamo exporter wrote opset {got}, not the requested {opset} "
-                              "(its version converter could not convert the graph)")
-
-
-def _export_error(exc: BaseException, opset) -> str:
-    text = str(exc)
-    import re
-
-    m = re.search(r"(aten::[\w.]+|torch\.ops\.aten\.[\w.]+)", text)
-    unsupported = "not supported" in text.lower() or "unsupported" in text.lower() or "no decomposition" in text.lower()
-    core = first_line(exc)
-    if "Exception summary" in text:
-        after = text.split("Exception summary", 1)[1].strip().splitlines()
-        core = next((l for l in after if l.strip()), core)[:300]
-    if m and unsupported:
-        return f"operator {m.group(1)} is not supported at {f'opset {opset}' if opset else 'the default opset'} ({core})"
-    if "TorchExportError" in type(exc).__name__ or "torch.export" in text[:200]:
-        return f"torch.export could not capture the model: {core}"
-    return f"{type(exc).__name__}: {core}"
-
-
-def _export_hint(text: str, opset, tried=("dynamo", "torchscript")) -> str:
-    """What to try next: only options that were not already tried."""
-    import re
-
-    other = [f"--exporter {e}" for e in ("dynamo", "torchscript") if e not in tried]
-    m = re.search(r"added in version (\d+)", text)
-    if m and (opset is None or opset < int(m.group(1))):
-        return f"export with --opset {m.group(1)} or newer"
-    w = re.search(r"wrote opset (\d+), not the requested", text)
-    if w:
-        return f"use --opset {w.group(1)} (or newer)" + (f", or {other[0]} for opset {opset}" if other else "")
-    if "operator" in text and "not supported" in text:
-        newer = "try a newer --opset (e.g. --opset 20)" if opset is None or opset < 20 else ""
-        return ", or ".join(x for x in (newer, *other) if x) or "the operator has no ONNX export; rewrite that part of the model"
-    if "dynamic" in text.lower() or "constraint" in text.lower() or "specializ" in text.lower():
-        return "the model fixes a dim you marked dynamic; drop that --dynamic axis or fix the model"
-    return ", or ".join(["rerun with --debug -v for the exporter's full error", *other])
+                          hint=export_hint(" ".join(errors), opset, tried=order))
 
 
 def _dynamic_shapes(torch, ex: Example, dyn):
@@ -477,24 +420,6 @@ def _dynamic_shapes(torch, ex: Example, dyn):
     return {**dict(zip(ex.names, positional)), **{n: axes(n) for n in ex.kwargs}}
 
 
-def _check(ref, cand, feeds: dict, tol, label: str, data: dict | None = None) -> ParityReport:
-    """One parity check of the ONNX model against torch outputs on ``feeds``: the
-    module runs first (its failure is the user's), then the ONNX model (its failure is
-    a failed check, reported)."""
-    from onnxforge.backends import Runner
-    from onnxforge.checks.parity import validate
-
-    torch_out = ref(feeds)
-    saved = Runner(label="torch", kind="saved", outputs=tuple(torch_out), saved_outputs=(torch_out,))
-    try:
-        rep = validate(saved, cand, input_samples=[feeds], tolerance=tol, data=data)
-    except BadInputError as exc:
-        return ParityReport("torch", f"onnx ({label})", 1, (), False, problems=(f"{label}: {exc.message}",))
-    from dataclasses import replace
-
-    return replace(rep, candidate=f"onnx ({label})")
-
-
 def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, seed, keyword,
                    ranges, reference=None, example_data=None) -> list[ParityReport]:
     """Parity on the example inputs, then once per dynamic label at a second size.
@@ -508,7 +433,7 @@ def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, s
     ref = reference() if reference else torch_runner(module, out_names, keyword=keyword)
     cand = onnx_runner(model_path, "cpu", label="onnx")
     base = {n: contiguous(to_numpy(t)) for n, t in zip(ex.names, ex.tensors)}
-    reports = [_check(ref, cand, base, tol, "example inputs", example_data)]
+    reports = [check_once(ref, cand, base, tol, "example inputs", example_data)]
     rng = np.random.default_rng(seed + 1)
     for label in sorted({l for axes in dyn.values() for l in axes.values()}):
         where = [(n, a) for n, axes in dyn.items() for a, l in axes.items() if l == label]
@@ -528,7 +453,7 @@ def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, s
             mask = valid is None and looks_like_mask(n, shape, arr.dtype)
             feeds[n] = padding_mask(tuple(shape)).astype(arr.dtype) if mask else _resample(arr, tuple(shape), rng, valid)
         size = f"{label}={feeds[where[0][0]].shape[where[0][1]]}"
-        rep = _check(ref, cand, feeds, tol, size, {"source": "generated", "how": f"generated (uniform within each "
+        rep = check_once(ref, cand, feeds, tol, size, {"source": "generated", "how": f"generated (uniform within each "
                                                    f"example input's range, at {size}, seed {seed + 1})"})
         if not rep.passed and not rep.outputs:
             rep = ParityReport(rep.reference, rep.candidate, 1, (), False, problems=tuple(

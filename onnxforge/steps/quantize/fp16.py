@@ -16,6 +16,7 @@ from onnxforge.steps.quantize.options import Fp16Options
 from onnxforge.core.types import StepResult, Tolerance
 
 FP16_TOLERANCE = Tolerance(atol=1e-2, rtol=1e-2)
+CACHE_IO = ("past_key_values.", "present.")  # a decoder exported with its cache (convert --task text-generation-with-past)
 
 
 def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None, /, **kwargs) -> StepResult:
@@ -44,9 +45,13 @@ def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None,
     check_dims(o.dims, model_io_specs(m)[0])
     before = summary(src)
     blocked = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(o.block_ops))
+    # a decoder's key/value cache keeps its dtype even with --fp16-io: a runtime allocates the
+    # empty cache from the model it had and feeds present.* back as past_key_values.*
+    cache = [v.name for v in (*m.graph.input, *m.graph.output) if v.name.startswith(CACHE_IO)]
+    keep = cache if cache and not o.keep_io_types else o.keep_io_types
     t0 = time.perf_counter()
     try:
-        converted = convert_float_to_float16(m, keep_io_types=o.keep_io_types, op_block_list=blocked,
+        converted = convert_float_to_float16(m, keep_io_types=keep, op_block_list=blocked,
                                              node_block_list=list(o.block_nodes) or None)
     except Exception as exc:
         raise ConversionError(f"fp16 conversion failed: {type(exc).__name__}: {first_line(exc)}",
@@ -59,7 +64,8 @@ def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None,
                                samples=o.samples, seed=o.seed, dims=o.dims, label="fp16")
         notes = ["checked on the CPU provider; run `onnxforge validate --provider cuda` on a GPU machine"]
         if not o.keep_io_types:
-            notes.append("inputs and outputs are fp16: feed float16 arrays")
+            notes.append("inputs and outputs are fp16: feed float16 arrays"
+                         + (" (the key/value cache, past_key_values.* and present.*, stays float32)" if cache else ""))
         return finish(dst, target, step="quantize:fp16", passed=all(c.passed for c in checks), options=o, inherit_from=src,
                       lineage=(*lineage_of(model), "quantize:fp16"), checks=checks, notes=notes, before=before,
                       after=summary(dst), details={"keep_io_types": o.keep_io_types, "blocked_ops": blocked},

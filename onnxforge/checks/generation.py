@@ -1,0 +1,201 @@
+"""Generation parity for decoders exported with their key/value cache: both sides
+greedy-decode the same new tokens from the same prompt ids, and the ONNX side does it
+the way a runtime does (a prefill with an empty cache, then one token per step feeding
+``present.*`` back as ``past_key_values.*``). An elementwise check on one call cannot see
+a cache that is written in the wrong order or read at the wrong positions; decoding does.
+
+The reference is the Hugging Face folder (its declared class, decoding without a cache:
+every step recomputes the whole text, so the reference shares no cache code with the
+export) or another ONNX model with a cache (a quantized model against its fp32 export).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from onnxforge.backends import Runner
+from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.core.types import GenerationCheck, ParityReport, TensorSpec
+
+PAST, PRESENT = "past_key_values.", "present."
+TOKENS = 8  # new tokens decoded by default
+PROMPT = (2, 5)  # prompts, prompt length: two rows prove the batch axis
+ATOL = 1e-3  # logits of an fp32 export (a cache path that is wrong is off by whole units)
+
+
+def has_past(specs) -> bool:
+    return any(s.name.startswith(PAST) for s in specs)
+
+
+def is_with_past(path: Any) -> bool:
+    """Whether ``path`` is an ONNX model that takes a key/value cache."""
+    if not (isinstance(path, (str, Path)) and str(path).endswith(".onnx") and Path(path).is_file()):
+        return False
+    from onnxforge.backends.onnx.runner import inputs_and_ranges
+
+    try:
+        return has_past(inputs_and_ranges(path)[0])
+    except BadInputError:
+        return False
+
+
+def _fixed(spec: TensorSpec, axis: int, what: str) -> int:
+    d = spec.shape[axis] if len(spec.shape) == 4 else None
+    if not isinstance(d, int):
+        raise BadInputError(f"{spec.name} has no fixed {what} (shape {spec})",
+                            hint="a cache input is [batch_size, heads, past_sequence_length, head_dim]")
+    return d
+
+
+def greedy_onnx(runner, prompt, tokens: int) -> tuple[Any, list]:
+    """(new token ids [batch, tokens], the last position's logits of each step) of an ONNX
+    decoder with a cache, run as a runtime runs it."""
+    import numpy as np
+
+    from onnxforge.data.specs import numpy_dtype
+
+    specs = {s.name: s for s in runner.inputs}
+    past = [s for s in runner.inputs if s.name.startswith(PAST)]
+    missing = [PRESENT + s.name[len(PAST):] for s in past if PRESENT + s.name[len(PAST):] not in runner.outputs]
+    if "logits" not in runner.outputs or missing or "input_ids" not in specs:
+        raise BadInputError(f"{runner.label} does not have a decoder's cache layout (input_ids, past_key_values.*, "
+                            f"logits, present.*): missing {', '.join(missing or ['logits or input_ids'])}",
+                            hint="export it with --task text-generation-with-past")
+    batch = prompt.shape[0]
+    cache = {s.name: np.zeros((batch, _fixed(s, 1, "heads"), 0, _fixed(s, 3, "head size")), numpy_dtype(s.dtype))
+             for s in past}
+    ids, done, steps, new = prompt, 0, [], []
+    for _ in range(tokens):
+        n = ids.shape[1]
+        feeds = {"input_ids": ids.astype(np.int64), **cache}
+        if "attention_mask" in specs:
+            feeds["attention_mask"] = np.ones((batch, done + n), np.int64)
+        if "position_ids" in specs:
+            feeds["position_ids"] = np.broadcast_to(np.arange(done, done + n, dtype=np.int64), (batch, n)).copy()
+        out = runner(feeds)
+        logits = np.asarray(out["logits"])[:, -1, :].astype(np.float64)
+        steps.append(logits)
+        new.append(logits.argmax(-1))
+        cache = {s.name: out[PRESENT + s.name[len(PAST):]] for s in past}
+        done += n
+        ids = new[-1][:, None]
+    return np.stack(new, 1), steps
+
+
+def greedy_torch(model, prompt, tokens: int) -> tuple[Any, list]:
+    """The same from a transformers causal LM, without a cache: each step runs the
+    whole text again, so a wrong cache on the other side cannot agree with it."""
+    import numpy as np
+    import torch
+
+    ids, steps, new = torch.from_numpy(prompt.astype(np.int64)), [], []
+    with torch.no_grad():
+        for _ in range(tokens):
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False,
+                           return_dict=True).logits[:, -1, :]
+            steps.append(logits.double().numpy())
+            new.append(steps[-1].argmax(-1))
+            ids = torch.cat([ids, torch.from_numpy(new[-1])[:, None]], 1)
+    return np.stack(new, 1), steps
+
+
+def compare_generation(ref: tuple, cand: tuple, *, atol: float) -> GenerationCheck:
+    """Token ids step by step; logits at each step while every earlier token agreed."""
+    import numpy as np
+
+    (rt, rl), (ct, cl) = ref, cand
+    errors, equal = [], 0
+    for i, (r, c) in enumerate(zip(rl, cl)):
+        if i and not (rt[:, :i] == ct[:, :i]).all():
+            break  # the texts differ from here on
+        errors.append(float(np.abs(r - c).max()) if np.isfinite(c).all() else float("inf"))
+        if (rt[:, i] == ct[:, i]).all():
+            equal += 1
+    n = rt.shape[1]
+    worst = max(errors, default=0.0)
+    return GenerationCheck(n, rt.shape[0], 0, equal, worst, tuple(errors), atol, equal == n and worst <= atol,
+                           tuple(tuple(int(t) for t in row) for row in rt),
+                           tuple(tuple(int(t) for t in row) for row in ct))
+
+
+def generation_check(reference: Any, candidate: Any, *, tokens: int = TOKENS, atol: float = ATOL, seed: int = 0,
+                     provider: str = "cpu", allow_download: bool = False, reference_label: str = "",
+                     candidate_label: str = "") -> ParityReport:
+    """Greedy-decode ``tokens`` new tokens from seeded prompt ids with ``reference`` (a
+    Hugging Face folder, a transformers model, or an ONNX model with a cache) and
+    ``candidate`` (an ONNX model with a cache) and compare: a ParityReport whose
+    ``generation`` holds the figures, failed when a token differs or a step's logits
+    differ by more than ``atol``."""
+    import numpy as np
+
+    from onnxforge.backends.onnx.runner import onnx_runner
+    from onnxforge.core.progress import task
+
+    cand = candidate if isinstance(candidate, Runner) else \
+        onnx_runner(candidate, provider, label=candidate_label or Path(str(candidate)).name)
+    ref_onnx = isinstance(reference, Runner) or is_with_past(reference)
+    with task("generation check", detail=True):
+        if ref_onnx:
+            ref = reference if isinstance(reference, Runner) else \
+                onnx_runner(reference, "cpu", label=reference_label or Path(str(reference)).name)
+            vocab, label = _vocab(ref.path), ref.label
+        else:
+            model = reference if hasattr(reference, "forward") else _hf_model(reference, allow_download)
+            vocab, label = int(model.config.vocab_size), reference_label or _label(reference, model)
+            _check_positions(model.config, tokens)
+        rng = np.random.default_rng(seed)
+        prompt = rng.integers(0, vocab, size=PROMPT, dtype=np.int64)
+        ref_out = greedy_onnx(ref, prompt, tokens) if ref_onnx else greedy_torch(model, prompt, tokens)
+        cand_out = greedy_onnx(cand, prompt, tokens)
+    gen = compare_generation(ref_out, cand_out, atol=atol)
+    from dataclasses import replace
+
+    gen = replace(gen, prompt_length=PROMPT[1])
+    problems = () if gen.passed else (_why(gen),)
+    return ParityReport(label, cand.label, PROMPT[0], (), gen.passed, check_stat="generation", problems=problems,
+                        data={"source": "generated", "how": f"{PROMPT[0]} prompts of {PROMPT[1]} token ids below "
+                                                            f"{vocab} (seed {seed}), {tokens} new tokens greedy"},
+                        generation=gen)
+
+
+def _check_positions(config, tokens: int) -> None:
+    """A prompt and its new tokens past the model's positions would index out of its
+    position table: refused with the number it holds."""
+    most = next((getattr(config, k) for k in ("n_positions", "max_position_embeddings")
+                 if isinstance(getattr(config, k, None), int)), None)
+    if most is not None and PROMPT[1] + tokens > most:
+        raise UsageError(f"--generate-tokens {tokens}: with a {PROMPT[1]}-token prompt that is {PROMPT[1] + tokens} "
+                         f"positions; the model holds {most}", hint=f"use at most {most - PROMPT[1]}")
+
+
+def _why(gen: GenerationCheck) -> str:
+    if gen.tokens_equal < gen.tokens:
+        step = next(i for i, (r, c) in enumerate(zip(zip(*gen.reference_tokens), zip(*gen.candidate_tokens)))
+                    if r != c)
+        return (f"greedy tokens differ at step {step + 1} of {gen.tokens} ({gen.tokens_equal}/{gen.tokens} equal; "
+                f"logit error {gen.max_logit_error:.3g} before it)")
+    step = gen.step_errors.index(gen.max_logit_error) + 1
+    return f"logits differ by {gen.max_logit_error:.3g} at step {step}, over atol {gen.atol:g} (every token equal)"
+
+
+def _vocab(path) -> int:
+    from onnxforge.core.fileio import load_onnx
+    from onnxforge.data.specs import model_io_specs
+
+    logits = next((s for s in model_io_specs(load_onnx(path, load_external_data=False))[1] if s.name == "logits"),
+                  None)
+    if logits is None or not logits.shape or not isinstance(logits.shape[-1], int):
+        raise BadInputError(f"{Path(str(path)).name}: its logits output has no fixed vocabulary size",
+                            hint="the generation check draws prompt ids below it")
+    return logits.shape[-1]
+
+
+def _hf_model(spec, allow_download: bool):
+    from onnxforge.backends.torch.hf import load_reference
+
+    return load_reference(str(spec), task=None, allow_download=allow_download)
+
+
+def _label(spec, model) -> str:
+    return f"hf:{Path(str(spec)).name}" if isinstance(spec, (str, Path)) else type(model).__name__

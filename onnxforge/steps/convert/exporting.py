@@ -1,0 +1,92 @@
+"""What the torch converters share: one parity check of an export on given feeds, and
+an exporter's failure turned into one line and a hint (exit 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from onnxforge.core.errors import BadInputError, ConversionError, first_line
+from onnxforge.core.types import ParityReport
+
+EXAMPLE_DIM = 2  # torch.export specializes dims of size 0 and 1, so examples use 2
+
+
+def export_failure(exc, widened: list[str], tmp_model: Path, target: Path) -> ConversionError:
+    """An export that failed, or wrote a model onnx.checker refuses, as a conversion
+    error (exit 4) naming the output, not the scratch file; when the example was widened,
+    the likely cause: a forward() that needs size 1 on that axis."""
+    message = exc.message.replace(str(tmp_model), target.name).replace(f"{tmp_model.parent.name}/", "")
+    hint = exc.hint
+    if widened:
+        labels = ", ".join(widened)
+        hint = (f"onnxforge exported with {labels} widened from 1 to {EXAMPLE_DIM} (torch.export bakes sizes 0 and 1 "
+                f"in as constants); if forward() needs size 1 there (view(1, ...), squeeze(0)), drop --dynamic "
+                f"for {labels}, or make forward() work at any size")
+    return ConversionError(message, hint=hint)
+
+
+def check_written_opset(path: Path, opset: int | None) -> None:
+    """The dynamo exporter converts to a requested opset and, when its converter fails,
+    silently keeps its own (18): a model at another opset than asked is a failure."""
+    from onnxforge.core.fileio import load_onnx
+
+    if opset is None:
+        return
+    got = next((o.version for o in load_onnx(path, load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), 0)
+    if got != opset:
+        raise ConversionError(f"the dynamo exporter wrote opset {got}, not the requested {opset} "
+                              "(its version converter could not convert the graph)")
+
+
+def export_error(exc: BaseException, opset) -> str:
+    text = str(exc)
+    import re
+
+    m = re.search(r"(aten::[\w.]+|torch\.ops\.aten\.[\w.]+)", text)
+    unsupported = "not supported" in text.lower() or "unsupported" in text.lower() or "no decomposition" in text.lower()
+    core = first_line(exc)
+    if "Exception summary" in text:
+        after = text.split("Exception summary", 1)[1].strip().splitlines()
+        core = next((l for l in after if l.strip()), core)[:300]
+    if m and unsupported:
+        return f"operator {m.group(1)} is not supported at {f'opset {opset}' if opset else 'the default opset'} ({core})"
+    if "TorchExportError" in type(exc).__name__ or "torch.export" in text[:200]:
+        return f"torch.export could not capture the model: {core}"
+    return f"{type(exc).__name__}: {core}"
+
+
+def export_hint(text: str, opset, tried=("dynamo", "torchscript")) -> str:
+    """What to try next: only options that were not already tried."""
+    import re
+
+    other = [f"--exporter {e}" for e in ("dynamo", "torchscript") if e not in tried]
+    m = re.search(r"added in version (\d+)", text)
+    if m and (opset is None or opset < int(m.group(1))):
+        return f"export with --opset {m.group(1)} or newer"
+    w = re.search(r"wrote opset (\d+), not the requested", text)
+    if w:
+        return f"use --opset {w.group(1)} (or newer)" + (f", or {other[0]} for opset {opset}" if other else "")
+    if "operator" in text and "not supported" in text:
+        newer = "try a newer --opset (e.g. --opset 20)" if opset is None or opset < 20 else ""
+        return ", or ".join(x for x in (newer, *other) if x) or "the operator has no ONNX export; rewrite that part of the model"
+    if "dynamic" in text.lower() or "constraint" in text.lower() or "specializ" in text.lower():
+        return "the model fixes a dim you marked dynamic; drop that --dynamic axis or fix the model"
+    return ", or ".join(["rerun with --debug -v for the exporter's full error", *other])
+
+
+def check_once(ref, cand, feeds: dict, tol, label: str, data: dict | None = None) -> ParityReport:
+    """One parity check of the ONNX model against torch outputs on ``feeds``: the
+    module runs first (its failure is the user's), then the ONNX model (its failure is
+    a failed check, reported)."""
+    from onnxforge.backends import Runner
+    from onnxforge.checks.parity import validate
+
+    torch_out = ref(feeds)
+    saved = Runner(label="torch", kind="saved", outputs=tuple(torch_out), saved_outputs=(torch_out,))
+    try:
+        rep = validate(saved, cand, input_samples=[feeds], tolerance=tol, data=data)
+    except BadInputError as exc:
+        return ParityReport("torch", f"onnx ({label})", 1, (), False, problems=(f"{label}: {exc.message}",))
+    from dataclasses import replace
+
+    return replace(rep, candidate=f"onnx ({label})")

@@ -1,0 +1,204 @@
+"""Decoders exported with their key/value cache (--task text-generation-with-past, #28):
+tiny GPT-2 and Llama models built from configs (random weights, seed 0), the layout
+Optimum and ORT GenAI use, greedy generation against the folder's model, and a model
+whose cache outputs are swapped failing the generation check."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from conftest import json_result as result
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("with_past")]  # exports share one module fixture
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+WITH_PAST = ("--task", "text-generation-with-past")
+
+
+def _folders(d):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    T = transformers
+    torch.manual_seed(0)
+    T.GPT2LMHeadModel(T.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=100, n_positions=64, bos_token_id=0,
+                                   eos_token_id=0)).eval().save_pretrained(d / "gpt2")
+    words = ["<|endoftext|>", *"the cat sat on a mat dog ran".split()]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    T.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(d / "gpt2")
+    torch.manual_seed(0)
+    T.LlamaForCausalLM(T.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     num_key_value_heads=2, vocab_size=100, max_position_embeddings=64,
+                                     bos_token_id=0, eos_token_id=0)).eval().save_pretrained(d / "llama")
+
+
+def _digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """Each folder exported once with the CLI (in process): {name: (folder, out folder, result, source digest)}."""
+    from onnxforge.cli.app import main
+    import contextlib
+    import io
+
+    d = tmp_path_factory.mktemp("with_past")
+    _folders(d)
+    out = {}
+    for name in ("gpt2", "llama"):
+        before = _digest(d / name)
+        buf, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
+            code = main(["convert", "torch", str(d / name), *WITH_PAST, "-o", str(d / f"{name}-onnx" / "model.onnx"),
+                         "--json"])
+        assert code == 0, err.getvalue()
+        out[name] = (d / name, d / f"{name}-onnx", json.loads(buf.getvalue())["result"], before)
+    return out
+
+
+def _dims(v):
+    return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+
+@pytest.mark.parametrize("name,positions,kv_heads,head", [("gpt2", True, 2, 16), ("llama", True, 2, 8)])
+def test_the_cache_layout_is_optimums(exports, name, positions, kv_heads, head):
+    import onnx
+
+    _, out, res, _ = exports[name]
+    m = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    ins = {v.name: _dims(v) for v in m.graph.input}
+    outs = {v.name: _dims(v) for v in m.graph.output}
+    cache = [f"{i}.{kv}" for i in range(2) for kv in ("key", "value")]
+    assert list(ins) == ["input_ids", "attention_mask", "position_ids", *(f"past_key_values.{c}" for c in cache)]
+    assert list(outs) == ["logits", *(f"present.{c}" for c in cache)]
+    assert ins["input_ids"] == ins["position_ids"] == ["batch_size", "sequence_length"]
+    assert ins["attention_mask"] == ["batch_size", "past_sequence_length + sequence_length"]
+    assert ins["past_key_values.1.value"] == ["batch_size", kv_heads, "past_sequence_length", head]
+    assert outs["present.0.key"] == ["batch_size", kv_heads, "past_sequence_length + sequence_length", head]
+    assert outs["logits"] == ["batch_size", "sequence_length", 100]
+    assert res["details"]["inputs"] == list(ins) and res["details"]["outputs"] == list(outs)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_greedy_generation_equals_the_folders_model(exports, name):
+    _, _, res, _ = exports[name]
+    example, gen = res["checks"]
+    assert example["passed"] and {o["name"] for o in example["outputs"]} >= {"logits", "present.1.value"}
+    g = gen["generation"]
+    assert gen["passed"] and gen["check_stat"] == "generation"
+    assert (g["tokens_equal"], g["tokens"], g["batch"]) == (8, 8, 2)
+    assert len(g["step_errors"]) == 8 and g["max_logit_error"] < 1e-4, g
+    assert g["reference_tokens"] == g["candidate_tokens"]
+    print(f"{name}: {g['tokens_equal']}/{g['tokens']} tokens equal, max logit error {g['max_logit_error']:.3g}")
+
+
+def test_config_and_tokenizer_files_are_copied_and_the_source_is_untouched(exports):
+    src, out, res, before = exports["gpt2"]
+    assert _digest(src) == before
+    for f in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):
+        assert (out / f).read_bytes() == (src / f).read_bytes(), f
+    assert "tokenizer.json" in res["details"]["side_files"]
+    assert transformers.AutoTokenizer.from_pretrained(out)("the cat")["input_ids"] == [1, 2]
+    assert transformers.AutoConfig.from_pretrained(out).model_type == "gpt2"
+    assert not (out / "model.safetensors").exists()
+
+
+def _swap(path, a, b, target):
+    """The model with graph outputs ``a`` and ``b`` exchanged (the same shapes: the
+    model still loads and runs, and its cache comes back in the wrong slots)."""
+    import onnx
+
+    m = onnx.load(str(path))
+    names = {a: b, b: a}
+    for node in m.graph.node:
+        for i, n in enumerate(node.output):
+            if n in names:
+                node.output[i] = "__swap__" + names[n]
+        for i, n in enumerate(node.input):
+            if n in names:
+                node.input[i] = "__swap__" + names[n]
+    for node in m.graph.node:
+        node.output[:] = [n.removeprefix("__swap__") for n in node.output]
+        node.input[:] = [n.removeprefix("__swap__") for n in node.input]
+    onnx.save(m, str(target))
+
+
+def test_validate_runs_the_generation_check_and_fails_a_swapped_cache(exports, cli, tmp_path):
+    src, out, _, _ = exports["llama"]
+    r = cli("validate", src, out / "model.onnx", "--generate-tokens", "4", "--json")
+    assert r.code == 0, r.err
+    g = result(r)["generation"]
+    assert (g["tokens_equal"], g["tokens"]) == (4, 4)
+    _swap(out / "model.onnx", "present.0.key", "present.0.value", tmp_path / "swapped.onnx")
+    r = cli("validate", src, tmp_path / "swapped.onnx")
+    assert r.code == 1, r.out + r.err
+    assert "generation:" in r.out and ("greedy tokens differ" in r.out or "logits differ" in r.out), r.out
+    # an ONNX model with a cache against another: the fp32 export is the reference
+    r = cli("validate", out / "model.onnx", tmp_path / "swapped.onnx", "--json")
+    assert r.code == 1 and not result(r)["generation"]["passed"], r.err
+
+
+def test_weights_changed_fail_the_generation_check(exports, cli, tmp_path):
+    """A model whose weights differ from the folder's: greedy decoding parts or the logits do."""
+    import onnx
+    from onnx import numpy_helper
+
+    src, out, _, _ = exports["gpt2"]
+    m = onnx.load(str(out / "model.onnx"))
+    init = max(m.graph.initializer, key=lambda t: np.prod(t.dims))
+    arr = numpy_helper.to_array(init) * 1.5
+    init.CopyFrom(numpy_helper.from_array(arr.astype(np.float32), init.name))
+    onnx.save(m, str(tmp_path / "changed.onnx"))
+    r = cli("validate", src, tmp_path / "changed.onnx", "--json")
+    assert r.code == 1, r.err
+    g = result(r)["generation"]
+    assert not g["passed"] and g["max_logit_error"] > 1e-3
+
+
+@pytest.mark.parametrize("mode,flags,logits_type", [
+    ("dynamic", ("--allow-generated-data", "--min-speedup", "0"), 1),  # int8: logits stay float32
+    ("fp16", ("--fp16-io",), 10),  # fp16 I/O, but the cache stays float32
+])
+def test_quantize_keeps_the_cache_dtype_and_still_generates(exports, cli, tmp_path, mode, flags, logits_type):
+    import onnx
+
+    _, out, _, _ = exports["llama"]
+    r = cli("quantize", mode, out / "model.onnx", "-o", tmp_path / "q.onnx", *flags, "--json")
+    assert r.code == 0, r.err
+    (check,) = result(r)["checks"]
+    g = check["generation"]
+    assert check["passed"] and (g["tokens_equal"], g["tokens"]) == (8, 8), g
+    print(f"llama {mode}: {g['tokens_equal']}/{g['tokens']} tokens equal against fp32, max logit error "
+          f"{g['max_logit_error']:.3g}")
+    m = onnx.load(str(tmp_path / "q.onnx"), load_external_data=False)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*m.graph.input, *m.graph.output)}
+    assert all(t == 1 for n, t in types.items() if n.startswith(("past_key_values.", "present."))), types
+    assert types["logits"] == logits_type
+
+
+def test_a_release_gates_on_generation(exports, cli, tmp_path):
+    """[gates.generation]: each ledger row greedy-decodes against the source folder, and
+    the gate requires every token equal; a final model without a cache fails it."""
+    src = exports["gpt2"][0]
+    toml = tmp_path / "release.toml"
+    steps = ('[[steps]]\nrun = "convert"\n\n[[steps]]\nrun = "quantize.dynamic"\nmin_speedup = 0\n'
+             'allow_generated_data = true\n')
+    toml.write_text(f'[model]\nsource = "{src}"\nframework = "torch"\ntask = "text-generation-with-past"\n\n{steps}\n'
+                    '[gates.generation]\ntokens = 4\natol = 1.0\n')
+    r = cli("release", toml, "-o", tmp_path / "out", "--json")
+    assert r.code == 0, r.out[-2000:] + r.err
+    res = result(r)
+    gate = next(g for g in res["gates"] if g["name"] == "generation")
+    assert gate["passed"] and gate["value"] == 1.0 and gate["kind"] == "generation", gate
+    assert [row["parity"]["generation"]["tokens_equal"] for row in res["ledger"]] == [4, 4]
+    toml.write_text(f'[model]\nsource = "{src}"\nframework = "torch"\n\n[[steps]]\nrun = "convert"\n\n'
+                    '[gates.generation]\n')
+    r = cli("release", toml, "-o", tmp_path / "plain", "--json")
+    assert r.code == 1, r.err
+    gate = next(g for g in result(r)["gates"] if g["name"] == "generation")
+    assert not gate["passed"] and "takes no key/value cache" in gate["message"]
