@@ -240,7 +240,7 @@ def validate(
     ``data``: where ``input_samples`` came from. ``layerwise`` (implied by ``save_intermediates``,
     names or ``all``): checks.localize.layerwise on the first sample of two ONNX models. A
     candidate with a KV cache is judged by greedy generation (_generative)."""
-    from onnxforge.data.samples import check_sample_fits, save_samples
+    from onnxforge.data.samples import save_samples
     from onnxforge.data.specs import check_dims
 
     criteria = criteria_of(criteria, keywords)  # before any model loads: a bad --check-stat is a usage error
@@ -264,19 +264,7 @@ def validate(
                            dims=dims, val_ranges=val_ranges, norms=norms, data=data)
     _check_not_empty(feeds)
 
-    def feed_for(side: Runner, sample: Mapping[str, object]) -> dict:
-        other = cand if side is ref else ref
-        # a torch side cannot take float64 data for float32 weights: it gets what the ONNX side
-        # takes. A scikit-learn side keeps float64, its own precision: that comparison is what
-        # finds float32 threshold flips.
-        if side.kind == "torch" and not side.inputs and other.inputs:
-            sample = _float64_as_declared(sample, other.inputs)
-        out = {c2r.get(k, k): v for k, v in sample.items()} if side is ref and cand.inputs and c2r else dict(sample)
-        if side.inputs:
-            out = cast_floats(out, side.inputs)
-            check_sample_fits(out, side.inputs, source=f"inputs for {side.label}")
-        return out
-
+    feed_for = _feeder(ref, cand, c2r)
     ref_out, cand_out = _outputs(ref, feeds, feed_for), _outputs(cand, feeds, feed_for)
     _check_names(ref, cand, ref_out, cand_out, input_map or {}, tolerance)
     ref_out, cand_named, notes = _paired(ref_out, cand_out, input_map or {})
@@ -293,6 +281,26 @@ def validate(
     if localize and not report.passed:
         report = replace(report, localized=_localize(ref, cand, feeds[0], feed_for, tolerance))
     return report
+
+
+def _feeder(ref: Runner, cand: Runner, c2r: Mapping[str, str]):
+    """feed_for(side, sample): one sample as that side takes it."""
+    from onnxforge.data.samples import check_sample_fits
+
+    def feed_for(side: Runner, sample: Mapping[str, object]) -> dict:
+        other = cand if side is ref else ref
+        # a torch side cannot take float64 data for float32 weights: it gets what the ONNX side
+        # takes. A scikit-learn side keeps float64, its own precision: that comparison is what
+        # finds float32 threshold flips.
+        if side.kind == "torch" and not side.inputs and other.inputs:
+            sample = _float64_as_declared(sample, other.inputs)
+        out = {c2r.get(k, k): v for k, v in sample.items()} if side is ref and cand.inputs and c2r else dict(sample)
+        if side.inputs:
+            out = cast_floats(out, side.inputs)
+            check_sample_fits(out, side.inputs, source=f"inputs for {side.label}")
+        return out
+
+    return feed_for
 
 
 def _paired(ref_out: list[dict], cand_out: list[dict], user_map: Mapping[str, str]) -> tuple[list, list, tuple]:
