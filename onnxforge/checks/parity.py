@@ -202,14 +202,16 @@ def _outputs(side: Runner, feeds: list, feed_for) -> list[dict]:
     return outs
 
 
-def _open(side: str | Runner, provider: str, threads, source_options) -> Runner:
+def _open(side: str | Runner, provider: str, threads, source_options, runtime: str = "ort",
+          ov_precision: str = "auto") -> Runner:
     if isinstance(side, Runner):
         return side
     from onnxforge.core.progress import task
     from onnxforge.backends import open_runner
 
     with task(f"load {Path(str(side)).name}", detail=True):  # importing torch alone takes seconds
-        return open_runner(side, provider, threads=threads, **(source_options or {}))
+        return open_runner(side, provider, threads=threads, runtime=runtime, ov_precision=ov_precision,
+                           **(source_options or {}))
 
 
 def validate(
@@ -233,6 +235,7 @@ def validate(
     save_outputs: str | None = None,
     threads: int | None = None,
     source_options: Mapping[str, object] | None = None,
+    runtime: str = "ort", ref_runtime: str = "ort", ov_precision: str = "auto",  # openvino: that side on OpenVINO
     **criteria,
 ) -> ParityReport:
     """Run both sides on the same inputs and compare. ``criteria`` go to compare():
@@ -241,8 +244,8 @@ def validate(
     from onnxforge.data.samples import check_sample_fits, save_samples
     from onnxforge.data.specs import check_dims
 
-    ref = _open(reference, ref_provider, threads, source_options)
-    cand = _open(candidate, provider, threads, source_options)
+    ref = _open(reference, ref_provider, threads, source_options, ref_runtime, ov_precision)
+    cand = _open(candidate, provider, threads, source_options, runtime, ov_precision)
     if ref.kind == "saved" and cand.kind == "saved":
         raise UsageError("both sides are saved outputs; at least one side must be a model")
     c2r = _input_mapping(ref, cand, input_map or {})
@@ -281,7 +284,7 @@ def validate(
     if ref.label_scores and "label_scores" not in criteria:
         criteria["label_scores"] = ref.label_scores
     report = compare(ref_out, cand_named, tolerance, reference=ref.label, candidate=cand.label, **criteria)
-    notes = tuple(n for n in (note, squeezed) if n)
+    notes = tuple(n for n in (note, squeezed, _reduced_precision(ref, cand, report.passed)) if n)
     report = replace(report, notes=report.notes + notes, data=data)
     if save_inputs:
         save_samples(save_inputs, feeds)
@@ -290,6 +293,15 @@ def validate(
     if localize and not report.passed:
         report = replace(report, localized=_localize(ref, cand, feeds[0], feed_for, tolerance))
     return report
+
+
+def _reduced_precision(ref: Runner, cand: Runner, passed: bool) -> str:
+    """OpenVINO picks bf16 by itself on CPUs that have it: a failure may be that alone."""
+    low = [s.label for s in (ref, cand) if s.kind == "openvino" and not str(s.provider).endswith("f32")]
+    if passed or not low:
+        return ""
+    return (f"{' and '.join(low)} ran below fp32 (OpenVINO's own choice on this CPU): compare at --ov-precision f32, "
+            "or give a tolerance for the lower precision")
 
 
 def _localize(ref: Runner, cand: Runner, sample, feed_for, tolerance):

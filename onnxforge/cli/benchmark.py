@@ -5,10 +5,11 @@ from typing import Annotated, Optional
 import typer
 
 from onnxforge.cli.common import (
-    DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ShapeOpt, ValRangeOpt, check_outputs, emit, number,
+    DimOpt, ForceOpt, OvPrecisionOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, SeedOpt, ShapeOpt, ValRangeOpt, check_outputs, emit, number,
     complete_choices, wants_json,
 )
 from onnxforge.core.options import LIMITS
+from onnxforge.backends import RUNTIMES
 from onnxforge.backends.onnx.runtime import PROVIDERS
 
 
@@ -27,6 +28,9 @@ def benchmark_cmd(
     models: Annotated[list[str], typer.Argument(help="ONNX models; the first is the reference for speed-ups.", metavar="MODEL...")],
     provider: Annotated[Optional[list[str]], typer.Option("--provider", "-e", help="cpu, cuda, tensorrt, openvino, dml (repeatable: one row each).",
                                                                         autocompletion=complete_choices(PROVIDERS))] = None,
+    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", help="ort (ONNX Runtime, on each --provider) or openvino (the openvino package, CPU); repeatable: rows on each.",
+                                                         autocompletion=complete_choices(RUNTIMES))] = None,
+    ov_precision: OvPrecisionOpt = "auto",
     provider_option: Annotated[Optional[list[str]], typer.Option("--provider-option", help="EP option PROVIDER:KEY=VALUE, e.g. cuda:device_id=1.", metavar="P:K=V")] = None,
     dim: DimOpt = None,
     shape: ShapeOpt = None,
@@ -54,7 +58,7 @@ def benchmark_cmd(
     report: ReportOpt = None,
     html: HtmlOpt = None,
 ) -> None:
-    """Measure latency on ONNX Runtime providers (interleaved rows, confidence intervals, CI gates)."""
+    """Measure latency on ONNX Runtime providers or OpenVINO (interleaved rows, confidence intervals, CI gates)."""
     from onnxforge.core.progress import task
     from onnxforge.data.specs import parse_dims, parse_key_values, parse_shape_text, parse_val_ranges
     from onnxforge.checks.benchmark import benchmark
@@ -91,5 +95,6 @@ def benchmark_cmd(
             warmup=warmup, iterations=iterations, duration=duration, io_binding=io_binding, placement=placement,
             spinning=spinning, save_latencies=save_latencies, max_p50_ms=max_p50_ms, max_p99_ms=max_p99_ms,
             min_speedup=min_speedup, baseline=baseline, max_regression=_parse_regression(max_regression),
+            runtimes=runtime or ["ort"], ov_precision=ov_precision,
         )
     emit(res, as_json=as_json, report=report, passed=res.passed, html=html)

@@ -7,9 +7,10 @@ import typer
 
 from onnxforge.cli.common import (
     AtolOpt, DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputsOpt, JsonOpt, ReportOpt, RtolOpt, SamplesOpt, SeedOpt,
-    ThreadsOpt, TrustPickleOpt, ValRangeOpt, InputNormOpt, check_outputs, complete_choices, emit, number, wants_json,
+    OvPrecisionOpt, ThreadsOpt, TrustPickleOpt, ValRangeOpt, InputNormOpt, check_outputs, complete_choices, emit, number, wants_json,
 )
 from onnxforge.core.options import LIMITS
+from onnxforge.backends import RUNTIMES
 from onnxforge.backends.onnx.runtime import PROVIDERS
 
 
@@ -19,6 +20,11 @@ def validate_cmd(
     provider: Annotated[str, typer.Option("--provider", help="Execution provider of the candidate.",
                                                             autocompletion=complete_choices(PROVIDERS))] = "cpu",
     ref_provider: Annotated[str, typer.Option("--ref-provider", help="Execution provider of the reference.")] = "cpu",
+    runtime: Annotated[str, typer.Option("--runtime", help="What runs the candidate: ort (ONNX Runtime, on --provider) or openvino (the openvino package).",
+                                         autocompletion=complete_choices(RUNTIMES))] = "ort",
+    ref_runtime: Annotated[str, typer.Option("--ref-runtime", help="What runs the reference: ort or openvino.",
+                                             autocompletion=complete_choices(RUNTIMES))] = "ort",
+    ov_precision: OvPrecisionOpt = "auto",
     inputs: InputsOpt = None,
     samples: SamplesOpt = 1,
     seed: SeedOpt = 0,
@@ -64,7 +70,8 @@ def validate_cmd(
             inputs=str(inputs) if inputs else None, samples=samples, seed=seed,
             dims=parse_dims(dim or []), val_ranges=parse_val_ranges(val_range or []),
             input_norms=parse_input_norms(input_norm or []),
-            provider=provider, ref_provider=ref_provider,
+            provider=provider, ref_provider=ref_provider, runtime=runtime, ref_runtime=ref_runtime,
+            ov_precision=ov_precision,
             tolerance=make_tolerance(parse_per_output(atol or [], "--atol"), parse_per_output(rtol or [], "--rtol")),
             check_stat=check_stat, min_cosine=min_cosine, min_agreement=min_agreement, task=task, top_k=top_k,
             input_map=parse_key_values(map_ or [], "--map"), localize=localize,

@@ -360,7 +360,8 @@ def _latency_gates(cfg: ReleaseConfig, first: Path, final: Path):
 
     lat = cfg.gate("latency")
     models = [str(first)] if final == first else [str(first), str(final)]
-    bench = benchmark(models, providers=[lat.provider], duration=lat.seconds, dims=dict(lat.dims),
+    bench = benchmark(models, providers=[lat.provider], runtimes=[lat.runtime], ov_precision=lat.ov_precision,
+                      duration=lat.seconds, dims=dict(lat.dims),
                       threads=lat.threads, max_p50_ms=lat.max_p50_ms, max_p99_ms=lat.max_p99_ms,
                       min_speedup=lat.min_speedup if len(models) > 1 else None, warmup=5)
     return bench, [g for g in bench.gates if g.model == str(final)]

@@ -276,11 +276,10 @@ def _slug(text: str) -> str:
 
 def benchmark_section(rep: Any, min_speedup: float | None = None) -> str:
     """Latency: the overlaid distributions, the speed-up intervals, the numbers."""
-    speed = {c.model: c for c in rep.comparisons}
     rows = []
-    for r in rep.results:
-        L, c = r.latency, speed.get(r.model)
-        rows.append(((Path(r.model).name, "name"), r.requested_provider, r.batch, r.threads, L.n, num(L.p50), num(L.p90),
+    for i, r in enumerate(rep.results):
+        L, c = r.latency, rep.comparisons[i - 1] if i else None  # one per row after the first, in order
+        rows.append(((Path(r.model).name, "name"), r.target, r.batch, r.threads, L.n, num(L.p50), num(L.p90),
                      num(L.p99), f"{num(L.ci95[0])} - {num(L.ci95[1])}", num(r.throughput),
                      f"{c.speedup:.2f}x [{c.ci95[0]:.2f} - {c.ci95[1]:.2f}]" if c else "1.00x"))
     out = ["<h2>Latency</h2>"]
