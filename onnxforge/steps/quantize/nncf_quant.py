@@ -3,7 +3,7 @@ on the ONNX model with the calibration samples, written back as a QDQ ONNX model
 ORT and OpenVINO both run. NNCF chooses its own ranges (min-max statistics), quantizes
 weights per channel and corrects biases; onnxforge's checks then judge the result
 exactly as they judge ORT's (parity budget, fallback, speed budget, the release's
-ledger). nncf (and the torch it imports) load inside the function."""
+ledger). A graph with attention (Softmax beside MatMul) gets NNCF's transformer scheme. nncf (and the torch it imports) load inside the function."""
 
 from __future__ import annotations
 
@@ -44,13 +44,17 @@ def run_nncf(job: Any, out: Path, nodes_excluded: list[str], ops_excluded: list[
     skip_types = list(ops_excluded)
     if o.op_types:  # NNCF is told what to leave out: every other op type of the graph
         skip_types += sorted({nd.op_type for nd in model.graph.node} - set(o.op_types) - set(skip_types))
-    scope = {"ignored_scope": nncf.IgnoredScope(names=list(nodes_excluded), types=skip_types, validate=False)} \
-        if nodes_excluded or skip_types else {}
+    kwargs: dict[str, Any] = {}
+    if nodes_excluded or skip_types:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(nodes_excluded), types=skip_types, validate=False)
+    ops = {nd.op_type for nd in model.graph.node}
+    if "Softmax" in ops and "MatMul" in ops:  # attention: NNCF's transformer scheme (SmoothQuant, fp32 where it hurts)
+        kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     with task("calibration", total=n) as bar:
         samples = []
         for s in it:  # NNCF walks the data more than once (statistics, then bias correction): a list
             samples.append(s)
             bar.update(len(samples))
         with quiet_third_party():
-            quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=n, **scope)
+            quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=n, **kwargs)
     save_onnx(quantized, out, external_data=job.external)
