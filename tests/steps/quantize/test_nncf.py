@@ -52,6 +52,30 @@ def test_nncf_int8_cnn_passes_the_parity_ledger(cli, torch_exports, tmp_path):
     assert res["artifact"]["lineage"][-1] == "quantize:static" and res["after"]["file_bytes"] < res["before"]["file_bytes"]
 
 
+@needs_nncf
+@pytest.mark.slow
+def test_nncf_int8_transformer_encoder(cli, torch_exports, tmp_path):
+    """A graph with attention takes NNCF's transformer scheme; the result passes the
+    same cosine budget as ORT's int8 and runs on ORT."""
+    out = tmp_path / "q.onnx"
+    r = cli("quantize", "static", torch_exports / "encoder.onnx", "-o", out, "--engine", "nncf", "--calibration",
+            "random", "--samples", "16", "--allow-generated-data", "--dim", "batch=2", "--dim", "seq=8",
+            "--min-cosine", "0.99", "--bench-seconds", "0.3", "--min-speedup", "0", "--json")
+    assert r.code == 0, r.err + r.out
+    res = json_result(r)
+    assert res["details"]["engine"] == "nncf" and all(c["passed"] for c in res["checks"])
+    # NNCF's transformer scheme quantizes fewer places than its default one would
+    import nncf
+
+    def quantize_points(m) -> int:
+        return sum(n.op_type == "QuantizeLinear" for n in m.graph.node)
+
+    src = onnx.load(str(torch_exports / "encoder.onnx"))
+    calib = [{"x": np.random.default_rng(i).random((2, 8, 16), dtype=np.float32)} for i in range(4)]
+    default = nncf.quantize(src, nncf.Dataset(calib), subset_size=4)
+    assert 0 < quantize_points(onnx.load(str(out))) < quantize_points(default)
+
+
 @pytest.mark.parametrize("flags, clue", [(["--method", "entropy"], "--method entropy"),
                                          (["--quant-format", "qoperator"], "QDQ"),
                                          (["--weight-type", "uint8"], "--weight-type")])
