@@ -140,8 +140,15 @@ def latency_svg(results: Sequence[Any]) -> str | None:
                     f'stroke="{colour}" stroke-dasharray="5 3" stroke-width="1.5"/>')
         body.append(f'<rect x="{W - M["r"] - 250}" y="{M["t"] + 4 + 18 * i}" width="12" height="12" '
                     f'fill="{colour}"/><text x="{W - M["r"] - 232}" y="{M["t"] + 14 + 18 * i}">'
-                    f'{escape(_short(Path(r.model).name, 22))}: p50 {escape(num(r.latency.p50))} ms</text>')
+                    f'{escape(_short(Path(r.model).name, 22))}{escape(_runtime_tag(r))}: p50 '
+                    f'{escape(num(r.latency.p50))} ms</text>')
     return _svg("".join(body), "latency distributions")
+
+
+def _runtime_tag(r: Any) -> str:
+    """' @openvino' for a row OpenVINO ran: the same model may have a row on each runtime."""
+    rt = getattr(r, "runtime", "ort")
+    return "" if rt == "ort" else f" @{rt}"
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:

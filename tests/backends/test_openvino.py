@@ -5,6 +5,7 @@ installs the extra)."""
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 
@@ -63,7 +64,7 @@ def test_validate_torch_cnn_on_openvino(cli, torch_exports):
 
 @needs_ov
 @pytest.mark.slow
-def test_benchmark_rows_on_ort_and_openvino(cli, fx):
+def test_benchmark_rows_on_ort_and_openvino(cli, fx, tmp_path):
     r = cli("benchmark", fx / "tiny.onnx", fx / "chain.onnx", "--runtime", "ort", "--runtime", "openvino",
             "--iterations", "20", "--warmup", "1", "--dim", "batch=2", "--ov-precision", "f32", "--json")
     assert r.code == 0, r.err
@@ -82,9 +83,17 @@ def test_benchmark_rows_on_ort_and_openvino(cli, fx):
     for rt, f in fastest.items():
         mine = [x for x in out["results"] if x["runtime"] == rt]
         assert f["p50_ms"] == min(x["latency"]["p50"] for x in mine)
+    html, rep = tmp_path / "b.html", tmp_path / "b.json"
     r = cli("benchmark", fx / "tiny.onnx", fx / "chain.onnx", "--runtime", "ort", "--runtime", "openvino",
-            "--iterations", "10", "--warmup", "0", "--dim", "batch=2")
+            "--iterations", "10", "--warmup", "0", "--dim", "batch=2", "--html", html, "--report", rep)
     assert r.code == 0 and "openvino:CPU" in r.out and "fastest on openvino" in r.out
+    # each row's speed-up is its own (a model has two rows: they were once looked up by model),
+    # and the figure tells the rows apart
+    lines = [ln.split() for ln in r.out.splitlines() if ln.startswith(("tiny.onnx", "chain.onnx"))]
+    assert [ln[1] for ln in lines] == ["cpu", "openvino:CPU", "cpu", "openvino:CPU"]
+    comps = json.loads(rep.read_text())["result"]["comparisons"]
+    assert [next(c for c in ln if re.fullmatch(r"\d+\.\d+x", c)) for ln in lines] == ["1.00x"] + [f"{c['speedup']:.2f}x" for c in comps]
+    assert "tiny.onnx @openvino: p50" in html.read_text() and "tiny.onnx: p50" in html.read_text()
 
 
 def test_runtime_flags_refused(cli, fx):
