@@ -30,8 +30,8 @@ COMMANDS = {
     "simplify": ("step:simplify", "Simplify a model (onnxsim, ORT offline optimization, transformer fusions), each "
                                   "step checked."),
     "quantize": ("onnxforge.cli.quantize:app", "Quantize a model: dynamic or static int8 (CPU), or fp16 (GPU)."),
-    "benchmark": ("onnxforge.cli.benchmark:benchmark_cmd", "Measure latency on ONNX Runtime providers (interleaved "
-                                                            "rows, confidence intervals, CI gates)."),
+    "benchmark": ("onnxforge.cli.benchmark:benchmark_cmd", "Measure latency on ONNX Runtime providers or OpenVINO "
+                                                            "(interleaved rows, confidence intervals, CI gates)."),
     "release": ("onnxforge.cli.release:release_cmd", "Run the pipeline in CONFIG (convert, simplify, quantize ...), "
                                                       "check every step against the source, benchmark, evaluate the "
                                                       "gates, and write the release and its reports (on every exit: "
