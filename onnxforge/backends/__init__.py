@@ -72,6 +72,9 @@ def open_runner(spec: Any, provider: str = "cpu", *, kind: str | None = None, th
     ONNX Runtime. ``source_options`` go to torch and sklearn sources (weights,
     trust_pickle, trust)."""
     if runtime == "openvino":
+        if provider != "cpu":
+            raise UsageError(f"--provider {provider} picks ONNX Runtime's execution provider; OpenVINO runs on its CPU "
+                             "device", hint="drop the provider for the OpenVINO side, or run it on ONNX Runtime")
         return _openvino_runner(spec, kind, threads=threads, label=label, precision=ov_precision)
     if runtime != "ort":
         raise UsageError(f"unknown runtime {runtime!r}", hint="use one of: " + ", ".join(RUNTIMES))

@@ -29,6 +29,8 @@ CASES = [
     Case("benchmark on an unknown runtime", A("benchmark", T, "--runtime", "tvm"), 2, "unknown runtime 'tvm'"),
     Case("ORT provider with OpenVINO rows only", A("benchmark", T, "--runtime", "openvino", "--provider", "cuda"), 2,
          "--runtime ort"),
+    Case("an ORT provider for the OpenVINO side", A("validate", T, T, "--runtime", "openvino", "--provider", "cuda"),
+         2, "OpenVINO runs on its CPU device"),
     Case("unknown OpenVINO precision", A("validate", T, T, "--runtime", "openvino", "--ov-precision", "int4"), 2,
          "--ov-precision"),
     Case("OpenVINO asked to run a factory", A("validate", T, "nosuchmodule:build", "--runtime", "openvino"), 2,
