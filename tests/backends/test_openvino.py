@@ -64,7 +64,7 @@ def test_validate_torch_cnn_on_openvino(cli, torch_exports):
 
 @needs_ov
 @pytest.mark.slow
-def test_benchmark_rows_on_ort_and_openvino(cli, fx, tmp_path):
+def test_benchmark_rows_on_ort_and_openvino(cli, fx, tmp_path, monkeypatch):
     r = cli("benchmark", fx / "tiny.onnx", fx / "chain.onnx", "--runtime", "ort", "--runtime", "openvino",
             "--iterations", "20", "--warmup", "1", "--dim", "batch=2", "--ov-precision", "f32", "--json")
     assert r.code == 0, r.err
@@ -83,6 +83,7 @@ def test_benchmark_rows_on_ort_and_openvino(cli, fx, tmp_path):
     for rt, f in fastest.items():
         mine = [x for x in out["results"] if x["runtime"] == rt]
         assert f["p50_ms"] == min(x["latency"]["p50"] for x in mine)
+    monkeypatch.setenv("COLUMNS", "250")  # every column of the table (a narrow one drops some)
     html, rep = tmp_path / "b.html", tmp_path / "b.json"
     r = cli("benchmark", fx / "tiny.onnx", fx / "chain.onnx", "--runtime", "ort", "--runtime", "openvino",
             "--iterations", "10", "--warmup", "0", "--dim", "batch=2", "--html", html, "--report", rep)
