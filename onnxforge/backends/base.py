@@ -24,7 +24,7 @@ from onnxforge.core.types import TensorSpec
 @dataclass(frozen=True)
 class Runner:
     label: str
-    kind: str  # onnx | torch | sklearn | saved
+    kind: str  # onnx | openvino | torch | sklearn | saved
     inputs: tuple[TensorSpec, ...] = ()  # empty: the runner takes its inputs by position
     outputs: tuple[str, ...] = ()  # empty: positional outputs, named by the other side
     fn: Callable[[Mapping[str, Any]], dict] | None = None

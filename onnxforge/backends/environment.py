@@ -31,9 +31,12 @@ EXTRAS = {
     "serve": (("mlserver", "mlflow-skinny", "tritonclient", "sqlalchemy", "alembic"),
               "package --target mlflow (and --mlflow-tracking-uri), serve-check (MLServer), Triton config checks"),
     "scale": (("ray",), "zoo --executor ray (a Ray task per release, on a local instance or a cluster)"),
+    "openvino": (("openvino", "nncf"), "--runtime openvino in benchmark, validate and the release's latency gate; "
+                                       "quantize static --engine nncf"),
 }
 PACKAGES = ("onnx", "onnxruntime", "numpy", "onnxsim", "torch", "onnxscript", "scikit-learn", "skl2onnx",
-            "onnxmltools", "transformers", "mlserver", "mlflow-skinny", "tritonclient", "ray", "typer", "rich", "pydantic")
+            "onnxmltools", "transformers", "mlserver", "mlflow-skinny", "tritonclient", "ray", "openvino", "nncf", "typer",
+            "rich", "pydantic")
 BUILDS = {"onnxruntime": "CPU", "onnxruntime-gpu": "GPU (CUDA, TensorRT)", "onnxruntime-openvino": "OpenVINO",
           "onnxruntime-directml": "DirectML", "onnxruntime-rocm": "ROCm", "onnxruntime-qnn": "QNN",
           "onnxruntime-training": "training"}

@@ -32,7 +32,7 @@ def load_baseline(path: str) -> dict:
 
 
 def _tag(r: BenchmarkResult) -> str:
-    return f"{Path(r.model).name} ({r.requested_provider}, batch {r.batch})"
+    return f"{Path(r.model).name} ({r.target}, batch {r.batch})"
 
 
 def latency_gates(results: Sequence[BenchmarkResult], max_p50: float | None, max_p99: float | None) -> list[GateResult]:
@@ -69,7 +69,8 @@ def baseline_gates(results: Sequence[BenchmarkResult], base: dict, max_regressio
     for r in results:
         for b in base.get("results", []):
             same = (b.get("sha256") and b.get("sha256") == r.sha256) or Path(b.get("model", "")).name == Path(r.model).name
-            if not same or b.get("requested_provider") != r.requested_provider or b.get("batch") != r.batch:
+            if not same or b.get("requested_provider") != r.requested_provider or b.get("batch") != r.batch \
+                    or b.get("runtime", "ort") != r.runtime:
                 continue
             matched = True
             if b.get("sha256") and b.get("sha256") != r.sha256:

@@ -202,14 +202,16 @@ def _outputs(side: Runner, feeds: list, feed_for) -> list[dict]:
     return outs
 
 
-def _open(side: str | Runner, provider: str, threads, source_options) -> Runner:
+def _open(side: str | Runner, provider: str, threads, source_options, runtime: str = "ort",
+          ov_precision: str = "auto") -> Runner:
     if isinstance(side, Runner):
         return side
     from onnxforge.core.progress import task
     from onnxforge.backends import open_runner
 
     with task(f"load {Path(str(side)).name}", detail=True):  # importing torch alone takes seconds
-        return open_runner(side, provider, threads=threads, **(source_options or {}))
+        return open_runner(side, provider, threads=threads, runtime=runtime, ov_precision=ov_precision,
+                           **(source_options or {}))
 
 
 def validate(
@@ -234,6 +236,7 @@ def validate(
     save_inputs: str | None = None,
     save_outputs: str | None = None, threads: int | None = None,
     source_options: Mapping[str, object] | None = None,
+    runtime: str = "ort", ref_runtime: str = "ort", ov_precision: str = "auto",  # openvino: that side on OpenVINO
     generate_tokens: int | None = None, criteria: Criteria | None = None, **keywords,
 ) -> ParityReport:
     """Run both sides on the same inputs and compare, by ``criteria`` (or its fields as keywords).
@@ -244,11 +247,11 @@ def validate(
     from onnxforge.data.specs import check_dims
 
     criteria = criteria_of(criteria, keywords)  # before any model loads: a bad --check-stat is a usage error
-    early = _open(candidate, provider, threads, source_options) if _onnx_candidate(reference, candidate) else None
+    early = _open(candidate, provider, threads, source_options, runtime, ov_precision) if _onnx_candidate(reference, candidate) else None
     if early is not None and _generative(reference, early):  # ``generate_tokens``: how many
         return _generation(reference, early, tolerance, generate_tokens, seed=seed, provider=provider)
-    ref = _open(reference, ref_provider, threads, source_options)
-    cand = early or _open(candidate, provider, threads, source_options)
+    ref = _open(reference, ref_provider, threads, source_options, ref_runtime, ov_precision)
+    cand = early or _open(candidate, provider, threads, source_options, runtime, ov_precision)
     if ref.kind == "saved" and cand.kind == "saved":
         raise UsageError("both sides are saved outputs; at least one side must be a model")
     _check_layerwise(ref, cand, layerwise, save_intermediates, save_intermediates_to)
@@ -271,7 +274,8 @@ def validate(
     if ref.label_scores and criteria.label_scores is None:
         criteria = replace(criteria, label_scores=ref.label_scores)
     report = compare(ref_out, cand_named, tolerance, reference=ref.label, candidate=cand.label, criteria=criteria)
-    report = replace(report, notes=report.notes + notes, data=data)
+    low = _reduced_precision(ref, cand, report.passed)
+    report = replace(report, notes=report.notes + notes + ((low,) if low else ()), data=data)
     if layerwise or save_intermediates:  # before the other files: a bad name writes none
         report = replace(report, layerwise=_layerwise(ref, cand, feeds[0], feed_for, save_intermediates,
                                                       save_intermediates_to))
@@ -340,6 +344,15 @@ def _generation(reference, candidate, tolerance: Tolerance, tokens: int | None, 
 
     atol = ATOL if tolerance == DEFAULT_TOLERANCE else tolerance.for_output("logits")[0]
     return generation_check(reference, candidate, tokens=tokens or TOKENS, atol=atol, **kw)
+
+
+def _reduced_precision(ref: Runner, cand: Runner, passed: bool) -> str:
+    """OpenVINO picks bf16 by itself on CPUs that have it: a failure may be that alone."""
+    low = [s.label for s in (ref, cand) if s.kind == "openvino" and not str(s.provider).endswith("f32")]
+    if passed or not low:
+        return ""
+    return (f"{' and '.join(low)} ran below fp32 (OpenVINO's own choice on this CPU): compare at --ov-precision f32, "
+            "or give a tolerance for the lower precision")
 
 
 def _localize(ref: Runner, cand: Runner, sample, feed_for, tolerance):

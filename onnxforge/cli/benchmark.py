@@ -32,7 +32,7 @@ def benchmark_cmd(
     save_latencies: Annotated[bool, typer.Option("--save-latencies", help="Include every iteration's latency in the JSON.")] = False,
     out: FigureReportOptions,
 ) -> None:
-    """Measure latency on ONNX Runtime providers (interleaved rows, confidence intervals, CI gates)."""
+    """Measure latency on ONNX Runtime providers or OpenVINO (interleaved rows, confidence intervals, CI gates)."""
     from onnxforge.core.progress import task
     from onnxforge.data.specs import parse_dims, parse_val_ranges
     from onnxforge.checks.benchmark import benchmark
@@ -50,6 +50,7 @@ def benchmark_cmd(
             placement=t.placement, spinning=t.spinning, save_latencies=save_latencies, max_p50_ms=gates.max_p50_ms,
             max_p99_ms=gates.max_p99_ms, min_speedup=gates.min_speedup, baseline=gates.baseline,
             max_regression=_parse_regression(gates.max_regression),
+            runtimes=engine.runtime or ["ort"], ov_precision=engine.ov_precision,
         )
     emit(res, as_json=as_json, report=out.report, passed=res.passed, html=out.html)
 

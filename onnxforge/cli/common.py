@@ -70,6 +70,20 @@ InputNormOpt = Annotated[
                                       "NAME:MEAN1,MEAN2,MEAN3/STD1,STD2,STD3 (no NAME: every float input; default: "
                                       "what the model recorded).", metavar="NAME:NORM"),
 ]
+OV_PRECISIONS = ("auto", "f32", "bf16", "f16")  # backends.openvino.runner.PRECISIONS (that module loads nothing heavy either)
+
+
+def _ov_precision(value: str) -> str:
+    if value not in OV_PRECISIONS:
+        raise typer.BadParameter(f"{value!r}: use one of {', '.join(OV_PRECISIONS)}", param_hint="--ov-precision")
+    return value
+
+
+OvPrecisionOpt = Annotated[
+    str, typer.Option("--ov-precision", help="OpenVINO's inference precision: auto (OpenVINO's choice: bf16 on CPUs "
+                                             "with bf16 kernels), f32, bf16 or f16.", metavar="auto|f32|bf16|f16",
+                      callback=_ov_precision, autocompletion=complete_choices(OV_PRECISIONS))
+]
 # Counts take their maximum from options.LIMITS (one table for every command and TOML key).
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for generated inputs.", min=0, max=LIMITS["seed"])]
 SamplesOpt = Annotated[int, typer.Option("--samples", help="Number of random input samples.", min=1,

@@ -20,8 +20,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from onnxforge.backends import RUNTIMES
 from onnxforge.backends.onnx.runtime import PROVIDERS
-from onnxforge.cli.common import (AtolOpt, DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputNormOpt, InputsOpt, JsonOpt,
+from onnxforge.cli.common import (AtolOpt, OvPrecisionOpt, DimOpt, ForceOpt, FormatOpt, HtmlOpt, InputNormOpt, InputsOpt, JsonOpt,
                                   ReportOpt, RtolOpt, SamplesOpt, SeedOpt, ShapeOpt, ThreadsOpt, TrustPickleOpt,
                                   ValRangeOpt, complete_choices, number)
 from onnxforge.core.options import LIMITS
@@ -90,6 +91,12 @@ class ProviderPairOptions:
     provider: Annotated[str, typer.Option("--provider", help="Execution provider of the candidate.",
                                           autocompletion=complete_choices(PROVIDERS))] = "cpu"
     ref_provider: Annotated[str, typer.Option("--ref-provider", help="Execution provider of the reference.")] = "cpu"
+    runtime: Annotated[str, typer.Option(
+        "--runtime", help="What runs the candidate: ort (ONNX Runtime, on --provider) or openvino (the openvino "
+                          "package).", autocompletion=complete_choices(RUNTIMES))] = "ort"
+    ref_runtime: Annotated[str, typer.Option("--ref-runtime", help="What runs the reference: ort or openvino.",
+                                             autocompletion=complete_choices(RUNTIMES))] = "ort"
+    ov_precision: OvPrecisionOpt = "auto"
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,10 @@ class EngineOptions:
     provider: Annotated[Optional[list[str]], typer.Option(
         "--provider", "-e", help="cpu, cuda, tensorrt, openvino, dml (repeatable: one row each).",
         autocompletion=complete_choices(PROVIDERS))] = None
+    runtime: Annotated[Optional[list[str]], typer.Option(
+        "--runtime", help="ort (ONNX Runtime, on each --provider) or openvino (the openvino package, CPU); "
+                          "repeatable: rows on each.", autocompletion=complete_choices(RUNTIMES))] = None
+    ov_precision: OvPrecisionOpt = "auto"
     provider_option: Annotated[Optional[list[str]], typer.Option(
         "--provider-option", help="EP option PROVIDER:KEY=VALUE, e.g. cuda:device_id=1.", metavar="P:K=V")] = None
 

@@ -51,7 +51,7 @@ def quiet_third_party():
     verbose = log.isEnabledFor(logging.INFO)
     configure_ort()
     loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx",
-                                              "torch._guards", "onnxscript", "onnx_ir", "onnxruntime", "root")]
+                                              "torch._guards", "onnxscript", "onnx_ir", "onnxruntime", "nncf", "root")]
     levels = [lg.level for lg in loggers]
     sink = sys.stderr if verbose else io.StringIO()
     # C++ code (TorchScript graph dumps) writes to file descriptor 1 directly

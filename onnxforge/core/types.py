@@ -180,6 +180,24 @@ class BenchmarkResult:
     latencies_ms: tuple[float, ...] = ()  # raw, only with --save-latencies
     sha256: str = ""
     cpu_ms: tuple[float, float] = (0.0, 0.0)  # p50, p99 of the process's CPU time per call (every thread's)
+    runtime: str = "ort"  # ort | openvino (requested_provider is then OpenVINO's device, CPU)
+    inference_precision: str = ""  # OpenVINO's (f32, bf16, f16); empty on ORT
+
+    @property
+    def target(self) -> str:
+        """Where the row ran, as tables and gates name it: ORT's provider, or openvino:CPU."""
+        return self.requested_provider if self.runtime == "ort" else f"{self.runtime}:{self.requested_provider}"
+
+
+@dataclass(frozen=True)
+class Fastest:
+    """The fastest model (lowest median) among a benchmark's rows on one target and batch."""
+
+    runtime: str
+    provider: str
+    batch: int
+    model: str
+    p50_ms: float
 
 
 @dataclass(frozen=True)
@@ -241,6 +259,7 @@ class BenchmarkReport:
     notes: tuple[str, ...] = ()
     contention: Contention | None = None
     status: str = ""  # passed | failed | inconclusive; empty: from ``passed``
+    fastest: tuple[Fastest, ...] = ()  # per runtime, provider and batch
 
     def __post_init__(self) -> None:
         if not self.status:

@@ -67,7 +67,12 @@ class AccuracyGate:
 
 @dataclass(frozen=True)
 class LatencyGate:
-    provider: str = option("cpu", "Execution provider of the benchmark.")
+    provider: str = option("cpu", "Execution provider of the benchmark (ONNX Runtime's).")
+    runtime: Literal["ort", "openvino"] = option("ort", "What runs the benchmark: ort (ONNX Runtime, on provider) or "
+                                                        "openvino (the openvino package, CPU; extra onnxforge[openvino]; "
+                                                        "adds the gate parity:openvino).")
+    ov_precision: Literal["auto", "f32", "bf16", "f16"] = option("auto", "OpenVINO's inference precision (auto: its "
+                                                                         "own choice for the CPU).")
     max_p50_ms: Optional[PosFloat] = option(None, "Largest allowed median latency of the final model.")
     max_p99_ms: Optional[PosFloat] = option(None, "Largest allowed p99 latency of the final model.")
     min_speedup: Optional[PosFloat] = option(None, "The final model against the first ONNX model.")
@@ -425,6 +430,9 @@ def _gates(table, data: DataSection) -> dict:
         from onnxforge.backends.onnx.runtime import resolve_provider
 
         resolve_provider(out["latency"].provider)
+        if out["latency"].runtime == "openvino" and out["latency"].provider != "cpu":
+            raise UsageError("gates.latency: provider picks ONNX Runtime's execution provider; runtime = \"openvino\" "
+                             "runs on OpenVINO's CPU device", hint="drop provider, or set runtime = \"ort\"")
     return out
 
 

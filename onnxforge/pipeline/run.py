@@ -225,7 +225,7 @@ def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Pa
 
 
 def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: Runner, previous: Runner | None,
-                feeds: dict, labels, step_input: Path | None = None) -> LedgerRow:
+                feeds: dict, labels, step_input: Path | None = None, cand: Runner | None = None) -> LedgerRow:
     from onnxforge.checks.compare import DEFAULT_TOLERANCE, LOOSE, Criteria
     from onnxforge.checks.generation import has_past
     from onnxforge.checks.parity import cast_floats, validate
@@ -233,7 +233,7 @@ def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: 
     gate = cfg.gate("parity")
     against_prev = gate is not None and gate.against == "previous"
     ref = previous if against_prev and previous is not None else source
-    cand = _onnx(result.output)
+    cand = cand or _onnx(result.output)
     crit = sc.parity or gate
     if sc.parity is not None and sc.parity.atol is None and sc.parity.rtol is None:
         tol = LOOSE  # a step that states its own criteria (cosine, labels) only
@@ -409,15 +409,38 @@ def _latency_gates(cfg: ReleaseConfig, first: Path, final: Path):
 
     lat = cfg.gate("latency")
     models = [str(first)] if final == first else [str(first), str(final)]
-    bench = benchmark(models, providers=[lat.provider], duration=lat.seconds, dims=dict(lat.dims),
+    bench = benchmark(models, providers=[lat.provider], runtimes=[lat.runtime], ov_precision=lat.ov_precision,
+                      duration=lat.seconds, dims=dict(lat.dims),
                       threads=lat.threads, max_p50_ms=lat.max_p50_ms, max_p99_ms=lat.max_p99_ms,
                       min_speedup=lat.min_speedup if len(models) > 1 else None, warmup=5)
     return bench, [g for g in bench.gates if g.model == str(final)]
 
 
-def _gates(run: _Run, acc_src) -> None:
+def _openvino_parity(run: _Run, source: Runner, feeds, labels) -> list[GateResult]:
+    """With the latency gate on OpenVINO, the final model's ledger row again, the model run
+    by OpenVINO (against the same reference, with the last step's criteria): a latency
+    measured there is worth only a model OpenVINO computes right."""
+    lat = run.cfg.gate("latency")
+    if lat is None or lat.runtime != "openvino" or run.failure is not None:
+        return []
+    from onnxforge.backends import open_runner
+
+    res, sc = run.steps[-1], run.cfg.steps[-1]
+    with task("parity on OpenVINO"):
+        cand = open_runner(str(res.output), runtime="openvino", ov_precision=lat.ov_precision)
+        gate = run.cfg.gate("parity")
+        ref = _onnx(res.output) if gate is not None and gate.against == "previous" else source
+        row = _ledger_row(run.cfg, sc, res, ref, None, feeds if feeds is not None else
+                          _generated_feeds(run.cfg, res.output), labels, cand=cand)
+    value, limit, what = _deciding(row)
+    return [GateResult("parity:openvino", row.passed, value, limit, f"{sc.run} on {cand.provider} vs "
+                       f"{'itself on ONNX Runtime' if ref is not source else 'the source'}: {what}", kind="parity",
+                       model=str(res.output))]
+
+
+def _gates(run: _Run, acc_src, extra=()) -> None:
     cfg = run.cfg
-    gates = _parity_gates(cfg, run.ledger)
+    gates = _parity_gates(cfg, run.ledger) + list(extra)
     acc_gate = cfg.gate("accuracy")
     if acc_gate is not None and acc_src is not None:
         acc_final = run.ledger[-1].accuracy if run.ledger else acc_src
@@ -476,7 +499,7 @@ def _pipeline(run: _Run, config, provider: str | None = None) -> None:
         if labels is not None else None
     _steps(run, source, source_path, feeds, labels, check_inputs, module)
     if run.failure is None:
-        _gates(run, acc_src)
+        _gates(run, acc_src, _openvino_parity(run, source, feeds, labels))
 
 
 def _phases(cfg: ReleaseConfig) -> int:

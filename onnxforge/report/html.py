@@ -140,8 +140,15 @@ def latency_svg(results: Sequence[Any]) -> str | None:
                     f'stroke="{colour}" stroke-dasharray="5 3" stroke-width="1.5"/>')
         body.append(f'<rect x="{W - M["r"] - 250}" y="{M["t"] + 4 + 18 * i}" width="12" height="12" '
                     f'fill="{colour}"/><text x="{W - M["r"] - 232}" y="{M["t"] + 14 + 18 * i}">'
-                    f'{escape(_short(Path(r.model).name, 22))}: p50 {escape(num(r.latency.p50))} ms</text>')
+                    f'{escape(_short(Path(r.model).name, 22))}{escape(_runtime_tag(r))}: p50 '
+                    f'{escape(num(r.latency.p50))} ms</text>')
     return _svg("".join(body), "latency distributions")
+
+
+def _runtime_tag(r: Any) -> str:
+    """' @openvino' for a row OpenVINO ran: the same model may have a row on each runtime."""
+    rt = getattr(r, "runtime", "ort")
+    return "" if rt == "ort" else f" @{rt}"
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:
@@ -351,11 +358,10 @@ def _slug(text: str) -> str:
 
 def benchmark_section(rep: Any, min_speedup: float | None = None) -> str:
     """Latency: the overlaid distributions, the speed-up intervals, the numbers."""
-    speed = {c.model: c for c in rep.comparisons}
     rows = []
-    for r in rep.results:
-        L, c = r.latency, speed.get(r.model)
-        rows.append(((Path(r.model).name, "name"), r.requested_provider, r.batch, r.threads, L.n, num(L.p50), num(L.p90),
+    for i, r in enumerate(rep.results):
+        L, c = r.latency, rep.comparisons[i - 1] if i else None  # one per row after the first, in order
+        rows.append(((Path(r.model).name, "name"), r.target, r.batch, r.threads, L.n, num(L.p50), num(L.p90),
                      num(L.p99), f"{num(L.ci95[0])} - {num(L.ci95[1])}", num(r.throughput),
                      f"{c.speedup:.2f}x [{c.ci95[0]:.2f} - {c.ci95[1]:.2f}]" if c else "1.00x"))
     out = ["<h2>Latency</h2>"]

@@ -243,13 +243,12 @@ BENCH_COLS = [Col("model", "left", text=True), Col("provider", "left", keep=5), 
 def _render_benchmark(rep, console, gates: bool = True, verbose: bool = False) -> None:
     from onnxforge.core.stats import sparkline
 
-    speed = {c.model: c for c in rep.comparisons}
     rows = []
     for i, r in enumerate(rep.results):
         L = r.latency
-        c = speed.get(r.model) if i else None
+        c = rep.comparisons[i - 1] if i else None  # one per row after the first, in order (a model may have several rows)
         cv = f"{r.cv:.1%}" if r.cv <= 0.10 else f"[yellow]{r.cv:.1%}[/]"
-        rows.append([_esc(Path(r.model).name), _esc(r.requested_provider), str(r.batch), str(r.threads), str(L.n),
+        rows.append([_esc(Path(r.model).name), _esc(r.target), str(r.batch), str(r.threads), str(L.n),
                      num(L.p50), num(L.p90), num(L.p99), f"{num(L.mean)}±{num(L.std, 2)}",
                      f"{num(L.ci95[0])}-{num(L.ci95[1])}", num(r.throughput), cv,
                      f"{c.speedup:.2f}x" if c else ("1.00x" if rep.comparisons else "-"),
@@ -260,6 +259,10 @@ def _render_benchmark(rep, console, gates: bool = True, verbose: bool = False) -
             where = ", ".join(f"{k}: {v}" for k, v in r.placement.items())
             console.print(f"placement {_esc(Path(r.model).name)} ({_esc(r.requested_provider)}): {_esc(where)} nodes",
                           overflow="fold")
+    if len(rep.results) > len(rep.fastest):  # some target has several models to choose from
+        for f in rep.fastest:
+            console.print(_esc(f"fastest on {f.runtime if f.runtime != 'ort' else 'ort:' + f.provider}, batch {f.batch}: "
+                               f"{Path(f.model).name} (p50 {num(f.p50_ms)} ms)"), overflow="fold")
     for g in rep.gates if gates else ():
         console.print(f"{_mark(g.passed, g.status)} {_esc(g.name)}: {_esc(g.message)}", overflow="fold")
     if rep.contention and rep.contention.judged != "none":

@@ -39,6 +39,9 @@ class PackageOptions:
                                  check=_check_model_name, example=("--name", "digits"))
     provider: str = option("cpu", "Execution provider the server runs on.", check=lambda v: _check_provider(v),
                            example=("--provider", "cuda"))
+    runtime: Literal["ort", "openvino"] = option(
+        "ort", "triton target: its onnxruntime backend (ort) or its OpenVINO backend (openvino: reads model.onnx, "
+               "CPU).", example=("--runtime", "openvino"))
     threads: Optional[Threads] = option(None, "Intra-op threads of the served session.", example=("--threads", "2"))
     max_batch_size: MaxBatch = option(64, "Triton's max_batch_size when the model has a batch dim.",
                                        example=("--max-batch-size", "32"))

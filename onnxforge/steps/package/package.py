@@ -123,6 +123,9 @@ def package(source: str | os.PathLike, out_dir: str | os.PathLike, options=None,
     if (o.mlflow_tracking_uri or o.register) and o.target != "mlflow":
         raise UsageError("--mlflow-tracking-uri and --register apply to the mlflow target only",
                          hint="pass --target mlflow")
+    if o.runtime != "ort" and (o.target != "triton" or o.provider != "cpu"):
+        raise UsageError(f"--runtime {o.runtime} is Triton's OpenVINO backend (CPU): it applies to --target triton "
+                         "without --provider", hint="pass --target triton, or drop --runtime")
     if o.register and not o.mlflow_tracking_uri:
         raise UsageError("--register needs --mlflow-tracking-uri", hint="e.g. --mlflow-tracking-uri sqlite:///mlflow.db")
     job = _prepare(source, Path(out_dir), o)
@@ -196,8 +199,9 @@ def _stage(job: _Job, o):
 
             model_dir = stage / job.name
             write_triton(job.src.model, model_dir, job.name, job.ins, job.outs, provider=o.provider,
-                         threads=o.threads, max_batch_size=o.max_batch_size)
-            checks, problems = check_triton_config(model_dir, job.src.model, provider=o.provider, threads=o.threads)
+                         threads=o.threads, max_batch_size=o.max_batch_size, runtime=o.runtime)
+            checks, problems = check_triton_config(model_dir, job.src.model, provider=o.provider, threads=o.threads,
+                                                   runtime=o.runtime)
         else:
             _write_mlflow(job.src, stage, job.ins, job.outs, job.samples, o.provider, o.threads)
             _write_mlserver_config(stage, job.name, job.ins, job.outs, o.provider, o.threads)

@@ -74,14 +74,24 @@ def _provider_key(provider: str) -> str:
     return key
 
 
+# Triton's OpenVINO backend reads the ONNX file itself; what it runs it with (its parameters),
+# the latency settings `benchmark --runtime openvino` measures
+OPENVINO_HEADER = ('backend: "openvino"', 'default_model_filename: "model.onnx"')
+OPENVINO_PARAMETERS = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+
+
+def _parameter(key: str, value) -> str:
+    return f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
+
+
 def config_text(name: str, ins, outs, *, provider: str = "cpu", threads: int | None = None,
-                max_batch_size: int = 64) -> str:
+                max_batch_size: int = 64, runtime: str = "ort") -> str:
     key = _provider_key(provider)
     batched = batch_dim(ins, outs) and max_batch_size > 0
     lines = [
-        "# Written by onnxforge package --target triton",
+        "# Written by onnxforge package --target triton" + (" --runtime openvino" if runtime == "openvino" else ""),
         f'name: "{name}"',
-        'platform: "onnxruntime_onnx"',
+        *(OPENVINO_HEADER if runtime == "openvino" else ('platform: "onnxruntime_onnx"',)),
         f"max_batch_size: {max_batch_size if batched else 0}",
     ]
     for section, specs in (("input", ins), ("output", outs)):
@@ -97,10 +107,14 @@ def config_text(name: str, ins, outs, *, provider: str = "cpu", threads: int | N
     lines.append(f"instance_group [ {{ kind: {kind}, count: 1 }} ]")
     if batched:
         lines.append("dynamic_batching { }")
+    if runtime == "openvino":
+        params = {**OPENVINO_PARAMETERS, **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+        lines += [_parameter(k, v) for k, v in params.items()]
+        return "\n".join(lines) + "\n"
     if accel:
         lines.append(f"optimization {{ execution_accelerators {{ {accel} }} }}")
     if threads:
-        lines.append(f'parameters {{ key: "intra_op_thread_count" value: {{ string_value: "{threads}" }} }}')
+        lines.append(_parameter("intra_op_thread_count", threads))
     return "\n".join(lines) + "\n"
 
 
@@ -109,12 +123,13 @@ def _escape(name: str) -> str:
 
 
 def write_triton(model: Path, model_dir: Path, name: str, ins, outs, *, provider: str = "cpu",
-                 threads: int | None = None, max_batch_size: int = 64) -> None:
+                 threads: int | None = None, max_batch_size: int = 64, runtime: str = "ort") -> None:
     from onnxforge.core.fileio import copy_model
 
     if max_batch_size < 0:
         raise UsageError(f"bad max_batch_size {max_batch_size}: must be >= 0")
-    text = config_text(name, ins, outs, provider=provider, threads=threads, max_batch_size=max_batch_size)
+    text = config_text(name, ins, outs, provider=provider, threads=threads, max_batch_size=max_batch_size,
+                       runtime=runtime)
     copy_model(model, model_dir / "1" / "model.onnx")
     (model_dir / "config.pbtxt").write_text(text)
 
@@ -148,11 +163,13 @@ def parse_config(path: str | os.PathLike):
 
 
 def check_triton_config(model_dir: str | os.PathLike, model: str | os.PathLike | None = None, *,
-                        provider: str | None = None, threads: int | None = None) -> tuple[list[str], list[str]]:
+                        provider: str | None = None, threads: int | None = None,
+                        runtime: str = "ort") -> tuple[list[str], list[str]]:
     """Parse ``model_dir/config.pbtxt`` and check every field against
     ``model_dir/1/model.onnx`` (and, when given, that this file is a copy of ``model``,
-    and that the instance kind and threads are ``provider``'s and ``threads``). Returns
-    (checks that held, problems); a problem reads "FIELD: expected X, found Y".
+    that the instance kind and threads are ``provider``'s and ``threads``, and that the
+    backend is ``runtime``'s: ort's onnxruntime, or openvino's with its parameters).
+    Returns (checks that held, problems); a problem reads "FIELD: expected X, found Y".
 
     Batching as Triton reads it: max_batch_size > 0 needs one symbolic first dim on every
     input and output (a fixed one is a mismatch) and then dims exclude it; with 0 the
@@ -177,8 +194,12 @@ def check_triton_config(model_dir: str | os.PathLike, model: str | os.PathLike |
             problems.append(f"{what}: expected {expected}, found {found}{why}")
 
     field("name", repr(model_dir.name), repr(cfg.name), why=" (the model folder's name)")
-    field("platform", "'onnxruntime_onnx'", repr(cfg.platform or cfg.backend),
-          ok=cfg.platform == "onnxruntime_onnx" or (not cfg.platform and cfg.backend == "onnxruntime"))
+    on_ov = runtime == "openvino"
+    field("platform", "backend 'openvino'" if on_ov else "'onnxruntime_onnx'", repr(cfg.platform or cfg.backend),
+          ok=not cfg.platform and cfg.backend == "openvino" if on_ov else
+          cfg.platform == "onnxruntime_onnx" or (not cfg.platform and cfg.backend == "onnxruntime"))
+    if on_ov:  # Triton's OpenVINO backend looks for model.xml unless told
+        field("default_model_filename", "'model.onnx'", repr(cfg.default_model_filename))
     has_batch = batch_dim(ins, outs)
     batched = cfg.max_batch_size > 0
     field("max_batch_size", "0 (the model has no symbolic first dim shared by every input and output)",
@@ -208,10 +229,20 @@ def check_triton_config(model_dir: str | os.PathLike, model: str | os.PathLike |
     field("instance_group", f"one group of {want_kind or 'any kind'}, count >= 1", kinds,
           ok=one and (want_kind is None or kinds[0] == want_kind))
     if provider is not None:
-        params = cfg.parameters
-        got = params["intra_op_thread_count"].string_value if "intra_op_thread_count" in params else "absent"
-        field("parameters.intra_op_thread_count", str(threads) if threads else "absent", got)
+        _check_parameters(field, cfg.parameters, threads, on_ov)
     if model is not None:
         same = sha256_file(served) == sha256_file(model)
         field("1/model.onnx", "a byte copy of the source model", "a byte copy" if same else "another file", ok=same)
     return checks, problems
+
+
+def _check_parameters(field, params, threads: int | None, on_ov: bool) -> None:
+    """The backend's parameters: the thread count (ORT's intra_op_thread_count, OpenVINO's
+    INFERENCE_NUM_THREADS) and OpenVINO's latency settings."""
+    def got(key: str) -> str:
+        return params[key].string_value if key in params else "absent"
+
+    key = "INFERENCE_NUM_THREADS" if on_ov else "intra_op_thread_count"
+    field(f"parameters.{key}", str(threads) if threads else "absent", got(key))
+    for k, v in OPENVINO_PARAMETERS.items() if on_ov else ():
+        field(f"parameters.{k}", v, got(k))

@@ -99,6 +99,10 @@ class StaticOptions(QuantOptions):
                                        example=("--samples", "16"))
     activation_type: IntType = option(None, "int8 or uint8 (default: chosen for this CPU).",
                                       example=("--activation-type", "int8"))
+    engine: Literal["ort", "nncf"] = option(
+        "ort", "Who quantizes: ort (onnxruntime.quantization) or nncf (NNCF's ONNX path, extra onnxforge[openvino]; "
+               "its own ranges, per-channel weights, bias correction). Either way the same checks judge the result.",
+        example=("--engine", "nncf"))
     max_memory: Optional[int | str] = option(None, "Refuse histogram calibration estimated above this (e.g. 4GiB; "
                                                    "default: half the available memory).", metavar="SIZE",
                                              normalize=parse_bytes, example=("--max-memory", "1GiB"))

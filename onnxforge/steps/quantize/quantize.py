@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from onnxforge.core.errors import BadInputError, ConversionError, UsageError, first_line
+from onnxforge.core.errors import BadInputError, ConversionError, MissingDependencyError, UsageError, first_line
 from onnxforge.steps.quantize.lean_quant import decide as decide_lean
 from onnxforge.steps.quantize.options import DynamicOptions, StaticOptions
 from onnxforge.core.types import ParityReport, QuantTrial, SpeedCheck, StepResult, Tolerance
@@ -242,7 +242,14 @@ def _quantize(model, output, o, mode: str) -> StepResult:
     details: dict = {"mode": mode, "cpu_family": types["family"], "weight_type": types["weight_type"],
                      "activation_type": types["activation_type"] if mode == "static" else "uint8 (dynamic)",
                      "reduce_range": types["reduce_range"], "per_channel": o.per_channel}
-    if mode == "static":
+    if mode == "static" and o.engine == "nncf":
+        from onnxforge.steps.quantize.nncf_quant import check_nncf_options
+
+        check_nncf_options(o)
+        details.update(engine="nncf", format="qdq", method="nncf (min-max, bias correction)", per_channel=True,
+                       weight_type="int8", activation_type="int8 or uint8 (NNCF's choice per tensor)",
+                       reduce_range=False)
+    elif mode == "static":
         details.update(format=o.quant_format, method=o.method)
         if str(o.calibration) == "random":
             notes.append("calibration on random data: a smoke test, not a meaningful calibration")
@@ -528,12 +535,17 @@ def _run_ort_quantizer(job: _Job, out: Path, excluded: list, excluded_ops: list)
         elif job.mode == "dynamic":
             with quiet_third_party():
                 quantize_dynamic(str(job.base), str(out), **common)
+        elif getattr(o, "engine", "ort") == "nncf":
+            from onnxforge.steps.quantize.nncf_quant import run_nncf
+
+            run_nncf(job, out, nodes_excluded, excluded_ops)
         else:
             _run_static(job, out, common)
-    except (BadInputError, UsageError):
+    except (BadInputError, UsageError, MissingDependencyError):
         raise
     except Exception as exc:
-        raise ConversionError(f"onnxruntime's quantize_{job.mode} failed: {type(exc).__name__}: {first_line(exc)}",
+        who = "NNCF's quantize" if getattr(o, "engine", "ort") == "nncf" else f"onnxruntime's quantize_{job.mode}"
+        raise ConversionError(f"{who} failed: {type(exc).__name__}: {first_line(exc)}",
                               hint="exclude the failing node or op type (--exclude-node / --exclude-op)") from None
 
 

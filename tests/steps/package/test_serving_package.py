@@ -393,3 +393,41 @@ def test_triton_mismatch_is_exit_1_at_package_time(cli, models, tmp_path, monkey
     assert r.code == 1, r.err
     assert "problem: input x data_type: expected TYPE_FP32, found TYPE_FP64 (float32)" in r.out
     assert not (tmp_path / "repo").exists()
+
+
+def test_triton_openvino_backend_config(models, tmp_path):
+    """--runtime openvino (#27): Triton's OpenVINO backend, which reads model.onnx itself,
+    with the latency settings `benchmark --runtime openvino` measures; the check reads
+    the file back field by field (no Triton server here)."""
+    from onnxforge.steps.package.package import package
+    from onnxforge.steps.package.triton import check_triton_config, parse_config
+
+    res = package(models / "labeled.onnx", tmp_path / "repo", target="triton", runtime="openvino", threads=2,
+                  name="clf")
+    assert res.passed and not res.problems, res.problems
+    text = (tmp_path / "repo" / "clf" / "config.pbtxt").read_text()
+    assert 'backend: "openvino"' in text and "platform" not in text and "execution_accelerators" not in text
+    cfg = parse_config(tmp_path / "repo" / "clf" / "config.pbtxt")
+    assert cfg.backend == "openvino" and cfg.default_model_filename == "model.onnx" and cfg.max_batch_size == 64
+    assert [(i.name, list(i.dims)) for i in cfg.input] == [("x", [4])] and cfg.HasField("dynamic_batching")
+    assert {k: v.string_value for k, v in cfg.parameters.items()} == {
+        "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": "2"}
+    assert cfg.instance_group[0].kind == 2  # KIND_CPU
+    assert sha256_file(tmp_path / "repo" / "clf" / "1" / "model.onnx") == sha256_file(models / "labeled.onnx")
+    assert any(c.startswith("default_model_filename") for c in res.checks)
+
+    # read back as the OpenVINO backend's: the file name and the thread count are checked
+    path = tmp_path / "repo" / "clf" / "config.pbtxt"
+    path.write_text(text.replace('default_model_filename: "model.onnx"\n', "").replace('"2"', '"3"'))
+    _, problems = check_triton_config(tmp_path / "repo" / "clf", provider="cpu", threads=2, runtime="openvino")
+    assert "default_model_filename: expected 'model.onnx', found ''" in problems
+    assert any(p.startswith("parameters.INFERENCE_NUM_THREADS: expected 2, found 3") for p in problems)
+    _, problems = check_triton_config(tmp_path / "repo" / "clf", runtime="ort")
+    assert any(p.startswith("platform: expected 'onnxruntime_onnx', found 'openvino'") for p in problems)
+
+
+def test_openvino_runtime_is_for_triton_on_cpu(cli, models, tmp_path):
+    for extra in (["--target", "mlserver"], ["--target", "triton", "--provider", "cuda"]):
+        r = cli("package", models / "labeled.onnx", "-o", tmp_path / "out", "--runtime", "openvino", *extra)
+        assert r.code == 2 and "--runtime openvino is Triton's OpenVINO backend" in r.err, r.err
+        assert not (tmp_path / "out").exists()
