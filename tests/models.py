@@ -186,6 +186,19 @@ def tiny_bert():
     return BertModel(cfg).eval()
 
 
+def tiny_bert_peaked():
+    """tiny_bert with larger weights (initializer_range 0.2): its attention is peaked, as a
+    trained model's is, so int8 that flattens attention shows in the outputs (with
+    the default 0.02 every row attends almost uniformly anyway)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64, initializer_range=0.2)
+    return BertModel(cfg).eval()
+
+
 def tiny_gpt2():
     import torch
     from transformers import GPT2Config, GPT2Model

@@ -33,8 +33,9 @@ class QuantOptions(CheckOptions):
     """What dynamic and static int8 quantization share."""
 
     weight_type: IntType = option(None, "int8 or uint8 (default: chosen for this CPU).", example=("--weight-type", "uint8"))
-    per_channel: bool = option(False, "Per-channel weight scales.", flag="--per-channel/--no-per-channel",
-                               example=("--per-channel",))
+    per_channel: Optional[bool] = option(None, "Per-channel weight scales (default: on for static int8 of a "
+                                               "transformer, else off).", flag="--per-channel/--no-per-channel",
+                                         example=("--per-channel",))
     reduce_range: Optional[bool] = option(None, "7-bit weights (default: on for x86 without VNNI).",
                                           flag="--reduce-range/--no-reduce-range", example=("--reduce-range",))
     op_types: Names = option((), "Only quantize these op types: MatMul,Gemm,...", metavar="A,B",
@@ -98,6 +99,11 @@ class StaticOptions(QuantOptions):
                                        example=("--samples", "16"))
     activation_type: IntType = option(None, "int8 or uint8 (default: chosen for this CPU).",
                                       example=("--activation-type", "int8"))
+    recipe: Literal["auto", "plain", "transformer"] = option(
+        "auto", "auto: the transformer recipe on a graph with attention (a Softmax and a MatMul of two activations), "
+                "else plain; transformer: int8 MatMul and Gemm only, the attention products included, per-channel "
+                "weights; plain: every op type ORT quantizes. Either way the attention-mask path stays fp32.",
+        example=("--recipe", "plain"))
     max_memory: Optional[int | str] = option(None, "Refuse histogram calibration estimated above this (e.g. 4GiB; "
                                                    "default: half the available memory).", metavar="SIZE",
                                              normalize=parse_bytes, example=("--max-memory", "1GiB"))
