@@ -32,7 +32,7 @@ from typing import Any, Sequence
 from onnxforge.core.errors import BadInputError, ConversionError, UsageError, first_line
 from onnxforge.steps.quantize.lean_quant import decide as decide_lean
 from onnxforge.steps.quantize.options import DynamicOptions, StaticOptions
-from onnxforge.core.types import ParityReport, QuantTrial, SpeedCheck, StepResult, Tolerance
+from onnxforge.core.types import ParityReport, QuantTrial, SpeedCheck, StepResult, Timings, Tolerance
 
 log = logging.getLogger("onnxforge")
 
@@ -249,19 +249,23 @@ def low_bit_job(model, output, o, mode: str):
     scratch folder, no calibration."""
     from onnxforge.core.fileio import scratch_dir
 
+    clock = _Clock()
     src, specs, has_ext, ranges, norms, target = fp32_source(model, output, o, mode)
     with scratch_dir(target) as tmp:
-        base = _initializers_not_inputs(src, tmp / "norm.onnx", [])
-        yield _Job(mode, src, base, tmp, specs, has_ext, {}, o, False, ranges, norms, target=target)
+        with clock.on("work"):
+            base = _initializers_not_inputs(src, tmp / "norm.onnx", [])
+        yield _Job(mode, src, base, tmp, specs, has_ext, {}, o, False, ranges, norms, target=target, clock=clock)
 
 
 def run_low_bit(job: _Job, model, q: Path, seconds: float, details: dict, notes: list) -> StepResult:
     """Load, check and time a weight-only model against fp32, with the int8 modes' budgets."""
     from onnxforge.backends.onnx.inspection import summary
 
-    _load_check(q)
-    checks = _checks(job, q)
-    speed = _speed(job.src, q, job.o.dims, job.o.inputs, job.o.bench_seconds, job.val_ranges)
+    job.clock.work += seconds
+    with job.clock.on("checks"):
+        _load_check(q)
+        checks = _checks(job, q)
+        speed = _speed(job.src, q, job.o.dims, job.o.inputs, job.o.bench_seconds, job.val_ranges)
     ok = all(c.passed for c in checks)
     rec = QuantTrial(0, tuple(job.o.exclude_nodes), (), ok, _min_cos(checks), speed.speedup, speed.ci95,
                      round(seconds, 3))
@@ -273,6 +277,7 @@ def _quantize(model, output, o, mode: str) -> StepResult:
     from onnxforge.core.fileio import scratch_dir
     from onnxforge.backends.onnx.inspection import summary
 
+    clock = _Clock()
     src, specs, has_ext, ranges, norms, target = fp32_source(model, output, o, mode)
     types = _types(o, mode)
     notes: list[str] = []
@@ -287,13 +292,16 @@ def _quantize(model, output, o, mode: str) -> StepResult:
              details["activation_type"], types["reduce_range"], types["family"])
     before = summary(src)
     with scratch_dir(target) as tmp:
-        base = _initializers_not_inputs(src, tmp / "norm.onnx", notes)
-        # models too large for ORT's quantizer to hold quantize one initializer at a time (lean_quant.py)
-        lean = mode == "dynamic" and decide_lean(src, o.op_types, types["per_channel"], types["weight_type"], notes)
-        base = _preprocess(base, tmp / "pre.onnx", notes) if o.preprocess and not lean else base
+        with clock.on("work"):
+            base = _initializers_not_inputs(src, tmp / "norm.onnx", notes)
+            # models too large for ORT's quantizer to hold quantize one initializer at a time (lean_quant.py)
+            lean = mode == "dynamic" and decide_lean(src, o.op_types, types["per_channel"], types["weight_type"],
+                                                     notes)
+            base = _preprocess(base, tmp / "pre.onnx", notes) if o.preprocess and not lean else base
         if mode == "static":
             _check_calibration_memory(base, specs, o, notes, ranges, norms)
-        job = _Job(mode, src, base, tmp, specs, has_ext, types, o, lean, ranges, norms, tuple(o.op_types))
+        job = _Job(mode, src, base, tmp, specs, has_ext, types, o, lean, ranges, norms, tuple(o.op_types),
+                   clock=clock)
         if mode == "static":
             job = _static_plan(job, details, notes)
         details["per_channel"] = job.types["per_channel"]
@@ -302,6 +310,24 @@ def _quantize(model, output, o, mode: str) -> StepResult:
         rec, qpath, checks, speed, trials, ranking = _trials(job, notes)
         return _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ranking, before, notes,
                                  details)
+
+
+class _Clock:
+    """Seconds spent on the work and on the checks of one step (StepResult.timings)."""
+
+    def __init__(self):
+        self.start, self.work, self.checks = time.perf_counter(), 0.0, 0.0
+
+    @contextmanager
+    def on(self, what: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            setattr(self, what, getattr(self, what) + time.perf_counter() - t0)
+
+    def timings(self) -> Timings:
+        return Timings(round(self.work, 3), round(self.checks, 3), round(time.perf_counter() - self.start, 3))
 
 
 @dataclass(frozen=True)
@@ -324,6 +350,7 @@ class _Job:
     mask_inputs: tuple = ()  # graph inputs that select the mask's fill value: checked on padded samples too
     unit_range: tuple = ()  # attention probabilities: quantized over [0, 1], not their calibrated range
     target: Path | None = None  # where the weight-only modes publish
+    clock: Any = None  # a _Clock, shared by the jobs a step derives from its first
 
 
 def _static_plan(job: _Job, details: dict, notes: list) -> _Job:
@@ -370,13 +397,21 @@ def _recipe(job: _Job, details: dict, notes: list) -> _Job:
     o = job.o
     tol = make_tolerance(o.atol, o.rtol, Tolerance(0.0, 0.0)) if (o.atol is not None or o.rtol is not None) else LOOSE
     mm = o.max_mismatch
+    quantizing = _Clock()  # the candidates' quantizer runs are work; the rest of the search checks them
+
+    def quantize(fp32, out):
+        with quantizing.on("work"):
+            _run_ort_quantizer(_for_graph(job, fp32), out, list(o.exclude_nodes), list(o.exclude_ops))
+
+    t0 = time.perf_counter()
     choice = choose_dynamic_recipe(
         job.src, job.base, job.tmp, recipe=o.recipe,
         budget=Budget(tol, o.min_cosine or None, 1 - mm if mm is not None else None,
                       "classification" if mm is not None else None),
         dims=o.dims, inputs=o.inputs, samples=o.check_samples, seed=o.seed, bench_seconds=o.bench_seconds,
-        quantize=lambda fp32, out: _run_ort_quantizer(_for_graph(job, fp32), out, list(o.exclude_nodes),
-                                                      list(o.exclude_ops)))
+        quantize=quantize)
+    job.clock.work += quantizing.work
+    job.clock.checks += time.perf_counter() - t0 - quantizing.work
     details["recipe"] = choice.as_dict()
     notes.extend(choice.notes)
     chosen = _for_graph(job, choice.fp32_model)
@@ -411,10 +446,12 @@ def _trials(job: _Job, notes: list):
     for trial in range(o.max_trials if o.fallback else 1):
         qpath = job.tmp / f"q{trial}.onnx"
         t0 = time.perf_counter()
-        _quantize_loadable(job, qpath, excluded, excluded_ops, notes)
+        with job.clock.on("work"):
+            _quantize_loadable(job, qpath, excluded, excluded_ops, notes)
         seconds = time.perf_counter() - t0
-        checks = _checks(job, qpath)
-        speed = _speed(job.src, qpath, o.dims, o.inputs, o.bench_seconds, job.val_ranges)
+        with job.clock.on("checks"):
+            checks = _checks(job, qpath)
+            speed = _speed(job.src, qpath, o.dims, o.inputs, o.bench_seconds, job.val_ranges)
         parity_ok = all(c.passed for c in checks)
         rec = QuantTrial(trial, tuple(excluded), tuple(excluded_ops), parity_ok, _min_cos(checks), speed.speedup,
                          speed.ci95, round(seconds, 3))
@@ -427,7 +464,8 @@ def _trials(job: _Job, notes: list):
         if not o.fallback or parity_ok:  # excluding nodes cannot make a model faster
             break
         if ranking is None:
-            ranking = rank_sensitive_nodes(job.src, qpath, job.specs, o.dims, o.seed, job.val_ranges, job.norms)
+            with job.clock.on("checks"):
+                ranking = rank_sensitive_nodes(job.src, qpath, job.specs, o.dims, o.seed, job.val_ranges, job.norms)
         batch = [n for n in ranking if n not in excluded][: max(1, 2 ** trial)]
         if not batch:
             break
@@ -477,6 +515,7 @@ def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ran
         notes.append(f"the {lab} model is slower than fp32 here ({speed.speedup:.2f}x): "
                      "on this CPU the quantized kernels do not pay for their overhead on this model")
     after = summary(qpath)
+    timings = job.clock.timings() if job.clock else None
     if after.file_bytes > before.file_bytes:
         notes.append(f"the {lab} model is larger than fp32 ({before.file_bytes} -> {after.file_bytes} bytes): its "
                      f"weights are small ({before.initializer_bytes} bytes), so the scales, zero points and "
@@ -488,7 +527,8 @@ def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ran
         details["min_speedup"] = budget
     return finish(qpath, target, step=f"quantize:{job.mode}", passed=passed, options=o, inherit_from=job.src,
                   lineage=(*lineage_of(model), f"quantize:{job.mode}"), checks=checks, notes=notes, before=before,
-                  after=after, speed=speed, trials=tuple(trials), details=details, status=status)
+                  after=after, speed=speed, trials=tuple(trials), details=details, status=status, timings=timings,
+                  seconds=timings.total_s if timings else 0.0)
 
 
 def label(mode: str) -> str:

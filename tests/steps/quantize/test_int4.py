@@ -92,3 +92,15 @@ def test_runtime_probes():
 
     assert missing_kernel(32, None) is None and missing_kernel(128, 4) is None
     assert missing_kernels() == ["MatMul", "Add", "Mul"]  # ORT's CPU provider: no bf16 compute kernels (1.32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["int4", "dynamic"])
+def test_json_says_how_long_the_checks_took_apart_from_the_work(cli, exports, tmp_path, mode):
+    r = cli("quantize", mode, exports / "mlp.onnx", "-o", tmp_path / "q.onnx", "--allow-generated-data",
+            "--min-speedup", "0", "--bench-seconds", "0.5", "--json")
+    assert r.code == 0, r.err
+    res = result(r)
+    t = res["timings"]
+    assert t["checks_s"] >= 0.5  # the timing alone runs --bench-seconds
+    assert 0 < t["work_s"] and t["work_s"] + t["checks_s"] <= t["total_s"] == res["seconds"]
