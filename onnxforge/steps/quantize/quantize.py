@@ -174,13 +174,10 @@ def refuse_generated_data(o, mode: str, flag=_DATA_FLAGS.get) -> None:
 
 
 def quantize(model, output: str | Path, *, mode: str = "dynamic", **kwargs) -> StepResult:
-    """quantize_dynamic, quantize_static or quantize_int4 by ``mode``, with their options as keywords."""
-    if mode == "int4":
-        from onnxforge.steps.quantize.int4 import quantize_int4
-
-        return quantize_int4(model, output, **kwargs)
+    """quantize_dynamic or quantize_static by ``mode``, with their options as keywords."""
     if mode not in ("dynamic", "static"):
-        raise UsageError(f"unknown mode {mode!r}", hint="use dynamic, static or int4 (fp16: quantize_fp16)")
+        raise UsageError(f"unknown mode {mode!r}", hint="use dynamic or static (fp16: quantize_fp16; int4: "
+                                                        "quantize_int4)")
     if mode == "dynamic" and kwargs.get("calibration") is None:
         kwargs.pop("calibration", None)  # one call site for both modes
     return (quantize_dynamic if mode == "dynamic" else quantize_static)(model, output, **kwargs)
