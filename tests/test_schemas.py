@@ -23,7 +23,7 @@ REGENERATE = "regenerate with `python -m onnxforge.jsonschemas`"
 # (SCHEMA_VERSIONS in onnxforge/jsonschemas.py; the reports' is report.SCHEMA_VERSION, which
 # readers check) and a new line here: users validate their files against a version.
 PINNED = {
-    ("release", 1): "04c6c8a8595af986a1626e7a11b839b86feaf94e000c5e897c20e6526927867c",
+    ("release", 1): "cc177a89739542a3e24c75d089d961dc191af5c523225436b1ad748a1834b84b",
     ("zoo", 1): "d8e4f6923ff6c0438b239b89430bbff89bdf7f0dda0820c4dd70fb25be8133a2",
     ("report", 1): "f2df5cd9cefdabc6eed3d7e696f042e20454fa7a8e98c51c0a9824a96f7223ca",
     ("zoo-report", 1): "e5f935fb2d7abbca1da538d8bb65421cf10ceedb36ac068e8ddcb56851429814",

@@ -47,13 +47,15 @@ def quantize_int4(model, output: str | Path, options: Int4Options | None = None,
             raise BadInputError(f"{job.src} has no MatMul or Gemm with a constant 2-D weight: nothing to quantize",
                                 hint="int4 is weight-only; quantize dynamic or static quantize activations too")
         details = {"mode": "int4", "algorithm": o.algorithm, "block_size": o.block_size,
-                   "accuracy_level": o.accuracy_level, "symmetric": o.symmetric, "matmul_nbits": count}
+                   "accuracy_level": o.accuracy_level, "symmetric": o.symmetric, "gather": o.gather,
+                   "int4_weights": count}
+        what = "MatMul and Gather" if o.gather else "MatMul"
         return run_low_bit(job, model, q, seconds, details,
-                           [f"{count} MatMul weight(s) in 4 bits (blocks of {o.block_size}); the rest stays fp32"])
+                           [f"{count} {what} weight(s) in 4 bits (blocks of {o.block_size}); the rest stays fp32"])
 
 
 def _quantize(src: Path, dst: Path, o: Int4Options) -> int:
-    """Run the quantizer; the count of MatMulNBits nodes written."""
+    """Run the quantizer; the count of MatMulNBits and GatherBlockQuantized nodes written."""
     from onnxruntime.quantization import matmul_nbits_quantizer as mq
 
     from onnxforge.core.fileio import load_onnx
@@ -62,23 +64,26 @@ def _quantize(src: Path, dst: Path, o: Int4Options) -> int:
 
     m = load_onnx(src)
     gemm_as_matmul(m)
+    # B of MatMul blocked along K (axis 0); an embedding table along its width (axis 1)
+    ops = dict(op_types_to_quantize=("MatMul", "Gather") if o.gather else ("MatMul",),
+               quant_axes=(("MatMul", 0), ("Gather", 1)))
     if o.algorithm == "hqq":
-        cfg = mq.HQQWeightOnlyQuantConfig(block_size=o.block_size)
+        cfg = mq.HQQWeightOnlyQuantConfig(block_size=o.block_size, **ops)
     else:
         cfg = mq.DefaultWeightOnlyQuantConfig(block_size=o.block_size, is_symmetric=o.symmetric,
-                                              accuracy_level=o.accuracy_level)
+                                              accuracy_level=o.accuracy_level, **ops)
     try:
         with quiet_third_party():
             q = mq.MatMulNBitsQuantizer(m, block_size=o.block_size, is_symmetric=o.symmetric,
                                         accuracy_level=o.accuracy_level, nodes_to_exclude=list(o.exclude_nodes),
-                                        algo_config=cfg)
+                                        algo_config=cfg, **ops)
             q.process()
     except Exception as exc:
         raise ConversionError(f"onnxruntime's int4 quantizer failed: {type(exc).__name__}: {first_line(exc)}",
                               hint="leave the failing MatMul in fp32 with --exclude-node NAME") from None
     out = q.model.model
     save_scratch(out, dst)
-    return sum(n.op_type == "MatMulNBits" for n in out.graph.node)
+    return sum(n.op_type in ("MatMulNBits", "GatherBlockQuantized") for n in out.graph.node)
 
 
 def gemm_as_matmul(model) -> int:

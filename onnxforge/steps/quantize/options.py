@@ -156,6 +156,9 @@ class Int4Options(LowBitOptions):
                "ORT's offline GPTQ fails on MatMuls of different K.", example=("--algorithm", "hqq"))
     symmetric: bool = option(False, "Symmetric 4-bit weights (no zero points).", flag="--symmetric/--asymmetric",
                              example=("--symmetric",))
+    gather: bool = option(False, "Also 4-bit embedding tables: Gather of a constant table becomes "
+                                 "GatherBlockQuantized (the model's opset is lifted to 21).", flag="--gather/--no-gather",
+                          example=("--gather",))
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def test_int4_mlp_size_and_parity(cli, exports, tmp_path):
     res = _int4(cli, exports / "mlp.onnx", tmp_path / "q.onnx")
     ops = res["after"]["ops"]
     assert ops.get("com.microsoft.MatMulNBits") == 3 and "Gemm" not in ops and "MatMul" not in ops  # Gemms rewritten
-    assert res["details"]["matmul_nbits"] == 3 and res["details"]["block_size"] == 32
+    assert res["details"]["int4_weights"] == 3 and res["details"]["block_size"] == 32
     ratio = res["after"]["file_bytes"] / res["before"]["file_bytes"]
     assert ratio <= 0.3, ratio  # 0.18 measured: 4-bit weights, a scale and zero point per 32
     assert min(o["cosine"] for c in res["checks"] for o in c["outputs"]) >= 0.99
@@ -56,6 +56,15 @@ def test_int4_gpt2_quantizes_its_gemm_weights(cli, exports, tmp_path):
     res = _int4(cli, exports / "gpt2.onnx", tmp_path / "q.onnx")
     assert res["before"]["ops"]["Gemm"] == 8 and res["after"]["ops"]["com.microsoft.MatMulNBits"] == 8
     assert res["after"]["initializer_bytes"] < 0.35 * res["before"]["initializer_bytes"]  # embeddings stay fp32
+    assert res["checks"][0]["outputs"][0]["cosine"] >= 0.99
+
+
+@pytest.mark.slow
+def test_int4_gather_quantizes_the_embeddings(cli, exports, tmp_path):
+    res = _int4(cli, exports / "gpt2.onnx", tmp_path / "q.onnx", "--gather")
+    assert res["after"]["ops"]["com.microsoft.GatherBlockQuantized"] == 2  # token and position tables
+    assert res["details"]["int4_weights"] == 10
+    assert res["after"]["initializer_bytes"] < 0.2 * res["before"]["initializer_bytes"]  # 0.19 measured
     assert res["checks"][0]["outputs"][0]["cosine"] >= 0.99
 
 
