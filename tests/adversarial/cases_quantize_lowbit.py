@@ -21,8 +21,8 @@ def _int4_model(ws: Path) -> None:
                           initializer=[helper.make_tensor("w", TensorProto.UINT8, [4, 1, 16],
                                                           np.zeros(64, np.uint8).tobytes(), raw=True),
                                        helper.make_tensor("s", TensorProto.FLOAT, [4], [1.0] * 4)])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]),
-              ws / "in" / "int4.onnx")
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    onnx.save(helper.make_model(g, opset_imports=opsets), ws / "in" / "int4.onnx")
 
 
 _I4 = ("quantize", "int4", T, "-o", _o("q.onnx"), "--allow-generated-data")

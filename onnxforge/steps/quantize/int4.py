@@ -33,7 +33,8 @@ def quantize_int4(model, output: str | Path, options: Int4Options | None = None,
         from importlib.util import find_spec
 
         if find_spec("torch") is None:
-            raise MissingDependencyError("--algorithm hqq needs torch", hint="pip install torch, or use --algorithm rtn")
+            raise MissingDependencyError("--algorithm hqq needs torch",
+                                         hint="pip install torch, or use --algorithm rtn")
     why = missing_kernel(o.block_size, o.accuracy_level)
     if why:
         raise BadInputError(f"this onnxruntime cannot run int4 weights: {why}",

@@ -157,8 +157,8 @@ class Int4Options(LowBitOptions):
     symmetric: bool = option(False, "Symmetric 4-bit weights (no zero points).", flag="--symmetric/--asymmetric",
                              example=("--symmetric",))
     gather: bool = option(False, "Also 4-bit embedding tables: Gather of a constant table becomes "
-                                 "GatherBlockQuantized (the model's opset is lifted to 21).", flag="--gather/--no-gather",
-                          example=("--gather",))
+                                 "GatherBlockQuantized (the model's opset is lifted to 21).",
+                          flag="--gather/--no-gather", example=("--gather",))
 
 
 @dataclass(frozen=True)

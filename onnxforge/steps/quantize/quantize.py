@@ -238,7 +238,8 @@ def fp32_source(model, output, o, mode: str):
     from onnxforge.backends.onnx.runner import recorded_input_norms, recorded_val_ranges
 
     ranges = recorded_val_ranges(m)  # generated inputs stay valid: a BERT's token_type_ids in [0, 1]
-    norms = getattr(o, "input_norms", None) or recorded_input_norms(m)  # generated images normalised as the model expects
+    # generated images normalised as the model expects (int4 has no --input-norm)
+    norms = getattr(o, "input_norms", None) or recorded_input_norms(m)
     del m
     target = check_output_path(output, force=o.force, inputs=(src, o.inputs, getattr(o, "calibration", None)))
     return src, specs, has_ext, ranges, norms, target
@@ -246,8 +247,8 @@ def fp32_source(model, output, o, mode: str):
 
 @contextmanager
 def low_bit_job(model, output, o, mode: str):
-    """The job of a weight-only mode (int4, bf16): the input checked as for int8, a
-    scratch folder, no calibration."""
+    """The job of a weight-only mode (int4): the input checked as for int8, a scratch
+    folder, no calibration."""
     from onnxforge.core.fileio import scratch_dir
 
     clock = _Clock()
@@ -657,7 +658,8 @@ def _run_ort_quantizer(job: _Job, out: Path, excluded: list, excluded_ops: list)
         m = load_onnx(job.base, load_external_data=False)
         nodes_excluded += [n.name for n in m.graph.node if n.op_type in excluded_ops and n.name]
     types = [t for t in job.op_types if t not in excluded_ops] if job.op_types else None
-    common = dict(op_types_to_quantize=types, per_channel=job.types["per_channel"], reduce_range=job.types["reduce_range"],
+    common = dict(op_types_to_quantize=types, per_channel=job.types["per_channel"],
+                  reduce_range=job.types["reduce_range"],
                   weight_type=_qtype(job.types["weight_type"]), nodes_to_exclude=nodes_excluded or None,
                   use_external_data_format=job.external)
     try:
@@ -692,16 +694,17 @@ def _run_static(job: _Job, out: Path, common: dict) -> None:
                          val_ranges=job.val_ranges, norms=job.norms)
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}
+    unit = [{"rmin": np.float32(0), "rmax": np.float32(1)}]
+    extra = {"MatMulConstBOnly": False,  # the attention products multiply two activations
+             "TensorQuantOverrides": {t: unit for t in job.unit_range},
+             **({"CalibPercentile": o.percentile} if o.method == "percentile" else {})}
     with task("calibration", total=n) as bar:
         reader = StreamingReader(it, n, on_sample=lambda seen, total: bar.update(seen))
         with quiet_third_party():
             quantize_static(str(job.base), str(out), reader,
                             quant_format=QuantFormat.QDQ if o.quant_format == "qdq" else QuantFormat.QOperator,
                             activation_type=_qtype(job.types["activation_type"]), calibrate_method=methods[o.method],
-                            extra_options={"MatMulConstBOnly": False,  # the attention products are activation x activation
-                                           "TensorQuantOverrides": {t: [{"rmin": np.float32(0), "rmax": np.float32(1)}] for t in job.unit_range},
-                                           **({"CalibPercentile": o.percentile} if o.method == "percentile" else {})},
-                            **common)
+                            extra_options=extra, **common)
 
 
 def rank_sensitive_nodes(fp32_path, q_path, specs, dims, seed, val_ranges=None, norms=None) -> list[str]:
