@@ -113,3 +113,14 @@ def test_json_says_how_long_the_checks_took_apart_from_the_work(cli, exports, tm
     t = res["timings"]
     assert t["checks_s"] >= 0.5  # the timing alone runs --bench-seconds
     assert 0 < t["work_s"] and t["work_s"] + t["checks_s"] <= t["total_s"] == res["seconds"]
+
+
+@pytest.mark.slow
+def test_release_runs_an_int4_step(exports, tmp_path):
+    import onnxforge
+
+    rel = onnxforge.release({"model": {"source": str(exports / "mlp.onnx"), "framework": "onnx"},
+                             "steps": [{"run": "quantize.int4", "allow_generated_data": True, "block_size": 64,
+                                        "parity": {"min_cosine": 0.99}}]}, tmp_path / "rel")
+    assert rel.passed, rel.failure
+    assert rel.steps[0].details["block_size"] == 64 and rel.steps[0].after.ops["com.microsoft.MatMulNBits"] == 3
