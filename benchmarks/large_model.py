@@ -1,7 +1,7 @@
 """A GPT-2-sized model end to end, each step in a fresh process: wall time and peak RSS.
 
     python benchmarks/large_model.py [--size large|medium|small] [--workdir DIR] [--keep]
-                                     [--steps convert,simplify,quantize,validate,benchmark,release]
+                                     [--steps convert,simplify,quantize,int4,validate,benchmark,release]
 
 GPT2Model from a transformers config (random weights, nothing downloaded; use_cache off).
 ``large`` is GPT-2-large: 36 layers, hidden 1280, 774M parameters, 3.1 GB of fp32 weights,
@@ -13,8 +13,10 @@ batch and sequence, so the batch-1 example path is exercised too):
   convert   onnxforge convert torch ... --input input_ids:int64:1x32 --dynamic ...
   simplify  onnxforge simplify (onnxsim is skipped over 2 GB, with a note; cleanup runs)
   quantize  onnxforge quantize dynamic (weights quantized one initializer at a time)
+  int4      onnxforge quantize int4 --gather (4-bit MatMul and embedding weights; issue 27:
+            <= 0.2x the fp32 size, parity and speed against int8 reported)
   validate  onnxforge validate fp32 int8 --min-cosine 0.99 (cosine budget, int8 noise)
-  benchmark onnxforge benchmark fp32 int8
+  benchmark onnxforge benchmark fp32 int8 (and int4 when that step ran)
   release   onnxforge release: convert, simplify, quantize.dynamic, parity ledger
             against the torch model, latency gate
 Peak RSS is the process's VmHWM (/proc/self/status) read at its end; the table gives it
@@ -43,7 +45,7 @@ SIZES = {  # n_embd, n_layer, n_head
     "small": (768, 12, 12),
     "tiny": (64, 2, 2),  # a smoke test of this script
 }
-STEPS = ("convert", "simplify", "quantize", "validate", "benchmark", "release")
+STEPS = ("convert", "simplify", "quantize", "int4", "validate", "benchmark", "release")
 
 # runs one CLI command in this fresh process and reports its exit code and peak RSS
 RUNNER = textwrap.dedent("""
@@ -119,13 +121,20 @@ def main() -> None:
     spec = ["--input", "input_ids:int64:1x32", "--dynamic", "input_ids:0=batch", "--dynamic", "input_ids:1=seq",
             "--val-range", "input_ids:[0,50256]"]
     fp32, simple, int8 = work / "gpt2.onnx", work / "gpt2.simple.onnx", work / "gpt2.int8.onnx"
+    int4 = work / "gpt2.int4.onnx"
     commands = {
         "convert": ["convert", "torch", factory, "-o", fp32, *spec, "--force", "--json"],
         "simplify": ["simplify", fp32, "-o", simple, "--force", "--json"],
-        "quantize": ["quantize", "dynamic", "--allow-generated-data", simple, "-o", int8, "--bench-seconds", "3", "--force", "--json"],
+        # --speed-budget 0: the benchmark step times the models; a speed budget left inconclusive (exit 6) on a
+        # busy machine would stop the run here
+        "quantize": ["quantize", "dynamic", "--allow-generated-data", simple, "-o", int8, "--bench-seconds", "3",
+                     "--speed-budget", "0", "--force", "--json"],
+        "int4": ["quantize", "int4", "--gather", "--allow-generated-data", simple, "-o", int4, "--bench-seconds", "3",
+                 "--speed-budget", "0", "--force", "--json"],
         "validate": ["validate", simple, int8, "--min-cosine", "0.99", "--atol", "1e9", "--rtol", "1e9",
                      "--samples", "2", "--val-range", "input_ids:[0,50256]", "--json"],
-        "benchmark": ["benchmark", simple, int8, "--duration", str(a.bench_seconds), "--json"],
+        "benchmark": ["benchmark", simple, int8, *([int4] if "int4" in steps else []), "--duration",
+                      str(a.bench_seconds), "--json"],
         "release": ["release", work / "release.toml", "-o", work / "release-out", "--force", "--json"],
     }
     (work / "release.toml").write_text(textwrap.dedent(f"""
@@ -160,7 +169,7 @@ def main() -> None:
             weights = weight_bytes(fp32)
         print(f"[large] {name}: exit {r['code']}, {r['wall']:.0f} s, peak {r['peak'] / 2**30:.2f} GiB",
               file=sys.stderr, flush=True)
-        if r["code"] not in (0, 1) or (name in ("convert", "simplify", "quantize") and r["code"] != 0):
+        if r["code"] not in (0, 1) or (name in ("convert", "simplify", "quantize", "int4") and r["code"] != 0):
             print(f"[large] {name} failed: {r['stderr_tail']}", file=sys.stderr)
             break
     rows = []
@@ -191,9 +200,13 @@ def _detail(name: str, rep: dict | None) -> str:
                     f"min cos {min(o['cosine'] for c in r['checks'] for o in c['outputs']):.4f}")
         if name == "validate":
             return f"passed={r['passed']}, cosine {min(o['cosine'] for o in r['outputs']):.5f}"
+        if name == "int4":
+            b, a = r["before"]["file_bytes"], r["after"]["file_bytes"]
+            return (f"{b / 2**30:.2f} -> {a / 2**30:.2f} GiB ({a / b:.2f}x), {r['speed']['speedup']:.2f}x fp32, "
+                    f"min cos {min(o['cosine'] for c in r['checks'] for o in c['outputs']):.4f}")
         if name == "benchmark":
-            c = r["comparisons"][0]
-            return f"int8 {c['speedup']:.2f}x [{c['ci95'][0]:.2f}-{c['ci95'][1]:.2f}]"
+            return ", ".join(f"{Path(c['model']).stem} {c['speedup']:.2f}x [{c['ci95'][0]:.2f}-{c['ci95'][1]:.2f}]"
+                             for c in r["comparisons"])
         if name == "release":
             return f"passed={r['passed']}, gates: " + ", ".join(f"{g['name']}={'ok' if g['passed'] else 'FAIL'}"
                                                                  for g in r["gates"])

@@ -73,7 +73,7 @@ def transformer_variants(factory: str, d: Path) -> tuple[dict, list]:
                 "int8 onnxforge quantize dynamic": d / f"{factory}.ours.onnx"}
     if HAS_NNCF:
         onnxforge.quantize(fp32, d / f"{factory}.nncf.onnx", mode="static", engine="nncf", calibration="random",
-                           samples=32, force=True, bench_seconds=1, min_speedup=0, min_cosine=0,
+                           samples=32, force=True, bench_seconds=1, speed_budget=0, min_cosine=0,
                            allow_generated_data=True)
         variants["int8 onnxforge static --engine nncf"] = d / f"{factory}.nncf.onnx"
     specs, _ = model_io_specs(load_onnx(fp32, load_external_data=False))
@@ -100,12 +100,12 @@ def cnn_variants(name: str, d: Path) -> tuple[dict, list]:
     np.savez(calib, x=arrays)
     quantize_static(str(fp32), str(d / f"{name}.plain.onnx"), _Reader({"x": a} for a in arrays))
     onnxforge.quantize(fp32, d / f"{name}.ours.onnx", mode="static", calibration=str(calib), force=True,
-                       bench_seconds=1, min_speedup=0, min_cosine=0)
+                       bench_seconds=1, speed_budget=0, min_cosine=0)
     variants = {"fp32 export": fp32, "int8 plain quantize_static": d / f"{name}.plain.onnx",
                 "int8 onnxforge quantize static": d / f"{name}.ours.onnx"}
     if HAS_NNCF:
         onnxforge.quantize(fp32, d / f"{name}.nncf.onnx", mode="static", engine="nncf", calibration=str(calib),
-                           force=True, bench_seconds=1, min_speedup=0, min_cosine=0)
+                           force=True, bench_seconds=1, speed_budget=0, min_cosine=0)
         variants["int8 onnxforge static --engine nncf"] = d / f"{name}.nncf.onnx"
     return variants, [{"x": a} for a in arrays[:4]]
 

@@ -24,6 +24,7 @@ _API = {
     "quantize": "onnxforge.steps.quantize.quantize:quantize",
     "quantize_dynamic": "onnxforge.steps.quantize.quantize:quantize_dynamic",
     "quantize_static": "onnxforge.steps.quantize.quantize:quantize_static",
+    "quantize_int4": "onnxforge.steps.quantize.int4:quantize_int4",
     "surgeon": "onnxforge.steps.surgeon.surgeon:surgeon",
     "release": "onnxforge.pipeline.run:release",
     "doctor": "onnxforge.backends.environment:doctor",
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # what type checkers see (`X as X`: re-exported under mypy --
     from onnxforge.steps.quantize.quantize import quantize as quantize
     from onnxforge.steps.quantize.quantize import quantize_dynamic as quantize_dynamic
     from onnxforge.steps.quantize.quantize import quantize_static as quantize_static
+    from onnxforge.steps.quantize.int4 import quantize_int4 as quantize_int4
     from onnxforge.steps.simplify.simplify import simplify as simplify
     from onnxforge.steps.surgeon.surgeon import surgeon as surgeon
     from onnxforge.pipeline.run import release as release

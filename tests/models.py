@@ -14,6 +14,15 @@ def mlp():
     return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
 
 
+def wide_mlp():
+    """Linears of K 64 and 256 (int4's blocks of 32 along K fit)."""
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
+                               torch.nn.Linear(256, 10))
+
+
 def cnn():
     from fixtures.make_fixtures import torch_cnn
 
@@ -215,6 +224,19 @@ def tiny_bert():
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=64)
+    return BertModel(cfg).eval()
+
+
+def tiny_bert_peaked():
+    """tiny_bert with larger weights (initializer_range 0.2): its attention is peaked, as a
+    trained model's is, so int8 that flattens attention shows in the outputs (with
+    the default 0.02 every row attends almost uniformly anyway)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64, initializer_range=0.2)
     return BertModel(cfg).eval()
 
 

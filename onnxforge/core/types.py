@@ -336,6 +336,18 @@ class QuantTrial:
 
 
 @dataclass(frozen=True)
+class Timings:
+    """Where a quantize step's time went: ``work_s`` ran the quantizer (pre-processing,
+    calibration, each trial's quantization), ``checks_s`` proved the result (parity,
+    timing against fp32, the sensitivity ranking, and the dynamic recipe search but
+    for its quantizer runs). The rest of ``total_s`` read, wrote and summarised models."""
+
+    work_s: float
+    checks_s: float
+    total_s: float
+
+
+@dataclass(frozen=True)
 class StepResult:
     """What a model-producing step (convert, simplify, quantize) reports.
 
@@ -359,6 +371,7 @@ class StepResult:
     details: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     status: str = ""  # passed | failed | inconclusive (quantize's speed budget on a loaded machine)
+    timings: Timings | None = None  # quantize: the work apart from the checks
 
     def __post_init__(self) -> None:
         if not self.status:

@@ -227,7 +227,7 @@ def _step(i: int, table, framework: str, model: dict, data: dict, base: Path) ->
     opts = validate_options(step.options, values, where, keys=names)
     if run == "quantize.static" and not opts.calibration:
         raise UsageError(f"{where}: quantize.static needs data.calibration", hint='add [data] calibration = "calib.npz"')
-    if run in ("quantize.dynamic", "quantize.static"):
+    if run in ("quantize.dynamic", "quantize.static", "quantize.int4", "quantize.bf16"):
         from dataclasses import replace
 
         from onnxforge.steps.quantize.quantize import refuse_generated_data

@@ -195,6 +195,9 @@ def _render_step(res, console, verbose: bool = False) -> None:
     if res.before and res.after and res.step.startswith("quantize"):
         ratio = res.after.file_bytes / max(1, res.before.file_bytes)
         console.print(f"size: {_fmt_bytes(res.before.file_bytes)} -> {_fmt_bytes(res.after.file_bytes)} ({ratio:.0%})")
+    t = getattr(res, "timings", None)
+    if t:
+        console.print(f"time: {t.total_s:.1f} s, of which work {t.work_s:.1f} s, checks {t.checks_s:.1f} s")
     if len(res.trials) > 1:
         _render_trials(res.trials, console, verbose)
     for op, (b, a) in res.fusions.items():

@@ -122,7 +122,7 @@ def resnet_int8(tmp_path_factory):
     np.savez(d / "val.npz", x=_digit_images(1, start=100))
     for fmt in ("qdq", "qoperator"):
         res = onnxforge.quantize_static(d / "resnet.onnx", d / f"resnet_{fmt}.onnx", calibration=str(d / "calib.npz"),
-                                        quant_format=fmt, min_speedup=0, min_cosine=0.9)
+                                        quant_format=fmt, speed_budget=0, min_cosine=0.9)
         assert res.written, res
     return d
 
@@ -157,7 +157,7 @@ def test_int8_bert_dynamic_table(cli, bert_onnx, tmp_path):
     import onnxforge
 
     q = tmp_path / "bert_int8.onnx"
-    assert onnxforge.quantize_dynamic(bert_onnx, q, allow_generated_data=True, min_speedup=0).written
+    assert onnxforge.quantize_dynamic(bert_onnx, q, allow_generated_data=True, speed_budget=0).written
     html = tmp_path / "v.html"
     r = cli("validate", bert_onnx, q, "--layerwise", "--json", "--html", html,
             "--save-intermediates", "last_hidden_state", "--save-intermediates-to", tmp_path / "i.npz")

@@ -1,9 +1,11 @@
-"""The options of every quantization mode (dynamic and static int8, fp16)."""
+"""The options of every quantization mode (dynamic and static int8, int4, bf16, fp16)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
+
+from annotated_types import Ge, Le
 
 from onnxforge.core.errors import UsageError
 from onnxforge.core.options import (CalibrationSamples, Fraction, Names, NonNegFloat, Percent, Samples, Seconds,
@@ -33,8 +35,9 @@ class QuantOptions(CheckOptions):
     """What dynamic and static int8 quantization share."""
 
     weight_type: IntType = option(None, "int8 or uint8 (default: chosen for this CPU).", example=("--weight-type", "uint8"))
-    per_channel: bool = option(False, "Per-channel weight scales.", flag="--per-channel/--no-per-channel",
-                               example=("--per-channel",))
+    per_channel: Optional[bool] = option(None, "Per-channel weight scales (default: on for static int8 of a "
+                                               "transformer, else off).", flag="--per-channel/--no-per-channel",
+                                         example=("--per-channel",))
     reduce_range: Optional[bool] = option(None, "7-bit weights (default: on for x86 without VNNI).",
                                           flag="--reduce-range/--no-reduce-range", example=("--reduce-range",))
     op_types: Names = option((), "Only quantize these op types: MatMul,Gemm,...", metavar="A,B",
@@ -103,6 +106,66 @@ class StaticOptions(QuantOptions):
         "ort", "Who quantizes: ort (onnxruntime.quantization) or nncf (NNCF's ONNX path, extra onnxforge[openvino]; "
                "its own ranges, per-channel weights, bias correction). Either way the same checks judge the result.",
         example=("--engine", "nncf"))
+    recipe: Literal["auto", "plain", "transformer"] = option(
+        "auto", "auto: the transformer recipe on a graph with attention (a Softmax and a MatMul of two activations), "
+                "else plain; transformer: int8 MatMul and Gemm only, the attention products included, per-channel "
+                "weights; plain: every op type ORT quantizes. Either way the attention-mask path stays fp32.",
+        example=("--recipe", "plain"))
     max_memory: Optional[int | str] = option(None, "Refuse histogram calibration estimated above this (e.g. 4GiB; "
                                                    "default: half the available memory).", metavar="SIZE",
                                              normalize=parse_bytes, example=("--max-memory", "1GiB"))
+
+
+def _check_block_size(v: int) -> None:
+    if v < 16 or v & (v - 1):
+        raise UsageError(f"must be a power of two, at least 16 (got {v})",
+                         hint="use 16, 32, 64, 128 or 256 (MatMulNBits' block sizes)")
+
+
+@dataclass(frozen=True)
+class LowBitOptions(CheckOptions):
+    """What int4 and bf16 share: the parity and speed budgets of the int8 modes."""
+
+    check_samples: Samples = option(4, "Random samples for the parity check (when no --inputs).",
+                                    example=("--check-samples", "8"))
+    allow_generated_data: bool = option(
+        False, "Sign a verdict taken on generated inputs (without it, --inputs is needed).",
+        example=("--allow-generated-data",))
+    min_cosine: Optional[Fraction] = option(0.99, "Budget: cosine similarity of every output to fp32 (0 turns it "
+                                                  "off).", example=("--min-cosine", "0.995"))
+    max_mismatch: Optional[Fraction] = option(None, "Budget: fraction of top-1 labels allowed to change (e.g. 0.01).",
+                                              example=("--max-mismatch", "0.02"))
+    speed_budget: Optional[NonNegFloat] = option(
+        None, "Budget: at least this fast against fp32, timed side by side (default 1.0: never slower; 0 turns "
+              "it off).", example=("--speed-budget", "1.1"), deprecated=("--min-speedup",))
+    bench_seconds: Seconds = option(2.0, "Seconds of interleaved timing against fp32.",
+                                    example=("--bench-seconds", "0.5"))
+    exclude_nodes: Names = option((), "A node to leave in fp32 (repeatable).", flag="--exclude-node", metavar="NAME",
+                                  example=("--exclude-node", "node_0"))
+    atol: Optional[Tolerance] = tol_option("atol", "off: judged on cosine; one bound given leaves the other at 0")
+    rtol: Optional[Tolerance] = tol_option("rtol", "off")
+
+
+AccuracyLevel = Annotated[int, Ge(0), Le(4)]
+
+
+@dataclass(frozen=True)
+class Int4Options(LowBitOptions):
+    block_size: int = option(32, "Weights per scale along K: a power of two, at least 16.", check=_check_block_size,
+                             example=("--block-size", "64"))
+    accuracy_level: Optional[AccuracyLevel] = option(
+        None, "MatMulNBits' compute type: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 (default: ORT's).",
+        example=("--accuracy-level", "4"))
+    algorithm: Literal["rtn", "hqq", "gptq"] = option(
+        "rtn", "rtn (round to nearest, ORT's blockwise kernel), hqq (half-quadratic, needs torch); gptq is refused: "
+               "ORT's offline GPTQ fails on MatMuls of different K.", example=("--algorithm", "hqq"))
+    symmetric: bool = option(False, "Symmetric 4-bit weights (no zero points).", flag="--symmetric/--asymmetric",
+                             example=("--symmetric",))
+    gather: bool = option(False, "Also 4-bit embedding tables: Gather of a constant table becomes "
+                                 "GatherBlockQuantized (the model's opset is lifted to 21).",
+                          flag="--gather/--no-gather", example=("--gather",))
+
+
+@dataclass(frozen=True)
+class Bf16Options(LowBitOptions):
+    pass

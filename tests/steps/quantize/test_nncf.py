@@ -34,7 +34,7 @@ def test_nncf_int8_cnn_passes_the_parity_ledger(cli, torch_exports, tmp_path):
     out = tmp_path / "q.onnx"
     r = cli("quantize", "static", torch_exports / "digits.onnx", "-o", out, "--engine", "nncf", "--calibration",
             EXAMPLE / "calib.npz", "--inputs", tmp_path / "test.npz", "--max-mismatch", "0.05",
-            "--bench-seconds", "0.5", "--min-speedup", "0", "--json")
+            "--bench-seconds", "0.5", "--speed-budget", "0", "--json")
     assert r.code == 0, r.err + r.out
     res = json_result(r)
     d = res["details"]
@@ -60,7 +60,7 @@ def test_nncf_int8_transformer_encoder(cli, torch_exports, tmp_path):
     out = tmp_path / "q.onnx"
     r = cli("quantize", "static", torch_exports / "encoder.onnx", "-o", out, "--engine", "nncf", "--calibration",
             "random", "--samples", "16", "--allow-generated-data", "--dim", "batch=2", "--dim", "seq=8",
-            "--min-cosine", "0.99", "--bench-seconds", "0.3", "--min-speedup", "0", "--json")
+            "--min-cosine", "0.99", "--bench-seconds", "0.3", "--speed-budget", "0", "--json")
     assert r.code == 0, r.err + r.out
     res = json_result(r)
     assert res["details"]["engine"] == "nncf" and all(c["passed"] for c in res["checks"])
