@@ -181,6 +181,37 @@ def test_quantize_keeps_the_cache_dtype_and_still_generates(exports, cli, tmp_pa
     assert types["logits"] == logits_type
 
 
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_int4_keeps_the_cache_float32_and_checks_by_generation(exports, cli, tmp_path, name):
+    """int4 is weight-only: the cache and logits stay float32, and its check is greedy
+    generation against the fp32 export. The tiny GPT-2 keeps all 8 tokens; the tiny
+    Llama's random-weight logits are so flat (top-2 gaps below int4's ~0.03 logit error)
+    that a token flips: its verdict must then be exit 1 with the step named, no model."""
+    import onnx
+
+    _, out, _, _ = exports[name]
+    r = cli("quantize", "int4", out / "model.onnx", "-o", tmp_path / "q4.onnx", "--block-size", "16",
+            "--allow-generated-data", "--speed-budget", "0", "--json")
+    res = result(r)
+    (check,) = res["checks"]
+    g = check["generation"]
+    assert check["check_stat"] == "generation" and (g["tokens"], g["batch"]) == (8, 2), check
+    assert res["details"]["int4_weights"] >= 8, res["details"]  # attention and MLP weights of both layers
+    print(f"{name} int4: {g['tokens_equal']}/{g['tokens']} tokens equal against fp32, max logit error "
+          f"{g['max_logit_error']:.3g}")
+    assert check["passed"] == (g["tokens_equal"] == g["tokens"]) and r.code == (0 if check["passed"] else 1), r.err
+    if name == "gpt2":
+        assert check["passed"], g
+    if not check["passed"]:
+        assert "greedy tokens differ at step" in check["problems"][0] and not (tmp_path / "q4.onnx").exists()
+        return
+    m = onnx.load(str(tmp_path / "q4.onnx"), load_external_data=False)
+    assert any(n.op_type == "MatMulNBits" for n in m.graph.node)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*m.graph.input, *m.graph.output)}
+    cache = [n for n in types if n.startswith(("past_key_values.", "present."))]
+    assert len(cache) == 8 and all(types[n] == onnx.TensorProto.FLOAT for n in [*cache, "logits"]), types
+
+
 def test_a_release_gates_on_generation(exports, cli, tmp_path):
     """[gates.generation]: each ledger row greedy-decodes against the source folder, and
     the gate requires every token equal; a final model without a cache fails it."""
