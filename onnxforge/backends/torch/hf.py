@@ -50,8 +50,10 @@ TASKS = {
     "image-classification": "AutoModelForImageClassification",
     "image-feature-extraction": "AutoModel",
     "text-generation-with-past": "AutoModelForCausalLM",  # exported with its KV cache (load_with_past)
+    "text2text-generation-with-past": "AutoModelForSeq2SeqLM",  # encoder + decoder with its cache (load_seq2seq)
 }
 WITH_PAST = "text-generation-with-past"
+SEQ2SEQ_WITH_PAST = "text2text-generation-with-past"
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 BATCH, SEQUENCE, EXAMPLE_SEQ = "batch", "sequence", 8
@@ -464,8 +466,8 @@ def load_with_past(spec, *, allow_download: bool = False) -> WithPast:
         raise BadInputError(f"{spec}: --task {WITH_PAST} exports a decoder-only text-generation model; config.json "
                             f"declares {arch or 'no architecture'}"
                             + (" (an encoder-decoder)" if getattr(config, "is_encoder_decoder", False) else ""),
-                            hint="drop --task for the folder's own task (encoder-decoder models are not exported "
-                                 "with their cache yet)")
+                            hint=f"use --task {SEQ2SEQ_WITH_PAST} for an encoder-decoder (T5, BART), or drop --task "
+                                 "for the folder's own task")
     cls = declared_class(transformers, spec, arch)
     check_model_memory(spec, cls, config)
     model = _from_pretrained(cls, spec, folder, allow_download, f"as {cls.__name__}")
@@ -542,3 +544,108 @@ def _wrap_with_past(transformers, spec, model) -> WithPast:
             f"[{BATCH_SIZE}, {heads[0][1]}, {PAST_LENGTH}, {heads[0][3]}] per key and value")
     return WithPast(DecoderWithPast(model).eval(), model, names, ("logits", *cache_names(layers, PRESENT)),
                     examples, dynamic, layers, (note,))
+
+
+ENCODER_LENGTH = "encoder_sequence_length"
+
+
+@dataclass(frozen=True)
+class Seq2SeqWithPast:
+    """An encoder-decoder split in two modules: the encoder (input_ids, attention_mask ->
+    last_hidden_state) and the decoder with its self-attention cache as flat tensors."""
+
+    model: Any  # the *ForConditionalGeneration inside both
+    encoder: Any  # nn.Module: forward(input_ids, attention_mask)
+    decoder: Any  # nn.Module: forward(input_ids, encoder_attention_mask, encoder_hidden_states, *past)
+    encoder_examples: tuple
+    decoder_names: tuple[str, ...]
+    decoder_outputs: tuple[str, ...]  # logits, present.{i}.decoder.key / .value
+    decoder_examples: tuple  # a real cache from PAST_EXAMPLE decoder tokens, then STEP_EXAMPLE new ones
+    layers: int
+    notes: tuple[str, ...] = ()
+
+
+def load_seq2seq_with_past(spec, *, allow_download: bool = False) -> Seq2SeqWithPast:
+    """An encoder-decoder text2text folder (T5, BART: a *ForConditionalGeneration whose
+    config says is_encoder_decoder) as an encoder and a decoder with its cache."""
+    transformers, folder, config = _open_folder(spec, allow_download)
+    arch = _architecture(config)
+    if not getattr(config, "is_encoder_decoder", False) or not arch.endswith("ForConditionalGeneration"):
+        raise BadInputError(f"{spec}: --task {SEQ2SEQ_WITH_PAST} exports an encoder-decoder text2text model "
+                            f"(T5, BART); config.json declares {arch or 'no architecture'}",
+                            hint=f"use --task {WITH_PAST} for a decoder-only model")
+    cls = declared_class(transformers, spec, arch)
+    check_model_memory(spec, cls, config)
+    model = _from_pretrained(cls, spec, folder, allow_download, f"as {cls.__name__}")
+    return _wrap_seq2seq(transformers, spec, model)
+
+
+def _seq2seq_cache(transformers, config, pairs):
+    """An EncoderDecoderCache whose cross-attention half is empty: the decoder computes the
+    encoder's keys and values from encoder_hidden_states at every call, so only the
+    self-attention cache crosses the ONNX boundary."""
+    try:
+        own, cross = transformers.DynamicCache(ddp_cache_data=pairs, config=config), \
+            transformers.DynamicCache(config=config)
+    except TypeError:  # transformers 4
+        own, cross = transformers.DynamicCache.from_legacy_cache(tuple(pairs)), transformers.DynamicCache()
+    return transformers.EncoderDecoderCache(own, cross)
+
+
+def _wrap_seq2seq(transformers, spec, model) -> Seq2SeqWithPast:
+    import torch
+
+    config, arg = model.config, _cache_arg(model)
+    vocab, start = int(getattr(config, "vocab_size", 0) or 0), getattr(config, "decoder_start_token_id", None)
+    if vocab < 1 or start is None:
+        raise BadInputError(f"{spec}: {type(model).__name__} has no vocabulary or decoder_start_token_id",
+                            hint=f"--task {SEQ2SEQ_WITH_PAST} exports token-in, logits-out encoder-decoders")
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, lm):
+            super().__init__()
+            self.encoder = lm.get_encoder()
+
+        def forward(self, input_ids, attention_mask):
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+
+    class DecoderWithPast(torch.nn.Module):
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids, encoder_attention_mask, encoder_hidden_states, *flat):
+            pairs = [(flat[2 * i], flat[2 * i + 1]) for i in range(len(flat) // 2)]
+            out = self.lm(decoder_input_ids=input_ids, attention_mask=encoder_attention_mask,
+                          encoder_outputs=(encoder_hidden_states,), use_cache=True, return_dict=True,
+                          **{arg: _seq2seq_cache(transformers, config, pairs)})
+            return (out.logits, *_flat_cache(out.past_key_values.self_attention_cache))
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (2, 6), generator=gen)
+    mask = torch.ones_like(ids)
+    dec_ids = torch.randint(0, vocab, (2, PAST_EXAMPLE + STEP_EXAMPLE), generator=gen)
+    encoder, decoder = Encoder(model).eval(), DecoderWithPast(model).eval()
+    with torch.no_grad():
+        try:
+            hidden = encoder(ids, mask)
+            out = model(decoder_input_ids=dec_ids[:, :PAST_EXAMPLE], attention_mask=mask,
+                        encoder_outputs=(hidden,), use_cache=True, return_dict=True)
+            past = _flat_cache(out.past_key_values.self_attention_cache)
+        except Exception as exc:
+            raise BadInputError(f"{spec}: {type(model).__name__} does not return a decoder key/value cache "
+                                f"({first_line(exc, 160)})",
+                                hint=f"--task {SEQ2SEQ_WITH_PAST} needs a model with use_cache") from None
+    layers = len(past) // 2
+    names = ("input_ids", "encoder_attention_mask", "encoder_hidden_states", *seq2seq_cache_names(layers, PAST))
+    note = (f"{type(model).__name__} exported as encoder_model.onnx and a decoder with its self-attention cache: "
+            f"{layers} layers, [{BATCH_SIZE}, {past[0].shape[1]}, {PAST_LENGTH}, {past[0].shape[3]}] per key and "
+            "value; the cross-attention keys and values are computed from encoder_hidden_states at each step")
+    return Seq2SeqWithPast(model, encoder, decoder, (ids, mask), names,
+                           ("logits", *seq2seq_cache_names(layers, PRESENT)),
+                           (dec_ids[:, PAST_EXAMPLE:], mask, hidden, *past), layers, (note,))
+
+
+def seq2seq_cache_names(layers: int, prefix: str) -> list[str]:
+    """Optimum's names for a seq2seq decoder's self-attention cache."""
+    return [f"{prefix}.{i}.decoder.{kv}" for i in range(layers) for kv in ("key", "value")]

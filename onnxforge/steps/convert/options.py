@@ -69,9 +69,11 @@ class ConvertTorchOptions(OutputOptions):
                                        "text-classification, fill-mask, image-classification ...; default: from "
                                        "the config's architecture). text-generation-with-past exports a decoder with "
                                        "its key/value cache (past_key_values.* in, present.* out) and writes the "
-                                       "folder's config and tokenizer files beside the model.", toml="model.task",
+                                       "folder's config and tokenizer files beside the model; text2text-generation-with-past "
+                                       "exports an encoder-decoder (T5, BART) as encoder_model.onnx beside the "
+                                       "decoder with its cache (-o).", toml="model.task",
                                  check=lambda v: _check_task(v), example=("--task", "feature-extraction"))
-    generate_tokens: Tokens = option(8, "With --task text-generation-with-past: greedy-decode this many new tokens "
+    generate_tokens: Tokens = option(8, "With --task text-generation-with-past (or text2text-...): greedy-decode this many new tokens "
                                         "with the folder's model and with the ONNX model (feeding its cache back) "
                                         "and require the same token ids.", toml="model.generate_tokens",
                                      example=("--generate-tokens", "4"))

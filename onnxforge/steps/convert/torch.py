@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from onnxforge.core.errors import BadInputError, ConversionError, UsageError
 from onnxforge.core.logs import quiet_third_party
-from onnxforge.backends.torch.hf import WITH_PAST
+from onnxforge.backends.torch.hf import SEQ2SEQ_WITH_PAST, WITH_PAST
 from onnxforge.steps.convert.exporting import (EXAMPLE_DIM, check_once, check_written_opset, export_error,
                                                export_failure, export_hint)
 from onnxforge.steps.convert.options import ConvertTorchOptions
@@ -166,6 +166,10 @@ def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions 
         from onnxforge.steps.convert.with_past import convert_with_past
 
         return convert_with_past(torch, source, target, o)
+    if o.task == SEQ2SEQ_WITH_PAST:
+        from onnxforge.steps.convert.with_past import convert_seq2seq_with_past
+
+        return convert_seq2seq_with_past(torch, source, target, o)
     notes: list[str] = []
     loaded, dyn, ranges, norms = _load(source, o, notes)
     if ranges != o.val_ranges or norms != o.input_norms:

@@ -233,3 +233,106 @@ def test_a_release_gates_on_generation(exports, cli, tmp_path):
     assert r.code == 1, r.err
     gate = next(g for g in result(r)["gates"] if g["name"] == "generation")
     assert not gate["passed"] and "takes no key/value cache" in gate["message"]
+
+
+SEQ2SEQ = ("--task", "text2text-generation-with-past")
+
+
+def _seq2seq_folders(d):
+    """Tiny T5 and BART; weights wider than their default init, so greedy decoding does
+    not repeat one token (the default's flat logits decode the start token every step)."""
+    T = transformers
+    torch.manual_seed(0)
+    T.T5ForConditionalGeneration(T.T5Config(d_model=32, d_ff=64, d_kv=16, num_layers=2, num_heads=2, vocab_size=100,
+                                            decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+                                            initializer_factor=5.0)).eval().save_pretrained(d / "t5")
+    torch.manual_seed(0)
+    T.BartForConditionalGeneration(T.BartConfig(d_model=32, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=64,
+                                                decoder_ffn_dim=64, encoder_attention_heads=2,
+                                                decoder_attention_heads=2, vocab_size=100, max_position_embeddings=64,
+                                                decoder_start_token_id=2, pad_token_id=1, bos_token_id=0,
+                                                eos_token_id=2, init_std=0.5)).eval().save_pretrained(d / "bart")
+
+
+@pytest.fixture(scope="module")
+def seq2seq(tmp_path_factory):
+    """T5 and BART exported once: {name: (folder, out folder, result, source digest)}."""
+    from onnxforge.cli.app import main
+    import contextlib
+    import io
+
+    d = tmp_path_factory.mktemp("seq2seq")
+    _seq2seq_folders(d)
+    out = {}
+    for name in ("t5", "bart"):
+        before = _digest(d / name)
+        buf, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
+            code = main(["convert", "torch", str(d / name), *SEQ2SEQ, "-o",
+                         str(d / f"{name}-onnx" / "decoder_model.onnx"), "--json"])
+        assert code == 0, err.getvalue()
+        out[name] = (d / name, d / f"{name}-onnx", json.loads(buf.getvalue())["result"], before)
+    return out
+
+
+@pytest.mark.parametrize("name", ["t5", "bart"])
+def test_seq2seq_is_an_encoder_and_a_decoder_with_its_cache(seq2seq, name):
+    import onnx
+
+    src, out, res, before = seq2seq[name]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "decoder_model.onnx", "encoder_model.onnx",
+                                                      "generation_config.json"]
+    assert _digest(src) == before and res["details"]["side_files"][0] == "encoder_model.onnx"
+    enc = onnx.load(str(out / "encoder_model.onnx"))
+    assert {v.name: _dims(v) for v in enc.graph.input} == {"input_ids": ["batch_size", "encoder_sequence_length"],
+                                                            "attention_mask": ["batch_size", "encoder_sequence_length"]}
+    assert [(v.name, _dims(v)) for v in enc.graph.output] == [
+        ("last_hidden_state", ["batch_size", "encoder_sequence_length", 32])]
+    dec = onnx.load(str(out / "decoder_model.onnx"))
+    ins = {v.name: _dims(v) for v in dec.graph.input}
+    outs = {v.name: _dims(v) for v in dec.graph.output}
+    cache = [f"{i}.decoder.{kv}" for i in range(2) for kv in ("key", "value")]
+    assert list(ins) == ["input_ids", "encoder_attention_mask", "encoder_hidden_states",
+                         *(f"past_key_values.{c}" for c in cache)]
+    assert list(outs) == ["logits", *(f"present.{c}" for c in cache)]
+    assert ins["past_key_values.1.decoder.value"] == ["batch_size", 2, "past_sequence_length", 16]
+    assert outs["present.0.decoder.key"] == ["batch_size", 2, "past_sequence_length + sequence_length", 16]
+    assert outs["logits"] == ["batch_size", "sequence_length", 100]
+
+
+@pytest.mark.parametrize("name", ["t5", "bart"])
+def test_seq2seq_greedy_generation_equals_the_folders_model(seq2seq, name):
+    _, _, res, _ = seq2seq[name]
+    enc, dec, gen = res["checks"]
+    assert enc["passed"] and dec["passed"] and {o["name"] for o in dec["outputs"]} >= {"logits", "present.1.decoder.value"}
+    g = gen["generation"]
+    assert gen["passed"] and gen["check_stat"] == "generation" and (g["tokens_equal"], g["tokens"]) == (8, 8), g
+    assert g["max_logit_error"] < 1e-4 and g["reference_tokens"] == g["candidate_tokens"]
+    assert len({t for row in g["reference_tokens"] for t in row}) > 1, g  # not the start token decoded every step
+    print(f"{name}: {g['tokens_equal']}/{g['tokens']} tokens equal, max logit error {g['max_logit_error']:.3g}")
+
+
+def test_seq2seq_generation_fails_a_swapped_cache(seq2seq, tmp_path):
+    from onnxforge.checks.generation import seq2seq_generation_check
+
+    src, out, _, _ = seq2seq["t5"]
+    _swap(out / "decoder_model.onnx", "present.0.decoder.key", "present.1.decoder.key", tmp_path / "swapped.onnx")
+    model = transformers.T5ForConditionalGeneration.from_pretrained(src).eval()
+    rep = seq2seq_generation_check(model, out / "encoder_model.onnx", tmp_path / "swapped.onnx")
+    assert not rep.passed and rep.generation.max_logit_error > 1e-2, rep.generation
+    assert "differ" in rep.problems[0]
+
+
+def test_seq2seq_refusals(seq2seq, exports, cli, tmp_path):
+    t5 = seq2seq["t5"][0]
+    r = cli("convert", "torch", t5, *SEQ2SEQ, "-o", tmp_path / "encoder_model.onnx")
+    assert r.code == 2 and "encoder's name" in r.err, r.err
+    r = cli("convert", "torch", t5, *SEQ2SEQ, "--exporter", "dynamo", "-o", tmp_path / "d.onnx")
+    assert r.code == 2 and "--exporter dynamo" in r.err, r.err
+    r = cli("convert", "torch", t5, *WITH_PAST, "-o", tmp_path / "d.onnx")
+    assert r.code == 3 and "text2text-generation-with-past" in r.err, r.err
+    r = cli("convert", "torch", exports["gpt2"][0], *SEQ2SEQ, "-o", tmp_path / "d.onnx")
+    assert r.code == 3 and "encoder-decoder" in r.err, r.err
+    r = cli("convert", "torch", t5, *SEQ2SEQ, "-o", seq2seq["t5"][1] / "decoder_model.onnx")
+    assert r.code == 3 and "exists" in r.err, r.err  # without --force
+    assert not list(tmp_path.iterdir())
