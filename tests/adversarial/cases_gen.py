@@ -24,6 +24,7 @@ def _setup(ws: Path) -> None:
 
 
 WITH_PAST = ("--task", "text-generation-with-past")
+SEQ2SEQ = ("--task", "text2text-generation-with-past")
 
 CASES = [
     Case("with-past on an encoder (BERT) folder", A("convert", "torch", _i("bert"), *WITH_PAST, "-o", _o("m.onnx")),
@@ -39,4 +40,13 @@ CASES = [
     Case("--generate-tokens 0", A("convert", "torch", _i("gpt2"), *WITH_PAST, "--generate-tokens", "0", "-o",
                                   _o("m.onnx")),
          2, "generate", outputs=("out",), setup=_setup, slow=True),
+    Case("text2text-with-past on a decoder-only (GPT-2) folder", A("convert", "torch", _i("gpt2"), *SEQ2SEQ, "-o",
+                                                                    _o("decoder_model.onnx")),
+         3, "encoder-decoder text2text", outputs=("out",), setup=_setup, slow=True),
+    Case("text2text-with-past with --input-name (the layout is fixed)",
+         A("convert", "torch", _i("gpt2"), *SEQ2SEQ, "--input-name", "x", "-o", _o("decoder_model.onnx")),
+         2, "--input-name does not apply", outputs=("out",), setup=_setup, slow=True),
+    Case("text2text-with-past -o encoder_model.onnx (the encoder's name)",
+         A("convert", "torch", _i("gpt2"), *SEQ2SEQ, "-o", _o("encoder_model.onnx")),
+         2, "encoder's name", outputs=("out",), setup=_setup, slow=True),
 ]
