@@ -336,3 +336,14 @@ def test_seq2seq_refusals(seq2seq, exports, cli, tmp_path):
     r = cli("convert", "torch", t5, *SEQ2SEQ, "-o", seq2seq["t5"][1] / "decoder_model.onnx")
     assert r.code == 3 and "exists" in r.err, r.err  # without --force
     assert not list(tmp_path.iterdir())
+
+
+def test_validate_and_quantize_refuse_a_seq2seq_decoder_alone(seq2seq, cli, tmp_path):
+    """Their generation check would decode without the encoder: refused, not a wrong verdict."""
+    src, out, _, _ = seq2seq["t5"]
+    for argv in (("validate", src, out / "decoder_model.onnx"),
+                 ("quantize", "dynamic", out / "decoder_model.onnx", "-o", tmp_path / "q.onnx",
+                  "--allow-generated-data", "--speed-budget", "0")):
+        r = cli(*argv)
+        assert r.code == 3 and "encoder-decoder's decoder" in r.err, (argv[0], r.code, r.err)
+    assert not (tmp_path / "q.onnx").exists()
