@@ -11,7 +11,7 @@ def onnx_runner(path, provider: str = "cpu", *, label: str | None = None, thread
     from onnxforge.backends.onnx.runtime import create_session, run_session
     from onnxforge.data.specs import model_io_specs
 
-    model = load_onnx(path, load_external_data=False)  # clear errors before ORT's
+    model = load_onnx(path, graph_only=True)  # clear errors before ORT's
     ins, _ = model_io_specs(model)
     ranges, norms = recorded_val_ranges(model), recorded_input_norms(model)
     sess = create_session(path, provider, threads=threads, optimization=optimization)
@@ -27,7 +27,7 @@ def inputs_and_ranges(path) -> tuple[list, dict | None]:
     from onnxforge.core.fileio import load_onnx
     from onnxforge.data.specs import model_io_specs
 
-    model = load_onnx(path, load_external_data=False)
+    model = load_onnx(path, graph_only=True)
     return model_io_specs(model)[0], recorded_val_ranges(model)
 
 
@@ -35,7 +35,7 @@ def input_norms_of(path) -> dict | None:
     """The input normalisations a model file's converter recorded, read without its weights."""
     from onnxforge.core.fileio import load_onnx
 
-    return recorded_input_norms(load_onnx(path, load_external_data=False))
+    return recorded_input_norms(load_onnx(path, graph_only=True))
 
 
 def recorded_val_ranges(model) -> dict | None:

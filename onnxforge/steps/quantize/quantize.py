@@ -98,7 +98,7 @@ def _initializers_not_inputs(src: Path, dst: Path, notes: list) -> Path:
     from onnxforge.core.fileio import load_onnx
     from onnxforge.steps.artifacts import save_scratch
 
-    m = load_onnx(src, load_external_data=False)  # the graph tells; the weights only when a copy is needed
+    m = load_onnx(src, graph_only=True)  # the graph tells; the weights only when a copy is needed
     inits = {t.name for t in m.graph.initializer}
     keep = [i for i in m.graph.input if i.name not in inits]
     if len(keep) == len(m.graph.input):
@@ -215,7 +215,7 @@ def _quantize(model, output, o, mode: str) -> StepResult:
     from onnxforge.data.specs import model_io_specs
 
     src = model_path(model)
-    m = load_onnx(src, load_external_data=False)
+    m = load_onnx(src, graph_only=True)
     if is_quantized(m):
         ops = sorted({n.op_type for n in m.graph.node} & QUANTIZED_OPS)
         raise BadInputError(f"{src} is already quantized (it has {', '.join(ops)})", hint="quantize the fp32 model")
@@ -322,7 +322,7 @@ def _for_graph(job: _Job, fp32) -> _Job:
     from onnxforge.core.fileio import load_onnx
     from onnxforge.steps.quantize.lean_quant import eligible
 
-    lean = job.lean and eligible(load_onnx(fp32, load_external_data=False), op_types=job.o.op_types or None,
+    lean = job.lean and eligible(load_onnx(fp32, graph_only=True), op_types=job.o.op_types or None,
                                  per_channel=job.o.per_channel, weight_type=job.types["weight_type"]) is None
     return replace(job, base=Path(fp32), lean=lean)
 
@@ -512,7 +512,7 @@ def _run_ort_quantizer(job: _Job, out: Path, excluded: list, excluded_ops: list)
     o = job.o
     nodes_excluded = list(excluded)
     if excluded_ops:
-        m = load_onnx(job.base, load_external_data=False)
+        m = load_onnx(job.base, graph_only=True)
         nodes_excluded += [n.name for n in m.graph.node if n.op_type in excluded_ops and n.name]
     types = [t for t in o.op_types if t not in excluded_ops] if o.op_types else None
     common = dict(op_types_to_quantize=types, per_channel=o.per_channel, reduce_range=job.types["reduce_range"],

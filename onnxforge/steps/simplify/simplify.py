@@ -55,8 +55,8 @@ def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mappi
     from onnxforge.core.logs import native_stderr, quiet_third_party
 
     onnxsim = require("onnxsim", "all")
-    small = load_onnx(src, load_external_data=False)
-    size = small.ByteSize() + sum(external_data_files(small).values())
+    small = load_onnx(src, graph_only=True)
+    size = Path(src).stat().st_size + sum(external_data_files(small).values())
     if size >= PROTOBUF_LIMIT:
         raise StepNotApplicable("onnxsim cannot hold models over 2 GB (protobuf limit); skipped it")
     limit = max_constant_size if max_constant_size is not None else size + GROWTH_ALLOWANCE
@@ -216,7 +216,7 @@ def simplify(model, output: str | Path, options: SimplifyOptions | None = None, 
     if not (o.onnxsim or o.ort_level or o.transformer):
         raise UsageError("no engine to run", hint="keep onnxsim, or add --ort LEVEL or --transformer TYPE")
     src = model_path(model)
-    load_onnx(src, load_external_data=False)  # clear errors for bad input before anything else
+    load_onnx(src, graph_only=True)  # clear errors for bad input before anything else
     target = check_output_path(output, force=o.force, inputs=(src, o.inputs))
     pin, check_dims = _pins(src, o.shapes, o.dims)
     ctx = dict(tolerance=make_tolerance(o.atol, o.rtol), inputs=o.inputs, samples=o.samples, seed=o.seed,
@@ -284,7 +284,7 @@ def _pins(src, shapes, dims) -> tuple[dict, dict]:
 
     from onnxforge.data.specs import check_dims
 
-    ins, _ = model_io_specs(load_onnx(src, load_external_data=False))
+    ins, _ = model_io_specs(load_onnx(src, graph_only=True))
     check_dims(dims, ins)
     dims = dict(dims or {})
     pin: dict[str, list] = {}
