@@ -276,7 +276,12 @@ def validate(
             check_sample_fits(out, side.inputs, source=f"inputs for {side.label}")
         return out
 
-    ref_out, cand_out = _outputs(ref, feeds, feed_for), _outputs(cand, feeds, feed_for)
+    ref_out = _outputs(ref, feeds, feed_for)
+    if ref.release:
+        ref.release()
+    cand_out = _outputs(cand, feeds, feed_for)
+    if cand.release:
+        cand.release()
     _check_names(ref, cand, ref_out, cand_out, input_map or {}, tolerance)
     ref_out, cand_named, notes = _paired(ref_out, cand_out, input_map or {})
     if ref.label_scores and criteria.label_scores is None:
@@ -342,10 +347,13 @@ def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = N
     each, which proves that the dims stayed dynamic."""
     from onnxforge.backends.onnx.inspection import symbolic_dims
     from onnxforge.backends.onnx.runner import onnx_runner
+    from onnxforge.core.memory import release_memory
     from onnxforge.data.specs import dim_keys
 
-    ref = onnx_runner(before, "cpu", label=Path(before).name)
-    cand = onnx_runner(after, "cpu", label=label or Path(after).name)
+    release_memory()  # what the step's engine freed goes back before two sessions load the weights again
+    # one session at a time: each holds its own copy of the weights
+    ref = onnx_runner(before, "cpu", label=Path(before).name, hold=False)
+    cand = onnx_runner(after, "cpu", label=label or Path(after).name, hold=False)
     # a step checks its dims against its input once; an intermediate model may have pinned some
     dims = {k: v for k, v in (dims or {}).items() if k in dim_keys(ref.inputs)}
     sym = [d for d in symbolic_dims(before) if d not in dims]

@@ -508,7 +508,9 @@ def _run_ort_quantizer(job: _Job, out: Path, excluded: list, excluded_ops: list)
 
     from onnxforge.core.fileio import load_onnx
     from onnxforge.core.logs import quiet_third_party
+    from onnxforge.core.memory import release_memory
 
+    release_memory()  # ORT's quantizer holds the model several times: start it from what is in use
     o = job.o
     nodes_excluded = list(excluded)
     if excluded_ops:
