@@ -17,7 +17,8 @@ Peak RSS is the process's VmHWM (/proc/self/status) at its end; the table gives 
 against the weight bytes (goal, issue 27: every onnxforge step <= 2.5x). ``--where``
 samples RSS in a thread every 20 ms and, each time it rises 32 MiB past its highest,
 records the main thread's innermost onnxforge frames: what the process was doing when its
-memory peaked. Wall times on a shared machine are rough; memory is not.
+memory peaked (the sampling itself can lift the peak a little: take the table's figures
+from a run without it). Wall times on a shared machine are rough; memory is not.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ RUNNER = textwrap.dedent("""
                 stack = [f"{{os.path.basename(f.filename)}}:{{f.lineno}} {{f.name}}"
                          for f in traceback.extract_stack(frame) if 'onnxforge' in f.filename
                          or 'benchmarks' in f.filename][-4:]
+                del frame  # a frame held here keeps its locals (a model) alive after it returns
                 highs.append([round(r / 2**20), stack])
     stop = threading.Event()
     if {where!r}:
