@@ -37,6 +37,9 @@ class Runner:
     # label that differs where those scores tie is a tie, not a failure (compare.py)
     label_scores: Mapping[str, str] | None = None
     input_norms: Mapping[str, Any] | None = None  # image normalisations (specs.input_norm; an ONNX model's metadata)
+    # lets go of what the runner holds (an ONNX session and its copy of the weights) once its
+    # outputs are in; a later call loads it again. validate() calls it on each side in turn.
+    release: Callable[[], None] | None = None
 
     def __call__(self, feeds: Mapping[str, Any]) -> dict:
         if self.fn is None:

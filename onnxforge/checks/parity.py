@@ -268,7 +268,7 @@ def validate(
     _check_not_empty(feeds)
 
     feed_for = _feeder(ref, cand, c2r)
-    ref_out, cand_out = _outputs(ref, feeds, feed_for), _outputs(cand, feeds, feed_for)
+    ref_out, cand_out = _outputs_in_turn((ref, cand), feeds, feed_for)
     _check_names(ref, cand, ref_out, cand_out, input_map or {}, tolerance)
     ref_out, cand_named, notes = _paired(ref_out, cand_out, input_map or {})
     if ref.label_scores and criteria.label_scores is None:
@@ -285,6 +285,17 @@ def validate(
     if localize and not report.passed:
         report = replace(report, localized=_localize(ref, cand, feeds[0], feed_for, tolerance))
     return report
+
+
+def _outputs_in_turn(sides, feeds, feed_for) -> list:
+    """Each side's outputs, one after the other: a side that can (an ONNX runner made
+    with hold=False) lets its session go before the next loads its own copy of the weights."""
+    outs = []
+    for side in sides:
+        outs.append(_outputs(side, feeds, feed_for))
+        if side.release:
+            side.release()
+    return outs
 
 
 def _feeder(ref: Runner, cand: Runner, c2r: Mapping[str, str]):
@@ -392,12 +403,13 @@ def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = N
     each, which proves that the dims stayed dynamic."""
     from onnxforge.backends.onnx.inspection import symbolic_dims
     from onnxforge.backends.onnx.runner import onnx_runner
+    from onnxforge.core.memory import release_memory
     from onnxforge.data.specs import dim_keys
 
-    from onnxforge.checks.generation import generation_check, has_past
-
-    ref = onnx_runner(before, "cpu", label=Path(before).name)
-    cand = onnx_runner(after, "cpu", label=label or Path(after).name)
+    release_memory()  # what the step's engine freed goes back before two sessions load the weights again
+    # one session at a time: each holds its own copy of the weights
+    ref = onnx_runner(before, "cpu", label=Path(before).name, hold=False)
+    cand = onnx_runner(after, "cpu", label=label or Path(after).name, hold=False)
     if has_past(ref.inputs) and has_past(cand.inputs):  # a decoder with its cache: greedy generation
         return [generation_check(ref, replace(cand, label=f"{cand.label} (greedy, with its cache)"), seed=seed,
                                  atol=tolerance.for_output("logits")[0])]

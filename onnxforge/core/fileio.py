@@ -79,7 +79,7 @@ def input_files(*items) -> list[Path]:
         out.append(p)
         if p.suffix == ".onnx":
             try:
-                m = load_onnx(p, load_external_data=False)
+                m = load_onnx(p, graph_only=True)
                 out += [p.parent / f for f in external_data_files(m)]
             except BadInputError:
                 pass
@@ -211,13 +211,18 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True):
-    """Load an ONNX model, turning every way it can be wrong into a one-line BadInputError."""
+def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True, graph_only: bool = False):
+    """Load an ONNX model, turning every way it can be wrong into a one-line BadInputError.
+    ``graph_only``: without any weights, external or inline (the top-level initializers
+    keep name, type and dims, not their bytes): what reading the graph, its inputs or its
+    metadata needs. A model with inline weights otherwise costs twice their size to load
+    (the file's bytes and the parsed message), on every load."""
     import onnx
 
     p = check_readable_file(path, "model")
     try:
-        model = onnx.load(str(p), load_external_data=False)
+        model = _load_graph_only(p) if graph_only else None
+        model = model if model is not None else onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeError or others
         raise BadInputError(
             f"{p} is not a valid ONNX model ({type(exc).__name__}: {first_line(exc)})",
@@ -240,7 +245,7 @@ def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True):
             f"(looked in {p.parent})",
             hint="keep the data file(s) beside the model, with the names the model records",
         )
-    if load_external_data and files:
+    if load_external_data and files and not graph_only:
         from onnx.external_data_helper import load_external_data_for_model
 
         try:
@@ -248,6 +253,64 @@ def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True):
         except Exception as exc:
             raise BadInputError(f"{p}: cannot read external data ({first_line(exc)})") from None
     return model
+
+
+def _load_graph_only(p: Path):
+    """The model in ``p`` without the raw_data of its top-level initializers, read
+    field by field and seeking past those bytes, so they are never read; None when the
+    file does not read as expected (the full load then says what is wrong)."""
+    import onnx
+
+    try:
+        with open(p, "rb", buffering=1 << 16) as f:
+            data = _strip_fields(f, p.stat().st_size, {7: {5: {9: None}}})
+    except (ValueError, OSError):
+        return None
+    return onnx.load_model_from_string(data)
+
+
+def _strip_fields(f, end: int, plan: dict) -> bytes:
+    """Protobuf message bytes from ``f`` up to ``end``, less the fields ``plan`` drops:
+    field number -> None (skipped unread) or the plan of the sub-message to strip
+    (ModelProto.graph 7 > GraphProto.initializer 5 > TensorProto.raw_data 9)."""
+    out = bytearray()
+    while f.tell() < end:
+        tag = _read_varint(f)
+        number, wire = tag >> 3, tag & 7
+        if wire == 2:
+            size = _read_varint(f)
+            if number in plan and plan[number] is None:
+                f.seek(size, os.SEEK_CUR)
+                continue
+            if number in plan:
+                body = _strip_fields(f, f.tell() + size, plan[number])
+            else:
+                body = f.read(size)
+                if len(body) != size:
+                    raise ValueError("truncated")
+            out += _varint(tag) + _varint(len(body)) + body
+        elif wire in (0, 1, 5):
+            raw = _varint(_read_varint(f)) if wire == 0 else f.read(8 if wire == 1 else 4)
+            out += _varint(tag) + raw
+        else:  # groups (wire types 3, 4) are not in onnx.proto
+            raise ValueError(f"wire type {wire}")
+    if f.tell() != end:
+        raise ValueError("a field runs past its message")
+    return bytes(out)
+
+
+def _read_varint(f) -> int:
+    n = shift = 0
+    while True:
+        b = f.read(1)
+        if not b:
+            raise ValueError("truncated")
+        n |= (b[0] & 0x7F) << shift
+        if b[0] < 0x80:
+            return n
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
 
 
 def _inside(base: Path, location: str) -> bool:

@@ -24,7 +24,7 @@ def lineage_of(model: str | os.PathLike | ModelArtifact) -> tuple[str, ...]:
 
     if isinstance(model, ModelArtifact):
         return tuple(model.lineage)
-    m = load_onnx(model, load_external_data=False)
+    m = load_onnx(model, graph_only=True)
     for p in m.metadata_props:
         if p.key == LINEAGE_KEY and p.value:
             return tuple(p.value.split(","))
@@ -80,7 +80,7 @@ def finish(
     if written:
         if written_to != target and written_to.exists() and not options.force:
             raise BadInputError(f"{written_to} exists", hint="pass --force to overwrite it")
-        size = sum(external_data_files(load_onnx(scratch_model, load_external_data=False)).values())
+        size = sum(external_data_files(load_onnx(scratch_model, graph_only=True)).values())
         if options.external_data or size >= PROTOBUF_LIMIT:
             artifact_src = None
             publish_model(scratch_model, written_to, overwrite=options.force)
@@ -95,7 +95,7 @@ def finish(
 def _onnxforge_metadata(model) -> dict:
     from onnxforge.core.fileio import load_onnx
 
-    m = load_onnx(model_path(model), load_external_data=False)
+    m = load_onnx(model_path(model), graph_only=True)
     return {p.key: p.value for p in m.metadata_props if p.key.startswith("onnxforge.") and p.key != LINEAGE_KEY}
 
 
@@ -105,7 +105,7 @@ def make_artifact(path: str | os.PathLike, lineage: tuple[str, ...], specs_from:
     from onnxforge.data.specs import model_io_specs
     from onnxforge.core.fileio import load_onnx, sha256_file
 
-    m = load_onnx(specs_from or path, load_external_data=False)
+    m = load_onnx(specs_from or path, graph_only=True)
     ins, outs = model_io_specs(m)
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ModelArtifact(str(path), ins, outs, opset, f"{m.producer_name} {m.producer_version}".strip(),

@@ -222,3 +222,39 @@ def test_the_verdict_says_where_its_data_came_from(cli, fx, tmp_path):
     assert r.code == 0, r.err
     data = json.loads(r.out)["result"]["data"]
     assert data["source"] == "given" and data["how"].endswith("in.npz (1 sample(s))")
+
+
+def _live_sessions() -> int:
+    import gc
+
+    import onnxruntime as ort
+
+    gc.collect()
+    return sum(isinstance(o, ort.InferenceSession) for o in gc.get_objects())
+
+
+def test_check_sessions_run_one_after_the_other(fx):
+    """Each ORT session holds its own copy of the weights: a step's check against the
+    model before it (check_against) held both at once, 2x the weights on top of the
+    step's own. Runners made with hold=False load at their first call and are let go
+    as soon as their outputs are in, so the candidate runs with the reference gone."""
+    from onnxforge.backends.base import Runner
+    from onnxforge.backends.onnx.runner import onnx_runner
+    from onnxforge.checks.parity import validate
+
+    base = _live_sessions()
+    ref = onnx_runner(fx / "chain.onnx", "cpu", hold=False)
+    assert _live_sessions() == base  # nothing loaded before the first call
+    x = {s.name: np.ones([d if isinstance(d, int) else 2 for d in s.shape], np.float32) for s in ref.inputs}
+    want = ref(x)
+    ref.release()
+    seen = []
+
+    def probe(feeds):
+        seen.append(_live_sessions() - base)
+        return want
+
+    cand = Runner(label="probe", kind="onnx", inputs=ref.inputs, outputs=ref.outputs, fn=probe)
+    rep = validate(ref, cand, input_samples=[x])
+    assert rep.passed and seen == [0]
+    assert _live_sessions() == base

@@ -31,7 +31,8 @@ def inspect_model(path: str | os.PathLike, *, runtime: bool = True) -> ModelInfo
     from onnxforge.data.specs import model_io_specs
 
     p = Path(path)
-    model = load_onnx(p, load_external_data=False)
+    # the runtime verdict checks inline tensors' bytes against their dims: it needs them
+    model = load_onnx(p, load_external_data=False, graph_only=not runtime)
     g = model.graph
     inputs, outputs = model_io_specs(model)
     hist = collections.Counter(n.op_type if not n.domain or n.domain == "ai.onnx" else f"{n.domain}.{n.op_type}" for n in g.node)
@@ -193,5 +194,5 @@ def symbolic_dims(path) -> list[str]:
     from onnxforge.core.fileio import load_onnx
     from onnxforge.data.specs import model_io_specs
 
-    ins, _ = model_io_specs(load_onnx(path, load_external_data=False))
+    ins, _ = model_io_specs(load_onnx(path, graph_only=True))
     return sorted({d for s in ins for d in s.shape if isinstance(d, str)})

@@ -6,19 +6,27 @@ from onnxforge.backends.base import Runner
 
 
 def onnx_runner(path, provider: str = "cpu", *, label: str | None = None, threads: int | None = None,
-                optimization: str = "all") -> Runner:
+                optimization: str = "all", hold: bool = True) -> Runner:
+    """``hold=False``: the session is made at the first call and let go by ``release()``,
+    so a check can run two models' sessions one after the other, never both in memory."""
     from onnxforge.core.fileio import load_onnx
     from onnxforge.backends.onnx.runtime import create_session, run_session
     from onnxforge.data.specs import model_io_specs
 
-    model = load_onnx(path, load_external_data=False)  # clear errors before ORT's
+    model = load_onnx(path, graph_only=True)  # clear errors before ORT's
     ins, _ = model_io_specs(model)
     ranges, norms = recorded_val_ranges(model), recorded_input_norms(model)
-    sess = create_session(path, provider, threads=threads, optimization=optimization)
-    names = [o.name for o in sess.get_outputs()]
+    held: dict = {}
+
+    def session():
+        if "s" not in held:
+            held["s"] = create_session(path, provider, threads=threads, optimization=optimization)
+        return held["s"]
+
+    names = [o.name for o in session().get_outputs()] if hold else [o.name for o in model.graph.output]
     return Runner(label=label or f"{path}@{provider}", kind="onnx", inputs=ins, outputs=tuple(names),
-                  fn=lambda feeds: _tensors(run_session(sess, feeds, names)), path=str(path), provider=provider,
-                  val_ranges=ranges, input_norms=norms)
+                  fn=lambda feeds: _tensors(run_session(session(), feeds, names)), path=str(path), provider=provider,
+                  val_ranges=ranges, input_norms=norms, release=None if hold else held.clear)
 
 
 def inputs_and_ranges(path) -> tuple[list, dict | None]:
@@ -27,7 +35,7 @@ def inputs_and_ranges(path) -> tuple[list, dict | None]:
     from onnxforge.core.fileio import load_onnx
     from onnxforge.data.specs import model_io_specs
 
-    model = load_onnx(path, load_external_data=False)
+    model = load_onnx(path, graph_only=True)
     return model_io_specs(model)[0], recorded_val_ranges(model)
 
 
@@ -35,7 +43,7 @@ def input_norms_of(path) -> dict | None:
     """The input normalisations a model file's converter recorded, read without its weights."""
     from onnxforge.core.fileio import load_onnx
 
-    return recorded_input_norms(load_onnx(path, load_external_data=False))
+    return recorded_input_norms(load_onnx(path, graph_only=True))
 
 
 def recorded_val_ranges(model) -> dict | None:

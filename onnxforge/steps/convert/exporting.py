@@ -77,11 +77,12 @@ def export_hint(text: str, opset, tried=("dynamo", "torchscript")) -> str:
 def check_once(ref, cand, feeds: dict, tol, label: str, data: dict | None = None) -> ParityReport:
     """One parity check of the ONNX model against torch outputs on ``feeds``: the
     module runs first (its failure is the user's), then the ONNX model (its failure is
-    a failed check, reported)."""
+    a failed check, reported). ``ref``: the torch runner, or its outputs already taken
+    (convert runs the module on every input, then lets it go before ORT loads)."""
     from onnxforge.backends import Runner
     from onnxforge.checks.parity import validate
 
-    torch_out = ref(feeds)
+    torch_out = ref(feeds) if callable(ref) else ref
     saved = Runner(label="torch", kind="saved", outputs=tuple(torch_out), saved_outputs=(torch_out,))
     try:
         rep = validate(saved, cand, input_samples=[feeds], tolerance=tol, data=data)

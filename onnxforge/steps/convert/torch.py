@@ -190,18 +190,19 @@ def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions 
     out_names = list(o.output_names) if o.output_names else [n for n, _ in flat]
     if len(out_names) != len(flat):
         raise UsageError(f"{len(out_names)} output name(s) given for {len(flat)} output tensor(s)")
-    reference = None
-    if loaded.kind == "huggingface":
-        reference = _hf_reference(str(source), o, loaded.module)
-    return _export_and_check(torch, loaded, ex, dyn, out_names, target, o, notes, reference)
+    reference = _hf_reference(str(source), o) if loaded.kind == "huggingface" else None
+    held = [loaded]  # handed over, not kept here: the checks let the module go before ONNX Runtime loads
+    del loaded, flat
+    return _export_and_check(torch, held, ex, dyn, out_names, target, o, notes, reference)
 
 
-def _hf_reference(source: str, o: ConvertTorchOptions, module):
+def _hf_reference(source: str, o: ConvertTorchOptions):
     """The reference of a Hugging Face source's parity checks, loaded when they run (not
     beside the export): the class config.json declares (or --task's), chosen apart from
     the converter's load, every output it returns compared by name, so a wrong class
-    cannot agree with itself."""
-    def make():
+    cannot agree with itself. ``make(module)`` reuses the converter's module when it is
+    of that class."""
+    def make(module):
         from onnxforge.backends.torch.hf import load_reference
         from onnxforge.backends.torch.runner import torch_runner
 
@@ -210,18 +211,23 @@ def _hf_reference(source: str, o: ConvertTorchOptions, module):
     return make
 
 
-def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, o, notes,
+def _export_and_check(torch, held: list, ex: Example, dyn, out_names, target: Path, o, notes,
                       reference=None) -> StepResult:
+    """``held``: [the loaded source], which the parity checks take and let go of."""
     from onnxforge.steps.artifacts import finish
     from onnxforge.core.fileio import scratch_dir
     from onnxforge.backends.onnx.inspection import check_model
     from onnxforge.checks.compare import make_tolerance
 
+    loaded = held[0]
     module = loaded.module
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters()) if hasattr(module, "parameters") else 0
     if o.external_data is None:
         o = replace(o, external_data=weight_bytes >= 2 * 1024**3 - 1)
     exportable = module if loaded.program is None else loaded.program
+    kind, keyword, program, example_data = loaded.kind, loaded.keyword, loaded.program is not None, \
+        _example_data(loaded, o)
+    del loaded
     with scratch_dir(target) as tmp:
         tmp_model = tmp / target.name
         # The scratch model always keeps its weights in a data file: the exporter then
@@ -239,20 +245,22 @@ def _export_and_check(torch, loaded, ex: Example, dyn, out_names, target: Path, 
             check_model(tmp_model)
         except (BadInputError, ConversionError) as exc:  # the model we wrote is at fault, not the user's input
             raise export_failure(exc, widened, tmp_model, target) from None
-        if loaded.program is not None:
+        del module
+        if program:
             named = name_program_dims(tmp_model)
             if named:
                 notes.append("dynamic dims of the program named after their role: "
                              + ", ".join(f"{old}={new}" for old, new in named.items()))
         checks: list[ParityReport] = []
         if o.check:
-            checks = _parity_checks(module, tmp_model, ex, dyn, out_names, make_tolerance(o.atol, o.rtol), o.seed,
-                                    loaded.keyword, o.val_ranges, reference, _example_data(loaded, o))
+            checks = _parity_checks(held, tmp_model, ex, dyn, out_names, make_tolerance(o.atol, o.rtol), o.seed,
+                                    keyword, o.val_ranges, reference, example_data)
         else:
+            held.clear()
             notes.append("parity check skipped (--no-check)")
         return finish(tmp_model, target, step="convert:torch", passed=all(c.passed for c in checks), options=o,
                       lineage=("convert:torch",), checks=checks, notes=notes, metadata=_recorded_inputs(o),
-                      details={"exporter": used, "source_kind": loaded.kind, "inputs": list(ex.names),
+                      details={"exporter": used, "source_kind": kind, "inputs": list(ex.names),
                                "outputs": out_names,
                                "dynamic": {k: {str(a): v for a, v in ax.items()} for k, ax in dyn.items()},
                                "weight_bytes": weight_bytes})
@@ -424,28 +432,33 @@ def _dynamic_shapes(torch, ex: Example, dyn):
     return {**dict(zip(ex.names, positional)), **{n: axes(n) for n in ex.kwargs}}
 
 
-def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, seed, keyword,
+def _parity_checks(held: list, model_path: Path, ex: Example, dyn, out_names, tol, seed, keyword,
                    ranges, reference=None, example_data=None) -> list[ParityReport]:
     """Parity on the example inputs, then once per dynamic label at a second size.
-    ``reference`` makes the reference runner when it is not the exported module."""
+    ``reference(module)`` makes the reference runner when it is not the exported module.
+    The module runs on every input first and is let go (``held`` is emptied) before ONNX
+    Runtime loads the model: the torch weights and the session's never sit side by side."""
     import numpy as np
 
-    from onnxforge.backends.onnx.runner import onnx_runner
+    from onnxforge.backends.onnx.runner import inputs_and_ranges, onnx_runner
     from onnxforge.backends.torch.runner import contiguous, to_numpy, torch_runner
+    from onnxforge.core.memory import release_memory
     from onnxforge.data.generate import looks_like_mask, padding_mask
 
-    ref = reference() if reference else torch_runner(module, out_names, keyword=keyword)
-    cand = onnx_runner(model_path, "cpu", label="onnx")
+    module = held.pop().module
+    ref = reference(module) if reference else torch_runner(module, out_names, keyword=keyword)
+    del module
+    specs = inputs_and_ranges(model_path)[0]
     base = {n: contiguous(to_numpy(t)) for n, t in zip(ex.names, ex.tensors)}
-    reports = [check_once(ref, cand, base, tol, "example inputs", example_data)]
+    runs: list = [(base, "example inputs", example_data, None)]  # (feeds, check, data, axis), or a report
     rng = np.random.default_rng(seed + 1)
     for label in sorted({l for axes in dyn.values() for l in axes.values()}):
         where = [(n, a) for n, axes in dyn.items() for a, l in axes.items() if l == label]
-        fixed = [f"{n}:{a}" for n, a in where if isinstance(_dim(cand.inputs, n, a), int)]
+        fixed = [f"{n}:{a}" for n, a in where if isinstance(_dim(specs, n, a), int)]
         if fixed:
-            reports.append(ParityReport("torch", f"onnx ({label})", 0, (), False, problems=(
+            runs.append(ParityReport("torch", f"onnx ({label})", 0, (), False, problems=(
                 f"dynamic axis {label} ({', '.join(fixed)}) was exported as a fixed size "
-                f"{_dim(cand.inputs, *where[0])}: the model works at the export shape only",)))
+                f"{_dim(specs, *where[0])}: the model works at the export shape only",)))
             continue
         feeds = {}
         for n, arr in base.items():
@@ -457,9 +470,20 @@ def _parity_checks(module, model_path: Path, ex: Example, dyn, out_names, tol, s
             mask = valid is None and looks_like_mask(n, shape, arr.dtype)
             feeds[n] = padding_mask(tuple(shape)).astype(arr.dtype) if mask else _resample(arr, tuple(shape), rng, valid)
         size = f"{label}={feeds[where[0][0]].shape[where[0][1]]}"
-        rep = check_once(ref, cand, feeds, tol, size, {"source": "generated", "how": f"generated (uniform within each "
-                                                   f"example input's range, at {size}, seed {seed + 1})"})
-        if not rep.passed and not rep.outputs:
+        runs.append((feeds, size, {"source": "generated", "how": f"generated (uniform within each example "
+                                                                 f"input's range, at {size}, seed {seed + 1})"}, label))
+    torch_outs = [None if isinstance(r, ParityReport) else ref(r[0]) for r in runs]
+    del ref
+    release_memory()  # the exporter's graph (onnxscript's rewriters keep it) wraps the module's weights
+    cand = onnx_runner(model_path, "cpu", label="onnx")
+    reports = []
+    for run, torch_out in zip(runs, torch_outs):
+        if isinstance(run, ParityReport):
+            reports.append(run)
+            continue
+        feeds, check, data, label = run
+        rep = check_once(torch_out, cand, feeds, tol, check, data)
+        if not rep.passed and not rep.outputs and label:
             rep = ParityReport(rep.reference, rep.candidate, 1, (), False, problems=tuple(
                 p + f" — the exporter may have baked dynamic axis {label} in as a constant" for p in rep.problems))
         reports.append(rep)

@@ -89,7 +89,7 @@ def decide(src, op_types, per_channel: bool, weight_type: str, notes: list) -> b
 
     if inspect_model(src, runtime=False).parameter_bytes < LEAN_MIN_BYTES:
         return False
-    why = eligible(load_onnx(src, load_external_data=False), op_types=op_types, per_channel=per_channel,
+    why = eligible(load_onnx(src, graph_only=True), op_types=op_types, per_channel=per_channel,
                    weight_type=weight_type)
     if why:
         notes.append(f"large model quantized by ORT's quantizer, which holds it in memory several times ({why})")

@@ -91,6 +91,12 @@ def _preprocess(src: Path, dst: Path, notes: list) -> Path:
         notes.append(f"pre-processing (quant_pre_process) failed, quantized without it: {type(exc).__name__}: "
                      f"{first_line(exc, 200)}")
         return src
+    finally:
+        from onnxforge.core.memory import release_memory
+
+        # its model sits in reference cycles (a failure's traceback too) until a collection:
+        # BERT-base's 1.6 GiB stayed under the recipe search and the quantizer that followed
+        release_memory()
 
 
 def _initializers_not_inputs(src: Path, dst: Path, notes: list) -> Path:
@@ -99,7 +105,7 @@ def _initializers_not_inputs(src: Path, dst: Path, notes: list) -> Path:
     from onnxforge.core.fileio import load_onnx
     from onnxforge.steps.artifacts import save_scratch
 
-    m = load_onnx(src, load_external_data=False)  # the graph tells; the weights only when a copy is needed
+    m = load_onnx(src, graph_only=True)  # the graph tells; the weights only when a copy is needed
     inits = {t.name for t in m.graph.initializer}
     keep = [i for i in m.graph.input if i.name not in inits]
     if len(keep) == len(m.graph.input):
@@ -220,7 +226,7 @@ def fp32_source(model, output, o, mode: str):
     from onnxforge.data.specs import model_io_specs
 
     src = model_path(model)
-    m = load_onnx(src, load_external_data=False)
+    m = load_onnx(src, graph_only=True)
     if is_quantized(m):
         ops = sorted({n.op_type for n in m.graph.node} & QUANTIZED_OPS)
         raise BadInputError(f"{src} is already quantized (it has {', '.join(ops)})", hint="quantize the fp32 model")
@@ -447,7 +453,7 @@ def _for_graph(job: _Job, fp32) -> _Job:
     from onnxforge.core.fileio import load_onnx
     from onnxforge.steps.quantize.lean_quant import eligible
 
-    lean = job.lean and eligible(load_onnx(fp32, load_external_data=False), op_types=job.o.op_types or None,
+    lean = job.lean and eligible(load_onnx(fp32, graph_only=True), op_types=job.o.op_types or None,
                                  per_channel=job.types["per_channel"], weight_type=job.types["weight_type"]) is None
     return replace(job, base=Path(fp32), lean=lean)
 
@@ -663,11 +669,13 @@ def _run_ort_quantizer(job: _Job, out: Path, excluded: list, excluded_ops: list)
 
     from onnxforge.core.fileio import load_onnx
     from onnxforge.core.logs import quiet_third_party
+    from onnxforge.core.memory import release_memory
 
+    release_memory()  # ORT's quantizer holds the model several times: start it from what is in use
     o = job.o
     nodes_excluded = list(excluded) + [n for n in job.keep_fp32 if n not in excluded]
     if excluded_ops:
-        m = load_onnx(job.base, load_external_data=False)
+        m = load_onnx(job.base, graph_only=True)
         nodes_excluded += [n.name for n in m.graph.node if n.op_type in excluded_ops and n.name]
     types = [t for t in job.op_types if t not in excluded_ops] if job.op_types else None
     common = dict(op_types_to_quantize=types, per_channel=job.types["per_channel"],

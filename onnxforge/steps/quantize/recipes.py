@@ -193,8 +193,8 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
     from onnxforge.steps.quantize.attention import rewrite_for_quantization
 
     t0 = time.perf_counter()
-    m = load_onnx(src, load_external_data=False)
-    size = m.ByteSize() + sum(external_data_files(m).values())
+    m = load_onnx(src, graph_only=True)
+    size = Path(src).stat().st_size + sum(external_data_files(m).values())
     del m
     has_attention = attention_ops(src) > 0
     if not has_attention and not _has_softmax(src):
@@ -246,7 +246,7 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
 def _has_softmax(path) -> bool:
     from onnxforge.core.fileio import load_onnx
 
-    return any(n.op_type == "Softmax" for n in load_onnx(path, load_external_data=False).graph.node)
+    return any(n.op_type == "Softmax" for n in load_onnx(path, graph_only=True).graph.node)
 
 
 def fuse_attention(src: Path, dst: Path) -> dict:
