@@ -406,6 +406,8 @@ def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = N
     from onnxforge.core.memory import release_memory
     from onnxforge.data.specs import dim_keys
 
+    from onnxforge.checks.generation import generation_check, has_past
+
     release_memory()  # what the step's engine freed goes back before two sessions load the weights again
     # one session at a time: each holds its own copy of the weights
     ref = onnx_runner(before, "cpu", label=Path(before).name, hold=False)
