@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-BIAS_INPUT = 5  # attention_bias of com.microsoft Attention and MultiHeadAttention
-
 
 def _declared_dims(value_info) -> tuple | None:
     """The input's dims as declared (names or sizes); None when one is unnamed."""
@@ -37,16 +35,14 @@ def unify_bias_shapes(model) -> list[str]:
     """Point the Shape nodes of each attention bias sub-graph that read another input
     than the bias' one data input at that input (see the module docstring). In place;
     returns the names of the Shape nodes changed."""
-    from onnxforge.steps.quantize.attention import MS_DOMAIN, bias_subgraph
+    from onnxforge.steps.quantize.attention import BIAS_INPUT, attention_nodes, bias_subgraph
 
     g = model.graph
     if any(a.HasField("g") or len(a.graphs) for n in g.node for a in n.attribute):
         return []  # a subgraph body may read any name: left as is
     inits = {t.name for t in g.initializer}
     declared = {i.name: _declared_dims(i) for i in g.input if i.name not in inits}
-    biases = {n.input[BIAS_INPUT] for n in g.node if n.domain == MS_DOMAIN
-              and n.op_type in ("Attention", "MultiHeadAttention") and len(n.input) > BIAS_INPUT
-              and n.input[BIAS_INPUT]}
+    biases = {n.input[BIAS_INPUT] for n in attention_nodes(model) if len(n.input) > BIAS_INPUT and n.input[BIAS_INPUT]}
     changed = []
     for bias in sorted(biases):
         nodes, ins, _ = bias_subgraph(model, bias)
