@@ -32,6 +32,7 @@ from typing import Callable, Mapping, Sequence
 from onnxforge.core.errors import BadInputError, StepNotApplicable, UsageError, first_line
 from onnxforge.core.logs import swallowed
 from onnxforge.steps.simplify.cleanup import run_cleanup
+from onnxforge.steps.simplify.masks import run_attention
 from onnxforge.steps.simplify.options import SimplifyOptions
 from onnxforge.core.types import EngineRun, StepResult
 
@@ -167,10 +168,8 @@ def _plan(o: SimplifyOptions, pin: Mapping[str, list]) -> list[tuple[str, Callab
     if o.transformer:  # first: its patterns match the exporter's graph, which onnxsim rewrites
         plan.append((f"transformer:{o.transformer}", lambda s, d, ctx: _fusion_engines(
             s, d, ctx, model_type=o.transformer, num_heads=o.num_heads, hidden_size=o.hidden_size)))
-        # fused Attention into the form that quantizes to QAttention (attention.py), kept only if it passes
-        from onnxforge.steps.quantize.attention import run_attention_rewrite
-
-        plan.append(("attention", run_attention_rewrite))
+        # fused Attention into the form that quantizes to QAttention (masks.py, attention.py), kept only if it passes
+        plan.append(("attention", run_attention))
     if o.onnxsim:
         plan.append(("onnxsim", lambda s, d: run_onnxsim(s, d, skip=o.skip, shapes=pin,
                                                          max_constant_size=o.max_constant_size)))
