@@ -24,6 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from onnxforge.report import SCHEMA_VERSION
+from onnxforge.core.fileio import atomic_write_text
+from onnxforge.core.options import _adapter, alias_keys, deprecated_keys, fields_of, toml_place
+from onnxforge.core.types import ReleaseReport
+from onnxforge.pipeline.config import DataSection, FRAMEWORKS, GATES, PackageSection, ServeCheckSection, StepParity
+from onnxforge.steps import STEPS
+from onnxforge.steps.package.options import PackageOptions
+from onnxforge.steps.serve_check.options import ServeCheckOptions
+from onnxforge.zoo.config import Target, ZooSection
+from onnxforge.zoo.merge import ZooReport
 
 NAMES = ("release", "zoo", "report", "zoo-report")
 # a schema's version: the report envelopes carry theirs (schema_version); the TOML
@@ -57,8 +66,6 @@ def generate(name: str) -> dict:
 def _fields(cls, defs: dict, table: str = "") -> dict[str, dict]:
     """key -> schema of ``cls``'s fields that a TOML file sets in ``table`` ("" the
     section's own), aliases included; help as the description. TOML has no null."""
-    from onnxforge.core.options import _adapter, alias_keys, deprecated_keys, fields_of, toml_place
-
     schema = _adapter(cls).json_schema()
     defs.update(schema.get("$defs", {}))
     out = {}
@@ -92,9 +99,6 @@ def _table(props: dict, required: tuple[str, ...] = (), **extra) -> dict:
 
 def _model(defs: dict) -> dict:
     """[model]: source and framework, and the convert options placed there (per framework)."""
-    from onnxforge.pipeline.config import FRAMEWORKS
-    from onnxforge.steps import STEPS
-
     variants = []
     for fw in FRAMEWORKS:
         classes = [STEPS[f"convert.{fw}"].options] if fw != "onnx" else \
@@ -110,9 +114,6 @@ def _model(defs: dict) -> dict:
 
 
 def _steps(defs: dict) -> dict:
-    from onnxforge.pipeline.config import StepParity
-    from onnxforge.steps import STEPS
-
     parity = _table(_fields(StepParity, defs), description="This step's own ledger criteria.")
     variants = [_table({**_fields(d.options, defs), "run": {"const": d.run}, "parity": parity}, ("run",),
                        title=d.name, description=d.summary) for d in STEPS.values()]
@@ -120,10 +121,6 @@ def _steps(defs: dict) -> dict:
 
 
 def _release(defs: dict) -> dict:
-    from onnxforge.pipeline.config import GATES, DataSection, PackageSection, ServeCheckSection
-    from onnxforge.steps.package.options import PackageOptions
-    from onnxforge.steps.serve_check.options import ServeCheckOptions
-
     props = {
         "model": _model(defs),
         "data": _table(_fields(DataSection, defs)),
@@ -136,8 +133,6 @@ def _release(defs: dict) -> dict:
 
 
 def _zoo(defs: dict) -> dict:
-    from onnxforge.zoo.config import Target, ZooSection
-
     props = {"zoo": _table(_fields(ZooSection, defs)),
              "targets": {"type": "array", "items": _table(_fields(Target, defs), ("name",))}}
     return _table(props, ("zoo",), title="onnxforge zoo file (zoo.toml)")
@@ -176,20 +171,14 @@ def _as_written(s: Any) -> Any:
 
 
 def _release_report(defs: dict) -> dict:
-    from onnxforge.core.types import ReleaseReport
-
     return _envelope(ReleaseReport, "release", defs, "onnxforge release report (report.json)")
 
 
 def _zoo_report(defs: dict) -> dict:
-    from onnxforge.zoo.merge import ZooReport
-
     return _envelope(ZooReport, "zoo", defs, "onnxforge zoo report (zoo-report.json)")
 
 
 def write_all(folders: list[Path]) -> None:
-    from onnxforge.core.fileio import atomic_write_text
-
     for name in NAMES:
         text = dumps(generate(name))
         for folder in folders:

@@ -17,8 +17,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from onnxforge.backends.base import Runner
+from onnxforge.backends.base import Runner, is_factory
 from onnxforge.core.errors import BadInputError, UsageError
+from dataclasses import replace
 
 __all__ = ["RUNTIMES", "Runner", "frameworks", "kind_of", "open_runner"]
 
@@ -43,8 +44,6 @@ def _suffixes() -> dict[str, str]:
 
 def kind_of(spec: str) -> str:
     """onnx, saved, hf, factory, or a framework's kind (torch, sklearn), from the argument's form."""
-    from onnxforge.backends.base import is_factory
-
     suffixes = _suffixes()
     p = Path(spec)
     if str(spec).startswith("hf:") or (p.is_dir() and (p / "config.json").is_file()):
@@ -99,8 +98,6 @@ def open_runner(spec: Any, provider: str = "cpu", *, kind: str | None = None, th
 def _openvino_runner(spec: Any, kind: str | None, **options) -> Runner:
     """OpenVINO runs ONNX files only; the val ranges and input norms the converter recorded
     come from the file as for ORT (read by the onnx backend: the frameworks stand apart)."""
-    from dataclasses import replace
-
     from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges
     from onnxforge.backends.openvino.runner import openvino_runner
 

@@ -20,6 +20,28 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
+from importlib import metadata
+import platform
+from onnxforge import __version__
+from onnxforge.backends.onnx.runtime import (
+    PROVIDERS,
+    available_providers,
+    installed_runtime_packages,
+    resolve_provider,
+    runtime_conflict_note,
+    session_options,
+    short_provider,
+)
+from onnxforge.core.errors import first_line
+from onnxforge.core.system import (
+    affinity_cpus,
+    available_memory,
+    cgroup_cpu_limit,
+    cpu_info,
+    cpu_quota,
+    host_available_memory,
+    memory_limit,
+)
 
 # The extras of pyproject.toml: what each brings and what is off without it
 # (tests/backends/test_doctor.py checks this table against pyproject.toml).
@@ -81,8 +103,6 @@ class DoctorReport:
 
 
 def _version(dist: str) -> str | None:
-    from importlib import metadata
-
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -104,8 +124,6 @@ def check_provider(full: str, model: bytes | None = None) -> ProviderCheck:
     """Make a one-node session on ``full`` and see whether it is the active provider."""
     import onnxruntime as ort
 
-    from onnxforge.core.errors import first_line
-    from onnxforge.backends.onnx.runtime import available_providers, session_options, short_provider
 
     available = full in available_providers()
     if not available:
@@ -162,14 +180,8 @@ def _optional_here(dist: str) -> bool:
 
 def doctor(require: Sequence[str] = ()) -> DoctorReport:
     """See the module docstring. ``require``: provider names that must initialise."""
-    import platform
-
     import onnxruntime as ort
 
-    from onnxforge import __version__
-    from onnxforge.backends.onnx.runtime import PROVIDERS, installed_runtime_packages, resolve_provider, runtime_conflict_note
-    from onnxforge.core.system import (affinity_cpus, available_memory, cgroup_cpu_limit, cpu_info, cpu_quota,
-                                  host_available_memory, memory_limit)
 
     wanted = [resolve_provider(p) for p in require]  # an unknown name is a usage error, before any work
     model = _probe_model()

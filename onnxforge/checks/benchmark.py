@@ -27,8 +27,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from onnxforge.core.errors import BadInputError, UsageError
-from onnxforge.core.types import BenchmarkReport, BenchmarkResult, Comparison, Contention, Fastest
+from onnxforge.core.errors import BadInputError, UsageError, first_line
+from onnxforge.core.types import BenchmarkReport, BenchmarkResult, Comparison, Contention, Fastest, TensorSpec
+from time import perf_counter_ns
+import fcntl
+import resource
+import sys
+import tempfile
+import numpy as np
+from onnxforge.backends import RUNTIMES
+from onnxforge.backends.onnx.runner import inputs_and_ranges
+from onnxforge.backends.onnx.runtime import create_session, environment, resolve_provider, run_session, short_provider
+from onnxforge.backends.openvino.runner import DEVICE, compile_onnx, inference_precision, timed_call
+from onnxforge.checks.gates import baseline_gates, latency_gates, load_baseline, settle, speedup_gates, verdict
+from onnxforge.core.fileio import check_readable_file, sha256_file
+from onnxforge.core.progress import task
+from onnxforge.core.stats import EXTEND, WINDOW_S, contaminated, histogram_with_edges, latency_stats, speedup_ci
+from onnxforge.core.system import busy_seconds, cpu_quota, proc_kib
+from onnxforge.data.generate import generate_inputs
+from onnxforge.data.samples import check_sample_fits, load_samples
+from onnxforge.data.specs import check_dims
 
 log = logging.getLogger("onnxforge")
 
@@ -36,15 +54,10 @@ HIGH_CV = 0.10
 
 
 def _rss() -> int:
-    from onnxforge.core.system import proc_kib
-
     return proc_kib("/proc/self/status", "VmRSS") or 0
 
 
 def _peak_rss() -> int:
-    import resource
-    import sys
-
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r if sys.platform == "darwin" else r * 1024
 
@@ -75,11 +88,6 @@ class _Row:
 
 
 def _feeds_for(specs, *, batch, dims, shapes, inputs, seed, val_ranges):
-    from onnxforge.data.generate import generate_inputs
-    from onnxforge.data.samples import check_sample_fits, load_samples
-    from onnxforge.data.specs import check_dims
-    from onnxforge.core.types import TensorSpec
-
     check_dims(dims, specs)
     if inputs:
         sample = load_samples(inputs, names=[s.name for s in specs])[0]
@@ -123,7 +131,6 @@ def _binder(sess, feeds, provider: str, provider_options: Mapping[str, str]):
     for o in sess.get_outputs():
         binding.bind_output(o.name, device, device_id)
     run = sess.run_with_iobinding
-    from time import perf_counter_ns
 
     def once() -> int:
         t0 = perf_counter_ns()
@@ -136,8 +143,6 @@ def _binder(sess, feeds, provider: str, provider_options: Mapping[str, str]):
 
 
 def _plain(sess, feeds):
-    from time import perf_counter_ns
-
     run = sess.run
     f = dict(feeds)
 
@@ -151,11 +156,6 @@ def _plain(sess, feeds):
 
 def _placement(model: str, provider: str, provider_options, threads) -> dict[str, int]:
     """Nodes per provider, from one profiled run in a separate session."""
-    import os
-    import tempfile
-
-    from onnxforge.backends.onnx.runtime import create_session, run_session
-    from onnxforge.data.generate import generate_inputs
 
     with tempfile.TemporaryDirectory() as tmp:
         from onnxforge.backends.onnx.runtime import session_options
@@ -182,10 +182,6 @@ def _placement(model: str, provider: str, provider_options, threads) -> dict[str
 
 def _open_rows(models, fulls, popts, batches, *, threads, inter_threads, spinning, io_binding, feed_args,
                runtimes=("ort",), ov_precision="auto") -> list[_Row]:
-    from onnxforge.core.fileio import check_readable_file, sha256_file
-    from onnxforge.backends.onnx.runner import inputs_and_ranges
-    from onnxforge.backends.onnx.runtime import create_session
-
     rows: list[_Row] = []
     for m in models:
         check_readable_file(m, "model")
@@ -219,8 +215,6 @@ def _open_rows(models, fulls, popts, batches, *, threads, inter_threads, spinnin
 
 def _openvino_row(model: str, feeds: dict, batch, threads: int, precision: str, digest: str) -> _Row:
     """A row OpenVINO runs (compiled once, like an ORT session; the same feeds)."""
-    from onnxforge.backends.openvino.runner import DEVICE, compile_onnx, inference_precision, timed_call
-
     before = _rss()
     compiled = compile_onnx(model, threads=threads, precision=precision)
     row = _Row(model, DEVICE, batch if batch is not None else _leading(feeds), compiled, feeds,
@@ -233,8 +227,6 @@ def _openvino_row(model: str, feeds: dict, batch, threads: int, precision: str, 
 
 def _probe(row: _Row) -> None:
     """One untimed call: a model that fails at run time is bad input, said once."""
-    from onnxforge.core.errors import first_line
-
     try:
         row.once()
     except Exception as exc:
@@ -254,8 +246,6 @@ class _Clock:
 
     @classmethod
     def now(cls, cpus) -> "_Clock":
-        from onnxforge.core.system import busy_seconds
-
         return cls(time.perf_counter(), time.process_time(), busy_seconds(cpus) if cpus else None)
 
 
@@ -275,8 +265,6 @@ class _Tally:
     def window(self, since: _Clock, first_round: int, lookback: _Clock) -> _Clock:
         """Close the window of rounds since ``first_round``; judged over ``lookback``
         (at least WINDOW_S back, so a short last window is not judged on a few ticks)."""
-        from onnxforge.core.stats import contaminated
-
         now = _Clock.now(self.cpus if self.judge else None)
         wall, ours = now.wall - lookback.wall, now.ours - lookback.ours
         busy = now.busy - lookback.busy if now.busy is not None and lookback.busy is not None else None
@@ -298,9 +286,6 @@ def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: f
     nanoseconds per call of the clean rounds when enough were had (at least half the
     budget), else of every round; the process's CPU time around each call (every
     thread's: what the call cost, whatever the load); and what the CPU was like."""
-    from onnxforge.core.progress import task
-    from onnxforge.core.stats import EXTEND, WINDOW_S
-
     cpus = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
     judge = all(r.on_cpu for r in rows)
     t = _Tally(cpus, max(1, min(threads, len(cpus) or threads)), judge)
@@ -351,8 +336,6 @@ def _time(rows: Sequence[_Row], warmup: int, iterations: int | None, duration: f
 def _cpu_overhead(cpu_ns) -> int:
     """The CPU time the clock reads and a call of ``once`` cost by themselves (median of
     a no-op's), taken off each call's CPU time so a tiny model's is not mostly overhead."""
-    from time import perf_counter_ns
-
     def noop() -> int:
         t0 = perf_counter_ns()
         return perf_counter_ns() - t0
@@ -394,10 +377,6 @@ def _bounds(ref: BenchmarkResult, other: BenchmarkResult, floors: bool = True) -
 
 def _result(r: _Row, ns: Sequence[int], cpu_ns: Sequence[int], *, threads, seed, save_latencies, placement, popts,
             notes) -> BenchmarkResult:
-    import numpy as np
-
-    from onnxforge.backends.onnx.runtime import short_provider
-    from onnxforge.core.stats import histogram_with_edges, latency_stats
 
     ms = [v / 1e6 for v in ns]
     stats, cv = latency_stats(ms, seed)
@@ -452,12 +431,6 @@ def benchmark(
     """Benchmark each model on each runtime (ORT: on each provider) and batch size,
     interleaved; see the module docstring. ``runtimes``: ort, openvino (OpenVINO's CPU
     device at ``ov_precision``, timed in the same rounds)."""
-    from onnxforge.backends.onnx.runtime import environment, resolve_provider
-    from onnxforge.core.system import cpu_quota
-    from onnxforge.core.stats import speedup_ci
-    from onnxforge.checks.gates import (baseline_gates, latency_gates, load_baseline, settle, speedup_gates,
-                                            verdict)
-
     if not models:
         raise UsageError("no model to benchmark")
     if iterations is not None and iterations < 1 or duration is not None and not duration > 0:
@@ -500,8 +473,6 @@ def benchmark(
 
 
 def _check_runtimes(runtimes: Sequence[str], providers: Sequence[str]) -> tuple[str, ...]:
-    from onnxforge.backends import RUNTIMES
-
     out = tuple(dict.fromkeys(r.strip().lower() for r in runtimes))
     bad = [r for r in out if r not in RUNTIMES]
     if not out or bad:
@@ -557,7 +528,6 @@ def exclusive_timing(what: str = ""):
     if not path:
         yield
         return
-    import fcntl
 
     asked = time.time()
     try:

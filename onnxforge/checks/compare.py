@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from onnxforge.core.errors import UsageError
 from onnxforge.core.types import OutputDiff, ParityReport, Tolerance
+import numpy as np
 
 CHECK_STATS = ("elementwise", "max", "mean", "median", "p99")
 CHECK_STAT_ALIASES = {"elemwise": "elementwise"}  # Polygraphy's spelling
@@ -99,8 +100,6 @@ def _bound(v) -> float:
 
 
 def _as_array(x):
-    import numpy as np
-
     return np.asarray(x)
 
 
@@ -110,8 +109,6 @@ def _is_exact(arr) -> bool:
 
 def labels_equal(ref, cand):
     """Element-wise equality of two label arrays (a float label from one side is compared by value)."""
-    import numpy as np
-
     if ref.dtype.kind in "fc" or cand.dtype.kind in "fc":
         return np.isclose(ref.astype(np.float64), cand.astype(np.float64), atol=0, rtol=0)
     if ref.dtype.kind in "USO" or cand.dtype.kind in "USO":
@@ -121,8 +118,6 @@ def labels_equal(ref, cand):
 
 def _labels(name, ref, cand, shape, min_agreement) -> OutputDiff:
     """Labels: exact equality (a float label from one side is compared by value)."""
-    import numpy as np
-
     eq = labels_equal(ref, cand)
     agree = float(eq.mean()) if eq.size else 1.0
     need = 1.0 if min_agreement is None else min_agreement
@@ -139,8 +134,6 @@ def _label_ties(d: OutputDiff, ref_list, cand_list, scores_list, atol: float, rt
     """Labels that differ on rows where the reference's two highest scores are within the
     scores' tolerance of each other are ties: which class wins there is rounding, not a
     wrong model. They are counted and named, and only the other differences are judged."""
-    import numpy as np
-
     ref = np.concatenate([_as_array(r).reshape(-1) for r in ref_list])
     cand = np.concatenate([_as_array(c).reshape(-1) for c in cand_list])
     scores = [_as_array(x) for x in scores_list]
@@ -164,8 +157,6 @@ def _label_ties(d: OutputDiff, ref_list, cand_list, scores_list, atol: float, rt
 
 def _nonfinite(r64, c64) -> tuple[list[str], object]:
     """Notes naming NaN/Inf on each side, and the mask of elements finite on both (or None)."""
-    import numpy as np
-
     r_bad, c_bad = ~np.isfinite(r64), ~np.isfinite(c64)
     notes = []
     for side, mask, arr in (("reference", r_bad, r64), ("candidate", c_bad, c64)):
@@ -178,16 +169,12 @@ def _nonfinite(r64, c64) -> tuple[list[str], object]:
 
 
 def _within(err, abs_ref, atol: float, rtol: float):
-    import numpy as np
-
     if math.isinf(atol) or math.isinf(rtol):
         return np.ones(err.shape, dtype=bool)  # no bound (inf * 0 would be NaN)
     return err <= atol + rtol * abs_ref
 
 
 def _verdict(err, rel, within, check_stat, atol, rtol, max_abs) -> tuple[bool, str]:
-    import numpy as np
-
     if check_stat == "elementwise":
         return bool(within.all()), (f"{(~within).sum()} of {within.size} elements outside atol {atol:g} + "
                                     f"rtol {rtol:g}*|ref| (max abs {max_abs:.3g})")
@@ -206,8 +193,6 @@ def error_histogram(err, bins: int = ERROR_BINS) -> tuple[tuple[int, ...], tuple
     reordered sums, 1e-2 from quantization), so equal-width bins would put all but the
     largest in the first. The first bin, [0, smallest nonzero error), holds the exact
     matches. Small on purpose: 12 bins per output in every parity report."""
-    import numpy as np
-
     if err.size == 0:
         return (), ()
     pos = err[err > 0]
@@ -224,8 +209,6 @@ def error_histogram(err, bins: int = ERROR_BINS) -> tuple[tuple[int, ...], tuple
 
 def _top_k(ref_list, cand_list, top_k: int) -> tuple[float, float]:
     """(top-1 agreement, top-k agreement) of score outputs, over the last axis."""
-    import numpy as np
-
     rl = [_as_array(r) for r in ref_list]
     cl = [_as_array(c) for c in cand_list]
     r_lab = np.concatenate([r.reshape(-1, r.shape[-1]).argmax(-1) for r in rl])
@@ -245,8 +228,6 @@ def compare_output(
     criteria: Criteria = Criteria(),
 ) -> OutputDiff:
     """Compare one output across samples (lists of arrays, one per sample)."""
-    import numpy as np
-
     shape = tuple(_as_array(ref_list[0]).shape) if ref_list else ()
     for i, (r, c) in enumerate(zip(ref_list, cand_list)):
         r, c = _as_array(r), _as_array(c)

@@ -11,12 +11,13 @@ from typing import Sequence
 
 from onnxforge.core.errors import BadInputError, UsageError
 from onnxforge.core.types import BenchmarkResult, Comparison, Contention, GateResult
+from dataclasses import replace
+from onnxforge.core.fileio import check_readable_file
+from onnxforge.core.stats import contention_line
+from onnxforge.report import SCHEMA_VERSION
 
 
 def load_baseline(path: str) -> dict:
-    from onnxforge.core.fileio import check_readable_file
-    from onnxforge.report import SCHEMA_VERSION
-
     p = check_readable_file(path, "baseline")
     try:
         env = json.loads(p.read_text())
@@ -97,9 +98,6 @@ def settle(gates: Sequence[GateResult], results: Sequence[BenchmarkResult], comp
     speed-up lies between Comparison.bounds). A gate passes or fails only where its
     bound decides it; else it is inconclusive. Without ``floors`` (a spinning thread
     pool, whose CPU time is not work) there is no lower bound: nothing fails."""
-    from dataclasses import replace
-
-    from onnxforge.core.stats import contention_line
 
     bounds = {x.model: x.bounds for x in comparisons}
     out = []

@@ -17,6 +17,13 @@ from typing import Any
 from onnxforge.backends import Runner
 from onnxforge.core.errors import BadInputError, UsageError
 from onnxforge.core.types import GenerationCheck, ParityReport, TensorSpec
+from dataclasses import replace
+import numpy as np
+from onnxforge.backends.onnx.runner import inputs_and_ranges, onnx_runner
+from onnxforge.backends.torch.hf import load_reference
+from onnxforge.core.fileio import load_onnx
+from onnxforge.core.progress import task
+from onnxforge.data.specs import model_io_specs, numpy_dtype
 
 PAST, PRESENT = "past_key_values.", "present."
 TOKENS = 8  # new tokens decoded by default
@@ -32,7 +39,6 @@ def is_with_past(path: Any) -> bool:
     """Whether ``path`` is an ONNX model that takes a key/value cache."""
     if not (isinstance(path, (str, Path)) and str(path).endswith(".onnx") and Path(path).is_file()):
         return False
-    from onnxforge.backends.onnx.runner import inputs_and_ranges
 
     try:
         return has_past(inputs_and_ranges(path)[0])
@@ -51,9 +57,6 @@ def _fixed(spec: TensorSpec, axis: int, what: str) -> int:
 def greedy_onnx(runner, prompt, tokens: int) -> tuple[Any, list]:
     """(new token ids [batch, tokens], the last position's logits of each step) of an ONNX
     decoder with a cache, run as a runtime runs it."""
-    import numpy as np
-
-    from onnxforge.data.specs import numpy_dtype
 
     specs = {s.name: s for s in runner.inputs}
     past = [s for s in runner.inputs if s.name.startswith(PAST)]
@@ -86,7 +89,6 @@ def greedy_onnx(runner, prompt, tokens: int) -> tuple[Any, list]:
 def greedy_torch(model, prompt, tokens: int) -> tuple[Any, list]:
     """The same from a transformers causal LM, without a cache: each step runs the
     whole text again, so a wrong cache on the other side cannot agree with it."""
-    import numpy as np
     import torch
 
     ids, steps, new = torch.from_numpy(prompt.astype(np.int64)), [], []
@@ -102,8 +104,6 @@ def greedy_torch(model, prompt, tokens: int) -> tuple[Any, list]:
 
 def compare_generation(ref: tuple, cand: tuple, *, atol: float) -> GenerationCheck:
     """Token ids step by step; logits at each step while every earlier token agreed."""
-    import numpy as np
-
     (rt, rl), (ct, cl) = ref, cand
     errors, equal = [], 0
     for i, (r, c) in enumerate(zip(rl, cl)):
@@ -127,10 +127,6 @@ def generation_check(reference: Any, candidate: Any, *, tokens: int = TOKENS, at
     ``candidate`` (an ONNX model with a cache) and compare: a ParityReport whose
     ``generation`` holds the figures, failed when a token differs or a step's logits
     differ by more than ``atol``."""
-    import numpy as np
-
-    from onnxforge.backends.onnx.runner import onnx_runner
-    from onnxforge.core.progress import task
 
     cand = candidate if isinstance(candidate, Runner) else \
         onnx_runner(candidate, provider, label=candidate_label or Path(str(candidate)).name)
@@ -153,7 +149,6 @@ def generation_check(reference: Any, candidate: Any, *, tokens: int = TOKENS, at
         ref_out = greedy_onnx(ref, prompt, tokens) if ref_onnx else greedy_torch(model, prompt, tokens)
         cand_out = greedy_onnx(cand, prompt, tokens)
     gen = compare_generation(ref_out, cand_out, atol=atol)
-    from dataclasses import replace
 
     gen = replace(gen, prompt_length=PROMPT[1])
     problems = () if gen.passed else (_why(gen),)
@@ -184,9 +179,6 @@ def _why(gen: GenerationCheck) -> str:
 
 
 def _vocab(path) -> int:
-    from onnxforge.core.fileio import load_onnx
-    from onnxforge.data.specs import model_io_specs
-
     logits = next((s for s in model_io_specs(load_onnx(path, load_external_data=False))[1] if s.name == "logits"),
                   None)
     if logits is None or not logits.shape or not isinstance(logits.shape[-1], int):
@@ -196,8 +188,6 @@ def _vocab(path) -> int:
 
 
 def _hf_model(spec, allow_download: bool):
-    from onnxforge.backends.torch.hf import load_reference
-
     return load_reference(str(spec), task=None, allow_download=allow_download)
 
 
@@ -208,9 +198,6 @@ def _label(spec, model) -> str:
 def greedy_seq2seq_onnx(encoder, decoder, prompt, start: int, tokens: int) -> tuple[Any, list]:
     """An encoder-decoder as a runtime runs it: the encoder once, then the decoder from
     ``start``, one token per step, ``present.*`` fed back as ``past_key_values.*``."""
-    import numpy as np
-
-    from onnxforge.data.specs import numpy_dtype
 
     past = [s for s in decoder.inputs if s.name.startswith(PAST)]
     mask = np.ones(prompt.shape, np.int64)
@@ -232,7 +219,6 @@ def greedy_seq2seq_torch(model, prompt, tokens: int) -> tuple[Any, list]:
     """The same from the transformers model without a cache: the decoder runs the whole
     text again at each step (what generate(do_sample=False, num_beams=1) decodes, without
     the folder's generation_config processors)."""
-    import numpy as np
     import torch
 
     ids = torch.from_numpy(prompt.astype(np.int64))
@@ -254,11 +240,6 @@ def seq2seq_generation_check(model, encoder_path, decoder_path, *, tokens: int =
                              seed: int = 0, reference_label: str = "", candidate_label: str = "") -> ParityReport:
     """Greedy decoding of an encoder-decoder: the transformers model against its ONNX
     encoder and decoder (with its cache), from the same seeded source ids."""
-    import numpy as np
-    from dataclasses import replace
-
-    from onnxforge.backends.onnx.runner import onnx_runner
-    from onnxforge.core.progress import task
 
     enc = onnx_runner(encoder_path, "cpu", label=Path(encoder_path).name)
     dec = onnx_runner(decoder_path, "cpu", label=candidate_label or Path(decoder_path).name)

@@ -21,6 +21,11 @@ from typing import Mapping, Sequence
 from onnxforge.core.errors import UsageError
 from onnxforge.core.types import Layerwise, LayerRow, Localization, Tolerance
 from onnxforge.checks.compare import compare_output
+from pathlib import Path
+import tempfile
+import numpy as np
+from onnxforge.backends.onnx.runtime import create_session, run_session
+from onnxforge.core.fileio import PROTOBUF_LIMIT, load_onnx, save_onnx
 
 DQ_SUFFIXES = ("_DequantizeLinear_Output", "_DequantizeLinear_Output_1")
 FOLDED_ACTIVATIONS = ("Relu", "Clip")
@@ -41,10 +46,6 @@ def _with_all_outputs(model, keep: set[str]):
 def _session_for(model, provider: str, tmpdir):
     """A session over a modified model: bytes when it fits, else a temp file with
     its external data beside it."""
-    from pathlib import Path
-
-    from onnxforge.core.fileio import PROTOBUF_LIMIT, save_onnx
-    from onnxforge.backends.onnx.runtime import create_session
 
     if model.ByteSize() < PROTOBUF_LIMIT:
         return create_session(model.SerializeToString(), provider, optimization="basic")
@@ -87,8 +88,6 @@ def tensor_pairs(ref_m, cand_m) -> dict[str, tuple[str, object, object]]:
 
 
 def _dequantized(value, scale, zero_point):
-    import numpy as np
-
     if scale is None:
         return value
     return (np.asarray(value, dtype=np.float32) - np.asarray(zero_point, dtype=np.float32)) * \
@@ -97,9 +96,6 @@ def _dequantized(value, scale, zero_point):
 
 def _run_shared(ref_m, cand_m, pairs, feeds, *, ref_provider, provider, cand_feeds):
     """Both models' values of the paired tensors, keyed by the reference's names."""
-    import tempfile
-
-    from onnxforge.backends.onnx.runtime import run_session
 
     keep_r, keep_c = set(pairs), {c for c, _, _ in pairs.values()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,8 +113,6 @@ def shared_intermediates(ref_path, cand_path, feeds: Mapping[str, object], *, re
     tensor_pairs) marked as an output. Returns (the reference ModelProto, its (index,
     node, tensor) triples that the candidate also computes, reference values,
     candidate values keyed by the reference's names)."""
-    from onnxforge.core.fileio import load_onnx
-
     ref_m, cand_m = load_onnx(ref_path), load_onnx(cand_path)
     pairs = tensor_pairs(ref_m, cand_m)
     shared = [(i, n, o) for i, n in enumerate(ref_m.graph.node) for o in n.output if o in pairs]
@@ -135,8 +129,6 @@ def localize_divergence(ref_path, cand_path, feeds: Mapping[str, object], tol: T
     """The first node (in the reference's topological order) whose output tensor,
     shared by name with the candidate, differs past tolerance (run once on the first
     sample; see shared_intermediates)."""
-    import numpy as np
-
     _, shared, r_out, c_out = shared_intermediates(ref_path, cand_path, feeds, ref_provider=ref_provider,
                                                    provider=provider, cand_feeds=cand_feeds)
     if not shared:
@@ -160,8 +152,6 @@ def localize_divergence(ref_path, cand_path, feeds: Mapping[str, object], tol: T
 
 
 def _rel_err(a, b) -> float:
-    import numpy as np
-
     a64, b64 = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
     denom = np.linalg.norm(a64)
     diff = np.linalg.norm(a64 - b64)
@@ -172,8 +162,6 @@ def layer_rows(ref_m, pairs, r_out, c_out) -> tuple[list[LayerRow], int]:
     """A row for every float tensor both sides computed with the same shape, in the
     reference's node order, and how many paired tensors were left out (other dtypes or
     shapes)."""
-    import numpy as np
-
     producer = {o: n for n in ref_m.graph.node for o in n.output if o}
     err: dict[str, float] = {}
     via: dict[str, float] = {}
@@ -235,8 +223,6 @@ def layerwise(ref_path, cand_path, feeds: Mapping[str, object], *, ref_provider:
     sample; ``save`` names tensors (or ``all``) written from both sides to ``save_to``
     (.npz, keys reference/NAME and candidate/NAME). Every tensor of the sample is held at
     once, from both models: the memory of one forward pass each, with nothing freed."""
-    from onnxforge.core.fileio import load_onnx
-
     ref_m, cand_m = load_onnx(ref_path), load_onnx(cand_path)
     pairs = tensor_pairs(ref_m, cand_m)
     names = _save_names(save, pairs)

@@ -17,9 +17,20 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from onnxforge.core.errors import BadInputError, UsageError
-from onnxforge.backends import Runner
-from onnxforge.core.types import ParityReport, TensorSpec, Tolerance
+from onnxforge.backends import Runner, open_runner
+from onnxforge.core.types import ParityReport, TensorSpec, Tolerance, Localization
 from onnxforge.checks.compare import DEFAULT_TOLERANCE, Criteria, compare, criteria_of
+import numpy as np
+from onnxforge.backends.onnx.inspection import symbolic_dims
+from onnxforge.backends.onnx.runner import onnx_runner
+from onnxforge.backends.torch.hf import is_hf_source
+from onnxforge.checks.generation import ATOL, TOKENS, generation_check, has_past, is_with_past
+from onnxforge.checks.localize import layerwise, localize_divergence
+from onnxforge.core.memory import release_memory
+from onnxforge.core.progress import task
+from onnxforge.data.generate import describe_generated, generate_inputs
+from onnxforge.data.samples import check_sample_fits, load_samples, save_samples
+from onnxforge.data.specs import check_dims, dim_keys, numpy_dtype
 
 
 def _reference_precision(cand_specs, ref_specs, c2r) -> tuple[TensorSpec, ...]:
@@ -37,8 +48,6 @@ def _float64_as_declared(sample: Mapping[str, object], specs: Sequence[TensorSpe
     """float64 data for a torch side (it declares no input types): float32 unless the other
     side declares that input float64 (numpy makes float64; a torch model's weights are
     float32, and an input the export kept in float64 stays so)."""
-    import numpy as np
-
     want = {s.name: s.dtype for s in specs}
     return {k: np.asarray(v).astype(np.float32) if np.asarray(v).dtype == np.float64 and want.get(k) != "float64"
             else v for k, v in sample.items()}
@@ -47,9 +56,6 @@ def _float64_as_declared(sample: Mapping[str, object], specs: Sequence[TensorSpe
 def cast_floats(sample: Mapping[str, object], specs: Sequence[TensorSpec]) -> dict:
     """Float inputs take the side's float type (float64 data feeds a float32 model as
     deployment would); other dtypes are left to check_sample_fits to refuse."""
-    import numpy as np
-
-    from onnxforge.data.specs import numpy_dtype
 
     want = {s.name: s.dtype for s in specs}
     out = {}
@@ -126,9 +132,6 @@ def _samples(ref: Runner, cand: Runner, specs, *, inputs, input_samples, samples
              norms, data=None) -> tuple[list, dict]:
     """The input samples and where they came from ({"source": given | saved | generated,
     "how": ...}): every verdict says whether it was taken on the user's data."""
-    from onnxforge.data.generate import describe_generated, generate_inputs
-    from onnxforge.data.samples import load_samples
-
     names = [s.name for s in specs]
     if input_samples is not None:
         return [dict(s) for s in input_samples], dict(data or {"source": "given",
@@ -153,8 +156,6 @@ def _samples(ref: Runner, cand: Runner, specs, *, inputs, input_samples, samples
 
 
 def _check_not_empty(feeds: list[dict]) -> None:
-    import numpy as np
-
     if not feeds:
         raise BadInputError("no input samples", hint="give inputs with at least one sample")
     for i, sample in enumerate(feeds):
@@ -167,8 +168,6 @@ def _check_not_empty(feeds: list[dict]) -> None:
 def _align_squeezed(ref_out: list[dict], cand_out: list[dict]) -> tuple[list[dict], str]:
     """Shapes that differ only by size-1 dims ([N] against [N, 1], as sklearn's predict
     and skl2onnx's regressors do) are compared in the candidate's shape, with a note."""
-    import numpy as np
-
     changed = {}
     out = []
     for r, c in zip(ref_out, cand_out):
@@ -206,8 +205,6 @@ def _open(side: str | Runner, provider: str, threads, source_options, runtime: s
           ov_precision: str = "auto") -> Runner:
     if isinstance(side, Runner):
         return side
-    from onnxforge.core.progress import task
-    from onnxforge.backends import open_runner
 
     with task(f"load {Path(str(side)).name}", detail=True):  # importing torch alone takes seconds
         return open_runner(side, provider, threads=threads, runtime=runtime, ov_precision=ov_precision,
@@ -243,9 +240,6 @@ def validate(
     ``data``: where ``input_samples`` came from. ``layerwise`` (implied by ``save_intermediates``,
     names or ``all``): checks.localize.layerwise on the first sample of two ONNX models. A
     candidate with a KV cache is judged by greedy generation (_generative)."""
-    from onnxforge.data.samples import save_samples
-    from onnxforge.data.specs import check_dims
-
     criteria = criteria_of(criteria, keywords)  # before any model loads: a bad --check-stat is a usage error
     early = _open(candidate, provider, threads, source_options, runtime, ov_precision) if _onnx_candidate(reference, candidate) else None
     if early is not None and _generative(reference, early):  # ``generate_tokens``: how many
@@ -300,8 +294,6 @@ def _outputs_in_turn(sides, feeds, feed_for) -> list:
 
 def _feeder(ref: Runner, cand: Runner, c2r: Mapping[str, str]):
     """feed_for(side, sample): one sample as that side takes it."""
-    from onnxforge.data.samples import check_sample_fits
-
     def feed_for(side: Runner, sample: Mapping[str, object]) -> dict:
         other = cand if side is ref else ref
         # a torch side cannot take float64 data for float32 weights: it gets what the ONNX side
@@ -332,8 +324,6 @@ def _paired(ref_out: list[dict], cand_out: list[dict], user_map: Mapping[str, st
 def _onnx_candidate(reference, candidate) -> bool:
     """An .onnx candidate against a Hugging Face folder or an .onnx reference (told from
     the paths alone): the candidate is opened first, to see whether it has a cache."""
-    from onnxforge.backends.torch.hf import is_hf_source
-
     paths = isinstance(reference, (str, Path)) and isinstance(candidate, (str, Path))
     return paths and str(candidate).endswith(".onnx") and (str(reference).endswith(".onnx") or is_hf_source(reference))
 
@@ -342,17 +332,12 @@ def _generative(reference, cand: Runner) -> bool:
     """A candidate with a key/value cache (past_key_values.* inputs) against a Hugging
     Face folder or another such model: compared by greedy generation of
     ``generate_tokens`` new tokens (checks/generation.py), logits within the atol."""
-    from onnxforge.backends.torch.hf import is_hf_source
-    from onnxforge.checks.generation import has_past, is_with_past
-
     if cand.kind != "onnx" or not has_past(cand.inputs):
         return False
     return is_with_past(reference) if str(reference).endswith(".onnx") else is_hf_source(reference)
 
 
 def _generation(reference, candidate, tolerance: Tolerance, tokens: int | None, **kw) -> ParityReport:
-    from onnxforge.checks.generation import ATOL, TOKENS, generation_check
-
     atol = ATOL if tolerance == DEFAULT_TOLERANCE else tolerance.for_output("logits")[0]
     return generation_check(reference, candidate, tokens=tokens or TOKENS, atol=atol, **kw)
 
@@ -367,9 +352,6 @@ def _reduced_precision(ref: Runner, cand: Runner, passed: bool) -> str:
 
 
 def _localize(ref: Runner, cand: Runner, sample, feed_for, tolerance):
-    from onnxforge.core.types import Localization
-    from onnxforge.checks.localize import localize_divergence
-
     if ref.kind != "onnx" or cand.kind != "onnx":
         return Localization(None, "--localize needs two ONNX models")
     return localize_divergence(ref.path, cand.path, feed_for(ref, sample), tolerance,
@@ -388,8 +370,6 @@ def _check_layerwise(ref: Runner, cand: Runner, layerwise: bool, names: Sequence
 
 
 def _layerwise(ref: Runner, cand: Runner, sample, feed_for, names: Sequence[str], to: str | None):
-    from onnxforge.checks.localize import layerwise
-
     return layerwise(ref.path, cand.path, feed_for(ref, sample), ref_provider=ref.provider or "cpu",
                      provider=cand.provider or "cpu", cand_feeds=feed_for(cand, sample), save=names, save_to=to)
 
@@ -401,12 +381,6 @@ def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = N
     """Parity of ``after`` against ``before`` (two ONNX files) on the given inputs (or
     seeded random ones), and, for models with symbolic dims, again at another size of
     each, which proves that the dims stayed dynamic."""
-    from onnxforge.backends.onnx.inspection import symbolic_dims
-    from onnxforge.backends.onnx.runner import onnx_runner
-    from onnxforge.core.memory import release_memory
-    from onnxforge.data.specs import dim_keys
-
-    from onnxforge.checks.generation import generation_check, has_past
 
     release_memory()  # what the step's engine freed goes back before two sessions load the weights again
     # one session at a time: each holds its own copy of the weights

@@ -16,6 +16,13 @@ from typer.core import TyperGroup
 
 from onnxforge.cli.common import (STATE, exit_code_for, is_quiet_exit, is_stopped, report_error, report_stopped,
                                   setup_logging)
+from pathlib import Path
+import ast
+import importlib
+import signal
+from onnxforge.cli.common import Terminated, several_values_flags, write_error_report
+from onnxforge.core.errors import did_you_mean
+from onnxforge.core.system import run_caches
 
 # name -> where the command comes from: "module:attr" (a function or a Typer app), or
 # "step:NAME", a command generated from the step declarations (steps/<step>/step.py,
@@ -41,8 +48,6 @@ STEP_COMMANDS = ("convert", "simplify", "quantize", "package", "serve-check")
 
 def build_command(name: str):
     """The click command for ``name`` (imports its module and builds its options)."""
-    import importlib
-
     where = COMMANDS[name]
     if where.startswith("step:"):
         from onnxforge.cli.stepcmd import step_command
@@ -63,9 +68,6 @@ def command_help(name: str) -> str:
     app's ``help=``, the StepDef's summary), read from the source without importing it:
     ``onnxforge --help`` lists every command, and importing them all (the steps' functions
     and options) took 500 ms on a loaded 2-core machine, where reading them takes 15-50 ms."""
-    import ast
-    from pathlib import Path
-
     where = COMMANDS[name]
     if where.startswith("step:"):
         path, attr = f"steps/{where[5:].split('.')[0].replace('-', '_')}/step.py", where[5:]
@@ -112,8 +114,6 @@ class LazyGroup(TyperGroup):
 
     def resolve_command(self, ctx, args):
         """Typer suggests from ``self.commands``, which fills lazily: suggest from the table."""
-        from onnxforge.core.errors import did_you_mean
-
         try:
             return super().resolve_command(ctx, args)
         except Exception as e:
@@ -182,8 +182,6 @@ def _several_values(args: list[str]) -> list[str]:
     the flag is repeated before each further value. A following token is a value only
     when it reads as one (a number, NAME:NUMBER, NAME:DIMS), so positional arguments
     after the values stay positional."""
-    from onnxforge.cli.common import several_values_flags
-
     flags = several_values_flags()
     if any(a in STEP_COMMANDS for a in args):  # their flags are declared in steps/: import them only then
         from onnxforge.cli.stepcmd import several_values_flags as step_flags
@@ -221,10 +219,6 @@ def _report_path(args: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, map every exception to one exit code."""
-    import signal
-
-    from onnxforge.cli.common import Terminated, write_error_report
-    from onnxforge.core.system import run_caches
 
     args = _several_values(_hoist(sys.argv[1:] if argv is None else list(argv)))
     debug = "--debug" in args

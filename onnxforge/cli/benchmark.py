@@ -8,6 +8,7 @@ from onnxforge.cli.common import check_outputs, emit, wants_json
 from onnxforge.cli.groups import (EngineOptions, FigureReportOptions, LatencyGateOptions, ShapeInputOptions,
                                   TimingOptions, grouped)
 from onnxforge.core.options import LIMITS
+from onnxforge.core.progress import task
 
 
 def _parse_regression(text: str) -> float:
@@ -33,7 +34,6 @@ def benchmark_cmd(
     out: FigureReportOptions,
 ) -> None:
     """Measure latency on ONNX Runtime providers or OpenVINO (interleaved rows, confidence intervals, CI gates)."""
-    from onnxforge.core.progress import task
     from onnxforge.data.specs import parse_dims, parse_val_ranges
     from onnxforge.checks.benchmark import benchmark
 

@@ -14,6 +14,8 @@ import typer
 
 from onnxforge.core.errors import ExitCode, OnnxforgeError, Terminated, did_you_mean  # noqa: F401 - Terminated: the CLI's name for it
 from onnxforge.core.options import LIMITS
+import math
+from onnxforge.core.errors import UsageError
 
 log = logging.getLogger("onnxforge")
 
@@ -131,7 +133,6 @@ def check_outputs(force: bool, inputs, **outputs) -> None:
     """Before any work: every file the command will write (``--report`` ...) is not
     one of its inputs, not another of its outputs, and not an existing file unless
     ``--force``."""
-    from onnxforge.core.errors import UsageError
     from onnxforge.core.fileio import check_output_path
 
     seen: dict = {}
@@ -152,8 +153,6 @@ def check_outputs(force: bool, inputs, **outputs) -> None:
 def number(lo: float | None = None, hi: float | None = None, *, above: bool = False):
     """A click callback for a float option: finite, and within [lo, hi] (or > lo):
     a NaN threshold would switch a check off."""
-    import math
-
     def check(value):
         if value is None:
             return value

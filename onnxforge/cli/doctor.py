@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from onnxforge.cli.common import FormatOpt, JsonOpt, ReportOpt, check_outputs, emit, wants_json
+from onnxforge.core.errors import MissingDependencyError
 
 
 def doctor_cmd(
@@ -21,7 +22,6 @@ def doctor_cmd(
     """Show versions, the onnxruntime build, which execution providers initialise, CPU and
     ISA, container limits, GPUs, and which extras are installed."""
     from onnxforge.backends.environment import doctor
-    from onnxforge.core.errors import MissingDependencyError
 
     as_json = wants_json(json_, fmt)
     check_outputs(force, (), report=report)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from onnxforge.cli.common import console
+from onnxforge.core.progress import set_reporter
 
 PLAIN_HEARTBEAT_S = 30.0  # a CI log shows life this often during long work with a known total
 DETAIL_MIN_S = 1.0  # a detail task shorter than this leaves no line in a CI log
@@ -85,7 +87,6 @@ class RichReporter:
     def start(self, t) -> None:
         from rich.progress import Progress
 
-        from onnxforge.cli.common import console
 
         if self._progress is None:
             # stdout stays ours (the table, --json); stderr writes (logs) print above the status
@@ -123,8 +124,6 @@ def zoo_release_lines(prefix: str) -> PlainReporter:
 
 def install(verbosity: int) -> None:
     """The reporter for this run: live on a terminal, plain lines otherwise, none with -q."""
-    from onnxforge.core.progress import set_reporter
-
     if verbosity < 0:
         set_reporter(None)
     elif sys.stderr.isatty() and os.environ.get("TERM") != "dumb":

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from onnxforge.cli.app import app
+from onnxforge.core.options import default_of, fields_of, toml_place, type_text
+from onnxforge.pipeline.config import DataSection, GATES, PackageSection, ServeCheckSection, StepParity
+from onnxforge.steps import STEPS, TOOLS
 
 PAGES = ("cli-reference.md", "release-toml.md")
 _WIDTH = 100
@@ -18,7 +22,6 @@ _WIDTH = 100
 def _help_text(command, path: list[str]) -> str:
     import typer
 
-    from onnxforge.cli.app import app
 
     root = typer.main.get_command(app)
     ctx = root.make_context("onnxforge", ["--help"], resilient_parsing=True)
@@ -43,7 +46,6 @@ def _commands(group, ctx, prefix: list[str]):
 def cli_reference() -> str:
     import typer
 
-    from onnxforge.cli.app import app
 
     root = typer.main.get_command(app)
     ctx = root.make_context("onnxforge", [], resilient_parsing=True)
@@ -57,8 +59,6 @@ def cli_reference() -> str:
 
 
 def _default_text(f) -> str:
-    from onnxforge.core.options import default_of
-
     d = default_of(f)
     if d in (None, (), {}, []):
         return "—"
@@ -70,8 +70,6 @@ def _default_text(f) -> str:
 def _rows(cls, table: str | None = None) -> list[str]:
     """One row per key of ``cls`` that a TOML sets in ``table`` ("" the step's own;
     None: every field, for the config's own sections)."""
-    from onnxforge.core.options import fields_of, toml_place, type_text
-
     rows = []
     for f, o in fields_of(cls):
         place = toml_place(f, o) if table is not None else ("", f.name)
@@ -88,9 +86,6 @@ def _table(title: str, intro: str, rows: list[str], level: int = 2) -> list[str]
 
 
 def toml_reference() -> str:
-    from onnxforge.pipeline.config import GATES, DataSection, PackageSection, ServeCheckSection, StepParity
-    from onnxforge.steps import STEPS, TOOLS
-
     out = ["# release.toml reference", "",
            "Generated from the declarations the config loader validates with (`python -m "
            "onnxforge.cli.reference`). A guide with a full example: [commands.md](commands.md#release).", ""]

@@ -7,6 +7,7 @@ import typer
 
 from onnxforge.cli.common import (ForceOpt, FormatOpt, JsonOpt, ReportOpt, annotate, check_outputs, emit, is_stopped,
                                   wants_json)
+import sys
 
 
 def release_cmd(
@@ -39,8 +40,6 @@ def release_cmd(
 
 def _say_why(res) -> None:
     """A failed release says why on stderr like every other command (and on the CI run page)."""
-    import sys
-
     if is_stopped(res.exit_code):  # main says it, once
         return
     sys.stderr.write(f"error: release {res.status}: {res.error or res.failure}\n")

@@ -7,6 +7,8 @@ import sys
 from typing import Annotated
 
 import typer
+from onnxforge.core.errors import UsageError
+from onnxforge.core.options import suggest
 
 
 def schema_cmd(
@@ -15,9 +17,7 @@ def schema_cmd(
 ) -> None:
     """Print the JSON Schema of release.toml, zoo.toml, report.json or zoo-report.json
     (stdout holds only the schema)."""
-    from onnxforge.core.errors import UsageError
     from onnxforge.jsonschemas import FOLDER, NAMES, file_name
-    from onnxforge.core.options import suggest
 
     if name not in NAMES:
         close = suggest(name, NAMES)

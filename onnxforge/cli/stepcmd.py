@@ -20,7 +20,7 @@ from onnxforge.core.errors import UsageError
 from onnxforge.core.progress import task
 from onnxforge.core.options import (Opt, base_type, choices_of, default_of, deprecated_keys, fields_of, flag_of,
                                     non_defaults, toml_key, toml_place, toml_value, upper_bound, validate_options)
-from onnxforge.steps import STEPS
+from onnxforge.steps import STEPS, TOOLS, function_of
 from onnxforge.steps.base import StepDef
 
 
@@ -91,8 +91,6 @@ def _deprecated_params(cls, f, o) -> list[inspect.Parameter]:
 def several_values_flags() -> dict[str, Any]:
     """Flags of the step commands that take several values after them (--atol 1e-5
     out0:1e-4), every spelling, with the test a following token must pass."""
-    from onnxforge.steps import TOOLS
-
     out = {}
     for step in (*STEPS.values(), *TOOLS.values()):
         for f, o in fields_of(step.options):
@@ -176,16 +174,12 @@ def _tail_params(step: StepDef) -> list[inspect.Parameter]:
 
 def step_command(name: str):
     """A Typer command function for a registered step (or tool: package, serve-check)."""
-    from onnxforge.steps import TOOLS
-
     step = STEPS[name] if name in STEPS else TOOLS[name]
     cls = step.options
     params = [*_fixed_params(step), *(_param(cls, f, o) for f, o in _ordered(cls)),
               *(p for f, o in _ordered(cls) for p in _deprecated_params(cls, f, o)), *_tail_params(step)]
 
     def command(source: str, **kw) -> None:
-        from onnxforge.steps import function_of
-
         as_json = wants_json(kw.pop("json_"), kw.pop("fmt"))
         output, print_step, report = kw.pop("output", None), kw.pop("print_step", False), kw.pop("report")
         options = options_from_cli(step, kw)

@@ -13,6 +13,7 @@ import typer
 
 from onnxforge.cli.common import OutputOpt, check_outputs, emit, wants_json
 from onnxforge.cli.groups import CheckDataOptions, ReportOptions, ToleranceOptions, grouped
+from onnxforge.core.progress import task
 
 app = typer.Typer(name="surgeon", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
@@ -33,7 +34,6 @@ def _names(values: list[str] | None) -> list[str]:
 def _run(operation: str, model: Path, output: Path, data: CheckDataOptions, tolerance: ToleranceOptions,
          keep_failed: bool, out: ReportOptions, **names) -> None:
     from onnxforge.steps.surgeon.surgeon import surgeon
-    from onnxforge.core.progress import task
     from onnxforge.data.specs import parse_dims, parse_per_output
 
     as_json = wants_json(out.json_, out.fmt)

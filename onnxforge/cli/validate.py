@@ -7,6 +7,7 @@ import typer
 from onnxforge.cli.common import check_outputs, emit, wants_json
 from onnxforge.cli.groups import (CriteriaOptions, FigureReportOptions, InputOptions, ProviderPairOptions, SideOptions,
                                   ValidateExtraOptions, grouped)
+from onnxforge.core.progress import task as progress
 
 
 @grouped
@@ -21,7 +22,6 @@ def validate_cmd(
     out: FigureReportOptions,
 ) -> None:
     """Compare two models' outputs on the same inputs; exit 1 when they differ past tolerance."""
-    from onnxforge.core.progress import task as progress
     from onnxforge.data.specs import (parse_dims, parse_input_norms, parse_key_values, parse_per_output,
                                       parse_val_ranges)
     from onnxforge.checks.compare import Criteria, make_tolerance

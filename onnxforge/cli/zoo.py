@@ -19,6 +19,7 @@ from onnxforge.cli.common import STATE, annotate, check_outputs, console
 from onnxforge.cli.groups import ReportOptions, grouped
 from onnxforge.cli.common import complete_choices, is_stopped, wants_json
 from onnxforge.core.options import LIMITS
+from onnxforge.core.errors import UsageError, did_you_mean
 
 
 class _RunByDefault(TyperGroup):
@@ -56,7 +57,6 @@ def zoo_run(
     """Run every release the zoo file lists, on each of its targets, into OUT/NAME[-TARGET]/,
     then write one verdict (zoo-report.json, zoo-report.md, junit.xml, report.html).
     Exit 0 only when every release passed, 1 when any did not."""
-    from onnxforge.core.errors import UsageError, did_you_mean
     from onnxforge.zoo.run import EXECUTORS, ZooRun, check_report, run_zoo, zoo_inputs
 
     as_json = wants_json(out.json_, out.fmt)
@@ -79,7 +79,6 @@ def zoo_run(
 
 
 def _print_matrix(zoo_file: Path, only, jobs) -> None:
-    from onnxforge.core.errors import UsageError
     from onnxforge.zoo.config import load_zoo
     from onnxforge.zoo.matrix import matrix
 

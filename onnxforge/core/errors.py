@@ -9,6 +9,8 @@ could not be done.
 from __future__ import annotations
 
 from enum import IntEnum
+import importlib
+import re
 
 
 class ExitCode(IntEnum):
@@ -72,8 +74,6 @@ class MissingDependencyError(OnnxforgeError):
 
 def require(module: str, extra: str):
     """Import an optional dependency or raise MissingDependencyError naming the extra."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as exc:
@@ -86,8 +86,6 @@ def require(module: str, extra: str):
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (ORT's '[ONNXRuntimeError] : N : X :'
     prefix dropped), or its type name: what a one-line error shows of a wrapped error."""
-    import re
-
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", line)[:limit]

@@ -10,7 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from onnxforge.core.errors import BadInputError, first_line
+from onnxforge.core.errors import BadInputError, first_line, UsageError
+import fcntl
+import shutil
+import tomllib
 
 PROTOBUF_LIMIT = 2 * 1024**3 - 1  # protobuf refuses to serialize messages >= 2 GiB
 
@@ -39,9 +42,6 @@ def check_readable_file(path: str | os.PathLike, what: str = "file") -> Path:
 def load_toml(path: str | os.PathLike, what: str) -> tuple[Path, dict]:
     """A readable TOML file (a release config, a zoo file) and its tables; bad TOML is a
     usage error naming the line."""
-    import tomllib
-
-    from onnxforge.core.errors import UsageError
 
     p = check_readable_file(path, what)
     try:
@@ -468,8 +468,6 @@ def publish_model(src: str | os.PathLike, target: str | os.PathLike, *, overwrit
 
 def copy_model(model: Path, target: Path) -> None:
     """Copy a model with its external data files (their recorded names are kept)."""
-    import shutil
-
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(model, target)
     for f in external_data_files(load_onnx(model, load_external_data=False)):
@@ -487,8 +485,6 @@ def failed_name(target: str | os.PathLike) -> Path:
 @contextlib.contextmanager
 def scratch_dir(near: str | os.PathLike) -> Iterator[Path]:
     """A temp folder on the target's filesystem (so publishing is a rename), removed after."""
-    import shutil
-
     parent = Path(near).parent
     make_dirs(parent)
     try:
@@ -510,8 +506,6 @@ def folder_lock(folder: str | os.PathLike, what: str = "onnxforge run") -> Itera
     and a refused run must not create it): the kernel drops it when the process dies,
     even by SIGKILL, so a dead run's file never blocks the next one. The file is
     removed on every exit this process sees (Ctrl-C and SIGTERM unwind through here)."""
-    import fcntl
-
     target = Path(folder).resolve()  # one lock for every spelling of the folder (./out, a link to it)
     path = target.parent / f".onnxforge-lock-{target.name}"
     make_dirs(target.parent)

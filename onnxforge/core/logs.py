@@ -7,6 +7,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import io
+import sys
+import warnings
 
 log = logging.getLogger("onnxforge")
 
@@ -44,10 +47,6 @@ def configure_ort() -> None:
 def quiet_third_party():
     """Exporters and graph rewriters print progress and graph dumps on stdout and warn
     on stderr; keep stdout for our result (``--json``) and their chatter for ``-v``."""
-    import io
-    import sys
-    import warnings
-
     verbose = log.isEnabledFor(logging.INFO)
     configure_ort()
     loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx",
@@ -82,8 +81,6 @@ def native_stderr(what: str):
     """Native code (onnxsim's C++: its folding warnings, and the Python tracebacks of
     callbacks that fail inside it) writes to file descriptor 2 directly, around our one
     error line: keep that text for -v, or --debug."""
-    import io
-    import sys
     import tempfile
 
     sys.stderr.flush()

@@ -17,6 +17,7 @@ Two things keep a large model's bytes resident after the step that used them is 
 from __future__ import annotations
 
 import sys
+import gc
 
 
 def drop_rewriter_caches() -> int:
@@ -25,7 +26,6 @@ def drop_rewriter_caches() -> int:
     mod = sys.modules.get("onnxscript.rewriter._matcher")
     if mod is None or not hasattr(mod, "SimplePatternMatcher"):
         return 0
-    import gc
 
     rules = getattr(sys.modules.get("onnxscript.rewriter._rewrite_rule"), "RewriteRuleClassBase", None)
     cleared = 0
@@ -49,8 +49,6 @@ def drop_rewriter_caches() -> int:
 
 def release_memory() -> None:
     """Drop the rewriters' graphs, collect, and hand free heap pages back to the OS."""
-    import gc
-
     drop_rewriter_caches()
     gc.collect()
     trim_heap()

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Callable, Mapping
 from annotated_types import Ge, Gt, Le
 
 from onnxforge.core.errors import UsageError, did_you_mean
+import re
 
 # Types used in declarations. Bounds live in the type so pydantic checks them.
 PosInt = Annotated[int, Ge(1)]
@@ -333,8 +334,6 @@ def toml_value(v) -> str:
 
 
 def toml_key(k: str) -> str:
-    import re
-
     return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
 
 

@@ -16,13 +16,12 @@ import math
 from typing import Sequence
 
 from onnxforge.core.types import LatencyStats
+import numpy as np
 
 BOOTSTRAP_MAX_N = 5000
 
 
 def latency_stats(ms: Sequence[float], seed: int = 0) -> tuple[LatencyStats, float]:
-    import numpy as np
-
     a = np.asarray(ms, dtype=np.float64)
     q = np.percentile(a, [50, 90, 95, 99])
     mean = float(a.mean())
@@ -33,8 +32,6 @@ def latency_stats(ms: Sequence[float], seed: int = 0) -> tuple[LatencyStats, flo
 
 
 def median_ci(a, seed: int = 0) -> tuple[float, float]:
-    import numpy as np
-
     a = np.sort(np.asarray(a, dtype=np.float64))
     n = a.size
     if n < 3:
@@ -50,8 +47,6 @@ def median_ci(a, seed: int = 0) -> tuple[float, float]:
 
 def speedup_ci(base, other, seed: int = 0) -> tuple[float, float, float]:
     """median(base) / median(other) and its bootstrap 95% interval."""
-    import numpy as np
-
     b, o = np.asarray(base, dtype=np.float64), np.asarray(other, dtype=np.float64)
     point = float(np.median(b) / np.median(o))
     if b.size <= BOOTSTRAP_MAX_N and o.size <= BOOTSTRAP_MAX_N:
@@ -69,8 +64,6 @@ def paired_speedup(ref_ms, other_ms, seed: int = 0) -> tuple[float, float, float
     """Median over rounds of ref/other and its bootstrap 95% interval. Rows are timed
     interleaved, so both saw the same load in a round: on a shared machine this is
     much tighter than a ratio of medians."""
-    import numpy as np
-
     r = np.asarray(ref_ms, dtype=np.float64) / np.asarray(other_ms, dtype=np.float64)
     rng = np.random.default_rng(seed)
     boots = np.median(r[rng.integers(0, r.size, size=(1000, r.size))], axis=1)
@@ -86,8 +79,6 @@ def histogram_with_edges(ms: Sequence[float], bins: int = 16) -> tuple[tuple[int
     """Counts in ``bins`` equal-width bins from the minimum to the p99, and the bin edges
     (ms). The slowest 1% is counted in the last bin, so one stall does not squeeze the
     rest into a single bar. All values equal: one bin, its two edges equal."""
-    import numpy as np
-
     a = np.asarray(ms, dtype=np.float64)
     hi = float(np.percentile(a, 99))
     lo = float(a.min())

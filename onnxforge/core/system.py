@@ -14,6 +14,8 @@ import functools
 import os
 from pathlib import Path
 from typing import Iterator
+import platform
+import secrets
 
 
 def cgroup_root(root: str | os.PathLike | None = None) -> Path:
@@ -81,8 +83,6 @@ ISA_FLAGS = {
 @functools.lru_cache(maxsize=1)
 def cpu_info() -> dict:
     """CPU model and the ISA extensions that decide int8 and fp16 speed."""
-    import platform
-
     model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -152,7 +152,6 @@ def run_caches() -> Iterator[None]:
     session file in $TMPDIR (and a database under ~/.cache). A value the user set for
     TORCHINDUCTOR_CACHE_DIR or ORT_DISABLE_TELEMETRY is kept. Child processes (zoo
     workers, MLServer) inherit both settings; the folder outlives them."""
-    import secrets
     import shutil
     import tempfile
 

@@ -9,13 +9,13 @@ from typing import Mapping, Sequence
 from onnxforge.core.errors import BadInputError, UsageError
 from onnxforge.core.types import TensorSpec
 from onnxforge.data.specs import input_norm, numpy_dtype, resolve_shape
+import math
+import numpy as np
+from onnxforge.core.system import available_memory
 
 
 def check_allocatable(shapes: Mapping[str, tuple], dtypes: Mapping[str, str]) -> None:
     """Refuse inputs larger than the memory that is free, before allocating them."""
-    import math
-
-    from onnxforge.core.system import available_memory
 
     total = 0
     for name, shape in shapes.items():
@@ -32,16 +32,12 @@ def check_allocatable(shapes: Mapping[str, tuple], dtypes: Mapping[str, str]) ->
 def looks_like_mask(name: str, shape, dtype) -> bool:
     """A 2-D integer or bool input named ``attention_mask`` / ``*_mask``: generated as a
     padding mask wherever inputs are made up (a random one masks whole rows)."""
-    import numpy as np
-
     return len(shape) == 2 and name.lower().endswith("mask") and np.dtype(dtype).kind in "iub"
 
 
 def padding_mask(shape: tuple[int, int], *, start: int = 0):
     """A [batch, seq] padding mask of ones and trailing zeros: row i keeps
     ``seq - start - i * max(1, seq // 4)`` tokens, at least one."""
-    import numpy as np
-
     b, n = shape
     m = np.zeros(shape)
     for i in range(b):
@@ -65,8 +61,6 @@ def generate_inputs(
     an all-zero row (random 0..10 "masks" masked whole rows, where frameworks differ).
     A float input with a norm (``norms``: input_norm() specs by name, "" for all) is a
     normalised image: (U(lo, hi) - mean) / std along its channel axis (1, else the last)."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     val_ranges = val_ranges or {}
     norms = norms or {}
@@ -96,8 +90,6 @@ def generate_inputs(
 
 
 def _normalise(arr, norm: Mapping, name: str):
-    import numpy as np
-
     mean, std = np.asarray(norm["mean"]), np.asarray(norm["std"])
     if mean.size == 1:
         return (arr - mean[0]) / std[0]

@@ -9,14 +9,18 @@ import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from onnxforge.core.errors import BadInputError
+from onnxforge.core.errors import BadInputError, first_line
 from onnxforge.core.types import TensorSpec
 from onnxforge.data.specs import numpy_dtype
+from urllib.parse import unquote
+import csv
+import io
+import math
+import numpy as np
+from onnxforge.core.fileio import atomic_write_bytes, check_readable_file
 
 
 def _number(text: str) -> float | None:
-    import math
-
     if text.strip() == "":
         return math.nan  # an empty cell in a numeric column is a missing value
     try:
@@ -29,11 +33,7 @@ def read_csv(path: str | os.PathLike) -> dict:
     """A headed CSV -> {column: [N] array}: a column of numbers (empty cells are NaN)
     is float64, a column of text is str. A BOM is not part of the first name; a row
     with too few or too many fields, or a column mixing numbers and text, is bad input."""
-    import csv
 
-    import numpy as np
-
-    from onnxforge.core.fileio import check_readable_file
 
     p = check_readable_file(path, "CSV")
     try:
@@ -80,8 +80,6 @@ def _read_pb_tensor(path: Path):
 
 
 def _load_npy(path: Path):
-    import numpy as np
-
     try:
         return np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -104,7 +102,6 @@ def _load_folder_sample(folder: Path, names: Sequence[str] | None, prefix: str =
 
 def _unquote(stem: str) -> str:
     # Tensor names with '/' cannot be file names; '%2F' and '__' are the usual escapes.
-    from urllib.parse import unquote
 
     return unquote(stem)
 
@@ -113,9 +110,6 @@ def read_npz(path, what: str = "") -> dict:
     """Every array of a .npz, read without pickles, or a BadInputError that says what the
     file is instead (a single .npy array reached numpy's NpzFile code as a "context
     manager" error)."""
-    import numpy as np
-
-    from onnxforge.core.errors import first_line
 
     where = f"{what}: " if what else ""
     hint = "save it with numpy.savez(path, INPUT=array, ...)"
@@ -220,11 +214,7 @@ def _group_sample_keys(arrays: Mapping[str, object]) -> list[dict] | None:
 def save_samples(path: str | os.PathLike, samples: Sequence[Mapping[str, object]]) -> None:
     """Write samples as one .npz: one sample with plain keys (NAME), several with
     keys ``I/NAME`` so samples of different shapes fit. load_samples reads both."""
-    import io
 
-    import numpy as np
-
-    from onnxforge.core.fileio import atomic_write_bytes
 
     if len(samples) == 1:
         arrays = dict(samples[0])
@@ -238,8 +228,6 @@ def save_samples(path: str | os.PathLike, samples: Sequence[Mapping[str, object]
 def check_sample_fits(sample: Mapping[str, object], specs: Sequence[TensorSpec], source: str = "inputs") -> None:
     """Name, dtype and rank/fixed-dim checks before running, so the error names the
     tensor and the expected spec instead of ORT's message."""
-    import numpy as np
-
     want = {s.name: s for s in specs}
     missing = [n for n in want if n not in sample]
     extra = [n for n in sample if n not in want]

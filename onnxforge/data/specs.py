@@ -19,6 +19,8 @@ from typing import Iterable, Mapping, Sequence
 
 from onnxforge.core.errors import UsageError
 from onnxforge.core.types import Dim, TensorSpec
+import ast
+import math
 
 DTYPES = (
     "float16", "float32", "float64", "bfloat16",
@@ -110,8 +112,6 @@ def parse_dims(items: Iterable[str]) -> dict[str, int]:
 
 def parse_val_ranges(items: Iterable[str]) -> dict[str, tuple[float, float]]:
     """``--val-range x:[0,1]`` or ``x:0,1``; a bare ``[0,1]`` applies to every input (key "")."""
-    import math
-
     out = {}
     for item in items:
         name, _, rng = item.rpartition(":")
@@ -147,8 +147,6 @@ def input_norm(spec, where: str = "--input-norm") -> dict:
     """One input's normalisation, {"mean": [...], "std": [...], "label": ...}, from a
     preset name (``imagenet``, ``clip``, ``half``), ``M1,M2,M3/S1,S2,S3`` or a dict of the
     same keys (recorded metadata). Generated values are (U[0, 1) - mean) / std per channel."""
-    import math
-
     hint = ("write NAME:imagenet (or clip, half) or NAME:MEAN1,MEAN2,MEAN3/STD1,STD2,STD3, "
             "e.g. pixel_values:0.5,0.5,0.5/0.25,0.25,0.25")
     if isinstance(spec, Mapping):
@@ -253,8 +251,6 @@ def parse_shapes(items: Iterable[str]) -> dict[str, list[int]]:
 
 def parse_literals(items: Iterable[str]) -> dict:
     """``--option KEY=VALUE`` (repeatable): VALUE read as a Python literal when it is one."""
-    import ast
-
     out = {}
     for k, v in parse_key_values(items, "--option").items():
         try:

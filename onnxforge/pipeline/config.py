@@ -20,9 +20,16 @@ from typing import Any, Literal, Mapping, Optional
 from onnxforge.core.errors import BadInputError, UsageError
 from onnxforge.core.options import (Fraction, NonNegFloat, PosFloat, PosInt, Seconds, Threads, Tokens, fields_of, option,
                                suggest, toml_place)
-from onnxforge.core.options import alias_keys, validate_options
+from onnxforge.core.options import alias_keys, validate_options, non_defaults
 from onnxforge.steps import RUN_NAMES, STEPS, step_for
 from onnxforge.steps.base import StepDef
+from onnxforge.backends.base import is_factory
+from onnxforge.backends.onnx.runtime import resolve_provider
+from onnxforge.core.fileio import check_readable_file, load_toml
+from onnxforge.data.samples import read_npz
+from onnxforge.data.specs import parse_dynamic, parse_spec
+from onnxforge.steps.package.options import PackageOptions
+from onnxforge.steps.serve_check.options import ServeCheckOptions
 
 # every framework with a convert step (steps/convert/step.py), and onnx, which needs none
 FRAMEWORKS = (*(name.partition(".")[2] for name in STEPS if name.startswith("convert.")), "onnx")
@@ -160,9 +167,6 @@ def _resolve_paths(cls, values: dict, base: Path, where: str) -> dict:
 
 
 def _source(model: dict, base: Path) -> str:
-    from onnxforge.core.fileio import check_readable_file
-    from onnxforge.backends.base import is_factory
-
     src = model.get("source")
     if src is None:
         raise UsageError("missing model.source", hint="a .pt2 / .skops / .onnx path, a Hugging Face folder or hf:ID, "
@@ -287,8 +291,6 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | ConfigData,
     """Parse and validate a release.toml (see the module docstring), or the same tables
     given as data (a dict): its relative paths are then relative to ``base_dir``, by
     default the current directory."""
-    from onnxforge.core.fileio import load_toml
-
     if isinstance(config, Mapping):
         config = ConfigData.of(config, base_dir)
     elif base_dir is not None:
@@ -352,9 +354,6 @@ def _split(table: dict, cls, options_cls, where: str) -> tuple[dict, dict]:
 def _deploy(cfg: Mapping, base: Path) -> tuple[tuple, tuple | None]:
     """[package] and [serve_check], validated through the same declarations as the
     `package` and `serve-check` commands."""
-    from onnxforge.steps.package.options import PackageOptions
-    from onnxforge.steps.serve_check.options import ServeCheckOptions
-
     packages: tuple = ()
     if "package" in cfg:
         head, rest = _split(_table("package", cfg["package"]), PackageSection, PackageOptions, "package")
@@ -376,8 +375,6 @@ def _deploy(cfg: Mapping, base: Path) -> tuple[tuple, tuple | None]:
 def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
     """The symbolic dims the released model will have, when the config tells: an ONNX
     source's own, or the names in model.inputs and model.dynamic (None: unknown here)."""
-    from onnxforge.data.specs import parse_dynamic, parse_spec
-
     if framework == "onnx":
         from onnxforge.core.fileio import load_onnx
         from onnxforge.data.specs import model_io_specs
@@ -437,8 +434,6 @@ def _gates(table, data: DataSection) -> dict:
 
 
 def _labels_present(data: DataSection) -> None:
-    from onnxforge.data.samples import read_npz
-
     files = list(read_npz(data.validation, "data.validation"))
     if data.labels not in files:
         raise UsageError(f"gates.accuracy needs labels: {data.validation} has no {data.labels!r} array",
@@ -452,7 +447,6 @@ def with_provider(cfg: ReleaseConfig, provider: str | None) -> ReleaseConfig:
     lat = cfg.gate("latency")
     if provider is None or lat is None or provider == lat.provider:
         return cfg
-    from onnxforge.backends.onnx.runtime import resolve_provider
 
     resolve_provider(provider)  # unknown or inactive: the same error as in the file
     gates = {**cfg.gates, "latency": dataclasses.replace(lat, provider=provider)}
@@ -463,8 +457,6 @@ def with_provider(cfg: ReleaseConfig, provider: str | None) -> ReleaseConfig:
 
 def plan(cfg: ReleaseConfig) -> dict:
     """What --dry-run prints: the resolved config, each step's full options."""
-    from onnxforge.core.options import non_defaults
-
     return {"config": cfg.path, "model": dict(cfg.raw["model"]), "data": dataclasses.asdict(cfg.data),
             "steps": [{"run": s.run, "step": s.step.name, "options": non_defaults(s.options),
                        **({"parity": dataclasses.asdict(s.parity)} if s.parity else {})} for s in cfg.steps],

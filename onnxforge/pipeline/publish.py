@@ -19,17 +19,35 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from onnxforge.core.errors import BadInputError
 
 from onnxforge.pipeline.config import DICT_CONFIG, ConfigData, ReleaseConfig
 from onnxforge.core.types import ReleaseReport
+from importlib import metadata
+import dataclasses
+import hashlib
+import shutil
+from onnxforge.core.fileio import (
+    atomic_write_text,
+    external_data_files,
+    input_files,
+    load_onnx,
+    make_dirs,
+    publish_model,
+    same_file,
+    scratch_dir,
+    sha256_file,
+)
+from onnxforge.data.specs import model_io_specs
+from onnxforge.report import dumps
+from onnxforge.report.html import write_html
+from onnxforge.report.junit import junit
+from onnxforge.report.markdown import markdown
 
 
 def versions() -> dict:
-    from importlib import metadata
-
     out = {}
     for name in ("onnxforge", "onnx", "onnxruntime", "onnxsim", "numpy", "torch", "onnxscript", "scikit-learn",
                  "skl2onnx", "transformers"):
@@ -114,8 +132,6 @@ def check_inputs_kept(out: Path, inputs) -> None:
     """A release may be written into the folder that holds its inputs (the README's
     example does), but never over one: a source named model.onnx in OUT would be
     replaced by the released model, --force or not."""
-    from onnxforge.core.fileio import input_files, same_file
-
     ins = input_files(*inputs)
     for name in KNOWN:
         hit = next((i for i in ins if same_file(out / name, i)), None)
@@ -126,15 +142,11 @@ def check_inputs_kept(out: Path, inputs) -> None:
 
 @contextlib.contextmanager
 def stage_dir(out: Path):
-    from onnxforge.core.fileio import scratch_dir
-
     with scratch_dir(out.resolve()) as stage:  # beside OUT_DIR: moving in is a rename
         yield stage
 
 
 def swap_in(stage: Path, out: Path, *, keep_steps: bool, inputs) -> None:
-    from onnxforge.core.fileio import same_file, atomic_write_text, input_files, make_dirs
-
     ins = input_files(*inputs)
     listed = previous_release(out) if out.is_dir() else None
     new = sorted(p for p in stage.rglob("*") if p.is_file() and not p.name.startswith(".")
@@ -171,9 +183,6 @@ def swap_in(stage: Path, out: Path, *, keep_steps: bool, inputs) -> None:
 def rebase(obj, old: Path, new: Path):
     """``obj`` (a report: dataclasses, containers, strings) with every path under ``old``
     moved under ``new``; the rest as it was."""
-    import dataclasses
-    from pathlib import PurePath
-
     if isinstance(obj, PurePath):
         return Path(rebase(str(obj), old, new))
     if isinstance(obj, str):
@@ -190,9 +199,6 @@ def rebase(obj, old: Path, new: Path):
 
 
 def input_hashes(cfg: ReleaseConfig | None, config) -> dict:
-    import hashlib
-
-    from onnxforge.core.fileio import sha256_file
 
     if isinstance(config, ConfigData):  # no file: the hash of the data, as canonical JSON
         text = json.dumps(config.tables, sort_keys=True, default=str).encode()
@@ -218,10 +224,6 @@ def input_hashes(cfg: ReleaseConfig | None, config) -> dict:
 def publish(final: Path, out: Path, cfg: ReleaseConfig, steps, inputs_sha, vers) -> dict:
     """Copy the final model to OUT/model.onnx (``out`` is the stage; copies first, then
     renames: never a half-written model.onnx) and write its manifest."""
-    import shutil
-
-    from onnxforge.core.fileio import atomic_write_text, external_data_files, load_onnx, publish_model, scratch_dir, sha256_file
-    from onnxforge.data.specs import model_io_specs
 
     target = out / "model.onnx"
     m = load_onnx(final, load_external_data=False)
@@ -245,12 +247,6 @@ def publish(final: Path, out: Path, cfg: ReleaseConfig, steps, inputs_sha, vers)
 
 
 def write_reports(report: ReleaseReport, out: Path, *, summary: bool = True) -> None:
-    from onnxforge.core.fileio import atomic_write_text
-    from onnxforge.report import dumps
-    from onnxforge.report.html import write_html
-    from onnxforge.report.junit import junit
-    from onnxforge.report.markdown import markdown
-
     atomic_write_text(out / "report.json", dumps(report, "release") + "\n")
     md = markdown(report)
     atomic_write_text(out / "report.md", md)

@@ -24,17 +24,47 @@ from typing import Any, Mapping
 
 from onnxforge.core.errors import BadInputError, OnnxforgeError, Terminated, UsageError
 from onnxforge.core.progress import task
-from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config, release_name, with_provider
-from onnxforge.backends import Runner
+from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config, release_name, with_provider, ConfigData
+from onnxforge.backends import Runner, open_runner
 from onnxforge.core.types import GateResult, LedgerRow, ReleaseReport, StepResult, Tolerance
+import hashlib
+import numpy as np
+from onnxforge.backends.base import is_factory
+from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges, onnx_runner
+from onnxforge.backends.onnx.runtime import environment
+from onnxforge.backends.torch.hf import is_hf_source
+from onnxforge.checks.benchmark import benchmark
+from onnxforge.checks.compare import Criteria, DEFAULT_TOLERANCE, LOOSE
+from onnxforge.checks.generation import has_past
+from onnxforge.checks.parity import cast_floats, validate
+from onnxforge.core.fileio import folder_lock
+from onnxforge.core.memory import release_memory
+from onnxforge.core.stats import contention_line
+from onnxforge.data.generate import generate_inputs
+from onnxforge.data.samples import read_npz
+from onnxforge.data.specs import numpy_dtype, parse_spec
+from onnxforge.pipeline.publish import (
+    check_inputs_kept,
+    check_out_dir,
+    input_hashes,
+    planned_files,
+    publish,
+    rebase,
+    stage_dir,
+    swap_in,
+    versions,
+    write_reports,
+)
+from onnxforge.steps import function_of
+from onnxforge.steps.base import CheckOptions
+from onnxforge.steps.package.package import package, safe_model_name
+from onnxforge.steps.serve_check.check import serve_check
 
 log = logging.getLogger("onnxforge")
 
 
 def _declared_types(cfg: ReleaseConfig) -> dict[str, str] | None:
     """The input dtypes the source declares (ONNX source, model.inputs), if it does."""
-    from onnxforge.data.specs import parse_spec
-
     if cfg.framework == "onnx":
         from onnxforge.core.fileio import load_onnx
         from onnxforge.data.specs import model_io_specs
@@ -50,9 +80,6 @@ def _as_declared(cfg: ReleaseConfig, arrays: dict) -> dict:
     declares its inputs; a torch source with no declared types gets float32, as a
     torch model's weights are. A scikit-learn source keeps float64 (its own precision);
     each ONNX model gets it cast to what it declares (validate, _ledger_row)."""
-    import numpy as np
-
-    from onnxforge.data.specs import numpy_dtype
 
     types = _declared_types(cfg)
     out = {}
@@ -72,8 +99,6 @@ def _as_declared(cfg: ReleaseConfig, arrays: dict) -> dict:
 
 def _validation(cfg: ReleaseConfig) -> tuple[dict | None, Any]:
     """Validation inputs (one batch, as the model declares them) and labels, or (None, None)."""
-    from onnxforge.data.samples import read_npz
-
     if cfg.data.validation is None:
         return None, None
     arrays = read_npz(cfg.data.validation, "data.validation")
@@ -85,8 +110,6 @@ def _accuracy(outputs: Mapping[str, Any], labels, output: str | None) -> float:
     """The share of rows whose predicted class is the label. Anything that would make
     the number meaningless (an unknown output, labels that are not classes, a row count
     that differs) is refused: an accuracy of 0 vs 0 "passed" for a regressor."""
-    import numpy as np
-
     labels = np.asarray(labels)
     if labels.dtype.kind == "f" and not np.all(np.mod(labels, 1) == 0):
         raise UsageError("gates.accuracy compares class labels; data.validation's labels are not classes "
@@ -114,15 +137,11 @@ def _source(cfg: ReleaseConfig) -> tuple[Runner, Path | None, Any]:
     The runner's outputs are memoized per input (_Memo): the ledger feeds every step the
     same inputs, so the model itself is let go after the first row. For GPT-2-large each
     copy is 3.1 GB, and the release held four at its peak (source, convert's, two sessions)."""
-    from onnxforge.backends import open_runner
-
     if cfg.framework == "onnx":
         runner = _onnx(cfg.source)
         return dataclasses.replace(runner, fn=_Memo(runner.fn, lambda: _onnx(cfg.source).fn)), Path(cfg.source), None
 
     def load():
-        from onnxforge.backends.torch.hf import is_hf_source
-
         kind = "factory" if _is_factory(cfg.source) else "hf" if is_hf_source(cfg.source) else cfg.framework
         return open_runner(cfg.source, kind=kind, label="source", weights=cfg.model.get("weights"),
                            trust_pickle=cfg.model.get("trust_pickle", False), trust=cfg.model.get("trust", ()),
@@ -173,9 +192,6 @@ class _Memo:
 
 
 def _feeds_key(feeds) -> str:
-    import hashlib
-
-    import numpy as np
 
     h = hashlib.sha256()
     for k in sorted(feeds):
@@ -186,30 +202,21 @@ def _feeds_key(feeds) -> str:
 
 
 def _let_go(source: Runner) -> None:
-    from onnxforge.core.memory import release_memory
-
     if isinstance(source.fn, _Memo):
         source.fn.drop()
     release_memory()  # onnxscript's rewriters still hold the exported graph, and with it the module's weights
 
 
 def _is_factory(spec: str) -> bool:
-    from onnxforge.backends.base import is_factory
-
     return is_factory(spec)
 
 
 def _onnx(path) -> Runner:
-    from onnxforge.backends.onnx.runner import onnx_runner
-
     return onnx_runner(path, "cpu", label=Path(path).name)
 
 
 def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Path, check_inputs: str | None,
               module: _Module | None = None):
-    from onnxforge.steps import function_of
-    from onnxforge.steps.base import CheckOptions
-
     target = steps_dir / f"{i:02d}-{sc.run.replace('.', '-')}.onnx"
     extra = {"inputs": check_inputs} if isinstance(sc.options, CheckOptions) and check_inputs else {}
     source = cfg.source
@@ -226,10 +233,6 @@ def _run_step(cfg: ReleaseConfig, sc: StepConfig, i: int, current, steps_dir: Pa
 
 def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: Runner, previous: Runner | None,
                 feeds: dict, labels, step_input: Path | None = None, cand: Runner | None = None) -> LedgerRow:
-    from onnxforge.checks.compare import DEFAULT_TOLERANCE, LOOSE, Criteria
-    from onnxforge.checks.generation import has_past
-    from onnxforge.checks.parity import cast_floats, validate
-
     gate = cfg.gate("parity")
     against_prev = gate is not None and gate.against == "previous"
     ref = previous if against_prev and previous is not None else source
@@ -256,8 +259,6 @@ def _ledger_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, source: 
 def _with_layerwise(rep, step_input: Path | None, cand: Runner, feeds: dict):
     """layerwise_on_failure: the failing step's model against the model it was given
     (the first step's input is the source, not ONNX: a note says so)."""
-    from onnxforge.checks.parity import validate
-
     if step_input is None or step_input.suffix != ".onnx":
         return dataclasses.replace(rep, notes=rep.notes + (
             "layerwise_on_failure: the step's input is not an ONNX model; nothing to compare tensor by tensor",))
@@ -270,9 +271,6 @@ def _generation_row(cfg: ReleaseConfig, sc: StepConfig, result: StepResult, ref:
     """The ledger row of a model with a key/value cache: greedy decoding against the
     source folder (or the step before, itself such a model), [gates.generation]'s tokens
     and atol, else the step's or parity gate's atol."""
-    from onnxforge.checks.compare import DEFAULT_TOLERANCE
-    from onnxforge.checks.parity import validate
-
     gen = cfg.gate("generation")
     atol = gen.atol if gen is not None and gen.atol is not None else crit.atol if crit is not None else None
     tol = DEFAULT_TOLERANCE if atol is None else Tolerance(atol, 0.0)
@@ -300,9 +298,6 @@ def _or(v, default):
 def _generated_feeds(cfg: ReleaseConfig, model_path) -> dict:
     """Inputs for the ledger when there is no data.validation: seeded, at 2 for every
     symbolic dim, within the model's val_ranges (a BERT mask stays a mask)."""
-    from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges
-    from onnxforge.data.generate import generate_inputs
-
     specs, recorded = inputs_and_ranges(model_path)
     # the ranges convert recorded (a Hugging Face model's vocabulary and mask), then the config's own
     ranges = {**(recorded or {}), **{k: tuple(v) for k, v in cfg.model.get("val_ranges", {}).items()}}
@@ -405,8 +400,6 @@ def _deciding(row: LedgerRow) -> tuple[float, float, str]:
 
 
 def _latency_gates(cfg: ReleaseConfig, first: Path, final: Path):
-    from onnxforge.checks.benchmark import benchmark
-
     lat = cfg.gate("latency")
     models = [str(first)] if final == first else [str(first), str(final)]
     bench = benchmark(models, providers=[lat.provider], runtimes=[lat.runtime], ov_precision=lat.ov_precision,
@@ -423,7 +416,6 @@ def _openvino_parity(run: _Run, source: Runner, feeds, labels) -> list[GateResul
     lat = run.cfg.gate("latency")
     if lat is None or lat.runtime != "openvino" or run.failure is not None:
         return []
-    from onnxforge.backends import open_runner
 
     res, sc = run.steps[-1], run.cfg.steps[-1]
     with task("parity on OpenVINO"):
@@ -468,7 +460,6 @@ def _judge(run: _Run) -> None:
     if failed:
         run.fail(1, "gate(s) failed: " + ", ".join(failed))
         return
-    from onnxforge.core.stats import contention_line
 
     undecided = [g for g in run.gates if g.status == "inconclusive"]
     why = contention_line(run.benchmark.contention) if run.benchmark and run.benchmark.contention else "see the gates"
@@ -518,10 +509,6 @@ def release(config: str | os.PathLike | Mapping[str, Any], out_dir: str | os.Pat
     ``config``: the file, or its tables as data (a dict), whose relative paths resolve
     against ``base_dir`` (default: the current directory).
     ``provider`` replaces the latency gate's provider (a zoo target's)."""
-    from onnxforge.core.fileio import folder_lock
-    from onnxforge.pipeline.config import ConfigData
-    from onnxforge.pipeline.publish import check_inputs_kept, check_out_dir, planned_files
-
     if isinstance(config, Mapping):
         config = ConfigData.of(config, base_dir)
     elif base_dir is not None:
@@ -540,8 +527,6 @@ def release(config: str | os.PathLike | Mapping[str, Any], out_dir: str | os.Pat
 def _name(config, out: Path) -> str:
     """The release's name (its config's: see release_name), usable as a folder name;
     the output folder's when the config is not a file."""
-    from onnxforge.steps.package.package import safe_model_name
-
     raw = release_name(config) if isinstance(config, (str, os.PathLike)) and str(config) else ""
     return safe_model_name(raw or out.resolve().name)
 
@@ -556,8 +541,6 @@ def _config_or_none(config) -> ReleaseConfig | None:
 
 
 def _release(out: Path, config, keep_steps: bool, provider: str | None, t_start: float) -> ReleaseReport:
-    from onnxforge.pipeline.publish import stage_dir
-
     with stage_dir(out) as stage, task("release") as bar:
         run = _Run(stage=stage, out=out, bar=bar, name=_name(config, out))
         (stage / "steps").mkdir()
@@ -579,8 +562,6 @@ def _release(out: Path, config, keep_steps: bool, provider: str | None, t_start:
 
 
 def _finish(run: _Run, config, out: Path, keep_steps: bool, t_start: float) -> ReleaseReport:
-    from onnxforge.pipeline.publish import input_hashes, publish, rebase, swap_in, versions, write_reports
-
     cfg = run.cfg
     vers, inputs_sha = versions(), input_hashes(cfg, config)
 
@@ -604,8 +585,6 @@ def _finish(run: _Run, config, out: Path, keep_steps: bool, t_start: float) -> R
 
 
 def _report(run: _Run, config, outputs, inputs_sha, vers, t_start) -> ReleaseReport:
-    from onnxforge.backends.onnx.runtime import environment
-
     cfg = run.cfg
     passed = run.failure is None
     return ReleaseReport(
@@ -621,10 +600,6 @@ def _report(run: _Run, config, outputs, inputs_sha, vers, t_start) -> ReleaseRep
 def _deploy(run: _Run) -> None:
     """[package] then [serve_check]: each target packaged from the release being built
     (the stage), each a gate; the served model checked last."""
-    import dataclasses
-
-    from onnxforge.steps.serve_check.check import serve_check
-    from onnxforge.steps.package.package import package
 
     try:
         for opts in run.cfg.packages:  # named after the release, not its output folder

@@ -11,6 +11,10 @@ import dataclasses
 import json
 import math
 from typing import Any
+from pathlib import Path
+from onnxforge import __version__
+from onnxforge.core.errors import BadInputError, first_line
+from onnxforge.core.fileio import atomic_write_text
 
 SCHEMA_VERSION = 1
 
@@ -58,8 +62,6 @@ def kind_of(result: Any) -> str:
 
 
 def envelope(result: Any, kind: str | None = None) -> dict:
-    from onnxforge import __version__
-
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": kind or kind_of(result),
@@ -73,8 +75,6 @@ def dumps(result: Any, kind: str | None = None) -> str:
 
 
 def write_report(path: str, result: Any, kind: str | None = None) -> None:
-    from onnxforge.core.fileio import atomic_write_text
-
     atomic_write_text(path, dumps(result, kind) + "\n")
 
 
@@ -99,11 +99,8 @@ def read_report(path, cls: type, kind: str, hint: str) -> Any:
     wrote it, strictly (a string is never a number or a boolean) and with every field
     present (the writer writes all of them). Anything else, JSON nested too deep
     included, is a BadInputError naming the file and the key."""
-    from pathlib import Path
-
     from pydantic import TypeAdapter, ValidationError
 
-    from onnxforge.core.errors import BadInputError, first_line
 
     def bad(why: str) -> BadInputError:
         return BadInputError(f"{path}: {why}", hint=hint)

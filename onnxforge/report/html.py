@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from onnxforge.report.layout import num
+from onnxforge import __version__
+from onnxforge.core.fileio import atomic_write_text
+from onnxforge.report.markdown import TITLES
 
 PALETTE = ("#4269d0", "#ef8a32", "#3ca951", "#ff725c", "#a463f2", "#97bbf5", "#9c6b4e", "#6cc5b0")
 W, H = 680, 260  # the viewBox of a full-width plot; CSS scales it to the page
@@ -423,8 +426,6 @@ def ledger_section(r: Any) -> str:
 
 
 def _page(title: str, passed: bool, status: str, meta: str, sections: Sequence[str]) -> str:
-    from onnxforge import __version__
-
     badge = "pass" if passed else "fail"
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -459,8 +460,6 @@ def _verdict_section(gates: Sequence[Any], passed: bool, failure: str | None = N
 
 
 def _release_page(r: Any) -> str:
-    from onnxforge.report.markdown import TITLES
-
     sections = [_verdict_section(r.gates, r.passed, r.failure), ledger_section(r)]
     if r.benchmark is not None:
         lat = next((g.limit for g in r.gates if g.name == "min_speedup"), None)
@@ -475,6 +474,4 @@ def _release_page(r: Any) -> str:
 
 def write_html(path: str | Path, result: Any) -> None:
     """Write ``html_report(result)`` atomically (a temporary file, then renamed)."""
-    from onnxforge.core.fileio import atomic_write_text
-
     atomic_write_text(str(path), html_report(result))

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from onnxforge.report import to_jsonable
 from onnxforge.report.layout import Col, fit_table, key_values, num
+from onnxforge.core.stats import sparkline
 
 
 def _fmt_bytes(n: float) -> str:
@@ -244,8 +245,6 @@ BENCH_COLS = [Col("model", "left", text=True), Col("provider", "left", keep=5), 
 
 
 def _render_benchmark(rep, console, gates: bool = True, verbose: bool = False) -> None:
-    from onnxforge.core.stats import sparkline
-
     rows = []
     for i, r in enumerate(rep.results):
         L = r.latency

@@ -10,6 +10,17 @@ from typing import Mapping, Sequence
 
 from onnxforge.core.errors import BadInputError
 from onnxforge.core.types import ModelArtifact, ParityReport, StepResult
+from onnxforge.core.fileio import (
+    PROTOBUF_LIMIT,
+    external_data_files,
+    failed_name,
+    inline_external_data,
+    load_onnx,
+    publish_model,
+    save_onnx,
+    sha256_file,
+)
+from onnxforge.data.specs import model_io_specs
 
 LINEAGE_KEY = "onnxforge.lineage"
 
@@ -20,8 +31,6 @@ def model_path(model: str | os.PathLike | ModelArtifact) -> Path:
 
 def lineage_of(model: str | os.PathLike | ModelArtifact) -> tuple[str, ...]:
     """The steps that made a model: from its artifact, else from its metadata."""
-    from onnxforge.core.fileio import load_onnx
-
     if isinstance(model, ModelArtifact):
         return tuple(model.lineage)
     m = load_onnx(model, graph_only=True)
@@ -33,8 +42,6 @@ def lineage_of(model: str | os.PathLike | ModelArtifact) -> tuple[str, ...]:
 
 def save_scratch(model, path: Path) -> Path:
     """Scratch models keep weights in a data file (see fileio.inline_external_data)."""
-    from onnxforge.core.fileio import save_onnx
-
     return save_onnx(model, path, external_data=True)
 
 
@@ -69,9 +76,6 @@ def finish(
     ``options`` carries keep_failed, force and external_data (steps/base.py's OutputOptions);
     ``fields`` are the StepResult's typed extras (before, after, speed ...). The
     onnxforge.* metadata of ``inherit_from`` (the step's input) carries over."""
-    from onnxforge.core.fileio import (PROTOBUF_LIMIT, external_data_files, failed_name, inline_external_data, load_onnx,
-                                  publish_model)
-
     inherited = _onnxforge_metadata(inherit_from) if inherit_from is not None else {}
     set_metadata(scratch_model, {**inherited, LINEAGE_KEY: ",".join(lineage), **(metadata or {})})
     written_to = target if passed else failed_name(target)
@@ -93,8 +97,6 @@ def finish(
 
 
 def _onnxforge_metadata(model) -> dict:
-    from onnxforge.core.fileio import load_onnx
-
     m = load_onnx(model_path(model), graph_only=True)
     return {p.key: p.value for p in m.metadata_props if p.key.startswith("onnxforge.") and p.key != LINEAGE_KEY}
 
@@ -102,9 +104,6 @@ def _onnxforge_metadata(model) -> dict:
 def make_artifact(path: str | os.PathLike, lineage: tuple[str, ...], specs_from: str | os.PathLike | None = None):
     """The artifact for a written model. ``specs_from``: a copy of the same model with
     external data, read instead of ``path`` so a large inline model is not parsed again."""
-    from onnxforge.data.specs import model_io_specs
-    from onnxforge.core.fileio import load_onnx, sha256_file
-
     m = load_onnx(specs_from or path, graph_only=True)
     ins, outs = model_io_specs(m)
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)

@@ -29,10 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from onnxforge.pipeline.config import release_name
+from onnxforge.pipeline.config import release_name, SECTIONS as RELEASE_SECTIONS
 
 from onnxforge.core.errors import BadInputError, UsageError
 from onnxforge.core.options import PosFloat, Retries, option, suggest, validate_options
+import tomllib
+from onnxforge.backends.onnx.runtime import resolve_provider
+from onnxforge.core.fileio import load_toml
 
 SECTIONS = ("zoo", "targets")
 REPORT_FILES = ("zoo-report.json", "zoo-report.md", "junit.xml", "report.html")  # the verdict's files in OUT
@@ -46,8 +49,6 @@ def _check_name(value: str) -> None:
 
 
 def _check_provider(value: str) -> None:
-    from onnxforge.backends.onnx.runtime import resolve_provider
-
     resolve_provider(value)  # a typo fails here, before any release runs
 
 
@@ -137,9 +138,6 @@ def _check_release_file(where: str, pattern: str, path: Path, base: Path, zoo_fi
     """A release is a release config inside the zoo's folder: `../../etc/passwd`, a link
     out of the folder, the zoo file itself or any other file a glob catches is refused
     (exit 3) before anything is planned or run. ``path`` is resolved."""
-    import tomllib
-
-    from onnxforge.pipeline.config import SECTIONS as RELEASE_SECTIONS
 
     what = f"{where}: {pattern!r} finds {path}"
     hint = "list release configs (release.toml files) inside the zoo file's folder; narrow the glob if it caught this"
@@ -193,8 +191,6 @@ def _targets(raw) -> tuple[Target, ...]:
 
 def load_zoo(path) -> ZooConfig:
     """Parse and validate a zoo.toml (see the module docstring)."""
-    from onnxforge.core.fileio import load_toml
-
     p, raw = load_toml(path, "zoo file")
     for k in raw:
         if k not in SECTIONS:

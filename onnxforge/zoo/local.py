@@ -19,6 +19,9 @@ from typing import Callable, Sequence
 from onnxforge.core.errors import Terminated
 from onnxforge.zoo.merge import NOT_RUN
 from onnxforge.zoo.worker import STOP_GRACE, Job, run_one
+from multiprocessing.connection import wait
+import multiprocessing as mp
+from onnxforge.core.logs import set_verbosity
 
 log = logging.getLogger("onnxforge")
 
@@ -42,7 +45,6 @@ def _worker(conn, level: int) -> None:
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
     os.dup2(2, 1)  # whatever a library prints goes to stderr: stdout is the zoo's (--json)
-    from onnxforge.core.logs import set_verbosity
 
     set_verbosity(1 if level <= logging.INFO else 0)  # a new process: torch's FutureWarnings only with -v, as in one
     handler = logging.StreamHandler()
@@ -82,8 +84,6 @@ class _Pool:
     queue: deque = field(default_factory=deque)
 
     def _start(self) -> _Slot:
-        import multiprocessing as mp
-
         ctx = mp.get_context("spawn")  # a fresh interpreter: no threads or ORT state inherited
         parent, child = ctx.Pipe()
         # not a daemon: a release may start processes of its own (daemons may not); an orphaned
@@ -146,8 +146,6 @@ class _Pool:
         self.slots.remove(slot)
 
     def run(self, jobs: Sequence[Job]) -> None:
-        from multiprocessing.connection import wait
-
         self.queue.extend((j, 1) for j in jobs)
         while self.queue or any(s.job for s in self.slots):
             self._assign()
@@ -159,8 +157,6 @@ class _Pool:
     def stop(self, signum: int) -> None:
         """Interrupted: each running release gets ``signum`` and STOP_GRACE seconds to
         write its interrupted verdict; queued ones are not started."""
-        from multiprocessing.connection import wait
-
         for job, _ in self.queue:
             self.outcomes[job.entry.folder] = {"status": NOT_RUN, "exit_code": 130,
                                                "failure": "not run: the zoo was interrupted"}

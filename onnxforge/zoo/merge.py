@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.core.fileio import same_file, sha256_file
+from onnxforge.core.types import ReleaseReport
+from onnxforge.pipeline.publish import versions
+from onnxforge.report import read_report
 
 ENTRY_FILE = "zoo-entry.json"
 NOT_RUN = "not run"
@@ -223,8 +227,6 @@ def combine(releases: Sequence[ZooRelease], phases: Sequence[Mapping[str, Any]],
             started: float | None = None) -> ZooReport:
     """The combined verdict: passed only when every release passed; ``interrupted``
     (130 or 143) when the zoo itself was stopped."""
-    from onnxforge.pipeline.publish import versions
-
     t0 = started if started is not None else min((p["start"] for p in phases), default=time.time())
     timeline, overlaps = _timeline(phases, t0)
     counts = {s: sum(1 for r in releases if r.status == s) for s in STATUSES}
@@ -258,9 +260,6 @@ def check_release(folder: Path) -> None:
     """`zoo merge` believes no file on its word: report.json (and zoo-entry.json, when
     the folder has one) must read back through the classes that wrote them, and the
     verdict must agree with the report's own gates, exit code and the folder's files."""
-    from onnxforge.report import read_report
-    from onnxforge.core.types import ReleaseReport
-
     hint = "merge the folder as the release (or the zoo job) wrote it; rerun that release if it was changed since"
     r = read_report(folder / "report.json", ReleaseReport, "release", hint)
     if (folder / ENTRY_FILE).exists():
@@ -292,8 +291,6 @@ def verdict_disagreement(folder: Path, r) -> str | None:
 
 
 def _files_disagree(folder: Path, outputs: Mapping[str, str]) -> str | None:
-    from onnxforge.core.fileio import sha256_file
-
     for name in ("model.onnx", "manifest.json"):
         if not (folder / name).is_file():
             return f"its {name} is missing"
@@ -311,8 +308,6 @@ def _files_disagree(folder: Path, outputs: Mapping[str, str]) -> str | None:
 def check_merge_out(folders: Sequence[Path], out: Path) -> None:
     """The verdict goes into OUT: OUT must not be one of the release folders merged
     (``report_folders``), whose junit.xml and report.html it would replace (--force or not)."""
-    from onnxforge.core.fileio import same_file
-
     for folder in folders:
         if same_file(Path(out), folder):
             raise BadInputError(f"-o {out} is the release folder {folder.name} being merged: the verdict would "

@@ -30,6 +30,9 @@ from onnxforge.core.errors import MissingDependencyError, require
 from onnxforge.zoo.config import Target, ZooSection
 from onnxforge.zoo.merge import NOT_RUN
 from onnxforge.zoo.worker import STOP_GRACE, Job, run_one
+import socket
+from onnxforge.core.system import cpu_quota
+import onnxforge
 
 log = logging.getLogger("onnxforge")
 
@@ -64,8 +67,6 @@ def _fits(node: dict, opts: dict) -> bool:
 def _probe(address: str) -> None:
     """A HOST:PORT nobody answers on fails in seconds here; Ray itself keeps retrying
     for many minutes (measured: 14 on 127.0.0.1:1) before it gives up."""
-    import socket
-
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return  # "auto" and other forms: Ray's own lookup answers quickly
@@ -78,9 +79,6 @@ def _probe(address: str) -> None:
 def _init(ray, address: str | None, cpus: int | None) -> None:
     """A local instance (``cpus`` CPUs, the CPU quota by default) when no address is
     given; its workers import onnxforge from where this process does."""
-    import onnxforge
-    from onnxforge.core.system import cpu_quota
-
     kw = dict(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
     try:
         if address is None:

@@ -20,6 +20,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from onnxforge.zoo.merge import NOT_RUN, ZooRelease, ZooReport
+from onnxforge.core.fileio import atomic_write_text
+from onnxforge.report import dumps
 
 TITLES = {"passed": "PASSED", "failed": "FAILED", "error": "ERROR", "interrupted": "INTERRUPTED"}
 GATE_COLUMNS = ("parity", "accuracy", "max_p50_ms", "max_p99_ms", "min_speedup", "serving")
@@ -183,9 +185,6 @@ def page(rep: ZooReport, out: Path) -> str:
 
 def write_all(rep: ZooReport, out: Path) -> None:
     """All four files, each atomically; zoo-report.json last (the verdict CI reads)."""
-    from onnxforge.core.fileio import atomic_write_text
-    from onnxforge.report import dumps
-
     out = Path(out)
     md = markdown(rep)
     atomic_write_text(out / "zoo-report.md", md)

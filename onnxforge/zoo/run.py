@@ -24,10 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from onnxforge.core.errors import BadInputError, OnnxforgeError, Terminated
-from onnxforge.zoo.config import REPORT_FILES, Entry, ZooConfig
-from onnxforge.zoo.merge import ENTRY_FILE, NOT_RUN, ZooReport, ZooRelease
+from onnxforge.core.errors import BadInputError, OnnxforgeError, Terminated, UsageError
+from onnxforge.zoo.config import REPORT_FILES, Entry, ZooConfig, load_zoo, select
+from onnxforge.zoo.merge import ENTRY_FILE, NOT_RUN, ZooReport, ZooRelease, combine, phases_of, release_record
 from onnxforge.zoo.worker import WORK, Job
+import dataclasses
+import json
+import uuid
+from onnxforge.core.fileio import folder_lock, make_dirs
+from onnxforge.core.system import cpu_quota
+from onnxforge.pipeline.config import load_config
+from onnxforge.pipeline.publish import check_out_dir, is_onnxforge_json, planned_files
+from onnxforge.pipeline.run import release_inputs
+from onnxforge.zoo.local import run_local
+from onnxforge.zoo.report import write_all
 
 EXECUTORS = ("local", "ray", "matrix")
 
@@ -39,8 +49,6 @@ def check_out(out: Path, force: bool) -> None:
     """Before anything (under OUT's lock): OUT is a folder (or does not exist) holding no
     zoo verdict unless --force, and no file of the verdict's names that another
     program wrote (a user's junit.xml): that one is never replaced, --force or not."""
-    from onnxforge.pipeline.publish import is_onnxforge_json
-
     if out.exists() and not out.is_dir():
         raise BadInputError(f"zoo output {out} is a file, not a folder", hint="give a folder path with -o")
     held = [name for name in REPORT_FILES if (out / name).exists() or (out / name).is_symlink()]
@@ -57,8 +65,6 @@ def check_out(out: Path, force: bool) -> None:
 def _ran_nothing(out: Path) -> bool:
     """The verdict of a zoo that never started a release (its file did not load): replacing
     it loses nothing, so the corrected command needs no --force."""
-    import json
-
     try:
         report = json.loads((out / "zoo-report.json").read_text())
     except (OSError, ValueError):
@@ -71,10 +77,6 @@ def zoo_inputs(zoo_file: str | os.PathLike) -> list[Path]:
     """Every file a zoo reads: the zoo file, each release's config and what that config
     names (source, weights, data). A file that does not load yet is left to the run,
     which makes it a verdict."""
-    from onnxforge.pipeline.config import load_config
-    from onnxforge.pipeline.run import release_inputs
-    from onnxforge.zoo.config import load_zoo
-
     found = [Path(zoo_file)]
     try:
         configs = dict.fromkeys(e.config for e in load_zoo(zoo_file).entries)
@@ -91,8 +93,6 @@ def zoo_inputs(zoo_file: str | os.PathLike) -> list[Path]:
 def check_report(out: Path, report: Path | None) -> None:
     """--report beside the zoo's verdict is fine; inside a release folder or over one of
     the verdict's files the zoo would overwrite it, or it a release's own report."""
-    from onnxforge.core.errors import UsageError
-
     if report is None:
         return
     r, o = Path(report).resolve(), out.resolve()
@@ -104,9 +104,6 @@ def check_report(out: Path, report: Path | None) -> None:
 def check_folders(out: Path, entries: Sequence[Entry], force: bool, keep_steps: bool) -> None:
     """Each release's folder follows a release's own rule (publish.check_out_dir), checked
     for all before the first starts; the zoo's zoo-entry.json there is one of ours too."""
-    from onnxforge.pipeline.config import load_config
-    from onnxforge.pipeline.publish import check_out_dir, is_onnxforge_json, planned_files
-
     for e in entries:
         f = out / e.folder
         if f.exists() and not f.is_dir():
@@ -186,8 +183,6 @@ def _execute(zr: ZooRun, cfg: ZooConfig, entries, run_id: str, outcomes: dict) -
         run_ray(jobs, address=zr.ray_address, cpus=zr.jobs, zoo=cfg.zoo, outcomes=outcomes, on_done=finished)
         return
     lock = env_lock or str(out / WORK / "bench.lock")
-    from onnxforge.core.fileio import make_dirs
-    from onnxforge.zoo.local import run_local
 
     make_dirs(out / WORK)
     jobs = [Job(e, str(out), run_id, lock, cfg.zoo.keep_steps, zr.progress) for e in entries]
@@ -198,11 +193,6 @@ def _execute(zr: ZooRun, cfg: ZooConfig, entries, run_id: str, outcomes: dict) -
 def run_zoo(zoo_file: str | os.PathLike, zr: ZooRun) -> ZooReport:
     """Run every release of the zoo file (see the module docstring) and write the
     combined verdict into OUT: zoo-report.json, zoo-report.md, junit.xml, report.html."""
-    import dataclasses
-
-    from onnxforge.core.fileio import folder_lock
-    from onnxforge.core.system import cpu_quota
-    from onnxforge.zoo.config import load_zoo, select
 
     if zr.executor not in ("local", "ray"):
         raise BadInputError(f"run_zoo runs local or ray, not {zr.executor!r}")
@@ -220,8 +210,6 @@ def run_zoo(zoo_file: str | os.PathLike, zr: ZooRun) -> ZooReport:
 
 
 def _run(zr: ZooRun, cfg: ZooConfig | None, entries, error: OnnxforgeError | None = None) -> ZooReport:
-    import uuid
-
     out = zr.out
     shutil.rmtree(out / WORK, ignore_errors=True)  # ours, from a zoo that was killed: stale attempt counts
     started, run_id, before, outcomes = time.time(), uuid.uuid4().hex, _scratch(out), {}
@@ -243,10 +231,6 @@ def _run(zr: ZooRun, cfg: ZooConfig | None, entries, error: OnnxforgeError | Non
 
 def _verdict(zr: ZooRun, cfg, entries, run_id, outcomes, started, before, *, interrupted: int = 0,
              error: BaseException | None = None) -> ZooReport:
-    import dataclasses
-
-    from onnxforge.zoo.merge import combine, phases_of, release_record
-    from onnxforge.zoo.report import write_all
 
     out = zr.out.resolve() if zr.out.exists() else zr.out.absolute()
     missing = _missing(bool(interrupted), error)

@@ -14,6 +14,13 @@ from pathlib import Path
 from onnxforge.core.errors import OnnxforgeError
 from onnxforge.zoo.config import Entry
 from onnxforge.zoo.merge import ENTRY_FILE, EntryPhase, ZooEntry
+import importlib
+import tempfile
+from onnxforge.checks import benchmark as bench
+from onnxforge.core.fileio import atomic_write_text, make_dirs
+from onnxforge.core.progress import set_reporter
+from onnxforge.pipeline.run import release
+from onnxforge.report import dumps
 
 log = logging.getLogger("onnxforge")
 
@@ -36,8 +43,6 @@ class Job:
 def node_lock() -> str:
     """A node-local lock path: a file on a shared output folder would make timing
     exclusive across the whole cluster (or not at all: flock over NFS varies)."""
-    import tempfile
-
     return os.path.join(tempfile.gettempdir(), f"onnxforge-bench-{os.getuid()}.lock")
 
 
@@ -59,9 +64,6 @@ def _stamp(path: Path):
 
 
 def _write_entry(folder: Path, info: dict) -> None:
-    from onnxforge.core.fileio import atomic_write_text, make_dirs
-    from onnxforge.report import dumps
-
     make_dirs(folder)
     entry = ZooEntry(**{**info, "timeline": tuple(EntryPhase(**p) for p in info.get("timeline", ()))})
     atomic_write_text(folder / ENTRY_FILE, dumps(entry, "zoo-entry") + "\n")
@@ -70,9 +72,6 @@ def _write_entry(folder: Path, info: dict) -> None:
 def _progress(job: Job) -> None:
     """This release's step lines (``alpha: convert:torch: done in 3.1 s``), from the
     reporter the caller named: the library itself never imports the CLI."""
-    import importlib
-
-    from onnxforge.core.progress import set_reporter
 
     if job.progress is None:
         set_reporter(None)
@@ -85,9 +84,6 @@ def run_one(job: Job) -> dict:
     """Run one release into OUT/FOLDER and write zoo-entry.json beside its reports
     (name, target, node, attempts, this run's id, the timing phases). The release's
     own verdict is in its report.json; this returns where it ran."""
-    from onnxforge.pipeline.run import release
-    from onnxforge.checks import benchmark as bench
-
     e = job.entry
     folder = Path(job.out) / e.folder
     info = {"run": job.run, "name": e.name, "target": e.target.name if e.target else None, "folder": e.folder,

@@ -8,6 +8,10 @@ import os
 from pathlib import Path
 
 from onnxforge.core.types import GraphSummary, ModelInfo
+from onnxforge.backends.onnx.runtime import available_providers, create_session, support_verdict
+from onnxforge.core.errors import BadInputError, MissingDependencyError, first_line
+from onnxforge.core.fileio import _all_tensors, external_data_files, load_onnx, walk_graphs
+from onnxforge.data.specs import model_io_specs
 
 
 def _tensor_bytes(t) -> tuple[int, int]:
@@ -27,9 +31,6 @@ def _tensor_bytes(t) -> tuple[int, int]:
 def inspect_model(path: str | os.PathLike, *, runtime: bool = True) -> ModelInfo:
     """Everything `onnxforge inspect` shows, as data. Does not read external data,
     but checks that its files exist."""
-    from onnxforge.core.fileio import external_data_files, load_onnx
-    from onnxforge.data.specs import model_io_specs
-
     p = Path(path)
     # the runtime verdict checks inline tensors' bytes against their dims: it needs them
     model = load_onnx(p, load_external_data=False, graph_only=not runtime)
@@ -72,8 +73,6 @@ def inspect_model(path: str | os.PathLike, *, runtime: bool = True) -> ModelInfo
 def _ops(model) -> set[tuple[str, str]]:
     """(domain, op type) of every node, subgraphs and local functions included, less the
     calls of the model's own functions."""
-    from onnxforge.core.fileio import walk_graphs
-
     local = {(f.domain, f.name) for f in model.functions}
     found = {(n.domain if n.domain != "ai.onnx" else "", n.op_type) for g, _ in walk_graphs(model) for n in g.node}
     return found - local
@@ -90,9 +89,6 @@ def _runtime_verdict(model, path: Path, opsets, ext) -> dict:
     so a tensor claiming 10^12 elements costs nothing), then, where cheap, ORT's own
     session on the model and its data. "runs this model: no" with the reasons, as for
     an op ORT lacks (exit 1)."""
-    from onnxforge.core.fileio import _all_tensors
-    from onnxforge.backends.onnx.runtime import support_verdict
-
     ops = _ops(model)
     out = support_verdict(model.ir_version, opsets, ops)
     reasons = [*_opset_problems(ops, opsets), *filter(None, (_tensor_problem(t, path.parent)
@@ -158,9 +154,6 @@ def _tensor_problem(t, base: Path) -> str | None:
 def _ort_refuses(path: Path) -> str | None:
     """ORT's own verdict: a session on the model (no graph optimization, one thread),
     on CUDA as well where it is available, as validate would make one."""
-    from onnxforge.core.errors import BadInputError, MissingDependencyError
-    from onnxforge.backends.onnx.runtime import available_providers, create_session
-
     provider = "cuda" if "CUDAExecutionProvider" in available_providers() else "cpu"
     try:
         create_session(path, provider, optimization="disable", threads=1)
@@ -175,7 +168,6 @@ def check_model(path: str | os.PathLike, *, full: bool = True) -> None:
     """onnx.checker on a path (works for models over 2 GB); raises BadInputError."""
     import onnx
 
-    from onnxforge.core.errors import BadInputError, first_line
 
     try:
         onnx.checker.check_model(str(path), full_check=full)
@@ -191,8 +183,5 @@ def summary(path: str | os.PathLike) -> GraphSummary:
 
 
 def symbolic_dims(path) -> list[str]:
-    from onnxforge.core.fileio import load_onnx
-    from onnxforge.data.specs import model_io_specs
-
     ins, _ = model_io_specs(load_onnx(path, graph_only=True))
     return sorted({d for s in ins for d in s.shape if isinstance(d, str)})

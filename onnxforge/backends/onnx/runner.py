@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from onnxforge.backends.base import Runner
+import json
+from onnxforge.backends.onnx.runtime import create_session, run_session
+from onnxforge.core.errors import UsageError
 
 
 def onnx_runner(path, provider: str = "cpu", *, label: str | None = None, threads: int | None = None,
@@ -10,7 +13,6 @@ def onnx_runner(path, provider: str = "cpu", *, label: str | None = None, thread
     """``hold=False``: the session is made at the first call and let go by ``release()``,
     so a check can run two models' sessions one after the other, never both in memory."""
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.backends.onnx.runtime import create_session, run_session
     from onnxforge.data.specs import model_io_specs
 
     model = load_onnx(path, graph_only=True)  # clear errors before ORT's
@@ -60,7 +62,6 @@ def recorded_input_norms(model) -> dict | None:
     """Input normalisations the converter recorded (onnxforge.input_norms: an image
     processor's mean/std, or --input-norm): later checks generate normalised images
     rather than [0, 1) noise. An entry that does not read as one is dropped."""
-    from onnxforge.core.errors import UsageError
     from onnxforge.data.specs import input_norm
 
     found = _recorded(model, "onnxforge.input_norms")
@@ -76,8 +77,6 @@ def recorded_input_norms(model) -> dict | None:
 
 
 def _recorded(model, key: str):
-    import json
-
     for p in model.metadata_props:
         if p.key == key:
             try:

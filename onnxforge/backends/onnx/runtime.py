@@ -10,6 +10,10 @@ from typing import Mapping, Sequence
 
 from onnxforge.core.errors import BadInputError, MissingDependencyError, UsageError, did_you_mean, first_line
 from onnxforge.core.system import cpu_info, cpu_quota
+from importlib import metadata
+import platform
+import sys
+from onnxforge.core.logs import _VERBOSITY, configure_ort
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -59,8 +63,6 @@ def installed_runtime_packages() -> list[str]:
 
 def _scan_runtime_packages() -> list[str]:
     """Distributions that provide the `onnxruntime` module (onnxruntime, -gpu, -openvino ...)."""
-    from importlib import metadata
-
     names = set()
     for dist in metadata.distributions():
         n = (dist.metadata.get("Name") or "").lower()
@@ -113,7 +115,6 @@ def session_options(
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[optimization]
-    from onnxforge.core.logs import configure_ort
 
     configure_ort()
     so.log_severity_level = 3 if _verbose() else 4
@@ -121,8 +122,6 @@ def session_options(
 
 
 def _verbose() -> bool:
-    from onnxforge.core.logs import _VERBOSITY
-
     return _VERBOSITY["level"] >= 1
 
 
@@ -288,9 +287,6 @@ def run_session(sess, feeds: Mapping[str, object], output_names: Sequence[str] |
 
 def environment() -> dict:
     """What a benchmark or release report records about where it ran."""
-    import platform
-    import sys
-
     import onnxruntime as ort
 
     env = {

@@ -16,6 +16,11 @@ from typing import Any, Callable, Mapping
 
 from onnxforge.backends.base import Runner
 from onnxforge.core.errors import BadInputError, ConversionError, UsageError, require
+from time import perf_counter_ns
+import numpy as np
+from onnxforge.core.fileio import load_onnx
+from onnxforge.core.system import cpu_quota
+from onnxforge.data.specs import model_io_specs
 
 PRECISIONS = ("auto", "f32", "bf16", "f16")  # auto: OpenVINO's default for the CPU
 DEVICE = "CPU"
@@ -24,9 +29,6 @@ DEVICE = "CPU"
 def compile_onnx(path, *, threads: int | None = None, precision: str = "auto"):
     """The compiled model, or an error: missing openvino exits 5, a model OpenVINO cannot
     read or compile exits 4, a precision this CPU has no kernels for exits 3."""
-    from onnxforge.core.fileio import load_onnx
-    from onnxforge.core.system import cpu_quota
-
     load_onnx(path, load_external_data=False)  # onnxforge's own errors for a missing or broken file
     ov = require("openvino", "openvino")
     if precision not in PRECISIONS:
@@ -75,10 +77,6 @@ def output_ports(compiled, names) -> dict[str, Any]:
 
 def openvino_runner(path, *, label: str | None = None, threads: int | None = None,
                     precision: str = "auto") -> Runner:
-    import numpy as np
-
-    from onnxforge.core.fileio import load_onnx
-    from onnxforge.data.specs import model_io_specs
 
     ins, outs = model_io_specs(load_onnx(path, load_external_data=False))
     compiled = compile_onnx(path, threads=threads, precision=precision)
@@ -98,8 +96,6 @@ def timed_call(compiled, feeds: Mapping[str, Any]) -> Callable[[], int]:
     """One synchronous inference on the given inputs, in nanoseconds: the benchmark's
     timed region, like ORT's ``session.run`` (inputs passed per call without a copy,
     outputs returned)."""
-    from time import perf_counter_ns
-
     request = compiled.create_infer_request()
     infer = request.infer
     f = dict(feeds)

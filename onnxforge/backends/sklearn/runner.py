@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 
 from onnxforge.core.errors import BadInputError, first_line
 from onnxforge.backends.base import Runner
+from onnxforge.backends.sklearn.sources import load_sklearn
 
 
 def final_estimator(est):
@@ -88,7 +89,5 @@ def sklearn_runner(est, input_names: Sequence[str] | None = None, output_names: 
 
 def sklearn_source_runner(spec: Any, *, label: str | None = None, trust: Sequence[str] = (),
                           trust_pickle: bool = False, **_ignored) -> Runner:
-    from onnxforge.backends.sklearn.sources import load_sklearn
-
     est = load_sklearn(spec, trust=trust, trust_pickle=trust_pickle)
     return sklearn_runner(est, label=label)

@@ -38,6 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from onnxforge.core.errors import BadInputError, MissingDependencyError, UsageError, first_line, require
+import json
+import os
+from onnxforge.backends.torch.runner import torch_runner
+from onnxforge.core.logs import quiet_third_party
+from onnxforge.core.system import available_memory
 
 # Hugging Face tasks (Optimum's names) -> the transformers Auto class that loads them
 TASKS = {
@@ -79,7 +84,6 @@ def is_hf_source(spec: Any) -> bool:
 def _folder(spec: str, allow_download: bool) -> str:
     if not spec.startswith("hf:"):
         return spec
-    import os
 
     hub = require("huggingface_hub", "torch")
     repo = spec[3:]
@@ -110,8 +114,6 @@ def _task(config, task: str | None) -> str:
 def _refuse_remote_code(spec, folder, found: bool = False) -> None:
     """A config.json with ``auto_map`` names Python files of the folder that transformers
     would import: refused before any transformers loader reads the folder."""
-    import json
-
     if not found:
         try:
             found = bool(json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("auto_map"))
@@ -140,8 +142,6 @@ MAX_CONFIG_BYTES = 32 * 2**20
 def check_config(spec, folder) -> None:
     """Refuse a config.json whose sizes are not positive or would take minutes and
     gigabytes to build, reading it as JSON (nothing of transformers runs)."""
-    import json
-
     path = Path(folder) / "config.json"
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
@@ -180,7 +180,6 @@ def check_model_memory(spec, cls, config) -> None:
     cost) and refuse one that would not fit in half the available memory."""
     import torch
 
-    from onnxforge.core.system import available_memory
 
     try:
         build = getattr(cls, "from_config", None) or cls._from_config  # Auto classes / a model class itself
@@ -273,8 +272,6 @@ def reference_class(transformers, spec, config, task: str | None):
 
 
 def _from_pretrained(cls, spec, folder, allow_download: bool, what: str):
-    from onnxforge.core.logs import quiet_third_party
-
     try:
         with quiet_third_party():
             module = cls.from_pretrained(folder, local_files_only=not allow_download, use_safetensors=None,
@@ -296,9 +293,6 @@ def _token_inputs(transformers, folder, config) -> tuple[tuple[str, ...] | None,
     tokenizer (local files, no code from the folder), else the ``model_input_names`` of
     the tokenizer class transformers names for the model type; (None, ...) when neither
     tells. A RoBERTa exported with token_type_ids took an input its tokenizer never makes."""
-    import json
-
-    from onnxforge.core.logs import quiet_third_party
 
     tok_config = Path(folder) / "tokenizer_config.json"
     try:
@@ -384,8 +378,6 @@ def hf_input_norms(spec, names, allow_download: bool = False) -> tuple[dict, dic
     """(norms, ranges) of pixel inputs from the folder's preprocessor_config.json (read as
     JSON; nothing runs): an image processor rescales to [0, 255 * rescale_factor] and
     normalises with image_mean/image_std, so checks generate pixel_values that way."""
-    import json
-
     path = Path(_folder(str(spec), allow_download)) / "preprocessor_config.json"
     if "pixel_values" not in names or not path.is_file():
         return {}, {}
@@ -420,8 +412,6 @@ def load_reference(spec, *, task: str | None = None, allow_download: bool = Fals
 def hf_runner(spec, *, label: str | None = None, task: str | None = None, allow_download: bool = False, **_ignored):
     """The reference runner of a Hugging Face source: its inputs bind to forward() by
     name, and every output the class returns is compared."""
-    from onnxforge.backends.torch.runner import torch_runner
-
     module = load_reference(spec, task=task, allow_download=allow_download)
     return torch_runner(module, label=label or f"hf:{Path(str(spec)).name}")
 

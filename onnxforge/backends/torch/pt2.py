@@ -42,6 +42,12 @@ import zipfile
 from pathlib import Path
 
 from onnxforge.core.errors import BadInputError, MissingDependencyError, first_line
+import builtins
+import importlib
+import logging
+import types
+from onnxforge.core.logs import quiet_third_party
+from onnxforge.core.system import available_memory
 
 
 def _rel(name: str) -> str:
@@ -115,8 +121,6 @@ _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?\Z")
 
 
 def _plain_name(name: str) -> bool:
-    import builtins
-
     return bool(_IDENT.match(name)) and "__" not in name and not hasattr(builtins, name)
 
 
@@ -212,8 +216,6 @@ TARGETS = frozenset({
 
 
 def _target_ok(target) -> bool:
-    import types
-
     import torch
 
     if not isinstance(target, str):
@@ -349,8 +351,6 @@ def check_sizes(path: Path) -> None:
     The file's bytes and every member's are held at once (the archive is read into
     memory, then torch reads each member out of it), against what is available (the
     cgroup's limit included)."""
-    from onnxforge.core.system import available_memory
-
     budget = available_memory()
     try:
         size = path.stat().st_size
@@ -415,8 +415,6 @@ class _Capture:
     load failed: it reports only that deserializing failed)."""
 
     def __init__(self):
-        import logging
-
         self.errors: list[str] = []
         self.handler = logging.Handler()
         self.handler.emit = self._emit
@@ -426,8 +424,6 @@ class _Capture:
             self.errors.append(str(record.exc_info[1]))
 
     def __enter__(self):
-        import logging
-
         lg = logging.getLogger("torch.export")
         self.saved = lg.level, lg.propagate, list(lg.handlers)
         lg.setLevel(logging.WARNING)
@@ -436,8 +432,6 @@ class _Capture:
         return self
 
     def __exit__(self, *exc):
-        import logging
-
         lg = logging.getLogger("torch.export")
         lg.setLevel(self.saved[0])
         lg.propagate = self.saved[1]
@@ -448,7 +442,6 @@ def load_program(path: Path, *, trust_pickle: bool = False, notes: list | None =
     """The ExportedProgram in a .pt2, loaded safely unless ``trust_pickle``."""
     import torch
 
-    from onnxforge.core.logs import quiet_third_party
 
     check_sizes(path)
     data = path.read_bytes()
@@ -490,9 +483,6 @@ PYTREE_PACKAGES = ("torch", "transformers", "diffusers", "timm", "torchvision")
 
 
 def _import_for_pytree(typename: str, path: Path, trust_pickle: bool = False) -> None:
-    import importlib
-    import importlib.util
-
     module = typename.rsplit(".", 1)[0]
     top = module.split(".")[0]
     if top not in PYTREE_PACKAGES and not trust_pickle:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from onnxforge.core.errors import BadInputError, first_line
-from onnxforge.backends.base import Runner
+from onnxforge.backends.base import Runner, source_name
+from onnxforge.backends.torch.sources import load_torch
 
 
 def _path_name(path) -> str:
@@ -139,9 +140,6 @@ def torch_runner(module, output_names: Sequence[str] | None = None, *, label: st
 def torch_source_runner(spec: Any, *, label: str | None = None, weights: str | None = None,
                         trust_pickle: bool = False, **_ignored) -> Runner:
     """A runner over a torch source in any form `convert torch` accepts."""
-    from onnxforge.backends.base import source_name
-    from onnxforge.backends.torch.sources import load_torch
-
     loaded = load_torch(spec, weights=weights, trust_pickle=trust_pickle)
     if hasattr(loaded.module, "eval") and loaded.kind != "export":
         loaded.module.eval()  # as convert does: a reference in training mode is not the model that ships

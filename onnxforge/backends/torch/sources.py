@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 
 from onnxforge.backends.base import call_factory, cwd_importable, is_factory
 from onnxforge.core.errors import BadInputError, first_line, require
+import json
+import re
 
 TORCH_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".jit", ".bin")
 
@@ -68,9 +70,6 @@ def pt2_input_dims(path: Path) -> list[tuple[str, bool, list]] | None:
     """A .pt2's user inputs as (name, is_integer, dims: ints, or torch's symbols such as
     ``s77``), read from the archive's program JSON without loading it; None when the
     archive does not tell."""
-    import json
-    import re
-
     from onnxforge.backends.torch.pt2 import _rel
 
     names = _zip_names(path)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from onnxforge.core.errors import BadInputError, ConversionError, first_line
 from onnxforge.core.types import ParityReport
+from dataclasses import replace
+import re
+from onnxforge.backends import Runner
 
 EXAMPLE_DIM = 2  # torch.export specializes dims of size 0 and 1, so examples use 2
 
@@ -40,7 +43,6 @@ def check_written_opset(path: Path, opset: int | None) -> None:
 
 def export_error(exc: BaseException, opset) -> str:
     text = str(exc)
-    import re
 
     m = re.search(r"(aten::[\w.]+|torch\.ops\.aten\.[\w.]+)", text)
     unsupported = "not supported" in text.lower() or "unsupported" in text.lower() or "no decomposition" in text.lower()
@@ -57,8 +59,6 @@ def export_error(exc: BaseException, opset) -> str:
 
 def export_hint(text: str, opset, tried=("dynamo", "torchscript")) -> str:
     """What to try next: only options that were not already tried."""
-    import re
-
     other = [f"--exporter {e}" for e in ("dynamo", "torchscript") if e not in tried]
     m = re.search(r"added in version (\d+)", text)
     if m and (opset is None or opset < int(m.group(1))):
@@ -79,7 +79,6 @@ def check_once(ref, cand, feeds: dict, tol, label: str, data: dict | None = None
     module runs first (its failure is the user's), then the ONNX model (its failure is
     a failed check, reported). ``ref``: the torch runner, or its outputs already taken
     (convert runs the module on every input, then lets it go before ORT loads)."""
-    from onnxforge.backends import Runner
     from onnxforge.checks.parity import validate
 
     torch_out = ref(feeds) if callable(ref) else ref
@@ -88,6 +87,5 @@ def check_once(ref, cand, feeds: dict, tol, label: str, data: dict | None = None
         rep = validate(saved, cand, input_samples=[feeds], tolerance=tol, data=data)
     except BadInputError as exc:
         return ParityReport("torch", f"onnx ({label})", 1, (), False, problems=(f"{label}: {exc.message}",))
-    from dataclasses import replace
 
     return replace(rep, candidate=f"onnx ({label})")

@@ -10,6 +10,7 @@ from onnxforge.core.options import Names, Seed, Tokens, Tolerance, option
 from onnxforge.data.specs import (check_specs, check_val_ranges, parse_dynamic, parse_literals, parse_opsets,
                                   parse_val_ranges)
 from onnxforge.steps.base import OutputOptions, input_norms_option, tol_option
+from onnxforge.backends.torch.hf import TASKS as HF_TASKS
 
 
 def _check_dynamic(items) -> None:
@@ -17,8 +18,6 @@ def _check_dynamic(items) -> None:
 
 
 def _check_task(v: str) -> None:
-    from onnxforge.backends.torch.hf import TASKS as HF_TASKS
-
     if v not in HF_TASKS:
         raise UsageError(f"unknown task {v!r}", hint="use one of: " + ", ".join(HF_TASKS))
 

@@ -21,10 +21,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from onnxforge.core.errors import BadInputError, ConversionError, MissingDependencyError, UsageError, first_line, require
+from onnxforge.core.errors import (
+    BadInputError,
+    ConversionError,
+    MissingDependencyError,
+    UsageError,
+    first_line,
+    require,
+    OnnxforgeError,
+)
 from onnxforge.steps.convert.options import ConvertSklearnOptions
-from onnxforge.backends.sklearn.runner import final_estimator
+from onnxforge.backends.sklearn.runner import final_estimator, sklearn_runner
 from onnxforge.core.types import ParityReport, StepResult, TensorSpec
+from onnxforge.backends.sklearn.sources import load_sklearn
+from onnxforge.core.options import resolve
+from onnxforge.data.specs import parse_spec
 
 log = logging.getLogger("onnxforge")
 
@@ -118,7 +129,6 @@ def _specs_and_data(est, o: ConvertSklearnOptions, notes: list) -> tuple[list[Te
     import numpy as np
 
     from onnxforge.data.samples import load_samples
-    from onnxforge.data.specs import parse_spec
 
     ftype = "float64" if o.double else "float32"
     if o.sample is not None and not isinstance(o.sample, (str, Path)):
@@ -220,8 +230,6 @@ def convert_sklearn(source: Any, output: str | Path, options: ConvertSklearnOpti
     """Convert a fitted estimator or pipeline and check it against predict /
     predict_proba / transform. Options: ConvertSklearnOptions (object or keywords)."""
     from onnxforge.core.fileio import check_output_path, scratch_dir
-    from onnxforge.core.options import resolve
-    from onnxforge.backends.sklearn.sources import load_sklearn
     from onnxforge.data.generate import generate_inputs
 
     require("skl2onnx", "sklearn")
@@ -368,9 +376,7 @@ def _has_trees(est) -> bool:
 
 def _parity(est, model_path: Path, data: Mapping[str, Any], specs, o: ConvertSklearnOptions) -> ParityReport:
     """Every output of the ONNX model against the estimator on the same rows."""
-    from onnxforge.core.errors import OnnxforgeError
     from onnxforge.backends.onnx.runner import onnx_runner
-    from onnxforge.backends.sklearn.runner import sklearn_runner
     from onnxforge.checks.compare import make_tolerance
     from onnxforge.checks.parity import validate
 

@@ -16,13 +16,35 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from onnxforge.core.errors import BadInputError, ConversionError, UsageError
+from onnxforge.core.errors import BadInputError, ConversionError, UsageError, require
 from onnxforge.core.logs import quiet_third_party
-from onnxforge.backends.torch.hf import SEQ2SEQ_WITH_PAST, WITH_PAST
+from onnxforge.backends.torch.hf import (
+    SEQ2SEQ_WITH_PAST,
+    WITH_PAST,
+    hf_input_norms,
+    hf_val_ranges,
+    is_hf_source,
+    load_hf,
+    load_reference,
+)
 from onnxforge.steps.convert.exporting import (EXAMPLE_DIM, check_once, check_written_opset, export_error,
                                                export_failure, export_hint)
 from onnxforge.steps.convert.options import ConvertTorchOptions
 from onnxforge.core.types import ParityReport, StepResult
+import re
+from onnxforge.backends.torch.runner import (
+    bind_inputs,
+    call_module,
+    contiguous,
+    flatten_outputs,
+    forward_parameters,
+    tensor,
+    to_numpy,
+    torch_runner,
+)
+from onnxforge.backends.torch.sources import LoadedTorch, load_torch
+from onnxforge.core.options import resolve
+from onnxforge.data.specs import input_norm, parse_dynamic, parse_spec
 
 log = logging.getLogger("onnxforge")
 
@@ -44,8 +66,6 @@ class Example:
 
 
 def _forward_names(module, n: int) -> list[str]:
-    from onnxforge.backends.torch.runner import forward_parameters
-
     names = [k for k, kind in forward_parameters(module).items() if kind != "keyword"]
     return names[:n] if len(names) >= n else [f"input_{i}" for i in range(n)]
 
@@ -53,8 +73,6 @@ def _forward_names(module, n: int) -> list[str]:
 def _tensors_by_name(arrays: Mapping[str, Any], loaded, input_names) -> Example:
     """Named arrays as an Example: by keyword for a program that takes keywords, by
     forward()'s parameter names where the arrays carry them, else by position."""
-    from onnxforge.backends.torch.runner import bind_inputs, tensor
-
     tensors = {k: tensor(v) for k, v in arrays.items()}
     keyword = tuple(loaded.keyword)
     if keyword:  # a program saved with keyword inputs, perhaps after positional ones (forward(x, *, mask))
@@ -76,7 +94,6 @@ def _tensors_by_name(arrays: Mapping[str, Any], loaded, input_names) -> Example:
 def _example(loaded, o: ConvertTorchOptions, dyn: dict) -> Example:
     from onnxforge.data.generate import generate_inputs
     from onnxforge.data.samples import load_samples
-    from onnxforge.data.specs import parse_spec
 
     if o.example_inputs is not None:
         return _tensors_by_name(load_samples(o.example_inputs)[0], loaded, o.input_names)
@@ -118,10 +135,6 @@ def _load(source, o: ConvertTorchOptions, notes: list) -> tuple[Any, dict, dict,
     Hugging Face folder or hf:ID brings its own inputs, axes, ranges and norms (its
     image processor's; backends/torch/hf.py); --dynamic, --val-range and --input-norm override
     them name by name."""
-    from onnxforge.backends.torch.hf import hf_input_norms, hf_val_ranges, is_hf_source, load_hf
-    from onnxforge.backends.torch.sources import LoadedTorch, load_torch
-    from onnxforge.data.specs import parse_dynamic
-
     dyn = parse_dynamic(o.dynamic)
     if is_hf_source(source):
         import torch
@@ -155,9 +168,7 @@ def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions 
     pickled module (``trust_pickle``).
     Options: ConvertTorchOptions, as an object or keyword arguments.
     """
-    from onnxforge.core.errors import require
     from onnxforge.core.fileio import check_output_path
-    from onnxforge.core.options import resolve
     torch = require("torch", "torch")
     o = resolve(ConvertTorchOptions, options, kwargs)
     target = check_output_path(output, force=o.force, inputs=(source if isinstance(source, (str, Path)) else None,
@@ -180,7 +191,6 @@ def convert_torch(source: Any, output: str | Path, options: ConvertTorchOptions 
         raise BadInputError(f"example input {empty[0]} has no elements: there is nothing to check the export on",
                             hint="give every dim a size of at least 1 (symbolic dims are exported at 2)")
     _check_dynamic(dyn, ex)
-    from onnxforge.backends.torch.runner import call_module, flatten_outputs
 
     # run the module once: proves the inputs fit, and names the outputs
     flat = flatten_outputs(call_module(loaded.module, ex.args, "the model fails on the example inputs",
@@ -203,9 +213,6 @@ def _hf_reference(source: str, o: ConvertTorchOptions):
     cannot agree with itself. ``make(module)`` reuses the converter's module when it is
     of that class."""
     def make(module):
-        from onnxforge.backends.torch.hf import load_reference
-        from onnxforge.backends.torch.runner import torch_runner
-
         ref = load_reference(source, task=o.task, allow_download=o.allow_download, loaded=module)
         return torch_runner(ref, o.output_names or None)
     return make
@@ -269,7 +276,6 @@ def _export_and_check(torch, held: list, ex: Example, dyn, out_names, target: Pa
 def _example_data(loaded, o: ConvertTorchOptions) -> dict:
     """Where the example inputs came from, as every check states it (ParityReport.data)."""
     from onnxforge.data.generate import describe_generated
-    from onnxforge.data.specs import parse_spec
 
     if o.example_inputs is not None:
         return {"source": "given", "how": f"example inputs {o.example_inputs}"}
@@ -284,8 +290,6 @@ def _example_data(loaded, o: ConvertTorchOptions) -> dict:
 def _recorded_inputs(o: ConvertTorchOptions) -> dict:
     """What later checks need to generate valid, realistic inputs, as metadata_props:
     value ranges (a mask stays a mask) and image normalisations."""
-    from onnxforge.data.specs import input_norm
-
     out = {"onnxforge.val_ranges": json.dumps(o.val_ranges)} if o.val_ranges else {}
     if o.input_norms:
         out["onnxforge.input_norms"] = json.dumps({k: input_norm(v) for k, v in o.input_norms.items()})
@@ -324,8 +328,6 @@ def role_names(inputs) -> dict[str, str]:
 def name_program_dims(path: Path) -> dict[str, str]:
     """Rename torch's symbols (``s77``) in an exported program's ONNX model after their
     role (role_names), everywhere they appear; returns old -> new."""
-    import re
-
     import onnx
 
     m = onnx.load(str(path), load_external_data=False)
@@ -358,7 +360,6 @@ def widen_dynamic_example(ex: Example, dyn) -> tuple[Example, list[str]]:
     import numpy as np
     import torch
 
-    from onnxforge.backends.torch.runner import to_numpy
 
     tensors = dict(zip(ex.names, ex.tensors))
     sizes: dict[str, set[int]] = {}
@@ -441,7 +442,6 @@ def _parity_checks(held: list, model_path: Path, ex: Example, dyn, out_names, to
     import numpy as np
 
     from onnxforge.backends.onnx.runner import inputs_and_ranges, onnx_runner
-    from onnxforge.backends.torch.runner import contiguous, to_numpy, torch_runner
     from onnxforge.core.memory import release_memory
     from onnxforge.data.generate import looks_like_mask, padding_mask
 

@@ -18,6 +18,36 @@ from pathlib import Path
 from onnxforge.core.errors import BadInputError, ConversionError, UsageError
 from onnxforge.core.types import StepResult
 from onnxforge.steps.convert.options import ConvertTorchOptions
+from dataclasses import replace
+from onnxforge.backends.onnx.inspection import check_model
+from onnxforge.backends.onnx.runner import onnx_runner
+from onnxforge.backends.torch.hf import (
+    BATCH_SIZE,
+    ENCODER_LENGTH,
+    PAST_LENGTH,
+    SEQ2SEQ_WITH_PAST,
+    SEQUENCE_LENGTH,
+    TOTAL_LABEL,
+    TOTAL_LENGTH,
+    WITH_PAST,
+    _folder,
+    is_hf_source,
+    load_seq2seq_with_past,
+    load_with_past,
+)
+from onnxforge.backends.torch.runner import contiguous, to_numpy
+from onnxforge.checks.compare import make_tolerance
+from onnxforge.checks.generation import ATOL, generation_check, seq2seq_generation_check
+from onnxforge.core.fileio import atomic_write_bytes, check_output_path, scratch_dir
+from onnxforge.core.logs import quiet_third_party
+from onnxforge.steps.artifacts import finish
+from onnxforge.steps.convert.exporting import (
+    check_once,
+    check_written_opset,
+    export_error,
+    export_failure,
+    export_hint,
+)
 
 # What a Hugging Face loader reads beside the weights (Optimum's ORTModelForCausalLM, AutoTokenizer)
 SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -42,8 +72,6 @@ def refuse_options(o: ConvertTorchOptions, exporter: str = "dynamo") -> None:
 def side_files(source, allow_download: bool) -> list[Path]:
     """The folder's files a loader needs beside the model, regular files inside the folder
     (a Hugging Face cache snapshot links to its blobs: those are followed)."""
-    from onnxforge.backends.torch.hf import _folder
-
     folder = Path(_folder(str(source), allow_download))
     cache = folder.resolve().parent.parent if str(source).startswith("hf:") else folder.resolve()
     out = []
@@ -63,9 +91,6 @@ def side_files(source, allow_download: bool) -> list[Path]:
 
 
 def convert_with_past(torch, source, target: Path, o: ConvertTorchOptions) -> StepResult:
-    from onnxforge.backends.torch.hf import WITH_PAST, is_hf_source, load_with_past
-    from onnxforge.core.fileio import atomic_write_bytes, check_output_path
-
     if not is_hf_source(source):
         raise UsageError(f"--task {WITH_PAST} exports a Hugging Face folder or hf:ORG/NAME",
                          hint="give the save_pretrained folder of a decoder (GPT-2, Llama ...)")
@@ -83,18 +108,10 @@ def convert_with_past(torch, source, target: Path, o: ConvertTorchOptions) -> St
 
 
 def _with_details(res: StepResult, **extra) -> StepResult:
-    from dataclasses import replace
-
     return replace(res, details={**res.details, **extra})
 
 
 def _export_and_check(torch, source: str, w, target: Path, o: ConvertTorchOptions) -> StepResult:
-    from onnxforge.backends.onnx.inspection import check_model
-    from onnxforge.core.fileio import scratch_dir
-    from onnxforge.core.logs import quiet_third_party
-    from onnxforge.steps.artifacts import finish
-    from onnxforge.steps.convert.exporting import check_written_opset, export_error, export_failure, export_hint
-
     notes = [*w.notes, "exported with the dynamo exporter (the cache layout needs torch.export's dynamic shapes)"]
     with scratch_dir(target) as tmp:
         tmp_model = tmp / target.name
@@ -129,7 +146,6 @@ def _name_axes(path: Path) -> None:
     gives the present outputs' length."""
     import onnx
 
-    from onnxforge.backends.torch.hf import TOTAL_LABEL, TOTAL_LENGTH
 
     m = onnx.load(str(path), load_external_data=False)
     for v in (*m.graph.input, *m.graph.output, *m.graph.value_info):
@@ -142,12 +158,6 @@ def _name_axes(path: Path) -> None:
 def _checks(source: str, w, model_path: Path, o: ConvertTorchOptions) -> list:
     """One call on the example (a real cache of 4 tokens, 3 new ones), then greedy
     decoding against the folder's model run without a cache."""
-    from onnxforge.backends.onnx.runner import onnx_runner
-    from onnxforge.backends.torch.runner import contiguous, to_numpy
-    from onnxforge.checks.compare import make_tolerance
-    from onnxforge.checks.generation import ATOL, generation_check
-    from onnxforge.steps.convert.exporting import check_once
-
     def reference(feeds):
         import torch
 
@@ -173,9 +183,6 @@ def convert_seq2seq_with_past(torch, source, target: Path, o: ConvertTorchOption
     """An encoder-decoder folder (T5, BART) as two models: ``-o`` names the decoder with
     its cache (Optimum calls it decoder_model.onnx), and encoder_model.onnx is written
     beside it with the folder's config and tokenizer files, once every check passed."""
-    from onnxforge.backends.torch.hf import SEQ2SEQ_WITH_PAST, is_hf_source, load_seq2seq_with_past
-    from onnxforge.core.fileio import atomic_write_bytes, check_output_path
-
     if not is_hf_source(source):
         raise UsageError(f"--task {SEQ2SEQ_WITH_PAST} exports a Hugging Face folder or hf:ORG/NAME",
                          hint="give the save_pretrained folder of an encoder-decoder (T5, BART ...)")
@@ -199,13 +206,6 @@ def convert_seq2seq_with_past(torch, source, target: Path, o: ConvertTorchOption
 
 def _export_seq2seq(torch, source: str, w, target: Path, o: ConvertTorchOptions) -> tuple[StepResult, bytes]:
     """Both halves exported and checked in a scratch folder: (the decoder's StepResult, the encoder's bytes)."""
-    from onnxforge.backends.onnx.inspection import check_model
-    from onnxforge.backends.torch.hf import BATCH_SIZE, ENCODER_LENGTH, PAST_LENGTH, SEQUENCE_LENGTH
-    from onnxforge.core.fileio import scratch_dir
-    from onnxforge.core.logs import quiet_third_party
-    from onnxforge.steps.artifacts import finish
-    from onnxforge.steps.convert.exporting import check_written_opset, export_error, export_failure, export_hint
-
     tokens, enc = {0: BATCH_SIZE, 1: SEQUENCE_LENGTH}, {0: BATCH_SIZE, 1: ENCODER_LENGTH}
     notes = [*w.notes, "exported with the TorchScript exporter (torch.export fails on T5's attention reshape "
                        "with a symbolic length, torch 2.13)"]
@@ -249,12 +249,6 @@ def _export_seq2seq(torch, source: str, w, target: Path, o: ConvertTorchOptions)
 def _seq2seq_checks(source: str, w, enc_model: Path, dec_model: Path, o: ConvertTorchOptions) -> list:
     """Each half on its example (the decoder with a real cache of 4 tokens, 3 new ones),
     then greedy decoding against the folder's model run without a cache."""
-    from onnxforge.backends.onnx.runner import onnx_runner
-    from onnxforge.backends.torch.runner import contiguous, to_numpy
-    from onnxforge.checks.compare import make_tolerance
-    from onnxforge.checks.generation import ATOL, seq2seq_generation_check
-    from onnxforge.steps.convert.exporting import check_once
-
     def half(module, names, outputs):
         def run(feeds):
             import torch

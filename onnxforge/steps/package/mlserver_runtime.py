@@ -33,6 +33,8 @@ from mlserver import MLModel
 from mlserver.errors import InferenceError
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 from mlserver.utils import get_model_uri
+import re
+import numpy as np
 
 # ORT's tensor type -> V2 datatype (the table of onnxforge.serving.v2, which a test holds equal)
 V2_OF_ORT = {
@@ -76,8 +78,6 @@ def _session(uri: str, provider: str, threads, spinning):
 
 def _first_line(exc: BaseException) -> str:
     """onnxforge.errors.first_line, copied: this file imports nothing of onnxforge."""
-    import re
-
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", line)[:300]
@@ -107,8 +107,6 @@ class OnnxRuntimeModel(MLModel):
                          for n, (shape, dt) in self._inputs.items())
 
     def _decode(self, inp):
-        import numpy as np
-
         if inp.name not in self._inputs:
             raise InferenceError(f"unknown input {inp.name!r}; the model takes {self._expects()}")
         dims, want = self._inputs[inp.name]
@@ -159,8 +157,6 @@ class OnnxRuntimeModel(MLModel):
         )
 
     def _encode(self, name: str, arr) -> ResponseOutput:
-        import numpy as np
-
         dt = self._outputs[name][1]
         arr = np.asarray(arr)
         if dt == "BYTES":

@@ -9,13 +9,12 @@ from onnxforge.core.errors import UsageError
 from onnxforge.core.options import MaxBatch, PosInt, Seed, Threads, Tolerance, option
 from onnxforge.data.specs import parse_dims
 from onnxforge.steps.base import tol_option
+import re
 
 
 def _check_model_name(name: str) -> None:
     """The name becomes a folder (Triton's repository) and a URL path (MLServer): an
     empty one, '..' or a slash would land the model somewhere else, or nowhere."""
-    import re
-
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UsageError(f"{name!r} is not a usable model name",
                          hint="letters, digits, '.', '_' and '-', starting with a letter or digit (it names a folder)")

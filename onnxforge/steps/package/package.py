@@ -46,8 +46,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.core.errors import BadInputError, UsageError, MissingDependencyError, first_line, require
 from onnxforge.core.types import ParityReport, TensorSpec, Tolerance
+from importlib.metadata import PackageNotFoundError, version
+import time
+from onnxforge.core.options import resolve
+from onnxforge.data.specs import model_io_specs, numpy_dtype
+from onnxforge.steps.package.options import PackageOptions
 
 log = logging.getLogger("onnxforge")
 
@@ -116,9 +121,6 @@ def package(source: str | os.PathLike, out_dir: str | os.PathLike, options=None,
     ``inputs``/``seed``/``dims``: where the golden inputs come from (see the module doc).
     ``keep_failed``: write the folder even when the proof fails.
     """
-    from onnxforge.core.options import resolve
-    from onnxforge.steps.package.options import PackageOptions
-
     o = resolve(PackageOptions, options, kwargs)
     if (o.mlflow_tracking_uri or o.register) and o.target != "mlflow":
         raise UsageError("--mlflow-tracking-uri and --register apply to the mlflow target only",
@@ -161,7 +163,6 @@ class _Job:
 def _prepare(source, out: Path, o) -> _Job:
     from onnxforge.core.fileio import check_readable_file, load_onnx
     from onnxforge.steps.package.v2 import v2_datatype
-    from onnxforge.data.specs import model_io_specs
     from onnxforge.checks.compare import make_tolerance
 
     src = _resolve_source(source)
@@ -423,8 +424,6 @@ def _server_requirements(src: _Source, notes: list[str]) -> str:
     """What the server's environment needs (``mlserver build`` installs it into an
     image): exactly what onnxforge_runtime.py imports, at the versions installed here
     (the golden outputs came from this onnxruntime). No onnxforge: it is on no index."""
-    from importlib.metadata import PackageNotFoundError, version
-
     import numpy
     import onnxruntime as ort
 
@@ -469,8 +468,6 @@ def _write_mlserver_config(folder: Path, name: str, ins, outs, provider: str, th
 def _tracking_client(uri: str):
     """An MlflowClient for ``uri``, checked with one cheap call before anything is
     written, so a bad store fails the command up front."""
-    from onnxforge.core.errors import MissingDependencyError, first_line, require
-
     require("mlflow", "serve")
     if uri.startswith(("sqlite:", "postgresql", "mysql")):
         try:
@@ -499,7 +496,6 @@ def _mlflow_signature(ins, outs):
     from mlflow.types import Schema
     from mlflow.types import TensorSpec as MlflowTensorSpec
 
-    from onnxforge.data.specs import numpy_dtype
 
     def schema(specs):
         return Schema([MlflowTensorSpec(numpy_dtype(s.dtype), tuple(d if isinstance(d, int) else -1 for d in s.shape),
@@ -518,7 +514,6 @@ def _example(sample: Mapping, ins) -> dict:
 def _write_mlflow(src: _Source, stage: Path, ins, outs, samples, provider: str, threads: int | None) -> None:
     import onnx
 
-    from onnxforge.core.errors import require
     from onnxforge.core.fileio import external_data_files, load_onnx
     from onnxforge.backends.onnx.runtime import resolve_provider
 
@@ -627,11 +622,8 @@ def _log_to_mlflow(client, out: Path, src: _Source, uri: str, experiment: str, r
                    proof: ParityReport | None, passed: bool) -> dict[str, str]:
     """Log the packaged folder as a run's ``model`` artifacts, with metrics, through an
     explicit client (no global tracking URI is changed), and register it when asked."""
-    import time
-
     from mlflow.entities import Metric, Param
 
-    from onnxforge.core.errors import first_line
 
     try:
         exp = client.get_experiment_by_name(experiment)

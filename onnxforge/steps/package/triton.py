@@ -24,8 +24,12 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from onnxforge.core.errors import BadInputError, UsageError
+from onnxforge.core.errors import BadInputError, UsageError, MissingDependencyError
 from onnxforge.core.types import TensorSpec
+import importlib.util
+from onnxforge.backends.onnx.runtime import resolve_provider, short_provider
+from onnxforge.core.fileio import copy_model, load_onnx, sha256_file
+from onnxforge.data.specs import model_io_specs
 
 TRITON_TYPES = {
     "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
@@ -65,8 +69,6 @@ def _dims(s: TensorSpec, batched: bool) -> tuple[list[int], bool]:
 
 
 def _provider_key(provider: str) -> str:
-    from onnxforge.backends.onnx.runtime import resolve_provider, short_provider
-
     key = short_provider(resolve_provider(provider))
     if key not in _INSTANCE:
         raise UsageError(f"Triton's onnxruntime backend has no {provider} instance kind",
@@ -124,8 +126,6 @@ def _escape(name: str) -> str:
 
 def write_triton(model: Path, model_dir: Path, name: str, ins, outs, *, provider: str = "cpu",
                  threads: int | None = None, max_batch_size: int = 64, runtime: str = "ort") -> None:
-    from onnxforge.core.fileio import copy_model
-
     if max_batch_size < 0:
         raise UsageError(f"bad max_batch_size {max_batch_size}: must be >= 0")
     text = config_text(name, ins, outs, provider=provider, threads=threads, max_batch_size=max_batch_size,
@@ -136,9 +136,6 @@ def write_triton(model: Path, model_dir: Path, name: str, ins, outs, *, provider
 
 @functools.lru_cache(maxsize=1)
 def _model_config_module():
-    import importlib.util
-
-    from onnxforge.core.errors import MissingDependencyError
 
     spec = importlib.util.find_spec("tritonclient")
     if spec is None or not spec.submodule_search_locations:
@@ -176,9 +173,6 @@ def check_triton_config(model_dir: str | os.PathLike, model: str | os.PathLike |
     dims are the model's whole shape. A symbolic model dim is -1 (or a size, which
     Triton accepts as a restriction); a fixed one must be that size. Tensors are matched
     by name: Triton does not care about their order."""
-    from onnxforge.core.fileio import load_onnx, sha256_file
-    from onnxforge.data.specs import model_io_specs
-
     model_dir = Path(model_dir)
     cfg = parse_config(model_dir / "config.pbtxt")
     mc = _model_config_module()

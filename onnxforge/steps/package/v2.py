@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 from onnxforge.core.errors import BadInputError
 from onnxforge.core.types import TensorSpec
+import numpy as np
 
 V2_DATATYPES = {
     "bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
@@ -45,16 +46,12 @@ def v2_shape(spec: TensorSpec) -> list[int]:
 
 
 def numpy_of(datatype: str):
-    import numpy as np
-
     name = NUMPY_OF[datatype]
     return np.dtype(object) if name == "str" else np.dtype(name)
 
 
 def as_text(values):
     """Strings and bytes -> a numpy object array of str (ORT's string tensors)."""
-    import numpy as np
-
     flat = [v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v) for v in values]
     return np.array(flat, dtype=object)
 
@@ -72,8 +69,6 @@ def datatype_of(arr) -> str:
 
 
 def json_tensor(name: str, arr) -> dict:
-    import numpy as np
-
     arr = np.asarray(arr)
     dt = datatype_of(arr)
     data = [str(v) for v in arr.reshape(-1)] if dt == "BYTES" else arr.reshape(-1).tolist()
@@ -85,8 +80,6 @@ def json_request(feeds: Mapping[str, object]) -> dict:
 
 
 def from_json_tensor(t: Mapping) -> "object":
-    import numpy as np
-
     dt, shape, data = t["datatype"], t["shape"], t["data"]
     if dt == "BYTES":
         return as_text(np.asarray(data, dtype=object).reshape(-1)).reshape(shape)
@@ -101,8 +94,6 @@ def from_json_tensor(t: Mapping) -> "object":
 def raw_bytes(arr, datatype: str) -> bytes:
     """One tensor as raw_input_contents: little-endian values, or for BYTES each
     element's 4-byte length and then its bytes."""
-    import numpy as np
-
     flat = np.asarray(arr).reshape(-1)
     if datatype == "BYTES":
         items = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat]
@@ -117,8 +108,6 @@ def grpc_request(pb, model_name: str, feeds: Mapping[str, object], *, datatypes:
     ``raw`` sends every input as raw_input_contents, and so asks for raw outputs: FP16
     has no typed field in InferTensorContents (MLServer would fail to put an FP16
     output in one), so a model with an FP16 tensor needs it; a request mixes no forms."""
-    import numpy as np
-
     req = pb.ModelInferRequest(model_name=model_name)
     arrays = {name: np.asarray(arr) for name, arr in feeds.items()}
     dts = {name: (datatypes or {}).get(name) or datatype_of(arr) for name, arr in arrays.items()}
@@ -140,8 +129,6 @@ def grpc_request(pb, model_name: str, feeds: Mapping[str, object], *, datatypes:
 
 def from_grpc_response(resp) -> dict:
     """Output arrays of a ModelInferResponse (typed contents or raw_output_contents)."""
-    import numpy as np
-
     out = {}
     for i, o in enumerate(resp.outputs):
         shape = list(o.shape)

@@ -31,6 +31,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+import itertools
+import shutil
+import numpy as np
+from onnxforge.backends.onnx.runner import onnx_runner as onnx_side, recorded_val_ranges
+from onnxforge.checks.compare import DEFAULT_TOLERANCE
+from onnxforge.checks.parity import validate
+from onnxforge.core.errors import StepNotApplicable
+from onnxforge.core.fileio import external_data_files
+from onnxforge.data.generate import generate_inputs, padding_mask
+from onnxforge.data.specs import model_io_specs, resolve_shape
 
 MS_DOMAIN = "com.microsoft"
 BIAS_INPUT, MASK_INPUT, PAST_INPUT = 5, 3, 4
@@ -92,9 +102,6 @@ def _link_data(model, src_dir: Path, dst_dir: Path) -> None:
     """Copies of the model's external data files beside ``dst_dir`` (their locations are
     relative, so the proto needs no change). Not hard links: onnx refuses to read a data
     file with several links (its guard against hard-link attacks)."""
-    import shutil
-
-    from onnxforge.core.fileio import external_data_files
 
     for f in external_data_files(model):
         target = dst_dir / f
@@ -107,9 +114,6 @@ def run_attention_rewrite(src: Path, dst: Path) -> dict:
     """The simplify engine after transformer fusions: the rewrite, checked against its
     input on padded-mask and random inputs. Nothing to rewrite, or a failed check,
     keeps the model before it (StepNotApplicable: a fallback with a note, not a failure)."""
-    from onnxforge.core.errors import StepNotApplicable
-    from onnxforge.checks.compare import DEFAULT_TOLERANCE
-
     if not attention_nodes(_graph(src)):
         raise StepNotApplicable("no Attention node to rewrite")
     rep = rewrite_for_quantization(src, dst)
@@ -133,12 +137,6 @@ def _graph(path: Path):
 def check_padded(ref: Path, cand: Path, mask_inputs, tolerance, *, seed: int = 0) -> str:
     """'' when ``cand`` matches ``ref`` within ``tolerance`` on right-padded, holed and
     random inputs; else what differed."""
-    from onnxforge.backends.onnx.runner import onnx_runner as onnx_side
-    from onnxforge.backends.onnx.runner import recorded_val_ranges
-    from onnxforge.data.generate import generate_inputs
-    from onnxforge.data.specs import model_io_specs
-    from onnxforge.checks.parity import validate
-
     graph = _graph(ref)
     specs, _ = model_io_specs(graph)
     ranges = recorded_val_ranges(graph)  # a BERT's token_type_ids stay in [0, 1]
@@ -221,7 +219,6 @@ def fold_packed_weights(model, node, base_dir: Path) -> int:
     """Attention's packed weight (input 1) and bias (input 2) as initializers: onnxscript
     leaves ``Concat(Wq, Wk, Wv)`` of initializers unfolded (too large for its constant
     folding), and ORT's quantizer quantizes only initializers as weights."""
-    import numpy as np
     from onnx import numpy_helper
 
     g = model.graph
@@ -365,9 +362,6 @@ def _probe_masks(np_dtype, batch, seq):
     """Every 0/1 mask of lengths 1-3 (as rows of one batch), random ones for longer
     lengths, rows of zeros and of ones, right padding, and values other than 0/1
     (which a bool cast reads as 'valid'). A dim the model fixes is kept at its size."""
-    import itertools
-
-    import numpy as np
 
     rng = np.random.default_rng(0)
     out = []
@@ -389,7 +383,6 @@ def _probe_masks(np_dtype, batch, seq):
 
 
 def _probe(fn, mask_name: str, elem_type: int, batch, seq) -> tuple[str, float] | str:
-    import numpy as np
     from onnx import helper
 
     np_dtype = helper.tensor_dtype_to_np_dtype(elem_type)
@@ -458,10 +451,6 @@ def padded_mask_inputs(specs, mask_inputs, *, dims: dict, seed: int = 0, val_ran
     """Input samples whose masks have zeros: one right-padded batch (row i keeps
     ``seq - i`` tokens, at least one) and one with random holes. Other inputs are
     seeded random as usual. This is the check ORT's silent mask drop cannot pass."""
-    import numpy as np
-
-    from onnxforge.data.generate import generate_inputs, padding_mask
-    from onnxforge.data.specs import resolve_shape
 
     out = []
     for k, kind in enumerate(("right-padded", "holes")):

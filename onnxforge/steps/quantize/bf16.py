@@ -12,15 +12,14 @@ from pathlib import Path
 from onnxforge.core.errors import BadInputError, ConversionError, first_line
 from onnxforge.core.types import StepResult
 from onnxforge.steps.quantize.options import Bf16Options
+from onnxforge.core.options import resolve
+from onnxforge.steps.quantize.quantize import fp32_source
 
 PROBE_OPS = ("MatMul", "Add", "Mul")  # what every converted model runs
 
 
 def quantize_bf16(model, output: str | Path, options: Bf16Options | None = None, /, **kwargs) -> StepResult:
     """bf16 weights and activations where the runtime runs them. Options: Bf16Options."""
-    from onnxforge.core.options import resolve
-    from onnxforge.steps.quantize.quantize import fp32_source
-
     o = resolve(Bf16Options, options, kwargs)
     fp32_source(model, output, o, "bf16")  # a bad input is said as such first
     missing = missing_kernels()

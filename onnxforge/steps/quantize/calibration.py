@@ -19,6 +19,10 @@ from typing import Iterator, Mapping, Sequence
 
 from onnxforge.core.errors import BadInputError
 from onnxforge.core.types import TensorSpec
+import numpy as np
+from onnxforge.core.fileio import load_onnx
+from onnxforge.data.generate import generate_inputs
+from onnxforge.data.samples import check_sample_fits, load_samples
 
 log = logging.getLogger("onnxforge")
 
@@ -28,9 +32,6 @@ def iter_samples(data: str | Path, specs: Sequence[TensorSpec], *, samples: int 
                  norms: Mapping | None = None) -> tuple[int, Iterator[dict]]:
     """(number of samples, iterator over them). Every sample is checked against the
     model's inputs (names, dtype, rank, fixed dims) and for NaN/Inf before it is used."""
-    import numpy as np
-
-    from onnxforge.data.generate import generate_inputs
 
     names = [s.name for s in specs]
     if str(data) == "random":
@@ -81,7 +82,6 @@ def iter_samples(data: str | Path, specs: Sequence[TensorSpec], *, samples: int 
                 yield {k: arrays[k][i:i + 1] if batch_rows else arrays[k][i] for k in names}
 
         return n, _checked(gen(), specs, str(p))
-    from onnxforge.data.samples import load_samples
 
     dirs = sorted([d for d in p.iterdir() if d.is_dir()], key=lambda d: (len(d.name), d.name))
     if dirs:
@@ -113,9 +113,6 @@ def _take(available: int, wanted: int | None, where) -> int:
 
 
 def _checked(it: Iterator[dict], specs, where) -> Iterator[dict]:
-    import numpy as np
-
-    from onnxforge.data.samples import check_sample_fits
 
     for i, sample in enumerate(it):
         check_sample_fits(sample, specs, source=f"calibration sample {i} of {where}")
@@ -154,7 +151,6 @@ def activation_bytes(model_path, dims: Mapping[str, int], sample_shapes: Mapping
     import onnx
     from onnx import shape_inference
 
-    from onnxforge.core.fileio import load_onnx
 
     m = load_onnx(model_path, load_external_data=False)
     for vi in m.graph.input:

@@ -14,6 +14,9 @@ from pathlib import Path
 from onnxforge.core.errors import BadInputError, ConversionError, first_line
 from onnxforge.steps.quantize.options import Fp16Options
 from onnxforge.core.types import StepResult, Tolerance
+import time
+from onnxforge.core.options import resolve
+from onnxforge.data.specs import check_dims, model_io_specs
 
 FP16_TOLERANCE = Tolerance(atol=1e-2, rtol=1e-2)
 CACHE_IO = ("past_key_values.", "present.")  # a decoder exported with its cache (convert --task text-generation-with-past)
@@ -21,14 +24,11 @@ CACHE_IO = ("past_key_values.", "present.")  # a decoder exported with its cache
 
 def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None, /, **kwargs) -> StepResult:
     """fp32 -> fp16, checked with fp16 tolerances. Options: Fp16Options."""
-    import time
-
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     from onnxforge.steps.artifacts import finish, lineage_of, model_path, save_scratch
     from onnxforge.core.fileio import check_output_path, load_onnx, scratch_dir
     from onnxforge.backends.onnx.inspection import summary
-    from onnxforge.core.options import resolve
     from onnxforge.checks.compare import make_tolerance
     from onnxforge.checks.parity import check_against
 
@@ -40,7 +40,6 @@ def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None,
     if 1 not in kinds and kinds & {10, 11}:  # no float32 weight: nothing would be converted, and it "passed"
         raise BadInputError(f"{src} is already fp16" if 10 in kinds else f"{src} has float64 weights: fp16 conversion "
                             "converts float32 only", hint="convert the fp32 model (model.float() in torch)")
-    from onnxforge.data.specs import check_dims, model_io_specs
 
     check_dims(o.dims, model_io_specs(m)[0])
     before = summary(src)

@@ -17,13 +17,13 @@ from pathlib import Path
 from onnxforge.core.errors import BadInputError, ConversionError, MissingDependencyError, UsageError, first_line
 from onnxforge.core.types import StepResult
 from onnxforge.steps.quantize.options import Int4Options
+from onnxforge.core.logs import quiet_third_party
+from onnxforge.core.options import resolve
+from onnxforge.steps.quantize.quantize import low_bit_job, refuse_generated_data, run_low_bit
 
 
 def quantize_int4(model, output: str | Path, options: Int4Options | None = None, /, **kwargs) -> StepResult:
     """4-bit weights in blocks along K (MatMulNBits), fp32 activations. Options: Int4Options."""
-    from onnxforge.core.options import resolve
-    from onnxforge.steps.quantize.quantize import low_bit_job, refuse_generated_data, run_low_bit
-
     o = resolve(Int4Options, options, kwargs)
     if o.algorithm == "gptq":
         raise UsageError("--algorithm gptq is not offered: onnxruntime's offline GPTQ fails on models whose MatMuls "
@@ -60,7 +60,6 @@ def _quantize(src: Path, dst: Path, o: Int4Options) -> int:
     from onnxruntime.quantization import matmul_nbits_quantizer as mq
 
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.core.logs import quiet_third_party
     from onnxforge.steps.artifacts import save_scratch
 
     m = load_onnx(src)

@@ -15,6 +15,8 @@ or writes a tainted tensor is left out of quantization, so no Q/DQ pair lands on
 from __future__ import annotations
 
 from pathlib import Path
+import numpy as np
+from onnxforge.steps.quantize.attention import tensor_array
 
 HUGE = 1e4  # the smallest mask fill value exporters use (-10000 in older transformers)
 SMALL = 4096  # elements: a mask constant is a scalar or a short vector, never a weight
@@ -27,10 +29,8 @@ MATMUL_OPS = ("MatMul", "Gemm")
 def huge_constants(model, base_dir: Path) -> set[str]:
     """Names of small float constants (initializers, Constant nodes) holding a value of
     magnitude >= HUGE or an infinity."""
-    import numpy as np
     from onnx import TensorProto, numpy_helper
 
-    from onnxforge.steps.quantize.attention import tensor_array
 
     floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
     found = set()
@@ -111,10 +111,8 @@ def probability_tensors(model, base_dir: Path) -> list[str]:
 
 
 def _within_unit(model, name: str, base_dir: Path) -> bool:
-    import numpy as np
     from onnx import numpy_helper
 
-    from onnxforge.steps.quantize.attention import tensor_array
 
     t = next((t for t in model.graph.initializer if t.name == name), None)
     if t is not None and int(np.prod(t.dims)) <= SMALL:

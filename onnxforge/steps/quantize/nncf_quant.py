@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from onnxforge.core.errors import UsageError, require
+from onnxforge.core.fileio import load_onnx, save_onnx
+from onnxforge.core.logs import quiet_third_party
+from onnxforge.core.progress import task
+from onnxforge.steps.quantize.calibration import iter_samples
 
 
 def check_nncf_options(o: Any) -> None:
@@ -32,10 +36,6 @@ def check_nncf_options(o: Any) -> None:
 def run_nncf(job: Any, out: Path, nodes_excluded: list[str], ops_excluded: list[str]) -> None:
     import nncf
 
-    from onnxforge.core.fileio import load_onnx, save_onnx
-    from onnxforge.core.logs import quiet_third_party
-    from onnxforge.core.progress import task
-    from onnxforge.steps.quantize.calibration import iter_samples
 
     o = job.o
     n, it = iter_samples(o.calibration, job.specs, samples=o.samples, seed=o.seed, dims=o.dims,

@@ -26,14 +26,19 @@ import math
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from onnxforge.core.errors import BadInputError, ConversionError, MissingDependencyError, UsageError, first_line
-from onnxforge.steps.quantize.lean_quant import decide as decide_lean
+from onnxforge.steps.quantize.lean_quant import decide as decide_lean, eligible
 from onnxforge.steps.quantize.options import DynamicOptions, StaticOptions
 from onnxforge.core.types import ParityReport, QuantTrial, SpeedCheck, StepResult, Timings, Tolerance
+from onnxforge.core.logs import quiet_third_party
+from onnxforge.core.options import resolve
+from onnxforge.core.progress import task
+from onnxforge.core.system import available_memory, cpu_info
+from onnxforge.data.specs import check_dims, model_io_specs
 
 log = logging.getLogger("onnxforge")
 
@@ -47,8 +52,6 @@ _INTEGER_TO_FLOAT = {"ConvInteger": "Conv", "MatMulInteger": "MatMul", "QLinearC
 
 
 def isa_defaults() -> dict:
-    from onnxforge.core.system import cpu_info
-
     info = cpu_info()
     isa = info["isa"]
     arm = info["machine"].lower() in ("aarch64", "arm64") or isa.get("neon")
@@ -79,7 +82,6 @@ def _preprocess(src: Path, dst: Path, notes: list) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from onnxforge.core.fileio import working_dir
-    from onnxforge.core.logs import quiet_third_party
 
     src, dst = Path(src).resolve(), Path(dst).resolve()
     try:
@@ -140,8 +142,6 @@ def _load_check(path: Path) -> str | None:
 
 def quantize_dynamic(model, output: str | Path, options: DynamicOptions | None = None, /, **kwargs) -> StepResult:
     """int8 weights, activations quantized per call. Options: DynamicOptions."""
-    from onnxforge.core.options import resolve
-
     o = resolve(DynamicOptions, options, kwargs)
     refuse_generated_data(o, "dynamic")
     return _quantize(model, output, o, "dynamic")
@@ -149,8 +149,6 @@ def quantize_dynamic(model, output: str | Path, options: DynamicOptions | None =
 
 def quantize_static(model, output: str | Path, options: StaticOptions | None = None, /, **kwargs) -> StepResult:
     """int8 weights and activations, ranges from calibration data. Options: StaticOptions."""
-    from onnxforge.core.options import resolve
-
     o = resolve(StaticOptions, options, kwargs)
     if not o.calibration:
         raise UsageError("static quantization needs calibration data",
@@ -223,7 +221,6 @@ def fp32_source(model, output, o, mode: str):
     recorded ranges, input norms, target)."""
     from onnxforge.steps.artifacts import model_path
     from onnxforge.core.fileio import check_output_path, external_data_files, load_onnx
-    from onnxforge.data.specs import model_io_specs
 
     src = model_path(model)
     m = load_onnx(src, graph_only=True)
@@ -238,7 +235,6 @@ def fp32_source(model, output, o, mode: str):
                             hint="export the model in float32 (model.float() in torch)" if kind == "float64" else
                             "quantize the fp32 model; fp16 and int8 are alternatives, not steps in a row")
     specs, _ = model_io_specs(m)
-    from onnxforge.data.specs import check_dims
 
     check_dims(o.dims, specs)
     has_ext = bool(external_data_files(m))
@@ -388,8 +384,6 @@ def _static_plan(job: _Job, details: dict, notes: list) -> _Job:
     Measured on a tiny BERT with peaked attention, padded inputs: every op type 0.961
     with the mask path quantized, 0.9994 without it; MatMul/Gemm only 0.9995 per
     tensor, 0.9997 per channel. The ops left out run fp32 between Q/DQ pairs anyway."""
-    from dataclasses import replace
-
     from onnxforge.core.fileio import load_onnx
     from onnxforge.steps.quantize.masks import MATMUL_OPS, is_transformer, mask_path, probability_tensors
 
@@ -448,10 +442,7 @@ def _for_graph(job: _Job, fp32) -> _Job:
     """The job for another fp32 graph (a recipe candidate). The lean path only where
     that graph is eligible: a fused candidate holds Attention, which only ORT's
     quantizer turns into QAttention (it holds the model in memory, as below 1 GiB)."""
-    from dataclasses import replace
-
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.steps.quantize.lean_quant import eligible
 
     lean = job.lean and eligible(load_onnx(fp32, graph_only=True), op_types=job.o.op_types or None,
                                  per_channel=job.types["per_channel"], weight_type=job.types["weight_type"]) is None
@@ -644,7 +635,6 @@ def _speed(src, q, dims, inputs, seconds, val_ranges=None) -> SpeedCheck:
 
 def _check_calibration_memory(model, specs, o, notes, val_ranges=None, norms=None) -> None:
     from onnxforge.steps.quantize.calibration import activation_bytes, histogram_memory_estimate, iter_samples
-    from onnxforge.core.system import available_memory
 
     n, it = iter_samples(o.calibration, specs, samples=o.samples, seed=o.seed, dims=o.dims, val_ranges=val_ranges,
                          norms=norms)
@@ -668,7 +658,6 @@ def _run_ort_quantizer(job: _Job, out: Path, excluded: list, excluded_ops: list)
     from onnxruntime.quantization import quantize_dynamic
 
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.core.logs import quiet_third_party
     from onnxforge.core.memory import release_memory
 
     release_memory()  # ORT's quantizer holds the model several times: start it from what is in use
@@ -710,9 +699,7 @@ def _run_static(job: _Job, out: Path, common: dict) -> None:
     import numpy as np
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
-    from onnxforge.core.logs import quiet_third_party
     from onnxforge.steps.quantize.calibration import StreamingReader, iter_samples
-    from onnxforge.core.progress import task
 
     o = job.o
     n, it = iter_samples(o.calibration, job.specs, samples=o.samples, seed=o.seed, dims=o.dims,

@@ -27,12 +27,24 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from onnxforge.checks.compare import Criteria
+from onnxforge.checks.compare import Criteria, DEFAULT_TOLERANCE
 from onnxforge.core.types import ParityReport, Tolerance
+import numpy as np
+from onnxforge.backends.onnx.inspection import summary
+from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges, onnx_runner as onnx_side
+from onnxforge.checks.benchmark import benchmark
+from onnxforge.checks.parity import validate
+from onnxforge.core.errors import UsageError
+from onnxforge.core.fileio import external_data_files, load_onnx
+from onnxforge.core.stats import contention_line, paired_speedup
+from onnxforge.data.generate import generate_inputs
+from onnxforge.data.samples import load_samples
+from onnxforge.steps.quantize.attention import padded_mask_inputs, rewrite_for_quantization
+from onnxforge.steps.simplify.simplify import ATTENTION_OPS, op_count, run_onnxscript_fusions, run_transformer
 
 log = logging.getLogger("onnxforge")
 
@@ -73,9 +85,6 @@ class RecipeChoice:
 
 
 def attention_ops(path) -> int:
-    from onnxforge.steps.simplify.simplify import ATTENTION_OPS, op_count
-    from onnxforge.backends.onnx.inspection import summary
-
     ops = summary(path).ops
     return sum(op_count(ops, op) for op in ATTENTION_OPS)
 
@@ -97,8 +106,6 @@ def choose_dynamic_recipe(
 ) -> RecipeChoice:
     """Pick the graph to hand to the dynamic quantizer. ``quantize(fp32, out)`` runs the
     quantizer with the step's options; ``plain_fp32`` is the pre-processed input."""
-    from onnxforge.core.errors import UsageError
-
     if recipe not in RECIPES:
         raise UsageError(f"unknown recipe {recipe!r}", hint="use " + ", ".join(RECIPES))
     plain = Candidate("plain", str(plain_fp32))
@@ -163,7 +170,6 @@ def _unloaded_pick(ok: list[Candidate], load, notes: list) -> Candidate | None:
     plain = next((c for c in ok if c.name == "plain"), None)
     if load is None or load.clean or plain is None or best is plain:
         return best
-    from onnxforge.core.stats import contention_line
 
     notes.append(f"recipe: timed on a busy machine ({contention_line(load)}): kept plain int8 rather than {best.name}")
     return plain
@@ -181,17 +187,12 @@ def _pick(ok: list[Candidate]) -> Candidate | None:
 
 
 def _replace(c: Candidate, **kw) -> Candidate:
-    from dataclasses import replace
-
     return replace(c, **kw)
 
 
 def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
     """The fused or rewritten fp32 graph, checked against ``src``; None when there is
     nothing to fuse or no Attention that would quantize."""
-    from onnxforge.core.fileio import external_data_files, load_onnx
-    from onnxforge.steps.quantize.attention import rewrite_for_quantization
-
     t0 = time.perf_counter()
     m = load_onnx(src, graph_only=True)
     size = Path(src).stat().st_size + sum(external_data_files(m).values())
@@ -229,7 +230,6 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
         notes.append(f"recipe: none of the {len(rep.nodes)} Attention node(s) can take the form ORT quantizes "
                      f"({rep.nodes[0].reason})")
         return None
-    from onnxforge.checks.compare import DEFAULT_TOLERANCE
 
     checks = _parity(src, rewritten, _check_samples(src, None, None, None, 1, 0, mask_inputs=rep.mask_inputs),
                      DEFAULT_TOLERANCE)
@@ -244,16 +244,12 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
 
 
 def _has_softmax(path) -> bool:
-    from onnxforge.core.fileio import load_onnx
-
     return any(n.op_type == "Softmax" for n in load_onnx(path, graph_only=True).graph.node)
 
 
 def fuse_attention(src: Path, dst: Path) -> dict:
     """Transformer fusions that produce Attention: onnxscript's (dynamo exports), then
     ORT's BERT optimizer if onnxscript fused no attention (TorchScript exports)."""
-    from onnxforge.steps.simplify.simplify import run_onnxscript_fusions, run_transformer
-
     info = run_onnxscript_fusions(src, dst)
     n = attention_ops(dst)
     if not n:
@@ -271,7 +267,6 @@ def _rename_data(model_path: Path, old_model_name: str) -> None:
     """save_scratch names the data file after the model; keep it consistent after a rename."""
     import onnx
 
-    from onnxforge.core.fileio import external_data_files
 
     m = onnx.load(str(model_path), load_external_data=False)
     files = external_data_files(m)
@@ -289,11 +284,6 @@ def _rename_data(model_path: Path, old_model_name: str) -> None:
 def _check_samples(src, alt: Candidate | None, dims, inputs, samples, seed, mask_inputs=()) -> list[dict]:
     """The step's check inputs (its --inputs, or seeded random ones) plus padded-mask
     samples for every input the attention rewrite reads as a mask."""
-    from onnxforge.steps.quantize.attention import padded_mask_inputs
-    from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges
-    from onnxforge.data.generate import generate_inputs
-    from onnxforge.data.samples import load_samples
-
     specs, ranges = inputs_and_ranges(src)
     norms = None if inputs else input_norms_of(src)
     sym = {d for s in specs for d in s.shape if isinstance(d, str)}
@@ -311,9 +301,6 @@ def _check_samples(src, alt: Candidate | None, dims, inputs, samples, seed, mask
 
 def _parity(ref: Path, cand: Path, feeds: Sequence[dict], tolerance: Tolerance,
             criteria: Criteria | None = None) -> list[ParityReport]:
-    from onnxforge.backends.onnx.runner import onnx_runner as onnx_side
-    from onnxforge.checks.parity import validate
-
     r, c = onnx_side(ref, "cpu"), onnx_side(cand, "cpu")
     # one report per batch shape (padded-mask samples may use other dims than the rest)
     groups: dict[tuple, list[dict]] = {}
@@ -334,12 +321,7 @@ def _why(r: ParityReport) -> str:
 
 def _time(src: Path, built: list[Candidate], dims, inputs, seconds: float, seed: int):
     """fp32 and every passing int8 candidate in one interleaved benchmark."""
-    from onnxforge.checks.benchmark import benchmark
 
-    import numpy as np
-
-    from onnxforge.backends.onnx.runner import inputs_and_ranges
-    from onnxforge.core.stats import paired_speedup
 
     timed = [c for c in built if c.passed]
     models = [str(src)] + [c.int8_model for c in timed]

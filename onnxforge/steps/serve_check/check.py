@@ -57,9 +57,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from onnxforge.core.errors import BadInputError, MissingDependencyError, UsageError
+from onnxforge.core.errors import BadInputError, MissingDependencyError, UsageError, first_line, require
 from onnxforge.core.progress import task
 from onnxforge.core.types import LatencyStats, ParityReport, Tolerance
+from importlib import metadata
+import importlib.util
+import re
+from onnxforge.core.options import resolve
+from onnxforge.steps.package.package import RUNTIME_FILE, load_package, runtime_source
+from onnxforge.steps.serve_check.options import ServeCheckOptions
 
 # A stuck server must not hold a CI job: per-request timeout, and a stop after this many errors.
 REQUEST_TIMEOUT_S = 30.0
@@ -152,8 +158,6 @@ cli.main()
 
 
 def _mlserver_command(folder: Path, http_port: int, grpc_port: int, metrics_port: int) -> list[str]:
-    import importlib.util
-
     if importlib.util.find_spec("mlserver") is None:
         raise MissingDependencyError("mlserver is not installed", hint="pip install 'onnxforge[serve]'")
     return [sys.executable, "-c", _LAUNCH, "mlserver", "start", str(folder), "127.0.0.1", str(http_port),
@@ -246,7 +250,6 @@ def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> No
     def refuse(what: str):
         raise BadInputError(f"{folder}: {what}; serving it runs code from the folder, so it is refused", hint=hint)
 
-    from onnxforge.steps.package.package import RUNTIME_FILE
 
     found = sorted(folder.rglob("model-settings.json"))[:1000]
     for path in found:
@@ -286,7 +289,6 @@ def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> No
 def _our_runtime(path: Path) -> bool:
     """True when ``path`` is a byte copy of the runtime this onnxforge ships."""
     from onnxforge.core.fileio import sha256_file
-    from onnxforge.steps.package.package import runtime_source
 
     return path.is_file() and sha256_file(path) == sha256_file(runtime_source())
 
@@ -322,8 +324,6 @@ def _live(server: Server) -> bool:
 def _log_cause(log: Path) -> str:
     """The first exception line a server log holds (the model that did not load, the
     busy port), else its last lines: MLServer logs a failed model load and exits 0."""
-    import re
-
     tail = _log_tail(log, 200)
     causes = [ln for ln in tail.splitlines() if re.match(r"^[A-Za-z_.]*(Error|Exception): ", ln)]
     return causes[0] if causes else "\n".join(tail.splitlines()[-15:])
@@ -469,8 +469,6 @@ class GrpcClient:
     """``raw``: send raw_input_contents (needed when the model has an FP16 tensor)."""
 
     def __init__(self, server: Server, timeout: float = REQUEST_TIMEOUT_S, raw: bool = False):
-        from onnxforge.core.errors import require
-
         grpc = require("grpc", "serve")
         require("tritonclient.grpc", "serve")
         from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -517,7 +515,6 @@ def needs_raw(info: Mapping) -> bool:
 
 def served_parity(server: Server, protocol: str, inputs: Sequence[Mapping], golden: Sequence[Mapping],
                   tol: Tolerance, *, raw: bool = False) -> ParityReport:
-    from onnxforge.core.errors import first_line
     from onnxforge.checks.compare import compare
 
     label = f"mlserver over {protocol}"
@@ -607,7 +604,6 @@ def run_load(server: Server, feeds: Mapping[str, object], *, protocol: str = "re
              duration: float = 5.0, rows: int = 1, warmup: int = 5, raw: bool = False) -> LoadStats:
     """``concurrency`` threads, each with its own connection, sending the same request
     back to back for ``duration`` seconds; stops early after MAX_LOAD_ERRORS errors."""
-    from onnxforge.core.errors import first_line
     from onnxforge.steps.package.v2 import json_request
 
     stop = threading.Event()
@@ -713,10 +709,6 @@ def serve_check(folder: str | os.PathLike, options=None, /, **kwargs) -> ServeCh
     tolerance: default the one stored by package; ``timeout``: seconds to wait for the
     model to be ready; ``max_p99_ms``: a gate on the served p99 under load; ``log_dir``
     keeps the server log."""
-    from onnxforge.core.options import resolve
-    from onnxforge.steps.serve_check.options import ServeCheckOptions
-    from onnxforge.steps.package.package import load_package
-
     o = resolve(ServeCheckOptions, options, kwargs)
     settings = model_settings(folder)
     check_folder_code(folder, o.trust_code)
@@ -795,8 +787,6 @@ def _parity_why(r: ParityReport) -> str:
 
 
 def _server_version() -> str:
-    from importlib import metadata
-
     try:
         return f"mlserver {metadata.version('mlserver')}"
     except metadata.PackageNotFoundError:

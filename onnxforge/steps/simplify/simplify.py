@@ -29,12 +29,15 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from onnxforge.core.errors import BadInputError, StepNotApplicable, UsageError, first_line
-from onnxforge.core.logs import swallowed
+from onnxforge.core.errors import BadInputError, StepNotApplicable, UsageError, first_line, require
+from onnxforge.core.logs import swallowed, native_stderr, quiet_third_party
 from onnxforge.steps.simplify.cleanup import run_cleanup
 from onnxforge.steps.simplify.masks import run_attention
 from onnxforge.steps.simplify.options import SimplifyOptions
 from onnxforge.core.types import EngineRun, StepResult
+from onnxforge.core.options import resolve
+from onnxforge.data.specs import check_dims, model_io_specs
+from onnxforge.steps.quantize.lean_quant import gemm_as_matmul
 
 
 FUSED_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention", "SkipLayerNormalization",
@@ -52,9 +55,7 @@ def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mappi
     default no constant larger than the model's own size + 1 MB is folded;
     ``max_constant_size`` sets the limit instead."""
     from onnxforge.steps.artifacts import save_scratch
-    from onnxforge.core.errors import require
     from onnxforge.core.fileio import PROTOBUF_LIMIT, external_data_files, load_onnx
-    from onnxforge.core.logs import native_stderr, quiet_third_party
 
     onnxsim = require("onnxsim", "all")
     small = load_onnx(src, graph_only=True)
@@ -108,7 +109,6 @@ def run_transformer(src: Path, dst: Path, *, model_type: str, num_heads: int = 0
 
     from onnxforge.steps.artifacts import save_scratch
     from onnxforge.core.fileio import working_dir
-    from onnxforge.core.logs import quiet_third_party
 
     src = Path(src).resolve()  # before the chdir below: a relative path would resolve inside it
     with quiet_third_party(), working_dir(Path(dst).resolve().parent):
@@ -141,9 +141,7 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
 
     from onnxforge.steps.artifacts import save_scratch
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.core.logs import quiet_third_party
     from onnxforge.core.memory import release_memory
-    from onnxforge.steps.quantize.lean_quant import gemm_as_matmul
 
     proto = load_onnx(src)
     # onnxscript 0.7 drops the Reshapes around the dynamo export of GPT-2's Conv1D
@@ -218,7 +216,6 @@ def simplify(model, output: str | Path, options: SimplifyOptions | None = None, 
     from onnxforge.steps.artifacts import model_path
     from onnxforge.core.fileio import check_output_path, load_onnx, scratch_dir
     from onnxforge.backends.onnx.inspection import summary
-    from onnxforge.core.options import resolve
     from onnxforge.checks.compare import make_tolerance
 
     o = resolve(SimplifyOptions, options, kwargs)
@@ -289,9 +286,7 @@ def _pins(src, shapes, dims) -> tuple[dict, dict]:
     """Input shapes to fix (from --shape, and from --dim for inputs whose symbolic dims
     it all covers), and the symbolic-dim values the checks must use with them."""
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.data.specs import model_io_specs
 
-    from onnxforge.data.specs import check_dims
 
     ins, _ = model_io_specs(load_onnx(src, graph_only=True))
     check_dims(dims, ins)

@@ -19,6 +19,11 @@ from typing import Mapping, Sequence
 from onnxforge.core.errors import BadInputError, UsageError, did_you_mean
 from onnxforge.steps.surgeon.options import SurgeonOptions
 from onnxforge.core.types import StepResult, Tolerance
+import copy
+from onnxforge.backends.base import Runner
+from onnxforge.core.options import resolve
+from onnxforge.data.specs import check_dims, model_io_specs
+from onnxforge.steps.simplify.cleanup import run_cleanup
 
 OPERATIONS = ("extract", "set-outputs", "rename", "sanitize")
 
@@ -75,12 +80,9 @@ def _extract(model, inputs: Sequence[str], outputs: Sequence[str]):
 def _tap(model, names: Sequence[str], label: str, rename: Mapping[str, str] | None = None):
     """A Runner of the original model that returns its tensors ``names`` (as
     ``rename`` calls them), on the original's inputs."""
-    import copy
     import tempfile
 
-    from onnxforge.backends.base import Runner
     from onnxforge.backends.onnx.runtime import run_session
-    from onnxforge.data.specs import model_io_specs
     from onnxforge.checks.localize import _session_for, _with_all_outputs
 
     tapped = _with_all_outputs(copy.deepcopy(model), set(names))
@@ -107,9 +109,7 @@ def _tap(model, names: Sequence[str], label: str, rename: Mapping[str, str] | No
 def _fed(original, sub_path: Path, label: str):
     """The extracted sub-graph as a Runner of the original's inputs: the original computes
     the sub-graph's inputs, the sub-graph the rest."""
-    from onnxforge.backends.base import Runner
     from onnxforge.backends.onnx.runtime import create_session, run_session
-    from onnxforge.data.specs import model_io_specs
 
     sess = create_session(sub_path, "cpu")
     ins = [i.name for i in sess.get_inputs()]
@@ -143,7 +143,6 @@ def _sanitize(src: Path, dst: Path):
     import onnx
 
     from onnxforge.core.fileio import load_onnx
-    from onnxforge.steps.simplify.cleanup import run_cleanup
 
     counts = run_cleanup(src, dst)
     m = load_onnx(dst)
@@ -218,8 +217,6 @@ def surgeon(operation: str, model, output: str | Path, options: SurgeonOptions |
     from onnxforge.steps.artifacts import finish, lineage_of, model_path, save_scratch
     from onnxforge.core.fileio import check_output_path, load_onnx, scratch_dir
     from onnxforge.backends.onnx.inspection import summary
-    from onnxforge.core.options import resolve
-    from onnxforge.data.specs import check_dims, model_io_specs
     from onnxforge.checks.compare import make_tolerance
     from onnxforge.checks.parity import validate
 
