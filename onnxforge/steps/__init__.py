@@ -15,17 +15,17 @@ import functools
 from typing import Any, Callable
 
 from onnxforge.steps.base import StepDef
-from onnxforge.steps.convert import step as convert
-from onnxforge.steps.package import step as package
-from onnxforge.steps.quantize import step as quantize
-from onnxforge.steps.serve_check import step as serve_check
-from onnxforge.steps.simplify import step as simplify
-from onnxforge.steps.surgeon import step as surgeon
 
 
 @functools.cache
 def _declared() -> tuple[StepDef, ...]:
     # in this order: the CLI reference, the release-toml reference and the schemas list them so
+    from onnxforge.steps.convert import step as convert
+    from onnxforge.steps.package import step as package
+    from onnxforge.steps.quantize import step as quantize
+    from onnxforge.steps.serve_check import step as serve_check
+    from onnxforge.steps.simplify import step as simplify
+    from onnxforge.steps.surgeon import step as surgeon
 
     defs = (*convert.STEPS, *simplify.STEPS, *quantize.STEPS, *package.STEPS, *serve_check.STEPS,
             *surgeon.STEPS)
