@@ -11,6 +11,7 @@ export) or another ONNX model with a cache (a quantized model against its fp32 e
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,17 @@ from dataclasses import replace
 import numpy as np
 from onnxforge.backends.onnx.runner import inputs_and_ranges, onnx_runner
 from onnxforge.backends.torch.hf import load_reference
-from onnxforge.core.fileio import load_onnx
+from onnxforge.core.fileio import external_data_files, load_onnx
 from onnxforge.core.progress import task
 from onnxforge.data.specs import model_io_specs, numpy_dtype
 
 PAST, PRESENT = "past_key_values.", "present."
+ENCODER_FILE = "encoder_model.onnx"  # an encoder-decoder's encoder, beside its decoder (Optimum's name)
+ENCODER_STATES = "encoder_hidden_states"  # the input only an encoder-decoder's decoder takes
+# What a Hugging Face loader reads beside the weights (Optimum's ORT model classes, AutoTokenizer)
+SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "vocab.txt",
+              "tokenizer.model", "spiece.model", "chat_template.jinja")
 TOKENS = 8  # new tokens decoded by default
 PROMPT = (2, 5)  # prompts, prompt length: two rows prove the batch axis
 ATOL = 1e-3  # logits of an fp32 export (a cache path that is wrong is off by whole units)
@@ -33,6 +40,30 @@ ATOL = 1e-3  # logits of an fp32 export (a cache path that is wrong is off by wh
 
 def has_past(specs) -> bool:
     return any(s.name.startswith(PAST) for s in specs)
+
+
+def is_seq2seq(specs) -> bool:
+    return any(s.name == ENCODER_STATES for s in specs)
+
+
+def encoder_beside(decoder) -> Path | None:
+    p = Path(str(decoder)).parent / ENCODER_FILE
+    return p if p.is_file() else None
+
+
+def companions(model) -> list[Path]:
+    """The files beside a model with a key/value cache that belong with it: the encoder
+    of an encoder-decoder's decoder (and its weights file), and the config and tokenizer
+    files a Hugging Face loader reads. Empty for any other model."""
+    specs = model_io_specs(load_onnx(model, graph_only=True))[0]
+    if not has_past(specs):
+        return []
+    folder = Path(str(model)).parent
+    out = [folder / n for n in SIDE_FILES if (folder / n).is_file()]
+    enc = encoder_beside(model) if is_seq2seq(specs) else None
+    if enc is not None:
+        out += [enc, *(folder / f for f in external_data_files(load_onnx(enc, graph_only=True)))]
+    return out
 
 
 def is_with_past(path: Any) -> bool:
@@ -121,19 +152,20 @@ def compare_generation(ref: tuple, cand: tuple, *, atol: float) -> GenerationChe
 
 def generation_check(reference: Any, candidate: Any, *, tokens: int = TOKENS, atol: float = ATOL, seed: int = 0,
                      provider: str = "cpu", allow_download: bool = False, reference_label: str = "",
-                     candidate_label: str = "") -> ParityReport:
+                     candidate_label: str = "", encoder: Any = None) -> ParityReport:
     """Greedy-decode ``tokens`` new tokens from seeded prompt ids with ``reference`` (a
     Hugging Face folder, a transformers model, or an ONNX model with a cache) and
     ``candidate`` (an ONNX model with a cache) and compare: a ParityReport whose
     ``generation`` holds the figures, failed when a token differs or a step's logits
-    differ by more than ``atol``."""
+    differ by more than ``atol``. An encoder-decoder's decoder (it takes
+    encoder_hidden_states) decodes with ``encoder``, else the encoder_model.onnx beside
+    it (_seq2seq_check)."""
 
     cand = candidate if isinstance(candidate, Runner) else \
         onnx_runner(candidate, provider, label=candidate_label or Path(str(candidate)).name)
-    if any(s.name == "encoder_hidden_states" for s in cand.inputs):
-        raise BadInputError(f"{cand.label} is an encoder-decoder's decoder: its generation check needs the encoder "
-                            "beside it, which only convert runs (validate, quantize and release do not yet)",
-                            hint="convert the folder again with --task text2text-generation-with-past")
+    if is_seq2seq(cand.inputs):
+        return _seq2seq_check(reference, cand, tokens=tokens, atol=atol, seed=seed, allow_download=allow_download,
+                              reference_label=reference_label, encoder=encoder)
     ref_onnx = isinstance(reference, Runner) or is_with_past(reference)
     with task("generation check", detail=True):
         if ref_onnx:
@@ -148,14 +180,16 @@ def generation_check(reference: Any, candidate: Any, *, tokens: int = TOKENS, at
         prompt = rng.integers(0, vocab, size=PROMPT, dtype=np.int64)
         ref_out = greedy_onnx(ref, prompt, tokens) if ref_onnx else greedy_torch(model, prompt, tokens)
         cand_out = greedy_onnx(cand, prompt, tokens)
-    gen = compare_generation(ref_out, cand_out, atol=atol)
+    return _report(label, cand.label, ref_out, cand_out, atol=atol,
+                   how=f"{PROMPT[0]} prompts of {PROMPT[1]} token ids below {vocab} (seed {seed}), {tokens} new tokens "
+                       "greedy")
 
-    gen = replace(gen, prompt_length=PROMPT[1])
-    problems = () if gen.passed else (_why(gen),)
-    return ParityReport(label, cand.label, PROMPT[0], (), gen.passed, check_stat="generation", problems=problems,
-                        data={"source": "generated", "how": f"{PROMPT[0]} prompts of {PROMPT[1]} token ids below "
-                                                            f"{vocab} (seed {seed}), {tokens} new tokens greedy"},
-                        generation=gen)
+
+def _report(ref_label: str, cand_label: str, ref_out, cand_out, *, atol: float, how: str, notes=()) -> ParityReport:
+    gen = replace(compare_generation(ref_out, cand_out, atol=atol), prompt_length=PROMPT[1])
+    return ParityReport(ref_label, cand_label, PROMPT[0], (), gen.passed, check_stat="generation",
+                        problems=() if gen.passed else (_why(gen),), notes=tuple(notes),
+                        data={"source": "generated", "how": how}, generation=gen)
 
 
 def _check_positions(config, tokens: int) -> None:
@@ -200,8 +234,14 @@ def greedy_seq2seq_onnx(encoder, decoder, prompt, start: int, tokens: int) -> tu
     ``start``, one token per step, ``present.*`` fed back as ``past_key_values.*``."""
 
     past = [s for s in decoder.inputs if s.name.startswith(PAST)]
+    names = {s.name for s in encoder.inputs}
+    if "last_hidden_state" not in encoder.outputs or names != {"input_ids", "attention_mask"}:
+        raise BadInputError(f"{encoder.label} does not have an encoder's layout (input_ids, attention_mask -> "
+                            "last_hidden_state)", hint=f"use the {ENCODER_FILE} convert wrote with the decoder")
     mask = np.ones(prompt.shape, np.int64)
+    states = next(s for s in decoder.inputs if s.name == ENCODER_STATES)
     hidden = encoder({"input_ids": prompt.astype(np.int64), "attention_mask": mask})["last_hidden_state"]
+    hidden = np.asarray(hidden).astype(numpy_dtype(states.dtype))  # an fp32 encoder feeding an fp16-io decoder
     batch = prompt.shape[0]
     cache = {s.name: np.zeros((batch, _fixed(s, 1, "heads"), 0, _fixed(s, 3, "head size")), numpy_dtype(s.dtype))
              for s in past}
@@ -236,21 +276,70 @@ def greedy_seq2seq_torch(model, prompt, tokens: int) -> tuple[Any, list]:
     return np.stack(new, 1), steps
 
 
-def seq2seq_generation_check(model, encoder_path, decoder_path, *, tokens: int = TOKENS, atol: float = ATOL,
-                             seed: int = 0, reference_label: str = "", candidate_label: str = "") -> ParityReport:
-    """Greedy decoding of an encoder-decoder: the transformers model against its ONNX
-    encoder and decoder (with its cache), from the same seeded source ids."""
+def _seq2seq_check(reference, cand, *, tokens: int, atol: float, seed: int, allow_download: bool,
+                   reference_label: str, encoder) -> ParityReport:
+    """An encoder-decoder: its encoder once on seeded source ids, then its decoder from
+    the decoder start token. The reference is the transformers model (a folder) or another
+    such ONNX decoder with its encoder beside it; a candidate without an encoder of its own
+    decodes with the reference's (a quantized decoder keeps the fp32 encoder), noted."""
+    notes = []
+    cand_enc = encoder or encoder_beside(cand.path)
+    if isinstance(reference, Runner) or is_with_past(reference):
+        ref = reference if isinstance(reference, Runner) else \
+            onnx_runner(reference, "cpu", label=reference_label or Path(str(reference)).name)
+        if not is_seq2seq(ref.inputs):
+            raise BadInputError(f"{cand.label} is an encoder-decoder's decoder and {ref.label} is not",
+                                hint="compare it with the decoder it was made from, or with the source folder")
+        ref_enc = _need_encoder(ref)
+        if cand_enc is None:
+            cand_enc = ref_enc
+            notes.append(f"no {ENCODER_FILE} beside {cand.label}: it decoded with the reference's encoder ({ref_enc})")
+        start, vocab, label = _start_token(ref.path, cand.path), _vocab(ref.path), ref.label
+        ref_encoder = onnx_runner(ref_enc, "cpu", label=f"{ref.label}'s {ENCODER_FILE}")
 
-    enc = onnx_runner(encoder_path, "cpu", label=Path(encoder_path).name)
-    dec = onnx_runner(decoder_path, "cpu", label=candidate_label or Path(decoder_path).name)
-    vocab = int(model.config.vocab_size)
+        def run_ref(prompt):
+            return greedy_seq2seq_onnx(ref_encoder, ref, prompt, start, tokens)
+    else:
+        model = reference if hasattr(reference, "forward") else _hf_model(reference, allow_download)
+        if not getattr(model.config, "is_encoder_decoder", False):
+            raise BadInputError(f"{cand.label} is an encoder-decoder's decoder and {_label(reference, model)} is "
+                                "not an encoder-decoder", hint="compare it with the folder it was converted from")
+        cand_enc = cand_enc or _need_encoder(cand)
+        _check_positions(model.config, tokens)
+        start, vocab = int(model.config.decoder_start_token_id), int(model.config.vocab_size)
+        label = reference_label or _label(reference, model)
+
+        def run_ref(prompt):
+            return greedy_seq2seq_torch(model, prompt, tokens)
+    enc = onnx_runner(cand_enc, "cpu", label=ENCODER_FILE)
     with task("generation check", detail=True):
         prompt = np.random.default_rng(seed).integers(0, vocab, size=PROMPT, dtype=np.int64)
-        ref_out = greedy_seq2seq_torch(model, prompt, tokens)
-        cand_out = greedy_seq2seq_onnx(enc, dec, prompt, int(model.config.decoder_start_token_id), tokens)
-    gen = replace(compare_generation(ref_out, cand_out, atol=atol), prompt_length=PROMPT[1])
-    return ParityReport(reference_label or type(model).__name__, dec.label, PROMPT[0], (), gen.passed,
-                        check_stat="generation", problems=() if gen.passed else (_why(gen),),
-                        data={"source": "generated", "how": f"{PROMPT[0]} source texts of {PROMPT[1]} token ids below "
-                                                            f"{vocab} (seed {seed}), {tokens} new tokens greedy"},
-                        generation=gen)
+        ref_out = run_ref(prompt)
+        cand_out = greedy_seq2seq_onnx(enc, cand, prompt, start, tokens)
+    return _report(label, cand.label, ref_out, cand_out, atol=atol, notes=notes,
+                   how=f"{PROMPT[0]} source texts of {PROMPT[1]} token ids below {vocab} (seed {seed}), {tokens} new "
+                       "tokens greedy")
+
+
+def _need_encoder(decoder: Runner) -> Path:
+    enc = encoder_beside(decoder.path)
+    if enc is None:
+        raise BadInputError(f"{decoder.label} is an encoder-decoder's decoder and no {ENCODER_FILE} is beside it: "
+                            "its generation check runs the encoder first",
+                            hint=f"put the {ENCODER_FILE} that convert wrote with it in {Path(decoder.path).parent}")
+    return enc
+
+
+def _start_token(*decoders) -> int:
+    """The decoder start token of ONNX decoders, from the config.json beside them (convert
+    copies the folder's)."""
+    for d in decoders:
+        try:
+            config = json.loads((Path(str(d)).parent / "config.json").read_text())
+        except (OSError, ValueError, RecursionError):
+            continue
+        if isinstance(config, dict) and isinstance(config.get("decoder_start_token_id"), int):
+            return config["decoder_start_token_id"]
+    raise BadInputError(f"no config.json with a decoder_start_token_id beside {Path(str(decoders[0])).name}: "
+                        "decoding starts from that token", hint="copy the source folder's config.json beside it "
+                                                                "(convert writes it there)")

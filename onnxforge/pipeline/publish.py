@@ -40,6 +40,7 @@ from onnxforge.core.fileio import (
     scratch_dir,
     sha256_file,
 )
+from onnxforge.checks.generation import ENCODER_FILE, SIDE_FILES, companions
 from onnxforge.data.specs import model_io_specs
 from onnxforge.report import dumps
 from onnxforge.report.html import write_html
@@ -71,6 +72,8 @@ def planned_files(cfg: ReleaseConfig | None, keep_steps: bool = True) -> list[st
             names += [f"steps/{i:02d}-{sc.run.replace('.', '-')}.onnx{x}" for i, sc in enumerate(cfg.steps)
                       for x in ("", ".data")]
         names += [f"{p.target}/" for p in cfg.packages]
+        if str(cfg.model.get("task", "")).endswith("-with-past"):  # a decoder with its cache: publish()'s companions
+            names += [*SIDE_FILES, ENCODER_FILE]
     return names
 
 
@@ -223,7 +226,9 @@ def input_hashes(cfg: ReleaseConfig | None, config) -> dict:
 
 def publish(final: Path, out: Path, cfg: ReleaseConfig, steps, inputs_sha, vers) -> dict:
     """Copy the final model to OUT/model.onnx (``out`` is the stage; copies first, then
-    renames: never a half-written model.onnx) and write its manifest."""
+    renames: never a half-written model.onnx) and write its manifest. A decoder with its
+    cache takes its companions along (its encoder, config and tokenizer files: the folder
+    opens with Hugging Face loaders), listed in the manifest's ``files``."""
 
     target = out / "model.onnx"
     m = load_onnx(final, load_external_data=False)
@@ -232,6 +237,10 @@ def publish(final: Path, out: Path, cfg: ReleaseConfig, steps, inputs_sha, vers)
         for f in external_data_files(m):
             shutil.copy(final.parent / f, tmp / f)
         publish_model(tmp / final.name, target)
+    side = {}
+    for f in companions(final):  # a decoder with its cache: its encoder, config and tokenizer files beside it
+        shutil.copy(f, out / f.name)
+        side[f.name] = sha256_file(out / f.name)
     ins, outs = model_io_specs(load_onnx(target, load_external_data=False))
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
     digest = sha256_file(target)
@@ -241,9 +250,10 @@ def publish(final: Path, out: Path, cfg: ReleaseConfig, steps, inputs_sha, vers)
         "outputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in outs],
         "opset": opset, "lineage": list(steps[-1].artifact.lineage) if steps and steps[-1].artifact else [],
         "source": dict(inputs_sha), "versions": vers,
+        **({"files": side} if side else {}),
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    return {"model.onnx": digest, "manifest.json": sha256_file(out / "manifest.json")}
+    return {"model.onnx": digest, **side, "manifest.json": sha256_file(out / "manifest.json")}
 
 
 def write_reports(report: ReleaseReport, out: Path, *, summary: bool = True) -> None:

@@ -575,7 +575,7 @@ def _finish(run: _Run, config, out: Path, keep_steps: bool, t_start: float) -> R
             write_reports(report_now(), run.stage, summary=False)
             _deploy(run)
             if run.failure is not None:  # a release whose package failed does not ship a model
-                for name in ("model.onnx", "model.onnx.data", "manifest.json"):
+                for name in {"model.onnx", "model.onnx.data", *outputs}:
                     (run.stage / name).unlink(missing_ok=True)
                 outputs = {}
     report = report_now()

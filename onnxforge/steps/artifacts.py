@@ -5,6 +5,7 @@ a failed check writes nothing unless --keep-failed)."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -12,6 +13,7 @@ from onnxforge.core.errors import BadInputError
 from onnxforge.core.types import ModelArtifact, ParityReport, StepResult
 from onnxforge.core.fileio import (
     PROTOBUF_LIMIT,
+    atomic_path,
     external_data_files,
     failed_name,
     inline_external_data,
@@ -20,6 +22,7 @@ from onnxforge.core.fileio import (
     save_onnx,
     sha256_file,
 )
+from onnxforge.checks.generation import companions, has_past
 from onnxforge.data.specs import model_io_specs
 
 LINEAGE_KEY = "onnxforge.lineage"
@@ -92,8 +95,31 @@ def finish(
             inline_external_data(scratch_model, written_to, overwrite=options.force)
             artifact_src = scratch_model
         artifact = make_artifact(written_to, tuple(lineage), specs_from=artifact_src)
+        if passed and inherit_from is not None and has_past(artifact.inputs):
+            notes = (*notes, *_carry_companions(model_path(inherit_from), target))
     return StepResult(step=step, output=str(written_to), written=written, passed=passed, artifact=artifact,
                       checks=tuple(checks), notes=tuple(notes), **fields)
+
+
+def _carry_companions(src: Path, target: Path) -> list[str]:
+    """A decoder with its cache made from another: the encoder (an encoder-decoder's) and
+    the config and tokenizer files beside the input go beside the output too, so the
+    folder opens as the input's did. A file of that name already there is kept."""
+    if src.parent.resolve() == target.parent.resolve():
+        return []
+    copied, kept = [], []
+    for f in companions(src):
+        dest = target.parent / f.name
+        if dest.exists():
+            kept.append(f.name)
+            continue
+        with atomic_path(dest, overwrite=False) as tmp:
+            shutil.copyfile(f, tmp)
+        copied.append(f.name)
+    notes = [f"copied {', '.join(copied)} beside {target.name} from {src.parent}, as they are"] if copied else []
+    if kept:
+        notes.append(f"kept the {', '.join(kept)} already beside {target.name} (not the input's)")
+    return notes
 
 
 def _onnxforge_metadata(model) -> dict:

@@ -37,7 +37,7 @@ from onnxforge.backends.torch.hf import (
 )
 from onnxforge.backends.torch.runner import contiguous, to_numpy
 from onnxforge.checks.compare import make_tolerance
-from onnxforge.checks.generation import ATOL, generation_check, seq2seq_generation_check
+from onnxforge.checks.generation import ATOL, ENCODER_FILE, SIDE_FILES, generation_check
 from onnxforge.core.fileio import atomic_write_bytes, check_output_path, scratch_dir
 from onnxforge.core.logs import quiet_third_party
 from onnxforge.steps.artifacts import finish
@@ -49,10 +49,6 @@ from onnxforge.steps.convert.exporting import (
     export_hint,
 )
 
-# What a Hugging Face loader reads beside the weights (Optimum's ORTModelForCausalLM, AutoTokenizer)
-SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-              "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "vocab.txt",
-              "tokenizer.model", "spiece.model", "chat_template.jinja")
 MAX_SIDE_BYTES = 64 * 2**20  # a tokenizer.json is a few MiB; anything far larger is not one
 
 
@@ -176,9 +172,6 @@ def _checks(source: str, w, model_path: Path, o: ConvertTorchOptions) -> list:
     return [example, gen]
 
 
-ENCODER_FILE = "encoder_model.onnx"
-
-
 def convert_seq2seq_with_past(torch, source, target: Path, o: ConvertTorchOptions) -> StepResult:
     """An encoder-decoder folder (T5, BART) as two models: ``-o`` names the decoder with
     its cache (Optimum calls it decoder_model.onnx), and encoder_model.onnx is written
@@ -269,7 +262,7 @@ def _seq2seq_checks(source: str, w, enc_model: Path, dec_model: Path, o: Convert
         checks.append(check_once(half(module, names, outputs), onnx_runner(path, "cpu", label=path.name), feeds,
                                  tol, what, {"source": "generated", "how": what + " (seed 0)"}))
     atol = tol.for_output("logits")[0] if o.atol else ATOL
-    checks.append(seq2seq_generation_check(w.model, enc_model, dec_model, tokens=o.generate_tokens, atol=atol,
-                                           seed=o.seed, reference_label=f"hf:{Path(source).name}",
-                                           candidate_label="onnx encoder + decoder (greedy, with its cache)"))
+    checks.append(generation_check(w.model, dec_model, encoder=enc_model, tokens=o.generate_tokens, atol=atol,
+                                   seed=o.seed, reference_label=f"hf:{Path(source).name}",
+                                   candidate_label="onnx encoder + decoder (greedy, with its cache)"))
     return checks

@@ -19,7 +19,9 @@ from onnxforge.core.options import resolve
 from onnxforge.data.specs import check_dims, model_io_specs
 
 FP16_TOLERANCE = Tolerance(atol=1e-2, rtol=1e-2)
-CACHE_IO = ("past_key_values.", "present.")  # a decoder exported with its cache (convert --task text-generation-with-past)
+# a decoder exported with its cache (convert --task text-generation-with-past), and an encoder-decoder's
+# decoder: what its fp32 encoder feeds it
+CACHE_IO = ("past_key_values.", "present.", "encoder_hidden_states")
 
 
 def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None, /, **kwargs) -> StepResult:
@@ -64,7 +66,8 @@ def quantize_fp16(model, output: str | Path, options: Fp16Options | None = None,
         notes = ["checked on the CPU provider; run `onnxforge validate --provider cuda` on a GPU machine"]
         if not o.keep_io_types:
             notes.append("inputs and outputs are fp16: feed float16 arrays"
-                         + (" (the key/value cache, past_key_values.* and present.*, stays float32)" if cache else ""))
+                         + (" (the key/value cache, past_key_values.* and present.*, and an encoder's "
+                            "encoder_hidden_states stay float32)" if cache else ""))
         return finish(dst, target, step="quantize:fp16", passed=all(c.passed for c in checks), options=o, inherit_from=src,
                       lineage=(*lineage_of(model), "quantize:fp16"), checks=checks, notes=notes, before=before,
                       after=summary(dst), details={"keep_io_types": o.keep_io_types, "blocked_ops": blocked},

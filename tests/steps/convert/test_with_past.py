@@ -227,6 +227,9 @@ def test_a_release_gates_on_generation(exports, cli, tmp_path):
     gate = next(g for g in res["gates"] if g["name"] == "generation")
     assert gate["passed"] and gate["value"] == 1.0 and gate["kind"] == "generation", gate
     assert [row["parity"]["generation"]["tokens_equal"] for row in res["ledger"]] == [4, 4]
+    for f in ("config.json", "generation_config.json", "tokenizer.json"):  # beside the model, not in steps/ only
+        assert (tmp_path / "out" / f).read_bytes() == (src / f).read_bytes(), f
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "out")("the cat")["input_ids"] == [1, 2]
     toml.write_text(f'[model]\nsource = "{src}"\nframework = "torch"\n\n[[steps]]\nrun = "convert"\n\n'
                     '[gates.generation]\n')
     r = cli("release", toml, "-o", tmp_path / "plain", "--json")
@@ -313,12 +316,12 @@ def test_seq2seq_greedy_generation_equals_the_folders_model(seq2seq, name):
 
 
 def test_seq2seq_generation_fails_a_swapped_cache(seq2seq, tmp_path):
-    from onnxforge.checks.generation import seq2seq_generation_check
+    from onnxforge.checks.generation import generation_check
 
     src, out, _, _ = seq2seq["t5"]
     _swap(out / "decoder_model.onnx", "present.0.decoder.key", "present.1.decoder.key", tmp_path / "swapped.onnx")
     model = transformers.T5ForConditionalGeneration.from_pretrained(src).eval()
-    rep = seq2seq_generation_check(model, out / "encoder_model.onnx", tmp_path / "swapped.onnx")
+    rep = generation_check(model, tmp_path / "swapped.onnx", encoder=out / "encoder_model.onnx")
     assert not rep.passed and rep.generation.max_logit_error > 1e-2, rep.generation
     assert "differ" in rep.problems[0]
 
@@ -338,12 +341,100 @@ def test_seq2seq_refusals(seq2seq, exports, cli, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_validate_and_quantize_refuse_a_seq2seq_decoder_alone(seq2seq, cli, tmp_path):
-    """Their generation check would decode without the encoder: refused, not a wrong verdict."""
+def _pair_without_encoder(out, folder, swap=None):
+    """The decoder alone in ``folder`` (with the config), its cache outputs swapped if asked."""
+    import shutil
+
+    folder.mkdir()
+    shutil.copy(out / "config.json", folder)
+    if swap:
+        _swap(out / "decoder_model.onnx", *swap, folder / "decoder_model.onnx")
+    else:
+        shutil.copy(out / "decoder_model.onnx", folder)
+    return folder / "decoder_model.onnx"
+
+
+def test_validate_decodes_an_encoder_decoder_with_the_encoder_beside(seq2seq, cli, tmp_path):
+    """validate FOLDER decoder_model.onnx and validate fp32 candidate: the seq2seq greedy
+    check (the encoder beside each decoder, or the reference's for a candidate without
+    one, noted); a decoder whose cache comes back in the wrong slots fails (exit 1)."""
+    import shutil
+
     src, out, _, _ = seq2seq["t5"]
-    for argv in (("validate", src, out / "decoder_model.onnx"),
-                 ("quantize", "dynamic", out / "decoder_model.onnx", "-o", tmp_path / "q.onnx",
-                  "--allow-generated-data", "--speed-budget", "0")):
-        r = cli(*argv)
-        assert r.code == 3 and "encoder-decoder's decoder" in r.err, (argv[0], r.code, r.err)
-    assert not (tmp_path / "q.onnx").exists()
+    r = cli("validate", src, out / "decoder_model.onnx", "--generate-tokens", "4", "--json")
+    assert r.code == 0, r.err
+    g = result(r)["generation"]
+    assert (g["tokens_equal"], g["tokens"]) == (4, 4) and g["max_logit_error"] < 1e-4, g
+    broken = _pair_without_encoder(out, tmp_path / "broken", ("present.0.decoder.key", "present.1.decoder.key"))
+    shutil.copy(out / "encoder_model.onnx", broken.parent)
+    r = cli("validate", src, broken)
+    assert r.code == 1, r.out + r.err
+    assert "generation:" in r.out and ("greedy tokens differ" in r.out or "logits differ" in r.out), r.out
+    alone = _pair_without_encoder(out, tmp_path / "alone")
+    r = cli("validate", out / "decoder_model.onnx", alone, "--json")
+    assert r.code == 0, r.err
+    res = result(r)
+    assert res["generation"]["tokens_equal"] == 8 and any("reference's encoder" in n for n in res["notes"]), res
+    r = cli("validate", src, alone)  # against the folder, a decoder needs its own encoder
+    assert r.code == 3 and "no encoder_model.onnx is beside it" in r.err, r.err
+
+
+@pytest.mark.parametrize("name", ["t5", "bart"])
+@pytest.mark.parametrize("mode,flags", [
+    ("dynamic", ("--allow-generated-data", "--speed-budget", "0")),
+    # fp16 logits; the cache and encoder_hidden_states stay float32. The T5's logits reach 79
+    # (weights initialised 5x wider), so fp16's three digits are off by ~0.06: atol 0.5
+    ("fp16", ("--fp16-io", "--atol", "0.5")),
+])
+def test_quantize_an_encoder_decoders_decoder(seq2seq, cli, tmp_path, name, mode, flags):
+    """The quantized decoder is checked by greedy decoding against the fp32 pair, and
+    its folder gets the fp32 encoder and config files beside it (it opens as the input's)."""
+    import onnx
+
+    _, out, _, _ = seq2seq[name]
+    q = tmp_path / "q" / "decoder_model.onnx"
+    r = cli("quantize", mode, out / "decoder_model.onnx", "-o", q, *flags, "--json")
+    res = result(r)
+    (check,) = res["checks"]
+    g = check["generation"]
+    print(f"{name} {mode}: {g['tokens_equal']}/{g['tokens']} tokens equal against fp32, max logit error "
+          f"{g['max_logit_error']:.3g}")
+    assert r.code == 0 and check["passed"] and (g["tokens_equal"], g["tokens"]) == (8, 8), (r.err, g)
+    assert any("reference's encoder" in n for n in check["notes"]), check
+    assert sorted(p.name for p in q.parent.iterdir()) == ["config.json", "decoder_model.onnx", "encoder_model.onnx",
+                                                        "generation_config.json"]
+    assert (q.parent / "encoder_model.onnx").read_bytes() == (out / "encoder_model.onnx").read_bytes()
+    assert any(n.startswith("copied ") and "encoder_model.onnx" in n for n in res["notes"]), res["notes"]
+    m = onnx.load(str(q), load_external_data=False)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*m.graph.input, *m.graph.output)}
+    kept = [n for n in types if n.startswith(("past_key_values.", "present.", "encoder_hidden_states"))]
+    assert len(kept) == 9 and all(types[n] == onnx.TensorProto.FLOAT for n in kept), types
+    assert types["logits"] == (onnx.TensorProto.FLOAT16 if mode == "fp16" else onnx.TensorProto.FLOAT)
+    r = cli("validate", out / "decoder_model.onnx", q, "--generate-tokens", "4", "--json")  # int8 logits: past 1e-3
+    res = result(r)
+    assert res["generation"]["tokens_equal"] == 4 and not res["notes"], res  # the folder holds its own encoder now
+
+
+def test_a_release_of_an_encoder_decoder_publishes_the_pair(seq2seq, cli, tmp_path):
+    """task = text2text-generation-with-past: each ledger row and [gates.generation] decode
+    with the encoder, and the published folder holds the encoder, the decoder (model.onnx)
+    and the config files: it validates against the source folder by itself."""
+    src = seq2seq["t5"][0]
+    toml = tmp_path / "release.toml"
+    toml.write_text(f'[model]\nsource = "{src}"\nframework = "torch"\ntask = "text2text-generation-with-past"\n\n'
+                    '[[steps]]\nrun = "convert"\n\n[[steps]]\nrun = "quantize.dynamic"\nspeed_budget = 0\n'
+                    'allow_generated_data = true\n\n[gates.generation]\ntokens = 4\natol = 5.0\n')
+    out = tmp_path / "out"  # atol 5: int8 is off by ~2 on logits up to 79, every token equal
+    r = cli("release", toml, "-o", out, "--json")
+    res = result(r)
+    assert r.code == 0, [(row["parity"]["problems"], row["parity"]["generation"], row["parity"]["notes"]) for row in res["ledger"]]
+    gate = next(g for g in res["gates"] if g["name"] == "generation")
+    assert gate["passed"] and gate["value"] == 1.0, gate
+    assert [row["parity"]["generation"]["tokens_equal"] for row in res["ledger"]] == [4, 4]
+    assert {"model.onnx", "encoder_model.onnx", "config.json", "generation_config.json", "manifest.json"} <= \
+        {p.name for p in out.iterdir()}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"encoder_model.onnx", "config.json", "generation_config.json"}, manifest
+    assert transformers.AutoConfig.from_pretrained(out).model_type == "t5"
+    r = cli("validate", src, out / "model.onnx", "--generate-tokens", "4", "--atol", "5")
+    assert r.code == 0, r.out + r.err
