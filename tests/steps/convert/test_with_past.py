@@ -40,25 +40,29 @@ def _digest(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    """Each folder exported once with the CLI (in process): {name: (folder, out folder, result, source digest)}."""
+def _export_each(d, names, task_args, model_file) -> dict:
+    """Each folder under d exported once with the CLI (in process): {name: (folder, out folder, result, source digest)}."""
     from onnxforge.cli.app import main
     import contextlib
     import io
 
-    d = tmp_path_factory.mktemp("with_past")
-    _folders(d)
     out = {}
-    for name in ("gpt2", "llama"):
+    for name in names:
         before = _digest(d / name)
         buf, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
-            code = main(["convert", "torch", str(d / name), *WITH_PAST, "-o", str(d / f"{name}-onnx" / "model.onnx"),
+            code = main(["convert", "torch", str(d / name), *task_args, "-o", str(d / f"{name}-onnx" / model_file),
                          "--json"])
         assert code == 0, err.getvalue()
         out[name] = (d / name, d / f"{name}-onnx", json.loads(buf.getvalue())["result"], before)
     return out
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    d = tmp_path_factory.mktemp("with_past")
+    _folders(d)
+    return _export_each(d, ("gpt2", "llama"), WITH_PAST, "model.onnx")
 
 
 def _dims(v):
@@ -259,23 +263,10 @@ def _seq2seq_folders(d):
 
 @pytest.fixture(scope="module")
 def seq2seq(tmp_path_factory):
-    """T5 and BART exported once: {name: (folder, out folder, result, source digest)}."""
-    from onnxforge.cli.app import main
-    import contextlib
-    import io
-
+    """T5 and BART exported once."""
     d = tmp_path_factory.mktemp("seq2seq")
     _seq2seq_folders(d)
-    out = {}
-    for name in ("t5", "bart"):
-        before = _digest(d / name)
-        buf, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
-            code = main(["convert", "torch", str(d / name), *SEQ2SEQ, "-o",
-                         str(d / f"{name}-onnx" / "decoder_model.onnx"), "--json"])
-        assert code == 0, err.getvalue()
-        out[name] = (d / name, d / f"{name}-onnx", json.loads(buf.getvalue())["result"], before)
-    return out
+    return _export_each(d, ("t5", "bart"), SEQ2SEQ, "decoder_model.onnx")
 
 
 @pytest.mark.parametrize("name", ["t5", "bart"])
