@@ -5,8 +5,9 @@ timed in ONE interleaved run (issue 27).
     python benchmarks/runtimes.py --quick      # the digits CNN, 2 s: proves the script runs
 
 Variants per model: the fp32 export, plain ORT int8 (`quantize_dynamic` for the
-transformers, `quantize_static` for the CNNs), onnxforge's int8 (quantize dynamic /
-static) and NNCF's int8 (`onnxforge quantize static --engine nncf`). Each runs as a row
+transformers, `quantize_static` for the CNNs), onnxforge's int8 (quantize dynamic and
+static; the transformers' static by its transformer recipe) and NNCF's int8 (`onnxforge
+quantize static --engine nncf`). Each runs as a row
 on ORT's CPU provider and on OpenVINO's CPU device (`onnxforge.benchmark(...,
 runtimes=("ort", "openvino"))`: the same rounds, statistics and contention judgement).
 Per row: p50, the paired speed-up against fp32 on ORT and against plain int8 on ORT
@@ -71,6 +72,11 @@ def transformer_variants(factory: str, d: Path) -> tuple[dict, list]:
                        allow_generated_data=True)
     variants = {"fp32 export": fp32, "int8 plain quantize_dynamic": d / f"{factory}.plain.onnx",
                 "int8 onnxforge quantize dynamic": d / f"{factory}.ours.onnx"}
+    # static int8 with the transformer recipe (attention products too, the mask path fp32):
+    # on OpenVINO, QDQ pairs run as int8 kernels
+    onnxforge.quantize(fp32, d / f"{factory}.static.onnx", mode="static", calibration="random", samples=32,
+                       force=True, bench_seconds=1, speed_budget=0, min_cosine=0, allow_generated_data=True)
+    variants["int8 onnxforge quantize static"] = d / f"{factory}.static.onnx"
     if HAS_NNCF:
         onnxforge.quantize(fp32, d / f"{factory}.nncf.onnx", mode="static", engine="nncf", calibration="random",
                            samples=32, force=True, bench_seconds=1, speed_budget=0, min_cosine=0,

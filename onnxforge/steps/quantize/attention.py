@@ -21,6 +21,15 @@ Two rewrites, each only where it is exact:
   on probe masks (every 0/1 mask of lengths 1-3, random ones of lengths 5, 8 and 17,
   rows of zeros and of ones, values other than 0/1), and compared exactly.
 
+A dynamo export of a Hugging Face BERT builds its padding bias from ``attention_mask``
+and the batch and sequence sizes, read from the shape of whichever input the model used
+first (``token_type_ids`` for BertModel): the bias then depends on two graph inputs and
+is no padding mask of one input. ``unify_bias_shapes`` first points a ``Shape`` node
+inside such a bias sub-graph that reads another graph input at the mask, when the model
+declares both inputs with the same dims (the same names or fixed sizes, none unnamed):
+by the model's own contract the two shapes are equal. Without it ORT's quantizer turned
+the Attention into a QAttention without that input (the mask silently dropped).
+
 Anything else (a causal or relative-position bias, a past state, several inputs
 behind the bias) is left as it is and the report says why. The caller still checks
 the rewritten model against the original with padded masks (see
@@ -63,6 +72,7 @@ class AttentionReport:
     mask_inputs: tuple[str, ...] = ()  # graph inputs now read as mask_index
     removed_nodes: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    mask_shapes: tuple[str, ...] = ()  # Shape nodes pointed at the mask (unify_bias_shapes)
 
     @property
     def changed(self) -> bool:
@@ -123,7 +133,8 @@ def run_attention_rewrite(src: Path, dst: Path) -> dict:
     failed = check_padded(src, dst, rep.mask_inputs, DEFAULT_TOLERANCE)
     if failed:
         raise StepNotApplicable(f"attention rewrite skipped: it changed the outputs on padded masks ({failed})")
-    return {"attention": {"nodes": len(rep.nodes), "quantizable": rep.quantizable,
+    shapes = {"mask_shapes": list(rep.mask_shapes)} if rep.mask_shapes else {}
+    return {**shapes, "attention": {"nodes": len(rep.nodes), "quantizable": rep.quantizable,
                           "mask_inputs": list(rep.mask_inputs), "notes": list(rep.notes),
                           "kept": sorted({f"{n.node}: {n.reason}" for n in rep.nodes if not n.quantizable})[:5]}}
 
@@ -155,6 +166,7 @@ def rewrite_model(model, base_dir: Path) -> AttentionReport:
     from onnx import helper
 
     g = model.graph
+    mask_shapes = tuple(unify_bias_shapes(model))
     results: list[NodeRewrite] = []
     notes: list[str] = []
     mask_cache: dict[str, tuple[str, float] | str] = {}  # bias tensor -> (mask input, NEG) or why not
@@ -212,7 +224,44 @@ def rewrite_model(model, base_dir: Path) -> AttentionReport:
     if casts:
         notes.append(f"attention_bias from {', '.join(sorted(casts))} turned into mask_index "
                      f"({sum(r.mask == 'mask_index' for r in results)} node(s))")
-    return AttentionReport(tuple(results), tuple(sorted(casts)), removed, tuple(notes))
+    return AttentionReport(tuple(results), tuple(sorted(casts)), removed, tuple(notes), mask_shapes=mask_shapes)
+
+
+def _declared_dims(value_info) -> tuple | None:
+    """The input's dims as declared (names or sizes); None when one is unnamed."""
+    tt = value_info.type.tensor_type
+    if not tt.HasField("shape"):
+        return None
+    dims = tuple(d.dim_param if d.HasField("dim_param") else d.dim_value if d.HasField("dim_value") else None
+                 for d in tt.shape.dim)
+    return None if any(d in (None, "") for d in dims) else dims
+
+
+def unify_bias_shapes(model) -> list[str]:
+    """Point the Shape nodes of each attention bias sub-graph that read another input
+    than the bias' one data input at that input (see the module docstring). In place;
+    returns the names of the Shape nodes changed."""
+    g = model.graph
+    if any(a.HasField("g") or len(a.graphs) for n in g.node for a in n.attribute):
+        return []  # a subgraph body may read any name: left as is
+    inits = {t.name for t in g.initializer}
+    declared = {i.name: _declared_dims(i) for i in g.input if i.name not in inits}
+    biases = {n.input[BIAS_INPUT] for n in attention_nodes(model) if len(n.input) > BIAS_INPUT and n.input[BIAS_INPUT]}
+    changed = []
+    for bias in sorted(biases):
+        nodes, ins, _ = bias_subgraph(model, bias)
+        readers = {i: [n for n in nodes if i in n.input] for i in ins}
+        data = [i for i in ins if any(n.op_type != "Shape" for n in readers[i])]
+        if len(data) != 1 or declared.get(data[0]) is None:
+            continue
+        mask = data[0]
+        for other in sorted(ins - {mask}):
+            if declared.get(other) != declared[mask]:
+                continue
+            for n in readers[other]:
+                n.input[0] = mask
+                changed.append(n.name or n.output[0])
+    return changed
 
 
 def fold_packed_weights(model, node, base_dir: Path) -> int:

@@ -32,7 +32,7 @@ from typing import Callable, Mapping, Sequence
 from onnxforge.core.errors import BadInputError, StepNotApplicable, UsageError, first_line, require
 from onnxforge.core.logs import swallowed, native_stderr, quiet_third_party
 from onnxforge.steps.simplify.cleanup import run_cleanup
-from onnxforge.steps.simplify.masks import run_attention
+from onnxforge.steps.quantize.attention import run_attention_rewrite
 from onnxforge.steps.simplify.options import SimplifyOptions
 from onnxforge.core.types import EngineRun, StepResult
 from onnxforge.core.options import resolve
@@ -166,8 +166,8 @@ def _plan(o: SimplifyOptions, pin: Mapping[str, list]) -> list[tuple[str, Callab
     if o.transformer:  # first: its patterns match the exporter's graph, which onnxsim rewrites
         plan.append((f"transformer:{o.transformer}", lambda s, d, ctx: _fusion_engines(
             s, d, ctx, model_type=o.transformer, num_heads=o.num_heads, hidden_size=o.hidden_size)))
-        # fused Attention into the form that quantizes to QAttention (masks.py, attention.py), kept only if it passes
-        plan.append(("attention", run_attention))
+        # fused Attention into the form that quantizes to QAttention (quantize/attention.py), kept only if it passes
+        plan.append(("attention", run_attention_rewrite))
     if o.onnxsim:
         plan.append(("onnxsim", lambda s, d: run_onnxsim(s, d, skip=o.skip, shapes=pin,
                                                          max_constant_size=o.max_constant_size)))

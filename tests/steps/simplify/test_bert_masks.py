@@ -76,6 +76,23 @@ def test_hf_bert_fuses_its_mask_into_the_attention(cli, hf_bert, tmp_path):
             assert float(a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b)) > 0.999
 
 
+@pytest.mark.slow  # a quantization with its candidates and checks
+def test_quantize_fused_recipe_keeps_the_mask_of_a_hf_bert(cli, hf_bert, tmp_path):
+    """quantize's fused recipe rewrites the same padding bias (it fell back to plain on
+    this export before: 'none of the Attention nodes can take the form ORT quantizes')."""
+    out = tmp_path / "f.onnx"
+    r = cli("quantize", "dynamic", "--allow-generated-data", hf_bert, "-o", out, "--recipe", "fused",
+            "--bench-seconds", "0.3", "--speed-budget", "0", "--json")
+    assert r.code == 0, r.err + r.out
+    rec = result(r)["details"]["recipe"]
+    assert rec["chosen"] == "fused", rec
+    qatt = [n for n in onnx.load(str(out)).graph.node if n.op_type == "QAttention"]
+    assert len(qatt) == 2 and all(len(n.input) > 5 and n.input[5] for n in qatt)
+    for feeds in _padded_feeds(seed=2):
+        for a, b in zip(_run(hf_bert, feeds), _run(out, feeds)):
+            assert float(a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b)) > 0.999
+
+
 def _bias_model(tt_dims=("batch", "seq")):
     """An Attention whose padding bias reads attention_mask's values and the batch and
     sequence sizes from token_type_ids' shape, the way the dynamo export builds it."""
@@ -109,7 +126,7 @@ def _bias_model(tt_dims=("batch", "seq")):
                                             (("batch", "other"), []),  # not declared equal: not provable
                                             (("batch", None), [])])  # an unnamed dim proves nothing
 def test_bias_reads_the_mask_shape_only_when_the_model_declares_them_equal(tt_dims, changed):
-    from onnxforge.steps.simplify.masks import unify_bias_shapes
+    from onnxforge.steps.quantize.attention import unify_bias_shapes
 
     m = _bias_model(tt_dims)
     assert unify_bias_shapes(m) == changed
