@@ -26,6 +26,7 @@ from onnxforge.backends.onnx.runner import onnx_runner
 from onnxforge.backends.torch.hf import is_hf_source
 from onnxforge.checks.generation import ATOL, TOKENS, generation_check, has_past, is_with_past
 from onnxforge.checks.localize import layerwise, localize_divergence
+from onnxforge.core.fileio import onnx_bytes
 from onnxforge.core.memory import release_memory
 from onnxforge.core.progress import task
 from onnxforge.data.generate import describe_generated, generate_inputs
@@ -382,7 +383,8 @@ def check_against(before, after, *, tolerance: Tolerance, inputs: str | None = N
     seeded random ones), and, for models with symbolic dims, again at another size of
     each, which proves that the dims stayed dynamic."""
 
-    release_memory()  # what the step's engine freed goes back before two sessions load the weights again
+    # what the step's engine freed goes back before two sessions load the weights again
+    release_memory(onnx_bytes(before))
     # one session at a time: each holds its own copy of the weights
     ref = onnx_runner(before, "cpu", label=Path(before).name, hold=False)
     cand = onnx_runner(after, "cpu", label=label or Path(after).name, hold=False)

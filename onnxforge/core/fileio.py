@@ -321,6 +321,11 @@ def _inside(base: Path, location: str) -> bool:
     return target == root or root in target.parents
 
 
+def onnx_bytes(path: str | os.PathLike) -> int:
+    """The model file's bytes and the external data bytes it references."""
+    return Path(path).stat().st_size + sum(external_data_files(load_onnx(path, graph_only=True)).values())
+
+
 def external_data_files(model, where=None) -> dict[str, int]:
     """External data file name -> bytes the model references in it."""
     from onnx.external_data_helper import uses_external_data

@@ -37,7 +37,7 @@ from onnxforge.checks.benchmark import benchmark
 from onnxforge.checks.compare import Criteria, DEFAULT_TOLERANCE, LOOSE
 from onnxforge.checks.generation import has_past
 from onnxforge.checks.parity import cast_floats, validate
-from onnxforge.core.fileio import folder_lock
+from onnxforge.core.fileio import folder_lock, onnx_bytes
 from onnxforge.core.memory import release_memory
 from onnxforge.core.stats import contention_line
 from onnxforge.data.generate import generate_inputs
@@ -201,10 +201,10 @@ def _feeds_key(feeds) -> str:
     return h.hexdigest()
 
 
-def _let_go(source: Runner) -> None:
+def _let_go(source: Runner, at_stake: int) -> None:
     if isinstance(source.fn, _Memo):
         source.fn.drop()
-    release_memory()  # onnxscript's rewriters still hold the exported graph, and with it the module's weights
+    release_memory(at_stake)  # onnxscript's rewriters still hold the exported graph, and with it the module's weights
 
 
 def _is_factory(spec: str) -> bool:
@@ -362,7 +362,7 @@ def _steps(run: _Run, source: Runner, source_path, feeds, labels, check_inputs, 
             row_feeds = feeds if feeds is not None else _generated_feeds(cfg, res.output)
             run.ledger.append(_ledger_row(cfg, sc, res, source, previous, row_feeds, labels, step_input))
             step_input = Path(res.output)
-            _let_go(source)  # its outputs on these inputs are kept
+            _let_go(source, onnx_bytes(res.output))  # its outputs on these inputs are kept
         run.bar.advance()
         previous = _onnx(res.output) if against_prev else None  # a session only where the ledger uses it
     run.current = None

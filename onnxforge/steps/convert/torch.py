@@ -446,6 +446,7 @@ def _parity_checks(held: list, model_path: Path, ex: Example, dyn, out_names, to
     from onnxforge.data.generate import looks_like_mask, padding_mask
 
     module = held.pop().module
+    at_stake = sum(t.numel() * t.element_size() for t in module.state_dict().values()) if hasattr(module, "state_dict") else 0
     ref = reference(module) if reference else torch_runner(module, out_names, keyword=keyword)
     del module
     specs = inputs_and_ranges(model_path)[0]
@@ -474,7 +475,7 @@ def _parity_checks(held: list, model_path: Path, ex: Example, dyn, out_names, to
                                                                  f"input's range, at {size}, seed {seed + 1})"}, label))
     torch_outs = [None if isinstance(r, ParityReport) else ref(r[0]) for r in runs]
     del ref
-    release_memory()  # the exporter's graph (onnxscript's rewriters keep it) wraps the module's weights
+    release_memory(at_stake)  # the exporter's graph (onnxscript's rewriters keep it) wraps the module's weights
     cand = onnx_runner(model_path, "cpu", label="onnx")
     reports = []
     for run, torch_out in zip(runs, torch_outs):

@@ -94,11 +94,12 @@ def _preprocess(src: Path, dst: Path, notes: list) -> Path:
                      f"{first_line(exc, 200)}")
         return src
     finally:
+        from onnxforge.core.fileio import onnx_bytes
         from onnxforge.core.memory import release_memory
 
         # its model sits in reference cycles (a failure's traceback too) until a collection:
         # BERT-base's 1.6 GiB stayed under the recipe search and the quantizer that followed
-        release_memory()
+        release_memory(onnx_bytes(src))
 
 
 def _initializers_not_inputs(src: Path, dst: Path, notes: list) -> Path:
@@ -657,10 +658,10 @@ def _check_calibration_memory(model, specs, o, notes, val_ranges=None, norms=Non
 def _run_ort_quantizer(job: _Job, out: Path, excluded: list, excluded_ops: list) -> None:
     from onnxruntime.quantization import quantize_dynamic
 
-    from onnxforge.core.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx, onnx_bytes
     from onnxforge.core.memory import release_memory
 
-    release_memory()  # ORT's quantizer holds the model several times: start it from what is in use
+    release_memory(onnx_bytes(job.base))  # ORT's quantizer holds the model several times: start it from what is in use
     o = job.o
     nodes_excluded = list(excluded) + [n for n in job.keep_fp32 if n not in excluded]
     if excluded_ops:

@@ -39,7 +39,7 @@ from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges, on
 from onnxforge.checks.benchmark import benchmark
 from onnxforge.checks.parity import validate
 from onnxforge.core.errors import UsageError
-from onnxforge.core.fileio import external_data_files, load_onnx
+from onnxforge.core.fileio import external_data_files, load_onnx, onnx_bytes
 from onnxforge.core.stats import contention_line, paired_speedup
 from onnxforge.data.generate import generate_inputs
 from onnxforge.data.samples import load_samples
@@ -194,9 +194,7 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
     """The fused or rewritten fp32 graph, checked against ``src``; None when there is
     nothing to fuse or no Attention that would quantize."""
     t0 = time.perf_counter()
-    m = load_onnx(src, graph_only=True)
-    size = Path(src).stat().st_size + sum(external_data_files(m).values())
-    del m
+    size = onnx_bytes(src)
     has_attention = attention_ops(src) > 0
     if not has_attention and not _has_softmax(src):
         return None  # no attention anywhere: nothing to fuse (and no fusion pass to pay for)

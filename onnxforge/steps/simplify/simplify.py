@@ -140,7 +140,7 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
     from onnxscript.rewriter import ort_fusions
 
     from onnxforge.steps.artifacts import save_scratch
-    from onnxforge.core.fileio import load_onnx
+    from onnxforge.core.fileio import load_onnx, onnx_bytes
     from onnxforge.core.memory import release_memory
 
     proto = load_onnx(src)
@@ -156,7 +156,7 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
     _declare_domains(proto)
     save_scratch(proto, dst)
     del model, fused, proto
-    release_memory()  # onnxscript's rule objects keep the graph they last matched, weights included
+    release_memory(onnx_bytes(src))  # onnxscript's rule objects keep the graph they last matched, weights included
     return {"engine": "onnxscript.ort_fusions", "fusions": {k: v for k, v in counts.items() if v},
             "gemm_as_matmul": as_matmul}
 
