@@ -32,7 +32,6 @@ from typing import Callable, Mapping, Sequence
 from onnxforge.core.errors import BadInputError, StepNotApplicable, UsageError, first_line, require
 from onnxforge.core.logs import swallowed, native_stderr, quiet_third_party
 from onnxforge.steps.simplify.cleanup import run_cleanup
-from onnxforge.steps.quantize.attention import run_attention_rewrite
 from onnxforge.steps.simplify.options import SimplifyOptions
 from onnxforge.core.types import EngineRun, StepResult
 from onnxforge.core.options import resolve
@@ -161,13 +160,19 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
             "gemm_as_matmul": as_matmul}
 
 
+def _attention(src: Path, dst: Path) -> dict:
+    from onnxforge.steps.quantize.attention import run_attention_rewrite  # numpy: not on --help's path
+
+    return run_attention_rewrite(src, dst)
+
+
 def _plan(o: SimplifyOptions, pin: Mapping[str, list]) -> list[tuple[str, Callable]]:
     plan = []
     if o.transformer:  # first: its patterns match the exporter's graph, which onnxsim rewrites
         plan.append((f"transformer:{o.transformer}", lambda s, d, ctx: _fusion_engines(
             s, d, ctx, model_type=o.transformer, num_heads=o.num_heads, hidden_size=o.hidden_size)))
         # fused Attention into the form that quantizes to QAttention (quantize/attention.py), kept only if it passes
-        plan.append(("attention", run_attention_rewrite))
+        plan.append(("attention", _attention))
     if o.onnxsim:
         plan.append(("onnxsim", lambda s, d: run_onnxsim(s, d, skip=o.skip, shapes=pin,
                                                          max_constant_size=o.max_constant_size)))

@@ -439,7 +439,7 @@ def test_a_skipped_positional_only_parameter_is_a_clear_error(cli, tmp_path):
     assert r.code == 3 and "positional-only" in r.err and "hint:" in r.err and "TypeError" not in r.err, r.err
 
 
-def test_the_module_is_let_go_before_onnxruntime_loads_the_export(tmp_path):
+def test_the_module_is_let_go_before_onnxruntime_loads_the_export(tmp_path, monkeypatch):
     """convert's checks held the torch module (its weights) and the ORT session (a
     second copy) at once: BERT-base peaked at 3.1x its weights. The module now runs on
     every check input first and is gone, weights and all, when the session is made."""
@@ -447,7 +447,10 @@ def test_the_module_is_let_go_before_onnxruntime_loads_the_export(tmp_path):
     import types
 
     import onnxforge
+    from onnxforge.core import memory
 
+    # this module's 0.5 KB stands in for a BERT's weights (below the limit nothing is swept)
+    monkeypatch.setattr(memory, "RELEASE_MIN_BYTES", 0)
     made = types.ModuleType("made_by_factory")  # where the factory leaves a weak reference to its module
     made.MADE = []
     sys.modules["made_by_factory"] = made
