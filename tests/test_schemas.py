@@ -6,6 +6,7 @@ report.json and zoo-report.json the suite writes against them)."""
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import re
@@ -44,9 +45,11 @@ def test_checked_in_schema_is_what_the_code_declares(name):
     jsonschema.Draft202012Validator.check_schema(json.loads(text))
     for folder in (FOLDER, ROOT / "docs" / "schemas"):
         path = folder / file_name(name)
+        diff = "\n".join(list(difflib.unified_diff(path.read_text().splitlines() if path.is_file() else [],
+                                                   text.splitlines(), "checked in", "declared", lineterm="", n=2))[:40])
         assert path.is_file() and path.read_text() == text, \
             f"{path} differs from what the code declares: bump SCHEMA_VERSIONS[{name!r}] (or report.SCHEMA_VERSION " \
-            f"for a report), {REGENERATE}, and pin the new hash in tests/test_schemas.py"
+            f"for a report), {REGENERATE}, and pin the new hash in tests/test_schemas.py\n{diff}"
 
 
 @pytest.mark.parametrize("name", NAMES)
