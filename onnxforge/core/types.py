@@ -330,8 +330,8 @@ class QuantTrial:
     excluded_ops: tuple[str, ...]
     parity_passed: bool
     min_cosine: float | None
-    speedup: float
-    speedup_ci95: tuple[float, float]
+    speedup: float | None  # None: not timed (no speed budget)
+    speedup_ci95: tuple[float, float] | None
     seconds: float
 
 

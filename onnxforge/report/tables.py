@@ -193,6 +193,8 @@ def _render_step(res, console, verbose: bool = False) -> None:
             from onnxforge.core.stats import contention_line
 
             console.print(f"timing: {_esc(contention_line(sp.contention))}", overflow="fold")
+    elif res.step.startswith("quantize"):
+        console.print("speed: not timed (no speed budget; --speed-budget sets one)")
     if res.before and res.after and res.step.startswith("quantize"):
         ratio = res.after.file_bytes / max(1, res.before.file_bytes)
         console.print(f"size: {_fmt_bytes(res.before.file_bytes)} -> {_fmt_bytes(res.after.file_bytes)} ({ratio:.0%})")
@@ -216,7 +218,8 @@ def _render_trials(trials, console, verbose: bool) -> None:
     cols = [Col("trial"), Col("fp32 nodes"), Col("parity", "left"), Col("min cosine"), Col("speed-up"),
             Col("95% CI", keep=1), Col("seconds", keep=2)]
     rows = [[str(t.trial), str(len(t.excluded_nodes)), _mark(t.parity_passed), num(t.min_cosine, 6),
-             f"{t.speedup:.2f}x", f"{t.speedup_ci95[0]:.2f}-{t.speedup_ci95[1]:.2f}", f"{t.seconds:.1f}"]
+             f"{t.speedup:.2f}x" if t.speedup is not None else "-",
+             f"{t.speedup_ci95[0]:.2f}-{t.speedup_ci95[1]:.2f}" if t.speedup_ci95 else "-", f"{t.seconds:.1f}"]
             for t in trials]
     fit_table(console, "fallback trials", cols, rows, verbose=verbose)
     for t in trials:  # node names are long: listed under the table, where they can wrap

@@ -54,7 +54,8 @@ def _run(args, cwd):
 def _slow_release(ws, tmp_path, seconds=60.0):
     """A release into tmp_path/rel, started and now timing its quantize step for ``seconds``."""
     out = tmp_path / "rel"
-    p = _start(["release", release_config(ws, f"slow{int(seconds)}", **{"steps.1.bench_seconds": seconds}),
+    p = _start(["release", release_config(ws, f"slow{int(seconds)}", **{"steps.1.bench_seconds": seconds,
+                                                                          "steps.1.speed_budget": 0.01}),
                 "-o", out], ws / "cwd")
     assert _wait_for(lambda: any(tmp_path.glob(".onnxforge-*/steps/00-*")) or p.poll() is not None, timeout=90)
     assert p.poll() is None, p.communicate()[1]
@@ -103,7 +104,7 @@ def test_a_killed_release_does_not_block_the_next(ws, tmp_path):
 
 
 def test_second_zoo_into_one_out_fails_at_once(ws, tmp_path):
-    cfg = release_config(ws, "zooslow", **{"steps.1.bench_seconds": 8.0})
+    cfg = release_config(ws, "zooslow", **{"steps.1.bench_seconds": 8.0, "steps.1.speed_budget": 0.01})
     zoo = ws / "in" / "dl-zoo.toml"
     zoo.write_text(f'[zoo]\nreleases = ["{os.path.basename(cfg)}"]\n')
     out = tmp_path / "zoo"

@@ -56,7 +56,8 @@ def test_sigterm_cleans_up_and_exits_143(ws, tmp_path):
 
 def test_interrupted_release_never_leaves_a_stale_verdict(ws, tmp_path):
     out = tmp_path / "rel"
-    cfg = release_config(ws, "slow", **{"steps.1.bench_seconds": 30.0})
+    # a speed budget makes the quantize step time itself (a release step without one times nothing)
+    cfg = release_config(ws, "slow", **{"steps.1.bench_seconds": 30.0, "steps.1.speed_budget": 0.01})
     first = subprocess.run([sys.executable, "-m", "onnxforge", "release", release_config(ws, "fast"), "-o", out],
                            capture_output=True, text=True, cwd=ws / "cwd",
                            env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's onnxforge, as _start

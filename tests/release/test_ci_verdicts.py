@@ -175,7 +175,7 @@ def test_internal_error_still_writes_the_verdict(project, tmp_path, monkeypatch,
 
 @pytest.mark.slow
 def test_sigint_writes_an_interrupted_verdict(project, tmp_path):
-    (project / "slow.toml").write_text(_toml(_base(**{"steps.1.bench_seconds": 30.0})))
+    (project / "slow.toml").write_text(_toml(_base(**{"steps.1.bench_seconds": 30.0, "steps.1.speed_budget": 0.01})))
     summary = tmp_path / "summary.md"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_ACTIONS": "true"}
     p = subprocess.Popen([sys.executable, "-m", "onnxforge", "release", str(project / "slow.toml"), "-o",

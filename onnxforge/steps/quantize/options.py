@@ -62,7 +62,7 @@ class QuantOptions(CheckOptions):
     # Was min_speedup / --min-speedup, which is the latency gate of benchmark and release.
     speed_budget: Optional[NonNegFloat] = option(
         None, "Budget: int8 at least this fast against fp32, timed side by side (default 1.0: never slower; 0 "
-              "turns it off; in a release no budget unless set: its latency gate decides).",
+              "turns it off and nothing is timed; in a release no budget unless set: its latency gate decides).",
         example=("--speed-budget", "1.1"), deprecated=("--min-speedup",))
     fallback: bool = option(False, "On a failed parity budget, leave the most sensitive nodes in fp32, a few more "
                                    "each trial.", flag="--fallback/--no-fallback", example=("--fallback",))
@@ -137,7 +137,7 @@ class LowBitOptions(CheckOptions):
                                               example=("--max-mismatch", "0.02"))
     speed_budget: Optional[NonNegFloat] = option(
         None, "Budget: at least this fast against fp32, timed side by side (default 1.0: never slower; 0 turns "
-              "it off).", example=("--speed-budget", "1.1"), deprecated=("--min-speedup",))
+              "it off and nothing is timed).", example=("--speed-budget", "1.1"), deprecated=("--min-speedup",))
     bench_seconds: Seconds = option(2.0, "Seconds of interleaved timing against fp32.",
                                     example=("--bench-seconds", "0.5"))
     exclude_nodes: Names = option((), "A node to leave in fp32 (repeatable).", flag="--exclude-node", metavar="NAME",

@@ -272,10 +272,9 @@ def run_low_bit(job: _Job, model, q: Path, seconds: float, details: dict, notes:
     with job.clock.on("checks"):
         _load_check(q)
         checks = _checks(job, q)
-        speed = _speed(job.src, q, job.o.dims, job.o.inputs, job.o.bench_seconds, job.val_ranges)
+        speed = _speed(job, q)
     ok = all(c.passed for c in checks)
-    rec = QuantTrial(0, tuple(job.o.exclude_nodes), (), ok, _min_cos(checks), speed.speedup, speed.ci95,
-                     round(seconds, 3))
+    rec = QuantTrial(0, tuple(job.o.exclude_nodes), (), ok, _min_cos(checks), *_figures(speed), round(seconds, 3))
     return _finish_quantized(job, model, job.target, rec, q, checks, speed, [rec], None, summary(job.src), notes,
                              details)
 
@@ -466,10 +465,10 @@ def _trials(job: _Job, notes: list):
         seconds = time.perf_counter() - t0
         with job.clock.on("checks"):
             checks = _checks(job, qpath)
-            speed = _speed(job.src, qpath, o.dims, o.inputs, o.bench_seconds, job.val_ranges)
+            speed = _speed(job, qpath)
         parity_ok = all(c.passed for c in checks)
-        rec = QuantTrial(trial, tuple(excluded), tuple(excluded_ops), parity_ok, _min_cos(checks), speed.speedup,
-                         speed.ci95, round(seconds, 3))
+        rec = QuantTrial(trial, tuple(excluded), tuple(excluded_ops), parity_ok, _min_cos(checks), *_figures(speed),
+                         round(seconds, 3))
         trials.append(rec)
         if best is None or _better(rec, best[0]):
             best = (rec, qpath, checks, speed)
@@ -513,7 +512,7 @@ def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ran
     fast = speed_verdict(speed, budget)
     passed = rec.parity_passed and fast == "passed"
     status = "failed" if not rec.parity_passed else fast
-    figures = f"{speed.speedup:.2f}x fp32's speed (95% CI {speed.ci95[0]:.2f}-{speed.ci95[1]:.2f})"
+    figures = f"{speed.speedup:.2f}x fp32's speed (95% CI {speed.ci95[0]:.2f}-{speed.ci95[1]:.2f})" if speed else ""
     if fast == "failed":
         notes.append(f"speed budget missed: {lab} runs at {figures}, below --speed-budget {budget:g} "
                      f"(fp32 p50 {speed.reference_p50_ms:.4g} ms, {lab} {speed.p50_ms:.4g} ms): try `quantize static` "
@@ -526,7 +525,7 @@ def _finish_quantized(job, model, target, rec, qpath, checks, speed, trials, ran
                      f"({contention_line(speed.contention)}; a quiet machine would measure between "
                      f"{speed.bounds[0]:.2f}x and {speed.bounds[1]:.2f}x): rerun when it is quiet, or give it more "
                      "--bench-seconds")
-    elif speed.speedup < 1.0:
+    elif speed is not None and speed.speedup < 1.0:
         notes.append(f"the {lab} model is slower than fp32 here ({speed.speedup:.2f}x): "
                      "on this CPU the quantized kernels do not pay for their overhead on this model")
     after = summary(qpath)
@@ -556,10 +555,10 @@ def speed_budget(o) -> float | None:
     return 1.0 if o.speed_budget is None else (o.speed_budget or None)
 
 
-def speed_verdict(speed: SpeedCheck, budget: float | None) -> str:
+def speed_verdict(speed: SpeedCheck | None, budget: float | None) -> str:
     """passed, failed or inconclusive. On clean rounds the measured speed-up decides; on
     a busy machine the bounds its rounds prove (gates.settle) decide, or nothing does."""
-    if budget is None:
+    if budget is None or speed is None:  # no budget: nothing was timed
         return "passed"
     if speed.contention is None or speed.contention.clean or speed.bounds is None:
         return "passed" if speed.speedup >= budget else "failed"
@@ -568,7 +567,11 @@ def speed_verdict(speed: SpeedCheck, budget: float | None) -> str:
 
 
 def _better(a: QuantTrial, b: QuantTrial) -> bool:
-    return (a.parity_passed, a.min_cosine or 0, a.speedup) > (b.parity_passed, b.min_cosine or 0, b.speedup)
+    return (a.parity_passed, a.min_cosine or 0, a.speedup or 0) > (b.parity_passed, b.min_cosine or 0, b.speedup or 0)
+
+
+def _figures(speed: SpeedCheck | None) -> tuple:
+    return (speed.speedup, speed.ci95) if speed else (None, None)
 
 
 def _min_cos(checks: Sequence[ParityReport]) -> float | None:
@@ -625,10 +628,17 @@ def _check_on_calibration(job: _Job, q: Path, calibration) -> ParityReport:
                     tolerance=job.tolerance, criteria=job.criteria)
 
 
-def _speed(src, q, dims, inputs, seconds, val_ranges=None) -> SpeedCheck:
+def _speed(job: _Job, q: Path) -> SpeedCheck | None:
+    """fp32 against ``q``, timed side by side; None without a speed budget (--speed-budget
+    0, or a release step that sets none): the timing would decide nothing, and a
+    release's latency gate times the final model anyway."""
     from onnxforge.checks.benchmark import benchmark
 
-    rep = benchmark([str(src), str(q)], dims=dims, inputs=inputs, duration=seconds, warmup=5, val_ranges=val_ranges)
+    o = job.o
+    if speed_budget(o) is None:
+        return None
+    rep = benchmark([str(job.src), str(q)], dims=o.dims, inputs=o.inputs, duration=o.bench_seconds, warmup=5,
+                    val_ranges=job.val_ranges)
     c = rep.comparisons[0]
     return SpeedCheck(rep.results[0].latency.p50, rep.results[1].latency.p50, round(c.speedup, 4),
                       (round(c.ci95[0], 4), round(c.ci95[1], 4)), rep.results[0].latency.n, rep.contention, c.bounds)

@@ -64,7 +64,9 @@ def test_static_qdq_keeps_digits_accuracy(cli, digits, tmp_path, kind):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     d = res["details"]
     assert d["format"] == "qdq" and d["method"] == "minmax"
-    assert res["speed"]["speedup"] > 0 and res["after"]["file_bytes"] < res["before"]["file_bytes"]
+    # --speed-budget 0: nothing to decide, so nothing timed (it cost 2 s of every such run)
+    assert res["speed"] is None and all(t["speedup"] is None for t in res["trials"])
+    assert res["after"]["file_bytes"] < res["before"]["file_bytes"]
     assert res["checks"][0]["outputs"][0]["label_agreement"] >= 0.95
     assert res["artifact"]["lineage"][-1] == "quantize:static"
 
