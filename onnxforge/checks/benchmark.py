@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from onnxforge.core.errors import BadInputError, UsageError, first_line
+from onnxforge.core.errors import BadInputError, ConversionError, UsageError, first_line
 from onnxforge.core.types import BenchmarkReport, BenchmarkResult, Comparison, Contention, Fastest, TensorSpec
 from time import perf_counter_ns
 import fcntl
@@ -181,7 +181,10 @@ def _placement(model: str, provider: str, provider_options, threads) -> dict[str
 
 
 def _open_rows(models, fulls, popts, batches, *, threads, inter_threads, spinning, io_binding, feed_args,
-               runtimes=("ort",), ov_precision="auto") -> list[_Row]:
+               runtimes=("ort",), ov_precision="auto", notes=None) -> list[_Row]:
+    """A row per model, runtime (or provider) and batch. Beside another runtime, a model
+    OpenVINO cannot compile (an ORT contrib op such as QAttention) gets no OpenVINO row and
+    a note: it is no candidate there, and the other rows still compare."""
     rows: list[_Row] = []
     for m in models:
         check_readable_file(m, "model")
@@ -193,8 +196,13 @@ def _open_rows(models, fulls, popts, batches, *, threads, inter_threads, spinnin
         targets = [t for rt in runtimes for t in (fulls if rt == "ort" else [None])]
         for prov in targets:
             if prov is None:
-                rows += [_openvino_row(m, _feeds_for(specs, batch=b, **args), b, threads, ov_precision, digest)
-                         for b in batches or [None]]
+                try:
+                    rows += [_openvino_row(m, _feeds_for(specs, batch=b, **args), b, threads, ov_precision, digest)
+                             for b in batches or [None]]
+                except ConversionError as exc:
+                    if notes is None or len(runtimes) == 1:
+                        raise
+                    notes.append(f"no OpenVINO row: {exc.message}")
                 continue
             for b in batches or [None]:
                 feeds = _feeds_for(specs, batch=b, **args)
@@ -447,8 +455,7 @@ def benchmark(
     rows = _open_rows(models, fulls, popts, batches, threads=n_threads, inter_threads=inter_threads,
                       spinning=spinning, io_binding=io_binding,
                       feed_args=dict(dims=dims, shapes=shapes, inputs=inputs, seed=seed, val_ranges=val_ranges),
-                      runtimes=runtimes, ov_precision=ov_precision)
-    notes = []
+                      runtimes=runtimes, ov_precision=ov_precision, notes=(notes := []))
     if any(r.copies_included for r in rows):
         notes.append("host<->device copies are inside the timed call (pass --io-binding to keep data on the device)")
     if spinning is False:
