@@ -57,7 +57,22 @@ def generate(name: str) -> dict:
     defs: dict[str, Any] = {}
     body = build(defs)
     head = {"$schema": DIALECT, "x-schema-version": SCHEMA_VERSIONS[name]}
-    return {**head, **body, **({"$defs": dict(sorted(defs.items()))} if defs else {})}
+    return _canonical({**head, **body, **({"$defs": dict(sorted(defs.items()))} if defs else {})})
+
+
+def _canonical(s: Any) -> Any:
+    """Union members in one order: typing caches ``int | str`` and ``str | int`` as one
+    object, so the order pydantic sees is whichever the process spelled first (a full
+    test run flipped the release schema's hash)."""
+    if isinstance(s, list):
+        return [_canonical(v) for v in s]
+    if not isinstance(s, dict):
+        return s
+    s = {k: _canonical(v) for k, v in s.items()}
+    for key in ("anyOf", "oneOf"):
+        if key in s:
+            s[key] = sorted(s[key], key=lambda v: json.dumps(v, sort_keys=True))
+    return s
 
 
 # ----------------------------------------------------------------------------- TOML files
