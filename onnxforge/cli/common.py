@@ -15,7 +15,7 @@ import typer
 from onnxforge.core.errors import ExitCode, OnnxforgeError, Terminated, did_you_mean  # noqa: F401 - Terminated: the CLI's name for it
 from onnxforge.core.options import LIMITS
 import math
-from onnxforge.core.errors import UsageError
+from onnxforge.core.errors import UsageError, interrupt_of
 
 log = logging.getLogger("onnxforge")
 
@@ -253,15 +253,19 @@ def _click_kind(exc: BaseException) -> str | None:
     return None
 
 
+def interrupted(exc: BaseException) -> bool:
+    return interrupt_of(exc) is not None or _click_kind(exc) == "Abort"
+
+
 def exit_code_for(exc: BaseException) -> int:
     """The one mapping from exceptions to the exit codes of ARCHITECTURE.md."""
-    if isinstance(exc, OnnxforgeError):
-        return int(exc.exit_code)
     if isinstance(exc, Terminated):
         return int(ExitCode.TERMINATED)
-    kind = _click_kind(exc)
-    if isinstance(exc, KeyboardInterrupt) or kind == "Abort":
+    if interrupted(exc):
         return int(ExitCode.INTERRUPTED)
+    if isinstance(exc, OnnxforgeError):
+        return int(exc.exit_code)
+    kind = _click_kind(exc)
     if kind == "UsageError":
         return int(ExitCode.USAGE)
     if kind == "Exit":
@@ -318,6 +322,9 @@ def report_stopped(terminated: bool) -> None:
 def report_error(exc: BaseException, debug: bool) -> None:
     err = sys.stderr
     kind = _click_kind(exc)
+    if interrupted(exc) and not isinstance(exc, OnnxforgeError):
+        report_stopped(isinstance(exc, Terminated) or STATE.terminated)
+        return
     if isinstance(exc, OnnxforgeError):
         err.write(f"error: {exc.message}\n")
         if exc.hint:

@@ -26,6 +26,19 @@ class ExitCode(IntEnum):
     TERMINATED = 143  # SIGTERM, as shells report it (128 + 15)
 
 
+def interrupt_of(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or Terminated) behind ``exc``, itself or along its causes: one that
+    lands in a module import (a dataclass's field set-up, say) comes out as RuntimeError."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the process is (the CLI's handler), so the same clean-up
     as Ctrl-C runs; here, below the library, so a release can record which it was."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from onnxforge.core.errors import BadInputError, OnnxforgeError, Terminated, UsageError
+from onnxforge.core.errors import BadInputError, OnnxforgeError, Terminated, UsageError, interrupt_of
 from onnxforge.core.progress import task
 from onnxforge.pipeline.config import ReleaseConfig, StepConfig, load_config, release_name, with_provider, ConfigData
 from onnxforge.backends import Runner, open_runner
@@ -362,7 +362,8 @@ def _steps(run: _Run, source: Runner, source_path, feeds, labels, check_inputs, 
             row_feeds = feeds if feeds is not None else _generated_feeds(cfg, res.output)
             run.ledger.append(_ledger_row(cfg, sc, res, source, previous, row_feeds, labels, step_input))
             step_input = Path(res.output)
-            _let_go(source, onnx_bytes(res.output))  # its outputs on these inputs are kept
+            # its outputs on these inputs are kept; sized by the export, not a smaller int8 output
+            _let_go(source, max(onnx_bytes(run.first_onnx), onnx_bytes(res.output)))
         run.bar.advance()
         previous = _onnx(res.output) if against_prev else None  # a session only where the ledger uses it
     run.current = None
@@ -546,14 +547,17 @@ def _release(out: Path, config, keep_steps: bool, provider: str | None, t_start:
         (stage / "steps").mkdir()
         try:
             _pipeline(run, config, provider)
-        except OnnxforgeError as exc:
-            run.fail(int(exc.exit_code), f"{type(exc).__name__}: {exc.message}", "error", exc.message, exc.hint)
-        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): the verdict says which, as the exit does
-            how = "terminated" if isinstance(exc, Terminated) else "interrupted"
-            run.fail(143 if how == "terminated" else 130, how, "interrupted", how)
-            _finish(run, config, out, keep_steps, t_start)
-            raise
-        except Exception as exc:  # an internal error: the verdict still says so, then it propagates
+        except (KeyboardInterrupt, Exception) as exc:
+            stop = interrupt_of(exc)  # Ctrl-C, or SIGTERM (Terminated), also inside another exception
+            if stop is None and isinstance(exc, OnnxforgeError):
+                run.fail(int(exc.exit_code), f"{type(exc).__name__}: {exc.message}", "error", exc.message, exc.hint)
+                return _finish(run, config, out, keep_steps, t_start)
+            if stop is not None:  # the verdict says which, as the exit does
+                how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+                run.fail(143 if how == "terminated" else 130, how, "interrupted", how)
+                _finish(run, config, out, keep_steps, t_start)
+                raise
+            # an internal error: the verdict still says so, then it propagates
             run.fail(70, f"internal error: {type(exc).__name__}: {exc}", "error", f"{type(exc).__name__}: {exc}",
                      "rerun with --debug for the traceback, and report it")
             _finish(run, config, out, keep_steps, t_start)

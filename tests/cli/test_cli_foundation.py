@@ -251,3 +251,21 @@ def test_an_unwritable_report_is_refused_before_the_model_is_written(cli, fx, tm
     r = cli("simplify", fx / "tiny.onnx", "-o", tmp_path / "out" / "s.onnx", "--report", "/proc/onnxforge-r.json")
     assert r.code == 3 and "cannot write --report" in r.err and "hint:" in r.err, r.err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_ctrl_c_inside_an_import_still_exits_130(capsys):
+    """A Ctrl-C that lands in a dataclass's set-up (a lazily imported module) reaches the
+    CLI as RuntimeError("Error calling __set_name__ ...") from the KeyboardInterrupt: it
+    said 'internal error' and exit 70 where the user pressed Ctrl-C."""
+    from onnxforge.cli.common import exit_code_for, report_error
+
+    class Interrupting:
+        def __set_name__(self, owner, name):
+            raise KeyboardInterrupt
+
+    with pytest.raises(RuntimeError) as exc:
+        type("Model", (), {"field": Interrupting()})
+    assert exit_code_for(exc.value) == 130
+    report_error(exc.value, debug=False)
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "internal error" not in err
