@@ -129,8 +129,10 @@ def main() -> None:
         # busy machine would stop the run here
         "quantize": ["quantize", "dynamic", "--allow-generated-data", simple, "-o", int8, "--bench-seconds", "3",
                      "--speed-budget", "0", "--force", "--json"],
-        "int4": ["quantize", "int4", "--gather", "--allow-generated-data", simple, "-o", int4, "--bench-seconds", "3",
-                 "--speed-budget", "0", "--force", "--json"],
+        # --keep-failed: a random-weight model may miss the parity budget in 4 bits (cosine 0.96 on
+        # GPT-2-large); the benchmark step still times what was written, and the table says it failed
+        "int4": ["quantize", "int4", "--gather", "--allow-generated-data", simple, "-o", int4, "--speed-budget", "0",
+                 "--keep-failed", "--force", "--json"],
         "validate": ["validate", simple, int8, "--min-cosine", "0.99", "--atol", "1e9", "--rtol", "1e9",
                      "--samples", "2", "--val-range", "input_ids:[0,50256]", "--json"],
         "benchmark": ["benchmark", simple, int8, *([int4] if "int4" in steps else []), "--duration",
@@ -169,7 +171,9 @@ def main() -> None:
             weights = weight_bytes(fp32)
         print(f"[large] {name}: exit {r['code']}, {r['wall']:.0f} s, peak {r['peak'] / 2**30:.2f} GiB",
               file=sys.stderr, flush=True)
-        if r["code"] not in (0, 1) or (name in ("convert", "simplify", "quantize", "int4") and r["code"] != 0):
+        if name == "int4" and r["code"] == 1 and int4.with_suffix(".failed.onnx").exists():
+            commands["benchmark"] = [int4.with_suffix(".failed.onnx") if a == int4 else a for a in commands["benchmark"]]
+        elif r["code"] not in (0, 1) or (name in ("convert", "simplify", "quantize", "int4") and r["code"] != 0):
             print(f"[large] {name} failed: {r['stderr_tail']}", file=sys.stderr)
             break
     rows = []
@@ -193,17 +197,12 @@ def _detail(name: str, rep: dict | None) -> str:
         return ""
     r = rep.get("result", {})
     try:
-        if name == "quantize":
-            d = r["details"]
-            return (f"{d['speed']['speedup']:.2f}x fp32 [{d['speed']['ci95'][0]:.2f}-{d['speed']['ci95'][1]:.2f}], "
-                    f"{d['size']['fp32_bytes'] / 2**30:.2f} -> {d['size']['int8_bytes'] / 2**30:.2f} GiB, "
-                    f"min cos {min(o['cosine'] for c in r['checks'] for o in c['outputs']):.4f}")
+        cos = min((o["cosine"] for c in r.get("checks") or [] for o in c["outputs"]), default=float("nan"))
+        if name in ("quantize", "int4"):  # speed: the benchmark step's (no speed budget here, nothing timed)
+            b, a = r["before"]["file_bytes"], r["after"]["file_bytes"]
+            return f"passed={r['passed']}, {b / 2**30:.2f} -> {a / 2**30:.2f} GiB ({a / b:.2f}x), min cos {cos:.4f}"
         if name == "validate":
             return f"passed={r['passed']}, cosine {min(o['cosine'] for o in r['outputs']):.5f}"
-        if name == "int4":
-            b, a = r["before"]["file_bytes"], r["after"]["file_bytes"]
-            return (f"{b / 2**30:.2f} -> {a / 2**30:.2f} GiB ({a / b:.2f}x), {r['speed']['speedup']:.2f}x fp32, "
-                    f"min cos {min(o['cosine'] for c in r['checks'] for o in c['outputs']):.4f}")
         if name == "benchmark":
             return ", ".join(f"{Path(c['model']).stem} {c['speedup']:.2f}x [{c['ci95'][0]:.2f}-{c['ci95'][1]:.2f}]"
                              for c in r["comparisons"])

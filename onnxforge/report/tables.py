@@ -193,7 +193,7 @@ def _render_step(res, console, verbose: bool = False) -> None:
             from onnxforge.core.stats import contention_line
 
             console.print(f"timing: {_esc(contention_line(sp.contention))}", overflow="fold")
-    elif res.step.startswith("quantize"):
+    elif res.step.startswith("quantize") and res.step != "quantize:fp16":  # fp16 has no speed budget
         console.print("speed: not timed (no speed budget; --speed-budget sets one)")
     if res.before and res.after and res.step.startswith("quantize"):
         ratio = res.after.file_bytes / max(1, res.before.file_bytes)

@@ -62,12 +62,13 @@ class QuantOptions(CheckOptions):
     # Was min_speedup / --min-speedup, which is the latency gate of benchmark and release.
     speed_budget: Optional[NonNegFloat] = option(
         None, "Budget: int8 at least this fast against fp32, timed side by side (default 1.0: never slower; 0 "
-              "turns it off and nothing is timed; in a release no budget unless set: its latency gate decides).",
+              "turns it off, and the int8 model is then not timed against fp32; in a release no budget unless set: its "
+              "latency gate decides).",
         example=("--speed-budget", "1.1"), deprecated=("--min-speedup",))
     fallback: bool = option(False, "On a failed parity budget, leave the most sensitive nodes in fp32, a few more "
                                    "each trial.", flag="--fallback/--no-fallback", example=("--fallback",))
     max_trials: Trials = option(4, "Trials for --fallback.", example=("--max-trials", "6"))
-    bench_seconds: Seconds = option(2.0, "Seconds of interleaved fp32/int8 timing.",
+    bench_seconds: Seconds = option(2.0, "Seconds of interleaved fp32/int8 timing (for the speed budget, and each --recipe candidate).",
                                      example=("--bench-seconds", "0.5"))
     atol: Optional[Tolerance] = tol_option("atol", "off: int8 is judged on cosine; one bound given leaves the other at 0")
     rtol: Optional[Tolerance] = tol_option("rtol", "off")
@@ -137,8 +138,8 @@ class LowBitOptions(CheckOptions):
                                               example=("--max-mismatch", "0.02"))
     speed_budget: Optional[NonNegFloat] = option(
         None, "Budget: at least this fast against fp32, timed side by side (default 1.0: never slower; 0 turns "
-              "it off and nothing is timed).", example=("--speed-budget", "1.1"), deprecated=("--min-speedup",))
-    bench_seconds: Seconds = option(2.0, "Seconds of interleaved timing against fp32.",
+              "it off, and the model is then not timed).", example=("--speed-budget", "1.1"), deprecated=("--min-speedup",))
+    bench_seconds: Seconds = option(2.0, "Seconds of interleaved timing against fp32 (for the speed budget).",
                                     example=("--bench-seconds", "0.5"))
     exclude_nodes: Names = option((), "A node to leave in fp32 (repeatable).", flag="--exclude-node", metavar="NAME",
                                   example=("--exclude-node", "node_0"))

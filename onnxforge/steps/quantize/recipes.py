@@ -109,7 +109,7 @@ def choose_dynamic_recipe(
     if recipe not in RECIPES:
         raise UsageError(f"unknown recipe {recipe!r}", hint="use " + ", ".join(RECIPES))
     plain = Candidate("plain", str(plain_fp32))
-    only = _replace(plain, passed=None, note="the only candidate: checked and timed by the quantize step itself")
+    only = _replace(plain, passed=None, note="the only candidate: checked (and timed, under a speed budget) by the quantize step itself")
     if recipe == "plain":
         return RecipeChoice("plain", str(plain_fp32), (only,), notes=("recipe plain: quantized the graph as given",))
     notes: list[str] = []

@@ -450,7 +450,7 @@ def test_the_module_is_let_go_before_onnxruntime_loads_the_export(tmp_path, monk
     from onnxforge.core import memory
 
     # this module's 0.5 KB stands in for a BERT's weights (below the limit nothing is swept)
-    monkeypatch.setattr(memory, "RELEASE_MIN_BYTES", 0)
+    monkeypatch.setattr(memory, "RELEASE_MIN_BYTES", 1)
     made = types.ModuleType("made_by_factory")  # where the factory leaves a weak reference to its module
     made.MADE = []
     sys.modules["made_by_factory"] = made

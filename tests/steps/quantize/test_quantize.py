@@ -299,6 +299,7 @@ def test_int8_on_generated_data_alone_is_refused(cli, fx, tmp_path):
             "--speed-budget", "0")  # int8 of 12 weights is slower than fp32: not this test's subject
     assert r.code == 0, r.err
     assert "data: generated (uniform [0,1) noise, seed 0)" in r.out
+    assert "speed: not timed (no speed budget" in r.out  # --speed-budget 0: nothing timed, and it says so
     np.savez(tmp_path / "in.npz", x=np.random.default_rng(0).random((2, 4), dtype=np.float32))
     r = cli("quantize", "dynamic", fx / "tiny.onnx", "-o", tmp_path / "q2.onnx", "--inputs", tmp_path / "in.npz",
             "--bench-seconds", "0.2", "--speed-budget", "0", "--json")
