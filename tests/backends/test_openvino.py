@@ -136,17 +136,22 @@ def test_openvino_refuses_what_it_cannot_run(cli, fx, tmp_path):
     assert any("no OpenVINO row" in n and "LinearClassifier" in n for n in res["notes"]), res["notes"]
 
 
-@needs_ov
-@pytest.mark.slow
-def test_release_latency_gate_on_openvino(cli, fx, tmp_path):
+def _chain_release(cli, fx, tmp_path, gates: str):
+    """A release of the chain model (one simplify step) with these [gates] lines, into out/."""
     import shutil
 
     shutil.copy(fx / "chain.onnx", tmp_path / "chain.onnx")
     (tmp_path / "release.toml").write_text(
         '[model]\nsource = "chain.onnx"\nframework = "onnx"\n\n[[steps]]\nrun = "simplify"\n\n'
-        '[gates]\nlatency = { runtime = "openvino", ov_precision = "f32", seconds = 0.5, dims = { batch = 4 }, '
-        'max_p50_ms = 1000.0 }\n')
-    r = cli("release", tmp_path / "release.toml", "-o", tmp_path / "out", "--json")
+        f'[gates]\n{gates}\n')
+    return cli("release", tmp_path / "release.toml", "-o", tmp_path / "out", "--json")
+
+
+@needs_ov
+@pytest.mark.slow
+def test_release_latency_gate_on_openvino(cli, fx, tmp_path):
+    r = _chain_release(cli, fx, tmp_path, 'latency = { runtime = "openvino", ov_precision = "f32", seconds = 0.5, '
+                                          'dims = { batch = 4 }, max_p50_ms = 1000.0 }')
     assert r.code == 0, r.err
     bench = json.loads((tmp_path / "out" / "report.json").read_text())["result"]["benchmark"]
     assert {x["runtime"] for x in bench["results"]} == {"openvino"}
@@ -163,16 +168,10 @@ def test_release_latency_gate_on_openvino(cli, fx, tmp_path):
 def test_release_fails_when_openvino_computes_the_model_differently(cli, fx, tmp_path):
     """OpenVINO's bf16 (its default on a CPU with bf16 kernels) against fp32's 1e-4: the
     latency would be measured on a model that does not compute what was released."""
-    import shutil
-
     if not _bf16_cpu():
         pytest.skip("this CPU has no bf16 kernels: OpenVINO runs f32 by default here")
-    shutil.copy(fx / "chain.onnx", tmp_path / "chain.onnx")
-    (tmp_path / "release.toml").write_text(
-        '[model]\nsource = "chain.onnx"\nframework = "onnx"\n\n[[steps]]\nrun = "simplify"\n\n'
-        '[gates]\nparity = { atol = 1e-5, rtol = 1e-5 }\n'
-        'latency = { runtime = "openvino", seconds = 0.3, dims = { batch = 8 } }\n')
-    r = cli("release", tmp_path / "release.toml", "-o", tmp_path / "out", "--json")
+    r = _chain_release(cli, fx, tmp_path, 'parity = { atol = 1e-5, rtol = 1e-5 }\n'
+                                          'latency = { runtime = "openvino", seconds = 0.3, dims = { batch = 8 } }')
     assert r.code == 1, r.err
     gates = {g["name"]: g for g in json_result(r)["gates"]}
     assert gates["parity:simplify"]["passed"] and not gates["parity:openvino"]["passed"]
