@@ -42,6 +42,22 @@ def test_inspect_does_not_import_heavy(fx):
     assert "HEAVY []" in r.stderr, r.stderr
 
 
+@pytest.mark.slow  # a process that runs onnxsim (1.5 s)
+def test_simplify_never_imports_torch_and_onnxsim_stays_whole(fx, tmp_path):
+    """onnxsim 0.8's __init__ imports torch (3 s of a 3.7 s simplify); onnxforge loads its
+    simplifier alone. A user's later ``import onnxsim`` in that process still gets all of it."""
+    code = (
+        "import sys\nfrom onnxforge.cli.app import main\n"
+        f"code = main(['simplify', r'{fx / 'chain.onnx'}', '-o', r'{tmp_path / 's.onnx'}'])\n"
+        "print('HEAVY', [m for m in ('torch', 'sklearn') if m in sys.modules], code, file=sys.stderr)\n"
+        "import onnxsim\nfrom onnxsim import quantize\n"
+        "print('WHOLE', callable(onnxsim.simplify) and callable(quantize), 'torch' in sys.modules, file=sys.stderr)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY [] 0" in r.stderr and "WHOLE True True" in r.stderr, r.stderr
+    assert (tmp_path / "s.onnx").is_file()
+
+
 def test_version_and_help(cli):
     r = cli("--version")
     assert r.code == 0 and r.out.startswith("onnxforge ")

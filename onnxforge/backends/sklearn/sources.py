@@ -25,6 +25,11 @@ def load_sklearn(source: Any, *, trust: Sequence[str] = (), trust_pickle: bool =
 
     path = check_readable_file(spec, "sklearn source")
     if path.suffix == ".skops":
+        import zipfile
+
+        if not zipfile.is_zipfile(path):  # before skops: importing it walks all of sklearn (4-6 s)
+            raise BadInputError(f"{path}: not a readable .skops file (not a zip archive)",
+                                hint="write it with skops.io.dump(estimator, path)")
         sio = require("skops.io", "sklearn")
         try:
             untrusted = sio.get_untrusted_types(file=str(path))

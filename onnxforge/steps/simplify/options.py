@@ -20,13 +20,15 @@ def _check_transformer(name: str) -> None:
 
 def _check_onnxsim_passes(names) -> None:
     """A pass name onnxsim does not know would skip nothing, silently: refuse it."""
-    if not names:  # nothing to check; importing onnxsim 0.8 imports torch (about 3 s)
+    if not names:
         return
-    try:
-        from onnxsim import onnxsim_cpp2py_export as c
+    from onnxforge.core.errors import MissingDependencyError
+    from onnxforge.steps.simplify.onnxsim_lib import onnxsim_module
 
+    try:
+        c = onnxsim_module("onnxsim_cpp2py_export")
         known = set(c._list_optimizers()) | set(c._list_other_optimizers())
-    except (ImportError, AttributeError):  # another onnxsim build: it cannot tell us, so we cannot check
+    except (ImportError, AttributeError, MissingDependencyError):  # another onnxsim build, or none: no check
         return
     unknown = [n for n in names if n not in known]
     if unknown:
