@@ -4,13 +4,17 @@ declarations that are complete, and steps and frameworks that are folders which
 register themselves."""
 
 import ast
+import functools
 import inspect
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 PKG = ROOT / "onnxforge"
+pytestmark = pytest.mark.xdist_group("architecture")  # one worker parses the package once (_nodes)
 
 
 def test_layer_contract_holds():
@@ -51,12 +55,16 @@ def test_no_import_cycles():
     assert not cycles, "\n".join(cycles)
 
 
+@functools.cache
+def _nodes() -> tuple:
+    """(path, node) for every AST node of the package: parsed once for the tests below
+    (about 0.5 s each time; pytestmark keeps them on one xdist worker)."""
+    return tuple((path.relative_to(ROOT), node) for path in sorted(PKG.rglob("*.py"))
+                 for node in ast.walk(ast.parse(path.read_text())))
+
+
 def _functions():
-    for path in sorted(PKG.rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                yield path.relative_to(ROOT), node
+    return ((p, n) for p, n in _nodes() if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
 
 
 def test_no_function_over_80_lines():
@@ -89,8 +97,7 @@ def test_command_help_has_one_source():
     def norm(text):
         return " ".join(text.split())
 
-    texts = [norm(n.value) for path in PKG.rglob("*.py") for n in ast.walk(ast.parse(path.read_text()))
-             if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    texts = [norm(n.value) for _, n in _nodes() if isinstance(n, ast.Constant) and isinstance(n.value, str)]
     for name in COMMANDS:
         help_ = norm(command_help(name))
         assert len(help_) > 20 and texts.count(help_) == 1, (name, help_, texts.count(help_))
