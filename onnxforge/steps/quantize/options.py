@@ -46,7 +46,8 @@ class QuantOptions(CheckOptions):
                                   example=("--exclude-node", "node_0"))
     exclude_ops: Names = option((), "An op type to leave in fp32 (repeatable).", flag="--exclude-op", metavar="TYPE",
                                 example=("--exclude-op", "Conv"))
-    preprocess: bool = option(True, "Run ORT's quant_pre_process (shape inference and optimization) first.",
+    preprocess: bool = option(True, "Run ORT's quant_pre_process (shape inference and optimization) first "
+                                    "(ORT's engine; NNCF takes the model as it is).",
                               flag="--preprocess/--no-preprocess", example=("--no-preprocess",))
     check_samples: Samples = option(4, "Random samples for the parity check (when no --inputs).",
                                    example=("--check-samples", "8"))

@@ -310,7 +310,10 @@ def _quantize(model, output, o, mode: str) -> StepResult:
             # models too large for ORT's quantizer to hold quantize one initializer at a time (lean_quant.py)
             lean = mode == "dynamic" and decide_lean(src, o.op_types, types["per_channel"], types["weight_type"],
                                                      notes)
-            base = _preprocess(base, tmp / "pre.onnx", notes) if o.preprocess and not lean else base
+            # ORT's pre-processing is for ORT's quantizer: NNCF's own ORT session failed on its
+            # output (tiny BERT at fixed shapes: "Attempt to replace the existing tensor")
+            ort_engine = getattr(o, "engine", "ort") == "ort"
+            base = _preprocess(base, tmp / "pre.onnx", notes) if o.preprocess and ort_engine and not lean else base
         if mode == "static":
             _check_calibration_memory(base, specs, o, notes, ranges, norms)
         job = _Job(mode, src, base, tmp, specs, has_ext, types, o, lean, ranges, norms, *_parity_budget(o),
