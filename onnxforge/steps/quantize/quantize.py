@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from onnxforge.core.errors import BadInputError, ConversionError, MissingDependencyError, UsageError, first_line
+from onnxforge.core.errors import BadInputError, ConversionError, MissingDependencyError, UsageError, first_line, require_submodule
 from onnxforge.steps.quantize.lean_quant import decide as decide_lean, eligible
 from onnxforge.steps.quantize.options import DynamicOptions, StaticOptions
 from onnxforge.core.types import ParityReport, QuantTrial, SpeedCheck, StepResult, Timings, Tolerance
@@ -82,6 +82,8 @@ def _preprocess(src: Path, dst: Path, notes: list) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from onnxforge.core.fileio import working_dir
+
+    require_submodule("onnxruntime.tools", "symbolic_shape_infer", "all")  # what it imports, without torch
 
     src, dst = Path(src).resolve(), Path(dst).resolve()
     try:

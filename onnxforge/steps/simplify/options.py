@@ -22,11 +22,10 @@ def _check_onnxsim_passes(names) -> None:
     """A pass name onnxsim does not know would skip nothing, silently: refuse it."""
     if not names:
         return
-    from onnxforge.core.errors import MissingDependencyError
-    from onnxforge.steps.simplify.onnxsim_lib import onnxsim_module
+    from onnxforge.core.errors import MissingDependencyError, require_submodule
 
     try:
-        c = onnxsim_module("onnxsim_cpp2py_export")
+        c = require_submodule("onnxsim", "onnxsim_cpp2py_export", "all")
         known = set(c._list_optimizers()) | set(c._list_other_optimizers())
     except (ImportError, AttributeError, MissingDependencyError):  # another onnxsim build, or none: no check
         return

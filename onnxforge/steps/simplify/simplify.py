@@ -29,10 +29,9 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from onnxforge.core.errors import BadInputError, StepNotApplicable, UsageError, first_line
+from onnxforge.core.errors import BadInputError, StepNotApplicable, UsageError, first_line, require_submodule
 from onnxforge.core.logs import swallowed, native_stderr, quiet_third_party
 from onnxforge.steps.simplify.cleanup import run_cleanup
-from onnxforge.steps.simplify.onnxsim_lib import onnxsim_module
 from onnxforge.steps.simplify.options import SimplifyOptions
 from onnxforge.core.types import EngineRun, StepResult
 from onnxforge.core.options import resolve
@@ -57,7 +56,7 @@ def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mappi
     from onnxforge.steps.artifacts import save_scratch
     from onnxforge.core.fileio import PROTOBUF_LIMIT, external_data_files, load_onnx
 
-    onnxsim = onnxsim_module("onnx_simplifier")  # not onnxsim's __init__: it imports torch
+    onnxsim = require_submodule("onnxsim", "onnx_simplifier", "all")  # not onnxsim's __init__: it imports torch
     small = load_onnx(src, graph_only=True)
     size = Path(src).stat().st_size + sum(external_data_files(small).values())
     if size >= PROTOBUF_LIMIT:
