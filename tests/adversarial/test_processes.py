@@ -134,6 +134,8 @@ def test_reruns_are_byte_identical(which, tmp_path):
     text = (src / "release.toml").read_text()
     text = re.sub(r"min_speedup = [0-9.]+", "min_speedup = 0.01", text).replace("max_p50_ms = 5.0", "max_p50_ms = 1000.0")
     text = text.replace("max_p50_ms = 2.0", "max_p50_ms = 1000.0")
+    text = text.replace('latency = { provider = "cpu",', 'latency = { provider = "cpu", seconds = 0.3,')  # bytes, not speed
+    assert "seconds = 0.3" in text
     text = text.split("\n[package]")[0]  # the release's own artifacts (an MLmodel records its creation time)
     (src / "release.toml").write_text(text)
     runs = []
