@@ -4,25 +4,19 @@ checkout on sys.path), run from a folder outside the repository."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
+from venvs import clean_env, install, make_venv
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _clean_env() -> dict:
-    # the suite's PYTHONPATH (the checkout) must not leak into the venv's interpreter
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +29,7 @@ def dist(tmp_path_factory) -> Path:
     shutil.copytree(ROOT / "onnxforge", src / "onnxforge", ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("dist")
     r = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "-o", str(out), str(src)],
-                       capture_output=True, text=True, env=_clean_env(), timeout=300)
+                       capture_output=True, text=True, env=clean_env(), timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return out
 
@@ -62,18 +56,11 @@ def test_wheel_installs_and_runs_outside_the_repository(dist, tmp_path):
     inspect run from a folder that is not the checkout."""
     (wheel,) = dist.glob("onnxforge-*.whl")
     venv = tmp_path / "venv"
-    env = _clean_env()
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env, timeout=120)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt")]
-    t0 = time.perf_counter()
-    r = subprocess.run([*pip, str(wheel)], capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    base_s = time.perf_counter() - t0
-    r = subprocess.run([*pip, "scikit-learn", "skl2onnx", "skops"], capture_output=True, text=True, env=env,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    print(f"\ninstall: wheel + base deps {base_s:.1f} s, + sklearn/skl2onnx/skops "
-          f"{time.perf_counter() - t0 - base_s:.1f} s")
+    env = clean_env()
+    py = make_venv(venv)
+    base_s = install(py, ["-c", str(ROOT / "constraints.txt"), str(wheel)])
+    more_s = install(py, ["-c", str(ROOT / "constraints.txt"), "scikit-learn", "skl2onnx", "skops"])
+    print(f"\ninstall: wheel + base deps {base_s:.1f} s, + sklearn/skl2onnx/skops {more_s:.1f} s")
     work = tmp_path / "user-repo"
     work.mkdir()
     for name in ("model.skops", "sample.npy"):

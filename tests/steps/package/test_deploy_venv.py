@@ -1,49 +1,31 @@
 """The packaged folders where onnxforge is not installed, the way a user deploys them.
 
-Each environment is a fresh ``python -m venv`` (no system site-packages) holding only
+Each environment is a fresh venv (no system site-packages) holding only
 what the test names: the MLServer folder's own requirements.txt, or mlflow-skinny,
 onnxruntime and pandas for the MLflow folder. The servers and loaders run there; the reference is
-ONNX Runtime in this process. pip needs the package index (PyPI or a mirror); where it
-cannot be reached the tests skip and say so. This process never imports mlserver."""
+ONNX Runtime in this process. Installing needs the package index (PyPI or a mirror);
+where it cannot be reached the tests skip and say so (tests/venvs.py). This process never
+imports mlserver."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from serve_models import labeled_model, requires_serve, wide_model
+from venvs import clean_env as _clean_env, install, make_venv
 
 pytestmark = [requires_serve, pytest.mark.slow]  # builds virtual environments, starts servers
 
-_OFFLINE = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable",
-            "ConnectTimeoutError", "ProxyError", "No route to host")
-
-
-def _clean_env(**extra) -> dict:
-    """This environment minus whatever would let the venv see onnxforge or this Python's packages."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    return {**env, **extra}
-
 
 def _venv(root: Path, pip_args: list[str]) -> Path:
-    """A fresh venv with ``pip install pip_args``; its python. Prints how long pip took."""
-    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, env=_clean_env(), timeout=300)
-    py = root / "bin" / "python"
-    t0 = time.monotonic()
-    r = subprocess.run([str(py), "-m", "pip", "install", "-q", *pip_args], capture_output=True, text=True,
-                       cwd=root, env=_clean_env(), timeout=1800)
-    took = time.monotonic() - t0
-    if r.returncode != 0:
-        if any(s in r.stdout + r.stderr for s in _OFFLINE):
-            pytest.skip(f"pip cannot reach the package index: {r.stderr.strip().splitlines()[-1:]}")
-        pytest.fail(f"pip install {' '.join(pip_args)} failed:\n{r.stderr[-3000:]}")
-    print(f"\n{root.name}: pip install {' '.join(pip_args)}: {took:.0f} s")
+    """A fresh venv with ``pip install pip_args``; its python. Prints how long it took."""
+    py = make_venv(root)
+    took = install(py, pip_args)
+    print(f"\n{root.name}: install {' '.join(pip_args)}: {took:.0f} s")
     return py
 
 
