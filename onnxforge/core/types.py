@@ -321,6 +321,7 @@ class SpeedCheck:
     iterations: int
     contention: Contention | None = None
     bounds: tuple[float, float] | None = None  # on loaded rounds: what they prove of the quiet speed-up
+    runtime: str = "ort"  # what timed both: ort or openvino (quantize static --speed-runtime)
 
 
 @dataclass(frozen=True)

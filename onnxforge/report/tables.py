@@ -188,7 +188,7 @@ def _render_step(res, console, verbose: bool = False) -> None:
     if sp:
         console.print(f"speed: fp32 p50 {num(sp.reference_p50_ms)} ms, new p50 {num(sp.p50_ms)} ms: "
                       f"[bold]{sp.speedup:.2f}x[/] (95% CI {sp.ci95[0]:.2f}-{sp.ci95[1]:.2f}, "
-                      f"{sp.iterations} interleaved runs each)")
+                      f"{sp.iterations} interleaved runs each{', on OpenVINO' if sp.runtime == 'openvino' else ''})")
         if sp.contention and sp.contention.judged != "none":
             from onnxforge.core.stats import contention_line
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from onnxforge.core.errors import BadInputError, ConversionError, MissingDependencyError, UsageError, first_line, require_submodule
+from onnxforge.core.errors import (BadInputError, ConversionError, MissingDependencyError, UsageError, first_line,
+                                    require, require_submodule)
 from onnxforge.steps.quantize.lean_quant import decide as decide_lean, eligible
 from onnxforge.steps.quantize.options import DynamicOptions, StaticOptions
 from onnxforge.core.types import ParityReport, QuantTrial, SpeedCheck, StepResult, Timings, Tolerance
@@ -299,7 +300,9 @@ def _quantize(model, output, o, mode: str) -> StepResult:
         details.update(engine="nncf", format="qdq", method="nncf (min-max, bias correction)", per_channel=True,
                        weight_type="int8", activation_type="int8 or uint8 (NNCF's choice per tensor)",
                        reduce_range=False)
-    elif mode == "static":
+    if mode == "static" and o.speed_runtime == "openvino" and speed_budget(o) is not None:
+        require("openvino", "openvino")  # before any work
+    if mode == "static" and o.engine != "nncf":
         details.update(format=o.quant_format, method=o.method)
         if str(o.calibration) == "random":
             notes.append("calibration on random data: a smoke test, not a meaningful calibration")
@@ -642,11 +645,13 @@ def _speed(job: _Job, q: Path) -> SpeedCheck | None:
     o = job.o
     if speed_budget(o) is None:
         return None
+    runtime = getattr(o, "speed_runtime", "ort")
     rep = benchmark([str(job.src), str(q)], dims=o.dims, inputs=o.inputs, duration=o.bench_seconds, warmup=5,
-                    val_ranges=job.val_ranges)
+                    val_ranges=job.val_ranges, runtimes=(runtime,))
     c = rep.comparisons[0]
     return SpeedCheck(rep.results[0].latency.p50, rep.results[1].latency.p50, round(c.speedup, 4),
-                      (round(c.ci95[0], 4), round(c.ci95[1], 4)), rep.results[0].latency.n, rep.contention, c.bounds)
+                      (round(c.ci95[0], 4), round(c.ci95[1], 4)), rep.results[0].latency.n, rep.contention, c.bounds,
+                      rep.results[1].runtime)
 
 
 def _check_calibration_memory(model, specs, o, notes, val_ranges=None, norms=None) -> None:
