@@ -124,11 +124,12 @@ def test_ort_only_flags_are_refused_with_nncf(cli, fx, tmp_path, flags, clue):
 
 
 @pytest.mark.slow
-def test_missing_nncf_exits_5(fx, tmp_path):
-    argv = ["quantize", "static", str(fx / "tiny.onnx"), "-o", str(tmp_path / "q.onnx"), "--engine", "nncf",
+@pytest.mark.parametrize("hidden, flags", [("nncf", ["--engine", "nncf"]), ("openvino", ["--speed-runtime", "openvino"])])
+def test_missing_nncf_exits_5(fx, tmp_path, hidden, flags):
+    argv = ["quantize", "static", str(fx / "tiny.onnx"), "-o", str(tmp_path / "q.onnx"), *flags,
             "--calibration", "random", "--allow-generated-data"]
-    code = f"import sys; sys.modules['nncf'] = None; from onnxforge.cli.app import main; sys.exit(main({argv!r}))"
+    code = f"import sys; sys.modules[{hidden!r}] = None; from onnxforge.cli.app import main; sys.exit(main({argv!r}))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 5, r.stderr
-    assert "nncf is not installed" in r.stderr and "onnxforge[openvino]" in r.stderr and "Traceback" not in r.stderr
+    assert f"{hidden} is not installed" in r.stderr and "onnxforge[openvino]" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "q.onnx").exists()
