@@ -110,6 +110,9 @@ def _digit_images(n: int, start: int = 0) -> np.ndarray:
     return np.repeat(((x - 0.3) / 0.4)[:, None], 3, axis=1).astype(np.float32)
 
 
+pytestmark = pytest.mark.xdist_group("layerwise")  # resnet_int8: exported and quantized once, on one worker
+
+
 @pytest.fixture(scope="module")
 def resnet_int8(tmp_path_factory):
     """The ResNet-18-like CNN exported, and quantized static int8 (QDQ and QOperator)

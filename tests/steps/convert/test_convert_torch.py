@@ -187,6 +187,28 @@ def test_existing_output_needs_force(cli, tmp_path):
     assert r.code == 0 and out.read_bytes() != b"keep me"
 
 
+def test_the_exporters_op_table_is_read_once_and_each_export_gets_its_own_copy(cli, tmp_path):
+    """reuse_torchlib_ops: if torch or onnxscript move the table, this fails and says the
+    0.5 s per export it saves is lost; the export after a caller emptied its copy is whole."""
+    import importlib
+
+    from torch.onnx._internal import _lazy_import
+
+    from onnxforge.steps.convert.exporting import reuse_torchlib_ops
+
+    reuse_torchlib_ops()
+    apis = importlib.import_module(_lazy_import.onnxscript_apis._name)
+    cached = apis.get_torchlib_ops
+    assert getattr(cached, "onnxforge_once", False), "torch.onnx's op table moved: every export re-reads it"
+    reuse_torchlib_ops()
+    assert apis.get_torchlib_ops is cached
+    first, second = cached(), cached()
+    assert first is not second and first == second and len(first) > 400
+    first.clear()
+    r = cli("convert", "torch", f"{M}:cnn", "-o", tmp_path / "c.onnx", "--input", "x:float32:batchx3x8x8", "--json")
+    assert r.code == 0 and load_json(r)["passed"], r.err
+
+
 def test_bad_flags(cli, tmp_path):
     assert cli("convert", "torch", f"{M}:mlp", "-o", tmp_path / "m.onnx", "--input", "x:float32:2x8", "--dynamic", "x0batch").code == 2
     assert cli("convert", "torch", f"{M}:mlp", "-o", tmp_path / "m.onnx", "--input", "x:float32:2x8", "--dynamic", "y:0=batch").code == 2

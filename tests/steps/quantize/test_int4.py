@@ -12,6 +12,9 @@ from conftest import json_result as result
 M = f"{ROOT / 'tests' / 'models.py'}"
 
 
+pytestmark = pytest.mark.xdist_group("int4")  # exports: built once, on one worker
+
+
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     import onnxforge

@@ -12,6 +12,9 @@ from conftest import json_result as result
 MASK_OPS = {"Range", "Expand", "GatherND", "Where", "And", "GreaterOrEqual", "Max"}
 
 
+pytestmark = pytest.mark.xdist_group("bert_masks")  # hf_bert: converted once, on one worker
+
+
 @pytest.fixture(scope="module")
 def hf_bert(tmp_path_factory):
     """models.py's tiny BERT saved as a Hugging Face folder and converted: inputs
