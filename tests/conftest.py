@@ -258,6 +258,20 @@ def _lock(mode) -> None:
         _run["mode"] = mode
 
 
+def _timing(item) -> bool:
+    return item is not None and item.get_closest_marker("timing") is not None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Runs before the test's fixtures are torn down: a ``timing`` test followed by another
+    on this worker (a module of them, grouped) keeps the exclusive lock. Let go in between,
+    the other worker started its next test, and each timing test then waited that test out
+    (10-13 s each, 45 s for test_contention's five)."""
+    _run["keep"] = _timing(item) and _timing(nextitem)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _timing_alone(request, tmp_path_factory):
     """A readers-writer lock across the workers: every test holds a shared flock on one
@@ -269,11 +283,12 @@ def _timing_alone(request, tmp_path_factory):
     if _timing_fd(tmp_path_factory) is None:
         yield
         return
-    _lock(fcntl.LOCK_EX if request.node.get_closest_marker("timing") else fcntl.LOCK_SH)
+    _lock(fcntl.LOCK_EX if _timing(request.node) else fcntl.LOCK_SH)
     try:
         yield
     finally:
-        _lock(fcntl.LOCK_UN)
+        if not _run.pop("keep", False):
+            _lock(fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
