@@ -43,7 +43,7 @@ from onnxforge.checks.gates import baseline_gates, latency_gates, load_baseline,
 from onnxforge.core.fileio import check_readable_file, sha256_file
 from onnxforge.core.progress import task
 from onnxforge.core.stats import EXTEND, WINDOW_S, contaminated, histogram_with_edges, latency_stats, speedup_ci
-from onnxforge.core.system import busy_seconds, cpu_quota, proc_kib
+from onnxforge.core.system import busy_seconds, cpu_quota, proc_kib, run_queue_seconds, steal_seconds
 from onnxforge.data.generate import generate_inputs
 from onnxforge.data.samples import check_sample_fits, load_samples
 from onnxforge.data.specs import check_dims
@@ -246,15 +246,21 @@ def _probe(row: _Row) -> None:
 @dataclass
 class _Clock:
     """Where a window of rounds began: wall, this process's CPU time (every thread's,
-    ORT's pool included) and the busy time of its CPUs (None: not judged)."""
+    ORT's pool included), the busy time of its CPUs and the time its threads lost (run
+    queue wait plus its CPUs' steal); None: not judged, or not known here."""
 
     wall: float
     ours: float
     busy: float | None
+    lost: float | None = None
 
     @classmethod
     def now(cls, cpus) -> "_Clock":
-        return cls(time.perf_counter(), time.process_time(), busy_seconds(cpus) if cpus else None)
+        if not cpus:
+            return cls(time.perf_counter(), time.process_time(), None)
+        waited, stolen = run_queue_seconds(), steal_seconds(cpus)
+        lost = waited + stolen if waited is not None and stolen is not None else None
+        return cls(time.perf_counter(), time.process_time(), busy_seconds(cpus), lost)
 
 
 @dataclass
@@ -276,7 +282,9 @@ class _Tally:
         now = _Clock.now(self.cpus if self.judge else None)
         wall, ours = now.wall - lookback.wall, now.ours - lookback.ours
         busy = now.busy - lookback.busy if now.busy is not None and lookback.busy is not None else None
-        bad = self.judge and contaminated(wall, ours, busy, len(self.cpus), self.threads)
+        # a thread that ended in the window takes its wait out of the sum: never below 0
+        lost = max(0.0, now.lost - lookback.lost) if now.lost is not None and lookback.lost is not None else None
+        bad = self.judge and contaminated(wall, ours, busy, len(self.cpus), self.threads, lost)
         if busy is not None and wall > 0:
             self.other += max(0.0, busy - ours) / wall * (now.wall - since.wall)
         if not bad:

@@ -97,11 +97,11 @@ def sparkline(counts: Sequence[int]) -> str:
 # ----------------------------------------------------------------------------- CPU contention
 # A timing round is only evidence when the timed process had the CPUs it asked for.
 # Each window of rounds (at least WINDOW_S, so /proc/stat's 10 ms ticks resolve it) is
-# contaminated when the CPUs left by other work are fewer than MIN_FREE of the threads
-# the rows use, or, single-threaded, when the process itself ran less than MIN_FREE of
-# the wall time (that measure is exact; with several threads a quiet run need not use
-# them all, so only the other load is judged). A run shorter than WINDOW_S is judged on
-# the process's CPU time alone. 0.85: /proc/stat's tick sampling is
+# contaminated when the time the rows' threads lost (run queue wait and steal) is more
+# than 1 - MIN_FREE of the threads they use (without schedstats: when the CPUs left by
+# other work are fewer than MIN_FREE of them), or, single-threaded, when the process
+# itself ran less than MIN_FREE of the wall time (that measure is exact). A run shorter
+# than WINDOW_S is judged on the process's CPU time alone. 0.85: /proc/stat's tick sampling is
 # within about 0.1 CPU over 0.25 s, and a 15% slice of lost CPU is what turned the
 # README's release gate from 1.3x to 0.98x.
 
@@ -110,15 +110,23 @@ MIN_FREE = 0.85
 EXTEND = 3  # clean rounds are sought for at most this many times the timing budget
 
 
-def contaminated(wall: float, ours: float, busy: float | None, cpus: int, threads: int) -> bool:
+def contaminated(wall: float, ours: float, busy: float | None, cpus: int, threads: int,
+                 lost: float | None = None) -> bool:
     """Whether a window of ``wall`` seconds, in which this process ran ``ours`` CPU
     seconds and its ``cpus`` CPUs were busy ``busy`` seconds (None: unknown), left the
-    timed rows less than they asked for."""
+    timed rows less than they asked for. ``lost``: the seconds its threads waited on a
+    run queue plus the steal on its CPUs in the window (None: unknown); where known it
+    decides, busy is not consulted (its tick sampling counts a pool that sleeps between
+    calls as other load: 90% of a quiet run's rounds were discarded)."""
     if wall <= 0:
         return False
     if threads == 1 and ours / wall < MIN_FREE:
         return True
-    if busy is None or wall < WINDOW_S:  # a few ticks: /proc/stat cannot tell load from rounding
+    if wall < WINDOW_S:  # a few ticks: /proc/stat cannot tell load from rounding (nor steal)
+        return False
+    if lost is not None:
+        return lost / wall > (1 - MIN_FREE) * threads
+    if busy is None:
         return False
     others = max(0.0, busy - ours) / wall
     return cpus - others < MIN_FREE * threads
