@@ -43,7 +43,7 @@ from onnxforge.checks.gates import baseline_gates, latency_gates, load_baseline,
 from onnxforge.core.fileio import check_readable_file, sha256_file
 from onnxforge.core.progress import task
 from onnxforge.core.stats import EXTEND, WINDOW_S, contaminated, histogram_with_edges, latency_stats, speedup_ci
-from onnxforge.core.system import busy_seconds, cpu_quota, proc_kib, run_queue_seconds, steal_seconds
+from onnxforge.core.system import busy_and_steal_seconds, cpu_quota, proc_kib, run_queue_seconds
 from onnxforge.data.generate import generate_inputs
 from onnxforge.data.samples import check_sample_fits, load_samples
 from onnxforge.data.specs import check_dims
@@ -258,9 +258,9 @@ class _Clock:
     def now(cls, cpus) -> "_Clock":
         if not cpus:
             return cls(time.perf_counter(), time.process_time(), None)
-        waited, stolen = run_queue_seconds(), steal_seconds(cpus)
-        lost = waited + stolen if waited is not None and stolen is not None else None
-        return cls(time.perf_counter(), time.process_time(), busy_seconds(cpus), lost)
+        stat, waited = busy_and_steal_seconds(cpus), run_queue_seconds()
+        lost = waited + stat[1] if waited is not None and stat is not None else None
+        return cls(time.perf_counter(), time.process_time(), stat[0] if stat else None, lost)
 
 
 @dataclass

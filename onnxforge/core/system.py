@@ -28,30 +28,27 @@ def affinity_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _stat_ticks(cpus) -> list[int] | None:
-    """/proc/stat's user nice system idle iowait irq softirq steal, in clock ticks (10 ms
-    each, USER_HZ), summed over the CPUs ``cpus`` (ids); None where it is not readable."""
+def busy_and_steal_seconds(cpus) -> tuple[float, float] | None:
+    """Seconds the CPUs ``cpus`` (ids) have been busy since boot, and of those the steal,
+    from /proc/stat: busy is user, nice, system, irq, softirq and steal (time a hypervisor
+    gave another guest is time this one did not get); None where /proc/stat is not
+    readable. Counted in clock ticks (10 ms each, USER_HZ), so a caller compares readings
+    a few hundred ms apart. The steal alone matters beside run_queue_seconds: a thread
+    the hypervisor stopped does not wait on this kernel's run queue."""
     want = {f"cpu{c}" for c in cpus}
     try:
         with open("/proc/stat") as f:
             lines = [ln.split() for ln in f if ln.startswith("cpu")]
     except OSError:
         return None
-    total = [0] * 8
+    busy = steal = 0
     for parts in lines:
         if parts[0] in want:
-            for i, x in enumerate(parts[1:9]):
-                total[i] += int(x)
-    return total
-
-
-def busy_seconds(cpus) -> float | None:
-    """Seconds the CPUs ``cpus`` (ids) have been busy since boot, from /proc/stat: user,
-    nice, system, irq, softirq and steal (time a hypervisor gave another guest is time
-    this one did not get); None where /proc/stat is not readable. Counted in clock
-    ticks, so a caller compares readings a few hundred ms apart."""
-    v = _stat_ticks(cpus)
-    return None if v is None else (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+            v = [int(x) for x in parts[1:9]] + [0] * (8 - len(parts[1:9]))
+            busy += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]  # user nice system (idle iowait) irq softirq steal
+            steal += v[7]
+    hz = os.sysconf("SC_CLK_TCK")
+    return busy / hz, steal / hz
 
 
 def run_queue_seconds() -> float | None:
@@ -74,14 +71,6 @@ def run_queue_seconds() -> float | None:
         except (OSError, ValueError, IndexError):
             return None
     return total / 1e9
-
-
-def steal_seconds(cpus) -> float | None:
-    """Seconds a hypervisor gave the CPUs ``cpus`` to another guest (/proc/stat's steal);
-    None where /proc/stat is not readable. A thread the hypervisor stopped does not wait
-    on this kernel's run queue: run_queue_seconds cannot see it."""
-    v = _stat_ticks(cpus)
-    return None if v is None else v[7] / os.sysconf("SC_CLK_TCK")
 
 
 def cgroup_cpu_limit(root: str | os.PathLike | None = None) -> float | None:
