@@ -211,17 +211,23 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True, graph_only: bool = False):
+def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True, graph_only: bool = False,
+              weights_by_reference: bool = False):
     """Load an ONNX model, turning every way it can be wrong into a one-line BadInputError.
     ``graph_only``: without any weights, external or inline (the top-level initializers
     keep name, type and dims, not their bytes): what reading the graph, its inputs or its
     metadata needs. A model with inline weights otherwise costs twice their size to load
-    (the file's bytes and the parsed message), on every load."""
+    (the file's bytes and the parsed message), on every load.
+    ``weights_by_reference``: every inline top-level initializer of REF_MIN_BYTES or more
+    becomes external data that points at its own bytes in ``path`` (location, offset,
+    length), never read; weights already external stay where they are. For code that
+    reads weights one at a time (lean_quant.py, onnx_ir's lazy tensors). Such a model
+    must not go to save_onnx, which renames every external location."""
     import onnx
 
     p = check_readable_file(path, "model")
     try:
-        model = _load_graph_only(p) if graph_only else None
+        model = _load_graph_only(p) if graph_only else _load_by_reference(p) if weights_by_reference else None
         model = model if model is not None else onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeError or others
         raise BadInputError(
@@ -245,7 +251,7 @@ def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True, graph
             f"(looked in {p.parent})",
             hint="keep the data file(s) beside the model, with the names the model records",
         )
-    if load_external_data and files and not graph_only:
+    if load_external_data and files and not graph_only and not weights_by_reference:
         from onnx.external_data_helper import load_external_data_for_model
 
         try:
@@ -269,9 +275,51 @@ def _load_graph_only(p: Path):
     return onnx.load_model_from_string(data)
 
 
+REF_MIN_BYTES = 1024  # smaller tensors stay in the message, as onnx.save_model's size_threshold keeps them
+
+
+def _load_by_reference(p: Path):
+    """The model in ``p``, its inline initializers of REF_MIN_BYTES or more as external
+    data pointing into ``p``; None when the file does not read as expected."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto
+
+    spans: list[tuple[int, int]] = []
+    try:
+        with open(p, "rb", buffering=1 << 16) as f:
+            data = _strip_fields(f, p.stat().st_size, {7: {5: {9: spans}}})
+    except (ValueError, OSError):
+        return None
+    model = onnx.load_model_from_string(data)
+    # the stripped tensors, in file order: data-less, not external, and not empty
+    stripped = [t for t in model.graph.initializer if t.data_location != TensorProto.EXTERNAL
+                and not t.raw_data and not _typed_data(t) and int(np.prod(t.dims)) > 0]
+    if len(stripped) != len(spans):
+        return None  # a tensor with no data at all (an invalid model): the full load says so
+    for t, (offset, length) in zip(stripped, spans):
+        if t.data_type in _ITEMSIZE and int(np.prod(t.dims)) * _ITEMSIZE[t.data_type] != length:
+            return None
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", p.name), ("offset", str(offset)), ("length", str(length))):
+            t.external_data.add(key=k, value=v)
+    return model
+
+
+# TensorProto.DataType -> bytes per element, where whole bytes (4- and 2-bit types are packed)
+_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 14: 8, 15: 16, 16: 2,
+             17: 1, 18: 1, 19: 1, 20: 1, 24: 1}
+
+
+def _typed_data(t) -> bool:
+    return any(len(getattr(t, f)) for f in ("float_data", "int32_data", "string_data", "int64_data", "double_data",
+                                             "uint64_data"))
+
+
 def _strip_fields(f, end: int, plan: dict) -> bytes:
     """Protobuf message bytes from ``f`` up to ``end``, less the fields ``plan`` drops:
-    field number -> None (skipped unread) or the plan of the sub-message to strip
+    field number -> None (skipped unread), a list (skipped unread when REF_MIN_BYTES or
+    more, its (offset, length) appended), or the plan of the sub-message to strip
     (ModelProto.graph 7 > GraphProto.initializer 5 > TensorProto.raw_data 9)."""
     out = bytearray()
     while f.tell() < end:
@@ -279,11 +327,14 @@ def _strip_fields(f, end: int, plan: dict) -> bytes:
         number, wire = tag >> 3, tag & 7
         if wire == 2:
             size = _read_varint(f)
-            if number in plan and plan[number] is None:
+            rule = plan.get(number, ...)
+            if rule is None or (isinstance(rule, list) and size >= REF_MIN_BYTES):
+                if rule is not None:
+                    rule.append((f.tell(), size))
                 f.seek(size, os.SEEK_CUR)
                 continue
-            if number in plan:
-                body = _strip_fields(f, f.tell() + size, plan[number])
+            if isinstance(rule, dict):
+                body = _strip_fields(f, f.tell() + size, rule)
             else:
                 body = f.read(size)
                 if len(body) != size:

@@ -48,6 +48,17 @@ def save_scratch(model, path: Path) -> Path:
     return save_onnx(model, path, external_data=True)
 
 
+def save_scratch_ir(model, path: Path) -> Path:
+    """An onnx_ir model as a scratch model, its tensors (lazy ones read from their own
+    files) written one at a time to a data file named after the model, as save_scratch."""
+    import onnx_ir as ir
+
+    from onnxforge.core.fileio import REF_MIN_BYTES
+
+    ir.save(model, path, external_data=path.name + ".data", size_threshold_bytes=REF_MIN_BYTES, alignment=4096)
+    return path
+
+
 def set_metadata(path: Path, items: Mapping[str, str]) -> None:
     """Set metadata_props on a scratch model (small: its weights are external)."""
     import onnx

@@ -89,6 +89,50 @@ def test_a_graph_only_load_never_reads_inline_weights(tmp_path):
     assert graph.SerializeToString() == full.SerializeToString()
 
 
+def test_a_load_by_reference_points_each_weight_at_its_bytes_in_the_model_file(tmp_path):
+    """Lean quantization and onnxscript's fusions read weights one at a time from files;
+    an inline BERT-base used to be loaded whole first (3.6x its weights at the peak).
+    Inline weights become external references into the model file itself, which onnx's
+    own loader reads back to the same model; small tensors and the rest stay as they are."""
+    import onnx
+    from onnx import numpy_helper
+    from onnx.external_data_helper import load_external_data_for_model
+
+    from onnxforge.core.fileio import REF_MIN_BYTES, load_onnx
+
+    full = _inline_model(tmp_path / "m.onnx")
+    full.graph.initializer.append(numpy_helper.from_array(np.arange(4, dtype=np.int64), "small"))
+    full.graph.initializer.append(numpy_helper.from_array(np.zeros((0, 3), np.float32), "empty"))
+    onnx.save(full, str(tmp_path / "m.onnx"))
+    before = _bytes_read()
+    ref = load_onnx(tmp_path / "m.onnx", weights_by_reference=True)
+    assert _bytes_read() - before < 2**20  # of a 16 MiB file
+    by_name = {t.name: t for t in ref.graph.initializer}
+    assert {e.key: e.value for e in by_name["w"].external_data}["location"] == "m.onnx"
+    assert by_name["small"].raw_data and by_name["small"].ByteSize() < REF_MIN_BYTES + 64  # stays in the message
+    assert not by_name["empty"].external_data
+    load_external_data_for_model(ref, str(tmp_path))
+    for t in ref.graph.initializer:
+        t.ClearField("data_location")  # onnx's loader sets it to DEFAULT, which the file left unset
+    assert ref.SerializeToString() == full.SerializeToString()
+
+
+def test_a_load_by_reference_keeps_external_weights_and_refuses_what_the_full_load_refuses(tmp_path):
+    import onnx
+
+    from onnxforge.core.errors import BadInputError
+    from onnxforge.core.fileio import load_onnx
+
+    m = _inline_model(tmp_path / "x.onnx", mib=1)
+    onnx.save_model(m, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.onnx.data")
+    ref = load_onnx(tmp_path / "ext.onnx", weights_by_reference=True)
+    assert {e.key: e.value for e in ref.graph.initializer[0].external_data}["location"] == "ext.onnx.data"
+    data = (tmp_path / "x.onnx").read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadInputError, match="not a valid ONNX model"):
+        load_onnx(tmp_path / "cut.onnx", weights_by_reference=True)
+
+
 @pytest.mark.parametrize("content", [b"", b"not an onnx model at all", b"\x3a\xff\xff\xff\x0f\x2a"])
 def test_a_graph_only_load_refuses_bad_files_as_the_full_load_does(tmp_path, content):
     from onnxforge.core.errors import BadInputError

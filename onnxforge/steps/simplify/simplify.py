@@ -138,23 +138,27 @@ def run_onnxscript_fusions(src: Path, dst: Path) -> dict:
     import onnx_ir as ir
     from onnxscript.rewriter import ort_fusions
 
-    from onnxforge.steps.artifacts import save_scratch
+    from onnxforge.steps.artifacts import save_scratch_ir
     from onnxforge.core.fileio import load_onnx, onnx_bytes
     from onnxforge.core.memory import release_memory
 
-    proto = load_onnx(src)
+    # weights stay in src's files until written to dst's: BERT-base peaked at 3.6x its
+    # weights holding the loaded, the deserialized and the serialized copy
+    proto = load_onnx(src, weights_by_reference=True)
     # onnxscript 0.7 drops the Reshapes around the dynamo export of GPT-2's Conv1D
     # (Reshape -> Gemm -> Reshape) and leaves a Gemm on a rank-3 input, which ORT refuses;
     # MatMul takes any rank, and ORT fuses MatMul + Add back into Gemm where it can
     as_matmul = gemm_as_matmul(proto, Path(src).parent)
     model = ir.serde.deserialize_model(proto)
+    ir.external_data.set_base_dir(model.graph, Path(src).parent)
     del proto
     with quiet_third_party():
         fused, counts = ort_fusions.optimize_for_ort(model)
-    proto = ir.serde.serialize_model(fused)
-    _declare_domains(proto)
-    save_scratch(proto, dst)
-    del model, fused, proto
+    for domain in sorted({n.domain for n in fused.graph.all_nodes() if n.domain} - set(fused.opset_imports)
+                         - {"ai.onnx"}):
+        fused.opset_imports[domain] = 1  # as _declare_domains
+    save_scratch_ir(fused, dst)
+    del model, fused
     release_memory(onnx_bytes(src))  # onnxscript's rule objects keep the graph they last matched, weights included
     return {"engine": "onnxscript.ort_fusions", "fusions": {k: v for k, v in counts.items() if v},
             "gemm_as_matmul": as_matmul}

@@ -59,16 +59,18 @@ def _inits(path):
     return {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}, m
 
 
-@pytest.mark.parametrize("weight_type,reduce_range,op_types", [
-    ("int8", False, None), ("int8", True, None), ("uint8", False, None), ("int8", False, ["MatMul"]),
+@pytest.mark.parametrize("weight_type,reduce_range,op_types,external", [
+    ("int8", False, None, True), ("int8", True, None, True), ("uint8", False, None, True),
+    ("int8", False, ["MatMul"], True),
+    ("int8", False, None, False),  # inline weights: read from the model file one at a time
 ])
-def test_same_as_ort_quantize_dynamic(tmp_path, weight_type, reduce_range, op_types):
+def test_same_as_ort_quantize_dynamic(tmp_path, weight_type, reduce_range, op_types, external):
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from onnxforge.steps.quantize.lean_quant import quantize_dynamic_lean
 
-    src = _model(tmp_path / "m.onnx", external=True)
+    src = _model(tmp_path / "m.onnx", external=external)
     ref, out = tmp_path / "ort.onnx", tmp_path / "lean.onnx"
     quantize_dynamic(str(src), str(ref), weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
                      reduce_range=reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=["mm_excluded"])
