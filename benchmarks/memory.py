@@ -10,6 +10,10 @@ Hugging Face folder; nothing is downloaded. Each step runs in a fresh process:
   convert       onnxforge convert torch FOLDER (dynamo export + its parity checks)
   simplify      onnxforge simplify
   quantize      onnxforge quantize dynamic --allow-generated-data --speed-budget 0
+  quantize_static  onnxforge quantize static --calibration random --samples 8 (the transformer recipe)
+  int4          onnxforge quantize int4
+  validate      onnxforge validate of the simplified model against the dynamic int8
+  benchmark     onnxforge benchmark of the simplified model, 2 s
   ort_quantize  plain onnxruntime.quantization.quantize_dynamic on the simplified model
   torch_export  plain torch.onnx.export(dynamo=True) of the same module
 
@@ -41,7 +45,8 @@ SIZES = {  # hidden, layers, heads, intermediate
     "base": None,  # BertConfig()'s own: 768, 12, 12, 3072
     "tiny": (256, 4, 4, 1024),
 }
-STEPS = ("convert", "simplify", "quantize", "ort_quantize", "torch_export")
+STEPS = ("convert", "simplify", "quantize", "quantize_static", "int4", "validate", "benchmark", "ort_quantize",
+         "torch_export")
 
 # Runs CODE in this fresh process; reports its wall time and peak RSS and, with WHERE,
 # the stacks at each new RSS high.
@@ -103,6 +108,13 @@ def bodies(work: Path) -> dict[str, str]:
         "simplify": cli("simplify", fp32, "-o", simple, "--force", "--json"),
         "quantize": cli("quantize", "dynamic", simple, "-o", int8, "--allow-generated-data", "--speed-budget", "0",
                         "--force", "--json"),
+        "quantize_static": cli("quantize", "static", simple, "-o", work / "bert.static.onnx", "--calibration",
+                               "random", "--samples", "8", "--allow-generated-data", "--speed-budget", "0",
+                               "--force", "--json"),
+        "int4": cli("quantize", "int4", simple, "-o", work / "bert.int4.onnx", "--allow-generated-data",
+                    "--speed-budget", "0", "--force", "--json"),
+        "validate": cli("validate", simple, int8, "--json"),
+        "benchmark": cli("benchmark", simple, "--duration", "2", "--json"),
         "ort_quantize": (f"from onnxruntime.quantization import quantize_dynamic, QuantType; "
                          f"quantize_dynamic({str(simple)!r}, {str(work / 'plain.int8.onnx')!r}, "
                          f"weight_type=QuantType.QInt8)"),

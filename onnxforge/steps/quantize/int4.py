@@ -57,13 +57,20 @@ def quantize_int4(model, output: str | Path, options: Int4Options | None = None,
 
 def _quantize(src: Path, dst: Path, o: Int4Options) -> int:
     """Run the quantizer; the count of MatMulNBits and GatherBlockQuantized nodes written."""
+    import onnx_ir as ir
     from onnxruntime.quantization import matmul_nbits_quantizer as mq
 
-    from onnxforge.core.fileio import load_onnx
-    from onnxforge.steps.artifacts import save_scratch
+    from onnxforge.core.fileio import load_onnx, working_dir
+    from onnxforge.steps.artifacts import save_scratch_ir
+    from onnxforge.steps.quantize.lean_quant import gemm_as_matmul
 
-    m = load_onnx(src)
-    gemm_as_matmul(m)
+    # weights stay in their files until the quantizer reads each one (numpy_helper.to_array,
+    # relative to the current directory): BERT-base peaked at 2.7x its weights loaded whole
+    m = load_onnx(src, weights_by_reference=True)
+    gemm_as_matmul(m, src.parent)
+    names = {n.name for n in m.graph.node}
+    # a Gemm the user named is now its MatMul (ORT's naming, lean_quant.gemm_as_matmul)
+    exclude = [e if e in names or e + "_MatMul" not in names else e + "_MatMul" for e in o.exclude_nodes]
     # B of MatMul blocked along K (axis 0); an embedding table along its width (axis 1)
     ops = dict(op_types_to_quantize=("MatMul", "Gather") if o.gather else ("MatMul",),
                quant_axes=(("MatMul", 0), ("Gather", 1)))
@@ -73,51 +80,20 @@ def _quantize(src: Path, dst: Path, o: Int4Options) -> int:
         cfg = mq.DefaultWeightOnlyQuantConfig(block_size=o.block_size, is_symmetric=o.symmetric,
                                               accuracy_level=o.accuracy_level, **ops)
     try:
-        with quiet_third_party():
+        with quiet_third_party(), working_dir(src.parent):  # it writes nothing (RTN, HQQ): it reads there
             q = mq.MatMulNBitsQuantizer(m, block_size=o.block_size, is_symmetric=o.symmetric,
-                                        accuracy_level=o.accuracy_level, nodes_to_exclude=list(o.exclude_nodes),
+                                        accuracy_level=o.accuracy_level, nodes_to_exclude=exclude,
                                         algo_config=cfg, **ops)
             q.process()
     except Exception as exc:
         raise ConversionError(f"onnxruntime's int4 quantizer failed: {type(exc).__name__}: {first_line(exc)}",
                               hint="leave the failing MatMul in fp32 with --exclude-node NAME") from None
     out = q.model.model
-    save_scratch(out, dst)
-    return sum(n.op_type in ("MatMulNBits", "GatherBlockQuantized") for n in out.graph.node)
-
-
-def gemm_as_matmul(model) -> int:
-    """Gemm(A, W, C) with a constant 2-D W, alpha = beta = 1 and no transA, as MatMul(A, W
-    or Wᵀ) + Add(C), in place: the int4 quantizer handles MatMul only (torch exports a
-    Linear on 2-D inputs, and GPT-2's Conv1D, as Gemm). Returns how many."""
-    from onnx import helper, numpy_helper
-
-    g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    nodes, count = [], 0
-    for n in g.node:
-        a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
-        w = inits.get(n.input[1]) if n.op_type == "Gemm" and len(n.input) > 1 else None
-        if w is None or len(w.dims) != 2 or a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 \
-                or a.get("beta", 1.0) != 1.0:
-            nodes.append(n)
-            continue
-        weight = n.input[1]
-        if a.get("transB", 0):
-            weight = f"{n.input[1]}__onnxforge_t"
-            g.initializer.append(numpy_helper.from_array(numpy_helper.to_array(w).T.copy(), weight))
-        bias = len(n.input) > 2 and n.input[2]
-        mm_out = f"{n.output[0]}__onnxforge_matmul" if bias else n.output[0]
-        nodes.append(helper.make_node("MatMul", [n.input[0], weight], [mm_out], name=n.name or mm_out))
-        if bias:
-            nodes.append(helper.make_node("Add", [mm_out, n.input[2]], [n.output[0]], name=f"{n.name}__bias"))
-        count += 1
-    if count:
-        del g.node[:]
-        g.node.extend(nodes)
-        from onnxforge.steps.quantize.attention import remove_dead_nodes
-
-        remove_dead_nodes(model)  # the transposed copies replaced their originals
+    count = sum(n.op_type in ("MatMulNBits", "GatherBlockQuantized") for n in out.graph.node)
+    model = ir.serde.deserialize_model(out)
+    ir.external_data.set_base_dir(model.graph, src.parent)
+    del out, q, m
+    save_scratch_ir(model, dst)  # the fp32 weights left are copied from src's files one at a time
     return count
 
 

@@ -72,6 +72,27 @@ def test_int4_gather_quantizes_the_embeddings(cli, exports, tmp_path):
 
 
 @pytest.mark.slow
+def test_int4_leaves_an_excluded_gemm_whole_and_the_source_untouched(cli, exports, tmp_path):
+    """The source's weights are read from its file one at a time (load_onnx's
+    weights_by_reference); the output must not point back at that file, and a weight
+    left in fp32 must be the same bytes."""
+    src = tmp_path / "mlp.onnx"
+    src.write_bytes((exports / "mlp.onnx").read_bytes())
+    before = src.read_bytes()
+    m = onnx.load(src)
+    gemm = next(n for n in m.graph.node if n.op_type == "Gemm")
+    weights = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    res = _int4(cli, src, tmp_path / "q.onnx", "--exclude-node", gemm.name)
+    assert res["details"]["int4_weights"] == 2 and src.read_bytes() == before
+    src.unlink()  # the output stands alone
+    q = onnx.load(tmp_path / "q.onnx")
+    kept = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    w = weights[gemm.input[1]]
+    assert any(a.shape == w.T.shape and np.array_equal(a, w.T) for a in kept.values()) or \
+        np.array_equal(kept.get(gemm.input[1]), w)
+
+
+@pytest.mark.slow
 def test_int4_hqq(cli, exports, tmp_path):
     res = _int4(cli, exports / "mlp.onnx", tmp_path / "q.onnx", "--algorithm", "hqq")
     assert res["details"]["algorithm"] == "hqq" and res["after"]["ops"]["com.microsoft.MatMulNBits"] == 3
@@ -80,7 +101,7 @@ def test_int4_hqq(cli, exports, tmp_path):
 def test_gemm_as_matmul_computes_the_same(tmp_path):
     import onnxruntime as ort
 
-    from onnxforge.steps.quantize.int4 import gemm_as_matmul
+    from onnxforge.steps.quantize.lean_quant import gemm_as_matmul
 
     rng = np.random.default_rng(0)
     w, b = rng.random((5, 4), dtype=np.float32), rng.random(5, dtype=np.float32)
@@ -91,9 +112,9 @@ def test_gemm_as_matmul_computes_the_same(tmp_path):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     x = rng.random((3, 4), dtype=np.float32)
     want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    assert gemm_as_matmul(m) == 1
+    assert gemm_as_matmul(m, tmp_path) == 1
     assert [n.op_type for n in m.graph.node] == ["MatMul", "Add"] and [t.name for t in m.graph.initializer] == \
-        ["b", "w__onnxforge_t"]
+        ["b", "w_Transposed"]
     got = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
