@@ -213,7 +213,7 @@ def _why(gen: GenerationCheck) -> str:
 
 
 def _vocab(path) -> int:
-    logits = next((s for s in model_io_specs(load_onnx(path, load_external_data=False))[1] if s.name == "logits"),
+    logits = next((s for s in model_io_specs(load_onnx(path, graph_only=True))[1] if s.name == "logits"),
                   None)
     if logits is None or not logits.shape or not isinstance(logits.shape[-1], int):
         raise BadInputError(f"{Path(str(path)).name}: its logits output has no fixed vocabulary size",

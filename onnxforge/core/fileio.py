@@ -526,7 +526,7 @@ def copy_model(model: Path, target: Path) -> None:
     """Copy a model with its external data files (their recorded names are kept)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(model, target)
-    for f in external_data_files(load_onnx(model, load_external_data=False)):
+    for f in external_data_files(load_onnx(model, graph_only=True)):
         dest = target.parent / f
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(model.parent / f, dest)

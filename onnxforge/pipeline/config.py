@@ -379,7 +379,7 @@ def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
         from onnxforge.core.fileio import load_onnx
         from onnxforge.data.specs import model_io_specs
 
-        specs, _ = model_io_specs(load_onnx(source, load_external_data=False))
+        specs, _ = model_io_specs(load_onnx(source, graph_only=True))
         return sorted({d for s in specs for d in s.shape if isinstance(d, str)})
     if framework == "sklearn" and not model.get("inputs"):
         return ["0"]  # skl2onnx leaves the batch dim unnamed: only its position names it (dims = { "0" = 64 })

@@ -231,7 +231,7 @@ def publish(final: Path, out: Path, cfg: ReleaseConfig, steps, inputs_sha, vers)
     opens with Hugging Face loaders), listed in the manifest's ``files``."""
 
     target = out / "model.onnx"
-    m = load_onnx(final, load_external_data=False)
+    m = load_onnx(final, graph_only=True)
     with scratch_dir(target) as tmp:
         shutil.copy(final, tmp / final.name)
         for f in external_data_files(m):
@@ -241,7 +241,7 @@ def publish(final: Path, out: Path, cfg: ReleaseConfig, steps, inputs_sha, vers)
     for f in companions(final):  # a decoder with its cache: its encoder, config and tokenizer files beside it
         shutil.copy(f, out / f.name)
         side[f.name] = sha256_file(out / f.name)
-    ins, outs = model_io_specs(load_onnx(target, load_external_data=False))
+    ins, outs = model_io_specs(load_onnx(target, graph_only=True))
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
     digest = sha256_file(target)
     manifest = {

@@ -69,7 +69,7 @@ def _declared_types(cfg: ReleaseConfig) -> dict[str, str] | None:
         from onnxforge.core.fileio import load_onnx
         from onnxforge.data.specs import model_io_specs
 
-        return {s.name: s.dtype for s in model_io_specs(load_onnx(cfg.source, load_external_data=False))[0]}
+        return {s.name: s.dtype for s in model_io_specs(load_onnx(cfg.source, graph_only=True))[0]}
     if cfg.model.get("inputs"):
         return {s.name: s.dtype for s in map(parse_spec, cfg.model["inputs"])}
     return None

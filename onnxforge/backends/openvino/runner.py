@@ -29,7 +29,7 @@ DEVICE = "CPU"
 def compile_onnx(path, *, threads: int | None = None, precision: str = "auto"):
     """The compiled model, or an error: missing openvino exits 5, a model OpenVINO cannot
     read or compile exits 4, a precision this CPU has no kernels for exits 3."""
-    load_onnx(path, load_external_data=False)  # onnxforge's own errors for a missing or broken file
+    load_onnx(path, graph_only=True)  # onnxforge's own errors for a missing or broken file
     ov = require("openvino", "openvino")
     if precision not in PRECISIONS:
         raise UsageError(f"unknown OpenVINO precision {precision!r}", hint="use one of: " + ", ".join(PRECISIONS))
@@ -78,7 +78,7 @@ def output_ports(compiled, names) -> dict[str, Any]:
 def openvino_runner(path, *, label: str | None = None, threads: int | None = None,
                     precision: str = "auto") -> Runner:
 
-    ins, outs = model_io_specs(load_onnx(path, load_external_data=False))
+    ins, outs = model_io_specs(load_onnx(path, graph_only=True))
     compiled = compile_onnx(path, threads=threads, precision=precision)
     ports = output_ports(compiled, [o.name for o in outs])
     request = compiled.create_infer_request()

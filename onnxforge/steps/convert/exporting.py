@@ -67,7 +67,7 @@ def check_written_opset(path: Path, opset: int | None) -> None:
 
     if opset is None:
         return
-    got = next((o.version for o in load_onnx(path, load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), 0)
+    got = next((o.version for o in load_onnx(path, graph_only=True).opset_import if o.domain in ("", "ai.onnx")), 0)
     if got != opset:
         raise ConversionError(f"the dynamo exporter wrote opset {got}, not the requested {opset} "
                               "(its version converter could not convert the graph)")

@@ -169,7 +169,7 @@ def _prepare(source, out: Path, o) -> _Job:
     src = replace(src, label=_label(src, out))
     check_readable_file(src.model, "model")
     _check_out(out, src, o.force)
-    proto = load_onnx(src.model, load_external_data=False)
+    proto = load_onnx(src.model, graph_only=True)
     ins, outs = model_io_specs(proto)
     for s in ins + outs:
         v2_datatype(s)  # refuses ZipMap outputs and other non-tensors up front
@@ -531,7 +531,7 @@ def _write_mlflow(src: _Source, stage: Path, ins, outs, samples, provider: str, 
     session_options = {"intra_op_num_threads": threads} if threads else None
     # One file unless the protobuf limit forbids it: mlflow's default (external data)
     # writes the weights 0600 in a second file.
-    external = external_data_files(load_onnx(src.model, load_external_data=False))
+    external = external_data_files(load_onnx(src.model, graph_only=True))
     big = src.model.stat().st_size + sum(external.values()) >= ONE_FILE_LIMIT
     model = load_onnx(src.model)
     # mlflow wants to create the folder itself

@@ -177,7 +177,7 @@ def check_triton_config(model_dir: str | os.PathLike, model: str | os.PathLike |
     cfg = parse_config(model_dir / "config.pbtxt")
     mc = _model_config_module()
     served = model_dir / "1" / "model.onnx"
-    ins, outs = model_io_specs(load_onnx(served, load_external_data=False))
+    ins, outs = model_io_specs(load_onnx(served, graph_only=True))
     checks: list[str] = []
     problems: list[str] = []
 

@@ -152,7 +152,7 @@ def activation_bytes(model_path, dims: Mapping[str, int], sample_shapes: Mapping
     from onnx import shape_inference
 
 
-    m = load_onnx(model_path, load_external_data=False)
+    m = load_onnx(model_path, weights_by_reference=True)  # small constants (Reshape shapes) stay in it
     for vi in m.graph.input:
         if vi.name in sample_shapes:
             dims_proto = vi.type.tensor_type.shape.dim

@@ -88,6 +88,8 @@ def _preprocess(src: Path, dst: Path, notes: list) -> Path:
 
     src, dst = Path(src).resolve(), Path(dst).resolve()
     try:
+        if _symbolic_shapes_fail(src, dst.parent):
+            raise Exception(INCOMPLETE)  # what quant_pre_process raises, without loading the weights
         with quiet_third_party(), working_dir(dst.parent):
             quant_pre_process(str(src), str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
                               external_data_location=dst.name + ".data")
@@ -103,6 +105,31 @@ def _preprocess(src: Path, dst: Path, notes: list) -> Path:
         # its model sits in reference cycles (a failure's traceback too) until a collection:
         # BERT-base's 1.6 GiB stayed under the recipe search and the quantizer that followed
         release_memory(onnx_bytes(src))
+
+
+INCOMPLETE = "Incomplete symbolic shape inference"
+
+
+def _symbolic_shapes_fail(src: Path, scratch: Path) -> bool:
+    """Whether quant_pre_process's first pass fails on ``src``, tried on the graph alone
+    (its weights by reference). That failure, on dynamo exports of BERT, came after
+    pre-processing had held three copies of the weights (BERT-base: 1.4 GiB for 418 MiB).
+    Only that error counts: a weight read from the model's folder fails here, where the
+    current directory is ``scratch`` (it drops its temporary model there), and then the
+    full pre-processing decides."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    from onnxforge.core.fileio import load_onnx, working_dir
+
+    graph = load_onnx(src, weights_by_reference=True)
+    if next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), 0) <= 10:
+        return False  # quant_pre_process converts these to opset 11 first: a different graph
+    try:
+        with quiet_third_party(), working_dir(scratch):
+            SymbolicShapeInference.infer_shapes(graph, 2**31 - 1, False, False, 0)
+    except Exception as exc:
+        return str(exc) == INCOMPLETE
+    return False
 
 
 def _initializers_not_inputs(src: Path, dst: Path, notes: list) -> Path:
@@ -396,7 +423,7 @@ def _static_plan(job: _Job, details: dict, notes: list) -> _Job:
     from onnxforge.steps.quantize.masks import MATMUL_OPS, is_transformer, mask_path, probability_tensors
 
     o = job.o
-    m = load_onnx(job.base, load_external_data=False)
+    m = load_onnx(job.base, weights_by_reference=True)  # mask_path reads constants from job.base.parent
     keep, mask_inputs, unnamed = mask_path(m, job.base.parent)
     recipe = o.recipe if o.recipe != "auto" else "transformer" if is_transformer(m) else "plain"
     probs = probability_tensors(m, job.base.parent)

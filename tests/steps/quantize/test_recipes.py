@@ -145,3 +145,29 @@ def test_simplify_transformer_rewrites_attention(cli, bert, tmp_path):
     assert len(att) == 2 and all(len(n.input) == 4 and n.input[3] for n in att)
     assert not any(a.name == "qkv_hidden_sizes" for n in att for a in n.attribute)
     assert _cos_to(bert, out, _padded()) > 0.99999
+
+
+@pytest.mark.slow
+def test_pre_processing_that_would_fail_is_judged_on_the_graph_alone(bert, tmp_path):
+    """ORT's quant_pre_process fails on the dynamo export of BERT (incomplete symbolic
+    shape inference) after loading the weights three times over; the probe on the graph
+    alone says so first, leaves the model's folder as it was, and says nothing where the
+    inference completes."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from onnxforge.core.fileio import working_dir
+    from onnxforge.steps.quantize.quantize import INCOMPLETE, _symbolic_shapes_fail
+
+    before = sorted(p.name for p in bert.parent.iterdir())
+    assert _symbolic_shapes_fail(bert, tmp_path)
+    assert sorted(p.name for p in bert.parent.iterdir()) == before  # its temporary model went to tmp_path
+    with working_dir(tmp_path), pytest.raises(Exception, match=INCOMPLETE):
+        quant_pre_process(str(bert), str(tmp_path / "pre.onnx"))
+    mlp = tmp_path / "mlp.onnx"
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 512])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 4])],
+        [onnx.numpy_helper.from_array(np.ones((512, 4), np.float32), "w")]),
+        opset_imports=[onnx.helper.make_opsetid("", 17)]), str(mlp))
+    assert not _symbolic_shapes_fail(mlp, tmp_path)
