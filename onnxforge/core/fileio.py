@@ -311,6 +311,32 @@ _ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4
              17: 1, 18: 1, 19: 1, 20: 1, 24: 1}
 
 
+_NUMPY_TYPES = (1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15)  # read straight into numpy (np.fromfile)
+
+
+def initializer_value(t, base: str | os.PathLike):
+    """A tensor's value, reading only its own bytes when it is external (a data file, or
+    the model file itself after weights_by_reference). ``base``: the model's folder."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+    if not uses_external_data(t):
+        return numpy_helper.to_array(t)
+    if t.data_type in _NUMPY_TYPES:  # one copy: the array, not the bytes and then the array
+        info = {e.key: e.value for e in t.external_data}
+        count = int(np.prod(t.dims)) if len(t.dims) else 1
+        arr = np.fromfile(Path(base) / info["location"], dtype=helper.tensor_dtype_to_np_dtype(t.data_type),
+                          count=count, offset=int(info.get("offset", 0) or 0))
+        return arr.reshape(tuple(t.dims))
+    c = TensorProto()  # packed and exotic types: onnx's own decoding
+    c.CopyFrom(t)
+    load_external_data_for_tensor(c, str(base))
+    c.data_location = TensorProto.DEFAULT
+    del c.external_data[:]
+    return numpy_helper.to_array(c)
+
+
 def _typed_data(t) -> bool:
     return any(len(getattr(t, f)) for f in ("float_data", "int32_data", "string_data", "int64_data", "double_data",
                                              "uint64_data"))

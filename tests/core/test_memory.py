@@ -117,6 +117,32 @@ def test_a_load_by_reference_points_each_weight_at_its_bytes_in_the_model_file(t
     assert ref.SerializeToString() == full.SerializeToString()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int64", "bfloat16", "int4"])
+def test_an_initializer_value_reads_its_own_bytes_of_any_type(tmp_path, dtype):
+    """One reader for a tensor's value wherever it lies (lean_quant, attention, masks):
+    numpy's own types straight from the file, packed and exotic ones through onnx."""
+    import ml_dtypes
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from onnxforge.core.fileio import initializer_value, load_onnx
+
+    np_type = getattr(ml_dtypes, dtype, None) or np.dtype(dtype)
+    want = (np.arange(8 * 63, dtype=np.float32) % 16 - 8).astype(np_type).reshape(8, 63)  # int4: -8..7
+    t = numpy_helper.from_array(want, "t")
+    g = helper.make_graph([helper.make_node("Identity", ["t"], ["y"])], "g", [],
+                          [helper.make_tensor_value_info("y", t.data_type, [8, 63])], [t])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    onnx.save_model(m, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.onnx.data",
+                    size_threshold=0)
+    onnx.save_model(m, str(tmp_path / "inline.onnx"))
+    for model in (load_onnx(tmp_path / "ext.onnx", load_external_data=False),
+                  load_onnx(tmp_path / "inline.onnx", weights_by_reference=True),
+                  load_onnx(tmp_path / "inline.onnx")):
+        got = initializer_value(model.graph.initializer[0], tmp_path)
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
 def test_a_load_by_reference_keeps_external_weights_and_refuses_what_the_full_load_refuses(tmp_path):
     import onnx
 

@@ -47,7 +47,7 @@ from onnxforge.backends.onnx.runner import onnx_runner as onnx_side, recorded_va
 from onnxforge.checks.compare import DEFAULT_TOLERANCE
 from onnxforge.checks.parity import validate
 from onnxforge.core.errors import StepNotApplicable
-from onnxforge.core.fileio import external_data_files
+from onnxforge.core.fileio import external_data_files, initializer_value
 from onnxforge.data.generate import generate_inputs, padding_mask
 from onnxforge.data.specs import model_io_specs, resolve_shape
 
@@ -281,29 +281,13 @@ def fold_packed_weights(model, node, base_dir: Path) -> int:
         if cat is None or cat.op_type != "Concat" or not all(i in inits for i in cat.input):
             continue
         axis = next(a.i for a in cat.attribute if a.name == "axis")
-        parts = [tensor_array(inits[i], base_dir) for i in cat.input]
+        parts = [initializer_value(inits[i], base_dir) for i in cat.input]
         name = f"{node.name or node.output[0]}__onnxforge_packed_{'weight' if k == 1 else 'bias'}"
         g.initializer.append(numpy_helper.from_array(np.concatenate(parts, axis=axis), name))
         inits[name] = g.initializer[-1]
         node.input[k] = name
         count += 1
     return count
-
-
-def tensor_array(t, base_dir: Path):
-    """An initializer's value, reading its external data (only this tensor's bytes)."""
-    import onnx
-    from onnx import numpy_helper
-    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
-
-    if uses_external_data(t):
-        c = onnx.TensorProto()
-        c.CopyFrom(t)
-        load_external_data_for_tensor(c, str(base_dir))
-        c.data_location = onnx.TensorProto.DEFAULT
-        del c.external_data[:]
-        t = c
-    return numpy_helper.to_array(t)
 
 
 def _mask_index_casts(mask_name: str, new_nodes: list) -> str:
@@ -395,7 +379,7 @@ def _subgraph_runner(model, nodes, mask_name, elem_type, out, inits, base_dir):
                 raise _NotAPaddingBias(f"the bias reads a {length}-byte tensor {t.name}: not a mask")
             from onnx import numpy_helper
 
-            t = numpy_helper.from_array(tensor_array(t, base_dir), t.name)
+            t = numpy_helper.from_array(initializer_value(t, base_dir), t.name)
         tensors.append(t)
     g = helper.make_graph(list(nodes), "bias", [helper.make_tensor_value_info(mask_name, elem_type, ["b", "s"])],
                           [helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None)], initializer=tensors)

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from onnxforge.core.fileio import initializer_value
+
 # Weights from which quantize() takes this path (ORT's quantizer below it). On BERT-base
 # (418 MiB) ORT's pre-processing and quantizer peaked at 3.6x the weights, this path at
 # 1.6x; pre-processing had failed there anyway (incomplete symbolic shape inference of
@@ -147,20 +149,6 @@ def _external(t) -> dict | None:
     return {e.key: e.value for e in t.external_data} if uses_external_data(t) else None
 
 
-def _read(t, base: Path):
-    """One initializer's value, reading only its own bytes from the data file."""
-    import numpy as np
-    from onnx import helper, numpy_helper
-
-    info = _external(t)
-    if info is None:
-        return numpy_helper.to_array(t)
-    dtype = helper.tensor_dtype_to_np_dtype(t.data_type)
-    count = int(np.prod(t.dims)) if len(t.dims) else 1
-    arr = np.fromfile(base / info["location"], dtype=dtype, count=count, offset=int(info.get("offset", 0) or 0))
-    return arr.reshape(tuple(t.dims))
-
-
 def quantize_dynamic_lean(
     src: str | Path,
     dst: str | Path,
@@ -263,7 +251,7 @@ class _Rewrite:
             self.dequantize(o.name)
 
     def value_of(self, name):
-        arr = self.lazy[name]() if name in self.lazy else _read(self.inits[name], self.base)
+        arr = self.lazy[name]() if name in self.lazy else initializer_value(self.inits[name], self.base)
         self.largest = max(self.largest, arr.nbytes)
         return arr
 
@@ -467,4 +455,4 @@ def _gemm_to_matmul(model, inits, base: Path) -> tuple[int, dict]:
 
 
 def _transposer(tensor, base: Path):
-    return lambda: _read(tensor, base).T.copy()
+    return lambda: initializer_value(tensor, base).T.copy()

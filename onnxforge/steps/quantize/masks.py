@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 import numpy as np
-from onnxforge.steps.quantize.attention import tensor_array
+from onnxforge.core.fileio import initializer_value
 
 HUGE = 1e4  # the smallest mask fill value exporters use (-10000 in older transformers)
 SMALL = 4096  # elements: a mask constant is a scalar or a short vector, never a weight
@@ -40,7 +40,7 @@ def huge_constants(model, base_dir: Path) -> set[str]:
     for name, t in tensors:
         if t.data_type not in floats or int(np.prod(t.dims)) > SMALL:
             continue
-        v = np.asarray(tensor_array(t, base_dir) if t.name else numpy_helper.to_array(t), dtype=np.float64)
+        v = np.asarray(initializer_value(t, base_dir) if t.name else numpy_helper.to_array(t), dtype=np.float64)
         if v.size and (np.abs(v) >= HUGE).any():
             found.add(name)
     return found
@@ -116,7 +116,7 @@ def _within_unit(model, name: str, base_dir: Path) -> bool:
 
     t = next((t for t in model.graph.initializer if t.name == name), None)
     if t is not None and int(np.prod(t.dims)) <= SMALL:
-        v = tensor_array(t, base_dir)
+        v = initializer_value(t, base_dir)
     else:
         v = next((numpy_helper.to_array(a.t) for n in model.graph.node if n.op_type == "Constant" and
                   n.output[0] == name for a in n.attribute if a.name == "value"), None)
