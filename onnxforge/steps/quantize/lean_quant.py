@@ -21,12 +21,14 @@ caller then uses ORT's quantizer):
   (int8 symmetric or uint8 asymmetric, reduce_range as asked), per tensor;
 - Gather of an initializer (embeddings): the table quantized as an activation
   (uint8, asymmetric), the Gather run on it, ``DequantizeLinear`` before its float
-  consumers; Direct8Bit ops (Transpose ...) in the op types pass the uint8 through.
+  consumers; Direct8Bit ops (Transpose ...) in the op types pass the uint8 through;
+- com.microsoft Attention with an initializer weight (the fused recipe's graph): the
+  input as a MatMul's, the packed QKV weight per tensor, into QAttention.
 
 Not accepted (ORT's quantizer is used): per-channel weights, subgraphs, opset < 11,
-non-float32 weights, or any other op type ORT would quantize in dynamic mode
-(Conv, Attention, LSTM, EmbedLayerNormalization) present in the model and the op
-types. ``tests`` compare this output with ``quantize_dynamic``'s: the same nodes,
+non-float32 weights, an Attention whose weight is computed, or any other op type ORT
+would quantize in dynamic mode (Conv, LSTM, EmbedLayerNormalization) present in the
+model and the op types. ``tests`` compare this output with ``quantize_dynamic``'s: the same nodes,
 byte-identical initializers and bit-identical outputs.
 """
 
@@ -49,7 +51,7 @@ ALIGN = 4096  # page-aligned offsets let ORT map external initializers instead o
 INLINE_MAX = 1024  # tensors under this stay in the model proto (as onnx and ORT write them)
 INTEGER_OPS = ("Conv", "MatMul", "Attention", "LSTM", "Gather", "Transpose", "EmbedLayerNormalization")
 DIRECT_8BIT = ("Transpose",)
-NOT_HANDLED = ("Conv", "Attention", "LSTM", "EmbedLayerNormalization")
+NOT_HANDLED = ("Conv", "LSTM", "EmbedLayerNormalization")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class LeanResult:
     int8_bytes: int
     fp32_bytes_copied: int
     largest_tensor_bytes: int
+    quantized_attentions: int = 0
 
 
 def eligible(model, *, op_types: Sequence[str] | None, per_channel: bool, weight_type: str) -> str | None:
@@ -83,9 +86,11 @@ def eligible(model, *, op_types: Sequence[str] | None, per_channel: bool, weight
         return f"op types this path does not quantize: {', '.join(other)}"
     inits = {t.name: t for t in model.graph.initializer}
     for n in model.graph.node:
-        if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in inits \
+        if n.op_type in ("MatMul", "Gemm", "Attention") and len(n.input) > 1 and n.input[1] in inits \
                 and inits[n.input[1]].data_type != TensorProto.FLOAT:
             return f"a {TensorProto.DataType.Name(inits[n.input[1]].data_type)} weight ({n.input[1]})"
+        if n.op_type == "Attention" and "Attention" in types and (len(n.input) < 2 or n.input[1] not in inits):
+            return f"an Attention whose weight is computed ({n.name or n.output[0]})"
     return None
 
 
@@ -199,7 +204,7 @@ def quantize_dynamic_lean(
     os.replace(tmp, dst)
     if not written:
         data_path.unlink(missing_ok=True)
-    return LeanResult(rw.n_matmul, rw.n_gather, gemms, int8_bytes, copied, rw.largest)
+    return LeanResult(rw.n_matmul, rw.n_gather, gemms, int8_bytes, copied, rw.largest, rw.n_attention)
 
 
 class _Rewrite:
@@ -225,7 +230,7 @@ class _Rewrite:
         self.new_nodes: list = []
         self.emitted_dq: set[str] = set()
         self.emitted_scales: set[str] = set()
-        self.n_matmul = self.n_gather = self.largest = 0
+        self.n_matmul = self.n_gather = self.n_attention = self.largest = 0
 
     def run(self, types: set[str], excluded: set[str]) -> None:
         from onnx import TensorProto
@@ -243,6 +248,9 @@ class _Rewrite:
                 self.n_gather += 1
             elif ok and kind in DIRECT_8BIT and node.input[0] in self.replaced:
                 self.passthrough(node)
+            elif kind == "Attention" and kind in types and node.name not in excluded \
+                    and node.domain == "com.microsoft" and not any(a.name == "qkv_hidden_sizes" for a in node.attribute):
+                self.attention(node)  # ORT leaves one with qkv_hidden_sizes in fp32
             else:
                 for i in node.input:
                     self.dequantize(i)
@@ -310,6 +318,21 @@ class _Rewrite:
             return [], self.dql[a]
         self.dql[a] = (a + "_quantized", a + "_scale", a + "_zero_point")
         return [helper.make_node("DynamicQuantizeLinear", [a], list(self.dql[a]), a + "_QuantizeLinear")], self.dql[a]
+
+    def attention(self, node) -> None:
+        """As ORT's AttentionQuant: QAttention(input, weight, bias, input scale, weight scale,
+        mask_index, input zero point, weight zero point, past), inputs past the fifth
+        dropped (the recipe's rewrite leaves none), attributes kept."""
+        from onnx import helper
+
+        pre, (qa, sa, za) = self.activation(node.input[0])
+        qw, sw, zw = self.quantize_initializer(node.input[1], self.w_qtype, self.w_symmetric, self.reduce_range)
+        opt = lambda i: node.input[i] if len(node.input) > i else ""  # noqa: E731
+        q = helper.make_node("QAttention", [qa, qw, node.input[2], sa, sw, opt(3), za, zw, opt(4)], list(node.output),
+                             node.name + "_quant" if node.name else "", domain="com.microsoft")
+        q.attribute.extend(sorted(node.attribute, key=lambda a: a.name))  # make_node's order, as ORT's
+        self.emit(*pre, q)
+        self.n_attention += 1
 
     def matmul(self, node) -> None:
         from onnx import TensorProto, helper

@@ -468,15 +468,15 @@ def _recipe(job: _Job, details: dict, notes: list) -> _Job:
     notes.extend(choice.notes)
     chosen = _for_graph(job, choice.fp32_model)
     if job.lean and not chosen.lean:
-        notes.append(f"the {choice.chosen} graph is quantized by ORT's quantizer, not one initializer at a time: "
-                     f"only it turns Attention into QAttention (it holds the model in memory)")
+        notes.append(f"the {choice.chosen} graph is quantized by ORT's quantizer, not one initializer at a time "
+                     f"(it holds the model in memory)")
     return chosen
 
 
 def _for_graph(job: _Job, fp32) -> _Job:
     """The job for another fp32 graph (a recipe candidate). The lean path only where
-    that graph is eligible: a fused candidate holds Attention, which only ORT's
-    quantizer turns into QAttention (it holds the model in memory, as below 1 GiB)."""
+    that graph is eligible (lean_quant.eligible: an Attention with a computed weight,
+    say, goes to ORT's quantizer, which holds the model in memory)."""
     from onnxforge.core.fileio import load_onnx
 
     lean = job.lean and eligible(load_onnx(fp32, graph_only=True), op_types=job.o.op_types or None,

@@ -76,19 +76,31 @@ def test_fused_recipe_keeps_padding_and_plain_recipe_skips_candidates(cli, bert,
 
 @pytest.mark.slow
 def test_fused_recipe_on_a_model_large_enough_for_the_lean_path(cli, bert, tmp_path, monkeypatch):
-    """The lean path refuses Attention: the fused candidate goes to ORT's quantizer (it
-    used to fail there and be dropped quietly, even with --recipe fused)."""
+    """The fused candidate (com.microsoft Attention) takes the lean path too, and it
+    writes what ORT's quantizer writes for it: QAttention with the same weights."""
+    from onnx import numpy_helper
+
     from onnxforge.steps.quantize import lean_quant
 
-    monkeypatch.setattr(lean_quant, "LEAN_MIN_BYTES", 0)  # this tiny BERT stands in for a BERT-large
-    r = cli("quantize", "dynamic", "--allow-generated-data", bert, "-o", tmp_path / "f.onnx", "--recipe", "fused", "--bench-seconds", "0.3",
-            "--speed-budget", "0",
-            "--json")
-    assert r.code == 0, r.err + r.out
-    res = result(r)
-    assert res["details"]["recipe"]["chosen"] == "fused"
-    assert any("quantized by ORT's quantizer, not one initializer at a time" in n for n in res["notes"])
-    assert "QAttention" in {n.op_type for n in onnx.load(str(tmp_path / "f.onnx")).graph.node}
+    def fused(out):
+        r = cli("quantize", "dynamic", "--allow-generated-data", bert, "-o", out, "--recipe", "fused",
+                "--bench-seconds", "0.3", "--speed-budget", "0", "--json")
+        assert r.code == 0, r.err + r.out
+        res = result(r)
+        assert res["details"]["recipe"]["chosen"] == "fused"
+        return res, onnx.load(str(out))
+
+    _, ort_model = fused(tmp_path / "ort.onnx")
+    monkeypatch.setattr(lean_quant, "LEAN_MIN_BYTES", 0)  # this tiny BERT stands in for a BERT-base
+    res, lean_model = fused(tmp_path / "f.onnx")
+    assert any("one initializer at a time" in n for n in res["notes"])
+    assert not any("quantized by ORT's quantizer" in n for n in res["notes"])
+    assert "QAttention" in {n.op_type for n in lean_model.graph.node}
+    assert sorted((n.op_type, n.name) for n in ort_model.graph.node) == \
+        sorted((n.op_type, n.name) for n in lean_model.graph.node)
+    a = {t.name: numpy_helper.to_array(t) for t in ort_model.graph.initializer}
+    b = {t.name: numpy_helper.to_array(t) for t in lean_model.graph.initializer}
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
     assert _cos_to(bert, tmp_path / "f.onnx", _padded()) > 0.99
 
 
