@@ -345,6 +345,10 @@ def _quantize(model, output, o, mode: str) -> StepResult:
             # ORT's pre-processing is for ORT's quantizer: NNCF's own ORT session failed on its
             # output (tiny BERT at fixed shapes: "Attempt to replace the existing tensor")
             ort_engine = getattr(o, "engine", "ort") == "ort"
+            if mode == "static" and ort_engine:
+                from onnxforge.steps.quantize.lean_static import decide as decide_lean_static
+
+                lean = decide_lean_static(src, o.method, notes)
             base = _preprocess(base, tmp / "pre.onnx", notes) if o.preprocess and ort_engine and not lean else base
         if mode == "static":
             _check_calibration_memory(base, specs, o, notes, ranges, norms)
@@ -758,13 +762,20 @@ def _run_static(job: _Job, out: Path, common: dict) -> None:
     extra = {"MatMulConstBOnly": False,  # the attention products multiply two activations
              "TensorQuantOverrides": {t: unit for t in job.unit_range},
              **({"CalibPercentile": o.percentile} if o.method == "percentile" else {})}
+    fmt = QuantFormat.QDQ if o.quant_format == "qdq" else QuantFormat.QOperator
     with task("calibration", total=n) as bar:
         reader = StreamingReader(it, n, on_sample=lambda seen, total: bar.update(seen))
         with quiet_third_party():
-            quantize_static(str(job.base), str(out), reader,
-                            quant_format=QuantFormat.QDQ if o.quant_format == "qdq" else QuantFormat.QOperator,
-                            activation_type=_qtype(job.types["activation_type"]), calibrate_method=methods[o.method],
-                            extra_options=extra, **common)
+            if job.lean:  # large models: weights read from their files (lean_static.py)
+                from onnxforge.steps.quantize.lean_static import quantize_static_lean
+
+                quantize_static_lean(job.base, out, reader, tmp=job.tmp, quant_format=fmt,
+                                     activation_type=_qtype(job.types["activation_type"]), extra_options=extra,
+                                     **common)
+            else:
+                quantize_static(str(job.base), str(out), reader, quant_format=fmt,
+                                activation_type=_qtype(job.types["activation_type"]),
+                                calibrate_method=methods[o.method], extra_options=extra, **common)
 
 
 def rank_sensitive_nodes(fp32_path, q_path, specs, dims, seed, val_ranges=None, norms=None) -> list[str]:
