@@ -48,13 +48,18 @@ def save_scratch(model, path: Path) -> Path:
     return save_onnx(model, path, external_data=True)
 
 
-def save_scratch_ir(model, path: Path) -> Path:
-    """An onnx_ir model as a scratch model, its tensors (lazy ones read from their own
-    files) written one at a time to a data file named after the model, as save_scratch."""
+def save_scratch_ir(model, path: Path, base: Path | None = None) -> Path:
+    """An onnx_ir model (or a ModelProto whose external weights lie in ``base``, as
+    load_onnx(weights_by_reference=True) leaves them) as a scratch model: its tensors
+    written one at a time, each read from its own file, to a data file named after the
+    model, as save_scratch."""
     import onnx_ir as ir
 
     from onnxforge.core.fileio import REF_MIN_BYTES
 
+    if not isinstance(model, ir.Model):
+        model = ir.serde.deserialize_model(model)
+        ir.external_data.set_base_dir(model.graph, base)
     ir.save(model, path, external_data=path.name + ".data", size_threshold_bytes=REF_MIN_BYTES, alignment=4096)
     return path
 

@@ -57,7 +57,6 @@ def quantize_int4(model, output: str | Path, options: Int4Options | None = None,
 
 def _quantize(src: Path, dst: Path, o: Int4Options) -> int:
     """Run the quantizer; the count of MatMulNBits and GatherBlockQuantized nodes written."""
-    import onnx_ir as ir
     from onnxruntime.quantization import matmul_nbits_quantizer as mq
 
     from onnxforge.core.fileio import load_onnx, working_dir
@@ -89,12 +88,8 @@ def _quantize(src: Path, dst: Path, o: Int4Options) -> int:
         raise ConversionError(f"onnxruntime's int4 quantizer failed: {type(exc).__name__}: {first_line(exc)}",
                               hint="leave the failing MatMul in fp32 with --exclude-node NAME") from None
     out = q.model.model
-    count = sum(n.op_type in ("MatMulNBits", "GatherBlockQuantized") for n in out.graph.node)
-    model = ir.serde.deserialize_model(out)
-    ir.external_data.set_base_dir(model.graph, src.parent)
-    del out, q, m
-    save_scratch_ir(model, dst)  # the fp32 weights left are copied from src's files one at a time
-    return count
+    save_scratch_ir(out, dst, src.parent)  # the fp32 weights left are copied from src's files one at a time
+    return sum(n.op_type in ("MatMulNBits", "GatherBlockQuantized") for n in out.graph.node)
 
 
 def missing_kernel(block_size: int, accuracy_level: int | None) -> str | None:

@@ -86,7 +86,6 @@ def quantize_static_lean(src, dst, reader, *, tmp: Path, quant_format, activatio
                          extra_options: dict, calibration_providers=None, **_) -> None:
     """``quantize_static(src, dst, reader, ...)`` with calibrate_method MinMax, written to
     ``dst`` (its weights in ``dst.name + '.data'``). Arguments as quantize_static's."""
-    import onnx_ir as ir
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
@@ -114,7 +113,4 @@ def quantize_static_lean(src, dst, reader, *, tmp: Path, quant_format, activatio
     with working_dir(src.parent):  # the quantizer reads each weight it quantizes from there (it writes nothing)
         q.quantize_model()
     q.model.topological_sort()  # as save_model_to_file
-    out = ir.serde.deserialize_model(q.model.model)
-    ir.external_data.set_base_dir(out.graph, src.parent)
-    del q, model
-    save_scratch_ir(out, dst)  # fp32 weights left are copied from src's files one at a time
+    save_scratch_ir(q.model.model, dst, src.parent)  # fp32 weights left are copied from src's files one at a time
