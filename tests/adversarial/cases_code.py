@@ -221,6 +221,24 @@ def _evil_repository(ws, folder):
     (folder / "evil.py").write_text(_payload_module(ws))
 
 
+def _namespace_impl(ws, folder):
+    """An implementation that passes the name check (``mlserver_*``) from a sub-folder
+    without __init__.py: Python imports it as a namespace package."""
+    _model_settings(lambda c: c.__setitem__("implementation", "mlserver_zzz.rt.Runtime"))(ws, folder)
+    (folder / "mlserver_zzz").mkdir()
+    (folder / "mlserver_zzz" / "rt.py").write_text(_payload_module(ws))
+
+
+def _linked_namespace(ws, folder):
+    """The same module one link away: mlserver_zzz/sub points at a folder outside."""
+    _model_settings(lambda c: c.__setitem__("implementation", "mlserver_zzz.sub.rt.Runtime"))(ws, folder)
+    outside = ws / "in" / "outside_code"
+    outside.mkdir(exist_ok=True)
+    (outside / "rt.py").write_text(_payload_module(ws))
+    (folder / "mlserver_zzz").mkdir()
+    (folder / "mlserver_zzz" / "sub").symlink_to(outside, target_is_directory=True)
+
+
 def _nested_model(ws, folder):
     (folder / "more").mkdir()
     (folder / "more" / "model-settings.json").write_text(json.dumps({"name": "more", "implementation": "os.system"}))
@@ -252,6 +270,8 @@ SERVE_EDITS = {
     "impl": _evil_impl,
     "shadow": _shadowing_module,
     "repository": _evil_repository,
+    "namespace": _namespace_impl,
+    "linked_namespace": _linked_namespace,
     "nested": _nested_model,
     "tarball": _model_settings(lambda c: c["parameters"].__setitem__("environment_tarball", "./env.tar.gz")),
     "dotenv": lambda ws, f: (f / ".env").write_text("MLSERVER_EXTENSIONS='[\"evil\"]'\n"),
@@ -278,6 +298,8 @@ CASES += [
     _serve_case("implementation from the folder", "impl", "evil.Runtime"),
     _serve_case("module shadowing onnxruntime", "shadow", "onnxruntime.py"),
     _serve_case("settings.json repository class", "repository", "model_repository_implementation"),
+    _serve_case("implementation from a namespace package", "namespace", "module mlserver_zzz"),
+    _serve_case("namespace package behind a link", "linked_namespace", "module mlserver_zzz"),
     _serve_case("second model-settings.json in a subfolder", "nested", "os.system"),
     _serve_case("conda environment tarball", "tarball", "environment_tarball"),
     _serve_case(".env settings", "dotenv", ".env"),

@@ -28,11 +28,14 @@ of MLServer's own (``mlserver.*``, ``mlserver_*``), settings.json may hold only 
 in SERVER_KEYS, and the folder (and each folder holding a model-settings.json, which
 MLServer also puts on ``sys.path``) may hold no importable module, except the runtime the
 package ships: ``onnxforge_runtime.py``, accepted only when its sha256 is that of this
-onnxforge's steps/package/mlserver_runtime.py (an edited copy is code of the folder's own). The
-server runs with PYTHONPYCACHEPREFIX in serve-check's own scratch folder, so a
-``__pycache__`` in the folder (a forged .pyc Python would run instead of the checked .py,
-or the harmless one `mlserver start` leaves) is never read, and nothing is written into
-the folder.
+onnxforge's steps/package/mlserver_runtime.py (an edited copy is code of the folder's own); a
+sub-folder without ``__init__.py`` that holds a module is refused too (Python imports it as a
+namespace package: ``mlserver_x.runtime`` would pass the name check). The server's launcher
+imports whatever lies inside the folder from its ``.py`` source only, so a ``__pycache__``
+there (a forged .pyc Python would run instead of the checked .py, or the harmless one
+`mlserver start` leaves) is never read, and no bytecode is written into the folder; the
+installed packages keep their own bytecode caches (a scratch PYTHONPYCACHEPREFIX made every
+start compile MLServer and its dependencies again: 6.2 s of CPU per start instead of 3.6 s).
 The folder's settings.json also beats MLSERVER_HOST/ports, so the server is started
 through a small launcher that sets 127.0.0.1 and the picked ports on the loaded settings
 (a folder asking for ``0.0.0.0`` is served on 127.0.0.1 all the same).
@@ -133,11 +136,32 @@ class Server:
 
 
 # `mlserver start FOLDER` with serve-check's address: MLServer reads settings.json into
-# init arguments, which beat the MLSERVER_* variables, so they are set on the result.
+# init arguments, which beat the MLSERVER_* variables, so they are set on the result. A path
+# hook first makes every sys.path entry inside the folder import from source only.
 _LAUNCH = """\
+import importlib.machinery
+import os
 import sys
 if sys.path and sys.path[0] in ("", "."):
     del sys.path[0]
+ROOT = os.path.realpath(sys.argv[3])
+
+
+class SourceOnly(importlib.machinery.SourceFileLoader):
+    def get_code(self, fullname):  # never a .pyc (the folder may hold a forged one), and none written
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
+
+def folder_finder(entry):
+    if not any(p == ROOT or p.startswith(ROOT + os.sep) for p in (os.path.abspath(entry or "."),
+                                                                   os.path.realpath(entry or "."))):
+        raise ImportError(entry)
+    return importlib.machinery.FileFinder(entry, (SourceOnly, importlib.machinery.SOURCE_SUFFIXES))
+
+
+sys.path_hooks.insert(0, folder_finder)
+sys.path_importer_cache.clear()
 import mlserver.cli.main
 cli = sys.modules["mlserver.cli.main"]  # mlserver.cli.main is also the name of its main() function
 folder, host, http_port, grpc_port, metrics_port = sys.argv[3:8]  # after "mlserver start" (for ps and pgrep)
@@ -282,8 +306,26 @@ def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> No
             name = str(entry.relative_to(folder))
             if entry.name == RUNTIME_FILE and _our_runtime(entry):
                 continue
-            if entry.suffix in _MODULE_SUFFIXES or (entry / "__init__.py").exists():
+            if entry.suffix in _MODULE_SUFFIXES or (entry / "__init__.py").exists() or _namespace_package(entry):
                 refuse(f"it holds the Python module {name} (MLServer puts the folder first on sys.path)")
+
+
+def _namespace_package(entry: Path) -> bool:
+    """A folder Python would import as a namespace package: it holds, at any depth, a
+    module other than an accepted runtime copy (``__pycache__`` is never imported by name).
+    Links are followed; a tree too large to walk (or a link cycle) counts as one."""
+    if not entry.is_dir() or entry.name == "__pycache__":
+        return False
+    seen = 0
+    for where, dirs, files in os.walk(entry, followlinks=True):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        if any(Path(f).suffix in _MODULE_SUFFIXES and not (f == RUNTIME_FILE and _our_runtime(Path(where, f)))
+               for f in files):
+            return True
+        seen += len(dirs) + len(files)
+        if seen > 10_000:
+            return True
+    return False
 
 
 def _our_runtime(path: Path) -> bool:
@@ -401,7 +443,7 @@ def mlserver_process(folder: str | os.PathLike, *, timeout: float = 60.0, log_di
             http_port, grpc_port, metrics_port = free_ports(3)
             cmd = _mlserver_command(folder, http_port, grpc_port, metrics_port)
             log = log_root / f"mlserver-{attempt}.log"
-            env = dict(os.environ, PYTHONPYCACHEPREFIX=str(log_root / "pycache"), MLSERVER_HOST="127.0.0.1",
+            env = dict(os.environ, MLSERVER_HOST="127.0.0.1",
                        MLSERVER_HTTP_PORT=str(http_port), MLSERVER_GRPC_PORT=str(grpc_port),
                        MLSERVER_METRICS_PORT=str(metrics_port))
             with open(log, "wb") as logf:
