@@ -32,6 +32,22 @@ def pytest_ignore_collect(collection_path, config):
     return True if SLOW_MODULE.search(collection_path.read_text(encoding="utf-8")) else None
 
 
+def pytest_collection_modifyitems(config, items):
+    """Whole modules in a new order, each kept in one piece (module fixtures are built
+    once): those with an xdist_group first (a chain one worker runs alone: Ray, the zoo,
+    the KV-cache exports), then those with a slow test, then the rest, which fill in
+    around them. In file order, tests/zoo/ came last and left one worker running its
+    minute of Ray tests while the other had finished."""
+    def rank(item) -> int:
+        return 0 if item.get_closest_marker("xdist_group") else 1 if item.get_closest_marker("slow") else 2
+
+    by_module: dict[str, list] = {}
+    for item in items:
+        by_module.setdefault(item.nodeid.split("::")[0], []).append(item)
+    order = sorted(by_module.values(), key=lambda group: min(map(rank, group)))
+    items[:] = [item for group in order for item in group]
+
+
 def light_dir() -> Path:
     import onnx
 
