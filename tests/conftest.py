@@ -32,12 +32,21 @@ def pytest_ignore_collect(collection_path, config):
     return True if SLOW_MODULE.search(collection_path.read_text(encoding="utf-8")) else None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist names the groups (it appends @group to each test id)
 def pytest_collection_modifyitems(config, items):
-    """Whole modules in a new order, each kept in one piece (module fixtures are built
+    """Every ``timing`` test goes into one xdist group, "timing": one worker runs them
+    back to back under one exclusive lock (_timing_alone), so the other worker's test in
+    progress is waited out once, not once per module that has one (46 s of idle workers).
+
+    Then whole modules in a new order, each kept in one piece (module fixtures are built
     once): those with an xdist_group first (a chain one worker runs alone: Ray, the zoo,
     the KV-cache exports), then those with a slow test, then the rest, which fill in
     around them. In file order, tests/zoo/ came last and left one worker running its
     minute of Ray tests while the other had finished."""
+    for item in items:
+        if _timing(item):
+            item.add_marker(pytest.mark.xdist_group("timing"))
+
     def rank(item) -> int:
         return 0 if item.get_closest_marker("xdist_group") else 1 if item.get_closest_marker("slow") else 2
 

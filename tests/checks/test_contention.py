@@ -14,7 +14,7 @@ from conftest import ROOT, cpu_burner
 
 # starts processes and times models; its burners would load the other workers' tests, and
 # its premises (int8 slower than fp32 here) need a quiet machine: it runs alone
-pytestmark = [pytest.mark.slow, pytest.mark.timing, pytest.mark.xdist_group("contention")]  # wide: built once
+pytestmark = [pytest.mark.slow, pytest.mark.timing]  # the xdist group "timing" (conftest.py): wide is built once
 
 
 def _pinned(cpu: int, *args) -> subprocess.CompletedProcess:
