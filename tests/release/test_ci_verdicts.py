@@ -202,19 +202,21 @@ def test_single_command_report_on_every_exit(cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_docs_ci_commands_run(tmp_path):
-    """docs/ci.md's job runs the commands it shows; run the same lines here."""
+def test_docs_ci_commands_run(cli, tmp_path, monkeypatch):
+    """docs/ci.md's job runs the commands it shows; run the same lines here, each through
+    the CLI's main() as the shell would split it (a child imported skl2onnx again)."""
+    import shlex
+    import shutil
+
     doc = (ROOT / "docs" / "ci.md").read_text()
     lines = sorted({m.strip() for m in re.findall(r"^\s*(onnxforge release [^\n#]+)$", doc, re.M)})
     assert lines, "docs/ci.md shows no onnxforge command"
-    import shutil
-
     # a user's repository, as the CI job sees it: their release.toml (the sklearn example) at its root
     shutil.copytree(ROOT / "fixtures" / "example-sklearn", tmp_path, dirs_exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_STEP_SUMMARY": str(tmp_path / "s.md")}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "s.md"))
     for line in lines:
-        r = subprocess.run(line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
+        r = cli(*shlex.split(line)[1:])
+        assert r.code == 0, r.err
     out = tmp_path / "release-out"
     assert (out / "junit.xml").exists() and (out / "report.json").exists() and (out / "model.onnx").exists()
