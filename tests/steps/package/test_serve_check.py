@@ -155,19 +155,31 @@ def _servers_of(folder: Path) -> list[int]:
 @pytest.mark.slow
 def test_ctrl_c_during_the_load_stops_the_server(sk_folder):
     """As a user would: serve_check in its own process, Ctrl-C (SIGINT) in the middle
-    of the load; the process ends with KeyboardInterrupt and no mlserver is left."""
-    code = f"from onnxforge.steps.serve_check.check import serve_check; serve_check({str(sk_folder)!r}, duration=60, concurrency=2)"
+    of the load; the process ends with KeyboardInterrupt and no mlserver is left. The
+    signal goes as soon as the progress lines say the load started (a fixed 5 s wait
+    kept two CPUs busy for nothing)."""
+    import threading
+
+    code = ("from onnxforge.cli.progress import PlainReporter; from onnxforge.core.progress import set_reporter; "
+            "set_reporter(PlainReporter(verbosity=1)); from onnxforge.steps.serve_check.check import serve_check; "
+            f"serve_check({str(sk_folder)!r}, duration=60, concurrency=2)")
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=default_sigint)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
     try:
-        deadline = time.monotonic() + 60
-        while not _servers_of(sk_folder) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        assert _servers_of(sk_folder), "the server never started"
-        time.sleep(5)  # past start-up, parity and malformed requests: into the load
+        deadline = time.monotonic() + 90
+        while not any(ln.lstrip().startswith("load: ") and ln.rstrip().endswith(": start") for ln in list(lines)):
+            assert time.monotonic() < deadline and proc.poll() is None, "the load never started:\n" + "".join(lines)
+            time.sleep(0.1)
+        assert _servers_of(sk_folder), "no server is running"
+        time.sleep(0.5)  # into the load
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode != 0 and "KeyboardInterrupt" in err
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+        err = "".join(lines)
+        assert proc.returncode != 0 and "KeyboardInterrupt" in err, err
         assert _servers_of(sk_folder) == []
     finally:
         if proc.poll() is None:
