@@ -232,7 +232,6 @@ def convert_sklearn(source: Any, output: str | Path, options: ConvertSklearnOpti
     from onnxforge.core.fileio import check_output_path, scratch_dir
     from onnxforge.data.generate import generate_inputs
 
-    require("skl2onnx", "sklearn")
     o = resolve(ConvertSklearnOptions, options, {k: v for k, v in kwargs.items() if k != "sample"})
     sample = kwargs.get("sample", o.sample)  # a live array is allowed from Python
     o = replace(o, sample=sample) if sample is not o.sample else o
@@ -248,6 +247,7 @@ def convert_sklearn(source: Any, output: str | Path, options: ConvertSklearnOpti
                             hint="give a sample with the training columns")
     if data is None:
         data = generate_inputs(specs, seed=o.seed, dims={}, default_dim=200, val_ranges={"": (-3.0, 3.0)})
+    require("skl2onnx", "sklearn")  # after the cheap refusals (a bad path, sample or file): 2 s of imports
     onx = _convert(est, specs, o, notes)
     opsets = _used_opsets(onx)
     if not o.zipmap and any(out.type.HasField("sequence_type") for out in onx.graph.output):
