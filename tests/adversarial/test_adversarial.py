@@ -9,6 +9,10 @@ import pytest
 
 from cases import CASES, add_torch_inputs, build_workspace, run_case
 
+# one worker runs every case and the summary after them (split across workers, the
+# summary counted one worker's share, or none and skipped); the workspace is built once
+pytestmark = pytest.mark.xdist_group("adversarial")
+
 RESULTS = []
 
 

@@ -139,6 +139,59 @@ def test_a_forged_pycache_beside_the_runtime_is_never_run(tmp_path):
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # nothing written into the folder
 
 
+_STUB_MLSERVER = """\
+import multiprocessing
+import sys
+
+
+async def load_settings(folder=None):
+    return None, None
+
+
+def _worker():
+    import onnxforge_runtime  # noqa: F401
+
+
+def main():  # what `mlserver start` does with the runtime: the folder on sys.path, workers spawned
+    sys.path.insert(0, sys.argv[2])
+    worker = multiprocessing.get_context("spawn").Process(target=_worker)
+    worker.start()
+    worker.join()
+    import onnxforge_runtime  # noqa: F401
+"""
+
+
+def test_the_launcher_and_its_spawned_workers_never_read_the_folders_bytecode(tmp_path):
+    """serve-check's launcher, in front of a stand-in for `mlserver start` that imports
+    the folder's runtime in its own process and in a spawned worker (MLServer's parallel
+    workers; its 1.7 workers crash under this uvloop, so a real one cannot be served
+    here): both run the .py source, neither the forged .pyc beside it, and nothing is
+    written into the folder."""
+    from onnxforge.steps.serve_check.check import _LAUNCH
+
+    stub = tmp_path / "stub" / "mlserver" / "cli"
+    stub.mkdir(parents=True)
+    for init in (stub.parent / "__init__.py", stub / "__init__.py"):
+        init.write_text("")
+    (stub / "main.py").write_text(_STUB_MLSERVER)
+    folder = tmp_path / "srv"
+    folder.mkdir()
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    (folder / "onnxforge_runtime.py").write_text(f"import os; open(os.path.join({str(ran)!r}, str(os.getpid())), 'w').close()\n")
+    forged_bytecode(tmp_path, folder)
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "stub"), str(ROOT)]),
+           "ONNXFORGE_WORKER_PYCACHE": str(tmp_path / "pycache")}
+    env.pop("PYTHONPYCACHEPREFIX", None)
+    r = subprocess.run([sys.executable, "-c", _LAUNCH, "mlserver", "start", str(folder), "127.0.0.1", "1", "2", "3"],
+                       cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / MARKER).exists(), "the forged bytecode ran"
+    assert len(list(ran.iterdir())) == 2  # the source ran in the launcher and in the spawned worker
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+
+
 def test_trust_code_lets_a_folder_name_its_own_runtime(tmp_path):
     from onnxforge.core.errors import BadInputError
     from onnxforge.steps.serve_check.check import check_folder_code

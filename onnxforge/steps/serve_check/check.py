@@ -33,8 +33,10 @@ sub-folder without ``__init__.py`` that holds a module is refused too (Python im
 namespace package: ``mlserver_x.runtime`` would pass the name check). The server's launcher
 imports whatever lies inside the folder from its ``.py`` source only, so a ``__pycache__``
 there (a forged .pyc Python would run instead of the checked .py, or the harmless one
-`mlserver start` leaves) is never read, and no bytecode is written into the folder; the
-installed packages keep their own bytecode caches (a scratch PYTHONPYCACHEPREFIX made every
+`mlserver start` leaves) is never read, and no bytecode is written into the folder (parallel
+workers, which MLServer spawns as fresh interpreters, read bytecode only from serve-check's
+scratch folder, PYTHONPYCACHEPREFIX); the server's own process keeps the installed packages'
+bytecode caches (a scratch PYTHONPYCACHEPREFIX made every
 start compile MLServer and its dependencies again: 6.2 s of CPU per start instead of 3.6 s).
 The folder's settings.json also beats MLSERVER_HOST/ports, so the server is started
 through a small launcher that sets 127.0.0.1 and the picked ports on the loaded settings
@@ -162,6 +164,9 @@ def folder_finder(entry):
 
 sys.path_hooks.insert(0, folder_finder)
 sys.path_importer_cache.clear()
+# parallel workers are spawned: fresh interpreters without the hook read bytecode only
+# from serve-check's scratch folder (set here, after this process started: it keeps its caches)
+os.environ["PYTHONPYCACHEPREFIX"] = os.environ.pop("ONNXFORGE_WORKER_PYCACHE")
 import mlserver.cli.main
 cli = sys.modules["mlserver.cli.main"]  # mlserver.cli.main is also the name of its main() function
 folder, host, http_port, grpc_port, metrics_port = sys.argv[3:8]  # after "mlserver start" (for ps and pgrep)
@@ -443,7 +448,7 @@ def mlserver_process(folder: str | os.PathLike, *, timeout: float = 60.0, log_di
             http_port, grpc_port, metrics_port = free_ports(3)
             cmd = _mlserver_command(folder, http_port, grpc_port, metrics_port)
             log = log_root / f"mlserver-{attempt}.log"
-            env = dict(os.environ, MLSERVER_HOST="127.0.0.1",
+            env = dict(os.environ, ONNXFORGE_WORKER_PYCACHE=str(log_root / "pycache"), MLSERVER_HOST="127.0.0.1",
                        MLSERVER_HTTP_PORT=str(http_port), MLSERVER_GRPC_PORT=str(grpc_port),
                        MLSERVER_METRICS_PORT=str(metrics_port))
             with open(log, "wb") as logf:
