@@ -239,6 +239,27 @@ def _linked_namespace(ws, folder):
     (folder / "mlserver_zzz" / "sub").symlink_to(outside, target_is_directory=True)
 
 
+def _pycache_module(ws, folder):
+    """A .py inside a __pycache__ folder: importable all the same (mlserver_x.__pycache__
+    is a namespace package), named by a second model's settings."""
+    (folder / "mlserver_x" / "__pycache__").mkdir(parents=True)
+    (folder / "mlserver_x" / "__pycache__" / "evil.py").write_text(_payload_module(ws))
+    (folder / "side").mkdir()
+    (folder / "side" / "model-settings.json").write_text(json.dumps({"name": "side",
+                                                                     "implementation": "mlserver_x.__pycache__.evil.M"}))
+
+
+def _many_models(ws, folder):
+    """More model-settings.json files than serve-check reads: the last would go unchecked
+    (MLServer loads them all), here one whose environment runs the folder's own Python."""
+    for i in range(1000):
+        (folder / f"a{i:04d}").mkdir()
+        (folder / f"a{i:04d}" / "model-settings.json").write_text('{"implementation": "mlserver.MLModel"}')
+    (folder / "zzz").mkdir()
+    (folder / "zzz" / "model-settings.json").write_text(json.dumps({
+        "name": "zzz", "implementation": "mlserver.MLModel", "parameters": {"environment_path": "./env"}}))
+
+
 def _nested_model(ws, folder):
     (folder / "more").mkdir()
     (folder / "more" / "model-settings.json").write_text(json.dumps({"name": "more", "implementation": "os.system"}))
@@ -272,6 +293,8 @@ SERVE_EDITS = {
     "repository": _evil_repository,
     "namespace": _namespace_impl,
     "linked_namespace": _linked_namespace,
+    "pycache_module": _pycache_module,
+    "many_models": _many_models,
     "nested": _nested_model,
     "tarball": _model_settings(lambda c: c["parameters"].__setitem__("environment_tarball", "./env.tar.gz")),
     "dotenv": lambda ws, f: (f / ".env").write_text("MLSERVER_EXTENSIONS='[\"evil\"]'\n"),
@@ -300,6 +323,8 @@ CASES += [
     _serve_case("settings.json repository class", "repository", "model_repository_implementation"),
     _serve_case("implementation from a namespace package", "namespace", "module mlserver_zzz"),
     _serve_case("namespace package behind a link", "linked_namespace", "module mlserver_zzz"),
+    _serve_case("module inside a __pycache__ sub-folder", "pycache_module", "module mlserver_x"),
+    _serve_case("over 1000 model-settings.json", "many_models", "over 1000 model-settings.json"),
     _serve_case("second model-settings.json in a subfolder", "nested", "os.system"),
     _serve_case("conda environment tarball", "tarball", "environment_tarball"),
     _serve_case(".env settings", "dotenv", ".env"),

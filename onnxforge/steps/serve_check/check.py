@@ -29,8 +29,10 @@ in SERVER_KEYS, and the folder (and each folder holding a model-settings.json, w
 MLServer also puts on ``sys.path``) may hold no importable module, except the runtime the
 package ships: ``onnxforge_runtime.py``, accepted only when its sha256 is that of this
 onnxforge's steps/package/mlserver_runtime.py (an edited copy is code of the folder's own); a
-sub-folder without ``__init__.py`` that holds a module is refused too (Python imports it as a
-namespace package: ``mlserver_x.runtime`` would pass the name check). The server's launcher
+sub-folder without ``__init__.py`` that holds a module at any depth is refused too (Python
+imports it as a namespace package: ``mlserver_x.runtime`` would pass the name check; a .py
+inside ``__pycache__`` counts), and so is a folder of over MAX_MODELS model-settings.json
+(MLServer loads every one: checking some would leave the rest unchecked). The server's launcher
 imports whatever lies inside the folder from its ``.py`` source only, so a ``__pycache__``
 there (a forged .pyc Python would run instead of the checked .py, or the harmless one
 `mlserver start` leaves) is never read, and no bytecode is written into the folder (parallel
@@ -50,6 +52,7 @@ start).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -268,6 +271,7 @@ SERVER_KEYS = frozenset({
 RUNTIME_PREFIXES = ("onnxforge.steps.package.mlserver_runtime.", "mlserver.", "mlserver_")
 SHIPPED_PREFIX = "onnxforge_runtime."  # the runtime file the package writes beside model-settings.json
 _MODULE_SUFFIXES = (".py", ".pyc", ".pyw", ".so", ".pyd")
+MAX_MODELS = 1000  # model-settings.json files in one folder
 
 
 def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> None:
@@ -280,7 +284,9 @@ def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> No
         raise BadInputError(f"{folder}: {what}; serving it runs code from the folder, so it is refused", hint=hint)
 
 
-    found = sorted(folder.rglob("model-settings.json"))[:1000]
+    found = sorted(itertools.islice(folder.rglob("model-settings.json"), MAX_MODELS + 1))
+    if len(found) > MAX_MODELS and not trust_code:  # MLServer loads every one: checking some is checking none
+        refuse(f"it holds over {MAX_MODELS} model-settings.json files, more than serve-check reads")
     for path in found:
         settings = _settings_json(path)
         impl = settings.get("implementation")
@@ -309,23 +315,31 @@ def check_folder_code(folder: str | os.PathLike, trust_code: bool = False) -> No
     for where in sorted({folder} | {p.parent for p in found}):
         for entry in sorted(where.iterdir()):
             name = str(entry.relative_to(folder))
-            if entry.name == RUNTIME_FILE and _our_runtime(entry):
-                continue
-            if entry.suffix in _MODULE_SUFFIXES or _holds_module(entry):
+            if _importable(entry) or _holds_module(entry):
                 refuse(f"it holds the Python module {name} (MLServer puts the folder first on sys.path)")
+
+
+def _importable(path: Path) -> bool:
+    """A file Python could import under some name: any module suffix, except what Python's
+    own bytecode cache holds (``__pycache__/NAME.TAG.pyc``: a dotted name is no module name)
+    and an accepted copy of the runtime. A ``.py`` inside ``__pycache__`` is importable
+    (``mlserver_x.__pycache__.evil``: the folder is a namespace package like any other)."""
+    if path.suffix not in _MODULE_SUFFIXES:
+        return False
+    if path.suffix == ".pyc" and path.parent.name == "__pycache__" and "." in path.stem:
+        return False
+    return not (path.name == RUNTIME_FILE and _our_runtime(path))
 
 
 def _holds_module(entry: Path) -> bool:
     """A folder Python would import as a package, regular or namespace (no ``__init__.py``):
-    it holds, at any depth, a module other than an accepted runtime copy (``__pycache__``
-    is never imported by name). Links are followed; a tree too large to walk counts as one."""
-    if not entry.is_dir() or entry.name == "__pycache__":
+    it holds, at any depth, an importable file. Links are followed; a tree too large to
+    walk counts as one."""
+    if not entry.is_dir():
         return False
     seen = 0
     for where, dirs, files in os.walk(entry, followlinks=True):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        if any(Path(f).suffix in _MODULE_SUFFIXES and not (f == RUNTIME_FILE and _our_runtime(Path(where, f)))
-               for f in files):
+        if any(_importable(Path(where, f)) for f in files):
             return True
         seen += len(dirs) + len(files)
         if seen > 10_000:
