@@ -35,7 +35,7 @@ def pytest_ignore_collect(collection_path, config):
 @pytest.hookimpl(tryfirst=True)  # before xdist names the groups (it appends @group to each test id)
 def pytest_collection_modifyitems(config, items):
     """Every ``timing`` test goes into one xdist group, "timing": one worker runs them
-    back to back under one exclusive lock (_timing_alone), so the other worker's test in
+    back to back under one exclusive lock (pytest_runtest_protocol), so the other worker's test in
     progress is waited out once, not once per module that has one (46 s of idle workers).
 
     Then whole modules in a new order, each kept in one piece (module fixtures are built
@@ -288,38 +288,33 @@ def _timing(item) -> bool:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_teardown(item, nextitem):
-    """Runs before the test's fixtures are torn down: a ``timing`` test followed by another
-    on this worker (a module of them, grouped) keeps the exclusive lock. Let go in between,
-    the other worker started its next test, and each timing test then waited that test out
-    (10-13 s each, 45 s for test_contention's five)."""
-    _run["keep"] = _timing(item) and _timing(nextitem)
-    yield
-
-
-@pytest.fixture(autouse=True)
-def _timing_alone(request, tmp_path_factory):
+def pytest_runtest_protocol(item, nextitem):
     """A readers-writer lock across the workers: every test holds a shared flock on one
     file, a test marked ``timing`` an exclusive one, so it times on an otherwise idle
     suite (the timings judge the CPU they got and would come out inconclusive beside a
-    busy worker)."""
+    busy worker). Held from setup to teardown, so the other worker's module- and
+    session-scoped fixtures are under it too: taken in a function-scoped fixture, it came
+    after them, and a 16 s KV-cache export built beside test_contention made its idle
+    thread wait 0.26 s of each second. A timing test followed by another on this worker
+    (the "timing" group) keeps the exclusive lock: let go in between, the other worker
+    started its next test, and each timing test then waited that test out."""
     import fcntl
 
-    if _timing_fd(tmp_path_factory) is None:
+    if _timing_fd(item.config._tmp_path_factory) is None:
         yield
         return
-    _lock(fcntl.LOCK_EX if _timing(request.node) else fcntl.LOCK_SH)
+    _lock(fcntl.LOCK_EX if _timing(item) else fcntl.LOCK_SH)
     try:
         yield
     finally:
-        if not _run.pop("keep", False):
+        if not (_timing(item) and _timing(nextitem)):
             _lock(fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
 def alone(tmp_path_factory):
-    """The exclusive side of _timing_alone for a module- or session-scoped fixture that
-    times (it runs before its first test takes the test's lock)."""
+    """The exclusive side of the lock for part of a test that times (the README tour's
+    timed commands): the test's shared lock becomes exclusive, then shared again."""
     import fcntl
 
     if _timing_fd(tmp_path_factory) is None:
