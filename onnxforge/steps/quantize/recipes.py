@@ -44,6 +44,7 @@ from onnxforge.core.stats import contention_line, paired_speedup
 from onnxforge.data.generate import generate_inputs
 from onnxforge.data.samples import load_samples
 from onnxforge.steps.quantize.attention import padded_mask_inputs, rewrite_for_quantization
+from onnxforge.steps.simplify.unfuse import unfuse_in_file
 from onnxforge.steps.simplify.simplify import ATTENTION_OPS, op_count, run_onnxscript_fusions, run_transformer
 
 log = logging.getLogger("onnxforge")
@@ -217,7 +218,8 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
             return None
     rewritten = tmp / f"recipe-{name}.onnx"
     rep = rewrite_for_quantization(fused, rewritten)
-    details = {**info, "attention_nodes": len(rep.nodes), "quantizable_attention": rep.quantizable,
+    details = {**info, "unfused": unfuse_in_file(rewritten),  # simplify/unfuse.py
+               "attention_nodes": len(rep.nodes), "quantizable_attention": rep.quantizable,
                "mask_inputs": list(rep.mask_inputs),
                "kept": sorted({f"{n.node}: {n.reason}" for n in rep.nodes if not n.quantizable})[:5]}
     if not rep.nodes:

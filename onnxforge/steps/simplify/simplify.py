@@ -32,6 +32,7 @@ from typing import Callable, Mapping, Sequence
 from onnxforge.core.errors import BadInputError, StepNotApplicable, UsageError, first_line, require_submodule
 from onnxforge.core.logs import swallowed, native_stderr, quiet_third_party
 from onnxforge.steps.simplify.cleanup import run_cleanup
+from onnxforge.steps.simplify.unfuse import unfuse_in_file
 from onnxforge.steps.simplify.options import SimplifyOptions
 from onnxforge.core.types import EngineRun, StepResult
 from onnxforge.core.options import resolve
@@ -100,7 +101,9 @@ def run_ort(src: Path, dst: Path, *, level: str) -> dict:
     so.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
     so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"])
-    return {"ort_only": level != "basic"}
+    if level == "basic":
+        return {"ort_only": False}
+    return {"ort_only": True, "unfused": unfuse_in_file(dst)}  # unfuse.py
 
 
 def run_transformer(src: Path, dst: Path, *, model_type: str, num_heads: int = 0, hidden_size: int = 0) -> dict:
@@ -339,7 +342,7 @@ def _fusion_engines(current: Path, dst: Path, ctx: dict, *, model_type: str, num
     for i, (engine, fn) in enumerate(engines):
         out = dst if i == 0 else dst.with_name(f"{dst.stem}_{i}.onnx")
         try:
-            info = fn(current, out) or {}
+            info = {**(fn(current, out) or {}), "unfused": unfuse_in_file(out)}  # unfuse.py
             checks = check_against(current, out, label=f"after {engine}", **ctx)
         except (KeyboardInterrupt, UsageError):
             raise
