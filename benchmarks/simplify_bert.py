@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks._util import print_table, wait_quiet  # noqa: E402
+from benchmarks._util import paired_ratio, print_table, wait_quiet  # noqa: E402
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the same names in both exports; dims differ
 
@@ -132,7 +132,7 @@ def main() -> None:
             facts[name] = (len(m.graph.node), ort_nodes(p, d), *padded_parity(raw, p, a.seq))
         quiet = None if a.no_wait else wait_quiet()
         rep = benchmark([str(p) for p in variants.values()], shapes={n: (1, a.seq) for n in INPUTS},
-                        threads=2, warmup=5, duration=a.duration * len(variants),
+                        threads=2, warmup=5, duration=a.duration * len(variants), save_latencies=True,
                         val_ranges={"input_ids": (0, 1000), "attention_mask": (1, 1), "token_type_ids": (0, 1)})
         by_model = {c.model: c for c in rep.comparisons}
         rows = []
@@ -143,6 +143,11 @@ def main() -> None:
                          f"{c.speedup:.2f}x ({c.ci95[0]:.2f}-{c.ci95[1]:.2f})" if c else "1.00x"])
         print_table(["variant", "nodes", "nodes in ORT", "padded cosine", "max abs", "p50 ms", "vs raw (95% CI)"], rows,
                     title=f"BERT-base fp32, batch 1, seq {a.seq}, 2 threads, rows interleaved")
+        lat = {name: r.latencies_ms for name, r in zip(variants, rep.results)}
+        ours, olive = "onnxforge simplify --transformer bert", "olive auto-opt fp32 (dynamo)"
+        if olive in lat:  # the goal's own ratio, paired per round
+            m, lo, hi = paired_ratio(lat[olive], lat[ours])
+            print(f"onnxforge simplify vs Olive fp32: {m:.3f}x ({lo:.3f}-{hi:.3f}) (goal >= 1.0x)")
         if rep.contention:
             print("timing:", contention_line(rep.contention))
         if quiet:

@@ -1,2 +1,3 @@
 """The simplify step: simplify.py (onnxsim, ORT offline optimization, transformer
-fusions, each checked), cleanup.py, options.py, step.py."""
+fusions, each checked), cleanup.py, unfuse.py (fused ops ORT runs slower, written
+back), options.py, step.py."""
