@@ -4,7 +4,12 @@ speed of the raw export, `onnxforge simplify --transformer bert`, and Olive's
 `auto-opt --precision fp32 --use_dynamo_exporter` (when `olive` is installed; skipped
 with a message otherwise).
 
-    python benchmarks/simplify_bert.py [--seq 128] [--duration 5] [--no-wait]
+    python benchmarks/simplify_bert.py [--seq 128] [--duration 5] [--no-wait] [--int8]
+
+--int8 adds, in the same loop: plain ORT `quantize_dynamic` of the raw export,
+`onnxforge quantize dynamic` of it (the auto recipe) and Olive's `auto-opt --precision
+int8` (its transformer optimizer, then ORT's dynamic quantization); goal (#27): onnxforge's
+int8 never behind Olive's best (>= 1.0x, paired per round).
 
 Nodes: in the file, and as ONNX Runtime runs it (ORT_ENABLE_ALL's fusions applied,
 the count issue #27 compared). Parity: every variant against the raw export on a
@@ -32,7 +37,7 @@ from benchmarks._util import paired_ratio, print_table, wait_quiet  # noqa: E402
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the same names in both exports; dims differ
 
 
-def build(d: Path) -> dict[str, Path]:
+def build(d: Path, int8: bool = False) -> dict[str, Path]:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _quant_models import bert_base
 
@@ -48,20 +53,33 @@ def build(d: Path) -> dict[str, Path]:
     olive = _olive(d)
     if olive:
         out["olive auto-opt fp32 (dynamo)"] = olive
+    if int8:
+        from onnxruntime.quantization import quantize_dynamic
+
+        quantize_dynamic(str(raw), str(d / "plain.onnx"))
+        out["int8 plain quantize_dynamic"] = d / "plain.onnx"
+        # random weights, no data of its own: judged on generated inputs, knowingly
+        r = onnxforge.quantize(raw, d / "ours.onnx", mode="dynamic", allow_generated_data=True, bench_seconds=2)
+        print(f"onnxforge quantize dynamic: {'passed' if r.passed else 'FAILED'}, recipe "
+              f"{r.details.get('recipe', {}).get('chosen')}")
+        out["int8 onnxforge quantize dynamic"] = d / "ours.onnx"
+        olive = _olive(d, "int8")
+        if olive:
+            out["olive auto-opt int8 (dynamo)"] = olive
     return out
 
 
-def _olive(d: Path) -> Path | None:
+def _olive(d: Path, precision: str = "fp32") -> Path | None:
     exe = shutil.which("olive")
     if exe is None:
         print("olive is not installed (pip install olive-ai): its row is left out")
         return None
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     p = subprocess.run([exe, "auto-opt", "-m", str(d / "hf"), "-t", "feature-extraction", "--device", "cpu",
-                        "--provider", "CPUExecutionProvider", "--precision", "fp32", "--use_dynamo_exporter",
-                        "-o", str(d / "olive"), "--disable_telemetry"], capture_output=True, text=True, env=env,
-                       cwd=d)
-    model = d / "olive" / "model.onnx"
+                        "--provider", "CPUExecutionProvider", "--precision", precision, "--use_dynamo_exporter",
+                        "-o", str(d / f"olive-{precision}"), "--disable_telemetry"], capture_output=True, text=True,
+                       env=env, cwd=d)
+    model = d / f"olive-{precision}" / "model.onnx"
     if p.returncode or not model.exists():
         print(f"olive auto-opt failed (exit {p.returncode}): {(p.stderr or p.stdout).strip()[-300:]}")
         return None
@@ -115,6 +133,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--duration", type=float, default=5.0, help="timing seconds per row")
     ap.add_argument("--no-wait", action="store_true", help="time at once, quiet machine or not")
+    ap.add_argument("--int8", action="store_true", help="add the int8 rows: plain, onnxforge, Olive")
     a = ap.parse_args()
 
     import onnx
@@ -124,7 +143,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        variants = build(d)
+        variants = build(d, a.int8)
         raw = variants["raw export"]
         facts = {}
         for name, p in variants.items():
@@ -142,12 +161,16 @@ def main() -> None:
             rows.append([name, nodes, in_ort, f"{cos:.6f}", f"{mx:.2g}", f"{res.latency.p50:.2f}",
                          f"{c.speedup:.2f}x ({c.ci95[0]:.2f}-{c.ci95[1]:.2f})" if c else "1.00x"])
         print_table(["variant", "nodes", "nodes in ORT", "padded cosine", "max abs", "p50 ms", "vs raw (95% CI)"], rows,
-                    title=f"BERT-base fp32, batch 1, seq {a.seq}, 2 threads, rows interleaved")
+                    title=f"BERT-base, batch 1, seq {a.seq}, 2 threads, rows interleaved")
         lat = {name: r.latencies_ms for name, r in zip(variants, rep.results)}
-        ours, olive = "onnxforge simplify --transformer bert", "olive auto-opt fp32 (dynamo)"
-        if olive in lat:  # the goal's own ratio, paired per round
-            m, lo, hi = paired_ratio(lat[olive], lat[ours])
-            print(f"onnxforge simplify vs Olive fp32: {m:.3f}x ({lo:.3f}-{hi:.3f}) (goal >= 1.0x)")
+        for ours, olive, what in (("onnxforge simplify --transformer bert", "olive auto-opt fp32 (dynamo)", "fp32"),
+                                  ("int8 onnxforge quantize dynamic", "olive auto-opt int8 (dynamo)", "int8")):
+            if olive in lat and ours in lat:  # the goals' own ratios, paired per round
+                m, lo, hi = paired_ratio(lat[olive], lat[ours])
+                print(f"onnxforge vs Olive {what}: {m:.3f}x ({lo:.3f}-{hi:.3f}) (goal >= 1.0x)")
+        if "int8 plain quantize_dynamic" in lat:
+            m, lo, hi = paired_ratio(lat["int8 plain quantize_dynamic"], lat["int8 onnxforge quantize dynamic"])
+            print(f"onnxforge int8 vs plain quantize_dynamic: {m:.3f}x ({lo:.3f}-{hi:.3f}) (goal >= 1.3x)")
         if rep.contention:
             print("timing:", contention_line(rep.contention))
         if quiet:
