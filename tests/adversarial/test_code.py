@@ -181,10 +181,10 @@ def test_the_launcher_and_its_spawned_workers_never_read_the_folders_bytecode(tm
     (folder / "onnxforge_runtime.py").write_text(f"import os; open(os.path.join({str(ran)!r}, str(os.getpid())), 'w').close()\n")
     forged_bytecode(tmp_path, folder)
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "stub"), str(ROOT)]),
-           "ONNXFORGE_WORKER_PYCACHE": str(tmp_path / "pycache")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "stub"), str(ROOT)])}
     env.pop("PYTHONPYCACHEPREFIX", None)
-    r = subprocess.run([sys.executable, "-c", _LAUNCH, "mlserver", "start", str(folder), "127.0.0.1", "1", "2", "3"],
+    r = subprocess.run([sys.executable, "-c", _LAUNCH, "mlserver", "start", str(folder), "127.0.0.1", "1", "2", "3",
+                        str(tmp_path / "pycache")],
                        cwd=folder, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert not (tmp_path / MARKER).exists(), "the forged bytecode ran"

@@ -143,6 +143,7 @@ class Server:
 # `mlserver start FOLDER` with serve-check's address: MLServer reads settings.json into
 # init arguments, which beat the MLSERVER_* variables, so they are set on the result. A path
 # hook first makes every sys.path entry inside the folder import from source only.
+# argv: mlserver start FOLDER HOST HTTP GRPC METRICS WORKER_PYCACHE (the first words for ps and pgrep).
 _LAUNCH = """\
 import importlib.machinery
 import os
@@ -169,10 +170,9 @@ sys.path_hooks.insert(0, folder_finder)
 sys.path_importer_cache.clear()
 # parallel workers are spawned: fresh interpreters without the hook read bytecode only
 # from serve-check's scratch folder (set here, after this process started: it keeps its caches)
-os.environ["PYTHONPYCACHEPREFIX"] = os.environ.pop("ONNXFORGE_WORKER_PYCACHE")
+folder, host, http_port, grpc_port, metrics_port, os.environ["PYTHONPYCACHEPREFIX"] = sys.argv[3:9]
 import mlserver.cli.main
 cli = sys.modules["mlserver.cli.main"]  # mlserver.cli.main is also the name of its main() function
-folder, host, http_port, grpc_port, metrics_port = sys.argv[3:8]  # after "mlserver start" (for ps and pgrep)
 _load = cli.load_settings
 
 
@@ -189,11 +189,11 @@ cli.main()
 """
 
 
-def _mlserver_command(folder: Path, http_port: int, grpc_port: int, metrics_port: int) -> list[str]:
+def _mlserver_command(folder: Path, http_port: int, grpc_port: int, metrics_port: int, pycache: Path) -> list[str]:
     if importlib.util.find_spec("mlserver") is None:
         raise MissingDependencyError("mlserver is not installed", hint="pip install 'onnxforge[serve]'")
     return [sys.executable, "-c", _LAUNCH, "mlserver", "start", str(folder), "127.0.0.1", str(http_port),
-            str(grpc_port), str(metrics_port)]
+            str(grpc_port), str(metrics_port), str(pycache)]
 
 
 def free_ports(n: int) -> list[int]:
@@ -460,9 +460,9 @@ def mlserver_process(folder: str | os.PathLike, *, timeout: float = 60.0, log_di
     try:
         for attempt in (1, 2):
             http_port, grpc_port, metrics_port = free_ports(3)
-            cmd = _mlserver_command(folder, http_port, grpc_port, metrics_port)
+            cmd = _mlserver_command(folder, http_port, grpc_port, metrics_port, log_root / "pycache")
             log = log_root / f"mlserver-{attempt}.log"
-            env = dict(os.environ, ONNXFORGE_WORKER_PYCACHE=str(log_root / "pycache"), MLSERVER_HOST="127.0.0.1",
+            env = dict(os.environ, MLSERVER_HOST="127.0.0.1",
                        MLSERVER_HTTP_PORT=str(http_port), MLSERVER_GRPC_PORT=str(grpc_port),
                        MLSERVER_METRICS_PORT=str(metrics_port))
             with open(log, "wb") as logf:
