@@ -62,3 +62,31 @@ def test_summary(capsys):
     with capsys.disabled():
         print("\n" + line)
     assert all(r.right_code and r.one_line and r.inputs_intact and not r.leftovers and not r.ran_code for r in RESULTS)
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_the_snapshot_sees_every_change_to_an_input(coarse, tmp_path, monkeypatch):
+    """'inputs intact' compares two snapshots: a same-size rewrite microseconds later, a
+    replacement by rename, a touch, a deletion and a new file must each show."""
+    import os
+
+    import cases
+
+    if coarse:  # the hashing taken where timestamps are jiffy-grained
+        monkeypatch.setattr(cases, "_coarse_timestamps", lambda ws: True)
+    ws = tmp_path / "ws"
+    (ws / "in").mkdir(parents=True)
+    for name in "abcd":
+        (ws / "in" / name).write_bytes(b"hello")
+    before = cases.snapshot(ws)
+    assert cases.snapshot(ws) == before  # reading changes nothing
+    with open(ws / "in" / "a", "r+b") as f:
+        f.write(b"HELLO")
+    (ws / "in" / "b2").write_bytes(b"hello")
+    os.replace(ws / "in" / "b2", ws / "in" / "b")
+    os.utime(ws / "in" / "c", ns=(0, (ws / "in" / "c").stat().st_mtime_ns))
+    (ws / "in" / "d").unlink()
+    (ws / "in" / "e").write_bytes(b"")
+    after = cases.snapshot(ws)
+    assert sorted(k for k, v in before.items() if after.get(k) != v) == ["in/a", "in/b", "in/c", "in/d"]
+    assert sorted(after.keys() - before.keys()) == ["in/e"]
