@@ -116,3 +116,26 @@ def test_in_file_the_weights_stay_in_their_data_file(tmp_path):
     m = onnx.load(str(p), load_external_data=False)
     assert external_data_files(m) and "SkipLayerNormalization" not in _ops(m)
     assert unfuse_in_file(p) == {}  # nothing left: the file is not rewritten
+
+
+def test_ort_extended_output_is_written_back_too(tmp_path):
+    """simplify --ort extended: ORT's offline optimizer fuses Add + LayerNormalization of a
+    static shape into SkipLayerNormalization; the saved model has the standard ops."""
+    import onnxforge
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w", (H, H)), ("gamma", (H,)), ("beta", (H,)))]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "x"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"], axis=-1),
+             helper.make_node("Relu", ["y"], ["z"])]
+    g = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, H])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 8, H])], inits)
+    src = tmp_path / "ln.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(src))
+    r = onnxforge.simplify(src, tmp_path / "out.onnx", onnxsim=False, ort_level="extended")
+    assert r.passed
+    [ort_run] = [e for e in r.engines if e.step == "ort:extended"]
+    assert ort_run.info["unfused"] == {"SkipLayerNormalization": 1}
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "out.onnx")).graph.node}
+    assert "SkipLayerNormalization" not in ops and {"Sum", "LayerNormalization"} <= ops
