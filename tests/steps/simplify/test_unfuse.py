@@ -139,3 +139,31 @@ def test_ort_extended_output_is_written_back_too(tmp_path):
     assert ort_run.info["unfused"] == {"SkipLayerNormalization": 1}
     ops = {n.op_type for n in onnx.load(str(tmp_path / "out.onnx")).graph.node}
     assert "SkipLayerNormalization" not in ops and {"Sum", "LayerNormalization"} <= ops
+
+
+def test_a_model_with_subgraphs_is_left_as_it_is():
+    """An If body may read the node's mean output or define a name the rewrite would
+    take (both broke the model); cleanup.py leaves such models alone too."""
+    m = _block(residual_out=False)
+    then = helper.make_graph([helper.make_node("Identity", ["ln"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
+    other = helper.make_graph([helper.make_node("Identity", ["ln"], ["sln/residual"])], "else", [],
+                              [helper.make_tensor_value_info("sln/residual", TensorProto.FLOAT, None)])
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    m.graph.initializer.append(cond)
+    m.graph.node.append(helper.make_node("If", ["cond"], ["branch"], then_branch=then, else_branch=other))
+    m.graph.output.append(helper.make_tensor_value_info("branch", TensorProto.FLOAT, None))
+    assert unfuse_slow_kernels(m) == {"SkipLayerNormalization": 0, "BiasGelu": 0}
+
+
+def test_names_declared_only_as_value_info_or_unread_inputs_are_not_reused():
+    m = _block(residual_out=False)
+    m.graph.value_info.append(helper.make_tensor_value_info("sln/biased", TensorProto.INT64, None))
+    m.graph.input.append(helper.make_tensor_value_info("sln/residual", TensorProto.FLOAT, [1]))
+    unfuse_slow_kernels(m)
+    made = {o for n in m.graph.node for o in n.output}
+    assert not made & {"sln/biased", "sln/residual"} and {"sln_1/biased", "sln_1/residual"} <= made
+    onnx.checker.check_model(m, full_check=True)
+    x = np.random.default_rng(1).standard_normal((2, 8, H)).astype(np.float32)
+    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    s.run(None, {"x": x, "sln/residual": np.zeros(1, np.float32)})
