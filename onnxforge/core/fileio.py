@@ -477,6 +477,12 @@ MAX_NODES = 1_000_000  # nodes in all: the main graph, local functions and every
 _TENSOR, _GRAPH, _TENSORS, _GRAPHS = 4, 5, 9, 10  # onnx.AttributeProto.AttributeType
 
 
+def has_subgraphs(graph) -> bool:
+    """Whether a node of ``graph`` holds a body (If, Loop, Scan): the graph rewrites leave
+    such graphs alone, since a body may read any outer name or define one."""
+    return any(a.HasField("g") or len(a.graphs) for n in graph.node for a in n.attribute)
+
+
 def walk_graphs(model, where=None):
     """(graph or local function, depth) for each of a model's graphs, its subgraphs
     included; a BadInputError naming ``where`` (the model's path) as soon as the model

@@ -47,7 +47,7 @@ from onnxforge.backends.onnx.runner import onnx_runner as onnx_side, recorded_va
 from onnxforge.checks.compare import DEFAULT_TOLERANCE
 from onnxforge.checks.parity import validate
 from onnxforge.core.errors import StepNotApplicable
-from onnxforge.core.fileio import external_data_files, initializer_value
+from onnxforge.core.fileio import external_data_files, has_subgraphs, initializer_value
 from onnxforge.data.generate import generate_inputs, padding_mask
 from onnxforge.data.specs import model_io_specs, resolve_shape
 
@@ -242,7 +242,7 @@ def unify_bias_shapes(model) -> list[str]:
     than the bias' one data input at that input (see the module docstring). In place;
     returns the names of the Shape nodes changed."""
     g = model.graph
-    if any(a.HasField("g") or len(a.graphs) for n in g.node for a in n.attribute):
+    if has_subgraphs(g):
         return []  # a subgraph body may read any name: left as is
     inits = {t.name for t in g.initializer}
     declared = {i.name: _declared_dims(i) for i in g.input if i.name not in inits}

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from onnxforge.core.fileio import initializer_value
+from onnxforge.core.fileio import has_subgraphs, initializer_value
 
 # Weights from which quantize() takes this path (ORT's quantizer below it). On BERT-base
 # (418 MiB) ORT's pre-processing and quantizer peaked at 3.6x the weights, this path at
@@ -77,7 +77,7 @@ def eligible(model, *, op_types: Sequence[str] | None, per_channel: bool, weight
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 11:
         return f"opset {opset} < 11"
-    if any(a.HasField("g") or len(a.graphs) for n in model.graph.node for a in n.attribute):
+    if has_subgraphs(model.graph):
         return "the graph has subgraphs"
     types = set(op_types or INTEGER_OPS)
     present = {n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx", "com.microsoft")}

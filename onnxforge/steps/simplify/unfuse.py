@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from onnxforge.core.fileio import has_subgraphs
+
 _SUFFIXES = ("bias", "biased", "residual", "layernorm", "gelu")
 _GEMM_OUTPUTS = ("MatMul", "Gemm", "MatMulInteger", "Mul", "Cast", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
                  "FusedMatMul")
@@ -40,7 +42,7 @@ def unfuse_slow_kernels(model) -> dict[str, int]:
 
     g = model.graph
     counts = {"SkipLayerNormalization": 0, "BiasGelu": 0}
-    if any(a.HasField("g") or len(a.graphs) for n in g.node for a in n.attribute):
+    if has_subgraphs(g):
         return counts
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     floats = {t.name for t in g.initializer if t.data_type == TensorProto.FLOAT}
