@@ -218,8 +218,7 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
             return None
     rewritten = tmp / f"recipe-{name}.onnx"
     rep = rewrite_for_quantization(fused, rewritten)
-    details = {**info, "unfused": unfuse_in_file(rewritten),  # simplify/unfuse.py
-               "attention_nodes": len(rep.nodes), "quantizable_attention": rep.quantizable,
+    details = {**info, "attention_nodes": len(rep.nodes), "quantizable_attention": rep.quantizable,
                "mask_inputs": list(rep.mask_inputs),
                "kept": sorted({f"{n.node}: {n.reason}" for n in rep.nodes if not n.quantizable})[:5]}
     if not rep.nodes:
@@ -230,7 +229,7 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
         notes.append(f"recipe: none of the {len(rep.nodes)} Attention node(s) can take the form ORT quantizes "
                      f"({rep.nodes[0].reason})")
         return None
-
+    details["unfused"] = unfuse_in_file(rewritten)  # simplify/unfuse.py: before the parity check below
     checks = _parity(src, rewritten, _check_samples(src, None, None, None, 1, 0, mask_inputs=rep.mask_inputs),
                      DEFAULT_TOLERANCE)
     secs = round(time.perf_counter() - t0, 2)
