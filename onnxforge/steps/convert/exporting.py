@@ -14,6 +14,12 @@ from onnxforge.backends import Runner
 EXAMPLE_DIM = 2  # torch.export specializes dims of size 0 and 1, so examples use 2
 
 
+def prepare_dynamo_export() -> None:
+    """Before each dynamo export: set-up torch repeats on every call, done once per process."""
+    reuse_torchlib_ops()
+    list_cia_ops_once()
+
+
 def reuse_torchlib_ops() -> None:
     """Make the dynamo exporter read onnxscript's op table once per process.
 
@@ -44,6 +50,49 @@ def reuse_torchlib_ops() -> None:
 
     get_torchlib_ops.onnxforge_once = True
     apis.get_torchlib_ops = get_torchlib_ops
+
+
+def list_cia_ops_once() -> None:
+    """Make torch.export read the dispatcher's CompositeImplicitAutograd ops once per
+    listing of them, not once per namespace of ``torch.ops``.
+
+    Every dynamo export lists those ops twice (``run_decompositions``), and for each
+    namespace ``torch.ops`` has ever been asked for, torch reads all ~2000 registrations
+    from the dispatcher again and looks each one up. Any ``getattr(torch.ops, name)`` adds
+    a namespace, found or not: importing skops.io in a process that has torch adds 230 (it
+    looks for scipy's ufunc names in every module), and each export then spends 0.5-0.9 s
+    more listing (0.02 s in a fresh process). Reading them once at the start of a listing
+    gives the same ops: nothing registers between two namespaces of one listing, and an op
+    once looked up stays in its namespace. Where torch lays it out otherwise, nothing
+    changes."""
+    try:
+        import torch._export.utils as utils
+        import torch.export.decomp_utils as decomp_utils
+        import torch.export.exported_program as exported_program
+    except ImportError:
+        return
+    listing = getattr(utils, "_collect_all_valid_cia_ops", None)
+    materialize = getattr(utils, "_materialize_cpp_cia_ops", None)
+    if listing is None or materialize is None or getattr(listing, "onnxforge_once", False):
+        return
+
+    def once_per_listing():
+        materialize()
+        utils._materialize_cpp_cia_ops = _read_already
+        try:
+            return listing()
+        finally:
+            utils._materialize_cpp_cia_ops = materialize
+
+    once_per_listing.onnxforge_once = True
+    once_per_listing.__wrapped__ = listing
+    for module in (utils, exported_program, decomp_utils):
+        if getattr(module, "_collect_all_valid_cia_ops", None) is listing:
+            module._collect_all_valid_cia_ops = once_per_listing
+
+
+def _read_already() -> None:
+    """The ops were read at the start of this listing."""
 
 
 def export_failure(exc, widened: list[str], tmp_model: Path, target: Path) -> ConversionError:

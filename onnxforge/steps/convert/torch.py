@@ -28,7 +28,7 @@ from onnxforge.backends.torch.hf import (
     load_reference,
 )
 from onnxforge.steps.convert.exporting import (EXAMPLE_DIM, check_once, check_written_opset, export_error,
-                                               export_failure, export_hint, reuse_torchlib_ops)
+                                               export_failure, export_hint, prepare_dynamo_export)
 from onnxforge.steps.convert.options import ConvertTorchOptions
 from onnxforge.core.types import ParityReport, StepResult
 import re
@@ -391,7 +391,7 @@ def _export(torch, model, ex: Example, path: Path, out_names, dyn, opset, export
         try:
             if which == "dynamo":
                 shapes = _dynamic_shapes(torch, ex, dyn) if isinstance(model, torch.nn.Module) else None
-                reuse_torchlib_ops()
+                prepare_dynamo_export()
                 with quiet_third_party():
                     torch.onnx.export(model, ex.args, str(path), kwargs=dict(ex.kwargs) or None,
                                       input_names=list(ex.names), output_names=out_names, opset_version=opset,

@@ -47,7 +47,7 @@ from onnxforge.steps.convert.exporting import (
     export_error,
     export_failure,
     export_hint,
-    reuse_torchlib_ops,
+    prepare_dynamo_export,
 )
 
 MAX_SIDE_BYTES = 64 * 2**20  # a tokenizer.json is a few MiB; anything far larger is not one
@@ -114,7 +114,7 @@ def _export_and_check(torch, source: str, w, target: Path, o: ConvertTorchOption
         tmp_model = tmp / target.name
         try:
             try:
-                reuse_torchlib_ops()
+                prepare_dynamo_export()
                 with quiet_third_party():
                     torch.onnx.export(w.module, w.examples, str(tmp_model), input_names=list(w.names),
                                       output_names=list(w.outputs), opset_version=o.opset, dynamo=True,
