@@ -103,11 +103,11 @@ def run_cleanup(src: Path, dst: Path) -> dict:
     from onnx import helper
 
     from onnxforge.steps.artifacts import save_scratch
-    from onnxforge.core.fileio import load_onnx
+    from onnxforge.core.fileio import has_subgraphs, load_onnx
 
     m = load_onnx(src)
     g = m.graph
-    if any(a.g.node or len(a.graphs) for n in g.node for a in n.attribute):
+    if has_subgraphs(g):
         save_scratch(m, dst)
         return {"removed": 0, "note": "graph has subgraphs: left as is"}
     f = _facts(g)

@@ -142,18 +142,12 @@ def _sanitize(src: Path, dst: Path):
     and unused initializers dropped, shapes inferred."""
     import onnx
 
-    from onnxforge.core.fileio import load_onnx
+    from onnxforge.core.fileio import has_subgraphs, load_onnx
 
     counts = run_cleanup(src, dst)
     m = load_onnx(dst)
-    live = _extract(m, _graph_inputs(m), [o.name for o in m.graph.output]) if not _has_subgraphs(m) else m
+    live = _extract(m, _graph_inputs(m), [o.name for o in m.graph.output]) if not has_subgraphs(m.graph) else m
     return onnx.shape_inference.infer_shapes(live, data_prop=True), counts
-
-
-def _has_subgraphs(model) -> bool:
-    from onnx import AttributeProto
-
-    return any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in model.graph.node for a in n.attribute)
 
 
 SURGERY_TOLERANCE = (1e-5, 1e-4)  # the same ops on the same values: only a fused kernel's summation order differs
