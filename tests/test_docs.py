@@ -57,14 +57,12 @@ def onnxforge_lines(text: str) -> list[str]:
 def parse(line: str) -> None:
     """Parse ``line`` against the real command tree without running it (raises click's
     UsageError / NoSuchOption on a flag or argument that does not exist)."""
-    import typer
-
-    from onnxforge.cli.app import _hoist, _several_values, app
+    from onnxforge.cli.app import _hoist, _several_values, root_command
 
     args = _several_values(_hoist(shlex.split(line)[1:]))
     if any(a in ("-h", "--help", "--version", "--show-completion", "--install-completion") for a in args):
         return
-    group = typer.main.get_command(app)
+    group = root_command()
     ctx = group.make_context("onnxforge", list(args))
     while hasattr(group, "resolve_command"):
         rest = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # click keeps the sub-command's name apart

@@ -18,6 +18,7 @@ from onnxforge.cli.common import (STATE, exit_code_for, is_quiet_exit, is_stoppe
                                   setup_logging)
 from pathlib import Path
 import ast
+import functools
 import importlib
 import signal
 from onnxforge.cli.common import Terminated, several_values_flags, write_error_report
@@ -143,6 +144,16 @@ app = typer.Typer(
 )
 
 
+@functools.cache
+def root_command():
+    """The click command tree, built once per process. Typer builds a command's options
+    from its signature (pydantic adapters, annotations evaluated): 5-20 ms a command,
+    which every in-process call of main() (the zoo's local workers, a library loop, the
+    tests: 750 builds, 7 s, in the fast lane) paid again. Click's commands keep no state
+    between invocations: each call parses into its own context."""
+    return typer.main.get_command(app)
+
+
 def _version(value: bool) -> None:
     if value:
         from onnxforge import __version__
@@ -222,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _several_values(_hoist(sys.argv[1:] if argv is None else list(argv)))
     debug = "--debug" in args
-    command = typer.main.get_command(app)
+    command = root_command()
 
     def on_sigterm(signum, frame):  # what CI runners and `timeout` send: clean up like Ctrl-C
         if STATE.terminated:  # the same signal again, sent to the process group too: the clean-up goes on

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from onnxforge.cli.app import app
+from onnxforge.cli.app import root_command
 from onnxforge.core.options import default_of, fields_of, toml_place, type_text
 from onnxforge.pipeline.config import DataSection, GATES, PackageSection, ServeCheckSection, StepParity
 from onnxforge.steps import STEPS, TOOLS
@@ -20,10 +20,7 @@ _WIDTH = 100
 
 
 def _help_text(command, path: list[str]) -> str:
-    import typer
-
-
-    root = typer.main.get_command(app)
+    root = root_command()
     ctx = root.make_context("onnxforge", ["--help"], resilient_parsing=True)
     for name in path:
         sub = command.get_command(ctx, name) if hasattr(command, "get_command") else None
@@ -44,10 +41,7 @@ def _commands(group, ctx, prefix: list[str]):
 
 
 def cli_reference() -> str:
-    import typer
-
-
-    root = typer.main.get_command(app)
+    root = root_command()
     ctx = root.make_context("onnxforge", [], resilient_parsing=True)
     out = ["# Command reference", "",
            "Generated from the commands themselves (`python -m onnxforge.cli.reference`): each section is",

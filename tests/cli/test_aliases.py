@@ -7,10 +7,9 @@ import shlex
 
 import numpy as np
 import pytest
-import typer
 
 from conftest import ROOT, json_result
-from onnxforge.cli.app import _hoist, _several_values, app
+from onnxforge.cli.app import _hoist, _several_values, root_command
 from onnxforge.core.errors import UsageError
 
 # A positional argument (and -o) each command needs before its options parse.
@@ -47,7 +46,7 @@ def parse(command: str, args: list[str]):
     from onnxforge.steps import STEPS, TOOLS
 
     argv = _several_values(_hoist([*command.split(), *POSITIONAL[command], *args]))
-    cmd = typer.main.get_command(app)
+    cmd = root_command()
     ctx = cmd.make_context("onnxforge", list(argv))
     while hasattr(cmd, "commands"):  # the group, then convert / quantize
         name, cmd, rest = cmd.resolve_command(ctx, [*getattr(ctx, "_protected_args", ()), *ctx.args])

@@ -5,7 +5,6 @@ hand-written ones did (help, defaults, validation)."""
 import tomllib
 
 import pytest
-import typer
 
 from conftest import ROOT
 
@@ -17,9 +16,9 @@ COMMANDS = {"convert.torch": ["convert", "torch"], "convert.sklearn": ["convert"
 
 def _parse(words, args) -> dict:
     """The parameters click parses for a command line, without running it."""
-    from onnxforge.cli.app import app
+    from onnxforge.cli.app import root_command
 
-    cmd = typer.main.get_command(app)
+    cmd = root_command()
     for w in words:
         cmd = cmd.commands[w]
     return cmd.make_context(words[-1], list(args)).params
