@@ -69,40 +69,64 @@ def cwd_importable():
             sys.path.remove(cwd)
 
 
-def call_factory(spec: str, what: str):
-    head, _, fn_name = spec.rpartition(":")
+@contextlib.contextmanager
+def _no_bytecode():
+    """A factory file and what it imports from its folder are the user's inputs: Python,
+    importing them, writes __pycache__/*.pyc beside them (unless PYTHONDONTWRITEBYTECODE
+    is set), which left a folder in the user's model directory."""
+    before, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
-        if head.endswith(".py") or "/" in head or "\\" in head:
+        yield
+    finally:
+        sys.dont_write_bytecode = before
+
+
+@contextlib.contextmanager
+def _on_path(folder: str | None):
+    """A factory file's folder on sys.path while it is imported and called (build() may import then)."""
+    if folder is not None:
+        sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+
+
+def _import_factory(head: str, spec: str, is_file: bool):
+    try:
+        if is_file:
             path = Path(head)
-            if not path.is_file():
-                raise BadInputError(f"factory file not found: {path}", hint="write it as path/to/file.py:function")
             # a stable name: it ends up in the exported nodes' metadata, and reruns must match
             name = "_onnxforge_factory_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
             spec_ = importlib.util.spec_from_file_location(name, path)
             mod = importlib.util.module_from_spec(spec_)
             sys.modules[name] = mod
-            sys.path.insert(0, str(path.parent.resolve()))
-            try:
-                spec_.loader.exec_module(mod)
-            finally:
-                sys.path.remove(str(path.parent.resolve()))
-        else:
-            if "" not in sys.path and str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))  # kept: the factory may import more when called
-            mod = importlib.import_module(head)
-    except BadInputError:
-        raise
+            spec_.loader.exec_module(mod)
+            return mod
+        if "" not in sys.path and str(Path.cwd()) not in sys.path:
+            sys.path.insert(0, str(Path.cwd()))  # kept: the factory may import more when called
+        return importlib.import_module(head)
     except Exception as exc:
         raise BadInputError(f"cannot import {head!r} for factory {spec} ({type(exc).__name__}: {first_line(exc)})",
                             hint="check the module path; it is imported from the current directory") from None
-    fn = getattr(mod, fn_name, None)
-    if fn is None or not callable(fn):
-        raise BadInputError(f"{head} has no callable {fn_name!r}", hint=f"define def {fn_name}(): returning {what}")
-    try:
-        return fn()
-    except Exception as exc:
-        raise BadInputError(f"factory {spec} raised {type(exc).__name__}: {first_line(exc)}",
-                            hint="run the factory by hand to debug it (or pass --debug)") from exc
+
+
+@_no_bytecode()
+def call_factory(spec: str, what: str):
+    head, _, fn_name = spec.rpartition(":")
+    is_file = head.endswith(".py") or "/" in head or "\\" in head
+    if is_file and not Path(head).is_file():
+        raise BadInputError(f"factory file not found: {head}", hint="write it as path/to/file.py:function")
+    with _on_path(str(Path(head).parent.resolve()) if is_file else None):
+        fn = getattr(_import_factory(head, spec, is_file), fn_name, None)
+        if fn is None or not callable(fn):
+            raise BadInputError(f"{head} has no callable {fn_name!r}", hint=f"define def {fn_name}(): returning {what}")
+        try:
+            return fn()
+        except Exception as exc:
+            raise BadInputError(f"factory {spec} raised {type(exc).__name__}: {first_line(exc)}",
+                                hint="run the factory by hand to debug it (or pass --debug)") from exc
 
 
 def source_name(spec: Any) -> str:
