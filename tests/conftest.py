@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import re
 import subprocess
@@ -12,6 +13,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The suite runs as Python does by default, writing bytecode (__pycache__ is git-ignored), even
+# where the image sets PYTHONDONTWRITEBYTECODE=1 (this machine's does): under it every process
+# of a run compiled onnxforge again (a CLI run, a zoo or Ray worker: 0.1-0.4 s each), every
+# worker rewrote the test modules' asserts again (2 s of each collection), and the tests never
+# saw what users' machines do (a factory's import wrote __pycache__ into the user's folder).
+# The run's children inherit the setting.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+    sys.dont_write_bytecode = False
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -55,6 +64,16 @@ def pytest_collection_modifyitems(config, items):
         by_module.setdefault(item.nodeid.split("::")[0], []).append(item)
     order = sorted(by_module.values(), key=lambda group: min(map(rank, group)))
     items[:] = [item for group in order for item in group]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    """On its way out pytest collects the garbage five times over, to report exceptions
+    raised in __del__: 0.4-0.6 s each in a worker that loaded torch and transformers, paid
+    by both workers at the end of every run. One collection here finds the same garbage
+    while pytest's hook still records it; frozen, the heap costs the next five nothing."""
+    gc.collect()
+    gc.freeze()
 
 
 def light_dir() -> Path:
