@@ -45,21 +45,24 @@ def test_inspect_does_not_import_heavy(fx):
 @pytest.mark.slow  # a process that simplifies and quantizes (3 s)
 def test_simplify_and_quantize_never_import_torch_and_the_packages_stay_whole(fx, tmp_path):
     """onnxsim 0.8's __init__ imports torch, and so does onnxruntime.tools' (which ORT's
-    quant_pre_process imports): 2.5-3 s of every simplify and quantize of a small model.
+    quant_pre_process imports): 2.5-3 s of every simplify and quantize of a small model;
+    onnxsim's model_info imports sympy for its CLI's printing (0.3-0.45 s; ORT's
+    symbolic shape inference, which quantize runs, needs it).
     onnxforge loads the submodules alone; a user's later imports in that process still
     get the whole packages."""
     code = (
         "import sys\nfrom onnxforge.cli.app import main\n"
-        f"codes = [main(['simplify', r'{fx / 'chain.onnx'}', '-o', r'{tmp_path / 's.onnx'}']),\n"
-        f"         main(['quantize', 'dynamic', r'{fx / 'chain.onnx'}', '-o', r'{tmp_path / 'q.onnx'}',\n"
-        "               '--allow-generated-data', '--speed-budget', '0'])]\n"
+        f"codes = [main(['simplify', r'{fx / 'chain.onnx'}', '-o', r'{tmp_path / 's.onnx'}'])]\n"
+        "print('SIMPLIFY', [m for m in ('torch', 'sklearn', 'sympy') if m in sys.modules], file=sys.stderr)\n"
+        f"codes += [main(['quantize', 'dynamic', r'{fx / 'chain.onnx'}', '-o', r'{tmp_path / 'q.onnx'}',\n"
+        "                '--allow-generated-data', '--speed-budget', '0'])]\n"
         "print('HEAVY', [m for m in ('torch', 'sklearn') if m in sys.modules], codes, file=sys.stderr)\n"
-        "import onnxsim\nfrom onnxsim import quantize\nimport onnxruntime.tools as tools\n"
+        "import onnxsim\nfrom onnxsim import quantize\nimport onnxruntime.tools as tools\nimport sympy\n"
         "print('WHOLE', callable(onnxsim.simplify) and callable(quantize) and callable(tools.infer_input_info),\n"
-        "      'torch' in sys.modules, file=sys.stderr)\n"
+        "      'torch' in sys.modules, callable(sympy.Symbol), file=sys.stderr)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert "HEAVY [] [0, 0]" in r.stderr and "WHOLE True True" in r.stderr, r.stderr
+    assert "SIMPLIFY []" in r.stderr and "HEAVY [] [0, 0]" in r.stderr and "WHOLE True True True" in r.stderr, r.stderr
     assert (tmp_path / "s.onnx").is_file() and (tmp_path / "q.onnx").is_file()
 
 

@@ -25,6 +25,7 @@ the model before it and is reported as failed (exit 1), or as skipped with
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -48,6 +49,22 @@ FUSED_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention", "SkipLaye
 GROWTH_ALLOWANCE = 1 << 20  # a folded constant may add at most the model's own size + 1 MB by default
 
 
+def _onnx_simplifier():
+    """onnxsim's simplifier module, not onnxsim's __init__ (it imports torch). Its model_info
+    imports sympy, which it takes as optional and uses only to print symbolic sizes in
+    onnxsim's own CLI: 0.3-0.45 s of every process that simplifies. Where nothing has
+    imported sympy yet, it is hidden from that one import (a later ``import sympy``, torch's
+    among them, loads it as usual)."""
+    if "sympy" in sys.modules:
+        return require_submodule("onnxsim", "onnx_simplifier", "all")
+    sys.modules["sympy"] = None  # what makes `import sympy` raise ImportError
+    try:
+        return require_submodule("onnxsim", "onnx_simplifier", "all")
+    finally:
+        if sys.modules.get("sympy", 0) is None:
+            del sys.modules["sympy"]
+
+
 def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mapping[str, list] | None = None,
                 max_constant_size: int | None = None) -> dict:
     """onnxsim, with a size guard: constant folding materializes tensors, and a model
@@ -57,7 +74,7 @@ def run_onnxsim(src: Path, dst: Path, *, skip: Sequence[str] = (), shapes: Mappi
     from onnxforge.steps.artifacts import save_scratch
     from onnxforge.core.fileio import PROTOBUF_LIMIT, external_data_files, load_onnx
 
-    onnxsim = require_submodule("onnxsim", "onnx_simplifier", "all")  # not onnxsim's __init__: it imports torch
+    onnxsim = _onnx_simplifier()
     small = load_onnx(src, graph_only=True)
     size = Path(src).stat().st_size + sum(external_data_files(small).values())
     if size >= PROTOBUF_LIMIT:
