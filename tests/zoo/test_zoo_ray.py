@@ -1,9 +1,12 @@
-"""The Ray executor on a real local Ray instance (2 CPUs): a worker that dies is
-retried, Ctrl-C stops every task, targets become resource requests."""
+"""The Ray executor on a real Ray cluster (`ray start --head`, 2 CPUs) reached with
+--ray-address, as a user's is: a worker that dies is retried, Ctrl-C stops every task,
+targets become resource requests. tests/zoo/test_zoo_executors.py runs a zoo on a local
+instance (no address) and compares its verdict with the local executor's."""
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,20 +22,51 @@ pytest.importorskip("ray", reason="the Ray executor needs the scale extra: pip i
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+# `ray start` turns token authentication on: a client that names HOST:PORT sends the token
+# (~/.ray/auth_token, which it wrote) only in this mode
+CLUSTER_ENV = {**ENV, "RAY_AUTH_MODE": "token"}
 
 
-def zoo_cmd(*args) -> subprocess.CompletedProcess:
+def zoo_cmd(*args, env=ENV) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "onnxforge", "zoo", *map(str, args)], capture_output=True, text=True,
-                          env=ENV)
+                          env=env)
 
 
-def test_a_dead_worker_is_retried_and_a_failed_gate_is_not(tmp_path):
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One cluster for the module, in its own process group on ports of its own: each zoo
+    connects to it instead of starting and stopping a local instance (4-5 s each), and
+    killing the group stops it at once (`ray stop` takes 7 s and stops every Ray on the
+    machine)."""
+    log = tmp_path_factory.mktemp("ray") / "ray-start.log"
+    port = _free_port()
+    with open(log, "w") as f:
+        p = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+                              "--port", str(port), "--ray-client-server-port", str(_free_port()), "--num-cpus", "2",
+                              "--include-dashboard", "false", "--disable-usage-stats"],
+                             env=CLUSTER_ENV, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert wait_for(lambda: "Ray runtime started" in log.read_text() or p.poll() is not None, 120), log.read_text()
+        assert p.poll() is None, log.read_text()
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def test_a_dead_worker_is_retried_and_a_failed_gate_is_not(cluster, tmp_path):
     """crashy's first build kills its Ray worker (os._exit): Ray runs the task again and
     the zoo completes; gamma fails a gate: a verdict, run once."""
     pytest.importorskip("sklearn")
     zoo = make_zoo(tmp_path, names=("alpha", "gamma"), failing=("gamma",), crash_once="crashy")
     out = tmp_path / "out"
-    r = zoo_cmd(zoo, "-o", out, "--executor", "ray", "--jobs", "2")
+    r = zoo_cmd(zoo, "-o", out, "--executor", "ray", "--ray-address", cluster, env=CLUSTER_ENV)
     assert r.returncode == 1, r.stderr
     assert (tmp_path / "models" / "crashy" / "crashed-once").is_file()  # it did die once
     rep = zoo_report(out)
@@ -55,12 +89,14 @@ def _task_processes() -> list[str]:
     return found
 
 
-def test_ctrl_c_stops_every_task_and_leaves_no_half_written_folder(tmp_path):
+def test_ctrl_c_stops_every_task_and_leaves_no_half_written_folder(cluster, tmp_path):
+    """The cluster's workers are not in the zoo's process group: Ctrl-C reaches the zoo
+    alone, which cancels its tasks."""
     zoo = make_zoo(tmp_path, names=("a1", "a2", "a3", "a4"), failing=(), seconds=30)
     out = tmp_path / "out"
     p = subprocess.Popen([sys.executable, "-m", "onnxforge", "zoo", str(zoo), "-o", str(out), "--executor", "ray",
-                          "--jobs", "2"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True, preexec_fn=default_sigint)
+                          "--ray-address", cluster], env=CLUSTER_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True, preexec_fn=default_sigint)
     try:
         assert wait_for(lambda: len(list(out.glob(".onnxforge-*/steps/00-simplify.onnx"))) >= 2, 240)
         time.sleep(1.0)
@@ -82,13 +118,13 @@ def test_ctrl_c_stops_every_task_and_leaves_no_half_written_folder(tmp_path):
     assert wait_for(lambda: not _task_processes(), 30), _task_processes()
 
 
-def test_targets_become_resource_requests_and_an_impossible_one_is_an_error(tmp_path):
+def test_targets_become_resource_requests_and_an_impossible_one_is_an_error(cluster, tmp_path):
     zoo = make_zoo(tmp_path, names=("alpha",), failing=(),
                    extra='[[targets]]\nname = "one-cpu"\nprovider = "cpu"\nresources = { CPU = 1 }\n'
                          '[[targets]]\nname = "vnni"\nresources = { avx512_vnni = 1 }\n'
                          '[[targets]]\nname = "labelled"\nlabels = { "cpu-family" = "sapphire-rapids" }\n')
     out = tmp_path / "out"
-    r = zoo_cmd(zoo, "-o", out, "--executor", "ray")
+    r = zoo_cmd(zoo, "-o", out, "--executor", "ray", "--ray-address", cluster, env=CLUSTER_ENV)
     assert r.returncode == 1, r.stderr
     by = {x["folder"]: x for x in zoo_report(out)["releases"]}
     assert by["alpha-one-cpu"]["status"] == "passed" and by["alpha-one-cpu"]["provider"] == "cpu"
