@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import ROOT, default_sigint
-from zoofix import make_zoo, verdict_view, wait_for, zoo_report
+from zoofix import make_zoo, two_running_one_timing, verdict_view, wait_for, zoo_report
 
 # every test runs real zoos in worker processes; one xdist worker runs them all, so the
 # module's zoo (three) runs once
@@ -212,8 +212,8 @@ def test_interrupt_stops_every_release_and_leaves_no_half_written_folder(tmp_pat
                          env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                          preexec_fn=default_sigint)
     try:
-        # wait until both workers are in their 20-second timing phase
-        assert wait_for(lambda: len(list(out.glob(".onnxforge-*/steps/00-simplify.onnx"))) >= 2, 120)
+        # both workers running, one in its 20-second timing phase (zoofix.two_running_one_timing)
+        assert wait_for(lambda: two_running_one_timing(out), 120)
         time.sleep(1.0)
         if group:  # a terminal's Ctrl-C, or `timeout`, which signals the process and then its group
             if sig == signal.SIGTERM:

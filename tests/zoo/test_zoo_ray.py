@@ -1,8 +1,7 @@
 """The Ray executor on a real Ray cluster (`ray start --head`, 2 CPUs) reached with
---ray-address, as a user's is: a worker that dies is retried, targets become resource
-requests; and on a local instance (no address): Ctrl-C stops every task.
-tests/zoo/test_zoo_executors.py compares a local instance's verdict with the local
-executor's."""
+--ray-address, as a user's is: a worker that dies is retried, Ctrl-C stops every task,
+targets become resource requests. tests/zoo/test_zoo_executors.py runs a zoo on a local
+instance (no address) and compares its verdict with the local executor's."""
 
 import json
 import os
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, default_sigint
-from zoofix import make_zoo, wait_for, zoo_report
+from zoofix import make_zoo, two_running_one_timing, wait_for, zoo_report
 
 pytest.importorskip("ray", reason="the Ray executor needs the scale extra: pip install 'onnxforge[scale]'")
 # one Ray instance at a time: the Ctrl-C test looks for any Ray task left on the machine
@@ -90,15 +89,16 @@ def _task_processes() -> list[str]:
     return found
 
 
-def test_ctrl_c_stops_every_task_and_leaves_no_half_written_folder(tmp_path):
-    """On a local instance (no --ray-address): its workers are in the zoo's process group."""
+def test_ctrl_c_stops_every_task_and_leaves_no_half_written_folder(cluster, tmp_path):
+    """The cluster's workers are not in the zoo's process group: Ctrl-C reaches the zoo
+    alone, which cancels its tasks."""
     zoo = make_zoo(tmp_path, names=("a1", "a2", "a3", "a4"), failing=(), seconds=30)
     out = tmp_path / "out"
     p = subprocess.Popen([sys.executable, "-m", "onnxforge", "zoo", str(zoo), "-o", str(out), "--executor", "ray",
-                          "--jobs", "2"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True, preexec_fn=default_sigint)
+                          "--ray-address", cluster], env=CLUSTER_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True, preexec_fn=default_sigint)
     try:
-        assert wait_for(lambda: len(list(out.glob(".onnxforge-*/steps/00-simplify.onnx"))) >= 2, 240)
+        assert wait_for(lambda: two_running_one_timing(out), 240)
         time.sleep(1.0)
         os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         _, err = p.communicate(timeout=180)

@@ -89,6 +89,15 @@ def verdict_view(rep: dict) -> dict:
     return strip({k: rep[k] for k in keep})
 
 
+def two_running_one_timing(out: Path) -> bool:
+    """Two releases started (their scratch folders hold steps/) and one past its simplify
+    step, into its timing phase. Waiting for both to be past it raced: timing phases take
+    one lock per node, and a release that reached it first held it for its whole gate, so
+    under load the other finished its simplify only after the first had passed."""
+    started = list(out.glob(".onnxforge-*/steps"))
+    return len(started) >= 2 and any((s / "00-simplify.onnx").exists() for s in started)
+
+
 def wait_for(predicate, timeout: float, every: float = 0.1) -> bool:
     """Poll ``predicate`` until it holds or ``timeout`` seconds pass."""
     end = time.monotonic() + timeout
