@@ -91,9 +91,8 @@ def verdict_view(rep: dict) -> dict:
 
 def two_running_one_timing(out: Path) -> bool:
     """Two releases started (their scratch folders hold steps/) and one past its simplify
-    step, into its timing phase. Waiting for both to be past it raced: timing phases take
-    one lock per node, and a release that reached it first held it for its whole gate, so
-    under load the other finished its simplify only after the first had passed."""
+    step, into its timing phase: neither can finish its 20-30 s gate before the signal.
+    Waiting for both to be past simplify asked more than the tests need."""
     started = list(out.glob(".onnxforge-*/steps"))
     return len(started) >= 2 and any((s / "00-simplify.onnx").exists() for s in started)
 
