@@ -80,6 +80,7 @@ def _init(ray, address: str | None, cpus: int | None) -> None:
     """A local instance (``cpus`` CPUs, the CPU quota by default) when no address is
     given; its workers import onnxforge from where this process does."""
     kw = dict(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
+    answered = False
     try:
         if address is None:
             root = str(Path(onnxforge.__file__).resolve().parents[1])
@@ -88,14 +89,20 @@ def _init(ray, address: str | None, cpus: int | None) -> None:
                      **kw)
         else:
             _probe(address)
+            answered = True
             ray.init(address=address, **kw)
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError: Ray's own words, one line
         from onnxforge.core.errors import first_line
 
+        hint = ("start a cluster with `ray start --head`, pass --ray-address auto or ray://HOST:10001, "
+                "or leave --ray-address out for a local instance")
+        if answered and not address.startswith("ray://") and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            # Ray only logs InvalidAuthToken; what reaches us is "Failed to connect" after ~20 s of retries
+            hint = ("something answered there: a cluster `ray start` made uses token authentication, which a "
+                    "client naming HOST:PORT sends only with RAY_AUTH_MODE=token set (the token: ~/.ray/auth_token "
+                    "or RAY_AUTH_TOKEN); --ray-address auto on the head node finds it by itself")
         raise MissingDependencyError(f"cannot start or reach Ray at {address or 'a local instance'} "
-                                     f"({type(exc).__name__}: {first_line(exc)})",
-                                     hint="start a cluster with `ray start --head`, pass --ray-address auto or "
-                                          "ray://HOST:10001, or leave --ray-address out for a local instance") from None
+                                     f"({type(exc).__name__}: {first_line(exc)})", hint=hint) from None
 
 
 def _outcome(ray, ref) -> dict:

@@ -137,11 +137,24 @@ def test_targets_become_resource_requests_and_an_impossible_one_is_an_error(clus
         assert "ray start" in by[f]["hint"]
 
 
+def test_a_cluster_with_token_auth_says_what_it_needs(cluster, tmp_path):
+    """Without RAY_AUTH_MODE=token the cluster refuses the client; Ray only logs why and
+    says "Failed to connect" (after ~20 s of retries: one here). The hint names the mode."""
+    zoo = make_zoo(tmp_path, names=("alpha",), failing=())
+    env = {k: v for k, v in ENV.items() if k != "RAY_AUTH_MODE"}
+    r = zoo_cmd(zoo, "-o", tmp_path / "out", "--executor", "ray", "--ray-address", cluster,
+                env={**env, "RAY_gcs_server_port_wait_time_s": "1"})
+    assert r.returncode == 5, r.stderr
+    assert f"error: cannot start or reach Ray at {cluster}" in r.stderr and "RAY_AUTH_MODE=token" in r.stderr
+    assert zoo_report(tmp_path / "out")["releases"][0]["status"] == "not run"
+
+
 def test_an_unreachable_cluster_is_exit_5_with_a_verdict(tmp_path):
     zoo = make_zoo(tmp_path, names=("alpha",), failing=())
     out = tmp_path / "out"
     r = zoo_cmd(zoo, "-o", out, "--executor", "ray", "--ray-address", "127.0.0.1:1")
     assert r.returncode == 5, r.stderr
     assert "error: cannot start or reach Ray at 127.0.0.1:1" in r.stderr and "hint:" in r.stderr
+    assert "RAY_AUTH_MODE" not in r.stderr  # nothing answered: not a question of tokens
     rep = zoo_report(out)
     assert rep["status"] == "error" and rep["releases"][0]["status"] == "not run"
