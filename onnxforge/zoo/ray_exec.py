@@ -96,11 +96,12 @@ def _init(ray, address: str | None, cpus: int | None) -> None:
 
         hint = ("start a cluster with `ray start --head`, pass --ray-address auto or ray://HOST:10001, "
                 "or leave --ray-address out for a local instance")
-        if answered and not address.startswith("ray://") and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        host_port = not address.startswith("ray://") and address.rpartition(":")[2].isdigit()
+        if answered and host_port and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
             # Ray only logs InvalidAuthToken; what reaches us is "Failed to connect" after ~20 s of retries
-            hint = ("something answered there: a cluster `ray start` made uses token authentication, which a "
-                    "client naming HOST:PORT sends only with RAY_AUTH_MODE=token set (the token: ~/.ray/auth_token "
-                    "or RAY_AUTH_TOKEN); --ray-address auto on the head node finds it by itself")
+            hint = ("something answers there: a cluster that `ray start` made uses token authentication, which "
+                    "a client naming HOST:PORT sends only with RAY_AUTH_MODE=token set (the token: "
+                    "~/.ray/auth_token or RAY_AUTH_TOKEN); --ray-address auto on the head node finds it by itself")
         raise MissingDependencyError(f"cannot start or reach Ray at {address or 'a local instance'} "
                                      f"({type(exc).__name__}: {first_line(exc)})", hint=hint) from None
 
