@@ -59,14 +59,8 @@ def cwd_importable():
     classes are imported: `python -m onnxforge` has it there, the `onnxforge` console
     script does not, and the same command must work under both."""
     cwd = str(Path.cwd())
-    added = "" not in sys.path and cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
+    with _on_path(None if "" in sys.path or cwd in sys.path else cwd):
         yield
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
 
 
 @contextlib.contextmanager
@@ -83,7 +77,8 @@ def _no_bytecode():
 
 @contextlib.contextmanager
 def _on_path(folder: str | None):
-    """A factory file's folder on sys.path while it is imported and called (build() may import then)."""
+    """``folder`` first on sys.path for the block (None: nothing changes); a factory file's
+    folder stays there while the factory is imported and called (build() may import then)."""
     if folder is not None:
         sys.path.insert(0, folder)
     try:

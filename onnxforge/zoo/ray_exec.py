@@ -64,16 +64,18 @@ def _fits(node: dict, opts: dict) -> bool:
                     if not v.startswith(("!", "in(", "!in("))))  # operators: left to Ray
 
 
-def _probe(address: str) -> None:
+def _probe(address: str) -> bool:
     """A HOST:PORT nobody answers on fails in seconds here; Ray itself keeps retrying
-    for many minutes (measured: 14 on 127.0.0.1:1) before it gives up."""
+    for many minutes (measured: 14 on 127.0.0.1:1) before it gives up. True: something
+    answered there."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
-        return  # "auto" and other forms: Ray's own lookup answers quickly
+        return False  # "auto" and other forms: Ray's own lookup answers quickly
     try:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
     except OSError as exc:
         raise ConnectionError(f"nothing answers on {host}:{port} ({exc.strerror or exc})") from None
+    return True
 
 
 def _init(ray, address: str | None, cpus: int | None) -> None:
@@ -88,16 +90,14 @@ def _init(ray, address: str | None, cpus: int | None) -> None:
             ray.init(address="local", num_cpus=cpus or cpu_quota(), runtime_env={"env_vars": {"PYTHONPATH": path}},
                      **kw)
         else:
-            _probe(address)
-            answered = True
+            answered = _probe(address)
             ray.init(address=address, **kw)
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError: Ray's own words, one line
         from onnxforge.core.errors import first_line
 
         hint = ("start a cluster with `ray start --head`, pass --ray-address auto or ray://HOST:10001, "
                 "or leave --ray-address out for a local instance")
-        host_port = not address.startswith("ray://") and address.rpartition(":")[2].isdigit()
-        if answered and host_port and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        if answered and not address.startswith("ray://") and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
             # Ray only logs InvalidAuthToken; what reaches us is "Failed to connect" after ~20 s of retries
             hint = ("something answers there: a cluster that `ray start` made uses token authentication, which "
                     "a client naming HOST:PORT sends only with RAY_AUTH_MODE=token set (the token: "
