@@ -49,15 +49,18 @@ def pytest_collection_modifyitems(config, items):
 
     Then whole modules in a new order, each kept in one piece (module fixtures are built
     once): those with an xdist_group first (a chain one worker runs alone: Ray, the zoo,
-    the KV-cache exports), then those with a slow test, then the rest, which fill in
-    around them. In file order, tests/zoo/ came last and left one worker running its
-    minute of Ray tests while the other had finished."""
+    the KV-cache exports), then those with a ``long`` test, then those with a slow test,
+    then the rest, which fill in around them. In file order, tests/zoo/ came last and
+    left one worker running its minute of Ray tests while the other had finished; the
+    README tour and the wheel install (14 and 7 s, a CPU mostly idle) ran last, and the
+    other worker idled beside them."""
     for item in items:
         if _timing(item):
             item.add_marker(pytest.mark.xdist_group("timing"))
 
     def rank(item) -> int:
-        return 0 if item.get_closest_marker("xdist_group") else 1 if item.get_closest_marker("slow") else 2
+        marks = ("xdist_group", "long", "slow")
+        return next((i for i, m in enumerate(marks) if item.get_closest_marker(m)), len(marks))
 
     by_module: dict[str, list] = {}
     for item in items:

@@ -273,6 +273,7 @@ TIMED = ("onnxforge quantize ", "onnxforge benchmark ")  # a speed budget, a tim
 
 
 @pytest.mark.slow  # converts, quantizes and times the example: about 12 s
+@pytest.mark.long
 def test_the_readme_tour_runs(cli, tmp_path, tmp_path_factory, monkeypatch):
     """The tour's commands one after the other in a copy of the checkout, each through the
     CLI's main() in this process as the shell would split it (a child per command spent

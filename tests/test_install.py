@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from venvs import clean_env, install, make_venv
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # builds a wheel, pip-installs it into a fresh venv
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -78,6 +78,7 @@ def test_pt2_saved_with_positional_and_keyword_inputs(cli, tmp_path):
 
 
 @pytest.mark.slow  # a fresh process, so that transformers is not imported yet
+@pytest.mark.long
 def test_pt2_of_a_hugging_face_model(cli, hf_dirs, tmp_path):
     """Its output class must be registered with torch's pytree before it loads: the
     package that defines it is imported (it is installed) and the load retried."""

@@ -18,7 +18,7 @@ import pytest
 from serve_models import labeled_model, requires_serve, wide_model
 from venvs import clean_env as _clean_env, install, make_venv
 
-pytestmark = [requires_serve, pytest.mark.slow]  # builds virtual environments, starts servers
+pytestmark = [requires_serve, pytest.mark.slow, pytest.mark.long]  # builds virtual environments, starts servers
 
 
 def _venv(root: Path, pip_args: list[str]) -> Path:

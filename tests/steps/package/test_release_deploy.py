@@ -26,6 +26,7 @@ def _config(tmp_path, extra: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_release_packages_and_serve_checks(cli, tmp_path):
     cfg = _config(tmp_path, '\n[package]\ntargets = ["mlflow", "mlserver", "triton"]\nthreads = 1\n\n'
                             '[serve_check]\ntarget = "mlserver"\nduration = 0.5\nconcurrency = 1\n')

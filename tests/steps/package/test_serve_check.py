@@ -153,6 +153,7 @@ def _servers_of(folder: Path) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_ctrl_c_during_the_load_stops_the_server(sk_folder):
     """As a user would: serve_check in its own process, Ctrl-C (SIGINT) in the middle
     of the load; the process ends with KeyboardInterrupt and no mlserver is left. The
