@@ -398,6 +398,16 @@ def bert_onnx(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gpt2_onnx(tmp_path_factory) -> Path:
+    """models.py's tiny GPT-2 exported once: gpt2.onnx (input_ids, batch x seq)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import shared
+
+    return shared_build(tmp_path_factory, "gpt2_onnx", shared.gpt2_onnx) / "gpt2.onnx"
+
+
+@pytest.fixture(scope="session")
 def torch_exports(tmp_path_factory) -> Path:
     """digits.onnx (the example's CNN), encoder.onnx and mlp.onnx (models.py), exported once."""
     pytest.importorskip("torch")

@@ -103,6 +103,14 @@ def bert_onnx(folder: Path) -> None:
     assert res.passed
 
 
+def gpt2_onnx(folder: Path) -> None:
+    """models.py's tiny GPT-2 exported to gpt2.onnx (input_ids, batch x seq, tokens 0..99)."""
+    import onnxforge
+
+    assert onnxforge.convert_torch(f"{M}:tiny_gpt2", folder / "gpt2.onnx", inputs=["input_ids:int64:batchxseq"],
+                                   val_ranges={"input_ids": (0, 99)}).passed
+
+
 def torch_exports(folder: Path) -> None:
     """Small torch models exported once, each the input of tests about other steps:
     digits.onnx (the example's trained CNN), encoder.onnx (models.encoder: a 2-layer

@@ -5,21 +5,13 @@ that fails is named in the record instead of failing the step."""
 import onnx
 import pytest
 
-from conftest import ROOT
 from conftest import json_result as load_json
 
-M = f"{ROOT / 'tests' / 'models.py'}"
 
-
-@pytest.mark.slow  # 11 s: a GPT-2 export and two fusion engines
-def test_gpt2_fusions_pass_and_name_the_engine(cli, tmp_path):
-    pytest.importorskip("transformers")
-    raw = tmp_path / "g.onnx"
-    r = cli("convert", "torch", f"{M}:tiny_gpt2", "-o", raw, "--input", "input_ids:int64:2x16",
-            "--dynamic", "input_ids:0=batch,1=seq", "--val-range", "input_ids:[0,99]")
-    assert r.code == 0, r.err
+@pytest.mark.slow  # two fusion engines on the run's GPT-2 export (gpt2_onnx)
+def test_gpt2_fusions_pass_and_name_the_engine(cli, gpt2_onnx, tmp_path):
     out = tmp_path / "f.onnx"
-    r = cli("simplify", raw, "-o", out, "--transformer", "gpt2", "--num-heads", "2", "--hidden-size", "32",
+    r = cli("simplify", gpt2_onnx, "-o", out, "--transformer", "gpt2", "--num-heads", "2", "--hidden-size", "32",
             "--json")  # the token range travels in the model's metadata (convert wrote it)
     assert r.code == 0, r.err + r.out
     res = load_json(r)
