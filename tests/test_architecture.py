@@ -6,6 +6,7 @@ register themselves."""
 import ast
 import functools
 import inspect
+import json
 import subprocess
 import sys
 
@@ -71,6 +72,46 @@ def test_no_function_over_80_lines():
     long = [f"{p}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)" for p, n in _functions()
             if n.end_lineno - n.lineno + 1 > 80]
     assert not long, "\n".join(long)
+
+
+_HELP_MODULES = """
+import json, sys
+from onnxforge.cli.app import main, root_command
+
+
+def paths(group, ctx, path):
+    yield path
+    for name in getattr(group, "list_commands", lambda ctx: [])(ctx):
+        yield from paths(group.get_command(ctx, name), ctx, [*path, name])
+
+
+root = root_command()
+for path in list(paths(root, root.make_context("onnxforge", ["--help"], resilient_parsing=True), [])):
+    try:
+        main([*path, "--help"])
+    except SystemExit:
+        pass
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("onnxforge"))), file=sys.stderr)
+"""
+
+
+def test_onnxforge_modules_are_imported_at_the_top():
+    """An onnxforge module imports onnxforge's own modules at its top; only the modules a
+    command's --help loads import some inside functions, so that --help stays light
+    (docs/architecture.md). 390 imports sat inside functions when #25 was filed."""
+    r = subprocess.run([sys.executable, "-c", _HELP_MODULES], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    helped = set(json.loads(r.stderr.strip().splitlines()[-1]))
+    assert {"onnxforge.cli.app", "onnxforge.steps.quantize.step"} <= helped and "onnxforge.pipeline.run" not in helped
+    inside = set()
+    for path, nodes in _nodes():
+        if ".".join(path.with_suffix("").parts).removesuffix(".__init__") in helped:
+            continue
+        for fn in (n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            inside |= {f"{path}:{n.lineno}" for n in ast.walk(fn)
+                       if isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "onnxforge"
+                       or isinstance(n, ast.Import) and any(a.name.split(".")[0] == "onnxforge" for a in n.names)}
+    assert not inside, sorted(inside)
 
 
 def _command_functions():

@@ -37,7 +37,7 @@ import tempfile
 import numpy as np
 from onnxforge.backends import RUNTIMES
 from onnxforge.backends.onnx.runner import inputs_and_ranges
-from onnxforge.backends.onnx.runtime import create_session, environment, resolve_provider, run_session, short_provider
+from onnxforge.backends.onnx.runtime import create_session, environment, resolve_provider, run_session, session_options, short_provider
 from onnxforge.backends.openvino.runner import DEVICE, compile_onnx, inference_precision, timed_call
 from onnxforge.checks.gates import baseline_gates, latency_gates, load_baseline, settle, speedup_gates, verdict
 from onnxforge.core.fileio import check_readable_file, sha256_file
@@ -158,13 +158,9 @@ def _placement(model: str, provider: str, provider_options, threads) -> dict[str
     """Nodes per provider, from one profiled run in a separate session."""
 
     with tempfile.TemporaryDirectory() as tmp:
-        from onnxforge.backends.onnx.runtime import session_options
-
         so = session_options(threads=threads, profiling=True)
         so.profile_file_prefix = os.path.join(tmp, "profile")
         sess = create_session(model, provider, provider_options=provider_options, options=so)
-        from onnxforge.backends.onnx.runner import inputs_and_ranges
-
         specs, ranges = inputs_and_ranges(model)
         run_session(sess, generate_inputs(specs, seed=0, val_ranges=ranges))
         path = sess.end_profiling()

@@ -26,6 +26,7 @@ import tempfile
 import numpy as np
 from onnxforge.backends.onnx.runtime import create_session, run_session
 from onnxforge.core.fileio import PROTOBUF_LIMIT, load_onnx, save_onnx
+from onnxforge.data.samples import save_samples
 
 DQ_SUFFIXES = ("_DequantizeLinear_Output", "_DequantizeLinear_Output_1")
 FOLDED_ACTIVATIONS = ("Relu", "Clip")
@@ -232,8 +233,6 @@ def layerwise(ref_path, cand_path, feeds: Mapping[str, object], *, ref_provider:
                                cand_feeds=cand_feeds)
     rows, skipped = layer_rows(ref_m, pairs, r_out, c_out)
     if save_to and names:
-        from onnxforge.data.samples import save_samples
-
         save_samples(save_to, [{**{f"reference/{n}": r_out[n] for n in names if n in r_out},
                                 **{f"candidate/{n}": c_out[n] for n in names if n in c_out}}])
     note = f"{skipped} shared tensor(s) not compared (not float, or shapes differ)" if skipped else ""

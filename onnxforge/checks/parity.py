@@ -187,8 +187,6 @@ def _align_squeezed(ref_out: list[dict], cand_out: list[dict]) -> tuple[list[dic
 
 def _outputs(side: Runner, feeds: list, feed_for) -> list[dict]:
     if side.kind != "saved":
-        from onnxforge.core.progress import task
-
         outs = []
         with task(f"run {side.label}", total=len(feeds), detail=True) as bar:  # a torch model can take minutes
             for s in feeds:

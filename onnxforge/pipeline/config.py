@@ -25,11 +25,14 @@ from onnxforge.steps import RUN_NAMES, STEPS, step_for
 from onnxforge.steps.base import StepDef
 from onnxforge.backends.base import is_factory
 from onnxforge.backends.onnx.runtime import resolve_provider
-from onnxforge.core.fileio import check_readable_file, load_toml
+from onnxforge.core.fileio import check_readable_file, load_onnx, load_toml
 from onnxforge.data.samples import read_npz
-from onnxforge.data.specs import parse_dynamic, parse_spec
+from onnxforge.data.specs import model_io_specs, parse_dynamic, parse_spec
 from onnxforge.steps.package.options import PackageOptions
 from onnxforge.steps.serve_check.options import ServeCheckOptions
+from onnxforge.steps.quantize.quantize import refuse_generated_data
+from onnxforge.steps.convert.torch import role_names
+from onnxforge.backends.torch.sources import pt2_input_dims
 
 # every framework with a convert step (steps/convert/step.py), and onnx, which needs none
 FRAMEWORKS = (*(name.partition(".")[2] for name in STEPS if name.startswith("convert.")), "onnx")
@@ -234,8 +237,6 @@ def _step(i: int, table, framework: str, model: dict, data: dict, base: Path) ->
     if run in ("quantize.dynamic", "quantize.static", "quantize.int4", "quantize.bf16"):
         from dataclasses import replace
 
-        from onnxforge.steps.quantize.quantize import refuse_generated_data
-
         # the step checks on data.validation when there is one (pipeline/run.py)
         keys = {"inputs": '[data] validation = "val.npz"', "calibration": '[data] calibration = "calib.npz"',
                 "allow_generated_data": f"{where}.allow_generated_data = true"}
@@ -376,9 +377,6 @@ def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
     """The symbolic dims the released model will have, when the config tells: an ONNX
     source's own, or the names in model.inputs and model.dynamic (None: unknown here)."""
     if framework == "onnx":
-        from onnxforge.core.fileio import load_onnx
-        from onnxforge.data.specs import model_io_specs
-
         specs, _ = model_io_specs(load_onnx(source, graph_only=True))
         return sorted({d for s in specs for d in s.shape if isinstance(d, str)})
     if framework == "sklearn" and not model.get("inputs"):
@@ -388,9 +386,6 @@ def _known_dims(framework: str, source: str, model: Mapping) -> list | None:
     if names or model.get("inputs"):
         return sorted(names)
     if framework == "torch" and source.endswith(".pt2"):  # its own dims, named as convert names them
-        from onnxforge.steps.convert.torch import role_names
-        from onnxforge.backends.torch.sources import pt2_input_dims
-
         dims = pt2_input_dims(Path(source))
         return None if dims is None else sorted(set(role_names(dims).values()))
     return None
@@ -424,8 +419,6 @@ def _gates(table, data: DataSection) -> dict:
                              hint='add [data] validation = "val.npz" holding the inputs and a "labels" array')
         _labels_present(data)
     if "latency" in out:
-        from onnxforge.backends.onnx.runtime import resolve_provider
-
         resolve_provider(out["latency"].provider)
         if out["latency"].runtime == "openvino" and out["latency"].provider != "cpu":
             raise UsageError("gates.latency: provider picks ONNX Runtime's execution provider; runtime = \"openvino\" "

@@ -37,12 +37,12 @@ from onnxforge.checks.benchmark import benchmark
 from onnxforge.checks.compare import Criteria, DEFAULT_TOLERANCE, LOOSE
 from onnxforge.checks.generation import has_past
 from onnxforge.checks.parity import cast_floats, validate
-from onnxforge.core.fileio import folder_lock, onnx_bytes
+from onnxforge.core.fileio import folder_lock, load_onnx, onnx_bytes
 from onnxforge.core.memory import release_memory
 from onnxforge.core.stats import contention_line
 from onnxforge.data.generate import generate_inputs
-from onnxforge.data.samples import read_npz
-from onnxforge.data.specs import numpy_dtype, parse_spec
+from onnxforge.data.samples import read_npz, save_samples
+from onnxforge.data.specs import model_io_specs, numpy_dtype, parse_spec
 from onnxforge.pipeline.publish import (
     check_inputs_kept,
     check_out_dir,
@@ -59,6 +59,7 @@ from onnxforge.steps import function_of
 from onnxforge.steps.base import CheckOptions
 from onnxforge.steps.package.package import package, safe_model_name
 from onnxforge.steps.serve_check.check import serve_check
+from onnxforge.backends.torch.sources import load_torch
 
 log = logging.getLogger("onnxforge")
 
@@ -66,9 +67,6 @@ log = logging.getLogger("onnxforge")
 def _declared_types(cfg: ReleaseConfig) -> dict[str, str] | None:
     """The input dtypes the source declares (ONNX source, model.inputs), if it does."""
     if cfg.framework == "onnx":
-        from onnxforge.core.fileio import load_onnx
-        from onnxforge.data.specs import model_io_specs
-
         return {s.name: s.dtype for s in model_io_specs(load_onnx(cfg.source, graph_only=True))[0]}
     if cfg.model.get("inputs"):
         return {s.name: s.dtype for s in map(parse_spec, cfg.model["inputs"])}
@@ -149,8 +147,6 @@ def _source(cfg: ReleaseConfig) -> tuple[Runner, Path | None, Any]:
 
     module = None
     if cfg.framework == "torch" and _is_factory(cfg.source):
-        from onnxforge.backends.torch.sources import load_torch
-
         module = load_torch(cfg.source, weights=cfg.model.get("weights"),
                             trust_pickle=cfg.model.get("trust_pickle", False)).module
         module = _Module(module, bool(getattr(module, "training", False)))
@@ -472,8 +468,6 @@ def _judge(run: _Run) -> None:
 def _pipeline(run: _Run, config, provider: str | None = None) -> None:
     cfg = run.cfg = with_provider(load_config(config), provider)
     if run.out is not None:
-        from onnxforge.pipeline.publish import check_inputs_kept
-
         check_inputs_kept(run.out, release_inputs(cfg, config))
     run.bar.update(0, total=_phases(cfg))
     feeds, labels = _validation(cfg)  # before any work: its dtypes are checked against [model] inputs
@@ -482,8 +476,6 @@ def _pipeline(run: _Run, config, provider: str | None = None) -> None:
     run.first_onnx = source_path
     check_inputs = None
     if feeds is not None:  # the validation inputs without labels, for each step's own check
-        from onnxforge.data.samples import save_samples
-
         check_inputs = str(run.stage / ".validation-inputs.npz")
         save_samples(check_inputs, [feeds])
     acc_gate = cfg.gate("accuracy")

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from onnxforge.report import to_jsonable
 from onnxforge.report.layout import Col, fit_table, key_values, num
-from onnxforge.core.stats import sparkline
+from onnxforge.core.stats import contention_line, sparkline
 
 
 def _fmt_bytes(n: float) -> str:
@@ -190,8 +190,6 @@ def _render_step(res, console, verbose: bool = False) -> None:
                       f"[bold]{sp.speedup:.2f}x[/] (95% CI {sp.ci95[0]:.2f}-{sp.ci95[1]:.2f}, "
                       f"{sp.iterations} interleaved runs each{', on OpenVINO' if sp.runtime == 'openvino' else ''})")
         if sp.contention and sp.contention.judged != "none":
-            from onnxforge.core.stats import contention_line
-
             console.print(f"timing: {_esc(contention_line(sp.contention))}", overflow="fold")
     elif res.step.startswith("quantize") and res.step != "quantize:fp16":  # fp16 has no speed budget
         console.print("speed: not timed (no speed budget; --speed-budget sets one)")
@@ -271,8 +269,6 @@ def _render_benchmark(rep, console, gates: bool = True, verbose: bool = False) -
     for g in rep.gates if gates else ():
         console.print(f"{_mark(g.passed, g.status)} {_esc(g.name)}: {_esc(g.message)}", overflow="fold")
     if rep.contention and rep.contention.judged != "none":
-        from onnxforge.core.stats import contention_line
-
         console.print(f"timing: {_esc(contention_line(rep.contention))}", overflow="fold")
     env = rep.environment
     cpu = env.get("cpu", {})

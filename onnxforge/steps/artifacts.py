@@ -13,6 +13,7 @@ from onnxforge.core.errors import BadInputError
 from onnxforge.core.types import ModelArtifact, ParityReport, StepResult
 from onnxforge.core.fileio import (
     PROTOBUF_LIMIT,
+    REF_MIN_BYTES,
     atomic_path,
     external_data_files,
     failed_name,
@@ -54,8 +55,6 @@ def save_scratch_ir(model, path: Path, base: Path | None = None) -> Path:
     written one at a time, each read from its own file, to a data file named after the
     model, as save_scratch."""
     import onnx_ir as ir
-
-    from onnxforge.core.fileio import REF_MIN_BYTES
 
     if not isinstance(model, ir.Model):
         model = ir.serde.deserialize_model(model)

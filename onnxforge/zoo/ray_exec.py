@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from onnxforge.core.errors import MissingDependencyError, require
+from onnxforge.core.errors import MissingDependencyError, first_line, require
 from onnxforge.zoo.config import Target, ZooSection
 from onnxforge.zoo.merge import NOT_RUN
 from onnxforge.zoo.worker import STOP_GRACE, Job, run_one
@@ -93,8 +93,6 @@ def _init(ray, address: str | None, cpus: int | None) -> None:
             answered = _probe(address)
             ray.init(address=address, **kw)
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError: Ray's own words, one line
-        from onnxforge.core.errors import first_line
-
         hint = ("start a cluster with `ray start --head`, pass --ray-address auto or ray://HOST:10001, "
                 "or leave --ray-address out for a local instance")
         if answered and not address.startswith("ray://") and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":

@@ -38,6 +38,7 @@ from onnxforge.pipeline.publish import check_out_dir, is_onnxforge_json, planned
 from onnxforge.pipeline.run import release_inputs
 from onnxforge.zoo.local import run_local
 from onnxforge.zoo.report import write_all
+from onnxforge.zoo.ray_exec import run_ray
 
 EXECUTORS = ("local", "ray", "matrix")
 
@@ -169,16 +170,12 @@ def _execute(zr: ZooRun, cfg: ZooConfig, entries, run_id: str, outcomes: dict) -
     def finished(folder: str) -> None:
         done.append(folder)
         if zr.on_done:
-            from onnxforge.zoo.merge import release_record
-
             e = next(x for x in entries if x.folder == folder)
             info = _info(e, outcomes.get(folder), _missing(False, None))
             zr.on_done(release_record(out / folder, out, info, run_id), len(done), total)
 
     env_lock = os.environ.get("ONNXFORGE_BENCH_LOCK")
     if zr.executor == "ray":
-        from onnxforge.zoo.ray_exec import run_ray
-
         jobs = [Job(e, str(out), run_id, env_lock, cfg.zoo.keep_steps, zr.progress) for e in entries]
         run_ray(jobs, address=zr.ray_address, cpus=zr.jobs, zoo=cfg.zoo, outcomes=outcomes, on_done=finished)
         return

@@ -46,7 +46,7 @@ import numpy as np
 from onnxforge.backends.onnx.runner import onnx_runner as onnx_side, recorded_val_ranges
 from onnxforge.checks.compare import DEFAULT_TOLERANCE
 from onnxforge.checks.parity import validate
-from onnxforge.core.errors import StepNotApplicable
+from onnxforge.core.errors import StepNotApplicable, first_line
 from onnxforge.core.fileio import external_data_files, has_subgraphs, initializer_value
 from onnxforge.data.generate import generate_inputs, padding_mask
 from onnxforge.data.specs import model_io_specs, resolve_shape
@@ -356,8 +356,6 @@ def padding_bias_source(model, bias: str, base_dir: Path) -> tuple[str, float] |
     except _NotAPaddingBias as exc:
         return str(exc)
     except Exception as exc:  # the cut-out graph does not run: not something we can prove
-        from onnxforge.core.errors import first_line
-
         return f"the bias sub-graph could not be evaluated ({type(exc).__name__}: {first_line(exc, 160)})"
 
 

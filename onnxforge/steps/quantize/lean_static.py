@@ -15,16 +15,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from onnxforge.backends.onnx.inspection import inspect_model
+from onnxforge.core.fileio import load_onnx, working_dir
+from onnxforge.steps.artifacts import save_scratch_ir
+from onnxforge.steps.quantize import lean_quant
+
 LEAN_METHODS = ("minmax",)
 
 
 def decide(src, method: str, notes: list) -> bool:
     """Whether static quantization takes this path: min-max calibration of a model of
     lean_quant.LEAN_MIN_BYTES of weights or more. The reason goes to ``notes``."""
-    from onnxforge.backends.onnx.inspection import inspect_model
-    from onnxforge.steps.quantize.lean_quant import LEAN_MIN_BYTES
-
-    if inspect_model(src, runtime=False).parameter_bytes < LEAN_MIN_BYTES:
+    if inspect_model(src, runtime=False).parameter_bytes < lean_quant.LEAN_MIN_BYTES:
         return False
     if method not in LEAN_METHODS:
         notes.append(f"large model calibrated by ORT's quantize_static ({method} calibration), which holds it in "
@@ -39,8 +41,6 @@ def _model(src: Path):
     """As ORT's load_model_with_shape_infer, on the graph with its weights by reference."""
     import onnx
     from onnxruntime.quantization.quant_utils import add_infer_metadata
-
-    from onnxforge.core.fileio import load_onnx
 
     model = onnx.shape_inference.infer_shapes(load_onnx(src, weights_by_reference=True))
     add_infer_metadata(model)
@@ -92,9 +92,6 @@ def quantize_static_lean(src, dst, reader, *, tmp: Path, quant_format, activatio
     from onnxruntime.quantization.quant_utils import QuantizationMode
     from onnxruntime.quantization.quantize import check_static_quant_arguments, update_opset_version
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    from onnxforge.core.fileio import working_dir
-    from onnxforge.steps.artifacts import save_scratch_ir
 
     src, dst = Path(src).resolve(), Path(dst)
     extra_options = dict(extra_options or {})

@@ -38,7 +38,7 @@ from onnxforge.backends.onnx.inspection import summary
 from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges, onnx_runner as onnx_side
 from onnxforge.checks.benchmark import benchmark
 from onnxforge.checks.parity import validate
-from onnxforge.core.errors import UsageError
+from onnxforge.core.errors import UsageError, first_line
 from onnxforge.core.fileio import external_data_files, load_onnx, onnx_bytes
 from onnxforge.core.stats import contention_line, paired_speedup
 from onnxforge.data.generate import generate_inputs
@@ -133,8 +133,6 @@ def choose_dynamic_recipe(
             quantize(Path(c.fp32_model), q)
             reports = _parity(src, q, samples_sets, tolerance, criteria)
         except Exception as exc:  # the quantizer's own failure on this graph: drop it, say why
-            from onnxforge.core.errors import first_line
-
             built.append(Candidate(c.name, c.fp32_model, None, False, note=f"quantization failed: {first_line(exc, 200)}",
                                    details=c.details, seconds=round(time.perf_counter() - t0, 2)))
             continue
@@ -210,8 +208,6 @@ def _graph_candidate(src: Path, tmp: Path, notes: list) -> Candidate | None:
         try:
             info = fuse_attention(src, fused)
         except Exception as exc:
-            from onnxforge.core.errors import first_line
-
             notes.append(f"recipe: transformer fusions failed ({type(exc).__name__}: {first_line(exc, 160)})")
             return None
         if not info.get("attention"):
@@ -265,7 +261,6 @@ def fuse_attention(src: Path, dst: Path) -> dict:
 def _rename_data(model_path: Path, old_model_name: str) -> None:
     """save_scratch names the data file after the model; keep it consistent after a rename."""
     import onnx
-
 
     m = onnx.load(str(model_path), load_external_data=False)
     files = external_data_files(m)
@@ -322,7 +317,6 @@ def _why(r: ParityReport) -> str:
 
 def _time(src: Path, built: list[Candidate], dims, inputs, seconds: float, seed: int):
     """fp32 and every passing int8 candidate in one interleaved benchmark."""
-
 
     timed = [c for c in built if c.passed]
     models = [str(src)] + [c.int8_model for c in timed]
