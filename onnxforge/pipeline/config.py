@@ -23,16 +23,16 @@ from onnxforge.core.options import (Fraction, NonNegFloat, PosFloat, PosInt, Sec
 from onnxforge.core.options import alias_keys, validate_options, non_defaults
 from onnxforge.steps import RUN_NAMES, STEPS, step_for
 from onnxforge.steps.base import StepDef
+from onnxforge.steps.convert.torch import role_names
+from onnxforge.steps.quantize.quantize import refuse_generated_data
 from onnxforge.backends.base import is_factory
 from onnxforge.backends.onnx.runtime import resolve_provider
+from onnxforge.backends.torch.sources import pt2_input_dims
 from onnxforge.core.fileio import check_readable_file, load_onnx, load_toml
 from onnxforge.data.samples import read_npz
 from onnxforge.data.specs import model_io_specs, parse_dynamic, parse_spec
 from onnxforge.steps.package.options import PackageOptions
 from onnxforge.steps.serve_check.options import ServeCheckOptions
-from onnxforge.steps.quantize.quantize import refuse_generated_data
-from onnxforge.steps.convert.torch import role_names
-from onnxforge.backends.torch.sources import pt2_input_dims
 
 # every framework with a convert step (steps/convert/step.py), and onnx, which needs none
 FRAMEWORKS = (*(name.partition(".")[2] for name in STEPS if name.startswith("convert.")), "onnx")

@@ -33,6 +33,7 @@ from onnxforge.backends.base import is_factory
 from onnxforge.backends.onnx.runner import input_norms_of, inputs_and_ranges, onnx_runner
 from onnxforge.backends.onnx.runtime import environment
 from onnxforge.backends.torch.hf import is_hf_source
+from onnxforge.backends.torch.sources import load_torch
 from onnxforge.checks.benchmark import benchmark
 from onnxforge.checks.compare import Criteria, DEFAULT_TOLERANCE, LOOSE
 from onnxforge.checks.generation import has_past
@@ -59,7 +60,6 @@ from onnxforge.steps import function_of
 from onnxforge.steps.base import CheckOptions
 from onnxforge.steps.package.package import package, safe_model_name
 from onnxforge.steps.serve_check.check import serve_check
-from onnxforge.backends.torch.sources import load_torch
 
 log = logging.getLogger("onnxforge")
 

@@ -37,8 +37,8 @@ from onnxforge.pipeline.config import load_config
 from onnxforge.pipeline.publish import check_out_dir, is_onnxforge_json, planned_files
 from onnxforge.pipeline.run import release_inputs
 from onnxforge.zoo.local import run_local
-from onnxforge.zoo.report import write_all
 from onnxforge.zoo.ray_exec import run_ray
+from onnxforge.zoo.report import write_all
 
 EXECUTORS = ("local", "ray", "matrix")
 

@@ -6,8 +6,8 @@ requests, a token-authenticated cluster says what it wants; on a local instance 
 address): Ctrl-C stops every task.
 
 One module, one xdist group: the zoos share one local verdict and one cluster (a local
-Ray instance took 4-5 s to start and stop for each zoo), and one Ray runs at a time (the
-Ctrl-C test looks for any Ray task left on the machine)."""
+Ray instance took 4-5 s to start and stop for each zoo), and no other worker runs Ray
+meanwhile (the Ctrl-C test looks for any Ray task left on the machine)."""
 
 import json
 import os
