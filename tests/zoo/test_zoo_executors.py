@@ -11,6 +11,7 @@ meanwhile (the Ctrl-C test looks for any Ray task left on the machine)."""
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -30,9 +31,10 @@ needs_ray = pytest.mark.skipif(find_spec("ray") is None,
                                reason="the Ray executor needs the scale extra: pip install 'onnxforge[scale]'")
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-# `ray start` turns token authentication on: a client that names HOST:PORT sends the token
-# (~/.ray/auth_token, which it wrote) only in this mode
-CLUSTER_ENV = {**ENV, "RAY_AUTH_MODE": "token"}
+# the module's cluster uses token authentication, as `ray start` clusters do: a client that names
+# HOST:PORT sends the token only in this mode. The token is the module's own: a fresh machine has
+# no ~/.ray/auth_token (`ray start` in this mode will not make one) and the suite writes none there
+CLUSTER_ENV = {**ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
 def zoo_cmd(*args, env=ENV) -> subprocess.CompletedProcess:
