@@ -22,6 +22,24 @@ def print_table(headers: list[str], rows: list[list], title: str = "") -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
 
 
+def machine_line() -> str:
+    """The CPU and runtimes a table was measured on: int8 ratios differ by ISA (VNNI, AMX)
+    as much as by code, so every int8 figure is printed beside the ISA it ran on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from onnxforge.core.system import cpu_info, cpu_quota
+
+    info = cpu_info()
+    isa = " ".join(name for name, present in info["isa"].items() if present) or "none of the listed"
+    runtimes = []
+    for pkg in ("onnxruntime", "openvino"):
+        try:
+            runtimes.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    return f"machine: {info['model']}, {cpu_quota()} CPUs, ISA {isa}; {', '.join(runtimes)}"
+
+
 # ----------------------------------------------------------------------------- a shared, noisy machine
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks._util import ForeignCpu, paired_ratio, print_table, wait_quiet  # noqa: E402
+from benchmarks._util import ForeignCpu, machine_line, paired_ratio, print_table, wait_quiet  # noqa: E402
 
 K, N, SEQ = 768, 3072, 128
 
@@ -114,6 +114,7 @@ def main() -> None:
     print_table(["variant", "median ms", "vs fp32", "vs plain int8", "cosine"], rows,
                 title=f"4 MatMuls [1,{SEQ},{K}]x[{K},{N}] / [{N},{K}], {a.threads} threads, {a.rounds} rounds "
                       f"(ORT {ort.__version__}; other processes used {foreign.share:.0%} of the CPU)")
+    print(machine_line())
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks._util import ForeignCpu, paired_ratio, print_table, wait_quiet  # noqa: E402
+from benchmarks._util import ForeignCpu, machine_line, paired_ratio, print_table, wait_quiet  # noqa: E402
 
 MODELS = f"{ROOT / 'benchmarks' / '_quant_models.py'}"
 BERT_INPUTS = ["input_ids:int64:1x128", "attention_mask:int64:1x128"]
@@ -270,6 +270,7 @@ def main() -> None:
             goals += _goals(c, ratios)
     print_table(["model", "variant", "nodes", "p50 ms", "vs fp32 [95%]", "vs plain int8 [95%]", "min cos",
                  "cos drop vs plain"], rows, title="latency, 2 threads, rows interleaved per model (paired ratios)")
+    print(machine_line())
     for c in cases:
         print(f"note: {c['label']}: machine during timing: others used {c['cond']['foreign_share_during']:.0%} of the "
               f"CPU, load {' '.join(c['cond']['loadavg'])} before / {' '.join(c['cond']['loadavg_after'])} after, "

@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks._util import ForeignCpu, paired_ratio, print_table, wait_quiet  # noqa: E402
+from benchmarks._util import ForeignCpu, machine_line, paired_ratio, print_table, wait_quiet  # noqa: E402
 
 MODELS = f"{ROOT / 'benchmarks' / '_quant_models.py'}"
 EXAMPLE = ROOT / "fixtures" / "example"
@@ -234,6 +234,7 @@ def main() -> None:
                          "p50_ms": {f"{k[0]} @ {k[1]}": r.latency.p50 for k, r in case["rows"].items()}})
     print_table(["model", "variant", "runtime", "p50 ms", "vs fp32 on ORT [95%]", "vs plain int8 on ORT [95%]",
                  "min cos"], rows, title="latency, 2 threads, every row of a model interleaved (paired ratios)")
+    print(machine_line())
     for line in lines:
         print("note:", line)
     for g in goals:

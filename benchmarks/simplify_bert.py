@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks._util import paired_ratio, print_table, wait_quiet  # noqa: E402
+from benchmarks._util import machine_line, paired_ratio, print_table, wait_quiet  # noqa: E402
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the same names in both exports; dims differ
 
@@ -162,6 +162,7 @@ def main() -> None:
                          f"{c.speedup:.2f}x ({c.ci95[0]:.2f}-{c.ci95[1]:.2f})" if c else "1.00x"])
         print_table(["variant", "nodes", "nodes in ORT", "padded cosine", "max abs", "p50 ms", "vs raw (95% CI)"], rows,
                     title=f"BERT-base, batch 1, seq {a.seq}, 2 threads, rows interleaved")
+        print(machine_line())
         lat = {name: r.latencies_ms for name, r in zip(variants, rep.results)}
         for ours, olive, what in (("onnxforge simplify --transformer bert", "olive auto-opt fp32 (dynamo)", "fp32"),
                                   ("int8 onnxforge quantize dynamic", "olive auto-opt int8 (dynamo)", "int8")):
