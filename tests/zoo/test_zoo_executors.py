@@ -33,7 +33,7 @@ needs_ray = pytest.mark.skipif(find_spec("ray") is None,
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 # the module's cluster uses token authentication, as `ray start` clusters do: a client that names
 # HOST:PORT sends the token only in this mode. The token is the module's own: a fresh machine has
-# no ~/.ray/auth_token (`ray start` in this mode will not make one) and the suite writes none there
+# no ~/.ray/auth_token (`ray start` in this mode will not make one) and the cluster tests write none
 CLUSTER_ENV = {**ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
