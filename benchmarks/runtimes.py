@@ -21,8 +21,9 @@ rows are skipped with a message, without nncf the NNCF variant. OpenVINO's preci
 its own choice unless --ov-precision says (bf16 on CPUs with bf16 kernels; the table
 says which ran). The machine is shared: each timing waits for other processes to use
 < 10% of the CPU (--no-wait skips that) and records what they used.
-Goals (issue 27): BERT-base: the best onnxforge model on any runtime >= 1.6x plain
-`quantize_dynamic` with cosine >= 0.999; static int8 CNN >= 2.5x plain `quantize_static`.
+Goals (issue 27, a `goal:` line each): BERT-base: the best onnxforge model on any runtime
+>= 1.6x plain `quantize_dynamic` and the best on ORT >= 1.3x, with cosine >= 0.999; static
+int8 CNN >= 2.5x plain `quantize_static`. The `machine:` line names the ISA they ran on.
 """
 
 from __future__ import annotations
@@ -187,13 +188,20 @@ def _goals(case: dict, ratios: dict) -> list[str]:
     ours = [k for k in ratios if "onnxforge" in k[0] and case["cos"][k] >= PARITY]
     if not ours:
         return [f"NOT MET: {case['label']}: no onnxforge model reaches cosine {PARITY}"]
-    k = max(ours, key=lambda x: ratios[x]["plain"][0])
-    r = ratios[k]["plain"]
-    limit = 1.6 if "bert-base" in case["label"] else 2.5 if "resnet" in case["label"] else None
-    if limit is None:
-        return [f"{case['label']}: best onnxforge model {k[0]} on {k[1]}: {r[0]:.2f}x [{r[1]:.2f}-{r[2]:.2f}] plain int8"]
-    return [f"{'MET' if r[0] >= limit else 'NOT MET'}: {case['label']}: best onnxforge model ({k[0]} on {k[1]}) "
-            f"{r[0]:.2f}x [{r[1]:.2f}-{r[2]:.2f}] plain int8 on ORT at cosine >= {PARITY} (goal >= {limit})"]
+    lines = []
+    # issue 27: BERT-base >= 1.6x on any runtime and >= 1.3x on ORT; the CNN >= 2.5x (on ORT too, as filed)
+    bert, cnn = "bert-base" in case["label"], "resnet" in case["label"]
+    for where, pool, limit in (("any runtime", ours, 1.6 if bert else 2.5 if cnn else None),
+                               ("ORT", [k for k in ours if k[1] == "ort"], 1.3 if bert else 2.5 if cnn else None)):
+        if not pool or (where == "ORT" and limit is None):
+            continue
+        k = max(pool, key=lambda x: ratios[x]["plain"][0])
+        r = ratios[k]["plain"]
+        said = f"{case['label']}: best onnxforge model on {where} ({k[0]} on {k[1]}) {r[0]:.2f}x [{r[1]:.2f}-{r[2]:.2f}]"
+        lines.append(f"{said} plain int8 on ORT" if limit is None else
+                     f"{'MET' if r[0] >= limit else 'NOT MET'}: {said} plain int8 on ORT at cosine >= {PARITY} "
+                     f"(goal >= {limit})")
+    return lines
 
 
 def main() -> None:
