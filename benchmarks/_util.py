@@ -27,10 +27,10 @@ def machine_line() -> str:
     as much as by code, so every int8 figure is printed beside the ISA it ran on."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from onnxforge.core.system import cpu_info, cpu_quota
+    from onnxforge.core.system import cpu_info, cpu_quota, isa_names
 
     info = cpu_info()
-    isa = " ".join(name for name, present in info["isa"].items() if present) or "none of the listed"
+    isa = isa_names(info) or "none of the int8/fp16 extensions"
     runtimes = []
     for pkg in ("onnxruntime", "openvino"):
         try:

@@ -124,6 +124,12 @@ def cpu_info() -> dict:
             "isa": {name: (flag in flags) for flag, name in ISA_FLAGS.items()}}
 
 
+def isa_names(cpu: dict) -> str:
+    """The ISA extensions a ``cpu_info()`` record (or a report's copy of one) has, as printed
+    beside every int8 figure: "avx2, avx512_vnni, amx_int8" ("" when none of them)."""
+    return ", ".join(name for name, present in cpu.get("isa", {}).items() if present)
+
+
 def proc_kib(path: str, key: str) -> int | None:
     """A 'Key:  N kB' line of a /proc file, in bytes (None where /proc has no such line)."""
     try:

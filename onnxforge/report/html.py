@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from onnxforge.report.layout import num
 from onnxforge import __version__
 from onnxforge.core.fileio import atomic_write_text
+from onnxforge.core.system import isa_names
 from onnxforge.report.markdown import TITLES
 
 PALETTE = ("#4269d0", "#ef8a32", "#3ca951", "#ff725c", "#a463f2", "#97bbf5", "#9c6b4e", "#6cc5b0")
@@ -381,7 +382,7 @@ def benchmark_section(rep: Any, min_speedup: float | None = None) -> str:
                        "items/s", "speed-up"), rows, numeric=(2, 3, 4, 5, 6, 7, 8, 9, 10)))
     env = rep.environment or {}
     cpu = env.get("cpu", {})
-    isa = ", ".join(k for k, v in cpu.get("isa", {}).items() if v)
+    isa = isa_names(cpu)
     out.append(f'<p class="meta">{escape(str(cpu.get("model")))} ({escape(isa)}); quota {env.get("cpu_quota")} '
                f'cores; onnxruntime {escape(str(env.get("onnxruntime")))}</p>')
     out += [f'<p class="meta">note: {escape(n)}</p>' for n in rep.notes]

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from onnxforge.report import to_jsonable
 from onnxforge.report.layout import Col, fit_table, key_values, num
 from onnxforge.core.stats import contention_line, sparkline
+from onnxforge.core.system import isa_names
 
 
 def _fmt_bytes(n: float) -> str:
@@ -272,7 +273,7 @@ def _render_benchmark(rep, console, gates: bool = True, verbose: bool = False) -
         console.print(f"timing: {_esc(contention_line(rep.contention))}", overflow="fold")
     env = rep.environment
     cpu = env.get("cpu", {})
-    isa = ", ".join(k for k, v in cpu.get("isa", {}).items() if v)
+    isa = isa_names(cpu)
     console.print(_esc(f"cpu: {cpu.get('model')} ({isa}); quota {env.get('cpu_quota')} cores; "
                        f"onnxruntime {env.get('onnxruntime')} ({env.get('device')})"), overflow="fold")
     for n in rep.notes:
@@ -382,7 +383,7 @@ def _render_doctor(d, console, verbose: bool = False) -> None:
               [Col("provider", "left"), Col("name", "left", text=True, keep=2), Col("listed", "left"),
                Col("initialises", "left"), Col("time", keep=1), Col("why not", "left", text=True)], rows,
               verbose=verbose)
-    isa = ", ".join(k for k, v in d.cpu.get("isa", {}).items() if v) or "none of the int8/fp16 extensions"
+    isa = isa_names(d.cpu) or "none of the int8/fp16 extensions"
     quota = d.cpus.get("cgroup_quota")
     key_values(console, [
         ("cpu", _esc(f"{d.cpu.get('model')} ({d.cpu.get('machine')})")), ("isa", isa),
